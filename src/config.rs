@@ -1,0 +1,802 @@
+//! Configuration: what the user wrote (TOML plus `SLUICE__SECTION__KEY` environment
+//! overrides), checked once at start so that every later stage can trust it.
+//!
+//! Loading is two steps: [`Config::load`] reads and overrides the file, deserializes it
+//! with unknown keys refused, and [`Config::validate`] checks values and resolves the
+//! API keys from the environment. Every error names the key it is about, on one line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Customer.io's limit on a whole v2 batch request body, in bytes.
+pub const CUSTOMERIO_MAX_BATCH_BYTES: usize = 500_000;
+/// Customer.io's limit on one v2 batch item, in bytes.
+pub const CUSTOMERIO_MAX_ITEM_BYTES: usize = 32_000;
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SLUICE__";
+
+/// A configuration problem, always naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given on the command line.
+        path: String,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The path given on the command line.
+        path: String,
+        /// The parser's message, flattened to one line.
+        message: String,
+    },
+    /// A key is unknown, missing, or of the wrong type.
+    #[error("config key `{key}`: {message}")]
+    Key {
+        /// Dotted path of the key, e.g. `kafka.brokers`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where events come from and where offsets are committed.
+    pub kafka: KafkaConfig,
+    /// The API events are delivered to.
+    pub destination: DestinationConfig,
+    /// How events are grouped into requests.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// How each workspace's lane schedules requests.
+    #[serde(default)]
+    pub lanes: LaneConfig,
+    /// The destination accounts events are routed to.
+    pub workspaces: Vec<WorkspaceConfig>,
+    /// The HTTP listener for metrics and health.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// How the worker stops.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[kafka]`: the source topics and the consumer group.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    pub brokers: String,
+    /// Consumer group id; replicas sharing it split the partitions between them.
+    pub group_id: String,
+    /// Topics to consume identify/track events from.
+    pub topics: Vec<String>,
+    /// Topic for dead letters (events that can never be delivered).
+    #[serde(default)]
+    pub dlq_topic: Option<String>,
+    /// Where a group with no committed offset starts: `earliest` or `latest`.
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// How often completed offsets are committed, in milliseconds.
+    #[serde(default = "defaults::commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// Events held in process (consumed, not yet delivered) above which the assigned
+    /// partitions are paused.
+    #[serde(default = "defaults::max_buffered_events")]
+    pub max_buffered_events: usize,
+    /// Events held in process below which paused partitions resume.
+    #[serde(default = "defaults::resume_buffered_events")]
+    pub resume_buffered_events: usize,
+    /// How long revoked partitions' in-flight work may finish before the rebalance goes
+    /// on without it, in milliseconds.
+    #[serde(default = "defaults::revoke_deadline_ms")]
+    pub revoke_deadline_ms: u64,
+    /// Extra librdkafka properties, passed through unchanged (SASL, TLS, timeouts...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Where a consumer group without committed offsets starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// The oldest retained event.
+    #[default]
+    Earliest,
+    /// Only events produced after the group first joins.
+    Latest,
+}
+
+/// `[destination]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Destination kind; only `customerio` today.
+    pub kind: DestinationKind,
+    /// Customer.io data centre: `us` or `eu`. Ignored when `base_url` is set.
+    #[serde(default)]
+    pub region: Region,
+    /// Overrides the region's host, e.g. `http://127.0.0.1:8080` for a mock API.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// `batch` (v2 `/api/v2/batch`, many events per request) or `single` (v1, one
+    /// request per event).
+    #[serde(default)]
+    pub api: ApiMode,
+    /// TCP connect timeout, in milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout (send and read the response), in milliseconds.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Idle keep-alive connections kept per host.
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+    /// Pause before a failed request is tried again, in milliseconds.
+    #[serde(default = "defaults::retry_delay_ms")]
+    pub retry_delay_ms: u64,
+}
+
+/// The kind of destination API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    /// Customer.io Track API.
+    Customerio,
+}
+
+/// Customer.io data centre.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// `https://track.customer.io`.
+    #[default]
+    Us,
+    /// `https://track-eu.customer.io`.
+    Eu,
+}
+
+/// Which Customer.io Track API generation to call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiMode {
+    /// v2 `POST /api/v2/batch`.
+    #[default]
+    Batch,
+    /// v1 `PUT /api/v1/customers/{id}` and `POST /api/v1/customers/{id}/events`.
+    Single,
+}
+
+/// `[batch]`: when a lane sends what it holds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most events in one request.
+    #[serde(default = "defaults::max_events")]
+    pub max_events: usize,
+    /// Most bytes in one request body (Customer.io allows 500 KB).
+    #[serde(default = "defaults::max_bytes")]
+    pub max_bytes: usize,
+    /// Largest accepted encoded event, in bytes (Customer.io allows 32 KB per item);
+    /// larger events are rejected as `too_large`.
+    #[serde(default = "defaults::max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// How long a partly filled batch waits for more events, in milliseconds.
+    #[serde(default = "defaults::linger_ms")]
+    pub linger_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: defaults::max_events(),
+            max_bytes: defaults::max_bytes(),
+            max_event_bytes: defaults::max_event_bytes(),
+            linger_ms: defaults::linger_ms(),
+        }
+    }
+}
+
+/// `[lanes]`: per-workspace scheduling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConfig {
+    /// Requests one workspace may have in flight at once.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// `per-user`: one user's events arrive in produced order; `none`: no ordering.
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// Workspace for events that name none (field or header); unset means such events
+    /// are rejected as `unknown_workspace`.
+    #[serde(default)]
+    pub default_workspace: Option<String>,
+}
+
+impl Default for LaneConfig {
+    fn default() -> Self {
+        LaneConfig {
+            max_in_flight: defaults::max_in_flight(),
+            ordering: Ordering::default(),
+            default_workspace: None,
+        }
+    }
+}
+
+/// Ordering guarantee within a workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ordering {
+    /// Never two requests in flight carrying the same user.
+    #[default]
+    PerUser,
+    /// Any event may go in any request.
+    None,
+}
+
+/// One `[[workspaces]]` entry: a Customer.io workspace and its credentials.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    /// Name used in events (`workspace` field or header) and in logs and metrics.
+    pub id: String,
+    /// Customer.io site id (Basic auth user).
+    pub site_id: String,
+    /// Name of the environment variable holding the API key; the key itself never
+    /// appears in the file.
+    pub api_key_env: String,
+    /// Requests per second this workspace may send (Customer.io plans for 100).
+    #[serde(default = "defaults::rate_limit_per_s")]
+    pub rate_limit_per_s: u32,
+    /// The API key read from `api_key_env` at validation.
+    #[serde(skip)]
+    pub api_key: Secret,
+}
+
+/// `[server]`: the metrics and health listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` to serve `/metrics`, `/healthz` and `/readyz` on; port 0 picks one.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: defaults::listen(),
+        }
+    }
+}
+
+/// `[shutdown]`: draining on SIGTERM.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long buffered and in-flight events may take to deliver after SIGTERM before
+    /// the worker gives up on them (they stay uncommitted), in milliseconds.
+    #[serde(default = "defaults::drain_deadline_ms")]
+    pub drain_deadline_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_deadline_ms: defaults::drain_deadline_ms(),
+        }
+    }
+}
+
+/// A credential: printed and logged only as `****`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"****\"")
+    }
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+
+    pub(super) fn commit_interval_ms() -> u64 {
+        1_000
+    }
+    pub(super) fn max_buffered_events() -> usize {
+        10_000
+    }
+    pub(super) fn resume_buffered_events() -> usize {
+        5_000
+    }
+    pub(super) fn revoke_deadline_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn pool_size() -> usize {
+        32
+    }
+    pub(super) fn retry_delay_ms() -> u64 {
+        1_000
+    }
+    pub(super) fn max_events() -> usize {
+        100
+    }
+    pub(super) fn max_bytes() -> usize {
+        super::CUSTOMERIO_MAX_BATCH_BYTES
+    }
+    pub(super) fn max_event_bytes() -> usize {
+        super::CUSTOMERIO_MAX_ITEM_BYTES
+    }
+    pub(super) fn linger_ms() -> u64 {
+        200
+    }
+    pub(super) fn max_in_flight() -> usize {
+        4
+    }
+    pub(super) fn rate_limit_per_s() -> u32 {
+        100
+    }
+    pub(super) fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 9464))
+    }
+    pub(super) fn drain_deadline_ms() -> u64 {
+        10_000
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `SLUICE__…` overrides from the process environment,
+    /// deserializes and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses TOML `text` with the given environment (overrides and API keys), then
+    /// validates. `origin` names the source in errors.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: origin.to_string(),
+                    message: one_line(&e.to_string()),
+                })?;
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        for (name, value) in &env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut table, name, path, value)?;
+            }
+        }
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::key(
+                    if key == "." {
+                        "(top level)".into()
+                    } else {
+                        key
+                    },
+                    one_line(&e.into_inner().to_string()),
+                )
+            })?;
+        config.validate(&env)?;
+        Ok(config)
+    }
+
+    /// Checks values that types cannot, and reads each workspace's API key from `env`.
+    fn validate(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(ConfigError::key("kafka.brokers", "must not be empty"));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(ConfigError::key("kafka.group_id", "must not be empty"));
+        }
+        if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::key(
+                "kafka.topics",
+                "needs at least one non-empty topic name",
+            ));
+        }
+        if k.dlq_topic.as_ref().is_some_and(|d| k.topics.contains(d)) {
+            return Err(ConfigError::key(
+                "kafka.dlq_topic",
+                "must not be one of kafka.topics (dead letters would loop)",
+            ));
+        }
+        positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
+        positive("kafka.max_buffered_events", k.max_buffered_events as u64)?;
+        if k.resume_buffered_events >= k.max_buffered_events {
+            return Err(ConfigError::key(
+                "kafka.resume_buffered_events",
+                format!(
+                    "must be below kafka.max_buffered_events ({})",
+                    k.max_buffered_events
+                ),
+            ));
+        }
+        for key in ["enable.auto.offset.store", "enable.auto.commit", "group.id"] {
+            if k.options.contains_key(key) {
+                return Err(ConfigError::key(
+                    format!("kafka.options.\"{key}\""),
+                    "is managed by sluice and cannot be overridden",
+                ));
+            }
+        }
+
+        let d = &self.destination;
+        if let Some(url) = &d.base_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| ConfigError::key("destination.base_url", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::key(
+                    "destination.base_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        positive("destination.connect_timeout_ms", d.connect_timeout_ms)?;
+        positive("destination.request_timeout_ms", d.request_timeout_ms)?;
+
+        let b = &self.batch;
+        positive("batch.max_events", b.max_events as u64)?;
+        if b.max_bytes == 0 || b.max_bytes > CUSTOMERIO_MAX_BATCH_BYTES {
+            return Err(ConfigError::key(
+                "batch.max_bytes",
+                format!("must be between 1 and {CUSTOMERIO_MAX_BATCH_BYTES} (Customer.io's request limit)"),
+            ));
+        }
+        if b.max_event_bytes == 0 || b.max_event_bytes > b.max_bytes {
+            return Err(ConfigError::key(
+                "batch.max_event_bytes",
+                format!("must be between 1 and batch.max_bytes ({})", b.max_bytes),
+            ));
+        }
+        positive("lanes.max_in_flight", self.lanes.max_in_flight as u64)?;
+
+        if self.workspaces.is_empty() {
+            return Err(ConfigError::key(
+                "workspaces",
+                "needs at least one [[workspaces]] entry",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, ws) in self.workspaces.iter_mut().enumerate() {
+            if ws.id.trim().is_empty() {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].id"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert(ws.id.clone()) {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].id"),
+                    format!("`{}` is listed twice", ws.id),
+                ));
+            }
+            if ws.site_id.trim().is_empty() {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].site_id"),
+                    "must not be empty",
+                ));
+            }
+            positive(
+                &format!("workspaces[{i}].rate_limit_per_s"),
+                ws.rate_limit_per_s.into(),
+            )?;
+            match env.get(&ws.api_key_env) {
+                Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
+                _ => {
+                    return Err(ConfigError::key(
+                        format!("workspaces[{i}].api_key_env"),
+                        format!(
+                            "environment variable {} (API key of workspace `{}`) is not set",
+                            ws.api_key_env, ws.id
+                        ),
+                    ))
+                }
+            }
+        }
+        if let Some(default) = &self.lanes.default_workspace {
+            if !seen.contains(default) {
+                return Err(ConfigError::key(
+                    "lanes.default_workspace",
+                    format!("`{default}` is not one of the [[workspaces]] ids"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with credentials masked: what
+    /// `sluice config check` prints.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        for (key, value) in shown.kafka.options.iter_mut() {
+            if is_secret_option(key) {
+                *value = "****".into();
+            }
+        }
+        let mut out = toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# {e}\n"));
+        out.push_str("\n# API keys (read from the environment)\n");
+        for ws in &self.workspaces {
+            out.push_str(&format!(
+                "# workspace {}: {} is set (****)\n",
+                ws.id, ws.api_key_env
+            ));
+        }
+        out
+    }
+
+    /// Looks up a workspace by id.
+    pub fn workspace(&self, id: &str) -> Option<&WorkspaceConfig> {
+        self.workspaces.iter().find(|w| w.id == id)
+    }
+
+    /// How often completed offsets are committed.
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.kafka.commit_interval_ms)
+    }
+}
+
+/// librdkafka properties whose values are credentials.
+pub fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.ends_with(".key") || k.contains("token")
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::key(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Sets the key named by `path` (`SECTION__KEY`, numeric parts index arrays) to
+/// `value`, read as a TOML value when it parses as one and as a string otherwise.
+fn apply_override(
+    table: &mut toml::Table,
+    var: &str,
+    path: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err(ConfigError::key(var, "malformed override variable name"));
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+
+    let mut node = table;
+    let (last, parents) = parts.split_last().expect("split on a non-empty string");
+    for (depth, part) in parents.iter().enumerate() {
+        let next_is_index = parts[depth + 1].parse::<usize>().is_ok();
+        let entry = node.entry(part.clone()).or_insert_with(|| {
+            if next_is_index {
+                toml::Value::Array(Vec::new())
+            } else {
+                toml::Value::Table(toml::Table::new())
+            }
+        });
+        node = match entry {
+            toml::Value::Table(t) => t,
+            toml::Value::Array(items) => {
+                let index: usize = parts[depth + 1].parse().map_err(|_| {
+                    ConfigError::key(var, format!("`{part}` is a list: expected an index"))
+                })?;
+                let item = items.get_mut(index).ok_or_else(|| {
+                    ConfigError::key(var, format!("`{part}` has no entry {index}"))
+                })?;
+                // The index part is consumed here; skip it in the walk below.
+                match item {
+                    toml::Value::Table(t) => return set_in(t, &parts[depth + 2..], var, parsed),
+                    _ => return Err(ConfigError::key(var, "does not name a table")),
+                }
+            }
+            _ => return Err(ConfigError::key(var, format!("`{part}` is not a section"))),
+        };
+    }
+    set_leaf(node, last, parsed);
+    Ok(())
+}
+
+fn set_in(
+    table: &mut toml::Table,
+    rest: &[String],
+    var: &str,
+    value: toml::Value,
+) -> Result<(), ConfigError> {
+    match rest {
+        [] => Err(ConfigError::key(var, "names a table, not a key")),
+        [leaf] => {
+            set_leaf(table, leaf, value);
+            Ok(())
+        }
+        [head, tail @ ..] => match table
+            .entry(head.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => set_in(t, tail, var, value),
+            _ => Err(ConfigError::key(var, format!("`{head}` is not a section"))),
+        },
+    }
+}
+
+fn set_leaf(table: &mut toml::Table, key: &str, value: toml::Value) {
+    // A list key given a plain string takes it as comma-separated items.
+    let value = match (table.get(key), value) {
+        (Some(toml::Value::Array(_)), toml::Value::String(s)) => toml::Value::Array(
+            s.split(',')
+                .map(|p| toml::Value::String(p.trim().to_string()))
+                .collect(),
+        ),
+        (_, v) => v,
+    };
+    table.insert(key.to_string(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+brokers = "localhost:9092"
+group_id = "sluice"
+topics = ["events"]
+
+[destination]
+kind = "customerio"
+
+[[workspaces]]
+id = "acme"
+site_id = "site-1"
+api_key_env = "ACME_KEY"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn minimal_config_takes_documented_defaults() {
+        let c = Config::from_toml(MINIMAL, "t", env(&[("ACME_KEY", "k")])).unwrap();
+        assert_eq!(c.batch.max_events, 100);
+        assert_eq!(c.batch.max_bytes, 500_000);
+        assert_eq!(c.lanes.ordering, Ordering::PerUser);
+        assert_eq!(c.destination.api, ApiMode::Batch);
+        assert_eq!(c.workspaces[0].api_key.expose(), "k");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("group_id", "groupid = \"x\"\ngroup_id");
+        let err = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("kafka") && msg.contains("groupid"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn missing_api_key_variable_is_named() {
+        let err = Config::from_toml(MINIMAL, "t", env(&[])).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("workspaces[0].api_key_env") && msg.contains("ACME_KEY"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_scalars_lists_and_array_entries() {
+        let c = Config::from_toml(
+            MINIMAL,
+            "t",
+            env(&[
+                ("ACME_KEY", "k"),
+                ("SLUICE__KAFKA__BROKERS", "b1:9092,b2:9092"),
+                ("SLUICE__KAFKA__TOPICS", "a, b"),
+                ("SLUICE__BATCH__MAX_EVENTS", "7"),
+                ("SLUICE__WORKSPACES__0__SITE_ID", "site-2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "b1:9092,b2:9092");
+        assert_eq!(c.kafka.topics, vec!["a", "b"]);
+        assert_eq!(c.batch.max_events, 7);
+        assert_eq!(c.workspaces[0].site_id, "site-2");
+    }
+
+    #[test]
+    fn impossible_values_are_refused() {
+        let text = format!("{MINIMAL}\n[batch]\nmax_bytes = 600000\n");
+        let err = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
+        assert!(err.to_string().contains("batch.max_bytes"), "{err}");
+
+        let err = Config::from_toml(
+            MINIMAL,
+            "t",
+            env(&[("ACME_KEY", "k"), ("SLUICE__BATCH__MAX_EVENTS", "lots")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("batch.max_events"), "{err}");
+    }
+
+    #[test]
+    fn masked_output_hides_credentials() {
+        let text = MINIMAL.replace(
+            "[destination]",
+            "[kafka.options]\n\"sasl.password\" = \"hunter2\"\n\n[destination]",
+        );
+        let c = Config::from_toml(&text, "t", env(&[("ACME_KEY", "topsecret")])).unwrap();
+        let shown = c.to_masked_toml();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("topsecret"),
+            "{shown}"
+        );
+        assert!(shown.contains("sasl.password"));
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

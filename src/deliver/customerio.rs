@@ -1,0 +1,482 @@
+//! Customer.io Track API: events encoded as v2 batch items (`POST /api/v2/batch`) or
+//! as v1 calls (`PUT /api/v1/customers/{id}`, `POST /api/v1/customers/{id}/events`,
+//! `POST /api/v1/events`), sent with Basic auth `site_id:api_key`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::retry::{classify, status_class, Verdict};
+use super::{Destination, ItemOutcome};
+use crate::config::{ApiMode, Config, Region, Secret};
+use crate::event::{Action, Event, InvalidEvent, Person, MAX_EVENT_DATA_BYTES};
+use crate::metrics::Metrics;
+
+/// Characters left as they are in a path segment (RFC 3986 unreserved).
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Longest part of an API answer kept in a rejection's detail.
+const EXCERPT_BYTES: usize = 300;
+
+/// One event, encoded for the configured API generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoded {
+    /// One item of a v2 batch body.
+    BatchItem(Vec<u8>),
+    /// One v1 call.
+    Request {
+        /// `PUT` for identify, `POST` for events.
+        method: Method,
+        /// Path with percent-encoded identifiers.
+        path: String,
+        /// JSON body.
+        body: Vec<u8>,
+    },
+}
+
+impl Encoded {
+    /// Bytes this event adds to a request body.
+    pub fn len(&self) -> usize {
+        match self {
+            Encoded::BatchItem(b) | Encoded::Request { body: b, .. } => b.len(),
+        }
+    }
+
+    /// Whether the encoding is empty (it never is for a real event).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Customer.io Track API client shared by every lane.
+#[derive(Debug)]
+pub struct CustomerIo {
+    client: reqwest::Client,
+    base_url: String,
+    api: ApiMode,
+    credentials: HashMap<String, (String, Secret)>,
+    retry_delay: Duration,
+    max_item_bytes: usize,
+    metrics: Metrics,
+}
+
+impl CustomerIo {
+    /// Builds the client for `config`'s destination and workspaces.
+    pub fn new(config: &Config, metrics: Metrics) -> reqwest::Result<Self> {
+        let d = &config.destination;
+        let base_url = match (&d.base_url, d.region) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Region::Us) => "https://track.customer.io".into(),
+            (None, Region::Eu) => "https://track-eu.customer.io".into(),
+        };
+        Ok(CustomerIo {
+            client: super::http_client(d)?,
+            base_url,
+            api: d.api,
+            credentials: config
+                .workspaces
+                .iter()
+                .map(|w| (w.id.clone(), (w.site_id.clone(), w.api_key.clone())))
+                .collect(),
+            retry_delay: Duration::from_millis(d.retry_delay_ms),
+            max_item_bytes: config.batch.max_event_bytes,
+            metrics,
+        })
+    }
+
+    fn encode_v2(event: &Event) -> Result<Value, InvalidEvent> {
+        let Person::Id(id) = &event.person else {
+            return Err(InvalidEvent::Unsupported(
+                "anonymous events need destination.api = \"single\" (v1 /api/v1/events)",
+            ));
+        };
+        let mut item = json!({"type": "person", "identifiers": {"id": id}});
+        match &event.action {
+            Action::Identify { attributes } => {
+                item["action"] = "identify".into();
+                item["attributes"] = Value::Object(attributes.clone());
+            }
+            Action::Track { name, data } => {
+                item["action"] = "event".into();
+                item["name"] = name.as_str().into();
+                item["id"] = event.dedup_id.as_str().into();
+                item["attributes"] = Value::Object(data.clone());
+            }
+        }
+        if let Some(ts) = event.timestamp {
+            item["timestamp"] = ts.into();
+        }
+        Ok(item)
+    }
+
+    fn encode_v1(event: &Event) -> Result<(Method, String, Value), InvalidEvent> {
+        match (&event.action, &event.person) {
+            (Action::Identify { attributes }, Person::Id(id)) => Ok((
+                Method::PUT,
+                format!("/api/v1/customers/{}", segment(id)),
+                Value::Object(v1_attributes(attributes)),
+            )),
+            (Action::Identify { .. }, Person::Anonymous(_)) => Err(InvalidEvent::MissingUserId),
+            (Action::Track { name, data }, person) => {
+                let data_len = serde_json::to_vec(data).map_or(0, |d| d.len());
+                if data_len > MAX_EVENT_DATA_BYTES {
+                    return Err(InvalidEvent::OverLimit {
+                        field: "properties",
+                        detail: format!("{data_len} bytes, limit {MAX_EVENT_DATA_BYTES}"),
+                    });
+                }
+                let mut body = json!({"name": name, "id": event.dedup_id, "data": data});
+                if let Some(ts) = event.timestamp {
+                    body["timestamp"] = ts.into();
+                }
+                let path = match person {
+                    Person::Id(id) => format!("/api/v1/customers/{}/events", segment(id)),
+                    Person::Anonymous(anon) => {
+                        body["anonymous_id"] = anon.as_str().into();
+                        "/api/v1/events".to_string()
+                    }
+                };
+                Ok((Method::POST, path, body))
+            }
+        }
+    }
+
+    async fn send_batch(&self, workspace: &str, items: &[Encoded]) -> Vec<ItemOutcome> {
+        let mut body = Vec::with_capacity(items.iter().map(Encoded::len).sum::<usize>() + 16);
+        body.extend_from_slice(b"{\"batch\":[");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            if let Encoded::BatchItem(bytes) = item {
+                body.extend_from_slice(bytes);
+            }
+        }
+        body.extend_from_slice(b"]}");
+        let answer = self
+            .send_until_final(workspace, Method::POST, "/api/v2/batch", body)
+            .await;
+        match answer {
+            Final::Accepted => vec![ItemOutcome::Delivered; items.len()],
+            Final::Rejected { reason, detail } => {
+                vec![ItemOutcome::Rejected { reason, detail }; items.len()]
+            }
+            Final::Partial(text) => partial_outcomes(&text, items.len()),
+        }
+    }
+
+    async fn send_single(&self, workspace: &str, items: &[Encoded]) -> Vec<ItemOutcome> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            let Encoded::Request { method, path, body } = item else {
+                outcomes.push(ItemOutcome::Rejected {
+                    reason: "encoding".into(),
+                    detail: "batch item sent to the v1 API".into(),
+                });
+                continue;
+            };
+            let outcome = match self
+                .send_until_final(workspace, method.clone(), path, body.clone())
+                .await
+            {
+                Final::Accepted | Final::Partial(_) => ItemOutcome::Delivered,
+                Final::Rejected { reason, detail } => ItemOutcome::Rejected { reason, detail },
+            };
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// Sends one request, trying again after transient failures, until the answer is
+    /// final.
+    async fn send_until_final(
+        &self,
+        workspace: &str,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Final {
+        let Some((site_id, key)) = self.credentials.get(workspace) else {
+            return Final::Rejected {
+                reason: "unknown_workspace".into(),
+                detail: format!("no credentials for workspace {workspace}"),
+            };
+        };
+        let url = format!("{}{}", self.base_url, path);
+        let mut attempt: u32 = 0;
+        loop {
+            let mut request = self
+                .client
+                .request(method.clone(), &url)
+                .basic_auth(site_id, Some(key.expose()))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            if attempt > 0 {
+                request = request.header("X-Retry-Count", attempt.to_string());
+            }
+            attempt += 1;
+            match request.send().await {
+                Err(e) => {
+                    self.metrics.request(workspace, "error");
+                    let reason = if e.is_timeout() {
+                        "timeout"
+                    } else if e.is_connect() {
+                        "connect"
+                    } else {
+                        "network"
+                    };
+                    self.metrics.retry(workspace, reason, &e.to_string());
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    self.metrics.request(workspace, status_class(status));
+                    let verdict = classify(status);
+                    if verdict == Verdict::Success {
+                        return Final::Accepted;
+                    }
+                    let text = response.text().await.unwrap_or_default();
+                    match verdict {
+                        Verdict::Success => return Final::Accepted,
+                        Verdict::Partial => return Final::Partial(text),
+                        Verdict::Reject => {
+                            return Final::Rejected {
+                                reason: format!("http_{}", status.as_u16()),
+                                detail: excerpt(&text),
+                            }
+                        }
+                        Verdict::Retry => {
+                            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                                tracing::error!(
+                                    workspace,
+                                    status = status.as_u16(),
+                                    "the API refuses this workspace's credentials; check its \
+                                     site_id and API key (events are kept and retried)"
+                                );
+                            }
+                            self.metrics.retry(
+                                workspace,
+                                &format!("http_{}", status.as_u16()),
+                                &excerpt(&text),
+                            );
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(self.retry_delay).await;
+        }
+    }
+}
+
+/// The final answer to one request.
+enum Final {
+    Accepted,
+    Partial(String),
+    Rejected { reason: String, detail: String },
+}
+
+#[derive(Deserialize)]
+struct PartialBody {
+    #[serde(default)]
+    errors: Vec<ItemError>,
+}
+
+#[derive(Deserialize)]
+struct ItemError {
+    batch_index: usize,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    field: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Maps a 207 body to per-item outcomes: listed items are refused, the rest accepted.
+fn partial_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
+    let mut outcomes = vec![ItemOutcome::Delivered; count];
+    match serde_json::from_str::<PartialBody>(text) {
+        Ok(body) => {
+            for e in body.errors.into_iter().filter(|e| e.batch_index < count) {
+                let detail = [
+                    e.reason.as_deref(),
+                    e.field.as_deref(),
+                    e.message.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ");
+                outcomes[e.batch_index] = ItemOutcome::Rejected {
+                    reason: "invalid_item".into(),
+                    detail: excerpt(&detail),
+                };
+            }
+        }
+        // Without the list we cannot tell accepted from refused: refuse all, so
+        // nothing counts as delivered that may not have been.
+        Err(_) => outcomes.fill(ItemOutcome::Rejected {
+            reason: "unreadable_207".into(),
+            detail: excerpt(text),
+        }),
+    }
+    outcomes
+}
+
+fn segment(id: &str) -> String {
+    utf8_percent_encode(id, PATH_SEGMENT).to_string()
+}
+
+/// The v1 identify body: its schema takes strings, integers and booleans only, so
+/// floats, arrays and objects are sent as their JSON text and nulls are left out.
+fn v1_attributes(attributes: &Map<String, Value>) -> Map<String, Value> {
+    attributes
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(_) | Value::Bool(_) => v.clone(),
+                Value::Number(n) if n.is_i64() || n.is_u64() => v.clone(),
+                other => Value::String(other.to_string()),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn excerpt(text: &str) -> String {
+    let mut end = text.len().min(EXCERPT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].replace(['\n', '\r'], " ")
+}
+
+impl Destination for CustomerIo {
+    fn encode(&self, event: &Event) -> Result<Encoded, InvalidEvent> {
+        let encoded = match self.api {
+            ApiMode::Batch => Encoded::BatchItem(
+                serde_json::to_vec(&Self::encode_v2(event)?).expect("JSON values serialize"),
+            ),
+            ApiMode::Single => {
+                let (method, path, body) = Self::encode_v1(event)?;
+                Encoded::Request {
+                    method,
+                    path,
+                    body: serde_json::to_vec(&body).expect("JSON values serialize"),
+                }
+            }
+        };
+        if encoded.len() > self.max_item_bytes {
+            return Err(InvalidEvent::TooLarge {
+                size: encoded.len(),
+                limit: self.max_item_bytes,
+            });
+        }
+        Ok(encoded)
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        workspace: &'a str,
+        items: &'a [Encoded],
+    ) -> BoxFuture<'a, Vec<ItemOutcome>> {
+        Box::pin(async move {
+            match self.api {
+                ApiMode::Batch => self.send_batch(workspace, items).await,
+                ApiMode::Single => self.send_single(workspace, items).await,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(person: Person, action: Action) -> Event {
+        Event {
+            workspace: "acme".into(),
+            person,
+            action,
+            timestamp: Some(1_700_000_000),
+            dedup_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        }
+    }
+
+    #[test]
+    fn v2_items_follow_the_track_api_schema() {
+        let mut attrs = Map::new();
+        attrs.insert("plan".into(), "pro".into());
+        let item = CustomerIo::encode_v2(&event(
+            Person::Id("u1".into()),
+            Action::Identify { attributes: attrs },
+        ))
+        .unwrap();
+        assert_eq!(
+            item,
+            json!({"type":"person","identifiers":{"id":"u1"},"action":"identify",
+                   "attributes":{"plan":"pro"},"timestamp":1_700_000_000})
+        );
+        let item = CustomerIo::encode_v2(&event(
+            Person::Id("u1".into()),
+            Action::Track {
+                name: "Signed Up".into(),
+                data: Map::new(),
+            },
+        ))
+        .unwrap();
+        assert_eq!(item["action"], "event");
+        assert_eq!(item["name"], "Signed Up");
+        assert_eq!(item["id"], "01ARZ3NDEKTSV4RRFFQ69G5FAV");
+    }
+
+    #[test]
+    fn v1_paths_are_percent_encoded_and_attributes_flattened() {
+        let mut attrs = Map::new();
+        attrs.insert("score".into(), json!(1.5));
+        attrs.insert("tags".into(), json!(["a"]));
+        attrs.insert("gone".into(), Value::Null);
+        attrs.insert("n".into(), json!(3));
+        let (method, path, body) = CustomerIo::encode_v1(&event(
+            Person::Id("a/b c@x.io".into()),
+            Action::Identify { attributes: attrs },
+        ))
+        .unwrap();
+        assert_eq!(method, Method::PUT);
+        assert_eq!(path, "/api/v1/customers/a%2Fb%20c%40x.io");
+        assert_eq!(body, json!({"score":"1.5","tags":"[\"a\"]","n":3}));
+
+        let (_, path, body) = CustomerIo::encode_v1(&event(
+            Person::Anonymous("anon-1".into()),
+            Action::Track {
+                name: "viewed".into(),
+                data: Map::new(),
+            },
+        ))
+        .unwrap();
+        assert_eq!(path, "/api/v1/events");
+        assert_eq!(body["anonymous_id"], "anon-1");
+    }
+
+    #[test]
+    fn a_207_refuses_only_the_listed_items() {
+        let body = r#"{"errors":[{"batch_index":1,"reason":"invalid","field":"identifiers","message":"bad"},
+                                  {"batch_index":9,"reason":"out of range"}]}"#;
+        let outcomes = partial_outcomes(body, 3);
+        assert_eq!(outcomes[0], ItemOutcome::Delivered);
+        assert!(
+            matches!(&outcomes[1], ItemOutcome::Rejected { reason, detail }
+            if reason == "invalid_item" && detail.contains("identifiers"))
+        );
+        assert_eq!(outcomes[2], ItemOutcome::Delivered);
+    }
+}

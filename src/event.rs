@@ -1,0 +1,486 @@
+//! The event model: a Kafka message decoded from the Segment spec (or its snake_case
+//! cousin) into an identify or a track, checked against Customer.io's documented limits.
+//!
+//! Decoding never panics: anything that cannot become a deliverable event is an
+//! [`InvalidEvent`] whose [`reason`](InvalidEvent::reason) is a short, bounded code for
+//! logs and metrics.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Customer.io's limit on an identifier, in bytes.
+pub const MAX_IDENTIFIER_BYTES: usize = 150;
+/// Customer.io's limit on an event name, in bytes.
+pub const MAX_EVENT_NAME_BYTES: usize = 100;
+/// Customer.io's limit on an attribute name, in bytes.
+pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 150;
+/// Customer.io's limit on an attribute value, in bytes.
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1_000;
+/// Customer.io's limit on the number of attributes in one identify.
+pub const MAX_ATTRIBUTES: usize = 300;
+/// Customer.io's limit on a v1 event's `data`, in bytes.
+pub const MAX_EVENT_DATA_BYTES: usize = 100_000;
+
+/// Why a message cannot be delivered. Each variant maps to one stable reason code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEvent {
+    /// The payload is not JSON, or not a JSON object of the expected shape.
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    /// `type` is missing or is not identify/track.
+    #[error("unknown event type {0:?} (expected identify or track)")]
+    UnknownType(String),
+    /// Neither `userId` nor `anonymousId` is present (identify needs `userId`).
+    #[error("missing userId")]
+    MissingUserId,
+    /// A track without `event`.
+    #[error("track event without an event name")]
+    MissingEventName,
+    /// The message is larger than the destination accepts.
+    #[error("event is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Size of the message or encoded item.
+        size: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
+    /// A field is over one of Customer.io's documented limits.
+    #[error("{field} is over Customer.io's limit: {detail}")]
+    OverLimit {
+        /// The offending field.
+        field: &'static str,
+        /// Size and limit.
+        detail: String,
+    },
+    /// `timestamp` is neither RFC 3339 nor unix seconds.
+    #[error("bad timestamp: {0}")]
+    BadTimestamp(String),
+    /// The event names a workspace that is not configured (or names none and there is
+    /// no default).
+    #[error("unknown workspace {0:?}")]
+    UnknownWorkspace(String),
+    /// The event cannot be expressed in the configured API (e.g. an anonymous track on
+    /// the v2 batch API).
+    #[error("not supported by the destination: {0}")]
+    Unsupported(&'static str),
+}
+
+impl InvalidEvent {
+    /// Stable, bounded reason code for metrics, logs and dead-letter headers.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InvalidEvent::Malformed(_) => "malformed_json",
+            InvalidEvent::UnknownType(_) => "unknown_type",
+            InvalidEvent::MissingUserId => "missing_user_id",
+            InvalidEvent::MissingEventName => "missing_event_name",
+            InvalidEvent::TooLarge { .. } => "too_large",
+            InvalidEvent::OverLimit { .. } => "over_limit",
+            InvalidEvent::BadTimestamp(_) => "bad_timestamp",
+            InvalidEvent::UnknownWorkspace(_) => "unknown_workspace",
+            InvalidEvent::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// Who an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Person {
+    /// A known user (`userId`).
+    Id(String),
+    /// Not yet identified (`anonymousId`).
+    Anonymous(String),
+}
+
+impl Person {
+    /// The identifier text, whichever kind it is.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Person::Id(s) | Person::Anonymous(s) => s,
+        }
+    }
+}
+
+/// What the event does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create or update a person's attributes.
+    Identify {
+        /// The person's attributes (`traits`).
+        attributes: Map<String, Value>,
+    },
+    /// Record something a person did.
+    Track {
+        /// Event name (`event`).
+        name: String,
+        /// Event properties (`properties`).
+        data: Map<String, Value>,
+    },
+}
+
+/// A decoded, valid event, ready to be encoded for the destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The workspace it is delivered to.
+    pub workspace: String,
+    /// Who it is about.
+    pub person: Person,
+    /// Identify or track.
+    pub action: Action,
+    /// When it happened, unix seconds, if the producer said.
+    pub timestamp: Option<i64>,
+    /// Customer.io's dedup key: a ULID, the producer's `messageId` if it is one, else
+    /// derived from it (or from the payload) so a redelivered event gets the same id.
+    pub dedup_id: String,
+}
+
+/// The message as producers write it; both the Segment camelCase and the snake_case
+/// spellings are accepted.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(rename = "userId", alias = "user_id")]
+    user_id: Option<Value>,
+    #[serde(rename = "anonymousId", alias = "anonymous_id")]
+    anonymous_id: Option<Value>,
+    #[serde(alias = "attributes")]
+    traits: Option<Value>,
+    #[serde(alias = "name")]
+    event: Option<Value>,
+    #[serde(alias = "data")]
+    properties: Option<Value>,
+    #[serde(rename = "messageId", alias = "message_id", alias = "event_id")]
+    message_id: Option<Value>,
+    timestamp: Option<Value>,
+    workspace: Option<String>,
+}
+
+/// Turns message payloads into [`Event`]s for one configuration.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    /// Configured workspace ids.
+    workspaces: std::collections::HashSet<String>,
+    /// Workspace for events that name none.
+    default_workspace: Option<String>,
+    /// Largest accepted payload, in bytes.
+    max_event_bytes: usize,
+}
+
+impl Decoder {
+    /// A decoder accepting `workspaces`, falling back to `default_workspace`, and
+    /// refusing payloads over `max_event_bytes`.
+    pub fn new(
+        workspaces: impl IntoIterator<Item = String>,
+        default_workspace: Option<String>,
+        max_event_bytes: usize,
+    ) -> Self {
+        Decoder {
+            workspaces: workspaces.into_iter().collect(),
+            default_workspace,
+            max_event_bytes,
+        }
+    }
+
+    /// Decodes and validates one message; `header_workspace` is its `workspace` Kafka
+    /// header, if any.
+    pub fn decode(
+        &self,
+        payload: &[u8],
+        header_workspace: Option<&str>,
+    ) -> Result<Event, InvalidEvent> {
+        if payload.len() > self.max_event_bytes {
+            return Err(InvalidEvent::TooLarge {
+                size: payload.len(),
+                limit: self.max_event_bytes,
+            });
+        }
+        decode(
+            payload,
+            header_workspace,
+            self.default_workspace.as_deref(),
+            |w| self.workspaces.contains(w),
+        )
+    }
+}
+
+/// Decodes and validates one message. `header_workspace` is the `workspace` Kafka
+/// header, if any; `default_workspace` the configured fallback; `known` says whether a
+/// workspace id is configured.
+fn decode(
+    payload: &[u8],
+    header_workspace: Option<&str>,
+    default_workspace: Option<&str>,
+    known: impl Fn(&str) -> bool,
+) -> Result<Event, InvalidEvent> {
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        return Err(InvalidEvent::Malformed("not a JSON object".into()));
+    }
+    let wire: Wire =
+        serde_json::from_slice(payload).map_err(|e| InvalidEvent::Malformed(e.to_string()))?;
+
+    let workspace = wire
+        .workspace
+        .as_deref()
+        .or(header_workspace)
+        .or(default_workspace)
+        .ok_or_else(|| InvalidEvent::UnknownWorkspace(String::new()))?;
+    if !known(workspace) {
+        return Err(InvalidEvent::UnknownWorkspace(workspace.to_string()));
+    }
+
+    let person = match (id_text(wire.user_id), id_text(wire.anonymous_id)) {
+        (Some(id), _) => Person::Id(id),
+        (None, Some(anon)) => Person::Anonymous(anon),
+        (None, None) => return Err(InvalidEvent::MissingUserId),
+    };
+    check_len("userId", person.as_str(), MAX_IDENTIFIER_BYTES)?;
+
+    let kind = wire.kind.unwrap_or_default();
+    let action = match kind.as_str() {
+        "identify" => {
+            if matches!(person, Person::Anonymous(_)) {
+                return Err(InvalidEvent::MissingUserId);
+            }
+            let attributes = object(wire.traits, "traits")?;
+            check_attributes(&attributes)?;
+            Action::Identify { attributes }
+        }
+        "track" => {
+            let name = match wire.event {
+                Some(Value::String(s)) if !s.is_empty() => s,
+                _ => return Err(InvalidEvent::MissingEventName),
+            };
+            check_len("event", &name, MAX_EVENT_NAME_BYTES)?;
+            let data = object(wire.properties, "properties")?;
+            Action::Track { name, data }
+        }
+        other => return Err(InvalidEvent::UnknownType(other.to_string())),
+    };
+
+    let timestamp = wire.timestamp.map(parse_timestamp).transpose()?;
+    let message_id = id_text(wire.message_id);
+    let dedup_id = dedup_id(message_id.as_deref(), payload, timestamp);
+
+    Ok(Event {
+        workspace: workspace.to_string(),
+        person,
+        action,
+        timestamp,
+        dedup_id,
+    })
+}
+
+/// Identifiers may be strings or numbers in the wild; both become text.
+fn id_text(value: Option<Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn object(value: Option<Value>, field: &str) -> Result<Map<String, Value>, InvalidEvent> {
+    match value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map),
+        Some(_) => Err(InvalidEvent::Malformed(format!(
+            "{field} must be an object"
+        ))),
+    }
+}
+
+fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), InvalidEvent> {
+    if value.len() > limit {
+        return Err(InvalidEvent::OverLimit {
+            field,
+            detail: format!("{} bytes, limit {limit}", value.len()),
+        });
+    }
+    Ok(())
+}
+
+fn check_attributes(attributes: &Map<String, Value>) -> Result<(), InvalidEvent> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(InvalidEvent::OverLimit {
+            field: "traits",
+            detail: format!("{} attributes, limit {MAX_ATTRIBUTES}", attributes.len()),
+        });
+    }
+    for (name, value) in attributes {
+        check_len("trait name", name, MAX_ATTRIBUTE_NAME_BYTES)?;
+        let size = match value {
+            Value::String(s) => s.len(),
+            other => other.to_string().len(),
+        };
+        if size > MAX_ATTRIBUTE_VALUE_BYTES {
+            return Err(InvalidEvent::OverLimit {
+                field: "trait value",
+                detail: format!("`{name}` is {size} bytes, limit {MAX_ATTRIBUTE_VALUE_BYTES}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3339 text or unix seconds (integer or fractional) → unix seconds.
+fn parse_timestamp(value: Value) -> Result<i64, InvalidEvent> {
+    match &value {
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp())
+            .map_err(|e| InvalidEvent::BadTimestamp(format!("{s:?}: {e}"))),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| InvalidEvent::BadTimestamp(n.to_string())),
+        other => Err(InvalidEvent::BadTimestamp(other.to_string())),
+    }
+}
+
+/// The Customer.io event id: `message_id` itself when it is a ULID; otherwise a ULID
+/// whose time part is the event time and whose random part is taken from a SHA-256 of
+/// the message id (or of the whole payload when there is none). The same message always
+/// gets the same id, so the API drops a redelivered copy.
+pub fn dedup_id(message_id: Option<&str>, payload: &[u8], timestamp: Option<i64>) -> String {
+    if let Some(id) = message_id {
+        if let Ok(ulid) = ulid::Ulid::from_string(id) {
+            return ulid.to_string();
+        }
+    }
+    let digest = match message_id {
+        Some(id) => Sha256::digest(id.as_bytes()),
+        None => Sha256::digest(payload),
+    };
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let random = u128::from_be_bytes(random);
+    let millis = timestamp
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(0, |s| s.saturating_mul(1000))
+        .min((1 << 48) - 1);
+    ulid::Ulid::from_parts(millis, random).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dec(v: Value) -> Result<Event, InvalidEvent> {
+        decode(v.to_string().as_bytes(), None, Some("acme"), |w| {
+            w == "acme"
+        })
+    }
+
+    #[test]
+    fn segment_identify_and_snake_case_track_decode() {
+        let e = dec(
+            json!({"type":"identify","userId":"u1","traits":{"plan":"pro"},
+                           "timestamp":"2026-01-02T03:04:05Z","messageId":"m-1"}),
+        )
+        .unwrap();
+        assert_eq!(e.person, Person::Id("u1".into()));
+        assert_eq!(e.timestamp, Some(1_767_323_045));
+        assert!(
+            matches!(e.action, Action::Identify { ref attributes } if attributes["plan"] == "pro")
+        );
+
+        let e = dec(
+            json!({"type":"track","user_id":42,"name":"Signed Up","data":{"x":1},
+                           "timestamp":1700000000,"event_id":"e-9"}),
+        )
+        .unwrap();
+        assert_eq!(e.person, Person::Id("42".into()));
+        assert_eq!(e.timestamp, Some(1_700_000_000));
+        assert!(matches!(e.action, Action::Track { ref name, .. } if name == "Signed Up"));
+    }
+
+    #[test]
+    fn invalid_events_have_reasons() {
+        let cases = [
+            (json!({"type":"identify"}), "missing_user_id"),
+            (json!({"type":"alias","userId":"u"}), "unknown_type"),
+            (json!({"userId":"u"}), "unknown_type"),
+            (json!({"type":"track","userId":"u"}), "missing_event_name"),
+            (
+                json!({"type":"track","userId":"u","event":"x","timestamp":"yesterday"}),
+                "bad_timestamp",
+            ),
+            (
+                json!({"type":"track","userId":"u","event":"x","workspace":"nope"}),
+                "unknown_workspace",
+            ),
+            (
+                json!({"type":"identify","userId":"x".repeat(151)}),
+                "over_limit",
+            ),
+            (
+                json!({"type":"track","userId":"u","event":"e".repeat(101)}),
+                "over_limit",
+            ),
+            (
+                json!({"type":"identify","userId":"u","traits":{"a":"v".repeat(1001)}}),
+                "over_limit",
+            ),
+            (
+                json!({"type":"identify","userId":"u","traits":[1]}),
+                "malformed_json",
+            ),
+            (json!([1, 2]), "malformed_json"),
+        ];
+        for (input, reason) in cases {
+            assert_eq!(dec(input.clone()).unwrap_err().reason(), reason, "{input}");
+        }
+        let err = decode(b"{not json", None, Some("acme"), |_| true).unwrap_err();
+        assert_eq!(err.reason(), "malformed_json");
+        let small = Decoder::new(["acme".to_string()], Some("acme".into()), 64);
+        let big =
+            json!({"type":"track","userId":"u","event":"x","properties":{"p":"y".repeat(64)}});
+        let err = small.decode(big.to_string().as_bytes(), None).unwrap_err();
+        assert_eq!(err.reason(), "too_large");
+    }
+
+    #[test]
+    fn workspace_comes_from_field_then_header_then_default() {
+        let known = |w: &str| ["a", "b", "c"].contains(&w);
+        let with_field = br#"{"type":"track","userId":"u","event":"x","workspace":"a"}"#;
+        let without = br#"{"type":"track","userId":"u","event":"x"}"#;
+        assert_eq!(
+            decode(with_field, Some("b"), Some("c"), known)
+                .unwrap()
+                .workspace,
+            "a"
+        );
+        assert_eq!(
+            decode(without, Some("b"), Some("c"), known)
+                .unwrap()
+                .workspace,
+            "b"
+        );
+        assert_eq!(
+            decode(without, None, Some("c"), known).unwrap().workspace,
+            "c"
+        );
+        assert_eq!(
+            decode(without, None, None, known).unwrap_err().reason(),
+            "unknown_workspace"
+        );
+    }
+
+    #[test]
+    fn dedup_id_keeps_ulids_and_derives_the_rest_deterministically() {
+        let ulid = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        assert_eq!(dedup_id(Some(ulid), b"", None), ulid);
+        let a = dedup_id(Some("msg-1"), b"p1", Some(1_700_000_000));
+        assert_eq!(a, dedup_id(Some("msg-1"), b"p2", Some(1_700_000_000)));
+        assert_ne!(a, dedup_id(Some("msg-2"), b"p1", Some(1_700_000_000)));
+        let parsed = ulid::Ulid::from_string(&a).unwrap();
+        assert_eq!(parsed.timestamp_ms(), 1_700_000_000_000);
+        assert_eq!(dedup_id(None, b"same", None), dedup_id(None, b"same", None));
+        assert_ne!(
+            dedup_id(None, b"same", None),
+            dedup_id(None, b"other", None)
+        );
+    }
+}

@@ -1,0 +1,430 @@
+//! Lanes: one task per workspace that batches its events and keeps several requests in
+//! flight, so a slow workspace never holds up another.
+//!
+//! Events wait in per-user queues. A user is *runnable* when it has events and none of
+//! them is in flight; a batch takes runnable users' events in order, and with
+//! `ordering = "per-user"` each user whose events went out waits until that request's
+//! final answer (retries included) before its next events may go. That is how one
+//! user's events reach the API in produced order with many requests in flight.
+//!
+//! A batch goes when it is full (count or bytes), when its oldest runnable event has
+//! lingered long enough, or at once while draining. When the lane's sender is dropped
+//! it drains what it holds and ends; the hard-stop token abandons in-flight requests
+//! (their offsets simply stay uncommitted).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Ordering};
+use crate::deliver::{Destination, Encoded, ItemOutcome};
+use crate::metrics::Metrics;
+use crate::source::{OffsetTracker, Origin};
+
+/// Bytes of a v2 batch body around its items (`{"batch":[` … `]}`), plus one comma per
+/// item counted with the item.
+const BATCH_OVERHEAD: usize = 12;
+
+/// One event on its way to the API.
+#[derive(Debug)]
+pub struct Envelope {
+    /// Where it came from, to complete its offset.
+    pub origin: Origin,
+    /// The user it is about: the ordering key.
+    pub user: String,
+    /// The encoded event.
+    pub encoded: Encoded,
+    /// When it entered the lane, for the linger timer.
+    pub arrived: Instant,
+}
+
+/// What every lane shares.
+pub struct LaneShared {
+    /// The API.
+    pub destination: Arc<dyn Destination>,
+    /// Completed offsets go here.
+    pub tracker: OffsetTracker,
+    /// Counts and logs outcomes.
+    pub metrics: Metrics,
+    /// Events consumed and not yet completed, over all lanes (back-pressure signal).
+    pub buffered: Arc<AtomicUsize>,
+    /// Cancelled when the drain deadline passes: in-flight requests are abandoned.
+    pub hard_stop: CancellationToken,
+    /// Most events per request.
+    pub max_events: usize,
+    /// Most bytes per request body.
+    pub max_bytes: usize,
+    /// How long a partial batch waits.
+    pub linger: Duration,
+    /// Requests in flight per lane.
+    pub max_in_flight: usize,
+    /// Whether one user's events are kept in order.
+    pub ordering: Ordering,
+}
+
+impl std::fmt::Debug for LaneShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneShared")
+            .field("max_events", &self.max_events)
+            .field("max_bytes", &self.max_bytes)
+            .field("linger", &self.linger)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("ordering", &self.ordering)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LaneShared {
+    /// Lane settings from the configuration.
+    pub fn from_config(
+        config: &Config,
+        destination: Arc<dyn Destination>,
+        tracker: OffsetTracker,
+        metrics: Metrics,
+        buffered: Arc<AtomicUsize>,
+        hard_stop: CancellationToken,
+    ) -> Self {
+        LaneShared {
+            destination,
+            tracker,
+            metrics,
+            buffered,
+            hard_stop,
+            max_events: config.batch.max_events,
+            max_bytes: config.batch.max_bytes,
+            linger: Duration::from_millis(config.batch.linger_ms),
+            max_in_flight: config.lanes.max_in_flight,
+            ordering: config.lanes.ordering,
+        }
+    }
+}
+
+/// Sends each event to its workspace's lane.
+#[derive(Debug, Default)]
+pub struct Router {
+    lanes: HashMap<String, mpsc::UnboundedSender<Envelope>>,
+}
+
+impl Router {
+    /// Starts one lane per workspace on `tasks`.
+    pub fn start(
+        workspaces: impl IntoIterator<Item = String>,
+        shared: Arc<LaneShared>,
+        tasks: &mut JoinSet<()>,
+    ) -> Self {
+        let mut lanes = HashMap::new();
+        for workspace in workspaces {
+            // Unbounded on purpose: the consumer must never block (it has to keep
+            // polling); the bound is the buffered-events count, enforced by pausing.
+            let (tx, rx) = mpsc::unbounded_channel();
+            tasks.spawn(run_lane(workspace.clone(), rx, shared.clone()));
+            lanes.insert(workspace, tx);
+        }
+        Router { lanes }
+    }
+
+    /// Hands an event to its lane; gives it back if there is no such lane.
+    pub fn route(&self, workspace: &str, envelope: Envelope) -> Result<(), Envelope> {
+        match self.lanes.get(workspace) {
+            Some(lane) => lane.send(envelope).map_err(|e| e.0),
+            None => Err(envelope),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct UserQueue {
+    events: VecDeque<Envelope>,
+    bytes: usize,
+    in_flight: bool,
+}
+
+/// The events a lane holds, per user, and which users may send now.
+#[derive(Debug, Default)]
+struct Queues {
+    users: HashMap<String, UserQueue>,
+    /// Users with events and nothing in flight, roughly oldest first.
+    runnable: VecDeque<String>,
+    runnable_events: usize,
+    runnable_bytes: usize,
+    total: usize,
+}
+
+impl Queues {
+    fn push(&mut self, envelope: Envelope, ordering: Ordering) {
+        let key = match ordering {
+            Ordering::PerUser => envelope.user.clone(),
+            Ordering::None => String::new(),
+        };
+        let size = envelope.encoded.len() + 1;
+        self.total += 1;
+        let queue = self.users.entry(key.clone()).or_default();
+        let was_empty = queue.events.is_empty();
+        queue.events.push_back(envelope);
+        queue.bytes += size;
+        if !queue.in_flight {
+            if was_empty {
+                self.runnable.push_back(key);
+            }
+            self.runnable_events += 1;
+            self.runnable_bytes += size;
+        }
+    }
+
+    fn oldest_runnable(&self) -> Option<Instant> {
+        let user = self.runnable.front()?;
+        self.users.get(user)?.events.front().map(|e| e.arrived)
+    }
+
+    /// Takes the next batch in order; under per-user ordering the users taken become
+    /// in flight.
+    fn take_batch(
+        &mut self,
+        max_events: usize,
+        max_bytes: usize,
+        ordering: Ordering,
+    ) -> Vec<Envelope> {
+        let mut batch = Vec::new();
+        let mut bytes = BATCH_OVERHEAD;
+        while let Some(user) = self.runnable.front().cloned() {
+            let queue = self
+                .users
+                .get_mut(&user)
+                .expect("runnable users have queues");
+            let mut full = false;
+            while let Some(next) = queue.events.front() {
+                let size = next.encoded.len() + 1;
+                if batch.len() == max_events || (!batch.is_empty() && bytes + size > max_bytes) {
+                    full = true;
+                    break;
+                }
+                let envelope = queue.events.pop_front().expect("front exists");
+                queue.bytes -= size;
+                bytes += size;
+                self.runnable_events -= 1;
+                self.runnable_bytes -= size;
+                self.total -= 1;
+                batch.push(envelope);
+            }
+            let took_any = batch.last().is_some_and(|e| user_key(e, ordering) == user);
+            if ordering == Ordering::PerUser && took_any {
+                // The rest of this user's events wait for the batch's final answer.
+                queue.in_flight = true;
+                self.runnable_events -= queue.events.len();
+                self.runnable_bytes -= queue.bytes;
+                self.runnable.pop_front();
+            } else if queue.events.is_empty() {
+                self.runnable.pop_front();
+                self.users.remove(&user);
+            }
+            if full {
+                break;
+            }
+        }
+        batch
+    }
+
+    /// A batch carrying these users has its final answer: they may send again.
+    fn release(&mut self, users: impl IntoIterator<Item = String>) {
+        for user in users {
+            let Some(queue) = self.users.get_mut(&user) else {
+                continue;
+            };
+            if !queue.in_flight {
+                continue;
+            }
+            queue.in_flight = false;
+            if queue.events.is_empty() {
+                self.users.remove(&user);
+            } else {
+                self.runnable_events += queue.events.len();
+                self.runnable_bytes += queue.bytes;
+                // Its events waited longest: let them go first.
+                self.runnable.push_front(user);
+            }
+        }
+    }
+}
+
+fn user_key(envelope: &Envelope, ordering: Ordering) -> &str {
+    match ordering {
+        Ordering::PerUser => &envelope.user,
+        Ordering::None => "",
+    }
+}
+
+type BatchResult = (Vec<Envelope>, Vec<ItemOutcome>);
+
+/// Runs one workspace's lane until its sender is dropped and everything it held has a
+/// final answer, or until the hard stop.
+pub async fn run_lane(
+    workspace: String,
+    mut rx: mpsc::UnboundedReceiver<Envelope>,
+    shared: Arc<LaneShared>,
+) {
+    let workspace: Arc<str> = workspace.into();
+    let mut queues = Queues::default();
+    let mut in_flight: JoinSet<BatchResult> = JoinSet::new();
+    let mut draining = false;
+
+    loop {
+        while in_flight.len() < shared.max_in_flight && queues.runnable_events > 0 {
+            let lingered = queues
+                .oldest_runnable()
+                .is_some_and(|t| t + shared.linger <= Instant::now());
+            let ready = draining
+                || lingered
+                || queues.runnable_events >= shared.max_events
+                || queues.runnable_bytes >= shared.max_bytes;
+            if !ready {
+                break;
+            }
+            let batch = queues.take_batch(shared.max_events, shared.max_bytes, shared.ordering);
+            if batch.is_empty() {
+                break;
+            }
+            let destination = shared.destination.clone();
+            let workspace = workspace.clone();
+            in_flight.spawn(async move {
+                let items: Vec<Encoded> = batch.iter().map(|e| e.encoded.clone()).collect();
+                let outcomes = destination.deliver(&workspace, &items).await;
+                (batch, outcomes)
+            });
+        }
+
+        if draining && queues.total == 0 && in_flight.is_empty() {
+            break;
+        }
+        let linger_deadline = (in_flight.len() < shared.max_in_flight && !draining)
+            .then(|| queues.oldest_runnable().map(|t| t + shared.linger))
+            .flatten();
+
+        tokio::select! {
+            biased;
+            _ = shared.hard_stop.cancelled() => {
+                in_flight.abort_all();
+                tracing::warn!(
+                    workspace = %workspace, held = queues.total,
+                    "drain deadline passed: abandoning undelivered events (left uncommitted)"
+                );
+                break;
+            }
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => match joined {
+                Ok((batch, outcomes)) => finish(&workspace, &shared, &mut queues, batch, outcomes),
+                Err(e) => tracing::error!(workspace = %workspace, "delivery task failed: {e}"),
+            },
+            received = rx.recv(), if !draining => match received {
+                Some(envelope) => queues.push(envelope, shared.ordering),
+                None => draining = true,
+            },
+            _ = sleep_until(linger_deadline), if linger_deadline.is_some() => {}
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Records a batch's final answer: counts, completes offsets, releases its users.
+fn finish(
+    workspace: &str,
+    shared: &LaneShared,
+    queues: &mut Queues,
+    batch: Vec<Envelope>,
+    outcomes: Vec<ItemOutcome>,
+) {
+    let mut delivered = 0;
+    for (envelope, outcome) in batch.iter().zip(&outcomes) {
+        match outcome {
+            ItemOutcome::Delivered => delivered += 1,
+            ItemOutcome::Rejected { reason, detail } => {
+                shared
+                    .metrics
+                    .rejected(workspace, &envelope.origin, reason, detail)
+            }
+        }
+    }
+    shared.metrics.delivered(workspace, delivered);
+    shared
+        .tracker
+        .complete(batch.iter().map(|e| (&e.origin.tp, e.origin.offset)));
+    let left = shared
+        .buffered
+        .fetch_sub(batch.len(), AtomicOrdering::AcqRel)
+        - batch.len();
+    shared.metrics.set_buffered(left);
+    if shared.ordering == Ordering::PerUser {
+        queues.release(batch.into_iter().map(|e| e.user));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::TopicPartition;
+
+    fn env(user: &str, offset: i64, size: usize) -> Envelope {
+        Envelope {
+            origin: Origin {
+                tp: TopicPartition::new("t", 0),
+                offset,
+            },
+            user: user.into(),
+            encoded: Encoded::BatchItem(vec![b'x'; size]),
+            arrived: Instant::now(),
+        }
+    }
+
+    fn offsets(batch: &[Envelope]) -> Vec<i64> {
+        batch.iter().map(|e| e.origin.offset).collect()
+    }
+
+    #[tokio::test]
+    async fn a_user_in_flight_waits_for_its_batch() {
+        let mut q = Queues::default();
+        for (i, user) in ["a", "b", "a", "c", "a"].iter().enumerate() {
+            q.push(env(user, i as i64, 10), Ordering::PerUser);
+        }
+        // A batch of two takes user a's first two events, in order.
+        let first = q.take_batch(2, 10_000, Ordering::PerUser);
+        assert_eq!(offsets(&first), vec![0, 2]);
+        // a is in flight; its event 4 must not go until the first batch is answered.
+        let second = q.take_batch(10, 10_000, Ordering::PerUser);
+        assert_eq!(offsets(&second), vec![1, 3]);
+        assert!(q.take_batch(10, 10_000, Ordering::PerUser).is_empty());
+        assert_eq!(q.total, 1);
+
+        q.release(first.into_iter().map(|e| e.user));
+        assert_eq!(
+            offsets(&q.take_batch(10, 10_000, Ordering::PerUser)),
+            vec![4]
+        );
+        assert_eq!(q.total, 0);
+    }
+
+    #[tokio::test]
+    async fn batches_respect_count_and_bytes_and_unordered_mode_is_fifo() {
+        let mut q = Queues::default();
+        for i in 0..5 {
+            q.push(env("same", i, 100), Ordering::None);
+        }
+        // 12 overhead + 3 × 101 = 315 fits in 350; a fourth would not.
+        assert_eq!(
+            offsets(&q.take_batch(10, 350, Ordering::None)),
+            vec![0, 1, 2]
+        );
+        // Unordered: the same user may be in two batches at once.
+        assert_eq!(offsets(&q.take_batch(1, 350, Ordering::None)), vec![3]);
+        assert_eq!(offsets(&q.take_batch(10, 350, Ordering::None)), vec![4]);
+        assert_eq!((q.total, q.runnable_events, q.runnable_bytes), (0, 0, 0));
+    }
+}

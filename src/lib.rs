@@ -1,0 +1,37 @@
+//! sluice: a queue-buffered, rate-limited event delivery worker.
+//!
+//! It consumes identify/track events from Kafka, batches them per workspace and
+//! delivers them to Customer.io's Track API, committing an offset only once every
+//! event at or below it has a final answer.
+//!
+//! ```text
+//!  Kafka ──► source ──► decode ──► lanes (one per workspace) ──► batch ──► deliver
+//!    ▲         │ pause/resume        per-user order              (pooled HTTP, retry)
+//!    │         ▼ (back-pressure)                                        │
+//!    └─ commit ◄── offset tracker (highest contiguous) ◄── outcome ◄────┘
+//! ```
+//!
+//! # Layout
+//! - [`cli`]: the command line.
+//! - [`config`]: the TOML file, environment overrides, validation.
+//! - [`event`]: decoding and validating Segment-style messages.
+//! - [`source`]: the Kafka consumer and the offset tracker.
+//! - [`lane`]: per-workspace lanes, batching and per-user ordering.
+//! - [`deliver`]: encoding for Customer.io, the HTTP client, retry classification.
+//! - [`metrics`]: counters, logged and counted in one call.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`pipeline`]: wiring the stages together and draining on shutdown.
+//! - [`shutdown`]: signals.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod cli;
+pub mod config;
+pub mod deliver;
+pub mod event;
+pub mod lane;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;
+pub mod shutdown;
+pub mod source;

@@ -1,0 +1,101 @@
+//! Assembles the stages — source, lanes, destination — and runs them until shutdown,
+//! then drains: stop fetching, flush every lane, let in-flight requests finish within
+//! the deadline, commit, leave the group.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::deliver::{CustomerIo, Destination};
+use crate::lane::{LaneShared, Router};
+use crate::metrics::Metrics;
+use crate::server::{self, Health};
+use crate::source::{OffsetTracker, Source, SourceError};
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The Kafka consumer could not be created.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The metrics/health listener could not bind.
+    #[error("server: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains and returns.
+pub async fn run(
+    config: Config,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| WorkerError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        server_stop.clone(),
+    ));
+
+    let destination: Arc<dyn Destination> = Arc::new(CustomerIo::new(&config, metrics.clone())?);
+    let tracker = OffsetTracker::new();
+    let buffered = Arc::new(AtomicUsize::new(0));
+    let hard_stop = CancellationToken::new();
+    let shared = Arc::new(LaneShared::from_config(
+        &config,
+        destination.clone(),
+        tracker.clone(),
+        metrics.clone(),
+        buffered.clone(),
+        hard_stop.clone(),
+    ));
+    let mut lanes = JoinSet::new();
+    let router = Router::start(
+        config.workspaces.iter().map(|w| w.id.clone()),
+        shared,
+        &mut lanes,
+    );
+    let mut source = Source::new(&config, destination, tracker, metrics, buffered)?;
+    tracing::info!(
+        topics = ?config.kafka.topics, group = %config.kafka.group_id,
+        workspaces = config.workspaces.len(), "sluice is running"
+    );
+    health.set_ready(true);
+
+    source.run(&router, &shutdown).await;
+
+    health.set_ready(false);
+    let deadline = Duration::from_millis(config.shutdown.drain_deadline_ms);
+    tracing::info!(?deadline, "shutting down: draining lanes");
+    drop(router);
+    let drain = async { while lanes.join_next().await.is_some() {} };
+    if tokio::time::timeout(deadline, drain).await.is_err() {
+        hard_stop.cancel();
+        while lanes.join_next().await.is_some() {}
+    }
+    // The final commit and group leave block on the broker.
+    tokio::task::block_in_place(|| source.close());
+    server_stop.cancel();
+    let _ = server.await;
+    tracing::info!("sluice stopped");
+    Ok(())
+}

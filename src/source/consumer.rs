@@ -1,0 +1,368 @@
+//! The Kafka consumer: reads messages, decodes and encodes them, hands them to their
+//! lanes, pauses its partitions when too much is buffered, and commits the offsets the
+//! tracker says are complete.
+//!
+//! Offsets are never stored automatically: a commit names explicit offsets taken from
+//! the [`OffsetTracker`], so nothing past an undelivered event is ever committed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::{OffsetTracker, Origin, TopicPartition};
+use crate::config::{Config, OffsetReset};
+use crate::deliver::Destination;
+use crate::event::{Decoder, InvalidEvent};
+use crate::lane::{Envelope, Router};
+use crate::metrics::Metrics;
+
+/// How often the loop wakes while nothing arrives, so a paused consumer still polls
+/// (librdkafka evicts a member that stops polling for `max.poll.interval.ms`).
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// The consumer could not be built or could not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// librdkafka refused the configuration or the subscription.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Rebalance hooks and the state they need.
+struct SourceContext {
+    tracker: OffsetTracker,
+    metrics: Metrics,
+    revoke_deadline: Duration,
+    /// Partitions assigned while paused must be paused too.
+    paused: AtomicBool,
+    /// Set once the worker is shutting down: revocations no longer wait.
+    closing: AtomicBool,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked = partitions(tpl);
+                self.metrics.rebalance("revoke", revoked.len());
+                if !self.closing.load(Ordering::Acquire) {
+                    self.wait_for(&revoked);
+                }
+                let offsets = self.tracker.committable_for(&revoked);
+                if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync) {
+                    tracing::warn!("commit of revoked partitions failed: {e}");
+                } else if !offsets.is_empty() {
+                    self.metrics.committed(offsets.len());
+                }
+                // The rest is redelivered to the new owner.
+                self.tracker.forget(&revoked);
+            }
+            Rebalance::Assign(tpl) => self.metrics.rebalance("assign", tpl.count()),
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if self.paused.load(Ordering::Acquire) && tpl.count() > 0 {
+                if let Err(e) = consumer.pause(tpl) {
+                    tracing::warn!("pausing newly assigned partitions failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl SourceContext {
+    /// Gives in-flight work of revoked partitions a short deadline to finish.
+    fn wait_for(&self, revoked: &[TopicPartition]) {
+        let wait = || {
+            let deadline = Instant::now() + self.revoke_deadline;
+            while self.tracker.pending_in(revoked) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        // The callback runs inside a poll on a runtime thread: hand that thread's other
+        // tasks (the lanes doing the work) to another one while waiting. A
+        // current-thread runtime cannot do that, so there the wait is skipped.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            Ok(_) => {}
+            Err(_) => wait(),
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+fn commit_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    offsets: &[(TopicPartition, i64)],
+    mode: CommitMode,
+) -> Result<(), KafkaError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (tp, next) in offsets {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next))?;
+    }
+    consumer.commit(&tpl, mode)
+}
+
+/// The Kafka side of the pipeline.
+pub struct Source {
+    consumer: StreamConsumer<SourceContext>,
+    decoder: Decoder,
+    destination: Arc<dyn Destination>,
+    tracker: OffsetTracker,
+    metrics: Metrics,
+    buffered: Arc<AtomicUsize>,
+    max_buffered: usize,
+    resume_buffered: usize,
+    commit_interval: Duration,
+    topics: HashMap<String, Arc<str>>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// Builds the consumer for `config` and subscribes to its topics.
+    pub fn new(
+        config: &Config,
+        destination: Arc<dyn Destination>,
+        tracker: OffsetTracker,
+        metrics: Metrics,
+        buffered: Arc<AtomicUsize>,
+    ) -> Result<Self, SourceError> {
+        let k = &config.kafka;
+        let mut client = ClientConfig::new();
+        for (key, value) in &k.options {
+            client.set(key, value);
+        }
+        client
+            .set("bootstrap.servers", &k.brokers)
+            .set("group.id", &k.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                match k.auto_offset_reset {
+                    OffsetReset::Earliest => "earliest",
+                    OffsetReset::Latest => "latest",
+                },
+            );
+        if !k.options.contains_key("partition.assignment.strategy") {
+            client.set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        let context = SourceContext {
+            tracker: tracker.clone(),
+            metrics: metrics.clone(),
+            revoke_deadline: Duration::from_millis(k.revoke_deadline_ms),
+            paused: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+        };
+        let consumer: StreamConsumer<SourceContext> = client.create_with_context(context)?;
+        let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Source {
+            consumer,
+            decoder: Decoder::new(
+                config.workspaces.iter().map(|w| w.id.clone()),
+                config.lanes.default_workspace.clone(),
+                config.batch.max_event_bytes,
+            ),
+            destination,
+            tracker,
+            metrics,
+            buffered,
+            max_buffered: k.max_buffered_events,
+            resume_buffered: k.resume_buffered_events,
+            commit_interval: config.commit_interval(),
+            topics: HashMap::new(),
+        })
+    }
+
+    /// Consumes until `stop` is cancelled, committing completed offsets as it goes.
+    pub async fn run(&mut self, router: &Router, stop: &CancellationToken) {
+        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle_tick = tokio::time::interval(IDLE_POLL);
+        loop {
+            self.apply_back_pressure();
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        let detached = detach(&message, &mut self.topics);
+                        drop(message);
+                        self.dispatch(detached, router);
+                    }
+                    Err(e) => tracing::warn!("kafka: {e}"),
+                },
+                _ = commit_tick.tick() => self.commit_now(),
+                _ = idle_tick.tick() => {}
+            }
+        }
+    }
+
+    /// Pauses the assigned partitions above the high-water mark, resumes them below the
+    /// low-water mark.
+    fn apply_back_pressure(&self) {
+        let buffered = self.buffered.load(Ordering::Acquire);
+        let paused = self.consumer.context().paused.load(Ordering::Acquire);
+        let change = if !paused && buffered >= self.max_buffered {
+            Some(true)
+        } else if paused && buffered <= self.resume_buffered {
+            Some(false)
+        } else {
+            None
+        };
+        let Some(pause) = change else { return };
+        let result = self.consumer.assignment().and_then(|assigned| {
+            if pause {
+                self.consumer.pause(&assigned)
+            } else {
+                self.consumer.resume(&assigned)
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.consumer
+                    .context()
+                    .paused
+                    .store(pause, Ordering::Release);
+                self.metrics.set_paused(pause, buffered);
+            }
+            Err(e) => tracing::warn!("pause/resume failed: {e}"),
+        }
+    }
+
+    fn dispatch(&self, message: Detached, router: &Router) {
+        self.metrics.consumed();
+        let origin = message.origin;
+        self.tracker.track(&origin.tp, origin.offset);
+        let decoded = match &message.payload {
+            None => Err(InvalidEvent::Malformed("empty message".into())),
+            Some(payload) => self
+                .decoder
+                .decode(payload, message.workspace.as_deref())
+                .and_then(|event| Ok((self.destination.encode(&event)?, event))),
+        };
+        match decoded {
+            Ok((encoded, event)) => {
+                let envelope = Envelope {
+                    origin,
+                    user: event.person.as_str().to_string(),
+                    encoded,
+                    arrived: tokio::time::Instant::now(),
+                };
+                let buffered = self.buffered.fetch_add(1, Ordering::AcqRel) + 1;
+                self.metrics.set_buffered(buffered);
+                if let Err(envelope) = router.route(&event.workspace, envelope) {
+                    // Only possible while shutting down: leave it uncommitted.
+                    self.buffered.fetch_sub(1, Ordering::AcqRel);
+                    tracing::warn!(
+                        offset = envelope.origin.offset,
+                        "lane closed; event left for redelivery"
+                    );
+                }
+            }
+            Err(invalid) => {
+                self.metrics.invalid(&origin, invalid.reason(), &invalid);
+                self.tracker.complete([(&origin.tp, origin.offset)]);
+            }
+        }
+    }
+
+    fn commit_now(&self) {
+        if let Err(e) = self.commit(CommitMode::Async) {
+            tracing::warn!("offset commit failed: {e}");
+        }
+    }
+
+    /// Commits every partition's highest contiguous completed offset that changed
+    /// since the last commit. Returns how many partitions were committed.
+    pub fn commit(&self, mode: CommitMode) -> Result<usize, SourceError> {
+        let offsets = self.tracker.committable();
+        if offsets.is_empty() {
+            return Ok(0);
+        }
+        commit_offsets(&self.consumer, &offsets, mode)?;
+        self.tracker.mark_committed(&offsets);
+        self.metrics.committed(offsets.len());
+        Ok(offsets.len())
+    }
+
+    /// Final commit and leaving the group: revocations from here on do not wait.
+    pub fn close(self) {
+        self.consumer
+            .context()
+            .closing
+            .store(true, Ordering::Release);
+        if let Err(e) = self.commit(CommitMode::Sync) {
+            tracing::warn!("final offset commit failed: {e}");
+        }
+        self.consumer.unsubscribe();
+        drop(self.consumer);
+    }
+}
+
+/// The parts of a message the pipeline keeps, copied out of librdkafka's buffer.
+struct Detached {
+    origin: Origin,
+    payload: Option<Vec<u8>>,
+    workspace: Option<String>,
+}
+
+fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>) -> Detached {
+    let topic = match topics.get(message.topic()) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = message.topic().into();
+            topics.insert(message.topic().to_string(), t.clone());
+            t
+        }
+    };
+    let workspace = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == "workspace")
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_string)
+    });
+    Detached {
+        origin: Origin {
+            tp: TopicPartition {
+                topic,
+                partition: message.partition(),
+            },
+            offset: message.offset(),
+        },
+        payload: message.payload().map(<[u8]>::to_vec),
+        workspace,
+    }
+}
