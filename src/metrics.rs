@@ -213,6 +213,21 @@ impl Metrics {
         sum(&self.retries)
     }
 
+    /// Partition assignments (`assign`) or revocations (`revoke`) so far.
+    pub fn rebalance_count(&self, kind: &str) -> u64 {
+        self.rebalances.with_label_values(&[kind]).get()
+    }
+
+    /// Events consumed and not yet completed, as last reported.
+    pub fn buffered(&self) -> i64 {
+        self.buffered.get()
+    }
+
+    /// Whether the partitions are paused for back-pressure.
+    pub fn paused(&self) -> bool {
+        self.paused.get() == 1
+    }
+
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

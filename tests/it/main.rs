@@ -1,1 +1,8 @@
+//! The one integration-test binary (one link step): a module per area, helpers in
+//! `common/`. Kafka is librdkafka's mock cluster unless a test says otherwise; the
+//! `real_broker` tests need `SLUICE_TEST_BROKERS` (scripts/test.sh starts Tansu).
 
+mod cli;
+mod common;
+mod delivery;
+mod real_broker;

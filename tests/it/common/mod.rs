@@ -1,0 +1,382 @@
+//! Shared test set-up: a Kafka broker (librdkafka's mock cluster, or a real broker named
+//! by `SLUICE_TEST_BROKERS`), a producer, committed-offset checks, a worker handle, and
+//! a local Customer.io-compatible API that records what it is sent.
+
+pub mod api;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use sluice::config::Config;
+use sluice::metrics::Metrics;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The API key every test workspace uses.
+pub const API_KEY: &str = "test-api-key-5f2c";
+/// Environment variable name the test configs point at (passed explicitly, never set
+/// in the process environment).
+pub const API_KEY_ENV: &str = "SLUICE_TEST_API_KEY";
+
+/// A Kafka broker for one test.
+pub enum Broker {
+    /// librdkafka's in-process mock cluster.
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    /// A real broker (Tansu in CI).
+    Real(String),
+}
+
+impl Broker {
+    /// A fresh mock cluster.
+    pub fn mock() -> Self {
+        Broker::Mock(MockCluster::new(1).expect("mock cluster starts"))
+    }
+
+    /// The broker named by `SLUICE_TEST_BROKERS` (the real-broker suite).
+    pub fn real() -> Self {
+        let brokers = std::env::var("SLUICE_TEST_BROKERS")
+            .expect("SLUICE_TEST_BROKERS must name a running broker (scripts/test.sh starts Tansu)");
+        Broker::Real(brokers)
+    }
+
+    /// Bootstrap servers.
+    pub fn brokers(&self) -> String {
+        match self {
+            Broker::Mock(cluster) => cluster.bootstrap_servers(),
+            Broker::Real(brokers) => brokers.clone(),
+        }
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        match self {
+            Broker::Mock(cluster) => cluster.create_topic(topic, partitions, 1).unwrap(),
+            Broker::Real(brokers) => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", brokers)
+                    .create()
+                    .unwrap();
+                let topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+                let results = admin
+                    .create_topics([&topic], &AdminOptions::new())
+                    .await
+                    .unwrap();
+                for r in results {
+                    r.expect("topic created");
+                }
+            }
+        }
+    }
+}
+
+/// A unique name for topics and groups, so tests sharing a real broker never meet.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), fastrand::u64(..))
+}
+
+/// One message to produce.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Kafka key (the user, so one user's events share a partition).
+    pub key: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// A `workspace` header, if any.
+    pub workspace_header: Option<String>,
+}
+
+impl Record {
+    /// A JSON record keyed by `key`.
+    pub fn json(key: &str, value: &Value) -> Self {
+        Record {
+            key: key.into(),
+            payload: value.to_string().into_bytes(),
+            workspace_header: None,
+        }
+    }
+}
+
+/// A track event with a sequence number in its properties.
+pub fn track(workspace: &str, user: &str, seq: usize) -> Value {
+    json!({
+        "type": "track", "userId": user, "event": "Order Placed",
+        "properties": {"seq": seq, "user": user},
+        "messageId": format!("{workspace}-{user}-{seq}"),
+        "timestamp": "2026-11-01T12:00:00Z",
+        "workspace": workspace,
+    })
+}
+
+/// An identify event.
+pub fn identify(workspace: &str, user: &str, seq: usize) -> Value {
+    json!({
+        "type": "identify", "userId": user,
+        "traits": {"seq": seq, "user": user, "plan": "pro"},
+        "messageId": format!("{workspace}-{user}-id-{seq}"),
+        "workspace": workspace,
+    })
+}
+
+/// Produces `records` to `topic`; returns each one's (partition, offset), in order.
+pub async fn produce(brokers: &str, topic: &str, records: &[Record]) -> Vec<(i32, i64)> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "2000000")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let sends = records.iter().map(|r| {
+        let mut record = FutureRecord::to(topic).key(&r.key).payload(&r.payload);
+        if let Some(ws) = &r.workspace_header {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: "workspace",
+                value: Some(ws.as_bytes()),
+            }));
+        }
+        producer.send(record, Duration::from_secs(10))
+    });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| {
+            let d = r.map_err(|(e, _)| e).expect("produced");
+            (d.partition, d.offset)
+        })
+        .collect()
+}
+
+/// Committed offsets of `group` on `topic`, by partition (`None`: nothing committed).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let result = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    // Turn the list into a plain map at once (rdkafka 0.39 can hang dropping a
+    // consumer while such a list lives).
+    let map = result
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), offset)
+        })
+        .collect();
+    drop(result);
+    map
+}
+
+/// End (high-water) offsets of `topic`, by partition.
+pub fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            (p, Some(high))
+        })
+        .collect()
+}
+
+/// Settings a test may change from the defaults below.
+pub struct Setup {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group.
+    pub group: String,
+    /// Source topic.
+    pub topic: String,
+    /// The mock API's base URL.
+    pub base_url: String,
+    /// Workspace ids (site id = `site-<id>`).
+    pub workspaces: Vec<String>,
+    /// Extra TOML appended to the generated file (sections not generated below).
+    pub extra: String,
+    /// `[batch]` body.
+    pub batch: String,
+    /// `[lanes]` body.
+    pub lanes: String,
+    /// Extra `[kafka]` keys.
+    pub kafka: String,
+    /// Extra `[kafka.options]` keys.
+    pub kafka_options: String,
+    /// `[destination]` extra keys.
+    pub destination: String,
+    /// `[shutdown] drain_deadline_ms`.
+    pub drain_deadline_ms: u64,
+}
+
+impl Setup {
+    /// Defaults for a fast test.
+    pub fn new(brokers: &str, topic: &str, base_url: &str, workspaces: &[&str]) -> Self {
+        Setup {
+            brokers: brokers.into(),
+            group: unique("group"),
+            topic: topic.into(),
+            base_url: base_url.into(),
+            workspaces: workspaces.iter().map(|w| w.to_string()).collect(),
+            extra: String::new(),
+            batch: "max_events = 20\nlinger_ms = 20\n".into(),
+            lanes: "max_in_flight = 4\n".into(),
+            kafka: String::new(),
+            kafka_options: String::new(),
+            destination: "retry_delay_ms = 50\nrequest_timeout_ms = 30000\n".into(),
+            drain_deadline_ms: 5000,
+        }
+    }
+
+    /// The TOML text of this configuration.
+    pub fn toml(&self) -> String {
+        let mut text = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+topics = ["{topic}"]
+commit_interval_ms = 200
+{kafka}
+
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+{kafka_options}
+
+[destination]
+kind = "customerio"
+base_url = "{base_url}"
+{destination}
+
+[batch]
+{batch}
+
+[lanes]
+{lanes}
+
+[server]
+listen = "127.0.0.1:0"
+
+[shutdown]
+drain_deadline_ms = {drain}
+
+{extra}
+"#,
+            brokers = self.brokers,
+            group = self.group,
+            topic = self.topic,
+            base_url = self.base_url,
+            kafka = self.kafka,
+            kafka_options = self.kafka_options,
+            destination = self.destination,
+            batch = self.batch,
+            lanes = self.lanes,
+            extra = self.extra,
+            drain = self.drain_deadline_ms,
+        );
+        for ws in &self.workspaces {
+            text.push_str(&format!(
+                "\n[[workspaces]]\nid = \"{ws}\"\nsite_id = \"site-{ws}\"\napi_key_env = \"{API_KEY_ENV}\"\n"
+            ));
+        }
+        text
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> Config {
+        Config::from_toml(
+            &self.toml(),
+            "test",
+            [(API_KEY_ENV.to_string(), API_KEY.to_string())],
+        )
+        .expect("test config is valid")
+    }
+}
+
+/// A worker running in this process.
+pub struct Worker {
+    /// Its metrics.
+    pub metrics: Metrics,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Starts `sluice::pipeline::run` with `config`.
+    pub fn start(config: Config) -> Self {
+        let metrics = Metrics::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let metrics = metrics.clone();
+            let stop = stop.clone();
+            async move {
+                sluice::pipeline::run(config, metrics, stop)
+                    .await
+                    .expect("worker runs");
+            }
+        });
+        Worker {
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    /// Sends the shutdown signal and waits until the worker has drained and left.
+    pub async fn stop(self) -> sluice::metrics::Metrics {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("worker stops within a minute")
+            .expect("worker task did not panic");
+        self.metrics
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds, panicking with `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until the group's committed offsets equal the topic's end offsets.
+pub async fn wait_committed_to_end(brokers: &str, group: &str, topic: &str, partitions: i32) {
+    let end = end_offsets(brokers, topic, partitions);
+    let start = std::time::Instant::now();
+    loop {
+        let now = committed(brokers, group, topic, partitions);
+        // A partition that never held a message has nothing committed: that is 0.
+        let same = now.iter().all(|(p, c)| c.unwrap_or(0) == end[p].unwrap_or(0));
+        if same {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "committed offsets {now:?} never reached the end {end:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

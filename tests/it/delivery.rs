@@ -1,0 +1,352 @@
+//! The delivery core end to end on librdkafka's mock cluster and a local API:
+//! everything arrives, offsets are committed only behind delivered events, lanes are
+//! independent, per-user order holds, back-pressure bounds memory, shutdown drains.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::api::{Api, Received};
+use crate::common::{
+    committed, identify, produce, track, unique, wait_committed_to_end, wait_until, Broker,
+    Record, Setup, Worker,
+};
+
+/// (workspace site id, user, seq) of a received v2 item.
+fn key_of(r: &Received) -> (String, String, u64) {
+    let attrs = &r.item["attributes"];
+    (
+        r.site_id.clone(),
+        attrs["user"].as_str().unwrap().to_string(),
+        attrs["seq"].as_u64().unwrap(),
+    )
+}
+
+/// N events over several partitions and workspaces arrive exactly once each with the
+/// expected content, and the committed offsets reach the end. Shared with the
+/// real-broker suite.
+pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
+    let api = Api::start().await;
+    let topic = unique("events");
+    let partitions = 4;
+    broker.create_topic(&topic, partitions).await;
+    let workspaces = ["acme", "globex", "initech"];
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &workspaces);
+
+    let mut records = Vec::new();
+    let mut expected = Vec::new();
+    for seq in 0..20 {
+        for (w, ws) in workspaces.iter().enumerate() {
+            for u in 0..5 {
+                let user = format!("user-{w}-{u}");
+                let (value, item) = if seq % 4 == 0 {
+                    let v = identify(ws, &user, seq);
+                    let item = json!({"type":"person","identifiers":{"id":user},"action":"identify",
+                                      "attributes":{"seq":seq,"user":user,"plan":"pro"}});
+                    (v, item)
+                } else {
+                    let v = track(ws, &user, seq);
+                    let item = json!({"type":"person","identifiers":{"id":user},"action":"event",
+                                      "name":"Order Placed","timestamp":1_793_534_400,
+                                      "attributes":{"seq":seq,"user":user}});
+                    (v, item)
+                };
+                let mut record = Record::json(&user, &value);
+                if u == 0 {
+                    // The workspace may come from a header instead of the body.
+                    let mut v = value.clone();
+                    v.as_object_mut().unwrap().remove("workspace");
+                    record = Record::json(&user, &v);
+                    record.workspace_header = Some(ws.to_string());
+                }
+                records.push(record);
+                expected.push((format!("site-{ws}"), item));
+            }
+        }
+    }
+    let n = records.len();
+    produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    wait_until("every event arrived", Duration::from_secs(60), || api.count() >= n).await;
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, partitions).await;
+    let metrics = worker.stop().await;
+
+    let received = api.received();
+    assert_eq!(received.len(), n, "exactly N items, no duplicates");
+    assert_eq!(api.unauthorized(), 0, "every request carried the workspace's credentials");
+    // Content: every item as expected (event ids checked separately).
+    let mut got: Vec<(String, String)> = Vec::new();
+    let mut ids = HashSet::new();
+    for r in &received {
+        let mut item = r.item.clone();
+        if item["action"] == "event" {
+            let id = item.as_object_mut().unwrap().remove("id").unwrap();
+            let ulid = ulid::Ulid::from_string(id.as_str().unwrap()).expect("event id is a ULID");
+            assert_eq!(ulid.timestamp_ms(), 1_793_534_400_000, "ULID time is the event time");
+            assert!(ids.insert(id), "event ids are unique");
+        }
+        got.push((r.site_id.clone(), item.to_string()));
+    }
+    let mut want: Vec<(String, String)> =
+        expected.iter().map(|(s, v)| (s.clone(), v.to_string())).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(metrics.consumed_count(), n as u64);
+    assert_eq!(metrics.delivered_count(), n as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_every_event_once_and_commits_to_the_end() {
+    delivers_everything_and_commits_to_the_end(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_clean_stop_resumes_from_committed_offsets() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    let topic = unique("events");
+    broker.create_topic(&topic, 2).await;
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let first: Vec<Record> = (0..100)
+        .map(|i| Record::json(&format!("u{}", i % 7), &track("acme", &format!("u{}", i % 7), i)))
+        .collect();
+    produce(&broker.brokers(), &topic, &first).await;
+
+    let worker = Worker::start(setup.config());
+    wait_until("first 100 arrived", Duration::from_secs(60), || api.count() >= 100).await;
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 2).await;
+    worker.stop().await;
+
+    let second: Vec<Record> = (100..150)
+        .map(|i| Record::json(&format!("u{}", i % 7), &track("acme", &format!("u{}", i % 7), i)))
+        .collect();
+    produce(&broker.brokers(), &topic, &second).await;
+    let worker = Worker::start(setup.config());
+    wait_until("next 50 arrived", Duration::from_secs(60), || api.count() >= 150).await;
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 2).await;
+    let metrics = worker.stop().await;
+
+    assert_eq!(api.count(), 150, "nothing delivered twice");
+    assert_eq!(metrics.consumed_count(), 50, "the second run read only the new events");
+    let keys: HashSet<_> = api.received().iter().map(key_of).collect();
+    assert_eq!(keys.len(), 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_workspace_does_not_delay_another() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    api.slow_site("site-slow", Duration::from_secs(5));
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["slow", "fast"]);
+    // The slow workspace's events come first in the partition.
+    let mut records: Vec<Record> = (0..40)
+        .map(|i| Record::json(&format!("s{}", i % 5), &track("slow", &format!("s{}", i % 5), i)))
+        .collect();
+    records.extend(
+        (0..100).map(|i| Record::json(&format!("f{}", i % 5), &track("fast", &format!("f{}", i % 5), i))),
+    );
+    produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    let fast = || api.received().iter().filter(|r| r.site_id == "site-fast").count();
+    let slow = || api.received().iter().filter(|r| r.site_id == "site-slow").count();
+    wait_until("all fast events arrived", Duration::from_secs(60), || fast() == 100).await;
+    assert_eq!(slow(), 0, "the fast workspace finished while the slow one was still waiting");
+    assert!(api.started() > api.count() / 20, "slow requests were in flight meanwhile");
+    wait_until("slow events arrived too", Duration::from_secs(60), || slow() == 40).await;
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 1).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    api.random_latency(0, 40);
+    let topic = unique("events");
+    broker.create_topic(&topic, 3).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    setup.batch = "max_events = 5\nlinger_ms = 1\n".into();
+    setup.lanes = "max_in_flight = 8\nordering = \"per-user\"\n".into();
+    let users = 12;
+    let per_user = 40;
+    let records: Vec<Record> = (0..per_user)
+        .flat_map(|seq| {
+            (0..users).map(move |u| {
+                let user = format!("user-{u}");
+                let event = if seq % 5 == 0 { identify("acme", &user, seq) } else { track("acme", &user, seq) };
+                Record::json(&user, &event)
+            })
+        })
+        .collect();
+    produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    let total = users * per_user;
+    wait_until("every event arrived", Duration::from_secs(90), || api.count() >= total).await;
+    worker.stop().await;
+
+    assert!(api.max_in_flight() > 1, "requests really were concurrent");
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for r in api.received() {
+        let (_, user, seq) = key_of(&r);
+        if let Some(prev) = last.insert(user.clone(), seq) {
+            assert!(seq > prev, "{user}: event {seq} arrived after {prev}");
+        }
+    }
+    assert_eq!(api.count(), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    api.stall(true);
+    let topic = unique("events");
+    broker.create_topic(&topic, 2).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    setup.kafka = "max_buffered_events = 100\nresume_buffered_events = 50\n".into();
+    // Far below the stall below: a consumer that stopped polling would be evicted.
+    setup.kafka_options = "\"max.poll.interval.ms\" = \"7000\"\n".into();
+    let n = 1000;
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record::json(&format!("u{}", i % 20), &track("acme", &format!("u{}", i % 20), i)))
+        .collect();
+    produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    wait_until("the stalled API holds requests", Duration::from_secs(30), || api.started() > 0).await;
+    let stall_until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut saw_pause = false;
+    while std::time::Instant::now() < stall_until {
+        let consumed = worker.metrics.consumed_count();
+        assert!(consumed <= 100, "{consumed} events read with the API stalled (bound 100)");
+        assert!(worker.metrics.buffered() <= 100);
+        saw_pause |= worker.metrics.paused();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_pause, "the partitions were paused");
+    assert_eq!(worker.metrics.rebalance_count("revoke"), 0, "never evicted from the group");
+
+    api.stall(false);
+    wait_until("everything delivered", Duration::from_secs(60), || api.count() >= n).await;
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 2).await;
+    let metrics = worker.stop().await;
+    assert_eq!(api.count(), n, "no event delivered twice: the member kept its partitions");
+    assert_eq!(metrics.consumed_count(), n as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_after_restart() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    api.random_latency(1500, 1500);
+    let topic = unique("events");
+    broker.create_topic(&topic, 2).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    setup.drain_deadline_ms = 500;
+    setup.lanes = "max_in_flight = 2\n".into();
+    let n = 200;
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record::json(&format!("u{}", i % 10), &track("acme", &format!("u{}", i % 10), i)))
+        .collect();
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    wait_until("some events delivered", Duration::from_secs(60), || api.count() >= 20).await;
+    worker.stop().await;
+
+    let delivered: HashSet<u64> = api.received().iter().map(|r| key_of(r).2).collect();
+    assert!(delivered.len() < n, "the stop really interrupted delivery");
+    let committed = committed(&broker.brokers(), &setup.group, &topic, 2);
+    for (seq, (partition, offset)) in positions.iter().enumerate() {
+        if let Some(next) = committed[partition] {
+            if *offset < next {
+                assert!(
+                    delivered.contains(&(seq as u64)),
+                    "offset {offset} of partition {partition} committed (next {next}) but event {seq} was never delivered"
+                );
+            }
+        }
+    }
+
+    api.random_latency(0, 0);
+    let worker = Worker::start(setup.config());
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 2).await;
+    worker.stop().await;
+    let all: HashSet<u64> = api.received().iter().map(|r| key_of(r).2).collect();
+    assert_eq!(all.len(), n, "every event arrived after the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let raw = |bytes: Vec<u8>| Record {
+        key: "k".into(),
+        payload: bytes,
+        workspace_header: None,
+    };
+    let huge = json!({"type":"track","userId":"u","event":"big","workspace":"acme",
+                      "properties":{"blob":"x".repeat(1 << 20)}});
+    let mut records = vec![
+        raw(b"{this is not json".to_vec()),
+        Record::json("k", &json!({"type":"identify","traits":{"a":1},"workspace":"acme"})),
+        Record::json("k", &json!({"type":"alias","userId":"u","workspace":"acme"})),
+        Record::json("k", &huge),
+        Record::json("k", &json!({"type":"track","userId":"u","event":"x","workspace":"nowhere"})),
+    ];
+    records.extend((0..10).map(|i| Record::json("k", &track("acme", "good", i))));
+    produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    wait_until("the valid events arrived", Duration::from_secs(60), || api.count() >= 10).await;
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 1).await;
+    let metrics = worker.stop().await;
+
+    for reason in ["malformed_json", "missing_user_id", "unknown_type", "too_large", "unknown_workspace"] {
+        assert_eq!(metrics.invalid_count(reason), 1, "{reason}");
+    }
+    assert_eq!(api.count(), 10);
+    assert_eq!(metrics.consumed_count(), 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    setup.destination.push_str("api = \"single\"\n");
+    let user = "ann@example.com/1";
+    let records = vec![
+        Record::json(user, &identify("acme", user, 0)),
+        Record::json(user, &track("acme", user, 1)),
+    ];
+    produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    wait_until("both calls arrived", Duration::from_secs(60), || api.count() >= 2).await;
+    worker.stop().await;
+
+    let received: Vec<Value> = api.received().into_iter().map(|r| r.item).collect();
+    let calls: BTreeMap<String, Value> = received
+        .iter()
+        .map(|r| (r["v1"].as_str().unwrap().to_string(), r["body"].clone()))
+        .collect();
+    // The router decoded the percent-encoded id back to the original.
+    let identify_body = &calls[&format!("PUT {user}")];
+    assert_eq!(identify_body["plan"], "pro");
+    let event_body = &calls[&format!("POST {user}")];
+    assert_eq!(event_body["name"], "Order Placed");
+    assert_eq!(event_body["timestamp"], 1_793_534_400);
+    assert!(ulid::Ulid::from_string(event_body["id"].as_str().unwrap()).is_ok());
+}

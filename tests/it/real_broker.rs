@@ -1,0 +1,12 @@
+//! The same end-to-end check against a real Kafka-protocol broker (Tansu in CI).
+//! Ignored by a plain `cargo test`; `scripts/test.sh` starts Tansu, sets
+//! `SLUICE_TEST_BROKERS` and runs these with `--ignored`.
+
+use crate::common::Broker;
+use crate::delivery::delivers_everything_and_commits_to_the_end;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker in SLUICE_TEST_BROKERS (scripts/test.sh starts Tansu)"]
+async fn real_broker_delivers_every_event_once_and_commits_to_the_end() {
+    delivers_everything_and_commits_to_the_end(Broker::real()).await;
+}
