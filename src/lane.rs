@@ -129,11 +129,12 @@ impl Router {
         Router { lanes }
     }
 
-    /// Hands an event to its lane; gives it back if there is no such lane.
-    pub fn route(&self, workspace: &str, envelope: Envelope) -> Result<(), Envelope> {
+    /// Hands an event to its lane; if there is no such lane (or it has closed), returns
+    /// the event's origin so the caller can leave it uncommitted.
+    pub fn route(&self, workspace: &str, envelope: Envelope) -> Result<(), Origin> {
         match self.lanes.get(workspace) {
-            Some(lane) => lane.send(envelope).map_err(|e| e.0),
-            None => Err(envelope),
+            Some(lane) => lane.send(envelope).map_err(|e| e.0.origin),
+            None => Err(envelope.origin),
         }
     }
 }

@@ -12,16 +12,16 @@
 //! ```
 //!
 //! # Layout
-//! - [`cli`]: the command line.
-//! - [`config`]: the TOML file, environment overrides, validation.
-//! - [`event`]: decoding and validating Segment-style messages.
-//! - [`source`]: the Kafka consumer and the offset tracker.
-//! - [`lane`]: per-workspace lanes, batching and per-user ordering.
-//! - [`deliver`]: encoding for Customer.io, the HTTP client, retry classification.
-//! - [`metrics`]: counters, logged and counted in one call.
-//! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`pipeline`]: wiring the stages together and draining on shutdown.
-//! - [`shutdown`]: signals.
+//! - [`cli`] — the command line.
+//! - [`config`] — the TOML file, environment overrides, validation.
+//! - [`event`] — decoding and validating Segment-style messages.
+//! - [`source`] — the Kafka consumer and the offset tracker.
+//! - [`lane`] — per-workspace lanes, batching and per-user ordering.
+//! - [`deliver`] — encoding for Customer.io, the HTTP client, retry classification.
+//! - [`metrics`] — counters, logged and counted in one call.
+//! - [`server`] — `/metrics`, `/healthz`, `/readyz`.
+//! - [`pipeline`] — wiring the stages together and draining on shutdown.
+//! - [`shutdown`] — signals.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

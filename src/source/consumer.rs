@@ -281,11 +281,11 @@ impl Source {
                 };
                 let buffered = self.buffered.fetch_add(1, Ordering::AcqRel) + 1;
                 self.metrics.set_buffered(buffered);
-                if let Err(envelope) = router.route(&event.workspace, envelope) {
+                if let Err(origin) = router.route(&event.workspace, envelope) {
                     // Only possible while shutting down: leave it uncommitted.
                     self.buffered.fetch_sub(1, Ordering::AcqRel);
                     tracing::warn!(
-                        offset = envelope.origin.offset,
+                        offset = origin.offset,
                         "lane closed; event left for redelivery"
                     );
                 }

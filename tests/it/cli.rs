@@ -22,25 +22,37 @@ fn base() -> String {
 /// Runs sluice with the API key variable set or not; returns (success, stderr lines).
 fn run(args: &[&str], with_key: bool) -> (bool, Vec<String>, String) {
     let mut cmd = sluice();
-    cmd.args(args).env_remove(API_KEY_ENV).env("SLUICE_LOG_FORMAT", "text");
+    cmd.args(args)
+        .env_remove(API_KEY_ENV)
+        .env("SLUICE_LOG_FORMAT", "text");
     if with_key {
         cmd.env(API_KEY_ENV, "cli-secret-9d1e");
     }
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines = stderr.lines().map(str::to_string).collect();
-    (out.status.success(), lines, String::from_utf8_lossy(&out.stdout).into())
+    (
+        out.status.success(),
+        lines,
+        String::from_utf8_lossy(&out.stdout).into(),
+    )
 }
 
 #[test]
 fn unknown_key_fails_with_one_line_naming_it() {
     let file = write_config(&base().replace("commit_interval_ms", "comit_interval_ms"));
     let path = file.path().to_str().unwrap();
-    for cmd in [vec!["config", "check", "--config", path], vec!["run", "--config", path]] {
+    for cmd in [
+        vec!["config", "check", "--config", path],
+        vec!["run", "--config", path],
+    ] {
         let (ok, lines, _) = run(&cmd, true);
         assert!(!ok, "{cmd:?} must fail");
         assert_eq!(lines.len(), 1, "one line: {lines:?}");
-        assert!(lines[0].contains("kafka") && lines[0].contains("comit_interval_ms"), "{lines:?}");
+        assert!(
+            lines[0].contains("kafka") && lines[0].contains("comit_interval_ms"),
+            "{lines:?}"
+        );
     }
 }
 
@@ -51,7 +63,10 @@ fn missing_api_key_variable_fails_with_one_line_naming_it() {
     let (ok, lines, _) = run(&["run", "--config", path], false);
     assert!(!ok);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("workspaces[0].api_key_env") && lines[0].contains(API_KEY_ENV), "{lines:?}");
+    assert!(
+        lines[0].contains("workspaces[0].api_key_env") && lines[0].contains(API_KEY_ENV),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -80,10 +95,18 @@ fn shipped_example_configs_are_valid() {
         let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
         let mut cmd = sluice();
         cmd.args(["config", "check", "--config", &path]);
-        for var in ["SLUICE_ACME_API_KEY", "SLUICE_GLOBEX_API_KEY", "SLUICE_LOCAL_API_KEY"] {
+        for var in [
+            "SLUICE_ACME_API_KEY",
+            "SLUICE_GLOBEX_API_KEY",
+            "SLUICE_LOCAL_API_KEY",
+        ] {
             cmd.env(var, "example");
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::common::api::{Api, Received};
 use crate::common::{
-    committed, identify, produce, track, unique, wait_committed_to_end, wait_until, Broker,
-    Record, Setup, Worker,
+    committed, end_offsets, identify, produce, produced_ends, track, unique, wait_committed_to_end,
+    wait_until, Broker, Record, Setup, Worker,
 };
 
 /// (workspace site id, user, seq) of a received v2 item.
@@ -66,16 +66,33 @@ pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
         }
     }
     let n = records.len();
-    produce(&broker.brokers(), &topic, &records).await;
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let ends = produced_ends(&positions, partitions);
+    if let Broker::Mock(_) = broker {
+        // The committed offsets are checked against the producer's acknowledgements;
+        // on the mock cluster they are also the broker's own end offsets.
+        let watermarks = end_offsets(&broker.brokers(), &topic, partitions);
+        assert!(
+            ends.iter().all(|(p, e)| watermarks[p] == Some(*e)),
+            "{watermarks:?} vs {ends:?}"
+        );
+    }
 
     let worker = Worker::start(setup.config());
-    wait_until("every event arrived", Duration::from_secs(60), || api.count() >= n).await;
-    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, partitions).await;
+    wait_until("every event arrived", Duration::from_secs(60), || {
+        api.count() >= n
+    })
+    .await;
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, &ends).await;
     let metrics = worker.stop().await;
 
     let received = api.received();
     assert_eq!(received.len(), n, "exactly N items, no duplicates");
-    assert_eq!(api.unauthorized(), 0, "every request carried the workspace's credentials");
+    assert_eq!(
+        api.unauthorized(),
+        0,
+        "every request carried the workspace's credentials"
+    );
     // Content: every item as expected (event ids checked separately).
     let mut got: Vec<(String, String)> = Vec::new();
     let mut ids = HashSet::new();
@@ -84,13 +101,19 @@ pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
         if item["action"] == "event" {
             let id = item.as_object_mut().unwrap().remove("id").unwrap();
             let ulid = ulid::Ulid::from_string(id.as_str().unwrap()).expect("event id is a ULID");
-            assert_eq!(ulid.timestamp_ms(), 1_793_534_400_000, "ULID time is the event time");
+            assert_eq!(
+                ulid.timestamp_ms(),
+                1_793_534_400_000,
+                "ULID time is the event time"
+            );
             assert!(ids.insert(id), "event ids are unique");
         }
         got.push((r.site_id.clone(), item.to_string()));
     }
-    let mut want: Vec<(String, String)> =
-        expected.iter().map(|(s, v)| (s.clone(), v.to_string())).collect();
+    let mut want: Vec<(String, String)> = expected
+        .iter()
+        .map(|(s, v)| (s.clone(), v.to_string()))
+        .collect();
     got.sort();
     want.sort();
     assert_eq!(got, want);
@@ -111,26 +134,58 @@ async fn restart_after_clean_stop_resumes_from_committed_offsets() {
     broker.create_topic(&topic, 2).await;
     let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
     let first: Vec<Record> = (0..100)
-        .map(|i| Record::json(&format!("u{}", i % 7), &track("acme", &format!("u{}", i % 7), i)))
+        .map(|i| {
+            Record::json(
+                &format!("u{}", i % 7),
+                &track("acme", &format!("u{}", i % 7), i),
+            )
+        })
         .collect();
-    produce(&broker.brokers(), &topic, &first).await;
+    let mut positions = produce(&broker.brokers(), &topic, &first).await;
 
     let worker = Worker::start(setup.config());
-    wait_until("first 100 arrived", Duration::from_secs(60), || api.count() >= 100).await;
-    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 2).await;
+    wait_until("first 100 arrived", Duration::from_secs(60), || {
+        api.count() >= 100
+    })
+    .await;
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 2),
+    )
+    .await;
     worker.stop().await;
 
     let second: Vec<Record> = (100..150)
-        .map(|i| Record::json(&format!("u{}", i % 7), &track("acme", &format!("u{}", i % 7), i)))
+        .map(|i| {
+            Record::json(
+                &format!("u{}", i % 7),
+                &track("acme", &format!("u{}", i % 7), i),
+            )
+        })
         .collect();
-    produce(&broker.brokers(), &topic, &second).await;
+    positions.extend(produce(&broker.brokers(), &topic, &second).await);
     let worker = Worker::start(setup.config());
-    wait_until("next 50 arrived", Duration::from_secs(60), || api.count() >= 150).await;
-    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 2).await;
+    wait_until("next 50 arrived", Duration::from_secs(60), || {
+        api.count() >= 150
+    })
+    .await;
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 2),
+    )
+    .await;
     let metrics = worker.stop().await;
 
     assert_eq!(api.count(), 150, "nothing delivered twice");
-    assert_eq!(metrics.consumed_count(), 50, "the second run read only the new events");
+    assert_eq!(
+        metrics.consumed_count(),
+        50,
+        "the second run read only the new events"
+    );
     let keys: HashSet<_> = api.received().iter().map(key_of).collect();
     assert_eq!(keys.len(), 150);
 }
@@ -145,21 +200,58 @@ async fn a_slow_workspace_does_not_delay_another() {
     let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["slow", "fast"]);
     // The slow workspace's events come first in the partition.
     let mut records: Vec<Record> = (0..40)
-        .map(|i| Record::json(&format!("s{}", i % 5), &track("slow", &format!("s{}", i % 5), i)))
+        .map(|i| {
+            Record::json(
+                &format!("s{}", i % 5),
+                &track("slow", &format!("s{}", i % 5), i),
+            )
+        })
         .collect();
-    records.extend(
-        (0..100).map(|i| Record::json(&format!("f{}", i % 5), &track("fast", &format!("f{}", i % 5), i))),
-    );
-    produce(&broker.brokers(), &topic, &records).await;
+    records.extend((0..100).map(|i| {
+        Record::json(
+            &format!("f{}", i % 5),
+            &track("fast", &format!("f{}", i % 5), i),
+        )
+    }));
+    let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
-    let fast = || api.received().iter().filter(|r| r.site_id == "site-fast").count();
-    let slow = || api.received().iter().filter(|r| r.site_id == "site-slow").count();
-    wait_until("all fast events arrived", Duration::from_secs(60), || fast() == 100).await;
-    assert_eq!(slow(), 0, "the fast workspace finished while the slow one was still waiting");
-    assert!(api.started() > api.count() / 20, "slow requests were in flight meanwhile");
-    wait_until("slow events arrived too", Duration::from_secs(60), || slow() == 40).await;
-    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 1).await;
+    let fast = || {
+        api.received()
+            .iter()
+            .filter(|r| r.site_id == "site-fast")
+            .count()
+    };
+    let slow = || {
+        api.received()
+            .iter()
+            .filter(|r| r.site_id == "site-slow")
+            .count()
+    };
+    wait_until("all fast events arrived", Duration::from_secs(60), || {
+        fast() == 100
+    })
+    .await;
+    assert_eq!(
+        slow(),
+        0,
+        "the fast workspace finished while the slow one was still waiting"
+    );
+    assert!(
+        api.started() > api.count() / 20,
+        "slow requests were in flight meanwhile"
+    );
+    wait_until("slow events arrived too", Duration::from_secs(60), || {
+        slow() == 40
+    })
+    .await;
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 1),
+    )
+    .await;
     worker.stop().await;
 }
 
@@ -179,7 +271,11 @@ async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() 
         .flat_map(|seq| {
             (0..users).map(move |u| {
                 let user = format!("user-{u}");
-                let event = if seq % 5 == 0 { identify("acme", &user, seq) } else { track("acme", &user, seq) };
+                let event = if seq % 5 == 0 {
+                    identify("acme", &user, seq)
+                } else {
+                    track("acme", &user, seq)
+                };
                 Record::json(&user, &event)
             })
         })
@@ -188,7 +284,10 @@ async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() 
 
     let worker = Worker::start(setup.config());
     let total = users * per_user;
-    wait_until("every event arrived", Duration::from_secs(90), || api.count() >= total).await;
+    wait_until("every event arrived", Duration::from_secs(90), || {
+        api.count() >= total
+    })
+    .await;
     worker.stop().await;
 
     assert!(api.max_in_flight() > 1, "requests really were concurrent");
@@ -215,29 +314,59 @@ async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
     setup.kafka_options = "\"max.poll.interval.ms\" = \"7000\"\n".into();
     let n = 1000;
     let records: Vec<Record> = (0..n)
-        .map(|i| Record::json(&format!("u{}", i % 20), &track("acme", &format!("u{}", i % 20), i)))
+        .map(|i| {
+            Record::json(
+                &format!("u{}", i % 20),
+                &track("acme", &format!("u{}", i % 20), i),
+            )
+        })
         .collect();
-    produce(&broker.brokers(), &topic, &records).await;
+    let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
-    wait_until("the stalled API holds requests", Duration::from_secs(30), || api.started() > 0).await;
+    wait_until(
+        "the stalled API holds requests",
+        Duration::from_secs(30),
+        || api.started() > 0,
+    )
+    .await;
     let stall_until = std::time::Instant::now() + Duration::from_secs(10);
     let mut saw_pause = false;
     while std::time::Instant::now() < stall_until {
         let consumed = worker.metrics.consumed_count();
-        assert!(consumed <= 100, "{consumed} events read with the API stalled (bound 100)");
+        assert!(
+            consumed <= 100,
+            "{consumed} events read with the API stalled (bound 100)"
+        );
         assert!(worker.metrics.buffered() <= 100);
         saw_pause |= worker.metrics.paused();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(saw_pause, "the partitions were paused");
-    assert_eq!(worker.metrics.rebalance_count("revoke"), 0, "never evicted from the group");
+    assert_eq!(
+        worker.metrics.rebalance_count("revoke"),
+        0,
+        "never evicted from the group"
+    );
 
     api.stall(false);
-    wait_until("everything delivered", Duration::from_secs(60), || api.count() >= n).await;
-    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 2).await;
+    wait_until("everything delivered", Duration::from_secs(60), || {
+        api.count() >= n
+    })
+    .await;
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 2),
+    )
+    .await;
     let metrics = worker.stop().await;
-    assert_eq!(api.count(), n, "no event delivered twice: the member kept its partitions");
+    assert_eq!(
+        api.count(),
+        n,
+        "no event delivered twice: the member kept its partitions"
+    );
     assert_eq!(metrics.consumed_count(), n as u64);
 }
 
@@ -253,12 +382,20 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
     setup.lanes = "max_in_flight = 2\n".into();
     let n = 200;
     let records: Vec<Record> = (0..n)
-        .map(|i| Record::json(&format!("u{}", i % 10), &track("acme", &format!("u{}", i % 10), i)))
+        .map(|i| {
+            Record::json(
+                &format!("u{}", i % 10),
+                &track("acme", &format!("u{}", i % 10), i),
+            )
+        })
         .collect();
     let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
-    wait_until("some events delivered", Duration::from_secs(60), || api.count() >= 20).await;
+    wait_until("some events delivered", Duration::from_secs(60), || {
+        api.count() >= 20
+    })
+    .await;
     worker.stop().await;
 
     let delivered: HashSet<u64> = api.received().iter().map(|r| key_of(r).2).collect();
@@ -277,7 +414,13 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
 
     api.random_latency(0, 0);
     let worker = Worker::start(setup.config());
-    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 2).await;
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 2),
+    )
+    .await;
     worker.stop().await;
     let all: HashSet<u64> = api.received().iter().map(|r| key_of(r).2).collect();
     assert_eq!(all.len(), n, "every event arrived after the restart");
@@ -299,20 +442,44 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
                       "properties":{"blob":"x".repeat(1 << 20)}});
     let mut records = vec![
         raw(b"{this is not json".to_vec()),
-        Record::json("k", &json!({"type":"identify","traits":{"a":1},"workspace":"acme"})),
-        Record::json("k", &json!({"type":"alias","userId":"u","workspace":"acme"})),
+        Record::json(
+            "k",
+            &json!({"type":"identify","traits":{"a":1},"workspace":"acme"}),
+        ),
+        Record::json(
+            "k",
+            &json!({"type":"alias","userId":"u","workspace":"acme"}),
+        ),
         Record::json("k", &huge),
-        Record::json("k", &json!({"type":"track","userId":"u","event":"x","workspace":"nowhere"})),
+        Record::json(
+            "k",
+            &json!({"type":"track","userId":"u","event":"x","workspace":"nowhere"}),
+        ),
     ];
     records.extend((0..10).map(|i| Record::json("k", &track("acme", "good", i))));
-    produce(&broker.brokers(), &topic, &records).await;
+    let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
-    wait_until("the valid events arrived", Duration::from_secs(60), || api.count() >= 10).await;
-    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, 1).await;
+    wait_until("the valid events arrived", Duration::from_secs(60), || {
+        api.count() >= 10
+    })
+    .await;
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 1),
+    )
+    .await;
     let metrics = worker.stop().await;
 
-    for reason in ["malformed_json", "missing_user_id", "unknown_type", "too_large", "unknown_workspace"] {
+    for reason in [
+        "malformed_json",
+        "missing_user_id",
+        "unknown_type",
+        "too_large",
+        "unknown_workspace",
+    ] {
         assert_eq!(metrics.invalid_count(reason), 1, "{reason}");
     }
     assert_eq!(api.count(), 10);
@@ -334,7 +501,10 @@ async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
     ];
     produce(&broker.brokers(), &topic, &records).await;
     let worker = Worker::start(setup.config());
-    wait_until("both calls arrived", Duration::from_secs(60), || api.count() >= 2).await;
+    wait_until("both calls arrived", Duration::from_secs(60), || {
+        api.count() >= 2
+    })
+    .await;
     worker.stop().await;
 
     let received: Vec<Value> = api.received().into_iter().map(|r| r.item).collect();

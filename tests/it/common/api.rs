@@ -126,7 +126,9 @@ impl Api {
 fn authorize(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (site, key) = text.split_once(':')?;
     (key == API_KEY).then(|| site.to_string())
@@ -157,16 +159,26 @@ async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<String, StatusCod
     Ok(site)
 }
 
-async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+async fn batch(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
     let site = match admit(&shared, &headers).await {
         Ok(site) => site,
         Err(status) => return (status, r#"{"meta":{"error":"unauthorized"}}"#.into()),
     };
     let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, r#"{"errors":[{"message":"bad json"}]}"#.into());
+        return (
+            StatusCode::BAD_REQUEST,
+            r#"{"errors":[{"message":"bad json"}]}"#.into(),
+        );
     };
     let Some(items) = parsed["batch"].as_array() else {
-        return (StatusCode::BAD_REQUEST, r#"{"errors":[{"message":"no batch"}]}"#.into());
+        return (
+            StatusCode::BAD_REQUEST,
+            r#"{"errors":[{"message":"no batch"}]}"#.into(),
+        );
     };
     let mut received = shared.received.lock().unwrap();
     for item in items {
@@ -190,7 +202,10 @@ async fn v1(
         Err(status) => return (status, r#"{"meta":{"errors":["unauthorized"]}}"#.into()),
     };
     let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, r#"{"meta":{"errors":["bad json"]}}"#.into());
+        return (
+            StatusCode::BAD_REQUEST,
+            r#"{"meta":{"errors":["bad json"]}}"#.into(),
+        );
     };
     shared.received.lock().unwrap().push(Received {
         site_id: site,

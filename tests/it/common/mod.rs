@@ -42,8 +42,9 @@ impl Broker {
 
     /// The broker named by `SLUICE_TEST_BROKERS` (the real-broker suite).
     pub fn real() -> Self {
-        let brokers = std::env::var("SLUICE_TEST_BROKERS")
-            .expect("SLUICE_TEST_BROKERS must name a running broker (scripts/test.sh starts Tansu)");
+        let brokers = std::env::var("SLUICE_TEST_BROKERS").expect(
+            "SLUICE_TEST_BROKERS must name a running broker (scripts/test.sh starts Tansu)",
+        );
         Broker::Real(brokers)
     }
 
@@ -154,7 +155,12 @@ pub async fn produce(brokers: &str, topic: &str, records: &[Record]) -> Vec<(i32
 }
 
 /// Committed offsets of `group` on `topic`, by partition (`None`: nothing committed).
-pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Option<i64>> {
+pub fn committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Option<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -357,25 +363,44 @@ impl Worker {
 pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !condition() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Polls until the group's committed offsets equal the topic's end offsets.
-pub async fn wait_committed_to_end(brokers: &str, group: &str, topic: &str, partitions: i32) {
-    let end = end_offsets(brokers, topic, partitions);
+/// The end offset (one past the last record) of each partition that `produce`
+/// reported writing to. Computed from the producer's acknowledgements rather than the
+/// broker's watermarks: Tansu 0.6 reports a high watermark that is not the true end.
+pub fn produced_ends(positions: &[(i32, i64)], partitions: i32) -> BTreeMap<i32, i64> {
+    let mut ends: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
+    for (p, offset) in positions {
+        let end = ends.entry(*p).or_default();
+        *end = (*end).max(offset + 1);
+    }
+    ends
+}
+
+/// Polls until the group's committed offsets equal `ends` (a partition that never held
+/// a message has nothing committed: that counts as 0).
+pub async fn wait_committed_to_end(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+) {
+    let partitions = ends.len() as i32;
     let start = std::time::Instant::now();
     loop {
         let now = committed(brokers, group, topic, partitions);
-        // A partition that never held a message has nothing committed: that is 0.
-        let same = now.iter().all(|(p, c)| c.unwrap_or(0) == end[p].unwrap_or(0));
-        if same {
+        if now.iter().all(|(p, c)| c.unwrap_or(0) == ends[p]) {
             return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "committed offsets {now:?} never reached the end {end:?}"
+            "committed offsets {now:?} never reached the end {ends:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

