@@ -72,6 +72,12 @@ pub struct Config {
     /// How each workspace's lane schedules requests.
     #[serde(default)]
     pub lanes: LaneConfig,
+    /// Rate limits shared by all workspaces.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// When and how failed requests are tried again.
+    #[serde(default)]
+    pub retry: RetryConfig,
     /// The destination accounts events are routed to.
     pub workspaces: Vec<WorkspaceConfig>,
     /// The HTTP listener for metrics and health.
@@ -92,9 +98,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Topics to consume identify/track events from.
     pub topics: Vec<String>,
-    /// Topic for dead letters (events that can never be delivered).
-    #[serde(default)]
-    pub dlq_topic: Option<String>,
+    /// Topic for dead letters (events that can never be delivered, with the reason in
+    /// their headers). Required: nothing is ever dropped.
+    pub dlq_topic: String,
     /// Where a group with no committed offset starts: `earliest` or `latest`.
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,
@@ -153,9 +159,6 @@ pub struct DestinationConfig {
     /// Idle keep-alive connections kept per host.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
-    /// Pause before a failed request is tried again, in milliseconds.
-    #[serde(default = "defaults::retry_delay_ms")]
-    pub retry_delay_ms: u64,
 }
 
 /// The kind of destination API.
@@ -266,12 +269,82 @@ pub struct WorkspaceConfig {
     /// Name of the environment variable holding the API key; the key itself never
     /// appears in the file.
     pub api_key_env: String,
-    /// Requests per second this workspace may send (Customer.io plans for 100).
-    #[serde(default = "defaults::rate_limit_per_s")]
-    pub rate_limit_per_s: u32,
+    /// Requests per second this workspace may send (Customer.io plans for 100);
+    /// unset takes `limits.default_rate_limit_per_s`.
+    #[serde(default)]
+    pub rate_limit_per_s: Option<f64>,
+    /// Requests that may go at once after a quiet spell; unset takes
+    /// `limits.default_burst`.
+    #[serde(default)]
+    pub burst: Option<u32>,
     /// The API key read from `api_key_env` at validation.
     #[serde(skip)]
     pub api_key: Secret,
+}
+
+/// `[limits]`: defaults and global caps for the rate limiter.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per second for a workspace entry that sets no `rate_limit_per_s`.
+    #[serde(default = "defaults::rate_limit_per_s")]
+    pub default_rate_limit_per_s: f64,
+    /// Burst for a workspace entry that sets no `burst`. 1 keeps every one-second
+    /// window at or under the rate.
+    #[serde(default = "defaults::burst")]
+    pub default_burst: u32,
+    /// Share of each limit actually used (0 < headroom ≤ 1), so network jitter never
+    /// pushes a one-second window over the API's limit.
+    #[serde(default = "defaults::headroom")]
+    pub headroom: f64,
+    /// Requests in flight over all workspaces at once.
+    #[serde(default = "defaults::max_in_flight_total")]
+    pub max_in_flight_total: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            default_rate_limit_per_s: defaults::rate_limit_per_s(),
+            default_burst: defaults::burst(),
+            headroom: defaults::headroom(),
+            max_in_flight_total: defaults::max_in_flight_total(),
+        }
+    }
+}
+
+/// `[retry]`: exponential backoff with full jitter between attempts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per request (the first included) before its events are dead-lettered
+    /// as `retries_exhausted`. 401/403 ignore it: they retry until fixed.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Time since the first attempt after which no further attempt starts, in ms.
+    #[serde(default = "defaults::max_elapsed_ms")]
+    pub max_elapsed_ms: u64,
+    /// Backoff ceiling of the first retry, in ms; it doubles per retry.
+    #[serde(default = "defaults::initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Largest backoff ceiling, in ms (also the wait between 401/403 retries).
+    #[serde(default = "defaults::max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Longest `Retry-After` honoured, in ms; longer asks are cut to this.
+    #[serde(default = "defaults::max_retry_after_ms")]
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: defaults::max_attempts(),
+            max_elapsed_ms: defaults::max_elapsed_ms(),
+            initial_backoff_ms: defaults::initial_backoff_ms(),
+            max_backoff_ms: defaults::max_backoff_ms(),
+            max_retry_after_ms: defaults::max_retry_after_ms(),
+        }
+    }
 }
 
 /// `[server]`: the metrics and health listener.
@@ -355,8 +428,29 @@ mod defaults {
     pub(super) fn pool_size() -> usize {
         32
     }
-    pub(super) fn retry_delay_ms() -> u64 {
-        1_000
+    pub(super) fn burst() -> u32 {
+        1
+    }
+    pub(super) fn headroom() -> f64 {
+        0.98
+    }
+    pub(super) fn max_in_flight_total() -> usize {
+        256
+    }
+    pub(super) fn max_attempts() -> u32 {
+        10
+    }
+    pub(super) fn max_elapsed_ms() -> u64 {
+        300_000
+    }
+    pub(super) fn initial_backoff_ms() -> u64 {
+        200
+    }
+    pub(super) fn max_backoff_ms() -> u64 {
+        30_000
+    }
+    pub(super) fn max_retry_after_ms() -> u64 {
+        300_000
     }
     pub(super) fn max_events() -> usize {
         100
@@ -373,8 +467,8 @@ mod defaults {
     pub(super) fn max_in_flight() -> usize {
         4
     }
-    pub(super) fn rate_limit_per_s() -> u32 {
-        100
+    pub(super) fn rate_limit_per_s() -> f64 {
+        100.0
     }
     pub(super) fn listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 9464))
@@ -445,7 +539,10 @@ impl Config {
                 "needs at least one non-empty topic name",
             ));
         }
-        if k.dlq_topic.as_ref().is_some_and(|d| k.topics.contains(d)) {
+        if k.dlq_topic.trim().is_empty() {
+            return Err(ConfigError::key("kafka.dlq_topic", "must not be empty"));
+        }
+        if k.topics.contains(&k.dlq_topic) {
             return Err(ConfigError::key(
                 "kafka.dlq_topic",
                 "must not be one of kafka.topics (dead letters would loop)",
@@ -500,6 +597,27 @@ impl Config {
             ));
         }
         positive("lanes.max_in_flight", self.lanes.max_in_flight as u64)?;
+        let l = &self.limits;
+        if !(l.default_rate_limit_per_s.is_finite() && l.default_rate_limit_per_s > 0.0) {
+            return Err(ConfigError::key(
+                "limits.default_rate_limit_per_s",
+                "must be a positive number",
+            ));
+        }
+        positive("limits.default_burst", l.default_burst.into())?;
+        if !(l.headroom > 0.0 && l.headroom <= 1.0) {
+            return Err(ConfigError::key("limits.headroom", "must be in (0, 1]"));
+        }
+        positive("limits.max_in_flight_total", l.max_in_flight_total as u64)?;
+        let r = &self.retry;
+        positive("retry.max_attempts", r.max_attempts.into())?;
+        positive("retry.initial_backoff_ms", r.initial_backoff_ms)?;
+        if r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(ConfigError::key(
+                "retry.max_backoff_ms",
+                "must be at least retry.initial_backoff_ms",
+            ));
+        }
 
         if self.workspaces.is_empty() {
             return Err(ConfigError::key(
@@ -527,10 +645,21 @@ impl Config {
                     "must not be empty",
                 ));
             }
-            positive(
-                &format!("workspaces[{i}].rate_limit_per_s"),
-                ws.rate_limit_per_s.into(),
-            )?;
+            if ws
+                .rate_limit_per_s
+                .is_some_and(|r| !(r.is_finite() && r > 0.0))
+            {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].rate_limit_per_s"),
+                    "must be a positive number",
+                ));
+            }
+            if ws.burst == Some(0) {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].burst"),
+                    "must be at least 1",
+                ));
+            }
             match env.get(&ws.api_key_env) {
                 Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
                 _ => {
@@ -578,6 +707,24 @@ impl Config {
     /// Looks up a workspace by id.
     pub fn workspace(&self, id: &str) -> Option<&WorkspaceConfig> {
         self.workspaces.iter().find(|w| w.id == id)
+    }
+
+    /// The limiter's rate for each workspace (headroom applied) and its burst.
+    pub fn workspace_rates(&self) -> Vec<(String, crate::limit::local::Rate)> {
+        self.workspaces
+            .iter()
+            .map(|w| {
+                let per_second = w
+                    .rate_limit_per_s
+                    .unwrap_or(self.limits.default_rate_limit_per_s)
+                    * self.limits.headroom;
+                let burst = w.burst.unwrap_or(self.limits.default_burst);
+                (
+                    w.id.clone(),
+                    crate::limit::local::Rate { per_second, burst },
+                )
+            })
+            .collect()
     }
 
     /// How often completed offsets are committed.
@@ -703,6 +850,7 @@ mod tests {
 brokers = "localhost:9092"
 group_id = "sluice"
 topics = ["events"]
+dlq_topic = "events.dlq"
 
 [destination]
 kind = "customerio"

@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Ordering};
 use crate::deliver::{Destination, Encoded, ItemOutcome};
+use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::Metrics;
-use crate::source::{OffsetTracker, Origin};
+use crate::source::{OffsetTracker, Origin, Raw};
 
 /// Bytes of a v2 batch body around its items (`{"batch":[` … `]}`), plus one comma per
 /// item counted with the item.
@@ -36,6 +37,8 @@ const BATCH_OVERHEAD: usize = 12;
 pub struct Envelope {
     /// Where it came from, to complete its offset.
     pub origin: Origin,
+    /// The original key and bytes, for a dead letter.
+    pub raw: Raw,
     /// The user it is about: the ordering key.
     pub user: String,
     /// The encoded event.
@@ -48,6 +51,8 @@ pub struct Envelope {
 pub struct LaneShared {
     /// The API.
     pub destination: Arc<dyn Destination>,
+    /// Where refused events go.
+    pub dead_letters: Arc<DeadLetters>,
     /// Completed offsets go here.
     pub tracker: OffsetTracker,
     /// Counts and logs outcomes.
@@ -85,6 +90,7 @@ impl LaneShared {
     pub fn from_config(
         config: &Config,
         destination: Arc<dyn Destination>,
+        dead_letters: Arc<DeadLetters>,
         tracker: OffsetTracker,
         metrics: Metrics,
         buffered: Arc<AtomicUsize>,
@@ -92,6 +98,7 @@ impl LaneShared {
     ) -> Self {
         LaneShared {
             destination,
+            dead_letters,
             tracker,
             metrics,
             buffered,
@@ -290,11 +297,22 @@ pub async fn run_lane(
             if batch.is_empty() {
                 break;
             }
-            let destination = shared.destination.clone();
+            let shared = shared.clone();
             let workspace = workspace.clone();
             in_flight.spawn(async move {
                 let items: Vec<Encoded> = batch.iter().map(|e| e.encoded.clone()).collect();
-                let outcomes = destination.deliver(&workspace, &items).await;
+                let outcomes = shared.destination.deliver(&workspace, &items).await;
+                // Refused events complete only once their dead letters are acknowledged.
+                let letters = batch.iter().zip(&outcomes).filter_map(|(e, o)| match o {
+                    ItemOutcome::Rejected(failure) => Some(shared.dead_letters.send(Letter {
+                        origin: &e.origin,
+                        raw: &e.raw,
+                        workspace: Some(&workspace),
+                        failure,
+                    })),
+                    ItemOutcome::Delivered => None,
+                });
+                futures::future::join_all(letters).await;
                 (batch, outcomes)
             });
         }
@@ -343,17 +361,10 @@ fn finish(
     batch: Vec<Envelope>,
     outcomes: Vec<ItemOutcome>,
 ) {
-    let mut delivered = 0;
-    for (envelope, outcome) in batch.iter().zip(&outcomes) {
-        match outcome {
-            ItemOutcome::Delivered => delivered += 1,
-            ItemOutcome::Rejected { reason, detail } => {
-                shared
-                    .metrics
-                    .rejected(workspace, &envelope.origin, reason, detail)
-            }
-        }
-    }
+    let delivered = outcomes
+        .iter()
+        .filter(|o| matches!(o, ItemOutcome::Delivered))
+        .count();
     shared.metrics.delivered(workspace, delivered);
     shared
         .tracker
@@ -379,6 +390,7 @@ mod tests {
                 tp: TopicPartition::new("t", 0),
                 offset,
             },
+            raw: Raw::default(),
             user: user.into(),
             encoded: Encoded::BatchItem(vec![b'x'; size]),
             arrived: Instant::now(),

@@ -17,7 +17,9 @@
 //! - [`event`] — decoding and validating Segment-style messages.
 //! - [`source`] — the Kafka consumer and the offset tracker.
 //! - [`lane`] — per-workspace lanes, batching and per-user ordering.
+//! - [`limit`] — token buckets per workspace, adaptive on 429, global in-flight cap.
 //! - [`deliver`] — encoding for Customer.io, the HTTP client, retry classification.
+//! - [`dlq`] — the dead-letter topic.
 //! - [`metrics`] — counters, logged and counted in one call.
 //! - [`server`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`pipeline`] — wiring the stages together and draining on shutdown.
@@ -28,8 +30,10 @@
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod dlq;
 pub mod event;
 pub mod lane;
+pub mod limit;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;

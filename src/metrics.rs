@@ -2,7 +2,11 @@
 //! drift. Label values are bounded: workspace ids come from the configuration and
 //! reasons from fixed codes; never a user id, key or offset.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use crate::source::Origin;
 
@@ -13,8 +17,13 @@ pub struct Metrics {
     consumed: IntCounter,
     delivered: IntCounterVec,
     invalid: IntCounterVec,
-    rejected: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    dlq_errors: IntCounter,
     requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    limiter_wait_seconds: HistogramVec,
+    throttled: IntCounterVec,
+    auth_failures: IntCounterVec,
     retries: IntCounterVec,
     commits: IntCounter,
     rebalances: IntCounterVec,
@@ -42,6 +51,28 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+/// Seconds, from 1 ms to a minute.
+fn seconds_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ]
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -74,17 +105,48 @@ impl Metrics {
                 "Messages that could not be decoded or validated, by reason.",
                 &["reason"],
             ),
-            rejected: counter_vec(
+            dead_lettered: counter_vec(
                 &r,
-                "sluice_events_rejected_total",
-                "Events the API refused permanently, by reason.",
+                "sluice_events_dead_lettered_total",
+                "Events written to the dead-letter topic, by workspace and reason.",
                 &["workspace", "reason"],
+            ),
+            dlq_errors: counter(
+                &r,
+                "sluice_dlq_errors_total",
+                "Failed attempts to write a dead letter (retried until acknowledged).",
             ),
             requests: counter_vec(
                 &r,
                 "sluice_http_requests_total",
                 "HTTP requests to the destination, by status class.",
                 &["workspace", "status_class"],
+            ),
+            request_seconds: histogram(
+                &r,
+                "sluice_http_request_duration_seconds",
+                "Time from sending a request to its answer.",
+                &["workspace"],
+                seconds_buckets(),
+            ),
+            limiter_wait_seconds: histogram(
+                &r,
+                "sluice_limiter_wait_seconds",
+                "Time an attempt waited for its workspace's token and a global slot.",
+                &["workspace"],
+                seconds_buckets(),
+            ),
+            throttled: counter_vec(
+                &r,
+                "sluice_throttled_total",
+                "Answers that throttled a workspace (429, or 503 with Retry-After).",
+                &["workspace"],
+            ),
+            auth_failures: counter_vec(
+                &r,
+                "sluice_auth_failures_total",
+                "Requests refused for bad credentials (401/403); retried until fixed.",
+                &["workspace"],
             ),
             retries: counter_vec(
                 &r,
@@ -139,20 +201,69 @@ impl Metrics {
         self.invalid.with_label_values(&[reason]).inc();
     }
 
-    /// The API refused an event permanently.
-    pub fn rejected(&self, workspace: &str, origin: &Origin, reason: &str, detail: &str) {
+    /// An event was written to the dead-letter topic (the write is acknowledged).
+    pub fn dead_lettered(
+        &self,
+        workspace: Option<&str>,
+        origin: &Origin,
+        reason: &str,
+        detail: &str,
+    ) {
+        let workspace = workspace.unwrap_or("unknown");
         tracing::warn!(
             workspace, topic = %origin.tp.topic, partition = origin.tp.partition,
-            offset = origin.offset, reason, "event rejected by the API: {detail}"
+            offset = origin.offset, reason, "dead-lettered: {detail}"
         );
-        self.rejected.with_label_values(&[workspace, reason]).inc();
+        self.dead_lettered
+            .with_label_values(&[workspace, reason])
+            .inc();
+    }
+
+    /// Writing a dead letter failed; it is tried again and its offset stays uncommitted.
+    pub fn dlq_error(&self, origin: &Origin, error: &dyn std::fmt::Display) {
+        tracing::error!(
+            topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
+            "dead-letter topic unavailable, retrying (offsets stay uncommitted): {error}"
+        );
+        self.dlq_errors.inc();
     }
 
     /// A request got an answer (or failed to) of this class (`2xx`, `4xx`, `error`...).
-    pub fn request(&self, workspace: &str, status_class: &str) {
+    pub fn request(&self, workspace: &str, status_class: &str, took: Duration) {
         self.requests
             .with_label_values(&[workspace, status_class])
             .inc();
+        self.request_seconds
+            .with_label_values(&[workspace])
+            .observe(took.as_secs_f64());
+    }
+
+    /// An attempt waited this long for the limiter.
+    pub fn limiter_wait(&self, workspace: &str, waited: Duration) {
+        self.limiter_wait_seconds
+            .with_label_values(&[workspace])
+            .observe(waited.as_secs_f64());
+    }
+
+    /// The API throttled a workspace.
+    pub fn throttled(&self, workspace: &str, retry_after: Option<Duration>) {
+        tracing::warn!(
+            workspace,
+            ?retry_after,
+            "throttled by the API: pausing and slowing down"
+        );
+        self.throttled.with_label_values(&[workspace]).inc();
+    }
+
+    /// The API refused a workspace's credentials.
+    pub fn auth_failure(&self, workspace: &str, status: u16) {
+        tracing::error!(
+            workspace,
+            status,
+            "the API refuses this workspace's credentials; check its site_id and API key \
+             (events are kept and retried at the longest backoff)"
+        );
+        self.auth_failures.with_label_values(&[workspace]).inc();
     }
 
     /// A request will be tried again.
@@ -198,9 +309,24 @@ impl Metrics {
         sum(&self.delivered)
     }
 
-    /// Total events rejected over all workspaces and reasons.
-    pub fn rejected_count(&self) -> u64 {
-        sum(&self.rejected)
+    /// Events dead-lettered with this reason, over all workspaces.
+    pub fn dead_lettered_count(&self, reason: &str) -> u64 {
+        sum_where(&self.dead_lettered, "reason", reason)
+    }
+
+    /// Total events dead-lettered.
+    pub fn dead_lettered_total(&self) -> u64 {
+        sum(&self.dead_lettered)
+    }
+
+    /// Answers that throttled `workspace`.
+    pub fn throttled_count(&self, workspace: &str) -> u64 {
+        self.throttled.with_label_values(&[workspace]).get()
+    }
+
+    /// Failed dead-letter writes.
+    pub fn dlq_error_count(&self) -> u64 {
+        self.dlq_errors.get()
     }
 
     /// Total messages read.
@@ -236,6 +362,20 @@ impl Metrics {
             .expect("text encoding into a String cannot fail");
         out
     }
+}
+
+fn sum_where(vec: &IntCounterVec, label: &str, value: &str) -> u64 {
+    use prometheus::core::Collector;
+    vec.collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == label && l.value() == value)
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
 }
 
 fn sum(vec: &IntCounterVec) -> u64 {

@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::deliver::{CustomerIo, Destination};
+use crate::dlq::DeadLetters;
 use crate::lane::{LaneShared, Router};
+use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
 use crate::source::{OffsetTracker, Source, SourceError};
@@ -56,25 +59,32 @@ pub async fn run(
         server_stop.clone(),
     ));
 
-    let destination: Arc<dyn Destination> = Arc::new(CustomerIo::new(&config, metrics.clone())?);
-    let tracker = OffsetTracker::new();
-    let buffered = Arc::new(AtomicUsize::new(0));
+    let limiter = Arc::new(Limiter::new(
+        config.workspace_rates(),
+        config.limits.max_in_flight_total,
+    ));
+    let destination: Arc<dyn Destination> =
+        Arc::new(CustomerIo::new(&config, limiter, metrics.clone())?);
+    let dead_letters =
+        Arc::new(DeadLetters::new(&config, metrics.clone()).map_err(SourceError::Kafka)?);
     let hard_stop = CancellationToken::new();
     let shared = Arc::new(LaneShared::from_config(
         &config,
-        destination.clone(),
-        tracker.clone(),
-        metrics.clone(),
-        buffered.clone(),
+        destination,
+        dead_letters,
+        OffsetTracker::new(),
+        metrics,
+        Arc::new(AtomicUsize::new(0)),
         hard_stop.clone(),
     ));
     let mut lanes = JoinSet::new();
     let router = Router::start(
         config.workspaces.iter().map(|w| w.id.clone()),
-        shared,
+        shared.clone(),
         &mut lanes,
     );
-    let mut source = Source::new(&config, destination, tracker, metrics, buffered)?;
+    let dead_letter_tasks = TaskTracker::new();
+    let mut source = Source::new(&config, shared, dead_letter_tasks.clone())?;
     tracing::info!(
         topics = ?config.kafka.topics, group = %config.kafka.group_id,
         workspaces = config.workspaces.len(), "sluice is running"
@@ -87,10 +97,15 @@ pub async fn run(
     let deadline = Duration::from_millis(config.shutdown.drain_deadline_ms);
     tracing::info!(?deadline, "shutting down: draining lanes");
     drop(router);
-    let drain = async { while lanes.join_next().await.is_some() {} };
+    dead_letter_tasks.close();
+    let drain = async {
+        while lanes.join_next().await.is_some() {}
+        dead_letter_tasks.wait().await;
+    };
     if tokio::time::timeout(deadline, drain).await.is_err() {
         hard_stop.cancel();
         while lanes.join_next().await.is_some() {}
+        dead_letter_tasks.wait().await;
     }
     // The final commit and group leave block on the broker.
     tokio::task::block_in_place(|| source.close());

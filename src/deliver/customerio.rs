@@ -3,18 +3,21 @@
 //! `POST /api/v1/events`), sent with Basic auth `site_id:api_key`.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use futures::future::BoxFuture;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::retry::{classify, status_class, Verdict};
-use super::{Destination, ItemOutcome};
+use super::http::{excerpt, Final, Sender};
+use super::{Destination, Failure, ItemOutcome};
 use crate::config::{ApiMode, Config, Region, Secret};
 use crate::event::{Action, Event, InvalidEvent, Person, MAX_EVENT_DATA_BYTES};
+use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
 /// Characters left as they are in a path segment (RFC 3986 unreserved).
@@ -23,9 +26,6 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
-
-/// Longest part of an API answer kept in a rejection's detail.
-const EXCERPT_BYTES: usize = 300;
 
 /// One event, encoded for the configured API generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,18 +60,16 @@ impl Encoded {
 /// Customer.io Track API client shared by every lane.
 #[derive(Debug)]
 pub struct CustomerIo {
-    client: reqwest::Client,
+    sender: Sender,
     base_url: String,
     api: ApiMode,
     credentials: HashMap<String, (String, Secret)>,
-    retry_delay: Duration,
     max_item_bytes: usize,
-    metrics: Metrics,
 }
 
 impl CustomerIo {
     /// Builds the client for `config`'s destination and workspaces.
-    pub fn new(config: &Config, metrics: Metrics) -> reqwest::Result<Self> {
+    pub fn new(config: &Config, limiter: Arc<Limiter>, metrics: Metrics) -> reqwest::Result<Self> {
         let d = &config.destination;
         let base_url = match (&d.base_url, d.region) {
             (Some(url), _) => url.trim_end_matches('/').to_string(),
@@ -79,7 +77,7 @@ impl CustomerIo {
             (None, Region::Eu) => "https://track-eu.customer.io".into(),
         };
         Ok(CustomerIo {
-            client: super::http_client(d)?,
+            sender: Sender::new(d, config.retry.clone(), limiter, metrics)?,
             base_url,
             api: d.api,
             credentials: config
@@ -87,9 +85,7 @@ impl CustomerIo {
                 .iter()
                 .map(|w| (w.id.clone(), (w.site_id.clone(), w.api_key.clone())))
                 .collect(),
-            retry_delay: Duration::from_millis(d.retry_delay_ms),
             max_item_bytes: config.batch.max_event_bytes,
-            metrics,
         })
     }
 
@@ -150,137 +146,95 @@ impl CustomerIo {
         }
     }
 
-    async fn send_batch(&self, workspace: &str, items: &[Encoded]) -> Vec<ItemOutcome> {
-        let mut body = Vec::with_capacity(items.iter().map(Encoded::len).sum::<usize>() + 16);
-        body.extend_from_slice(b"{\"batch\":[");
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
+    /// Sends `items` as one v2 batch; a 413 splits it and sends the halves in order.
+    fn send_batch<'a>(
+        &'a self,
+        workspace: &'a str,
+        items: &'a [Encoded],
+    ) -> BoxFuture<'a, Vec<ItemOutcome>> {
+        Box::pin(async move {
+            let Some((site_id, key)) = self.credentials.get(workspace) else {
+                return unknown_workspace(workspace, items.len());
+            };
+            let mut body = Vec::with_capacity(items.iter().map(Encoded::len).sum::<usize>() + 16);
+            body.extend_from_slice(b"{\"batch\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                if let Encoded::BatchItem(bytes) = item {
+                    body.extend_from_slice(bytes);
+                }
             }
-            if let Encoded::BatchItem(bytes) = item {
-                body.extend_from_slice(bytes);
+            body.extend_from_slice(b"]}");
+            let url = format!("{}/api/v2/batch", self.base_url);
+            let answer = self
+                .sender
+                .send(workspace, (site_id, key), Method::POST, &url, body.into())
+                .await;
+            match answer {
+                Final::Accepted => vec![ItemOutcome::Delivered; items.len()],
+                Final::Partial(text) => partial_outcomes(&text, items.len()),
+                Final::Rejected(failure) => vec![ItemOutcome::Rejected(failure); items.len()],
+                Final::TooLarge(failure) if items.len() == 1 => {
+                    vec![ItemOutcome::Rejected(Failure {
+                        reason: "too_large".into(),
+                        ..failure
+                    })]
+                }
+                Final::TooLarge(_) => {
+                    let (left, right) = items.split_at(items.len() / 2);
+                    let mut outcomes = self.send_batch(workspace, left).await;
+                    outcomes.extend(self.send_batch(workspace, right).await);
+                    outcomes
+                }
             }
-        }
-        body.extend_from_slice(b"]}");
-        let answer = self
-            .send_until_final(workspace, Method::POST, "/api/v2/batch", body)
-            .await;
-        match answer {
-            Final::Accepted => vec![ItemOutcome::Delivered; items.len()],
-            Final::Rejected { reason, detail } => {
-                vec![ItemOutcome::Rejected { reason, detail }; items.len()]
-            }
-            Final::Partial(text) => partial_outcomes(&text, items.len()),
-        }
+        })
     }
 
     async fn send_single(&self, workspace: &str, items: &[Encoded]) -> Vec<ItemOutcome> {
+        let Some((site_id, key)) = self.credentials.get(workspace) else {
+            return unknown_workspace(workspace, items.len());
+        };
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {
             let Encoded::Request { method, path, body } = item else {
-                outcomes.push(ItemOutcome::Rejected {
-                    reason: "encoding".into(),
-                    detail: "batch item sent to the v1 API".into(),
-                });
+                outcomes.push(ItemOutcome::Rejected(Failure::without_request(
+                    "encoding",
+                    "batch item sent to the v1 API",
+                )));
                 continue;
             };
-            let outcome = match self
-                .send_until_final(workspace, method.clone(), path, body.clone())
-                .await
-            {
+            let url = format!("{}{}", self.base_url, path);
+            let answer = self
+                .sender
+                .send(
+                    workspace,
+                    (site_id, key),
+                    method.clone(),
+                    &url,
+                    Bytes::copy_from_slice(body),
+                )
+                .await;
+            outcomes.push(match answer {
                 Final::Accepted | Final::Partial(_) => ItemOutcome::Delivered,
-                Final::Rejected { reason, detail } => ItemOutcome::Rejected { reason, detail },
-            };
-            outcomes.push(outcome);
+                Final::Rejected(failure) => ItemOutcome::Rejected(failure),
+                Final::TooLarge(failure) => ItemOutcome::Rejected(Failure {
+                    reason: "too_large".into(),
+                    ..failure
+                }),
+            });
         }
         outcomes
     }
-
-    /// Sends one request, trying again after transient failures, until the answer is
-    /// final.
-    async fn send_until_final(
-        &self,
-        workspace: &str,
-        method: Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Final {
-        let Some((site_id, key)) = self.credentials.get(workspace) else {
-            return Final::Rejected {
-                reason: "unknown_workspace".into(),
-                detail: format!("no credentials for workspace {workspace}"),
-            };
-        };
-        let url = format!("{}{}", self.base_url, path);
-        let mut attempt: u32 = 0;
-        loop {
-            let mut request = self
-                .client
-                .request(method.clone(), &url)
-                .basic_auth(site_id, Some(key.expose()))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            if attempt > 0 {
-                request = request.header("X-Retry-Count", attempt.to_string());
-            }
-            attempt += 1;
-            match request.send().await {
-                Err(e) => {
-                    self.metrics.request(workspace, "error");
-                    let reason = if e.is_timeout() {
-                        "timeout"
-                    } else if e.is_connect() {
-                        "connect"
-                    } else {
-                        "network"
-                    };
-                    self.metrics.retry(workspace, reason, &e.to_string());
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    self.metrics.request(workspace, status_class(status));
-                    let verdict = classify(status);
-                    if verdict == Verdict::Success {
-                        return Final::Accepted;
-                    }
-                    let text = response.text().await.unwrap_or_default();
-                    match verdict {
-                        Verdict::Success => return Final::Accepted,
-                        Verdict::Partial => return Final::Partial(text),
-                        Verdict::Reject => {
-                            return Final::Rejected {
-                                reason: format!("http_{}", status.as_u16()),
-                                detail: excerpt(&text),
-                            }
-                        }
-                        Verdict::Retry => {
-                            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                                tracing::error!(
-                                    workspace,
-                                    status = status.as_u16(),
-                                    "the API refuses this workspace's credentials; check its \
-                                     site_id and API key (events are kept and retried)"
-                                );
-                            }
-                            self.metrics.retry(
-                                workspace,
-                                &format!("http_{}", status.as_u16()),
-                                &excerpt(&text),
-                            );
-                        }
-                    }
-                }
-            }
-            tokio::time::sleep(self.retry_delay).await;
-        }
-    }
 }
 
-/// The final answer to one request.
-enum Final {
-    Accepted,
-    Partial(String),
-    Rejected { reason: String, detail: String },
+fn unknown_workspace(workspace: &str, count: usize) -> Vec<ItemOutcome> {
+    let failure = Failure::without_request(
+        "unknown_workspace",
+        format!("no credentials for workspace {workspace}"),
+    );
+    vec![ItemOutcome::Rejected(failure); count]
 }
 
 #[derive(Deserialize)]
@@ -315,18 +269,18 @@ fn partial_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
                 .flatten()
                 .collect::<Vec<_>>()
                 .join(": ");
-                outcomes[e.batch_index] = ItemOutcome::Rejected {
-                    reason: "invalid_item".into(),
-                    detail: excerpt(&detail),
-                };
+                outcomes[e.batch_index] = ItemOutcome::Rejected(Failure {
+                    status: Some(207),
+                    ..Failure::without_request("invalid_item", excerpt(&detail))
+                });
             }
         }
         // Without the list we cannot tell accepted from refused: refuse all, so
         // nothing counts as delivered that may not have been.
-        Err(_) => outcomes.fill(ItemOutcome::Rejected {
-            reason: "unreadable_207".into(),
-            detail: excerpt(text),
-        }),
+        Err(_) => outcomes.fill(ItemOutcome::Rejected(Failure {
+            status: Some(207),
+            ..Failure::without_request("unreadable_207", excerpt(text))
+        })),
     }
     outcomes
 }
@@ -350,14 +304,6 @@ fn v1_attributes(attributes: &Map<String, Value>) -> Map<String, Value> {
             (k.clone(), v)
         })
         .collect()
-}
-
-fn excerpt(text: &str) -> String {
-    let mut end = text.len().min(EXCERPT_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].replace(['\n', '\r'], " ")
 }
 
 impl Destination for CustomerIo {
@@ -473,10 +419,8 @@ mod tests {
                                   {"batch_index":9,"reason":"out of range"}]}"#;
         let outcomes = partial_outcomes(body, 3);
         assert_eq!(outcomes[0], ItemOutcome::Delivered);
-        assert!(
-            matches!(&outcomes[1], ItemOutcome::Rejected { reason, detail }
-            if reason == "invalid_item" && detail.contains("identifiers"))
-        );
+        assert!(matches!(&outcomes[1], ItemOutcome::Rejected(f)
+            if f.reason == "invalid_item" && f.detail.contains("identifiers")));
         assert_eq!(outcomes[2], ItemOutcome::Delivered);
     }
 }

@@ -1,38 +1,59 @@
 //! Delivery: encoding events for the destination, sending them over a pooled HTTP
-//! client, classifying each answer and trying again when that can help.
+//! client through the limiter, classifying each answer and trying again when that can
+//! help.
 //!
 //! A lane hands [`Destination::deliver`] a batch; it comes back with one
 //! [`ItemOutcome`] per event once every event is either accepted or refused for good.
 
 mod customerio;
+mod http;
 mod retry;
 
+use std::time::SystemTime;
+
 pub use customerio::{CustomerIo, Encoded};
-pub use retry::{classify, Verdict};
+pub use http::{excerpt, Final, Sender};
+pub use retry::{classify, retry_after, Backoff, Verdict};
+
+/// Why an event could not be delivered, with what a dead letter needs to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Bounded reason code (`http_400`, `invalid_item`, `retries_exhausted`...).
+    pub reason: String,
+    /// The API's own words (shortened) or the error.
+    pub detail: String,
+    /// The last HTTP status, if there was an answer.
+    pub status: Option<u16>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the first attempt started.
+    pub first_attempt: SystemTime,
+    /// When the last attempt ended.
+    pub last_attempt: SystemTime,
+}
+
+impl Failure {
+    /// A failure decided without any request (e.g. the encoder's).
+    pub fn without_request(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        let now = SystemTime::now();
+        Failure {
+            reason: reason.into(),
+            detail: detail.into(),
+            status: None,
+            attempts: 0,
+            first_attempt: now,
+            last_attempt: now,
+        }
+    }
+}
 
 /// What finally happened to one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
     /// The API accepted it.
     Delivered,
-    /// The API refused it and asking again will not help.
-    Rejected {
-        /// Bounded reason code (`http_400`, `invalid_item`...).
-        reason: String,
-        /// The API's own words, shortened.
-        detail: String,
-    },
-}
-
-/// Builds the one HTTP client a destination shares across all its lanes: keep-alive
-/// pool, connect and request timeouts, rustls TLS.
-pub fn http_client(config: &crate::config::DestinationConfig) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_millis(config.connect_timeout_ms))
-        .timeout(std::time::Duration::from_millis(config.request_timeout_ms))
-        .pool_max_idle_per_host(config.pool_size)
-        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-        .build()
+    /// The API refused it and asking again will not help: it is dead-lettered.
+    Rejected(Failure),
 }
 
 /// The destination a lane delivers to. One implementation per API.

@@ -1,7 +1,13 @@
-//! Which answers are worth asking again for: the split every retrying client needs,
-//! kept in one place so delivery code only branches on the [`Verdict`].
+//! Which answers are worth asking again for, how long to wait, and what the API asked
+//! for: the split every retrying client needs, kept in one place so delivery code only
+//! branches on the [`Verdict`].
 
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
+
+use crate::config::RetryConfig;
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,9 +17,13 @@ pub enum Verdict {
     /// Some items were refused (Customer.io's 207); the rest were accepted.
     Partial,
     /// A transient problem: try again (connection errors, timeouts, 408, 429, 5xx but
-    /// 501). 401/403 are retried too: a bad key is a configuration problem, not bad
-    /// events, and dead-lettering the whole stream would be worse than waiting.
+    /// 501).
     Retry,
+    /// The credentials were refused (401/403). A configuration problem, not bad events:
+    /// keep retrying at the longest backoff rather than dead-letter the whole stream.
+    RetryAuth,
+    /// The request is too large (413): split the batch and send the halves.
+    Split,
     /// The request can never succeed as it is.
     Reject,
 }
@@ -23,11 +33,49 @@ pub fn classify(status: StatusCode) -> Verdict {
     match status.as_u16() {
         207 => Verdict::Partial,
         s if (200..300).contains(&s) => Verdict::Success,
-        401 | 403 | 408 | 429 => Verdict::Retry,
+        401 | 403 => Verdict::RetryAuth,
+        408 | 429 => Verdict::Retry,
+        413 => Verdict::Split,
         501 => Verdict::Reject,
         s if s >= 500 => Verdict::Retry,
         _ => Verdict::Reject,
     }
+}
+
+/// Whether this answer throttles the workspace (pause + lower its rate): a 429, or a
+/// 503 that says when to come back.
+pub fn is_throttle(status: StatusCode, retry_after: Option<Duration>) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+}
+
+/// How long the API asked us to wait: `Retry-After` (delta-seconds or HTTP-date), else
+/// `X-RateLimit-Reset` (seconds to wait, or a unix time when it is that large).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(value) = text("retry-after") {
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(Duration::from_secs(seconds));
+        }
+        if let Ok(at) = httpdate::parse_http_date(value) {
+            return Some(at.duration_since(now).unwrap_or_default());
+        }
+    }
+    let reset = text("x-ratelimit-reset")?.parse::<f64>().ok()?;
+    if !reset.is_finite() || reset < 0.0 {
+        return None;
+    }
+    // Unix times are > 10^9; smaller values are seconds to wait.
+    if reset > 1e9 {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(reset);
+        return Some(at.duration_since(now).unwrap_or_default());
+    }
+    Some(Duration::from_secs_f64(reset))
 }
 
 /// `2xx`, `4xx`... for metrics.
@@ -41,9 +89,52 @@ pub(crate) fn status_class(status: StatusCode) -> &'static str {
     }
 }
 
+/// Exponential backoff with full jitter: the n-th wait is uniform in
+/// `[0, min(max, initial · 2ⁿ)]`.
+///
+/// The growing ceiling comes from the `backoff` crate's `ExponentialBackoff`, kept
+/// behind this one type: the crate is unmaintained (RUSTSEC-2025-0012) and `backon` is
+/// its successor, so swapping it touches only this file.
+#[derive(Debug)]
+pub struct Backoff {
+    ceiling: backoff::ExponentialBackoff,
+    max: Duration,
+}
+
+impl Backoff {
+    /// A fresh policy from the `[retry]` settings.
+    pub fn new(config: &RetryConfig) -> Self {
+        let max = Duration::from_millis(config.max_backoff_ms);
+        let ceiling = backoff::ExponentialBackoff {
+            current_interval: Duration::from_millis(config.initial_backoff_ms),
+            initial_interval: Duration::from_millis(config.initial_backoff_ms),
+            randomization_factor: 0.0,
+            multiplier: 2.0,
+            max_interval: max,
+            // Elapsed time is enforced by the caller on tokio's clock.
+            max_elapsed_time: None,
+            ..Default::default()
+        };
+        Backoff { ceiling, max }
+    }
+
+    /// The next wait.
+    pub fn next_delay(&mut self) -> Duration {
+        use backoff::backoff::Backoff as _;
+        let ceiling = self.ceiling.next_backoff().unwrap_or(self.max);
+        ceiling.mul_f64(fastrand::f64())
+    }
+
+    /// The longest wait (used between 401/403 retries).
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderValue;
 
     #[test]
     fn statuses_are_classified_as_documented() {
@@ -53,9 +144,9 @@ mod tests {
             (207, Verdict::Partial),
             (400, Verdict::Reject),
             (404, Verdict::Reject),
-            (413, Verdict::Reject),
-            (401, Verdict::Retry),
-            (403, Verdict::Retry),
+            (413, Verdict::Split),
+            (401, Verdict::RetryAuth),
+            (403, Verdict::RetryAuth),
             (408, Verdict::Retry),
             (429, Verdict::Retry),
             (500, Verdict::Retry),
@@ -69,5 +160,46 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_dates_and_rate_limit_reset() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(2)));
+
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(5));
+        h.insert("retry-after", HeaderValue::from_str(&date).unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(5)));
+
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3)));
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("1700000007"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn backoff_has_full_jitter_under_a_doubling_ceiling() {
+        let config = RetryConfig {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+            ..RetryConfig::default()
+        };
+        let mut b = Backoff::new(&config);
+        let ceilings = [100, 200, 400, 800, 1000, 1000];
+        for ceiling in ceilings {
+            let d = b.next_delay();
+            assert!(d <= Duration::from_millis(ceiling), "{d:?} > {ceiling}ms");
+        }
+        let mut spread = Backoff::new(&config);
+        let samples: Vec<Duration> = (0..50).map(|_| spread.next_delay()).collect();
+        assert!(
+            samples.iter().any(|d| *d < Duration::from_millis(500)),
+            "jitter reaches low"
+        );
+        assert_eq!(b.max(), Duration::from_secs(1));
     }
 }

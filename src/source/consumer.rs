@@ -19,12 +19,14 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::{OffsetTracker, Origin, TopicPartition};
+use super::{OffsetTracker, Origin, Raw, TopicPartition};
 use crate::config::{Config, OffsetReset};
-use crate::deliver::Destination;
+use crate::deliver::Failure;
+use crate::dlq::{headers, Letter};
 use crate::event::{Decoder, InvalidEvent};
-use crate::lane::{Envelope, Router};
+use crate::lane::{Envelope, LaneShared, Router};
 use crate::metrics::Metrics;
+use tokio_util::task::TaskTracker;
 
 /// How often the loop wakes while nothing arrives, so a paused consumer still polls
 /// (librdkafka evicts a member that stops polling for `max.poll.interval.ms`).
@@ -131,7 +133,9 @@ fn commit_offsets<C: ConsumerContext>(
 pub struct Source {
     consumer: StreamConsumer<SourceContext>,
     decoder: Decoder,
-    destination: Arc<dyn Destination>,
+    shared: Arc<LaneShared>,
+    /// Dead letters of invalid events being written.
+    dead_letter_tasks: TaskTracker,
     tracker: OffsetTracker,
     metrics: Metrics,
     buffered: Arc<AtomicUsize>,
@@ -148,14 +152,17 @@ impl std::fmt::Debug for Source {
 }
 
 impl Source {
-    /// Builds the consumer for `config` and subscribes to its topics.
+    /// Builds the consumer for `config` and subscribes to its topics. `shared` is what
+    /// the lanes share (destination, dead letters, tracker, metrics, buffered count);
+    /// dead letters of invalid events are written on `dead_letter_tasks`.
     pub fn new(
         config: &Config,
-        destination: Arc<dyn Destination>,
-        tracker: OffsetTracker,
-        metrics: Metrics,
-        buffered: Arc<AtomicUsize>,
+        shared: Arc<LaneShared>,
+        dead_letter_tasks: TaskTracker,
     ) -> Result<Self, SourceError> {
+        let tracker = shared.tracker.clone();
+        let metrics = shared.metrics.clone();
+        let buffered = shared.buffered.clone();
         let k = &config.kafka;
         let mut client = ClientConfig::new();
         for (key, value) in &k.options {
@@ -193,7 +200,8 @@ impl Source {
                 config.lanes.default_workspace.clone(),
                 config.batch.max_event_bytes,
             ),
-            destination,
+            shared,
+            dead_letter_tasks,
             tracker,
             metrics,
             buffered,
@@ -264,23 +272,24 @@ impl Source {
         self.metrics.consumed();
         let origin = message.origin;
         self.tracker.track(&origin.tp, origin.offset);
-        let decoded = match &message.payload {
+        let decoded = match &message.raw.payload {
             None => Err(InvalidEvent::Malformed("empty message".into())),
             Some(payload) => self
                 .decoder
                 .decode(payload, message.workspace.as_deref())
-                .and_then(|event| Ok((self.destination.encode(&event)?, event))),
+                .and_then(|event| Ok((self.shared.destination.encode(&event)?, event))),
         };
+        let buffered = self.buffered.fetch_add(1, Ordering::AcqRel) + 1;
+        self.metrics.set_buffered(buffered);
         match decoded {
             Ok((encoded, event)) => {
                 let envelope = Envelope {
                     origin,
+                    raw: message.raw,
                     user: event.person.as_str().to_string(),
                     encoded,
                     arrived: tokio::time::Instant::now(),
                 };
-                let buffered = self.buffered.fetch_add(1, Ordering::AcqRel) + 1;
-                self.metrics.set_buffered(buffered);
                 if let Err(origin) = router.route(&event.workspace, envelope) {
                     // Only possible while shutting down: leave it uncommitted.
                     self.buffered.fetch_sub(1, Ordering::AcqRel);
@@ -292,7 +301,30 @@ impl Source {
             }
             Err(invalid) => {
                 self.metrics.invalid(&origin, invalid.reason(), &invalid);
-                self.tracker.complete([(&origin.tp, origin.offset)]);
+                let failure = Failure::without_request(invalid.reason(), invalid.to_string());
+                let workspace = match invalid {
+                    InvalidEvent::UnknownWorkspace(_) => None,
+                    _ => message.workspace,
+                };
+                let shared = self.shared.clone();
+                // Written off the consumer's path: it must keep polling meanwhile.
+                self.dead_letter_tasks.spawn(async move {
+                    let letter = Letter {
+                        origin: &origin,
+                        raw: &message.raw,
+                        workspace: workspace.as_deref(),
+                        failure: &failure,
+                    };
+                    tokio::select! {
+                        _ = shared.dead_letters.send(letter) => {
+                            shared.tracker.complete([(&origin.tp, origin.offset)]);
+                            let left = shared.buffered.fetch_sub(1, Ordering::AcqRel) - 1;
+                            shared.metrics.set_buffered(left);
+                        }
+                        // Past the drain deadline: left uncommitted, redelivered later.
+                        _ = shared.hard_stop.cancelled() => {}
+                    }
+                });
             }
         }
     }
@@ -333,7 +365,7 @@ impl Source {
 /// The parts of a message the pipeline keeps, copied out of librdkafka's buffer.
 struct Detached {
     origin: Origin,
-    payload: Option<Vec<u8>>,
+    raw: Raw,
     workspace: Option<String>,
 }
 
@@ -346,14 +378,20 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
             t
         }
     };
-    let workspace = message.headers().and_then(|headers| {
-        headers
-            .iter()
-            .find(|h| h.key == "workspace")
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_string)
-    });
+    let header = |name: &str| {
+        message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        })
+    };
+    let workspace = header("workspace");
+    let redrive_count = header(headers::REDRIVE_COUNT)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     Detached {
         origin: Origin {
             tp: TopicPartition {
@@ -362,7 +400,11 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
             },
             offset: message.offset(),
         },
-        payload: message.payload().map(<[u8]>::to_vec),
+        raw: Raw {
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            redrive_count,
+        },
         workspace,
     }
 }

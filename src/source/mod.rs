@@ -14,3 +14,14 @@ pub struct Origin {
     /// Its offset.
     pub offset: i64,
 }
+
+/// The message as it arrived, kept for the dead-letter topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Raw {
+    /// The Kafka key.
+    pub key: Option<Vec<u8>>,
+    /// The payload bytes.
+    pub payload: Option<Vec<u8>>,
+    /// How many times `sluice dlq redrive` has sent it back (0 for a fresh event).
+    pub redrive_count: u32,
+}

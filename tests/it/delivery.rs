@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::common::api::{Api, Received};
 use crate::common::{
-    committed, end_offsets, identify, produce, produced_ends, track, unique, wait_committed_to_end,
-    wait_until, Broker, Record, Setup, Worker,
+    committed, end_offsets, identify, produce, produced_ends, read_topic, track, unique,
+    wait_committed_to_end, wait_until, Broker, Record, Setup, Worker,
 };
 
 /// (workspace site id, user, seq) of a received v2 item.
@@ -440,6 +440,7 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
     };
     let huge = json!({"type":"track","userId":"u","event":"big","workspace":"acme",
                       "properties":{"blob":"x".repeat(1 << 20)}});
+    let huge_size = huge.to_string().len();
     let mut records = vec![
         raw(b"{this is not json".to_vec()),
         Record::json(
@@ -450,7 +451,7 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
             "k",
             &json!({"type":"alias","userId":"u","workspace":"acme"}),
         ),
-        Record::json("k", &huge),
+        Record::json("k", &huge.clone()),
         Record::json(
             "k",
             &json!({"type":"track","userId":"u","event":"x","workspace":"nowhere"}),
@@ -473,14 +474,52 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
     .await;
     let metrics = worker.stop().await;
 
-    for reason in [
+    let reasons = [
         "malformed_json",
         "missing_user_id",
         "unknown_type",
         "too_large",
         "unknown_workspace",
-    ] {
+    ];
+    for reason in reasons {
         assert_eq!(metrics.invalid_count(reason), 1, "{reason}");
+        assert_eq!(metrics.dead_lettered_count(reason), 1, "{reason}");
+    }
+    // Each one is in the dead-letter topic with its original bytes and its reason.
+    let letters = read_topic(&broker.brokers(), &format!("{topic}.dlq"), 5);
+    let mut got: Vec<&str> = letters
+        .iter()
+        .map(|l| l.headers["sluice.reason"].as_str())
+        .collect();
+    got.sort();
+    let mut want = reasons.to_vec();
+    want.sort();
+    assert_eq!(got, want);
+    let malformed = letters
+        .iter()
+        .find(|l| l.headers["sluice.reason"] == "malformed_json")
+        .unwrap();
+    assert_eq!(
+        malformed.payload.as_deref(),
+        Some(&b"{this is not json"[..])
+    );
+    assert_eq!(malformed.key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(malformed.headers["sluice.offset"], "0");
+    assert_eq!(malformed.headers["sluice.topic"], topic);
+    assert!(malformed.headers["sluice.message"].contains("malformed"));
+    let huge = letters
+        .iter()
+        .find(|l| l.headers["sluice.reason"] == "too_large")
+        .unwrap();
+    // The whole event is kept, or, when the broker refuses a letter that large, the
+    // letter says so and where the original is.
+    let size = huge_size.to_string();
+    match &huge.payload {
+        Some(p) => assert_eq!(p.len(), huge_size),
+        None => {
+            assert_eq!(huge.headers.get("sluice.payload_omitted"), Some(&size));
+            assert_eq!(huge.headers["sluice.offset"], "3");
+        }
     }
     assert_eq!(api.count(), 10);
     assert_eq!(metrics.consumed_count(), 15);

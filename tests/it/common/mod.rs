@@ -232,6 +232,10 @@ pub struct Setup {
     pub destination: String,
     /// `[shutdown] drain_deadline_ms`.
     pub drain_deadline_ms: u64,
+    /// `[limits]` body.
+    pub limits: String,
+    /// `[retry]` body.
+    pub retry: String,
 }
 
 impl Setup {
@@ -248,7 +252,9 @@ impl Setup {
             lanes: "max_in_flight = 4\n".into(),
             kafka: String::new(),
             kafka_options: String::new(),
-            destination: "retry_delay_ms = 50\nrequest_timeout_ms = 30000\n".into(),
+            destination: "request_timeout_ms = 30000\n".into(),
+            limits: "default_rate_limit_per_s = 1000\ndefault_burst = 20\n".into(),
+            retry: "initial_backoff_ms = 20\nmax_backoff_ms = 200\n".into(),
             drain_deadline_ms: 5000,
         }
     }
@@ -261,6 +267,7 @@ impl Setup {
 brokers = "{brokers}"
 group_id = "{group}"
 topics = ["{topic}"]
+dlq_topic = "{topic}.dlq"
 commit_interval_ms = 200
 {kafka}
 
@@ -279,6 +286,12 @@ base_url = "{base_url}"
 
 [lanes]
 {lanes}
+
+[limits]
+{limits}
+
+[retry]
+{retry}
 
 [server]
 listen = "127.0.0.1:0"
@@ -299,6 +312,8 @@ drain_deadline_ms = {drain}
             lanes = self.lanes,
             extra = self.extra,
             drain = self.drain_deadline_ms,
+            limits = self.limits,
+            retry = self.retry,
         );
         for ws in &self.workspaces {
             text.push_str(&format!(
@@ -404,4 +419,52 @@ pub async fn wait_committed_to_end(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its payload.
+    pub payload: Option<Vec<u8>>,
+    /// Its headers (UTF-8 values).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads `topic` from the beginning until `count` messages arrived (or 30 s passed).
+pub fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    while out.len() < count && start.elapsed() < Duration::from_secs(30) {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                        (h.key.to_string(), v.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Read {
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    out
 }

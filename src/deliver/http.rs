@@ -1,0 +1,184 @@
+//! One request, sent until its answer is final: each attempt takes a token from the
+//! workspace's bucket, transient failures wait out a jittered backoff (or the API's
+//! `Retry-After`), and 401/403 keep retrying loudly instead of dead-lettering.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::Method;
+
+use super::retry::{classify, is_throttle, retry_after, status_class, Backoff, Verdict};
+use super::Failure;
+use crate::config::{DestinationConfig, RetryConfig, Secret};
+use crate::limit::Limiter;
+use crate::metrics::Metrics;
+
+/// Longest part of an API answer kept in a failure's detail.
+const EXCERPT_BYTES: usize = 300;
+
+/// The final answer to one request.
+#[derive(Debug)]
+pub enum Final {
+    /// 2xx.
+    Accepted,
+    /// 207, with the body listing the refused items.
+    Partial(String),
+    /// 413: the caller should split the request.
+    TooLarge(Failure),
+    /// Refused for good, or retries exhausted.
+    Rejected(Failure),
+}
+
+/// Sends requests through the shared client, the limiter and the retry policy.
+#[derive(Debug)]
+pub struct Sender {
+    client: reqwest::Client,
+    limiter: Arc<Limiter>,
+    retry: RetryConfig,
+    metrics: Metrics,
+}
+
+impl Sender {
+    /// The one HTTP client a destination shares across all its lanes: keep-alive pool,
+    /// connect and request timeouts, rustls TLS.
+    pub fn new(
+        config: &DestinationConfig,
+        retry: RetryConfig,
+        limiter: Arc<Limiter>,
+        metrics: Metrics,
+    ) -> reqwest::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .pool_max_idle_per_host(config.pool_size)
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Sender {
+            client,
+            limiter,
+            retry,
+            metrics,
+        })
+    }
+
+    /// Sends one request for `workspace` until the answer is final.
+    pub async fn send(
+        &self,
+        workspace: &str,
+        (user, key): (&str, &Secret),
+        method: Method,
+        url: &str,
+        body: Bytes,
+    ) -> Final {
+        let mut backoff = Backoff::new(&self.retry);
+        let started = tokio::time::Instant::now();
+        let max_elapsed = Duration::from_millis(self.retry.max_elapsed_ms);
+        let first_attempt = SystemTime::now();
+        let mut attempts: u32 = 0;
+        loop {
+            let (waited, permit) = self.limiter.acquire(workspace).await;
+            self.metrics.limiter_wait(workspace, waited);
+            let mut request = self
+                .client
+                .request(method.clone(), url)
+                .basic_auth(user, Some(key.expose()))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            if attempts > 0 {
+                request = request.header("X-Retry-Count", attempts.to_string());
+            }
+            attempts += 1;
+            let sent = tokio::time::Instant::now();
+            let result = request.send().await;
+            let failure = |reason: String, detail: String, status: Option<u16>| Failure {
+                reason,
+                detail,
+                status,
+                attempts,
+                first_attempt,
+                last_attempt: SystemTime::now(),
+            };
+
+            // What went wrong this time, and how long the API asked us to stay away.
+            let (reason, detail, status, asked_wait, auth) = match result {
+                Err(e) => {
+                    drop(permit);
+                    self.metrics.request(workspace, "error", sent.elapsed());
+                    let reason = if e.is_timeout() {
+                        "timeout"
+                    } else if e.is_connect() {
+                        "connect"
+                    } else {
+                        "network"
+                    };
+                    (reason.to_string(), e.to_string(), None, None, false)
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let text = response.text().await.unwrap_or_default();
+                    drop(permit);
+                    self.metrics
+                        .request(workspace, status_class(status), sent.elapsed());
+                    let code = status.as_u16();
+                    let reason = format!("http_{code}");
+                    match classify(status) {
+                        Verdict::Success => {
+                            self.limiter.succeeded(workspace);
+                            return Final::Accepted;
+                        }
+                        Verdict::Partial => {
+                            self.limiter.succeeded(workspace);
+                            return Final::Partial(text);
+                        }
+                        Verdict::Split => {
+                            return Final::TooLarge(failure(reason, excerpt(&text), Some(code)))
+                        }
+                        Verdict::Reject => {
+                            return Final::Rejected(failure(reason, excerpt(&text), Some(code)))
+                        }
+                        Verdict::Retry | Verdict::RetryAuth => {
+                            let max = Duration::from_millis(self.retry.max_retry_after_ms);
+                            let asked =
+                                retry_after(&headers, SystemTime::now()).map(|d| d.min(max));
+                            if is_throttle(status, asked) {
+                                self.limiter.throttled(workspace, asked);
+                                self.metrics.throttled(workspace, asked);
+                            }
+                            let auth = classify(status) == Verdict::RetryAuth;
+                            (reason, excerpt(&text), Some(code), asked, auth)
+                        }
+                    }
+                }
+            };
+
+            if auth {
+                self.metrics
+                    .auth_failure(workspace, status.unwrap_or_default());
+            } else if attempts >= self.retry.max_attempts || started.elapsed() >= max_elapsed {
+                return Final::Rejected(failure(
+                    "retries_exhausted".into(),
+                    format!("{attempts} attempts; last: {reason}: {detail}"),
+                    status,
+                ));
+            }
+            let delay = if auth {
+                backoff.max()
+            } else {
+                backoff.next_delay().max(asked_wait.unwrap_or_default())
+            };
+            self.metrics.retry(workspace, &reason, &detail);
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The start of an API answer, on one line, never splitting a character.
+pub fn excerpt(text: &str) -> String {
+    let mut end = text.len().min(EXCERPT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].replace(['\n', '\r'], " ")
+}

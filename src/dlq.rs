@@ -1,0 +1,211 @@
+//! The dead-letter topic: events that can never be delivered, kept with the original
+//! key and bytes and headers saying why, so nothing is ever dropped.
+//!
+//! [`DeadLetters::send`] returns only once the broker acknowledged the write; the
+//! source offset completes after that. While the topic is unavailable it keeps trying
+//! (and logs it), so the worker stops committing past the event and waits.
+
+use std::time::{Duration, SystemTime};
+
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::config::Config;
+use crate::deliver::Failure;
+use crate::metrics::Metrics;
+use crate::source::{Origin, Raw};
+
+/// Header names on every dead letter (and the redrive counter `sluice dlq redrive`
+/// adds to what it sends back).
+pub mod headers {
+    /// Bounded reason code (`malformed_json`, `http_400`, `invalid_item`...).
+    pub const REASON: &str = "sluice.reason";
+    /// Human-readable explanation.
+    pub const MESSAGE: &str = "sluice.message";
+    /// Last HTTP status, if the API answered.
+    pub const HTTP_STATUS: &str = "sluice.http_status";
+    /// The start of the API's answer.
+    pub const RESPONSE: &str = "sluice.response";
+    /// Attempts made.
+    pub const ATTEMPTS: &str = "sluice.attempts";
+    /// First attempt, RFC 3339.
+    pub const FIRST_ATTEMPT: &str = "sluice.first_attempt";
+    /// Last attempt, RFC 3339.
+    pub const LAST_ATTEMPT: &str = "sluice.last_attempt";
+    /// Source topic.
+    pub const TOPIC: &str = "sluice.topic";
+    /// Source partition.
+    pub const PARTITION: &str = "sluice.partition";
+    /// Source offset.
+    pub const OFFSET: &str = "sluice.offset";
+    /// Workspace, when known.
+    pub const WORKSPACE: &str = "sluice.workspace";
+    /// How many times this event has been redriven (present once redriven).
+    pub const REDRIVE_COUNT: &str = "sluice.redrive_count";
+    /// Set (to the original size in bytes) when the broker refused the payload as too
+    /// large for the dead-letter topic: the letter then carries no payload, and the
+    /// original stays at `sluice.topic/partition/offset` until retention removes it.
+    pub const PAYLOAD_OMITTED: &str = "sluice.payload_omitted";
+}
+
+/// How long one produce may take before it is tried again.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between failed writes.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// One event on its way to the dead-letter topic.
+#[derive(Debug)]
+pub struct Letter<'a> {
+    /// Where it came from.
+    pub origin: &'a Origin,
+    /// The original key and bytes.
+    pub raw: &'a Raw,
+    /// Its workspace, if it got that far.
+    pub workspace: Option<&'a str>,
+    /// Why it is here.
+    pub failure: &'a Failure,
+}
+
+/// Producer for the dead-letter topic.
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeadLetters {
+    /// A producer on the same brokers (and security options) as the source.
+    pub fn new(config: &Config, metrics: Metrics) -> rdkafka::error::KafkaResult<Self> {
+        let k = &config.kafka;
+        let mut client = ClientConfig::new();
+        for (key, value) in &k.options {
+            // Consumer-only properties would only draw warnings from a producer.
+            if !key.starts_with("session.")
+                && !key.starts_with("heartbeat.")
+                && !key.starts_with("max.poll.")
+                && key != "partition.assignment.strategy"
+                && key != "auto.offset.reset"
+            {
+                client.set(key, value);
+            }
+        }
+        client
+            .set("bootstrap.servers", &k.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                PRODUCE_TIMEOUT.as_millis().to_string(),
+            );
+        Ok(DeadLetters {
+            producer: client.create()?,
+            topic: k.dlq_topic.clone(),
+            metrics,
+        })
+    }
+
+    /// Writes one dead letter and returns once the broker acknowledged it, trying again
+    /// for as long as it takes.
+    pub async fn send(&self, letter: Letter<'_>) {
+        let mut headers = letter_headers(&letter);
+        let mut payload = letter.raw.payload.as_deref();
+        loop {
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.topic).headers(headers.clone());
+            if let Some(key) = &letter.raw.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(payload) = payload {
+                record = record.payload(payload);
+            }
+            match self.producer.send(record, PRODUCE_TIMEOUT).await {
+                Ok(_) => {
+                    self.metrics.dead_lettered(
+                        letter.workspace,
+                        letter.origin,
+                        &letter.failure.reason,
+                        &letter.failure.detail,
+                    );
+                    return;
+                }
+                Err((error, _))
+                    if payload.is_some()
+                        && error.rdkafka_error_code()
+                            == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+                {
+                    // Retrying cannot help: keep the reason and where the original is.
+                    let size = payload.map_or(0, <[u8]>::len);
+                    tracing::error!(
+                        size,
+                        offset = letter.origin.offset,
+                        "dead letter too large for the DLQ topic: sending it without its payload"
+                    );
+                    headers = headers.insert(Header {
+                        key: headers::PAYLOAD_OMITTED,
+                        value: Some(size.to_string().as_bytes()),
+                    });
+                    payload = None;
+                }
+                Err((error, _)) => {
+                    self.metrics.dlq_error(letter.origin, &error);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn letter_headers(letter: &Letter<'_>) -> OwnedHeaders {
+    let f = letter.failure;
+    let mut pairs: Vec<(&str, String)> = vec![
+        (headers::REASON, f.reason.clone()),
+        (headers::MESSAGE, message(f)),
+        (headers::ATTEMPTS, f.attempts.to_string()),
+        (headers::FIRST_ATTEMPT, rfc3339(f.first_attempt)),
+        (headers::LAST_ATTEMPT, rfc3339(f.last_attempt)),
+        (headers::TOPIC, letter.origin.tp.topic.to_string()),
+        (headers::PARTITION, letter.origin.tp.partition.to_string()),
+        (headers::OFFSET, letter.origin.offset.to_string()),
+    ];
+    if let Some(status) = f.status {
+        pairs.push((headers::HTTP_STATUS, status.to_string()));
+        pairs.push((headers::RESPONSE, f.detail.clone()));
+    }
+    if let Some(ws) = letter.workspace {
+        pairs.push((headers::WORKSPACE, ws.to_string()));
+    }
+    if letter.raw.redrive_count > 0 {
+        pairs.push((headers::REDRIVE_COUNT, letter.raw.redrive_count.to_string()));
+    }
+    pairs
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        })
+}
+
+/// A sentence for people reading the dead letter.
+fn message(f: &Failure) -> String {
+    match f.status {
+        Some(status) => format!("the API answered {status} ({}): {}", f.reason, f.detail),
+        None => format!("{}: {}", f.reason, f.detail),
+    }
+}
