@@ -37,6 +37,15 @@ pub enum Command {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+    /// Serve an emulator of Customer.io's Track API and Segment's HTTP API, with rate
+    /// limits, latency and faults, and a /stats endpoint.
+    MockApi(crate::tools::mock_api::MockApiConfig),
+    /// Inspect or redrive the dead-letter topic.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Work with configuration files.
     Config {
         /// What to do with the file.
@@ -54,5 +63,37 @@ pub enum ConfigCommand {
         /// The configuration file (TOML).
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
+    },
+}
+
+/// `sluice dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Count dead letters by reason and workspace and show samples.
+    Inspect {
+        /// The worker's configuration file (its [kafka] section is used).
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// Which letters.
+        #[command(flatten)]
+        filter: crate::tools::dlq_cli::Filter,
+        /// Samples shown per reason.
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+    },
+    /// Send chosen dead letters back to be delivered again. Dry run unless --execute.
+    Redrive {
+        /// The worker's configuration file (its [kafka] section is used).
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// Which letters.
+        #[command(flatten)]
+        filter: crate::tools::dlq_cli::Filter,
+        /// Topic to send them to; default: each letter's original topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// Really send them (without it, only say what would be sent).
+        #[arg(long)]
+        execute: bool,
     },
 }

@@ -489,12 +489,31 @@ impl Config {
         Config::from_toml(&text, &path.display().to_string(), std::env::vars())
     }
 
+    /// Like [`load`](Self::load) but without reading API keys: for tools that only
+    /// touch Kafka (`sluice dlq …`).
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string(), std::env::vars(), false)
+    }
+
     /// Parses TOML `text` with the given environment (overrides and API keys), then
     /// validates. `origin` names the source in errors.
     pub fn from_toml(
         text: &str,
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse(text, origin, env, true)
+    }
+
+    fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        require_secrets: bool,
     ) -> Result<Config, ConfigError> {
         let mut table: toml::Table =
             text.parse()
@@ -520,12 +539,16 @@ impl Config {
                     one_line(&e.into_inner().to_string()),
                 )
             })?;
-        config.validate(&env)?;
+        config.validate(&env, require_secrets)?;
         Ok(config)
     }
 
     /// Checks values that types cannot, and reads each workspace's API key from `env`.
-    fn validate(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    fn validate(
+        &mut self,
+        env: &BTreeMap<String, String>,
+        require_secrets: bool,
+    ) -> Result<(), ConfigError> {
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             return Err(ConfigError::key("kafka.brokers", "must not be empty"));
@@ -662,6 +685,7 @@ impl Config {
             }
             match env.get(&ws.api_key_env) {
                 Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
+                _ if !require_secrets => {}
                 _ => {
                     return Err(ConfigError::key(
                         format!("workspaces[{i}].api_key_env"),

@@ -24,6 +24,7 @@
 //! - [`server`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`pipeline`] — wiring the stages together and draining on shutdown.
 //! - [`shutdown`] — signals.
+//! - [`tools`] — `sluice mock-api` and `sluice dlq inspect|redrive`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -39,3 +40,4 @@ pub mod pipeline;
 pub mod server;
 pub mod shutdown;
 pub mod source;
+pub mod tools;

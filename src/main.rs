@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice::cli::{Cli, Command, ConfigCommand, LogFormat};
+use sluice::cli::{Cli, Command, ConfigCommand, DlqCommand, LogFormat};
+use sluice::tools::dlq_cli;
 use sluice::config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -28,19 +29,46 @@ fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             print!("{}", config.to_masked_toml());
             eprintln!("config OK");
-            Ok(())
+        }
+        Command::MockApi(config) => runtime()?.block_on(async {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(sluice::shutdown::on_signal(shutdown.clone()));
+            sluice::tools::mock_api::run(config, shutdown).await
+        })?,
+        Command::Dlq {
+            command: DlqCommand::Inspect { config, filter, samples },
+        } => {
+            let config = Config::load_without_secrets(&config)?;
+            let letters = dlq_cli::read(&config.kafka, &filter)?;
+            print!("{}", dlq_cli::report(&letters, samples));
+        }
+        Command::Dlq {
+            command: DlqCommand::Redrive { config, filter, to, execute },
+        } => {
+            let config = Config::load_without_secrets(&config)?;
+            let letters = dlq_cli::read(&config.kafka, &filter)?;
+            print!("{}", dlq_cli::report(&letters, 0));
+            if execute {
+                let sent = runtime()?.block_on(dlq_cli::redrive(&config.kafka, &letters, to.as_deref()))?;
+                println!("redrove {sent} dead letters");
+            } else {
+                println!("dry run: {} dead letters would be redriven (add --execute)", letters.len());
+            }
         }
         Command::Run { config } => {
             let config = Config::load(&config)?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
+            runtime()?.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(sluice::shutdown::on_signal(shutdown.clone()));
                 sluice::pipeline::run(config, sluice::metrics::Metrics::new(), shutdown).await
             })?;
-            Ok(())
         }
     }
+    Ok(())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new()
 }
 
 fn init_tracing(format: LogFormat) {

@@ -101,9 +101,18 @@ impl Sender {
             };
 
             // What went wrong this time, and how long the API asked us to stay away.
+            // An answer whose body breaks off is no answer: a network failure.
+            let result = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    response.text().await.map(|text| (status, headers, text))
+                }
+                Err(e) => Err(e),
+            };
+            drop(permit);
             let (reason, detail, status, asked_wait, auth) = match result {
                 Err(e) => {
-                    drop(permit);
                     self.metrics.request(workspace, "error", sent.elapsed());
                     let reason = if e.is_timeout() {
                         "timeout"
@@ -114,16 +123,13 @@ impl Sender {
                     };
                     (reason.to_string(), e.to_string(), None, None, false)
                 }
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    let text = response.text().await.unwrap_or_default();
-                    drop(permit);
+                Ok((status, headers, text)) => {
                     self.metrics
                         .request(workspace, status_class(status), sent.elapsed());
                     let code = status.as_u16();
                     let reason = format!("http_{code}");
-                    match classify(status) {
+                    let verdict = classify(status);
+                    match verdict {
                         Verdict::Success => {
                             self.limiter.succeeded(workspace);
                             return Final::Accepted;
@@ -146,7 +152,7 @@ impl Sender {
                                 self.limiter.throttled(workspace, asked);
                                 self.metrics.throttled(workspace, asked);
                             }
-                            let auth = classify(status) == Verdict::RetryAuth;
+                            let auth = verdict == Verdict::RetryAuth;
                             (reason, excerpt(&text), Some(code), asked, auth)
                         }
                     }

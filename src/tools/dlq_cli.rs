@@ -1,0 +1,244 @@
+//! `sluice dlq inspect` and `sluice dlq redrive`: summarise the dead-letter topic and
+//! send chosen dead letters back to be delivered again.
+//!
+//! Redriven messages carry `sluice.redrive_count` (one more than before), and a letter
+//! that comes back keeps it, so a loop shows in `inspect`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::dlq::headers;
+
+/// How long reading waits for more letters before deciding it reached the end.
+const IDLE_END: Duration = Duration::from_secs(3);
+
+/// Which dead letters a command is about.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Filter {
+    /// Only letters with this reason (e.g. `http_400`, `invalid_item`, `malformed_json`).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only letters of this workspace.
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Only letters whose last attempt was at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only letters whose last attempt was before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+/// One dead letter read back.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Partition of the dead-letter topic.
+    pub partition: i32,
+    /// Offset in the dead-letter topic.
+    pub offset: i64,
+    /// The original key.
+    pub key: Option<Vec<u8>>,
+    /// The original bytes.
+    pub payload: Option<Vec<u8>>,
+    /// The headers sluice wrote.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl DeadLetter {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The reason code.
+    pub fn reason(&self) -> &str {
+        self.header(headers::REASON).unwrap_or("unknown")
+    }
+
+    /// The workspace, or `-`.
+    pub fn workspace(&self) -> &str {
+        self.header(headers::WORKSPACE).unwrap_or("-")
+    }
+
+    /// Times redriven so far.
+    pub fn redrive_count(&self) -> u32 {
+        self.header(headers::REDRIVE_COUNT)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn matches(&self, filter: &Filter) -> bool {
+        let last = self
+            .header(headers::LAST_ATTEMPT)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        filter.reason.as_deref().is_none_or(|r| r == self.reason())
+            && filter.workspace.as_deref().is_none_or(|w| w == self.workspace())
+            && filter.since.is_none_or(|s| last.is_some_and(|t| t >= s))
+            && filter.until.is_none_or(|u| last.is_some_and(|t| t < u))
+    }
+}
+
+fn client(kafka: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    for (key, value) in &kafka.options {
+        client.set(key, value);
+    }
+    client.set("bootstrap.servers", &kafka.brokers);
+    client
+}
+
+/// Reads the whole dead-letter topic (from the start to its current end) and returns
+/// the letters matching `filter`.
+pub fn read(kafka: &KafkaConfig, filter: &Filter) -> anyhow::Result<Vec<DeadLetter>> {
+    let consumer: BaseConsumer = client(kafka)
+        .set("group.id", "sluice-dlq-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let topic = kafka.dlq_topic.as_str();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    drop(metadata);
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    drop(tpl);
+
+    let mut at_end = std::collections::HashSet::new();
+    let mut letters = Vec::new();
+    let mut last_progress = Instant::now();
+    while at_end.len() < partitions.len() && last_progress.elapsed() < IDLE_END {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                (h.key.to_string(), v.unwrap_or_default())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let letter = DeadLetter {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                };
+                if letter.matches(filter) {
+                    letters.push(letter);
+                }
+            }
+        }
+    }
+    Ok(letters)
+}
+
+/// The `inspect` report: counts by reason and workspace, redrive loops, samples.
+pub fn report(letters: &[DeadLetter], samples: usize) -> String {
+    let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut redriven = 0;
+    for l in letters {
+        *counts.entry((l.reason(), l.workspace())).or_default() += 1;
+        if l.redrive_count() > 0 {
+            redriven += 1;
+        }
+    }
+    let mut out = format!("{} dead letters\n\n", letters.len());
+    out.push_str(&format!("{:<24} {:<20} {:>8}\n", "REASON", "WORKSPACE", "COUNT"));
+    for ((reason, workspace), count) in &counts {
+        out.push_str(&format!("{reason:<24} {workspace:<20} {count:>8}\n"));
+    }
+    if redriven > 0 {
+        out.push_str(&format!(
+            "\n{redriven} of them were redriven before and failed again (sluice.redrive_count > 0)\n"
+        ));
+    }
+    if samples > 0 {
+        out.push_str("\nSamples:\n");
+        let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in letters {
+            let n = shown.entry(l.reason()).or_default();
+            if *n >= samples {
+                continue;
+            }
+            *n += 1;
+            let payload = l
+                .payload
+                .as_deref()
+                .map(|p| String::from_utf8_lossy(&p[..p.len().min(160)]).into_owned())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "- [{}] {}/{}@{} (dlq {}@{}): {}\n    {}\n",
+                l.reason(),
+                l.header(headers::TOPIC).unwrap_or("?"),
+                l.header(headers::PARTITION).unwrap_or("?"),
+                l.header(headers::OFFSET).unwrap_or("?"),
+                l.partition,
+                l.offset,
+                l.header(headers::MESSAGE).unwrap_or(""),
+                payload
+            ));
+        }
+    }
+    out
+}
+
+/// Sends `letters` back: to `to`, or each to the topic it came from. Returns how many
+/// were sent.
+pub async fn redrive(kafka: &KafkaConfig, letters: &[DeadLetter], to: Option<&str>) -> anyhow::Result<usize> {
+    let producer: FutureProducer = client(kafka)
+        .set("enable.idempotence", "true")
+        .set("message.max.bytes", "100000000")
+        .create()?;
+    for l in letters {
+        let topic = match (to, l.header(headers::TOPIC)) {
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => anyhow::bail!("dead letter at offset {} names no source topic", l.offset),
+        };
+        let count = (l.redrive_count() + 1).to_string();
+        let mut h = OwnedHeaders::new().insert(Header {
+            key: headers::REDRIVE_COUNT,
+            value: Some(count.as_bytes()),
+        });
+        // The workspace header routes it again as the first time.
+        if let Some(ws) = l.header(headers::WORKSPACE) {
+            h = h.insert(Header {
+                key: "workspace",
+                value: Some(ws.as_bytes()),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(h);
+        if let Some(key) = &l.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(payload) = &l.payload {
+            record = record.payload(payload.as_slice());
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("redrive of dlq offset {}: {e}", l.offset))?;
+    }
+    Ok(letters.len())
+}

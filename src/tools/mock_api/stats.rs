@@ -1,0 +1,176 @@
+//! What the mock API saw: requests by status, events accepted, duplicate event ids,
+//! the busiest one-second window per workspace, and per-user order violations.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+/// Per-workspace bookkeeping.
+#[derive(Debug, Default)]
+struct Workspace {
+    /// Arrival times of requests in the last second.
+    window: VecDeque<Instant>,
+    max_per_second: usize,
+    requests: u64,
+    throttled: u64,
+    events: u64,
+    duplicates: u64,
+    order_violations: u64,
+    event_ids: HashSet<String>,
+    /// Highest `attributes.seq` seen per user.
+    last_seq: HashMap<String, i64>,
+}
+
+/// Everything the mock API counts.
+#[derive(Debug, Default)]
+pub struct Stats {
+    by_status: DashMap<u16, u64>,
+    workspaces: DashMap<String, Mutex<Workspace>>,
+}
+
+/// One accepted event, as far as the statistics care.
+#[derive(Debug)]
+pub struct Accepted<'a> {
+    /// The person's identifier.
+    pub user: Option<&'a str>,
+    /// The event's dedup id, if it has one.
+    pub event_id: Option<&'a str>,
+    /// `attributes.seq` (or `properties.seq`), if present: the produced order.
+    pub seq: Option<i64>,
+}
+
+/// A snapshot for `GET /stats`.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Requests answered, by HTTP status.
+    pub requests_by_status: BTreeMap<u16, u64>,
+    /// Events accepted, over all workspaces.
+    pub events_accepted: u64,
+    /// Events whose id had been accepted before.
+    pub duplicate_event_ids: u64,
+    /// Events that arrived with a lower `seq` than an earlier event of the same user.
+    pub order_violations: u64,
+    /// Per workspace.
+    pub workspaces: BTreeMap<String, WorkspaceSnapshot>,
+}
+
+/// One workspace in a [`Snapshot`].
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct WorkspaceSnapshot {
+    /// Requests received.
+    pub requests: u64,
+    /// Requests answered 429.
+    pub throttled: u64,
+    /// The most requests seen in any one-second window.
+    pub max_requests_per_second: usize,
+    /// Events accepted.
+    pub events_accepted: u64,
+    /// Events whose id had been accepted before.
+    pub duplicate_event_ids: u64,
+    /// Per-user order violations.
+    pub order_violations: u64,
+}
+
+impl Stats {
+    /// Records a request's arrival; returns how many requests (this one included) the
+    /// workspace sent in the last second.
+    pub fn arrive(&self, workspace: &str, now: Instant) -> usize {
+        let entry = self.workspaces.entry(workspace.to_string()).or_default();
+        let mut ws = entry.lock().unwrap_or_else(|e| e.into_inner());
+        while ws
+            .window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            ws.window.pop_front();
+        }
+        ws.window.push_back(now);
+        ws.requests += 1;
+        ws.max_per_second = ws.max_per_second.max(ws.window.len());
+        ws.window.len()
+    }
+
+    /// Counts an answer.
+    pub fn answered(&self, workspace: &str, status: u16) {
+        *self.by_status.entry(status).or_default() += 1;
+        if status == 429 {
+            if let Some(ws) = self.workspaces.get(workspace) {
+                ws.lock().unwrap_or_else(|e| e.into_inner()).throttled += 1;
+            }
+        }
+    }
+
+    /// Records events accepted in one request, in order.
+    pub fn accept<'a>(&self, workspace: &str, events: impl IntoIterator<Item = Accepted<'a>>) {
+        let entry = self.workspaces.entry(workspace.to_string()).or_default();
+        let mut ws = entry.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            ws.events += 1;
+            if let Some(id) = event.event_id {
+                if !ws.event_ids.insert(id.to_string()) {
+                    ws.duplicates += 1;
+                }
+            }
+            if let (Some(user), Some(seq)) = (event.user, event.seq) {
+                match ws.last_seq.get_mut(user) {
+                    Some(last) if seq < *last => ws.order_violations += 1,
+                    Some(last) => *last = seq,
+                    None => {
+                        ws.last_seq.insert(user.to_string(), seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A consistent-enough copy for reporting.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot {
+            requests_by_status: self.by_status.iter().map(|e| (*e.key(), *e.value())).collect(),
+            ..Snapshot::default()
+        };
+        for entry in self.workspaces.iter() {
+            let ws = entry.value().lock().unwrap_or_else(|e| e.into_inner());
+            snap.events_accepted += ws.events;
+            snap.duplicate_event_ids += ws.duplicates;
+            snap.order_violations += ws.order_violations;
+            snap.workspaces.insert(
+                entry.key().clone(),
+                WorkspaceSnapshot {
+                    requests: ws.requests,
+                    throttled: ws.throttled,
+                    max_requests_per_second: ws.max_per_second,
+                    events_accepted: ws.events,
+                    duplicate_event_ids: ws.duplicates,
+                    order_violations: ws.order_violations,
+                },
+            );
+        }
+        snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_duplicates_and_order_are_counted() {
+        let stats = Stats::default();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            stats.arrive("a", t0 + Duration::from_millis(i * 100));
+        }
+        // At 1.25 s only the arrivals at 0.3 s and 0.4 s are still inside the window.
+        assert_eq!(stats.arrive("a", t0 + Duration::from_millis(1250)), 3);
+        let ev = |user, id, seq| Accepted { user: Some(user), event_id: Some(id), seq: Some(seq) };
+        stats.accept("a", [ev("u", "1", 1), ev("u", "2", 2), ev("u", "2", 3), ev("u", "3", 1)]);
+        let snap = stats.snapshot();
+        let a = &snap.workspaces["a"];
+        assert_eq!(a.max_requests_per_second, 5);
+        assert_eq!((a.events_accepted, a.duplicate_event_ids, a.order_violations), (4, 1, 1));
+    }
+}

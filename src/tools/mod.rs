@@ -1,0 +1,5 @@
+//! The tools sluice ships to prove its own capacity and to operate it: the mock API
+//! and the dead-letter commands.
+
+pub mod dlq_cli;
+pub mod mock_api;
