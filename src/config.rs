@@ -289,8 +289,9 @@ pub struct LimitsConfig {
     /// Requests per second for a workspace entry that sets no `rate_limit_per_s`.
     #[serde(default = "defaults::rate_limit_per_s")]
     pub default_rate_limit_per_s: f64,
-    /// Burst for a workspace entry that sets no `burst`. 1 keeps every one-second
-    /// window at or under the rate.
+    /// Burst for a workspace entry that sets no `burst`. 2 lets the limiter make up for
+    /// timer lateness; the busiest one-second window is then at most
+    /// `rate × headroom + 1` requests.
     #[serde(default = "defaults::burst")]
     pub default_burst: u32,
     /// Share of each limit actually used (0 < headroom ≤ 1), so network jitter never
@@ -429,7 +430,7 @@ mod defaults {
         32
     }
     pub(super) fn burst() -> u32 {
-        1
+        2
     }
     pub(super) fn headroom() -> f64 {
         0.98

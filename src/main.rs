@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sluice::cli::{Cli, Command, ConfigCommand, DlqCommand, LogFormat};
-use sluice::tools::dlq_cli;
 use sluice::config::Config;
+use sluice::tools::dlq_cli;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -36,23 +36,41 @@ fn run(command: Command) -> anyhow::Result<()> {
             sluice::tools::mock_api::run(config, shutdown).await
         })?,
         Command::Dlq {
-            command: DlqCommand::Inspect { config, filter, samples },
+            command:
+                DlqCommand::Inspect {
+                    config,
+                    filter,
+                    samples,
+                },
         } => {
             let config = Config::load_without_secrets(&config)?;
             let letters = dlq_cli::read(&config.kafka, &filter)?;
             print!("{}", dlq_cli::report(&letters, samples));
         }
         Command::Dlq {
-            command: DlqCommand::Redrive { config, filter, to, execute },
+            command:
+                DlqCommand::Redrive {
+                    config,
+                    filter,
+                    to,
+                    execute,
+                },
         } => {
             let config = Config::load_without_secrets(&config)?;
             let letters = dlq_cli::read(&config.kafka, &filter)?;
             print!("{}", dlq_cli::report(&letters, 0));
             if execute {
-                let sent = runtime()?.block_on(dlq_cli::redrive(&config.kafka, &letters, to.as_deref()))?;
+                let sent = runtime()?.block_on(dlq_cli::redrive(
+                    &config.kafka,
+                    &letters,
+                    to.as_deref(),
+                ))?;
                 println!("redrove {sent} dead letters");
             } else {
-                println!("dry run: {} dead letters would be redriven (add --execute)", letters.len());
+                println!(
+                    "dry run: {} dead letters would be redriven (add --execute)",
+                    letters.len()
+                );
             }
         }
         Command::Run { config } => {

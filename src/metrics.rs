@@ -29,6 +29,7 @@ pub struct Metrics {
     rebalances: IntCounterVec,
     buffered: IntGauge,
     paused: IntGauge,
+    effective_rate: prometheus::GaugeVec,
 }
 
 impl Default for Metrics {
@@ -171,6 +172,18 @@ impl Metrics {
                 "sluice_partitions_paused",
                 "1 while the assigned partitions are paused for back-pressure.",
             ),
+            effective_rate: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "sluice_limiter_effective_rate",
+                        "Requests per second the limiter currently allows a workspace.",
+                    ),
+                    &["workspace"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }
@@ -337,6 +350,18 @@ impl Metrics {
     /// Total retries.
     pub fn retry_count(&self) -> u64 {
         sum(&self.retries)
+    }
+
+    /// The limiter's current rate for a workspace.
+    pub fn set_effective_rate(&self, workspace: &str, rate: f64) {
+        self.effective_rate
+            .with_label_values(&[workspace])
+            .set(rate);
+    }
+
+    /// The last reported effective rate of a workspace.
+    pub fn effective_rate(&self, workspace: &str) -> f64 {
+        self.effective_rate.with_label_values(&[workspace]).get()
     }
 
     /// Partition assignments (`assign`) or revocations (`revoke`) so far.

@@ -131,11 +131,11 @@ impl Sender {
                     let verdict = classify(status);
                     match verdict {
                         Verdict::Success => {
-                            self.limiter.succeeded(workspace);
+                            self.succeeded(workspace);
                             return Final::Accepted;
                         }
                         Verdict::Partial => {
-                            self.limiter.succeeded(workspace);
+                            self.succeeded(workspace);
                             return Final::Partial(text);
                         }
                         Verdict::Split => {
@@ -151,6 +151,7 @@ impl Sender {
                             if is_throttle(status, asked) {
                                 self.limiter.throttled(workspace, asked);
                                 self.metrics.throttled(workspace, asked);
+                                self.report_rate(workspace);
                             }
                             let auth = verdict == Verdict::RetryAuth;
                             (reason, excerpt(&text), Some(code), asked, auth)
@@ -176,6 +177,19 @@ impl Sender {
             };
             self.metrics.retry(workspace, &reason, &detail);
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl Sender {
+    fn succeeded(&self, workspace: &str) {
+        self.limiter.succeeded(workspace);
+        self.report_rate(workspace);
+    }
+
+    fn report_rate(&self, workspace: &str) {
+        if let Some(rate) = self.limiter.effective_rate(workspace) {
+            self.metrics.set_effective_rate(workspace, rate);
         }
     }
 }

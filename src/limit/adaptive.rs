@@ -45,6 +45,11 @@ impl Aimd {
         self.effective < self.configured
     }
 
+    /// Whether a 429's pause still holds at `now`.
+    pub fn is_paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|p| p > now)
+    }
+
     /// The API said "too many requests": pause until `retry_after` from `now` (or a
     /// default) and halve the rate.
     pub fn on_throttle(&mut self, now: Instant, retry_after: Option<Duration>) {

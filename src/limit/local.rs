@@ -94,12 +94,18 @@ impl Limiter {
     pub async fn acquire(&self, workspace: &str) -> (Duration, Permit) {
         let started = tokio::time::Instant::now();
         if let Some(limit) = self.workspaces.get(workspace) {
-            let slot = lock(&limit.adaptive).reserve(started);
-            if let Some(slot) = slot {
-                tokio::time::sleep_until(slot).await;
-            }
-            while let Err(not_until) = limit.bucket.check() {
-                tokio::time::sleep(not_until.wait_time_from(limit.clock.now())).await;
+            loop {
+                let slot = lock(&limit.adaptive).reserve(tokio::time::Instant::now());
+                if let Some(slot) = slot {
+                    tokio::time::sleep_until(slot).await;
+                }
+                while let Err(not_until) = limit.bucket.check() {
+                    tokio::time::sleep(not_until.wait_time_from(limit.clock.now())).await;
+                }
+                // A 429 may have arrived while this one waited for its token.
+                if !lock(&limit.adaptive).is_paused(tokio::time::Instant::now()) {
+                    break;
+                }
             }
         }
         let slot = self

@@ -77,7 +77,10 @@ impl DeadLetter {
             .header(headers::LAST_ATTEMPT)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
         filter.reason.as_deref().is_none_or(|r| r == self.reason())
-            && filter.workspace.as_deref().is_none_or(|w| w == self.workspace())
+            && filter
+                .workspace
+                .as_deref()
+                .is_none_or(|w| w == self.workspace())
             && filter.since.is_none_or(|s| last.is_some_and(|t| t >= s))
             && filter.until.is_none_or(|u| last.is_some_and(|t| t < u))
     }
@@ -165,7 +168,10 @@ pub fn report(letters: &[DeadLetter], samples: usize) -> String {
         }
     }
     let mut out = format!("{} dead letters\n\n", letters.len());
-    out.push_str(&format!("{:<24} {:<20} {:>8}\n", "REASON", "WORKSPACE", "COUNT"));
+    out.push_str(&format!(
+        "{:<24} {:<20} {:>8}\n",
+        "REASON", "WORKSPACE", "COUNT"
+    ));
     for ((reason, workspace), count) in &counts {
         out.push_str(&format!("{reason:<24} {workspace:<20} {count:>8}\n"));
     }
@@ -206,7 +212,11 @@ pub fn report(letters: &[DeadLetter], samples: usize) -> String {
 
 /// Sends `letters` back: to `to`, or each to the topic it came from. Returns how many
 /// were sent.
-pub async fn redrive(kafka: &KafkaConfig, letters: &[DeadLetter], to: Option<&str>) -> anyhow::Result<usize> {
+pub async fn redrive(
+    kafka: &KafkaConfig,
+    letters: &[DeadLetter],
+    to: Option<&str>,
+) -> anyhow::Result<usize> {
     let producer: FutureProducer = client(kafka)
         .set("enable.idempotence", "true")
         .set("message.max.bytes", "100000000")
@@ -214,7 +224,9 @@ pub async fn redrive(kafka: &KafkaConfig, letters: &[DeadLetter], to: Option<&st
     for l in letters {
         let topic = match (to, l.header(headers::TOPIC)) {
             (Some(t), _) | (None, Some(t)) => t,
-            (None, None) => anyhow::bail!("dead letter at offset {} names no source topic", l.offset),
+            (None, None) => {
+                anyhow::bail!("dead letter at offset {} names no source topic", l.offset)
+            }
         };
         let count = (l.redrive_count() + 1).to_string();
         let mut h = OwnedHeaders::new().insert(Header {

@@ -5,4 +5,5 @@
 mod cli;
 mod common;
 mod delivery;
+mod limits;
 mod real_broker;

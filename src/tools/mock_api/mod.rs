@@ -27,8 +27,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-pub use stats::{Snapshot, WorkspaceSnapshot};
 use stats::{Accepted, Stats};
+pub use stats::{Snapshot, WorkspaceSnapshot};
 use validate::ItemError;
 
 /// Customer.io's and Segment's limit on a batch request body, in bytes.
@@ -66,6 +66,9 @@ pub struct MockApiConfig {
     /// above the client's timeout).
     #[arg(long, default_value_t = 30_000)]
     pub hang_ms: u64,
+    /// Largest accepted batch body, in bytes (larger ones get 413).
+    #[arg(long, default_value_t = MAX_BATCH_BYTES)]
+    pub max_batch_bytes: usize,
     /// Accepted credentials as `USER:PASSWORD` (site id and API key, or a Segment write
     /// key with an empty password); repeatable. None given: any non-empty user passes.
     #[arg(long = "key")]
@@ -83,6 +86,7 @@ impl Default for MockApiConfig {
             fault_rate: 0.0,
             faults: vec![Fault::ServerError, Fault::Timeout, Fault::Reset],
             hang_ms: 30_000,
+            max_batch_bytes: MAX_BATCH_BYTES,
             keys: Vec::new(),
         }
     }
@@ -250,7 +254,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/batch", post(segment_batch))
         .route("/v1/identify", post(segment_identify))
         .route("/v1/track", post(segment_track))
-        .route("/stats", get(|State(s): State<Arc<AppState>>| async move { Json(s.stats.snapshot()) }))
+        .route(
+            "/stats",
+            get(|State(s): State<Arc<AppState>>| async move { Json(s.stats.snapshot()) }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }
@@ -266,7 +273,10 @@ struct Admitted {
 async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Response> {
     let Some(workspace) = authorize(state, headers) else {
         state.stats.answered("", 401);
-        return Err(answer(StatusCode::UNAUTHORIZED, json!({"meta":{"error":"unauthorized"}})));
+        return Err(answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"meta":{"error":"unauthorized"}}),
+        ));
     };
     let in_window = state.stats.arrive(&workspace, Instant::now());
     let config = &state.config;
@@ -274,7 +284,10 @@ async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Respon
     if over && !config.silent_throttle {
         state.stats.answered(&workspace, 429);
         let seconds = config.retry_after_s.to_string();
-        let mut response = answer(StatusCode::TOO_MANY_REQUESTS, json!({"error":"rate limited"}));
+        let mut response = answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error":"rate limited"}),
+        );
         let h = response.headers_mut();
         h.insert(header::RETRY_AFTER, seconds.parse().expect("digits"));
         h.insert("x-ratelimit-reset", seconds.parse().expect("digits"));
@@ -299,17 +312,26 @@ async fn inject(state: &AppState, workspace: &str, fault: Fault) -> Response {
         Fault::ServerError => {
             let status = [500, 502, 503][fastrand::usize(..3)];
             state.stats.answered(workspace, status);
-            answer(StatusCode::from_u16(status).expect("valid"), json!({"error":"injected fault"}))
+            answer(
+                StatusCode::from_u16(status).expect("valid"),
+                json!({"error":"injected fault"}),
+            )
         }
         Fault::Timeout => {
             tokio::time::sleep(Duration::from_millis(state.config.hang_ms)).await;
             state.stats.answered(workspace, 504);
-            answer(StatusCode::GATEWAY_TIMEOUT, json!({"error":"injected timeout"}))
+            answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                json!({"error":"injected timeout"}),
+            )
         }
         Fault::Reset => {
             state.stats.answered(workspace, 0);
             let broken = futures::stream::once(async {
-                Err::<Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"))
+                Err::<Bytes, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reset",
+                ))
             });
             Response::builder()
                 .status(StatusCode::OK)
@@ -374,14 +396,30 @@ async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         Err(response) => return response,
     };
     let ws = admitted.workspace.as_str();
-    if body.len() > MAX_BATCH_BYTES {
-        return finish(&state, ws, StatusCode::PAYLOAD_TOO_LARGE, json!({"errors":[{"message":"request over 500 KB"}]}));
+    if body.len() > state.config.max_batch_bytes {
+        return finish(
+            &state,
+            ws,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"errors":[{"message":"request too large"}]}),
+        );
     }
-    let Some(items) = parse(&body).and_then(|v| v.get("batch").and_then(Value::as_array).cloned()) else {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"errors":[{"message":"body must be {\"batch\":[...]}"}]}));
+    let Some(items) = parse(&body).and_then(|v| v.get("batch").and_then(Value::as_array).cloned())
+    else {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"errors":[{"message":"body must be {\"batch\":[...]}"}]}),
+        );
     };
     if validate::rejects_request(&items) {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"errors":[{"message":"request refused (test hook)"}]}));
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"errors":[{"message":"request refused (test hook)"}]}),
+        );
     }
     let mut errors = Vec::new();
     let mut accepted = Vec::new();
@@ -408,20 +446,33 @@ async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     }
 }
 
-async fn v2_entity(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn v2_entity(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let admitted = match admit(&state, &headers).await {
         Ok(a) => a,
         Err(response) => return response,
     };
     let ws = admitted.workspace.as_str();
     let Some(item) = parse(&body) else {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"errors":[{"message":"bad JSON"}]}));
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"errors":[{"message":"bad JSON"}]}),
+        );
     };
     if let Err(e) = validate::v2_item(&item) {
         return finish(&state, ws, StatusCode::BAD_REQUEST, errors_json(&[(0, e)]));
     }
     if !admitted.dropped {
-        let event = Accepted { user: v2_user(&item), event_id: item["id"].as_str(), seq: seq_of(&item) };
+        let event = Accepted {
+            user: v2_user(&item),
+            event_id: item["id"].as_str(),
+            seq: seq_of(&item),
+        };
         state.stats.accept(ws, [event]);
     }
     finish(&state, ws, StatusCode::OK, json!({}))
@@ -443,33 +494,62 @@ async fn v1_identify(
     };
     let ws = admitted.workspace.as_str();
     let Some(Value::Object(attributes)) = parse(&body) else {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"meta":{"errors":["body must be an object"]}}));
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"meta":{"errors":["body must be an object"]}}),
+        );
     };
     if let Err(e) = validate::v1_identify(&attributes) {
         return finish(&state, ws, StatusCode::BAD_REQUEST, v1_error(e));
     }
     if !admitted.dropped {
         let seq = attributes.get("seq").and_then(Value::as_i64);
-        state.stats.accept(ws, [Accepted { user: Some(&id), event_id: None, seq }]);
+        state.stats.accept(
+            ws,
+            [Accepted {
+                user: Some(&id),
+                event_id: None,
+                seq,
+            }],
+        );
     }
     finish(&state, ws, StatusCode::OK, json!({}))
 }
 
-async fn v1_event_common(state: Arc<AppState>, headers: HeaderMap, body: Bytes, user: Option<String>) -> Response {
+async fn v1_event_common(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    user: Option<String>,
+) -> Response {
     let admitted = match admit(&state, &headers).await {
         Ok(a) => a,
         Err(response) => return response,
     };
     let ws = admitted.workspace.as_str();
     let Some(event) = parse(&body) else {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"meta":{"errors":["bad JSON"]}}));
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"meta":{"errors":["bad JSON"]}}),
+        );
     };
     if let Err(e) = validate::v1_event(&event, user.is_none()) {
         return finish(&state, ws, StatusCode::BAD_REQUEST, v1_error(e));
     }
     if !admitted.dropped {
         let user = user.as_deref().or_else(|| event["anonymous_id"].as_str());
-        state.stats.accept(ws, [Accepted { user, event_id: event["id"].as_str(), seq: seq_of(&event) }]);
+        state.stats.accept(
+            ws,
+            [Accepted {
+                user,
+                event_id: event["id"].as_str(),
+                seq: seq_of(&event),
+            }],
+        );
     }
     finish(&state, ws, StatusCode::OK, json!({}))
 }
@@ -483,69 +563,131 @@ async fn v1_event(
     v1_event_common(state, headers, body, Some(id)).await
 }
 
-async fn v1_anonymous_event(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn v1_anonymous_event(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     v1_event_common(state, headers, body, None).await
 }
 
 fn segment_user(message: &Value) -> Option<&str> {
-    message["userId"].as_str().or_else(|| message["anonymousId"].as_str())
+    message["userId"]
+        .as_str()
+        .or_else(|| message["anonymousId"].as_str())
 }
 
-async fn segment_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn segment_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let admitted = match admit(&state, &headers).await {
         Ok(a) => a,
         Err(response) => return response,
     };
     let ws = admitted.workspace.as_str();
-    if body.len() > MAX_BATCH_BYTES {
-        return finish(&state, ws, StatusCode::PAYLOAD_TOO_LARGE, json!({"error":"batch over 500 KB"}));
+    if body.len() > state.config.max_batch_bytes {
+        return finish(
+            &state,
+            ws,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error":"batch too large"}),
+        );
     }
-    let Some(items) = parse(&body).and_then(|v| v.get("batch").and_then(Value::as_array).cloned()) else {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"error":"body must be {\"batch\":[...]}"}));
+    let Some(items) = parse(&body).and_then(|v| v.get("batch").and_then(Value::as_array).cloned())
+    else {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error":"body must be {\"batch\":[...]}"}),
+        );
     };
     if items.len() > MAX_SEGMENT_BATCH_EVENTS {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"error":"more than 2500 events"}));
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error":"more than 2500 events"}),
+        );
     }
     if let Some((i, e)) = items
         .iter()
         .enumerate()
         .find_map(|(i, m)| validate::segment_message(m, None).err().map(|e| (i, e)))
     {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"error": format!("batch[{i}].{}: {}", e.field, e.message)}));
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("batch[{i}].{}: {}", e.field, e.message)}),
+        );
     }
     if !admitted.dropped {
         state.stats.accept(
             ws,
-            items.iter().map(|m| Accepted { user: segment_user(m), event_id: m["messageId"].as_str(), seq: seq_of(m) }),
+            items.iter().map(|m| Accepted {
+                user: segment_user(m),
+                event_id: m["messageId"].as_str(),
+                seq: seq_of(m),
+            }),
         );
     }
     finish(&state, ws, StatusCode::OK, json!({"success": true}))
 }
 
-async fn segment_single(state: Arc<AppState>, headers: HeaderMap, body: Bytes, kind: &str) -> Response {
+async fn segment_single(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: &str,
+) -> Response {
     let admitted = match admit(&state, &headers).await {
         Ok(a) => a,
         Err(response) => return response,
     };
     let ws = admitted.workspace.as_str();
     let Some(message) = parse(&body) else {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"error":"bad JSON"}));
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error":"bad JSON"}),
+        );
     };
     if let Err(e) = validate::segment_message(&message, Some(kind)) {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, json!({"error": format!("{}: {}", e.field, e.message)}));
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("{}: {}", e.field, e.message)}),
+        );
     }
     if !admitted.dropped {
-        let event = Accepted { user: segment_user(&message), event_id: message["messageId"].as_str(), seq: seq_of(&message) };
+        let event = Accepted {
+            user: segment_user(&message),
+            event_id: message["messageId"].as_str(),
+            seq: seq_of(&message),
+        };
         state.stats.accept(ws, [event]);
     }
     finish(&state, ws, StatusCode::OK, json!({"success": true}))
 }
 
-async fn segment_identify(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn segment_identify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     segment_single(state, headers, body, "identify").await
 }
 
-async fn segment_track(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn segment_track(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     segment_single(state, headers, body, "track").await
 }
 

@@ -129,7 +129,11 @@ impl Stats {
     /// A consistent-enough copy for reporting.
     pub fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot {
-            requests_by_status: self.by_status.iter().map(|e| (*e.key(), *e.value())).collect(),
+            requests_by_status: self
+                .by_status
+                .iter()
+                .map(|e| (*e.key(), *e.value()))
+                .collect(),
             ..Snapshot::default()
         };
         for entry in self.workspaces.iter() {
@@ -166,11 +170,26 @@ mod tests {
         }
         // At 1.25 s only the arrivals at 0.3 s and 0.4 s are still inside the window.
         assert_eq!(stats.arrive("a", t0 + Duration::from_millis(1250)), 3);
-        let ev = |user, id, seq| Accepted { user: Some(user), event_id: Some(id), seq: Some(seq) };
-        stats.accept("a", [ev("u", "1", 1), ev("u", "2", 2), ev("u", "2", 3), ev("u", "3", 1)]);
+        let ev = |user, id, seq| Accepted {
+            user: Some(user),
+            event_id: Some(id),
+            seq: Some(seq),
+        };
+        stats.accept(
+            "a",
+            [
+                ev("u", "1", 1),
+                ev("u", "2", 2),
+                ev("u", "2", 3),
+                ev("u", "3", 1),
+            ],
+        );
         let snap = stats.snapshot();
         let a = &snap.workspaces["a"];
         assert_eq!(a.max_requests_per_second, 5);
-        assert_eq!((a.events_accepted, a.duplicate_event_ids, a.order_violations), (4, 1, 1));
+        assert_eq!(
+            (a.events_accepted, a.duplicate_event_ids, a.order_violations),
+            (4, 1, 1)
+        );
     }
 }

@@ -40,13 +40,23 @@ fn test_hook(item: &Value) -> Option<ItemError> {
     ["attributes", "properties", "traits", "data"]
         .iter()
         .find_map(|f| item[f]["mock_reject"].as_str())
-        .map(|reason| err(reason, "attributes.mock_reject", "refused on request (test hook)"))
+        .map(|reason| {
+            err(
+                reason,
+                "attributes.mock_reject",
+                "refused on request (test hook)",
+            )
+        })
 }
 
 /// Checks one v2 batch item (`type: person`).
 pub fn v2_item(item: &Value) -> Result<(), ItemError> {
     if item.to_string().len() > MAX_ITEM_BYTES {
-        return Err(err("too_large", "", format!("item over {MAX_ITEM_BYTES} bytes")));
+        return Err(err(
+            "too_large",
+            "",
+            format!("item over {MAX_ITEM_BYTES} bytes"),
+        ));
     }
     if let Some(e) = test_hook(item) {
         return Err(e);
@@ -54,15 +64,23 @@ pub fn v2_item(item: &Value) -> Result<(), ItemError> {
     if item["type"] != "person" {
         return Err(err("invalid", "type", "only type person is emulated"));
     }
-    let identifiers = item["identifiers"].as_object().ok_or_else(|| {
-        err("invalid", "identifiers", "identifiers must be an object")
-    })?;
+    let identifiers = item["identifiers"]
+        .as_object()
+        .ok_or_else(|| err("invalid", "identifiers", "identifiers must be an object"))?;
     let known = ["id", "email", "phone", "cio_id"];
     if identifiers.len() != 1 || !identifiers.keys().all(|k| known.contains(&k.as_str())) {
-        return Err(err("invalid", "identifiers", "exactly one of id, email, phone, cio_id"));
+        return Err(err(
+            "invalid",
+            "identifiers",
+            "exactly one of id, email, phone, cio_id",
+        ));
     }
     if !identifiers.values().all(Value::is_string) {
-        return Err(err("invalid", "identifiers", "identifier values are strings"));
+        return Err(err(
+            "invalid",
+            "identifiers",
+            "identifier values are strings",
+        ));
     }
     match item["action"].as_str() {
         Some("identify") | Some("delete") => {}
@@ -71,7 +89,11 @@ pub fn v2_item(item: &Value) -> Result<(), ItemError> {
                 return Err(err("required", "name", "event actions need a name"));
             }
             if let Some(id) = item.get("id") {
-                if id.as_str().and_then(|s| ulid::Ulid::from_string(s).ok()).is_none() {
+                if id
+                    .as_str()
+                    .and_then(|s| ulid::Ulid::from_string(s).ok())
+                    .is_none()
+                {
                     return Err(err("invalid", "id", "id must be a ULID"));
                 }
             }
@@ -98,7 +120,11 @@ pub fn v1_identify(body: &Map<String, Value>) -> Result<(), ItemError> {
     for (key, value) in body {
         let ok = value.is_string() || value.is_boolean() || value.is_i64() || value.is_u64();
         if !ok {
-            return Err(err("invalid", key, "values must be strings, integers or booleans"));
+            return Err(err(
+                "invalid",
+                key,
+                "values must be strings, integers or booleans",
+            ));
         }
     }
     Ok(())
@@ -113,10 +139,18 @@ pub fn v1_event(body: &Value, anonymous: bool) -> Result<(), ItemError> {
         return Err(err("required", "name", "events need a name"));
     }
     if anonymous && !body["anonymous_id"].is_string() && body.get("anonymous_id").is_some() {
-        return Err(err("invalid", "anonymous_id", "anonymous_id must be a string"));
+        return Err(err(
+            "invalid",
+            "anonymous_id",
+            "anonymous_id must be a string",
+        ));
     }
     if let Some(id) = body.get("id") {
-        if id.as_str().and_then(|s| ulid::Ulid::from_string(s).ok()).is_none() {
+        if id
+            .as_str()
+            .and_then(|s| ulid::Ulid::from_string(s).ok())
+            .is_none()
+        {
             return Err(err("invalid", "id", "id must be a ULID"));
         }
     }
@@ -129,17 +163,27 @@ pub fn v1_event(body: &Value, anonymous: bool) -> Result<(), ItemError> {
 /// Checks one Segment message (`/v1/identify`, `/v1/track`, or an item of `/v1/batch`).
 pub fn segment_message(message: &Value, kind: Option<&str>) -> Result<(), ItemError> {
     if message.to_string().len() > MAX_ITEM_BYTES {
-        return Err(err("too_large", "", format!("message over {MAX_ITEM_BYTES} bytes")));
+        return Err(err(
+            "too_large",
+            "",
+            format!("message over {MAX_ITEM_BYTES} bytes"),
+        ));
     }
     if let Some(e) = test_hook(message) {
         return Err(e);
     }
-    let kind = kind.or_else(|| message["type"].as_str()).unwrap_or_default();
+    let kind = kind
+        .or_else(|| message["type"].as_str())
+        .unwrap_or_default();
     if !["identify", "track", "page", "screen", "group", "alias"].contains(&kind) {
         return Err(err("invalid", "type", "unknown type"));
     }
     if !message["userId"].is_string() && !message["anonymousId"].is_string() {
-        return Err(err("required", "userId", "userId or anonymousId is required"));
+        return Err(err(
+            "required",
+            "userId",
+            "userId or anonymousId is required",
+        ));
     }
     if kind == "track" && !message["event"].is_string() {
         return Err(err("required", "event", "track needs an event"));
@@ -157,16 +201,20 @@ mod tests {
         let ok = json!({"type":"person","identifiers":{"id":"1"},"action":"event","name":"x",
                         "id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","timestamp":1,"attributes":{}});
         assert_eq!(v2_item(&ok), Ok(()));
-        let two_ids = json!({"type":"person","identifiers":{"id":"1","email":"a"},"action":"identify"});
+        let two_ids =
+            json!({"type":"person","identifiers":{"id":"1","email":"a"},"action":"identify"});
         assert_eq!(v2_item(&two_ids).unwrap_err().field, "identifiers");
         let no_name = json!({"type":"person","identifiers":{"id":"1"},"action":"event"});
         assert_eq!(v2_item(&no_name).unwrap_err().field, "name");
-        let bad_ts = json!({"type":"person","identifiers":{"id":"1"},"action":"identify","timestamp":"now"});
+        let bad_ts =
+            json!({"type":"person","identifiers":{"id":"1"},"action":"identify","timestamp":"now"});
         assert_eq!(v2_item(&bad_ts).unwrap_err().field, "timestamp");
         let hook = json!({"type":"person","identifiers":{"id":"1"},"action":"identify",
                           "attributes":{"mock_reject":"bad_email"}});
         assert_eq!(v2_item(&hook).unwrap_err().reason, "bad_email");
-        assert!(rejects_request(&[json!({"attributes":{"mock_reject_request":true}})]));
+        assert!(rejects_request(&[
+            json!({"attributes":{"mock_reject_request":true}})
+        ]));
     }
 
     #[test]

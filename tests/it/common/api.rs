@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::Router;
 use base64::Engine;
@@ -29,6 +30,10 @@ pub struct Received {
 
 #[derive(Default)]
 struct Behaviour {
+    /// Answer every request of a site with this status.
+    refuse: HashMap<String, u16>,
+    /// Answer this many more requests of a site 429 with `Retry-After` seconds.
+    throttle: HashMap<String, (usize, u64)>,
     /// Fixed latency per site id.
     slow_sites: HashMap<String, Duration>,
     /// Random latency range for every request, in milliseconds.
@@ -37,6 +42,8 @@ struct Behaviour {
 
 struct Shared {
     received: Mutex<Vec<Received>>,
+    /// (site, arrival, status answered: 0 until known) per request.
+    arrivals: Mutex<Vec<(String, std::time::Instant, u16)>>,
     started: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -58,6 +65,7 @@ impl Api {
     pub async fn start() -> Self {
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
             started: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -89,6 +97,37 @@ impl Api {
     /// Every request takes a random latency in `min_ms..=max_ms`.
     pub fn random_latency(&self, min_ms: u64, max_ms: u64) {
         self.shared.behaviour.lock().unwrap().random_ms = Some((min_ms, max_ms));
+    }
+
+    /// Answers every request of `site_id` with `status` (None: back to normal).
+    pub fn refuse_site(&self, site_id: &str, status: Option<u16>) {
+        let mut b = self.shared.behaviour.lock().unwrap();
+        match status {
+            Some(s) => b.refuse.insert(site_id.into(), s),
+            None => b.refuse.remove(site_id),
+        };
+    }
+
+    /// Answers the next `count` requests of `site_id` 429 with `Retry-After`.
+    pub fn throttle_site(&self, site_id: &str, count: usize, retry_after_s: u64) {
+        self.shared
+            .behaviour
+            .lock()
+            .unwrap()
+            .throttle
+            .insert(site_id.into(), (count, retry_after_s));
+    }
+
+    /// (arrival, status) of every request of `site_id`, in arrival order.
+    pub fn arrivals(&self, site_id: &str) -> Vec<(std::time::Instant, u16)> {
+        self.shared
+            .arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _, _)| s == site_id)
+            .map(|(_, t, status)| (*t, *status))
+            .collect()
     }
 
     /// While stalled, requests are held unanswered.
@@ -134,13 +173,44 @@ fn authorize(headers: &HeaderMap) -> Option<String> {
     (key == API_KEY).then(|| site.to_string())
 }
 
-/// Applies the configured latency and stall; returns the site id or a 401.
-async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<String, StatusCode> {
+/// Applies the configured refusals, throttling, latency and stall; returns the site id
+/// or the error answer.
+async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
     shared.started.fetch_add(1, Ordering::SeqCst);
     let Some(site) = authorize(headers) else {
         shared.unauthorized.fetch_add(1, Ordering::SeqCst);
-        return Err(StatusCode::UNAUTHORIZED);
+        return Err((StatusCode::UNAUTHORIZED, "{}").into_response());
     };
+    let decided = {
+        let mut b = shared.behaviour.lock().unwrap();
+        if let Some(status) = b.refuse.get(&site) {
+            Some((*status, None))
+        } else if let Some((left, seconds)) = b.throttle.get_mut(&site).filter(|(n, _)| *n > 0) {
+            *left -= 1;
+            Some((429, Some(*seconds)))
+        } else {
+            None
+        }
+    };
+    let status = decided.map_or(0, |(s, _)| s);
+    shared
+        .arrivals
+        .lock()
+        .unwrap()
+        .push((site.clone(), std::time::Instant::now(), status));
+    if let Some((status, retry_after)) = decided {
+        let mut response = (
+            StatusCode::from_u16(status).unwrap(),
+            r#"{"errors":[{"message":"refused by the test"}]}"#,
+        )
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.to_string().parse().unwrap());
+        }
+        return Err(response);
+    }
     let delay = {
         let b = shared.behaviour.lock().unwrap();
         let fixed = b.slow_sites.get(&site).copied().unwrap_or_default();
@@ -159,26 +229,24 @@ async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<String, StatusCod
     Ok(site)
 }
 
-async fn batch(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
+async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let site = match admit(&shared, &headers).await {
         Ok(site) => site,
-        Err(status) => return (status, r#"{"meta":{"error":"unauthorized"}}"#.into()),
+        Err(response) => return response,
     };
     let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
         return (
             StatusCode::BAD_REQUEST,
-            r#"{"errors":[{"message":"bad json"}]}"#.into(),
-        );
+            r#"{"errors":[{"message":"bad json"}]}"#,
+        )
+            .into_response();
     };
     let Some(items) = parsed["batch"].as_array() else {
         return (
             StatusCode::BAD_REQUEST,
-            r#"{"errors":[{"message":"no batch"}]}"#.into(),
-        );
+            r#"{"errors":[{"message":"no batch"}]}"#,
+        )
+            .into_response();
     };
     let mut received = shared.received.lock().unwrap();
     for item in items {
@@ -187,7 +255,7 @@ async fn batch(
             item: item.clone(),
         });
     }
-    (StatusCode::OK, "{}".into())
+    (StatusCode::OK, "{}").into_response()
 }
 
 async fn v1(
@@ -196,20 +264,21 @@ async fn v1(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> Response {
     let site = match admit(&shared, &headers).await {
         Ok(site) => site,
-        Err(status) => return (status, r#"{"meta":{"errors":["unauthorized"]}}"#.into()),
+        Err(response) => return response,
     };
     let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
         return (
             StatusCode::BAD_REQUEST,
-            r#"{"meta":{"errors":["bad json"]}}"#.into(),
-        );
+            r#"{"meta":{"errors":["bad json"]}}"#,
+        )
+            .into_response();
     };
     shared.received.lock().unwrap().push(Received {
         site_id: site,
         item: json!({"v1": format!("{method} {id}"), "body": parsed}),
     });
-    (StatusCode::OK, "{}".into())
+    (StatusCode::OK, "{}").into_response()
 }

@@ -1,0 +1,432 @@
+//! Rate limits, retries and dead letters end to end: the mock API (`sluice mock-api`)
+//! or the recording test API on one side, librdkafka's mock cluster on the other.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use serde_json::json;
+use sluice::tools::mock_api::{Fault, Latency, MockApi, MockApiConfig};
+
+use crate::common::api::Api;
+use crate::common::{
+    committed, produce, produced_ends, read_topic, track, unique, wait_committed_to_end,
+    wait_until, Broker, Record, Setup, Worker,
+};
+
+fn tracks(workspace: &str, users: usize, count: usize) -> Vec<Record> {
+    (0..count)
+        .map(|i| {
+            let user = format!("u{}", i % users);
+            Record::json(&user, &track(workspace, &user, i))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig {
+        limit_per_s: 100,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 2).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    // One event per request, so the backlog is thousands of requests.
+    setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+    // The shipped defaults otherwise: burst 2, headroom 0.98.
+    setup.limits = "default_rate_limit_per_s = 100\n".into();
+    setup.lanes = "max_in_flight = 8\n".into();
+    produce(&broker.brokers(), &topic, &tracks("acme", 50, 3000)).await;
+
+    let worker = Worker::start(setup.config());
+    let requests = || {
+        api.stats()
+            .workspaces
+            .get("site-acme")
+            .map_or(0, |w| w.requests)
+    };
+    wait_until("the first request", Duration::from_secs(30), || {
+        requests() > 0
+    })
+    .await;
+    let start = requests();
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let sent = requests() - start;
+    let seconds = began.elapsed().as_secs_f64();
+    worker.stop().await;
+
+    let stats = api.stats();
+    let acme = &stats.workspaces["site-acme"];
+    let utilisation = sent as f64 / (100.0 * seconds);
+    println!(
+        "limit test: {sent} requests in {seconds:.1} s = {:.1}/s, utilisation {:.1}%, busiest one-second window {}",
+        sent as f64 / seconds,
+        utilisation * 100.0,
+        acme.max_requests_per_second
+    );
+    assert!(
+        acme.max_requests_per_second <= 100,
+        "{}",
+        acme.max_requests_per_second
+    );
+    assert_eq!(
+        acme.throttled, 0,
+        "never refused: the limit was never exceeded"
+    );
+    assert!(
+        utilisation >= 0.95,
+        "used {:.1}% of the budget",
+        utilisation * 100.0
+    );
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_429s_pauses_only_that_workspace_and_the_rate_recovers() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    let topic = unique("events");
+    broker.create_topic(&topic, 2).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["hot", "calm"]);
+    setup.batch = "max_events = 2\nlinger_ms = 5\n".into();
+    setup.limits = "default_rate_limit_per_s = 50\ndefault_burst = 1\nheadroom = 1.0\n".into();
+    api.throttle_site("site-hot", 3, 2);
+    let mut records = tracks("hot", 10, 200);
+    records.extend(tracks("calm", 10, 200));
+    produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    wait_until("everything arrived", Duration::from_secs(60), || {
+        api.count() >= 400
+    })
+    .await;
+    let metrics = worker.stop().await;
+
+    let hot = api.arrivals("site-hot");
+    let first_429 = hot
+        .iter()
+        .find(|(_, s)| *s == 429)
+        .expect("a 429 was answered")
+        .0;
+    let last_429 = hot.iter().rev().find(|(_, s)| *s == 429).unwrap().0;
+    // After a 429 with Retry-After: 2, nothing of that workspace arrives for 2 s.
+    for (t, _) in hot.iter().filter(|(t, _)| *t > first_429) {
+        let since_previous_429 = hot
+            .iter()
+            .filter(|(u, s)| *s == 429 && u < t)
+            .map(|(u, _)| *u)
+            .max()
+            .unwrap();
+        assert!(
+            *t - since_previous_429 >= Duration::from_millis(1990),
+            "a request {:?} after a 429 asking for 2 s",
+            *t - since_previous_429
+        );
+    }
+    // Meanwhile the other workspace kept going.
+    let calm = api.arrivals("site-calm");
+    let calm_during_pause = calm
+        .iter()
+        .filter(|(t, _)| *t > first_429 && *t < first_429 + Duration::from_secs(2))
+        .count();
+    assert!(
+        calm_during_pause > 0,
+        "calm sent nothing while hot was paused"
+    );
+    assert!(last_429 >= first_429);
+    assert!(calm.iter().all(|(_, s)| *s == 0), "calm was never refused");
+    assert!(metrics.throttled_count("hot") >= 3);
+    // Halved per 429, then won back 2% per success: back at the configured 50/s.
+    assert_eq!(metrics.effective_rate("hot"), 50.0);
+    assert_eq!(api.count(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_at_20_percent_lose_nothing() {
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig {
+        fault_rate: 0.2,
+        faults: vec![Fault::ServerError, Fault::Timeout, Fault::Reset],
+        hang_ms: 1_000,
+        latency: Latency::Uniform(0, 5),
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 2).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    setup.destination = "request_timeout_ms = 300\n".into();
+    setup.retry = "max_attempts = 30\ninitial_backoff_ms = 10\nmax_backoff_ms = 100\n".into();
+    setup.batch = "max_events = 5\nlinger_ms = 5\n".into();
+    let positions = produce(&broker.brokers(), &topic, &tracks("acme", 20, 300)).await;
+
+    let worker = Worker::start(setup.config());
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 2),
+    )
+    .await;
+    let metrics = worker.stop().await;
+
+    let stats = api.stats();
+    assert_eq!(stats.events_accepted, 300, "{stats:?}");
+    assert_eq!(stats.duplicate_event_ids, 0);
+    assert_eq!(stats.order_violations, 0, "retries kept each user's order");
+    let faults: u64 = [0u16, 500, 502, 503, 504]
+        .iter()
+        .filter_map(|s| stats.requests_by_status.get(s))
+        .sum();
+    assert!(faults > 0, "faults were injected: {stats:?}");
+    assert!(metrics.retry_count() >= faults, "every fault was retried");
+    assert_eq!(metrics.dead_lettered_total(), 0);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_items_and_requests_are_dead_lettered_with_their_reasons() {
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let setup = Setup::new(
+        &broker.brokers(),
+        &topic,
+        &api.base_url(),
+        &["acme", "strict"],
+    );
+    let mut records = tracks("acme", 5, 50);
+    for i in 0..3 {
+        let mut bad = track("acme", "bad", 100 + i);
+        bad["properties"]["mock_reject"] = json!("bad_email");
+        records.push(Record::json("bad", &bad));
+    }
+    // Alone in its workspace, so the request it spoils carries nothing else.
+    let mut spoiler = track("strict", "s", 0);
+    spoiler["properties"]["mock_reject_request"] = json!(true);
+    records.push(Record::json("s", &spoiler));
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 1),
+    )
+    .await;
+    let metrics = worker.stop().await;
+
+    assert_eq!(api.stats().events_accepted, 50);
+    assert_eq!(metrics.dead_lettered_count("invalid_item"), 3);
+    assert_eq!(metrics.dead_lettered_count("http_400"), 1);
+    let letters = read_topic(&broker.brokers(), &format!("{topic}.dlq"), 4);
+    assert_eq!(letters.len(), 4);
+    for l in &letters {
+        match l.headers["sluice.reason"].as_str() {
+            "invalid_item" => {
+                assert_eq!(l.headers["sluice.http_status"], "207");
+                assert_eq!(l.headers["sluice.workspace"], "acme");
+                assert!(
+                    l.headers["sluice.response"].contains("bad_email"),
+                    "{:?}",
+                    l.headers
+                );
+            }
+            "http_400" => {
+                assert_eq!(l.headers["sluice.http_status"], "400");
+                assert_eq!(l.headers["sluice.workspace"], "strict");
+                assert_eq!(l.headers["sluice.attempts"], "1");
+            }
+            other => panic!("unexpected reason {other}"),
+        }
+        let original: serde_json::Value =
+            serde_json::from_slice(l.payload.as_ref().unwrap()).unwrap();
+        assert!(
+            original["properties"].get("mock_reject").is_some()
+                || original["properties"].get("mock_reject_request").is_some()
+        );
+        assert!(
+            !l.headers
+                .values()
+                .any(|v| v.contains(crate::common::API_KEY)),
+            "no credentials"
+        );
+    }
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_splits_the_batch_and_the_halves_arrive() {
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig {
+        max_batch_bytes: 3_000,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    setup.batch = "max_events = 40\nlinger_ms = 200\n".into();
+    let positions = produce(&broker.brokers(), &topic, &tracks("acme", 4, 120)).await;
+
+    let worker = Worker::start(setup.config());
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 1),
+    )
+    .await;
+    let metrics = worker.stop().await;
+
+    let stats = api.stats();
+    assert!(
+        stats.requests_by_status.get(&413).copied().unwrap_or(0) > 0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.events_accepted, 120);
+    assert_eq!(stats.order_violations, 0);
+    assert_eq!(metrics.dead_lettered_total(), 0);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_dlq_holds_commits_until_it_returns() {
+    // Two brokers: the source and the group live on 1, the dead-letter topic on 2.
+    let cluster = MockCluster::new(2).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let api = Api::start().await;
+    let topic = unique("events");
+    let dlq = format!("{topic}.dlq");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    cluster.create_topic(&dlq, 1, 1).unwrap();
+    cluster.partition_leader(&topic, 0, Some(1)).unwrap();
+    cluster.partition_leader(&dlq, 0, Some(2)).unwrap();
+    let setup = Setup::new(&brokers, &topic, &api.base_url, &["acme"]);
+    cluster
+        .coordinator(MockCoordinator::Group(setup.group.clone()), 1)
+        .unwrap();
+    let mut records = tracks("acme", 3, 5);
+    records.push(Record {
+        key: "k".into(),
+        payload: b"not json at all".to_vec(),
+        workspace_header: None,
+    });
+    records.extend((5..10).map(|i| {
+        let user = format!("u{}", i % 3);
+        Record::json(&user, &track("acme", &user, i))
+    }));
+    produce(&brokers, &topic, &records).await;
+    cluster.broker_down(2).unwrap();
+
+    let worker = Worker::start(setup.config());
+    wait_until("all valid events arrived", Duration::from_secs(60), || {
+        api.count() >= 10
+    })
+    .await;
+    wait_until("the DLQ write failed", Duration::from_secs(60), || {
+        worker.metrics.dlq_error_count() > 0
+    })
+    .await;
+    // The invalid event is offset 5: nothing at or past it may be committed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = committed(&brokers, &setup.group, &topic, 1)[&0];
+    assert!(
+        held.unwrap_or(0) <= 5,
+        "committed {held:?} past the undead-lettered offset 5"
+    );
+
+    cluster.broker_up(2).unwrap();
+    let ends = [(0, 11)].into_iter().collect();
+    wait_committed_to_end(&brokers, &setup.group, &topic, &ends).await;
+    let metrics = worker.stop().await;
+    assert_eq!(metrics.dead_lettered_count("malformed_json"), 1);
+    let letters = read_topic(&brokers, &dlq, 1);
+    assert_eq!(letters[0].payload.as_deref(), Some(&b"not json at all"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let setup = Setup::new(
+        &broker.brokers(),
+        &topic,
+        &api.base_url,
+        &["acme", "broken"],
+    );
+    // The API refuses one workspace for a while (say its plan lapsed).
+    api.refuse_site("site-broken", Some(400));
+    let mut records = tracks("acme", 3, 20);
+    records.extend(tracks("broken", 3, 6));
+    let mut bad = Record::json("x", &json!({"type":"track","workspace":"acme"}));
+    bad.key = "x".into();
+    records.push(bad);
+    produce(&broker.brokers(), &topic, &records).await;
+
+    let worker = Worker::start(setup.config());
+    wait_until("dead letters written", Duration::from_secs(60), || {
+        worker.metrics.dead_lettered_total() >= 7
+    })
+    .await;
+    assert_eq!(api.count(), 20);
+    api.refuse_site("site-broken", None);
+
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), setup.toml()).unwrap();
+    let sluice = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .arg("--config")
+            .arg(config.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report = sluice(&["dlq", "inspect"]);
+    assert!(report.contains("7 dead letters"), "{report}");
+    assert!(
+        report.contains("http_400") && report.contains("missing_user_id"),
+        "{report}"
+    );
+
+    let dry = sluice(&["dlq", "redrive", "--reason", "http_400"]);
+    assert!(dry.contains("6 dead letters would be redriven"), "{dry}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(api.count(), 20, "a dry run sends nothing");
+
+    let done = sluice(&["dlq", "redrive", "--reason", "http_400", "--execute"]);
+    assert!(done.contains("redrove 6"), "{done}");
+    wait_until(
+        "the redriven events arrived",
+        Duration::from_secs(60),
+        || api.count() >= 26,
+    )
+    .await;
+    worker.stop().await;
+    let broken = api
+        .received()
+        .iter()
+        .filter(|r| r.site_id == "site-broken")
+        .count();
+    assert_eq!(broken, 6);
+    // The malformed one was not chosen and stays where it is.
+    assert_eq!(api.count(), 26);
+}
