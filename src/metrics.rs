@@ -30,6 +30,11 @@ pub struct Metrics {
     buffered: IntGauge,
     paused: IntGauge,
     effective_rate: prometheus::GaugeVec,
+    queue_depth: IntGauge,
+    partition_lag: prometheus::IntGaugeVec,
+    batch_size: prometheus::Histogram,
+    in_flight: IntGauge,
+    end_to_end_seconds: prometheus::Histogram,
 }
 
 impl Default for Metrics {
@@ -74,6 +79,26 @@ fn seconds_buckets() -> Vec<f64> {
     vec![
         0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ]
+}
+
+/// `sluice_build_info{version}`: always 1, labelled with the running version.
+struct IntGaugeVecBuild;
+
+impl IntGaugeVecBuild {
+    fn build(registry: &Registry) -> prometheus::IntGaugeVec {
+        let g = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "sluice_build_info",
+                "The running sluice version (value is 1).",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(g.clone()))
+            .expect("unique metric");
+        g
+    }
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -184,7 +209,58 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
-            registry: r,
+            queue_depth: gauge(
+                &r,
+                "sluice_queue_depth",
+                "Events waiting for this pod: lag of its assigned partitions plus events \
+                 buffered in process. The autoscaling signal.",
+            ),
+            partition_lag: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "sluice_partition_lag",
+                        "Events in an assigned partition not yet read (high watermark - position).",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            batch_size: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new("sluice_batch_size", "Events per request sent.").buckets(
+                        vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+                    ),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            in_flight: gauge(
+                &r,
+                "sluice_http_requests_in_flight",
+                "HTTP requests sent and not yet answered.",
+            ),
+            end_to_end_seconds: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sluice_end_to_end_latency_seconds",
+                        "From the event's own timestamp to the API accepting it.",
+                    )
+                    .buckets(vec![
+                        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                    ]),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            registry: {
+                let info = IntGaugeVecBuild::build(&r);
+                info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+                r
+            },
         }
     }
 
@@ -350,6 +426,56 @@ impl Metrics {
     /// Total retries.
     pub fn retry_count(&self) -> u64 {
         sum(&self.retries)
+    }
+
+    /// The autoscaling signal and per-partition lag were measured.
+    pub fn set_queue_depth(
+        &self,
+        depth: u64,
+        partitions: &[(&str, i32, i64)],
+        gone: &[(&str, i32)],
+    ) {
+        self.queue_depth.set(depth as i64);
+        for (topic, partition, lag) in partitions {
+            self.partition_lag
+                .with_label_values(&[*topic, partition.to_string().as_str()])
+                .set(*lag);
+        }
+        for (topic, partition) in gone {
+            let _ = self
+                .partition_lag
+                .remove_label_values(&[*topic, partition.to_string().as_str()]);
+        }
+    }
+
+    /// The last measured queue depth.
+    pub fn queue_depth(&self) -> i64 {
+        self.queue_depth.get()
+    }
+
+    /// A batch of this many events is about to be sent.
+    pub fn batch(&self, events: usize) {
+        self.batch_size.observe(events as f64);
+    }
+
+    /// A request started (`true`) or ended (`false`).
+    pub fn in_flight(&self, started: bool) {
+        if started {
+            self.in_flight.inc();
+        } else {
+            self.in_flight.dec();
+        }
+    }
+
+    /// An event with this timestamp (unix seconds) was accepted by the API now.
+    pub fn end_to_end(&self, event_time: i64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let age = now - event_time as f64;
+        if age >= 0.0 {
+            self.end_to_end_seconds.observe(age);
+        }
     }
 
     /// The limiter's current rate for a workspace.

@@ -17,7 +17,7 @@ use crate::lane::{LaneShared, Router};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
-use crate::source::{OffsetTracker, Source, SourceError};
+use crate::source::{Assigned, LagMonitor, OffsetTracker, Source, SourceError};
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +44,26 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let health = Health::default();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| WorkerError::Listen {
             addr: config.server.listen,
             source,
         })?;
+    run_on(listener, config, metrics, shutdown).await
+}
+
+/// Like [`run`], serving `/metrics` and the health endpoints on `listener` instead of
+/// binding `server.listen` (tests bind port 0 and keep the address).
+pub async fn run_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    // A broker contact stays fresh for three lag measurements (at least 15 s).
+    let grace = Duration::from_millis(config.kafka.lag_refresh_ms * 3).max(Duration::from_secs(15));
+    let health = Health::new(grace);
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(
         listener,
@@ -84,16 +97,34 @@ pub async fn run(
         &mut lanes,
     );
     let dead_letter_tasks = TaskTracker::new();
-    let mut source = Source::new(&config, shared, dead_letter_tasks.clone())?;
+    let assigned = Assigned::default();
+    let lag = LagMonitor::new(
+        &config,
+        assigned.clone(),
+        shared.tracker.clone(),
+        shared.buffered.clone(),
+        shared.metrics.clone(),
+        health.clone(),
+    )
+    .map_err(SourceError::Kafka)?;
+    let lag_stop = CancellationToken::new();
+    let lag_task = tokio::spawn(lag.run(lag_stop.clone()));
+    let mut source = Source::new(
+        &config,
+        shared,
+        dead_letter_tasks.clone(),
+        assigned,
+        health.clone(),
+    )?;
     tracing::info!(
         topics = ?config.kafka.topics, group = %config.kafka.group_id,
         workspaces = config.workspaces.len(), "sluice is running"
     );
-    health.set_ready(true);
+    health.set_running(true);
 
     source.run(&router, &shutdown).await;
 
-    health.set_ready(false);
+    health.set_running(false);
     let deadline = Duration::from_millis(config.shutdown.drain_deadline_ms);
     tracing::info!(?deadline, "shutting down: draining lanes");
     drop(router);
@@ -109,6 +140,8 @@ pub async fn run(
     }
     // The final commit and group leave block on the broker.
     tokio::task::block_in_place(|| source.close());
+    lag_stop.cancel();
+    let _ = lag_task.await;
     server_stop.cancel();
     let _ = server.await;
     tracing::info!("sluice stopped");

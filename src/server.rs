@@ -2,7 +2,8 @@
 //! is alive) and `/readyz` (the worker is consuming; false once shutdown starts).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,21 +14,77 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// Readiness shared between the pipeline and the server.
-#[derive(Debug, Clone, Default)]
+/// Readiness shared between the pipeline and the server: ready once the worker runs,
+/// has joined its group and has recently reached the brokers; not ready once shutdown
+/// starts.
+#[derive(Debug, Clone)]
 pub struct Health {
-    ready: Arc<AtomicBool>,
+    inner: Arc<HealthState>,
+}
+
+#[derive(Debug)]
+struct HealthState {
+    running: AtomicBool,
+    joined: AtomicBool,
+    broker_seen: Mutex<Option<Instant>>,
+    /// How long a broker contact counts as fresh.
+    broker_grace: Duration,
 }
 
 impl Health {
-    /// Marks the worker ready (consuming) or not (starting, draining).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+    /// Readiness that trusts a broker contact for `broker_grace`.
+    pub fn new(broker_grace: Duration) -> Self {
+        Health {
+            inner: Arc::new(HealthState {
+                running: AtomicBool::new(false),
+                joined: AtomicBool::new(false),
+                broker_seen: Mutex::new(None),
+                broker_grace,
+            }),
+        }
     }
 
-    /// Whether the worker is ready.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+    /// The worker consumes (`true`) or has started shutting down (`false`).
+    pub fn set_running(&self, running: bool) {
+        self.inner.running.store(running, Ordering::Release);
+    }
+
+    /// The consumer got its (possibly empty) share of partitions.
+    pub fn joined(&self) {
+        self.inner.joined.store(true, Ordering::Release);
+    }
+
+    /// A broker answered just now.
+    pub fn broker_reachable(&self) {
+        *self
+            .inner
+            .broker_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the worker is ready, and if not, why.
+    pub fn readiness(&self) -> Result<(), String> {
+        let mut missing = Vec::new();
+        if !self.inner.running.load(Ordering::Acquire) {
+            missing.push("not running (starting or shutting down)");
+        }
+        if !self.inner.joined.load(Ordering::Acquire) {
+            missing.push("not yet in its consumer group");
+        }
+        let seen = *self
+            .inner
+            .broker_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.is_none_or(|t| t.elapsed() > self.inner.broker_grace) {
+            missing.push("brokers not reached recently");
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join("; "))
+        }
     }
 }
 
@@ -62,9 +119,13 @@ async fn render_metrics(State((metrics, _)): State<(Metrics, Health)>) -> impl I
 }
 
 async fn ready(State((_, health)): State<(Metrics, Health)>) -> impl IntoResponse {
-    if health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    // The destination is not part of readiness: while it fails sluice is in a known
+    // back-off, holding events and offsets, which a restart would not improve.
+    match health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }

@@ -90,6 +90,7 @@ impl Sender {
             }
             attempts += 1;
             let sent = tokio::time::Instant::now();
+            self.metrics.in_flight(true);
             let result = request.send().await;
             let failure = |reason: String, detail: String, status: Option<u16>| Failure {
                 reason,
@@ -106,11 +107,15 @@ impl Sender {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
-                    response.text().await.map(|text| (status, headers, text))
+                    response
+                        .text()
+                        .await
+                        .map(|text| (status, headers, redact(&text, user, key)))
                 }
                 Err(e) => Err(e),
             };
             drop(permit);
+            self.metrics.in_flight(false);
             let (reason, detail, status, asked_wait, auth) = match result {
                 Err(e) => {
                     self.metrics.request(workspace, "error", sent.elapsed());
@@ -192,6 +197,19 @@ impl Sender {
             self.metrics.set_effective_rate(workspace, rate);
         }
     }
+}
+
+/// An API answer with this request's credentials (the key, and the Basic token) masked,
+/// so an API that echoes them never puts them in a log line or a dead letter.
+fn redact(text: &str, user: &str, key: &Secret) -> String {
+    use base64::Engine;
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", key.expose()));
+    let mut out = text.replace(&token, "****");
+    if !key.expose().is_empty() {
+        out = out.replace(key.expose(), "****");
+    }
+    out
 }
 
 /// The start of an API answer, on one line, never splitting a character.

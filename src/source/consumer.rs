@@ -19,13 +19,14 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::{OffsetTracker, Origin, Raw, TopicPartition};
+use super::{Assigned, OffsetTracker, Origin, Raw, TopicPartition};
 use crate::config::{Config, OffsetReset};
 use crate::deliver::Failure;
 use crate::dlq::{headers, Letter};
 use crate::event::{Decoder, InvalidEvent};
 use crate::lane::{Envelope, LaneShared, Router};
 use crate::metrics::Metrics;
+use crate::server::Health;
 use tokio_util::task::TaskTracker;
 
 /// How often the loop wakes while nothing arrives, so a paused consumer still polls
@@ -43,6 +44,8 @@ pub enum SourceError {
 /// Rebalance hooks and the state they need.
 struct SourceContext {
     tracker: OffsetTracker,
+    assigned: Assigned,
+    health: Health,
     metrics: Metrics,
     revoke_deadline: Duration,
     /// Partitions assigned while paused must be paused too.
@@ -70,8 +73,19 @@ impl ConsumerContext for SourceContext {
                 }
                 // The rest is redelivered to the new owner.
                 self.tracker.forget(&revoked);
+                let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+                for tp in &revoked {
+                    assigned.remove(tp);
+                }
             }
-            Rebalance::Assign(tpl) => self.metrics.rebalance("assign", tpl.count()),
+            Rebalance::Assign(tpl) => {
+                self.metrics.rebalance("assign", tpl.count());
+                self.assigned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(partitions(tpl));
+                self.health.joined();
+            }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
         }
     }
@@ -159,6 +173,8 @@ impl Source {
         config: &Config,
         shared: Arc<LaneShared>,
         dead_letter_tasks: TaskTracker,
+        assigned: Assigned,
+        health: Health,
     ) -> Result<Self, SourceError> {
         let tracker = shared.tracker.clone();
         let metrics = shared.metrics.clone();
@@ -185,6 +201,8 @@ impl Source {
         }
         let context = SourceContext {
             tracker: tracker.clone(),
+            assigned,
+            health,
             metrics: metrics.clone(),
             revoke_deadline: Duration::from_millis(k.revoke_deadline_ms),
             paused: AtomicBool::new(false),
@@ -287,6 +305,7 @@ impl Source {
                     origin,
                     raw: message.raw,
                     user: event.person.as_str().to_string(),
+                    event_time: event.timestamp,
                     encoded,
                     arrived: tokio::time::Instant::now(),
                 };

@@ -1,9 +1,11 @@
 //! The source: the Kafka consumer, and the record of which offsets may be committed.
 
 mod consumer;
+mod lag;
 mod offsets;
 
 pub use consumer::{Source, SourceError};
+pub use lag::{Assigned, LagMonitor};
 pub use offsets::{OffsetTracker, TopicPartition};
 
 /// Where one event came from.

@@ -128,6 +128,11 @@ impl OffsetTracker {
         }
     }
 
+    /// The next offset to read in `tp` (one past the highest seen), if any was seen.
+    pub fn next_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.lock().get(tp)?.highest_seen.map(|h| h + 1)
+    }
+
     /// Events handed downstream and not yet completed, over all partitions.
     pub fn pending(&self) -> usize {
         self.lock().values().map(|s| s.pending.len()).sum()

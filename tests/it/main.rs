@@ -6,4 +6,5 @@ mod cli;
 mod common;
 mod delivery;
 mod limits;
+mod operations;
 mod real_broker;

@@ -199,11 +199,16 @@ async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<String, Response>
         .unwrap()
         .push((site.clone(), std::time::Instant::now(), status));
     if let Some((status, retry_after)) = decided {
-        let mut response = (
-            StatusCode::from_u16(status).unwrap(),
-            r#"{"errors":[{"message":"refused by the test"}]}"#,
-        )
-            .into_response();
+        // A careless API that echoes the caller's credentials back.
+        let echoed = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let body = json!({"errors":[{"message": format!(
+            "refused by the test; you sent {echoed} (key {API_KEY})"
+        )}]});
+        let mut response =
+            (StatusCode::from_u16(status).unwrap(), body.to_string()).into_response();
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

@@ -269,6 +269,7 @@ group_id = "{group}"
 topics = ["{topic}"]
 dlq_topic = "{topic}.dlq"
 commit_interval_ms = 200
+lag_refresh_ms = 300
 {kafka}
 
 [kafka.options]
@@ -361,6 +362,37 @@ impl Worker {
             stop,
             task,
         }
+    }
+
+    /// Starts the worker with its HTTP endpoints on a free loopback port; returns the
+    /// worker and `http://ADDR`.
+    pub async fn start_serving(config: Config) -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let metrics = Metrics::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let metrics = metrics.clone();
+            let stop = stop.clone();
+            async move {
+                sluice::pipeline::run_on(listener, config, metrics, stop)
+                    .await
+                    .expect("worker runs");
+            }
+        });
+        (
+            Worker {
+                metrics,
+                stop,
+                task,
+            },
+            url,
+        )
+    }
+
+    /// Sends the shutdown signal without waiting for the drain.
+    pub fn signal_stop(&self) {
+        self.stop.cancel();
     }
 
     /// Sends the shutdown signal and waits until the worker has drained and left.

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Offline checks of k8s/ (run by scripts/test.sh):
+
+1. Builds every kustomization (base, keda, overlays/*) the way kustomize does for the
+   features used here: resources (files and directories), namespace, labels, images,
+   and strategic-merge patches (merge by kind+name, containers and env by name,
+   `$patch: delete`).
+2. Validates built-in kinds against the Kubernetes OpenAPI schemas
+   (kubernetes-validate, strict) and checks CRD kinds (ServiceMonitor, PrometheusRule,
+   ScaledObject) for their required fields.
+3. Checks consistency with the code: the ConfigMap's sluice.toml is config/sluice.toml,
+   every sluice_* metric the alerts, adapter, KEDA and dashboard use is one that
+   src/metrics.rs defines, and the HPA and ScaledObject agree on maxReplicas.
+"""
+import copy
+import json
+import pathlib
+import re
+import sys
+
+import kubernetes_validate
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
+KUBE_VERSION = "1.31.0"
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+problems = []
+
+
+def fail(msg):
+    problems.append(msg)
+
+
+def load_docs(path):
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def key(doc):
+    return (doc.get("kind"), doc.get("metadata", {}).get("name"))
+
+
+def merge(base, patch):
+    """Strategic-merge `patch` into `base` (lists of named items merge by name)."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    if isinstance(base, list) and isinstance(patch, list):
+        if all(isinstance(i, dict) and "name" in i for i in base + patch):
+            out = [copy.deepcopy(i) for i in base]
+            for item in patch:
+                for idx, existing in enumerate(out):
+                    if existing["name"] == item["name"]:
+                        out[idx] = merge(existing, item)
+                        break
+                else:
+                    out.append(copy.deepcopy(item))
+            return out
+        return copy.deepcopy(patch)
+    return copy.deepcopy(patch)
+
+
+def build(directory):
+    kust = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    docs = []
+    for res in kust.get("resources", []):
+        path = (directory / res).resolve()
+        docs.extend(build(path) if path.is_dir() else load_docs(path))
+    for patch in kust.get("patches", []):
+        for p in load_docs(directory / patch["path"]):
+            target = key(p)
+            matches = [i for i, d in enumerate(docs) if key(d) == target]
+            if not matches:
+                fail(f"{directory}: patch {patch['path']} matches no {target}")
+                continue
+            if p.get("$patch") == "delete":
+                docs = [d for d in docs if key(d) != target]
+            else:
+                docs[matches[0]] = merge(docs[matches[0]], p)
+    for image in kust.get("images", []):
+        for d in docs:
+            for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                name, _, _tag = c["image"].partition(":")
+                if name == image["name"]:
+                    c["image"] = f"{image.get('newName', name)}:{image['newTag']}"
+    for entry in kust.get("labels", []):
+        for d in docs:
+            d.setdefault("metadata", {}).setdefault("labels", {}).update(entry["pairs"])
+    if "namespace" in kust:
+        for d in docs:
+            if d["kind"] not in CLUSTER_SCOPED:
+                d["metadata"]["namespace"] = kust["namespace"]
+    return docs
+
+
+def require(doc, path, where):
+    node = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            fail(f"{where}: {doc['kind']} {doc['metadata'].get('name')} lacks {path}")
+            return None
+        node = node[part]
+    return node
+
+
+def check_crd(doc, where):
+    kind = doc["kind"]
+    for field in ["apiVersion", "metadata.name", "spec"]:
+        require(doc, field, where)
+    if kind == "ServiceMonitor":
+        require(doc, "spec.selector", where)
+        for ep in require(doc, "spec.endpoints", where) or []:
+            if "port" not in ep and "targetPort" not in ep:
+                fail(f"{where}: ServiceMonitor endpoint needs port or targetPort")
+    elif kind == "PrometheusRule":
+        for group in require(doc, "spec.groups", where) or []:
+            if "name" not in group or "rules" not in group:
+                fail(f"{where}: PrometheusRule group needs name and rules")
+            for rule in group.get("rules", []):
+                if "expr" not in rule or not ("alert" in rule or "record" in rule):
+                    fail(f"{where}: rule {rule} needs expr and alert or record")
+    elif kind == "ScaledObject":
+        require(doc, "spec.scaleTargetRef.name", where)
+        for trigger in require(doc, "spec.triggers", where) or []:
+            if "type" not in trigger or "metadata" not in trigger:
+                fail(f"{where}: ScaledObject trigger needs type and metadata")
+    else:
+        fail(f"{where}: unknown custom kind {kind}")
+
+
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+
+
+def validate(docs, where):
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            check_crd(doc, where)
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            fail(f"{where}: {doc['kind']} {doc['metadata'].get('name')}: {e.message} at {list(e.path)}")
+
+
+CONFIGMAP_HEADER = """# The worker's configuration (see config/sluice.toml for every key). Any key can be
+# overridden per overlay with SLUICE__SECTION__KEY environment variables.
+# Generated from config/sluice.toml: scripts/validate_k8s.py --write-configmap
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: sluice-config
+data:
+  sluice.toml: |
+"""
+
+
+def write_configmap():
+    lines = (ROOT / "config" / "sluice.toml").read_text().splitlines()
+    body = "".join(f"    {line}\n" if line else "\n" for line in lines)
+    (K8S / "base" / "configmap.yaml").write_text(CONFIGMAP_HEADER + body)
+
+
+def main():
+    if "--write-configmap" in sys.argv:
+        write_configmap()
+    builds = {}
+    for kust in sorted(K8S.rglob("kustomization.yaml")):
+        where = str(kust.parent.relative_to(ROOT))
+        docs = build(kust.parent)
+        builds[where] = docs
+        validate(docs, where)
+        print(f"built {where}: {len(docs)} objects ({', '.join(sorted({d['kind'] for d in docs}))})")
+    example = K8S / "base" / "secret.example.yaml"
+    validate(load_docs(example), str(example.relative_to(ROOT)))
+
+    # The ConfigMap carries config/sluice.toml verbatim.
+    cm = next(d for d in builds["k8s/base"] if key(d) == ("ConfigMap", "sluice-config"))
+    if cm["data"]["sluice.toml"].strip() != (ROOT / "config" / "sluice.toml").read_text().strip():
+        fail("k8s/base/configmap.yaml: sluice.toml differs from config/sluice.toml "
+             "(regenerate: scripts/validate_k8s.py --write-configmap)")
+
+    # Every metric the manifests and the dashboard use exists in the code.
+    defined = set(re.findall(r'"(sluice_[a-z_]+)"', (ROOT / "src" / "metrics.rs").read_text()))
+    texts = [p.read_text() for p in K8S.rglob("*.yaml")] + [p.read_text() for p in K8S.rglob("*.json")]
+    used = set()
+    for text in texts:
+        used.update(re.findall(r"\b(sluice_[a-z_]+?)(?:_bucket|_sum|_count)?\b", text))
+    for metric in sorted(used):
+        base = re.sub(r"_(bucket|sum|count)$", "", metric)
+        if metric not in defined and base not in defined and not metric.startswith("sluice_prometheus"):
+            fail(f"metric {metric} is used in k8s/ but src/metrics.rs does not define it")
+
+    # The HPA and the ScaledObject agree on the ceiling (the partition count).
+    hpa = next(d for d in builds["k8s/base"] if d["kind"] == "HorizontalPodAutoscaler")
+    so = next(d for d in builds["k8s/keda"] if d["kind"] == "ScaledObject")
+    if hpa["spec"]["maxReplicas"] != so["spec"]["maxReplicaCount"]:
+        fail("hpa.yaml maxReplicas and scaledobject.yaml maxReplicaCount differ")
+    if any(d["kind"] == "HorizontalPodAutoscaler" for d in builds["k8s/overlays/keda"]):
+        fail("overlays/keda still has the HPA: KEDA would fight it")
+
+    for dashboard in K8S.rglob("*.json"):
+        data = json.loads(dashboard.read_text())
+        if not data.get("panels"):
+            fail(f"{dashboard}: no panels")
+
+    if problems:
+        print("\n".join(f"FAIL {p}" for p in problems))
+        sys.exit(1)
+    print("k8s manifests OK")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+//! The autoscaling signal: every few seconds, how many events wait for this pod —
+//! for each assigned partition the high watermark minus the next offset to read, plus
+//! the events buffered in process (read, not yet delivered or dead-lettered).
+//!
+//! Watermarks come from a ListOffsets query on a separate client, so the figure stays
+//! true while the partitions are paused for back-pressure (a paused consumer's own
+//! fetch statistics go stale exactly then).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::{OffsetTracker, TopicPartition};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::Health;
+
+/// How long one watermark query may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The partitions this pod owns right now, kept by the rebalance hooks.
+pub type Assigned = Arc<Mutex<BTreeSet<TopicPartition>>>;
+
+/// Measures lag for the assigned partitions.
+pub struct LagMonitor {
+    client: BaseConsumer,
+    assigned: Assigned,
+    tracker: OffsetTracker,
+    buffered: Arc<AtomicUsize>,
+    metrics: Metrics,
+    health: Health,
+    interval: Duration,
+    /// Partitions reported last time, to drop the gauges of revoked ones.
+    reported: BTreeSet<TopicPartition>,
+}
+
+impl std::fmt::Debug for LagMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LagMonitor")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LagMonitor {
+    /// A monitor on the same brokers and group as the source (it never joins the group;
+    /// it only reads watermarks and committed offsets).
+    pub fn new(
+        config: &Config,
+        assigned: Assigned,
+        tracker: OffsetTracker,
+        buffered: Arc<AtomicUsize>,
+        metrics: Metrics,
+        health: Health,
+    ) -> KafkaResult<Self> {
+        let k = &config.kafka;
+        let mut client = ClientConfig::new();
+        for (key, value) in &k.options {
+            client.set(key, value);
+        }
+        client
+            .set("bootstrap.servers", &k.brokers)
+            .set("group.id", &k.group_id)
+            .set("enable.auto.commit", "false");
+        Ok(LagMonitor {
+            client: client.create()?,
+            assigned,
+            tracker,
+            buffered,
+            metrics,
+            health,
+            interval: Duration::from_millis(k.lag_refresh_ms),
+            reported: BTreeSet::new(),
+        })
+    }
+
+    /// Measures every `interval` until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            // Watermark queries block on the network: keep them off the runtime.
+            let (back, result) = tokio::task::spawn_blocking(move || {
+                let result = self.measure();
+                (self, result)
+            })
+            .await
+            .expect("the lag measurement does not panic");
+            self = back;
+            match result {
+                Ok(()) => self.health.broker_reachable(),
+                Err(e) => tracing::warn!("lag measurement failed (broker unreachable?): {e}"),
+            }
+        }
+    }
+
+    fn measure(&mut self) -> KafkaResult<()> {
+        let assigned: Vec<TopicPartition> = self
+            .assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut next: BTreeMap<TopicPartition, i64> = assigned
+            .iter()
+            .filter_map(|tp| Some((tp.clone(), self.tracker.next_offset(tp)?)))
+            .collect();
+        // Partitions not read from yet start at the group's committed offset.
+        let unread: Vec<&TopicPartition> = assigned
+            .iter()
+            .filter(|tp| !next.contains_key(*tp))
+            .collect();
+        if !unread.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for tp in &unread {
+                tpl.add_partition(&tp.topic, tp.partition);
+            }
+            let committed = self.client.committed_offsets(tpl, QUERY_TIMEOUT)?;
+            for e in committed.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    next.insert(TopicPartition::new(e.topic(), e.partition()), o);
+                }
+            }
+        }
+        let mut lags = Vec::with_capacity(assigned.len());
+        for tp in &assigned {
+            let (low, high) =
+                self.client
+                    .fetch_watermarks(&tp.topic, tp.partition, QUERY_TIMEOUT)?;
+            let from = next.get(tp).copied().unwrap_or(low).max(low);
+            lags.push((tp, (high - from).max(0)));
+        }
+        let total: i64 = lags.iter().map(|(_, l)| l).sum();
+        let depth = total as u64 + self.buffered.load(Ordering::Acquire) as u64;
+        let current: BTreeSet<TopicPartition> = assigned.iter().cloned().collect();
+        let gone: Vec<(&str, i32)> = self
+            .reported
+            .difference(&current)
+            .map(|tp| (&*tp.topic, tp.partition))
+            .collect();
+        let shown: Vec<(&str, i32, i64)> = lags
+            .iter()
+            .map(|(tp, lag)| (&*tp.topic, tp.partition, *lag))
+            .collect();
+        self.metrics.set_queue_depth(depth, &shown, &gone);
+        self.reported = current;
+        Ok(())
+    }
+}

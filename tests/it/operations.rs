@@ -1,0 +1,361 @@
+//! What operators rely on: `/metrics` in the Prometheus text format with counters that
+//! match what happened and a queue depth that is the real lag, `/readyz` and
+//! `/healthz` through a shutdown, and credentials that never leak.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::api::Api;
+use crate::common::{
+    committed, produce, produced_ends, read_topic, track, unique, wait_committed_to_end,
+    wait_until, Broker, Record, Setup, Worker, API_KEY, API_KEY_ENV,
+};
+
+/// Parses the Prometheus text format strictly: `# HELP`/`# TYPE` comments and
+/// `name{labels} value` samples; anything else fails the test.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
+                "bad comment: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unclosed labels in {line}");
+        }
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+        };
+        out.insert(series.to_string(), value);
+    }
+    out
+}
+
+async fn scrape(url: &str) -> BTreeMap<String, f64> {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    parse_metrics(&text)
+}
+
+/// Sum of every sample of `name` whose labels contain all of `labels`.
+fn total(metrics: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .iter()
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    api.stall(true);
+    let topic = unique("events");
+    broker.create_topic(&topic, 2).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let mut setup = Setup::new(
+        &broker.brokers(),
+        &topic,
+        &api.base_url,
+        &["acme", "strict"],
+    );
+    setup.kafka = "max_buffered_events = 50\nresume_buffered_events = 20\n".into();
+    let n = 300;
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            Record::json(
+                &format!("u{}", i % 10),
+                &track("acme", &format!("u{}", i % 10), i),
+            )
+        })
+        .collect();
+    let mut positions = produce(&broker.brokers(), &topic, &records).await;
+
+    let (worker, url) = Worker::start_serving(setup.config()).await;
+    // While the API is stalled nothing is committed: the real lag is everything.
+    wait_until("the consumer paused", Duration::from_secs(30), || {
+        worker.metrics.paused()
+    })
+    .await;
+    let real_lag = |c: BTreeMap<i32, Option<i64>>, ends: &BTreeMap<i32, i64>| -> i64 {
+        ends.iter().map(|(p, e)| e - c[p].unwrap_or(0)).sum()
+    };
+    let ends = produced_ends(&positions, 2);
+    let lag = real_lag(committed(&broker.brokers(), &setup.group, &topic, 2), &ends);
+    assert_eq!(lag, n as i64);
+    let mut depth = 0.0;
+    for _ in 0..40 {
+        depth = total(&scrape(&url).await, "sluice_queue_depth", &[]);
+        if depth == lag as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        depth, lag as f64,
+        "queue depth is the real lag while stalled"
+    );
+    let metrics = scrape(&url).await;
+    let partition_lag = total(&metrics, "sluice_partition_lag", &[]);
+    assert_eq!(
+        partition_lag + total(&metrics, "sluice_buffered_events", &[]),
+        lag as f64
+    );
+
+    api.stall(false);
+    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, &ends).await;
+    wait_until("queue depth back to 0", Duration::from_secs(10), || {
+        worker.metrics.queue_depth() == 0
+    })
+    .await;
+
+    // Then some that cannot be delivered: two undecodable, one the API refuses.
+    api.refuse_site("site-strict", Some(400));
+    let mut bad = vec![
+        Record::json("x", &json!({"type":"track","workspace":"acme"})),
+        Record {
+            key: "y".into(),
+            payload: b"{oops".to_vec(),
+            workspace_header: None,
+        },
+    ];
+    bad.push(Record::json("s", &track("strict", "s", 0)));
+    positions.extend(produce(&broker.brokers(), &topic, &bad).await);
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 2),
+    )
+    .await;
+    let metrics = scrape(&url).await;
+    worker.stop().await;
+
+    assert_eq!(total(&metrics, "sluice_queue_depth", &[]), 0.0);
+    assert_eq!(
+        total(&metrics, "sluice_events_consumed_total", &[]),
+        (n + 3) as f64
+    );
+    assert_eq!(
+        total(&metrics, "sluice_events_delivered_total", &[]),
+        n as f64
+    );
+    assert_eq!(
+        total(
+            &metrics,
+            "sluice_events_delivered_total",
+            &["workspace=\"acme\""]
+        ),
+        n as f64
+    );
+    assert_eq!(total(&metrics, "sluice_events_invalid_total", &[]), 2.0);
+    assert_eq!(
+        total(&metrics, "sluice_events_dead_lettered_total", &[]),
+        3.0
+    );
+    assert_eq!(
+        total(
+            &metrics,
+            "sluice_events_dead_lettered_total",
+            &["workspace=\"strict\"", "reason=\"http_400\""]
+        ),
+        1.0
+    );
+    assert_eq!(total(&metrics, "sluice_http_requests_in_flight", &[]), 0.0);
+    assert!(total(&metrics, "sluice_batch_size_count", &[]) >= 1.0);
+    assert!(total(&metrics, "sluice_commits_total", &[]) >= 1.0);
+    assert_eq!(
+        total(&metrics, "sluice_end_to_end_latency_seconds_count", &[]),
+        n as f64
+    );
+    assert_eq!(total(&metrics, "sluice_build_info", &[]), 1.0);
+    let answered: f64 = total(
+        &metrics,
+        "sluice_http_requests_total",
+        &["status_class=\"2xx\""],
+    );
+    assert!(
+        answered >= (n / 20) as f64,
+        "batches of at most 20: {answered}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_false_when_shutdown_starts_and_healthz_stays_up() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    setup.drain_deadline_ms = 3_000;
+    let (worker, url) = Worker::start_serving(setup.config()).await;
+    let status = |path: &'static str| {
+        let url = format!("{url}{path}");
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/healthz").await, 200);
+    let start = std::time::Instant::now();
+    while status("/readyz").await != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Something in flight, held by a stalled API, so the drain takes its time.
+    api.stall(true);
+    produce(
+        &broker.brokers(),
+        &topic,
+        &[Record::json("u", &track("acme", "u", 0))],
+    )
+    .await;
+    wait_until("the request is held", Duration::from_secs(30), || {
+        api.started() > 0
+    })
+    .await;
+    worker.signal_stop();
+    let start = std::time::Instant::now();
+    while status("/readyz").await != 503 {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "readyz still 200 after shutdown began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status("/healthz").await, 200, "alive while draining");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_appears_nowhere_in_logs_metrics_or_dead_letters() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    api.refuse_site("site-strict", Some(400));
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let mut setup = Setup::new(
+        &broker.brokers(),
+        &topic,
+        &api.base_url,
+        &["acme", "strict"],
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    setup.extra = String::new();
+    let config_text = setup.toml().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), config_text).unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+
+    let mut records: Vec<Record> = (0..20)
+        .map(|i| Record::json("u", &track("acme", "u", i)))
+        .collect();
+    records.push(Record::json("s", &track("strict", "s", 0)));
+    records.push(Record::json(
+        "x",
+        &json!({"type":"identify","workspace":"acme"}),
+    ));
+    produce(&broker.brokers(), &topic, &records).await;
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(config.path())
+        .env(API_KEY_ENV, API_KEY)
+        .env("RUST_LOG", "debug")
+        .env("SLUICE_LOG_FORMAT", "json")
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("events delivered", Duration::from_secs(60), || {
+        api.count() >= 20
+    })
+    .await;
+    let letters = {
+        let brokers = broker.brokers();
+        let dlq = format!("{topic}.dlq");
+        tokio::task::spawn_blocking(move || read_topic(&brokers, &dlq, 2))
+            .await
+            .unwrap()
+    };
+    assert_eq!(letters.len(), 2);
+    let metrics_text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");
+
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("site-strict:{API_KEY}"));
+    let logs = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        logs.contains("dead-lettered"),
+        "the logs are real: {}",
+        &logs[..logs.len().min(2000)]
+    );
+    for (what, text) in [
+        ("logs", logs.as_str()),
+        ("metrics", metrics_text.as_str()),
+        (
+            "dead-letter headers",
+            &format!(
+                "{:?}",
+                letters.iter().map(|l| &l.headers).collect::<Vec<_>>()
+            ),
+        ),
+    ] {
+        assert!(!text.contains(API_KEY), "the API key is in the {what}");
+        assert!(!text.contains(&token), "the Basic token is in the {what}");
+    }
+    let refused = letters
+        .iter()
+        .find(|l| l.headers["sluice.reason"] == "http_400")
+        .unwrap();
+    assert!(
+        refused.headers["sluice.response"].contains("****"),
+        "{:?}",
+        refused.headers
+    );
+}
