@@ -7,9 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -95,14 +97,27 @@ fn client(kafka: &KafkaConfig) -> ClientConfig {
     client
 }
 
+/// Reaching the end of a partition is how reading stops, not an error worth a log line.
+struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
 /// Reads the whole dead-letter topic (from the start to its current end) and returns
 /// the letters matching `filter`.
 pub fn read(kafka: &KafkaConfig, filter: &Filter) -> anyhow::Result<Vec<DeadLetter>> {
-    let consumer: BaseConsumer = client(kafka)
+    let consumer: BaseConsumer<QuietEof> = client(kafka)
         .set("group.id", "sluice-dlq-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(QuietEof)?;
     let topic = kafka.dlq_topic.as_str();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
@@ -124,7 +139,7 @@ pub fn read(kafka: &KafkaConfig, filter: &Filter) -> anyhow::Result<Vec<DeadLett
     while at_end.len() < partitions.len() && last_progress.elapsed() < IDLE_END {
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+            Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
             Some(Err(e)) => return Err(e.into()),

@@ -1,0 +1,181 @@
+//! The checks types cannot make: ranges, cross-field rules, and API keys read from
+//! the environment. Every error names its key.
+
+use std::collections::BTreeMap;
+
+use super::{Config, ConfigError, Secret, CUSTOMERIO_MAX_BATCH_BYTES};
+
+impl Config {
+    /// Checks values that types cannot, and reads each workspace's API key from `env`.
+    pub(super) fn validate(
+        &mut self,
+        env: &BTreeMap<String, String>,
+        require_secrets: bool,
+    ) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(ConfigError::key("kafka.brokers", "must not be empty"));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(ConfigError::key("kafka.group_id", "must not be empty"));
+        }
+        if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::key(
+                "kafka.topics",
+                "needs at least one non-empty topic name",
+            ));
+        }
+        if k.dlq_topic.trim().is_empty() {
+            return Err(ConfigError::key("kafka.dlq_topic", "must not be empty"));
+        }
+        if k.topics.contains(&k.dlq_topic) {
+            return Err(ConfigError::key(
+                "kafka.dlq_topic",
+                "must not be one of kafka.topics (dead letters would loop)",
+            ));
+        }
+        positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
+        positive("kafka.lag_refresh_ms", k.lag_refresh_ms)?;
+        positive("kafka.max_buffered_events", k.max_buffered_events as u64)?;
+        if k.resume_buffered_events >= k.max_buffered_events {
+            return Err(ConfigError::key(
+                "kafka.resume_buffered_events",
+                format!(
+                    "must be below kafka.max_buffered_events ({})",
+                    k.max_buffered_events
+                ),
+            ));
+        }
+        for key in ["enable.auto.offset.store", "enable.auto.commit", "group.id"] {
+            if k.options.contains_key(key) {
+                return Err(ConfigError::key(
+                    format!("kafka.options.\"{key}\""),
+                    "is managed by sluice and cannot be overridden",
+                ));
+            }
+        }
+
+        let d = &self.destination;
+        if let Some(url) = &d.base_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| ConfigError::key("destination.base_url", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::key(
+                    "destination.base_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        positive("destination.connect_timeout_ms", d.connect_timeout_ms)?;
+        positive("destination.request_timeout_ms", d.request_timeout_ms)?;
+
+        let b = &self.batch;
+        positive("batch.max_events", b.max_events as u64)?;
+        if b.max_bytes == 0 || b.max_bytes > CUSTOMERIO_MAX_BATCH_BYTES {
+            return Err(ConfigError::key(
+                "batch.max_bytes",
+                format!("must be between 1 and {CUSTOMERIO_MAX_BATCH_BYTES} (Customer.io's request limit)"),
+            ));
+        }
+        if b.max_event_bytes == 0 || b.max_event_bytes > b.max_bytes {
+            return Err(ConfigError::key(
+                "batch.max_event_bytes",
+                format!("must be between 1 and batch.max_bytes ({})", b.max_bytes),
+            ));
+        }
+        positive("lanes.max_in_flight", self.lanes.max_in_flight as u64)?;
+        let l = &self.limits;
+        if !(l.default_rate_limit_per_s.is_finite() && l.default_rate_limit_per_s > 0.0) {
+            return Err(ConfigError::key(
+                "limits.default_rate_limit_per_s",
+                "must be a positive number",
+            ));
+        }
+        positive("limits.default_burst", l.default_burst.into())?;
+        if !(l.headroom > 0.0 && l.headroom <= 1.0) {
+            return Err(ConfigError::key("limits.headroom", "must be in (0, 1]"));
+        }
+        positive("limits.max_in_flight_total", l.max_in_flight_total as u64)?;
+        let r = &self.retry;
+        positive("retry.max_attempts", r.max_attempts.into())?;
+        positive("retry.initial_backoff_ms", r.initial_backoff_ms)?;
+        if r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(ConfigError::key(
+                "retry.max_backoff_ms",
+                "must be at least retry.initial_backoff_ms",
+            ));
+        }
+
+        if self.workspaces.is_empty() {
+            return Err(ConfigError::key(
+                "workspaces",
+                "needs at least one [[workspaces]] entry",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, ws) in self.workspaces.iter_mut().enumerate() {
+            if ws.id.trim().is_empty() {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].id"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert(ws.id.clone()) {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].id"),
+                    format!("`{}` is listed twice", ws.id),
+                ));
+            }
+            if ws.site_id.trim().is_empty() {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].site_id"),
+                    "must not be empty",
+                ));
+            }
+            if ws
+                .rate_limit_per_s
+                .is_some_and(|r| !(r.is_finite() && r > 0.0))
+            {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].rate_limit_per_s"),
+                    "must be a positive number",
+                ));
+            }
+            if ws.burst == Some(0) {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].burst"),
+                    "must be at least 1",
+                ));
+            }
+            match env.get(&ws.api_key_env) {
+                Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
+                _ if !require_secrets => {}
+                _ => {
+                    return Err(ConfigError::key(
+                        format!("workspaces[{i}].api_key_env"),
+                        format!(
+                            "environment variable {} (API key of workspace `{}`) is not set",
+                            ws.api_key_env, ws.id
+                        ),
+                    ))
+                }
+            }
+        }
+        if let Some(default) = &self.lanes.default_workspace {
+            if !seen.contains(default) {
+                return Err(ConfigError::key(
+                    "lanes.default_workspace",
+                    format!("`{default}` is not one of the [[workspaces]] ids"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::key(key, "must be greater than 0"));
+    }
+    Ok(())
+}

@@ -1,0 +1,465 @@
+//! The emulator's routes: the gate every request passes (auth, the per-workspace
+//! window, latency, faults) and one handler per emulated endpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::stats::Accepted;
+use super::validate::{self, ItemError};
+use super::{AppState, Fault, MAX_SEGMENT_BATCH_EVENTS};
+
+pub(super) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v2/batch", post(v2_batch))
+        .route("/api/v2/entity", post(v2_entity))
+        .route("/api/v1/customers/{id}", put(v1_identify))
+        .route("/api/v1/customers/{id}/events", post(v1_event))
+        .route("/api/v1/events", post(v1_anonymous_event))
+        .route("/v1/batch", post(segment_batch))
+        .route("/v1/identify", post(segment_identify))
+        .route("/v1/track", post(segment_track))
+        .route(
+            "/stats",
+            get(|State(s): State<Arc<AppState>>| async move { Json(s.stats.snapshot()) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// What the gate decided for a request that may go on.
+struct Admitted {
+    workspace: String,
+    /// Over the limit under `--silent-throttle`: answer 200, keep nothing.
+    dropped: bool,
+}
+
+/// Auth, rate limit, latency and faults: everything before the route's own work.
+async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Response> {
+    let Some(workspace) = authorize(state, headers) else {
+        state.stats.answered("", 401);
+        return Err(answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"meta":{"error":"unauthorized"}}),
+        ));
+    };
+    let in_window = state.stats.arrive(&workspace, Instant::now());
+    let config = &state.config;
+    let over = config.limit_per_s > 0 && in_window > config.limit_per_s as usize;
+    if over && !config.silent_throttle {
+        state.stats.answered(&workspace, 429);
+        let seconds = config.retry_after_s.to_string();
+        let mut response = answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error":"rate limited"}),
+        );
+        let h = response.headers_mut();
+        h.insert(header::RETRY_AFTER, seconds.parse().expect("digits"));
+        h.insert("x-ratelimit-reset", seconds.parse().expect("digits"));
+        return Err(response);
+    }
+    let delay = config.latency.sample();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if config.fault_rate > 0.0 && fastrand::f64() < config.fault_rate && !config.faults.is_empty() {
+        let fault = config.faults[fastrand::usize(..config.faults.len())];
+        return Err(inject(state, &workspace, fault).await);
+    }
+    Ok(Admitted {
+        workspace,
+        dropped: over,
+    })
+}
+
+async fn inject(state: &AppState, workspace: &str, fault: Fault) -> Response {
+    match fault {
+        Fault::ServerError => {
+            let status = [500, 502, 503][fastrand::usize(..3)];
+            state.stats.answered(workspace, status);
+            answer(
+                StatusCode::from_u16(status).expect("valid"),
+                json!({"error":"injected fault"}),
+            )
+        }
+        Fault::Timeout => {
+            tokio::time::sleep(Duration::from_millis(state.config.hang_ms)).await;
+            state.stats.answered(workspace, 504);
+            answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                json!({"error":"injected timeout"}),
+            )
+        }
+        Fault::Reset => {
+            state.stats.answered(workspace, 0);
+            let broken = futures::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reset",
+                ))
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .body(Body::from_stream(broken))
+                .expect("valid response")
+        }
+    }
+}
+
+/// The Basic-auth user, if the credentials are accepted.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.strip_prefix("Basic ")?)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+    if user.is_empty() {
+        return None;
+    }
+    if state.keys.is_empty() || state.keys.get(user).is_some_and(|p| p == password) {
+        Some(user.to_string())
+    } else {
+        None
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn finish(state: &AppState, workspace: &str, status: StatusCode, body: Value) -> Response {
+    state.stats.answered(workspace, status.as_u16());
+    answer(status, body)
+}
+
+fn parse(body: &Bytes) -> Option<Value> {
+    serde_json::from_slice(body).ok()
+}
+
+fn seq_of(item: &Value) -> Option<i64> {
+    ["attributes", "properties", "traits", "data"]
+        .iter()
+        .find_map(|f| item[f]["seq"].as_i64())
+}
+
+fn v2_user(item: &Value) -> Option<&str> {
+    item["identifiers"].as_object()?.values().next()?.as_str()
+}
+
+fn errors_json(errors: &[(usize, ItemError)]) -> Value {
+    let list: Vec<Value> = errors
+        .iter()
+        .map(|(i, e)| json!({"batch_index": i, "reason": e.reason, "field": e.field, "message": e.message}))
+        .collect();
+    json!({ "errors": list })
+}
+
+async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let admitted = match admit(&state, &headers).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let ws = admitted.workspace.as_str();
+    if body.len() > state.config.max_batch_bytes {
+        return finish(
+            &state,
+            ws,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"errors":[{"message":"request too large"}]}),
+        );
+    }
+    let Some(items) = parse(&body).and_then(|v| v.get("batch").and_then(Value::as_array).cloned())
+    else {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"errors":[{"message":"body must be {\"batch\":[...]}"}]}),
+        );
+    };
+    if validate::rejects_request(&items) {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"errors":[{"message":"request refused (test hook)"}]}),
+        );
+    }
+    let mut errors = Vec::new();
+    let mut accepted = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match validate::v2_item(item) {
+            Ok(()) => accepted.push(item),
+            Err(e) => errors.push((i, e)),
+        }
+    }
+    if !admitted.dropped {
+        state.stats.accept(
+            ws,
+            accepted.iter().map(|item| Accepted {
+                user: v2_user(item),
+                event_id: item["id"].as_str(),
+                seq: seq_of(item),
+            }),
+        );
+    }
+    if errors.is_empty() {
+        finish(&state, ws, StatusCode::OK, json!({}))
+    } else {
+        finish(&state, ws, StatusCode::MULTI_STATUS, errors_json(&errors))
+    }
+}
+
+async fn v2_entity(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let admitted = match admit(&state, &headers).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let ws = admitted.workspace.as_str();
+    let Some(item) = parse(&body) else {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"errors":[{"message":"bad JSON"}]}),
+        );
+    };
+    if let Err(e) = validate::v2_item(&item) {
+        return finish(&state, ws, StatusCode::BAD_REQUEST, errors_json(&[(0, e)]));
+    }
+    if !admitted.dropped {
+        let event = Accepted {
+            user: v2_user(&item),
+            event_id: item["id"].as_str(),
+            seq: seq_of(&item),
+        };
+        state.stats.accept(ws, [event]);
+    }
+    finish(&state, ws, StatusCode::OK, json!({}))
+}
+
+fn v1_error(e: ItemError) -> Value {
+    json!({"meta": {"errors": [format!("{}: {}", e.field, e.message)]}})
+}
+
+async fn v1_identify(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let admitted = match admit(&state, &headers).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let ws = admitted.workspace.as_str();
+    let Some(Value::Object(attributes)) = parse(&body) else {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"meta":{"errors":["body must be an object"]}}),
+        );
+    };
+    if let Err(e) = validate::v1_identify(&attributes) {
+        return finish(&state, ws, StatusCode::BAD_REQUEST, v1_error(e));
+    }
+    if !admitted.dropped {
+        let seq = attributes.get("seq").and_then(Value::as_i64);
+        state.stats.accept(
+            ws,
+            [Accepted {
+                user: Some(&id),
+                event_id: None,
+                seq,
+            }],
+        );
+    }
+    finish(&state, ws, StatusCode::OK, json!({}))
+}
+
+async fn v1_event_common(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    user: Option<String>,
+) -> Response {
+    let admitted = match admit(&state, &headers).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let ws = admitted.workspace.as_str();
+    let Some(event) = parse(&body) else {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"meta":{"errors":["bad JSON"]}}),
+        );
+    };
+    if let Err(e) = validate::v1_event(&event, user.is_none()) {
+        return finish(&state, ws, StatusCode::BAD_REQUEST, v1_error(e));
+    }
+    if !admitted.dropped {
+        let user = user.as_deref().or_else(|| event["anonymous_id"].as_str());
+        state.stats.accept(
+            ws,
+            [Accepted {
+                user,
+                event_id: event["id"].as_str(),
+                seq: seq_of(&event),
+            }],
+        );
+    }
+    finish(&state, ws, StatusCode::OK, json!({}))
+}
+
+async fn v1_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    v1_event_common(state, headers, body, Some(id)).await
+}
+
+async fn v1_anonymous_event(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    v1_event_common(state, headers, body, None).await
+}
+
+fn segment_user(message: &Value) -> Option<&str> {
+    message["userId"]
+        .as_str()
+        .or_else(|| message["anonymousId"].as_str())
+}
+
+async fn segment_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let admitted = match admit(&state, &headers).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let ws = admitted.workspace.as_str();
+    if body.len() > state.config.max_batch_bytes {
+        return finish(
+            &state,
+            ws,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error":"batch too large"}),
+        );
+    }
+    let Some(items) = parse(&body).and_then(|v| v.get("batch").and_then(Value::as_array).cloned())
+    else {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error":"body must be {\"batch\":[...]}"}),
+        );
+    };
+    if items.len() > MAX_SEGMENT_BATCH_EVENTS {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error":"more than 2500 events"}),
+        );
+    }
+    if let Some((i, e)) = items
+        .iter()
+        .enumerate()
+        .find_map(|(i, m)| validate::segment_message(m, None).err().map(|e| (i, e)))
+    {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("batch[{i}].{}: {}", e.field, e.message)}),
+        );
+    }
+    if !admitted.dropped {
+        state.stats.accept(
+            ws,
+            items.iter().map(|m| Accepted {
+                user: segment_user(m),
+                event_id: m["messageId"].as_str(),
+                seq: seq_of(m),
+            }),
+        );
+    }
+    finish(&state, ws, StatusCode::OK, json!({"success": true}))
+}
+
+async fn segment_single(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: &str,
+) -> Response {
+    let admitted = match admit(&state, &headers).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let ws = admitted.workspace.as_str();
+    let Some(message) = parse(&body) else {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error":"bad JSON"}),
+        );
+    };
+    if let Err(e) = validate::segment_message(&message, Some(kind)) {
+        return finish(
+            &state,
+            ws,
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("{}: {}", e.field, e.message)}),
+        );
+    }
+    if !admitted.dropped {
+        let event = Accepted {
+            user: segment_user(&message),
+            event_id: message["messageId"].as_str(),
+            seq: seq_of(&message),
+        };
+        state.stats.accept(ws, [event]);
+    }
+    finish(&state, ws, StatusCode::OK, json!({"success": true}))
+}
+
+async fn segment_identify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    segment_single(state, headers, body, "identify").await
+}
+
+async fn segment_track(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    segment_single(state, headers, body, "track").await
+}
