@@ -10,12 +10,11 @@ use std::time::{Duration, SystemTime};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 use crate::config::Config;
 use crate::deliver::Failure;
 use crate::metrics::Metrics;
-use crate::source::{Origin, Raw};
+use crate::source::{client_config, Origin, Raw};
 
 /// Header names on every dead letter (and the redrive counter `sluice dlq redrive`
 /// adds to what it sends back).
@@ -87,20 +86,12 @@ impl DeadLetters {
     /// A producer on the same brokers (and security options) as the source.
     pub fn new(config: &Config, metrics: Metrics) -> rdkafka::error::KafkaResult<Self> {
         let k = &config.kafka;
-        let mut client = ClientConfig::new();
-        for (key, value) in &k.options {
-            // Consumer-only properties would only draw warnings from a producer.
-            if !key.starts_with("session.")
-                && !key.starts_with("heartbeat.")
-                && !key.starts_with("max.poll.")
-                && key != "partition.assignment.strategy"
-                && key != "auto.offset.reset"
-            {
-                client.set(key, value);
-            }
+        let mut client = client_config(k);
+        // Consumer-only properties would only draw warnings from a producer.
+        for key in k.options.keys().filter(|key| is_consumer_only(key)) {
+            client.remove(key);
         }
         client
-            .set("bootstrap.servers", &k.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -164,6 +155,18 @@ impl DeadLetters {
             }
         }
     }
+}
+
+fn is_consumer_only(key: &str) -> bool {
+    ["session.", "heartbeat.", "max.poll.", "fetch.", "group."]
+        .iter()
+        .any(|p| key.starts_with(p))
+        || [
+            "partition.assignment.strategy",
+            "auto.offset.reset",
+            "enable.partition.eof",
+        ]
+        .contains(&key)
 }
 
 fn rfc3339(t: SystemTime) -> String {

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -180,12 +179,8 @@ impl Source {
         let metrics = shared.metrics.clone();
         let buffered = shared.buffered.clone();
         let k = &config.kafka;
-        let mut client = ClientConfig::new();
-        for (key, value) in &k.options {
-            client.set(key, value);
-        }
+        let mut client = super::client_config(k);
         client
-            .set("bootstrap.servers", &k.brokers)
             .set("group.id", &k.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::{OffsetTracker, TopicPartition};
@@ -60,12 +60,8 @@ impl LagMonitor {
         health: Health,
     ) -> KafkaResult<Self> {
         let k = &config.kafka;
-        let mut client = ClientConfig::new();
-        for (key, value) in &k.options {
-            client.set(key, value);
-        }
+        let mut client = super::client_config(k);
         client
-            .set("bootstrap.servers", &k.brokers)
             .set("group.id", &k.group_id)
             .set("enable.auto.commit", "false");
         Ok(LagMonitor {

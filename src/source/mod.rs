@@ -8,6 +8,18 @@ pub use consumer::{Source, SourceError};
 pub use lag::{Assigned, LagMonitor};
 pub use offsets::{OffsetTracker, TopicPartition};
 
+/// A librdkafka client configuration for `kafka`'s brokers with its pass-through
+/// `options` (SASL, TLS...): the start of every client sluice makes — consumer,
+/// dead-letter producer, lag monitor, dlq tools.
+pub fn client_config(kafka: &crate::config::KafkaConfig) -> rdkafka::ClientConfig {
+    let mut client = rdkafka::ClientConfig::new();
+    for (key, value) in &kafka.options {
+        client.set(key, value);
+    }
+    client.set("bootstrap.servers", &kafka.brokers);
+    client
+}
+
 /// Where one event came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {

@@ -12,10 +12,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientContext;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::dlq::headers;
+use crate::source::client_config;
 
 /// How long reading waits for more letters before deciding it reached the end.
 const IDLE_END: Duration = Duration::from_secs(3);
@@ -88,15 +89,6 @@ impl DeadLetter {
     }
 }
 
-fn client(kafka: &KafkaConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    for (key, value) in &kafka.options {
-        client.set(key, value);
-    }
-    client.set("bootstrap.servers", &kafka.brokers);
-    client
-}
-
 /// Reaching the end of a partition is how reading stops, not an error worth a log line.
 struct QuietEof;
 
@@ -113,7 +105,7 @@ impl ConsumerContext for QuietEof {}
 /// Reads the whole dead-letter topic (from the start to its current end) and returns
 /// the letters matching `filter`.
 pub fn read(kafka: &KafkaConfig, filter: &Filter) -> anyhow::Result<Vec<DeadLetter>> {
-    let consumer: BaseConsumer<QuietEof> = client(kafka)
+    let consumer: BaseConsumer<QuietEof> = client_config(kafka)
         .set("group.id", "sluice-dlq-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -232,7 +224,7 @@ pub async fn redrive(
     letters: &[DeadLetter],
     to: Option<&str>,
 ) -> anyhow::Result<usize> {
-    let producer: FutureProducer = client(kafka)
+    let producer: FutureProducer = client_config(kafka)
         .set("enable.idempotence", "true")
         .set("message.max.bytes", "100000000")
         .create()?;
