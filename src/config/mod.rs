@@ -295,7 +295,8 @@ pub struct LimitsConfig {
     pub default_rate_limit_per_s: f64,
     /// Burst for a workspace entry that sets no `burst`. 2 lets the limiter make up for
     /// timer lateness; the busiest one-second window is then at most
-    /// `rate × headroom + 1` requests.
+    /// `rate × headroom + 1` requests, within the limit from about 50/s up. Below that,
+    /// use 1.
     #[serde(default = "defaults::burst")]
     pub default_burst: u32,
     /// Share of each limit actually used (0 < headroom ≤ 1), so network jitter never

@@ -430,3 +430,39 @@ async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered(
     // The malformed one was not chosen and stays where it is.
     assert_eq!(api.count(), 26);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_silent_throttling_the_limiter_alone_keeps_every_event() {
+    // Customer.io documents no 429: over its limit it may just drop. The mock does that
+    // with --silent-throttle; sluice must never go over, so nothing is dropped.
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig {
+        limit_per_s: 5,
+        silent_throttle: true,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+    setup.limits = "default_rate_limit_per_s = 5\ndefault_burst = 1\n".into();
+    let positions = produce(&broker.brokers(), &topic, &tracks("acme", 3, 30)).await;
+
+    let worker = Worker::start(setup.config());
+    wait_committed_to_end(
+        &broker.brokers(),
+        &setup.group,
+        &topic,
+        &produced_ends(&positions, 1),
+    )
+    .await;
+    worker.stop().await;
+
+    let stats = api.stats();
+    assert_eq!(stats.events_dropped, 0, "{stats:?}");
+    assert_eq!(stats.events_accepted, 30);
+    assert!(stats.workspaces["site-acme"].max_requests_per_second <= 5);
+    api.stop().await;
+}

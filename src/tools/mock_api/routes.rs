@@ -202,16 +202,15 @@ async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             Err(e) => errors.push((i, e)),
         }
     }
-    if !admitted.dropped {
-        state.stats.accept(
-            ws,
-            accepted.iter().map(|item| Accepted {
-                user: v2_user(item),
-                event_id: item["id"].as_str(),
-                seq: seq_of(item),
-            }),
-        );
-    }
+    state.stats.accept(
+        ws,
+        admitted.dropped,
+        accepted.iter().map(|item| Accepted {
+            user: v2_user(item),
+            event_id: item["id"].as_str(),
+            seq: seq_of(item),
+        }),
+    );
     if errors.is_empty() {
         finish(&state, ws, StatusCode::OK, json!({}))
     } else {
@@ -240,14 +239,12 @@ async fn v2_entity(
     if let Err(e) = validate::v2_item(&item) {
         return finish(&state, ws, StatusCode::BAD_REQUEST, errors_json(&[(0, e)]));
     }
-    if !admitted.dropped {
-        let event = Accepted {
-            user: v2_user(&item),
-            event_id: item["id"].as_str(),
-            seq: seq_of(&item),
-        };
-        state.stats.accept(ws, [event]);
-    }
+    let event = Accepted {
+        user: v2_user(&item),
+        event_id: item["id"].as_str(),
+        seq: seq_of(&item),
+    };
+    state.stats.accept(ws, admitted.dropped, [event]);
     finish(&state, ws, StatusCode::OK, json!({}))
 }
 
@@ -277,17 +274,16 @@ async fn v1_identify(
     if let Err(e) = validate::v1_identify(&attributes) {
         return finish(&state, ws, StatusCode::BAD_REQUEST, v1_error(e));
     }
-    if !admitted.dropped {
-        let seq = attributes.get("seq").and_then(Value::as_i64);
-        state.stats.accept(
-            ws,
-            [Accepted {
-                user: Some(&id),
-                event_id: None,
-                seq,
-            }],
-        );
-    }
+    let seq = attributes.get("seq").and_then(Value::as_i64);
+    state.stats.accept(
+        ws,
+        admitted.dropped,
+        [Accepted {
+            user: Some(&id),
+            event_id: None,
+            seq,
+        }],
+    );
     finish(&state, ws, StatusCode::OK, json!({}))
 }
 
@@ -313,17 +309,16 @@ async fn v1_event_common(
     if let Err(e) = validate::v1_event(&event, user.is_none()) {
         return finish(&state, ws, StatusCode::BAD_REQUEST, v1_error(e));
     }
-    if !admitted.dropped {
-        let user = user.as_deref().or_else(|| event["anonymous_id"].as_str());
-        state.stats.accept(
-            ws,
-            [Accepted {
-                user,
-                event_id: event["id"].as_str(),
-                seq: seq_of(&event),
-            }],
-        );
-    }
+    let user = user.as_deref().or_else(|| event["anonymous_id"].as_str());
+    state.stats.accept(
+        ws,
+        admitted.dropped,
+        [Accepted {
+            user,
+            event_id: event["id"].as_str(),
+            seq: seq_of(&event),
+        }],
+    );
     finish(&state, ws, StatusCode::OK, json!({}))
 }
 
@@ -397,16 +392,15 @@ async fn segment_batch(
             json!({"error": format!("batch[{i}].{}: {}", e.field, e.message)}),
         );
     }
-    if !admitted.dropped {
-        state.stats.accept(
-            ws,
-            items.iter().map(|m| Accepted {
-                user: segment_user(m),
-                event_id: m["messageId"].as_str(),
-                seq: seq_of(m),
-            }),
-        );
-    }
+    state.stats.accept(
+        ws,
+        admitted.dropped,
+        items.iter().map(|m| Accepted {
+            user: segment_user(m),
+            event_id: m["messageId"].as_str(),
+            seq: seq_of(m),
+        }),
+    );
     finish(&state, ws, StatusCode::OK, json!({"success": true}))
 }
 
@@ -437,14 +431,12 @@ async fn segment_single(
             json!({"error": format!("{}: {}", e.field, e.message)}),
         );
     }
-    if !admitted.dropped {
-        let event = Accepted {
-            user: segment_user(&message),
-            event_id: message["messageId"].as_str(),
-            seq: seq_of(&message),
-        };
-        state.stats.accept(ws, [event]);
-    }
+    let event = Accepted {
+        user: segment_user(&message),
+        event_id: message["messageId"].as_str(),
+        seq: seq_of(&message),
+    };
+    state.stats.accept(ws, admitted.dropped, [event]);
     finish(&state, ws, StatusCode::OK, json!({"success": true}))
 }
 

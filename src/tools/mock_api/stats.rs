@@ -17,6 +17,7 @@ struct Workspace {
     requests: u64,
     throttled: u64,
     events: u64,
+    dropped: u64,
     duplicates: u64,
     order_violations: u64,
     event_ids: HashSet<String>,
@@ -49,6 +50,8 @@ pub struct Snapshot {
     pub requests_by_status: BTreeMap<u16, u64>,
     /// Events accepted, over all workspaces.
     pub events_accepted: u64,
+    /// Events answered 200 but thrown away over the limit (`--silent-throttle`).
+    pub events_dropped: u64,
     /// Events whose id had been accepted before.
     pub duplicate_event_ids: u64,
     /// Events that arrived with a lower `seq` than an earlier event of the same user.
@@ -68,6 +71,8 @@ pub struct WorkspaceSnapshot {
     pub max_requests_per_second: usize,
     /// Events accepted.
     pub events_accepted: u64,
+    /// Events thrown away over the limit (`--silent-throttle`).
+    pub events_dropped: u64,
     /// Events whose id had been accepted before.
     pub duplicate_event_ids: u64,
     /// Per-user order violations.
@@ -103,10 +108,20 @@ impl Stats {
         }
     }
 
-    /// Records events accepted in one request, in order.
-    pub fn accept<'a>(&self, workspace: &str, events: impl IntoIterator<Item = Accepted<'a>>) {
+    /// Records the events of one request, in order: accepted, or — when `dropped`
+    /// (over the limit under `--silent-throttle`) — answered 200 and thrown away.
+    pub fn accept<'a>(
+        &self,
+        workspace: &str,
+        dropped: bool,
+        events: impl IntoIterator<Item = Accepted<'a>>,
+    ) {
         let entry = self.workspaces.entry(workspace.to_string()).or_default();
         let mut ws = entry.lock().unwrap_or_else(|e| e.into_inner());
+        if dropped {
+            ws.dropped += events.into_iter().count() as u64;
+            return;
+        }
         for event in events {
             ws.events += 1;
             if let Some(id) = event.event_id {
@@ -139,6 +154,7 @@ impl Stats {
         for entry in self.workspaces.iter() {
             let ws = entry.value().lock().unwrap_or_else(|e| e.into_inner());
             snap.events_accepted += ws.events;
+            snap.events_dropped += ws.dropped;
             snap.duplicate_event_ids += ws.duplicates;
             snap.order_violations += ws.order_violations;
             snap.workspaces.insert(
@@ -148,6 +164,7 @@ impl Stats {
                     throttled: ws.throttled,
                     max_requests_per_second: ws.max_per_second,
                     events_accepted: ws.events,
+                    events_dropped: ws.dropped,
                     duplicate_event_ids: ws.duplicates,
                     order_violations: ws.order_violations,
                 },
@@ -177,6 +194,7 @@ mod tests {
         };
         stats.accept(
             "a",
+            false,
             [
                 ev("u", "1", 1),
                 ev("u", "2", 2),
@@ -184,8 +202,11 @@ mod tests {
                 ev("u", "3", 1),
             ],
         );
+        // Over the limit under --silent-throttle: counted as dropped, nothing else.
+        stats.accept("a", true, [ev("u", "4", 0)]);
         let snap = stats.snapshot();
         let a = &snap.workspaces["a"];
+        assert_eq!(a.events_dropped, 1);
         assert_eq!(a.max_requests_per_second, 5);
         assert_eq!(
             (a.events_accepted, a.duplicate_event_ids, a.order_violations),
