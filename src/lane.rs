@@ -49,7 +49,7 @@ pub struct Envelope {
     pub arrived: Instant,
 }
 
-/// What every lane shares.
+/// What the lanes (and the source, for dead letters and back-pressure) share.
 pub struct LaneShared {
     /// The API.
     pub destination: Arc<dyn Destination>,

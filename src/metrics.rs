@@ -81,24 +81,20 @@ fn seconds_buckets() -> Vec<f64> {
     ]
 }
 
-/// `sluice_build_info{version}`: always 1, labelled with the running version.
-struct IntGaugeVecBuild;
-
-impl IntGaugeVecBuild {
-    fn build(registry: &Registry) -> prometheus::IntGaugeVec {
-        let g = prometheus::IntGaugeVec::new(
-            Opts::new(
-                "sluice_build_info",
-                "The running sluice version (value is 1).",
-            ),
-            &["version"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(g.clone()))
-            .expect("unique metric");
-        g
-    }
+/// Registers `sluice_build_info{version}`: always 1, labelled with the running version.
+fn register_build_info(registry: &Registry) {
+    let g = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "sluice_build_info",
+            "The running sluice version (value is 1).",
+        ),
+        &["version"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -257,8 +253,7 @@ impl Metrics {
                 h
             },
             registry: {
-                let info = IntGaugeVecBuild::build(&r);
-                info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+                register_build_info(&r);
                 r
             },
         }
