@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::api::{Api, Received};
 use crate::common::{
-    committed, end_offsets, identify, produce, produced_ends, read_topic, track, unique,
+    committed, end_offsets, identify, produce, produced_ends, read_topic, track, tracks, unique,
     wait_committed_to_end, wait_until, Broker, Record, Setup, Worker,
 };
 
@@ -133,14 +133,7 @@ async fn restart_after_clean_stop_resumes_from_committed_offsets() {
     let topic = unique("events");
     broker.create_topic(&topic, 2).await;
     let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
-    let first: Vec<Record> = (0..100)
-        .map(|i| {
-            Record::json(
-                &format!("u{}", i % 7),
-                &track("acme", &format!("u{}", i % 7), i),
-            )
-        })
-        .collect();
+    let first: Vec<Record> = tracks("acme", "u", 7, 0..100);
     let mut positions = produce(&broker.brokers(), &topic, &first).await;
 
     let worker = Worker::start(setup.config());
@@ -148,36 +141,17 @@ async fn restart_after_clean_stop_resumes_from_committed_offsets() {
         api.count() >= 100
     })
     .await;
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 2),
-    )
-    .await;
+    setup.wait_committed(&positions, 2).await;
     worker.stop().await;
 
-    let second: Vec<Record> = (100..150)
-        .map(|i| {
-            Record::json(
-                &format!("u{}", i % 7),
-                &track("acme", &format!("u{}", i % 7), i),
-            )
-        })
-        .collect();
+    let second: Vec<Record> = tracks("acme", "u", 7, 100..150);
     positions.extend(produce(&broker.brokers(), &topic, &second).await);
     let worker = Worker::start(setup.config());
     wait_until("next 50 arrived", Duration::from_secs(60), || {
         api.count() >= 150
     })
     .await;
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 2),
-    )
-    .await;
+    setup.wait_committed(&positions, 2).await;
     let metrics = worker.stop().await;
 
     assert_eq!(api.count(), 150, "nothing delivered twice");
@@ -199,20 +173,8 @@ async fn a_slow_workspace_does_not_delay_another() {
     broker.create_topic(&topic, 1).await;
     let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["slow", "fast"]);
     // The slow workspace's events come first in the partition.
-    let mut records: Vec<Record> = (0..40)
-        .map(|i| {
-            Record::json(
-                &format!("s{}", i % 5),
-                &track("slow", &format!("s{}", i % 5), i),
-            )
-        })
-        .collect();
-    records.extend((0..100).map(|i| {
-        Record::json(
-            &format!("f{}", i % 5),
-            &track("fast", &format!("f{}", i % 5), i),
-        )
-    }));
+    let mut records: Vec<Record> = tracks("slow", "s", 5, 0..40);
+    records.extend(tracks("fast", "f", 5, 0..100));
     let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
@@ -245,13 +207,7 @@ async fn a_slow_workspace_does_not_delay_another() {
         slow() == 40
     })
     .await;
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 1),
-    )
-    .await;
+    setup.wait_committed(&positions, 1).await;
     worker.stop().await;
 }
 
@@ -313,14 +269,7 @@ async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
     // Far below the stall below: a consumer that stopped polling would be evicted.
     setup.kafka_options = "\"max.poll.interval.ms\" = \"7000\"\n".into();
     let n = 1000;
-    let records: Vec<Record> = (0..n)
-        .map(|i| {
-            Record::json(
-                &format!("u{}", i % 20),
-                &track("acme", &format!("u{}", i % 20), i),
-            )
-        })
-        .collect();
+    let records: Vec<Record> = tracks("acme", "u", 20, 0..n);
     let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
@@ -354,13 +303,7 @@ async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
         api.count() >= n
     })
     .await;
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 2),
-    )
-    .await;
+    setup.wait_committed(&positions, 2).await;
     let metrics = worker.stop().await;
     assert_eq!(
         api.count(),
@@ -381,14 +324,7 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
     setup.drain_deadline_ms = 500;
     setup.lanes = "max_in_flight = 2\n".into();
     let n = 200;
-    let records: Vec<Record> = (0..n)
-        .map(|i| {
-            Record::json(
-                &format!("u{}", i % 10),
-                &track("acme", &format!("u{}", i % 10), i),
-            )
-        })
-        .collect();
+    let records: Vec<Record> = tracks("acme", "u", 10, 0..n);
     let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
@@ -414,13 +350,7 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
 
     api.random_latency(0, 0);
     let worker = Worker::start(setup.config());
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 2),
-    )
-    .await;
+    setup.wait_committed(&positions, 2).await;
     worker.stop().await;
     let all: HashSet<u64> = api.received().iter().map(|r| key_of(r).2).collect();
     assert_eq!(all.len(), n, "every event arrived after the restart");
@@ -465,13 +395,7 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
         api.count() >= 10
     })
     .await;
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 1),
-    )
-    .await;
+    setup.wait_committed(&positions, 1).await;
     let metrics = worker.stop().await;
 
     let reasons = [

@@ -9,18 +9,9 @@ use sluice::tools::mock_api::{Fault, Latency, MockApi, MockApiConfig};
 
 use crate::common::api::Api;
 use crate::common::{
-    committed, produce, produced_ends, read_topic, track, unique, wait_committed_to_end,
-    wait_until, Broker, Record, Setup, Worker,
+    committed, produce, read_topic, track, tracks, unique, wait_committed_to_end, wait_until,
+    Broker, Record, Setup, Worker,
 };
-
-fn tracks(workspace: &str, users: usize, count: usize) -> Vec<Record> {
-    (0..count)
-        .map(|i| {
-            let user = format!("u{}", i % users);
-            Record::json(&user, &track(workspace, &user, i))
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
@@ -39,7 +30,7 @@ async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
     // The shipped defaults otherwise: burst 2, headroom 0.98.
     setup.limits = "default_rate_limit_per_s = 100\n".into();
     setup.lanes = "max_in_flight = 8\n".into();
-    produce(&broker.brokers(), &topic, &tracks("acme", 50, 3000)).await;
+    produce(&broker.brokers(), &topic, &tracks("acme", "u", 50, 0..3000)).await;
 
     let worker = Worker::start(setup.config());
     let requests = || {
@@ -95,8 +86,8 @@ async fn a_burst_of_429s_pauses_only_that_workspace_and_the_rate_recovers() {
     setup.batch = "max_events = 2\nlinger_ms = 5\n".into();
     setup.limits = "default_rate_limit_per_s = 50\ndefault_burst = 1\nheadroom = 1.0\n".into();
     api.throttle_site("site-hot", 3, 2);
-    let mut records = tracks("hot", 10, 200);
-    records.extend(tracks("calm", 10, 200));
+    let mut records = tracks("hot", "u", 10, 0..200);
+    records.extend(tracks("calm", "u", 10, 0..200));
     produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
@@ -163,16 +154,10 @@ async fn transient_faults_at_20_percent_lose_nothing() {
     setup.destination = "request_timeout_ms = 300\n".into();
     setup.retry = "max_attempts = 30\ninitial_backoff_ms = 10\nmax_backoff_ms = 100\n".into();
     setup.batch = "max_events = 5\nlinger_ms = 5\n".into();
-    let positions = produce(&broker.brokers(), &topic, &tracks("acme", 20, 300)).await;
+    let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 20, 0..300)).await;
 
     let worker = Worker::start(setup.config());
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 2),
-    )
-    .await;
+    setup.wait_committed(&positions, 2).await;
     let metrics = worker.stop().await;
 
     let stats = api.stats();
@@ -202,7 +187,7 @@ async fn refused_items_and_requests_are_dead_lettered_with_their_reasons() {
         &api.base_url(),
         &["acme", "strict"],
     );
-    let mut records = tracks("acme", 5, 50);
+    let mut records = tracks("acme", "u", 5, 0..50);
     for i in 0..3 {
         let mut bad = track("acme", "bad", 100 + i);
         bad["properties"]["mock_reject"] = json!("bad_email");
@@ -215,13 +200,7 @@ async fn refused_items_and_requests_are_dead_lettered_with_their_reasons() {
     let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 1),
-    )
-    .await;
+    setup.wait_committed(&positions, 1).await;
     let metrics = worker.stop().await;
 
     assert_eq!(api.stats().events_accepted, 50);
@@ -276,16 +255,10 @@ async fn a_413_splits_the_batch_and_the_halves_arrive() {
     broker.create_topic(&topic, 1).await;
     let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.batch = "max_events = 40\nlinger_ms = 200\n".into();
-    let positions = produce(&broker.brokers(), &topic, &tracks("acme", 4, 120)).await;
+    let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 4, 0..120)).await;
 
     let worker = Worker::start(setup.config());
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 1),
-    )
-    .await;
+    setup.wait_committed(&positions, 1).await;
     let metrics = worker.stop().await;
 
     let stats = api.stats();
@@ -315,7 +288,7 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
     cluster
         .coordinator(MockCoordinator::Group(setup.group.clone()), 1)
         .unwrap();
-    let mut records = tracks("acme", 3, 5);
+    let mut records = tracks("acme", "u", 3, 0..5);
     records.push(Record {
         key: "k".into(),
         payload: b"not json at all".to_vec(),
@@ -369,8 +342,8 @@ async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered(
     );
     // The API refuses one workspace for a while (say its plan lapsed).
     api.refuse_site("site-broken", Some(400));
-    let mut records = tracks("acme", 3, 20);
-    records.extend(tracks("broken", 3, 6));
+    let mut records = tracks("acme", "u", 3, 0..20);
+    records.extend(tracks("broken", "u", 3, 0..6));
     let mut bad = Record::json("x", &json!({"type":"track","workspace":"acme"}));
     bad.key = "x".into();
     records.push(bad);
@@ -448,16 +421,10 @@ async fn against_silent_throttling_the_limiter_alone_keeps_every_event() {
     let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
     setup.limits = "default_rate_limit_per_s = 5\ndefault_burst = 1\n".into();
-    let positions = produce(&broker.brokers(), &topic, &tracks("acme", 3, 30)).await;
+    let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 3, 0..30)).await;
 
     let worker = Worker::start(setup.config());
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 1),
-    )
-    .await;
+    setup.wait_committed(&positions, 1).await;
     worker.stop().await;
 
     let stats = api.stats();

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::common::api::Api;
 use crate::common::{
-    committed, produce, produced_ends, read_topic, track, unique, wait_committed_to_end,
+    committed, produce, produced_ends, read_topic, track, tracks, unique, wait_committed_to_end,
     wait_until, Broker, Record, Setup, Worker, API_KEY, API_KEY_ENV,
 };
 
@@ -87,14 +87,7 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
     );
     setup.kafka = "max_buffered_events = 50\nresume_buffered_events = 20\n".into();
     let n = 300;
-    let records: Vec<Record> = (0..n)
-        .map(|i| {
-            Record::json(
-                &format!("u{}", i % 10),
-                &track("acme", &format!("u{}", i % 10), i),
-            )
-        })
-        .collect();
+    let records: Vec<Record> = tracks("acme", "u", 10, 0..n);
     let mut positions = produce(&broker.brokers(), &topic, &records).await;
 
     let (worker, url) = Worker::start_serving(setup.config()).await;
@@ -147,13 +140,7 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
     ];
     bad.push(Record::json("s", &track("strict", "s", 0)));
     positions.extend(produce(&broker.brokers(), &topic, &bad).await);
-    wait_committed_to_end(
-        &broker.brokers(),
-        &setup.group,
-        &topic,
-        &produced_ends(&positions, 2),
-    )
-    .await;
+    setup.wait_committed(&positions, 2).await;
     let metrics = scrape(&url).await;
     worker.stop().await;
 

@@ -116,6 +116,21 @@ pub fn track(workspace: &str, user: &str, seq: usize) -> Value {
     })
 }
 
+/// Track events `seqs` of `workspace`, spread over `users` users named
+/// `{user_prefix}{n}` and keyed by user.
+pub fn tracks(
+    workspace: &str,
+    user_prefix: &str,
+    users: usize,
+    seqs: std::ops::Range<usize>,
+) -> Vec<Record> {
+    seqs.map(|i| {
+        let user = format!("{user_prefix}{}", i % users);
+        Record::json(&user, &track(workspace, &user, i))
+    })
+    .collect()
+}
+
 /// An identify event.
 pub fn identify(workspace: &str, user: &str, seq: usize) -> Value {
     json!({
@@ -322,6 +337,13 @@ drain_deadline_ms = {drain}
             ));
         }
         text
+    }
+
+    /// Waits until this setup's group has committed up to the end of what `produce`
+    /// reported writing (`positions`) on its topic's `partitions`.
+    pub async fn wait_committed(&self, positions: &[(i32, i64)], partitions: i32) {
+        let ends = produced_ends(positions, partitions);
+        wait_committed_to_end(&self.brokers, &self.group, &self.topic, &ends).await;
     }
 
     /// The validated configuration.
