@@ -6,5 +6,6 @@ mod cli;
 mod common;
 mod delivery;
 mod limits;
+mod mock_api;
 mod operations;
 mod real_broker;

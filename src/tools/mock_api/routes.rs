@@ -163,59 +163,84 @@ fn errors_json(errors: &[(usize, ItemError)]) -> Value {
     json!({ "errors": list })
 }
 
-async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// A handler's answer: the status and the JSON body.
+type Reply = (StatusCode, Value);
+
+/// The gate, then `handle` on the admitted request, then the answer counted in the
+/// statistics. Handlers only decide; early refusals are `Err` replies.
+async fn gated(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    handle: impl FnOnce(&AppState, &Admitted, &Bytes) -> Result<Reply, Reply>,
+) -> Response {
     let admitted = match admit(&state, &headers).await {
         Ok(a) => a,
         Err(response) => return response,
     };
-    let ws = admitted.workspace.as_str();
+    let (status, reply) = handle(&state, &admitted, &body).unwrap_or_else(|refusal| refusal);
+    finish(&state, &admitted.workspace, status, reply)
+}
+
+fn bad(body: Value) -> Reply {
+    (StatusCode::BAD_REQUEST, body)
+}
+
+/// The `batch` array of a batch body, refusing bodies over the size limit.
+fn batch_items(
+    state: &AppState,
+    body: &Bytes,
+    refusal: impl Fn(&str) -> Value,
+) -> Result<Vec<Value>, Reply> {
     if body.len() > state.config.max_batch_bytes {
-        return finish(
-            &state,
-            ws,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({"errors":[{"message":"request too large"}]}),
-        );
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, refusal("request too large")));
     }
-    let Some(items) = parse(&body).and_then(|v| v.get("batch").and_then(Value::as_array).cloned())
-    else {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"errors":[{"message":"body must be {\"batch\":[...]}"}]}),
-        );
-    };
-    if validate::rejects_request(&items) {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"errors":[{"message":"request refused (test hook)"}]}),
-        );
-    }
-    let mut errors = Vec::new();
-    let mut accepted = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        match validate::v2_item(item) {
-            Ok(()) => accepted.push(item),
-            Err(e) => errors.push((i, e)),
+    parse(body)
+        .and_then(|v| v.get("batch").and_then(Value::as_array).cloned())
+        .ok_or_else(|| bad(refusal("body must be {\"batch\":[...]}")))
+}
+
+fn cio_refusal(message: &str) -> Value {
+    json!({"errors": [{"message": message}]})
+}
+
+fn v1_refusal(message: &str) -> Value {
+    json!({"meta": {"errors": [message]}})
+}
+
+fn segment_refusal(message: &str) -> Value {
+    json!({"error": message})
+}
+
+async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    gated(state, headers, body, |state, admitted, body| {
+        let items = batch_items(state, body, cio_refusal)?;
+        if validate::rejects_request(&items) {
+            return Err(bad(cio_refusal("request refused (test hook)")));
         }
-    }
-    state.stats.accept(
-        ws,
-        admitted.dropped,
-        accepted.iter().map(|item| Accepted {
+        let mut errors = Vec::new();
+        let mut accepted = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match validate::v2_item(item) {
+                Ok(()) => accepted.push(item),
+                Err(e) => errors.push((i, e)),
+            }
+        }
+        let events = accepted.iter().map(|item| Accepted {
             user: v2_user(item),
             event_id: item["id"].as_str(),
             seq: seq_of(item),
-        }),
-    );
-    if errors.is_empty() {
-        finish(&state, ws, StatusCode::OK, json!({}))
-    } else {
-        finish(&state, ws, StatusCode::MULTI_STATUS, errors_json(&errors))
-    }
+        });
+        state
+            .stats
+            .accept(&admitted.workspace, admitted.dropped, events);
+        if errors.is_empty() {
+            Ok((StatusCode::OK, json!({})))
+        } else {
+            Ok((StatusCode::MULTI_STATUS, errors_json(&errors)))
+        }
+    })
+    .await
 }
 
 async fn v2_entity(
@@ -223,33 +248,24 @@ async fn v2_entity(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let admitted = match admit(&state, &headers).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let ws = admitted.workspace.as_str();
-    let Some(item) = parse(&body) else {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"errors":[{"message":"bad JSON"}]}),
-        );
-    };
-    if let Err(e) = validate::v2_item(&item) {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, errors_json(&[(0, e)]));
-    }
-    let event = Accepted {
-        user: v2_user(&item),
-        event_id: item["id"].as_str(),
-        seq: seq_of(&item),
-    };
-    state.stats.accept(ws, admitted.dropped, [event]);
-    finish(&state, ws, StatusCode::OK, json!({}))
+    gated(state, headers, body, |state, admitted, body| {
+        let item = parse(body).ok_or_else(|| bad(cio_refusal("bad JSON")))?;
+        validate::v2_item(&item).map_err(|e| bad(errors_json(&[(0, e)])))?;
+        let event = Accepted {
+            user: v2_user(&item),
+            event_id: item["id"].as_str(),
+            seq: seq_of(&item),
+        };
+        state
+            .stats
+            .accept(&admitted.workspace, admitted.dropped, [event]);
+        Ok((StatusCode::OK, json!({})))
+    })
+    .await
 }
 
 fn v1_error(e: ItemError) -> Value {
-    json!({"meta": {"errors": [format!("{}: {}", e.field, e.message)]}})
+    v1_refusal(&format!("{}: {}", e.field, e.message))
 }
 
 async fn v1_identify(
@@ -258,68 +274,45 @@ async fn v1_identify(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let admitted = match admit(&state, &headers).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let ws = admitted.workspace.as_str();
-    let Some(Value::Object(attributes)) = parse(&body) else {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"meta":{"errors":["body must be an object"]}}),
-        );
-    };
-    if let Err(e) = validate::v1_identify(&attributes) {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, v1_error(e));
-    }
-    let seq = attributes.get("seq").and_then(Value::as_i64);
-    state.stats.accept(
-        ws,
-        admitted.dropped,
-        [Accepted {
+    gated(state, headers, body, |state, admitted, body| {
+        let Some(Value::Object(attributes)) = parse(body) else {
+            return Err(bad(v1_refusal("body must be an object")));
+        };
+        validate::v1_identify(&attributes).map_err(|e| bad(v1_error(e)))?;
+        let event = Accepted {
             user: Some(&id),
             event_id: None,
-            seq,
-        }],
-    );
-    finish(&state, ws, StatusCode::OK, json!({}))
+            seq: attributes.get("seq").and_then(Value::as_i64),
+        };
+        state
+            .stats
+            .accept(&admitted.workspace, admitted.dropped, [event]);
+        Ok((StatusCode::OK, json!({})))
+    })
+    .await
 }
 
+/// `POST /api/v1/customers/{id}/events` (`user` is the id) and `POST /api/v1/events`.
 async fn v1_event_common(
     state: Arc<AppState>,
     headers: HeaderMap,
     body: Bytes,
     user: Option<String>,
 ) -> Response {
-    let admitted = match admit(&state, &headers).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let ws = admitted.workspace.as_str();
-    let Some(event) = parse(&body) else {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"meta":{"errors":["bad JSON"]}}),
-        );
-    };
-    if let Err(e) = validate::v1_event(&event, user.is_none()) {
-        return finish(&state, ws, StatusCode::BAD_REQUEST, v1_error(e));
-    }
-    let user = user.as_deref().or_else(|| event["anonymous_id"].as_str());
-    state.stats.accept(
-        ws,
-        admitted.dropped,
-        [Accepted {
-            user,
+    gated(state, headers, body, |state, admitted, body| {
+        let event = parse(body).ok_or_else(|| bad(v1_refusal("bad JSON")))?;
+        validate::v1_event(&event, user.is_none()).map_err(|e| bad(v1_error(e)))?;
+        let accepted = Accepted {
+            user: user.as_deref().or_else(|| event["anonymous_id"].as_str()),
             event_id: event["id"].as_str(),
             seq: seq_of(&event),
-        }],
-    );
-    finish(&state, ws, StatusCode::OK, json!({}))
+        };
+        state
+            .stats
+            .accept(&admitted.workspace, admitted.dropped, [accepted]);
+        Ok((StatusCode::OK, json!({})))
+    })
+    .await
 }
 
 async fn v1_event(
@@ -345,99 +338,61 @@ fn segment_user(message: &Value) -> Option<&str> {
         .or_else(|| message["anonymousId"].as_str())
 }
 
+fn segment_event(message: &Value) -> Accepted<'_> {
+    Accepted {
+        user: segment_user(message),
+        event_id: message["messageId"].as_str(),
+        seq: seq_of(message),
+    }
+}
+
 async fn segment_batch(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let admitted = match admit(&state, &headers).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let ws = admitted.workspace.as_str();
-    if body.len() > state.config.max_batch_bytes {
-        return finish(
-            &state,
-            ws,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({"error":"batch too large"}),
+    gated(state, headers, body, |state, admitted, body| {
+        let items = batch_items(state, body, segment_refusal)?;
+        if items.len() > MAX_SEGMENT_BATCH_EVENTS {
+            return Err(bad(segment_refusal("more than 2500 events")));
+        }
+        for (i, message) in items.iter().enumerate() {
+            validate::segment_message(message, None).map_err(|e| {
+                bad(segment_refusal(&format!(
+                    "batch[{i}].{}: {}",
+                    e.field, e.message
+                )))
+            })?;
+        }
+        state.stats.accept(
+            &admitted.workspace,
+            admitted.dropped,
+            items.iter().map(segment_event),
         );
-    }
-    let Some(items) = parse(&body).and_then(|v| v.get("batch").and_then(Value::as_array).cloned())
-    else {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"error":"body must be {\"batch\":[...]}"}),
-        );
-    };
-    if items.len() > MAX_SEGMENT_BATCH_EVENTS {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"error":"more than 2500 events"}),
-        );
-    }
-    if let Some((i, e)) = items
-        .iter()
-        .enumerate()
-        .find_map(|(i, m)| validate::segment_message(m, None).err().map(|e| (i, e)))
-    {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"error": format!("batch[{i}].{}: {}", e.field, e.message)}),
-        );
-    }
-    state.stats.accept(
-        ws,
-        admitted.dropped,
-        items.iter().map(|m| Accepted {
-            user: segment_user(m),
-            event_id: m["messageId"].as_str(),
-            seq: seq_of(m),
-        }),
-    );
-    finish(&state, ws, StatusCode::OK, json!({"success": true}))
+        Ok((StatusCode::OK, json!({"success": true})))
+    })
+    .await
 }
 
+/// `POST /v1/identify` and `POST /v1/track`.
 async fn segment_single(
     state: Arc<AppState>,
     headers: HeaderMap,
     body: Bytes,
     kind: &str,
 ) -> Response {
-    let admitted = match admit(&state, &headers).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let ws = admitted.workspace.as_str();
-    let Some(message) = parse(&body) else {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"error":"bad JSON"}),
+    gated(state, headers, body, |state, admitted, body| {
+        let message = parse(body).ok_or_else(|| bad(segment_refusal("bad JSON")))?;
+        validate::segment_message(&message, Some(kind))
+            .map_err(|e| bad(segment_refusal(&format!("{}: {}", e.field, e.message))))?;
+        state.stats.accept(
+            &admitted.workspace,
+            admitted.dropped,
+            [segment_event(&message)],
         );
-    };
-    if let Err(e) = validate::segment_message(&message, Some(kind)) {
-        return finish(
-            &state,
-            ws,
-            StatusCode::BAD_REQUEST,
-            json!({"error": format!("{}: {}", e.field, e.message)}),
-        );
-    }
-    let event = Accepted {
-        user: segment_user(&message),
-        event_id: message["messageId"].as_str(),
-        seq: seq_of(&message),
-    };
-    state.stats.accept(ws, admitted.dropped, [event]);
-    finish(&state, ws, StatusCode::OK, json!({"success": true}))
+        Ok((StatusCode::OK, json!({"success": true})))
+    })
+    .await
 }
 
 async fn segment_identify(

@@ -1,0 +1,140 @@
+//! `sluice mock-api` answering as the real APIs document: auth, validation, limits.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sluice::tools::mock_api::{MockApi, MockApiConfig};
+
+async fn post(
+    api: &MockApi,
+    method: &str,
+    path: &str,
+    user: &str,
+    pass: &str,
+    body: Value,
+) -> (StatusCode, Option<String>) {
+    let client = reqwest::Client::new();
+    let url = format!("{}{path}", api.base_url());
+    let request = match method {
+        "PUT" => client.put(url),
+        _ => client.post(url),
+    };
+    let response = request
+        .basic_auth(user, Some(pass))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (response.status(), retry_after)
+}
+
+#[tokio::test]
+async fn endpoints_check_credentials_bodies_and_the_request_limit() {
+    let api = MockApi::start(MockApiConfig {
+        keys: vec!["site:key".into(), "write-key:".into()],
+        limit_per_s: 2,
+        retry_after_s: 2,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let ulid = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let event = json!({"type":"person","identifiers":{"id":"u"},"action":"event","name":"x","id":ulid,"attributes":{"seq":1}});
+
+    assert_eq!(
+        post(
+            &api,
+            "POST",
+            "/api/v2/entity",
+            "site",
+            "wrong",
+            event.clone()
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(&api, "POST", "/api/v2/entity", "site", "key", event.clone())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let float = json!({"score": 1.5});
+    assert_eq!(
+        post(&api, "PUT", "/api/v1/customers/u", "site", "key", float)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    // The third counted request of "site" within a second is over its limit of 2 (the
+    // refused credentials above never reached the limiter).
+    let (status, retry_after) = post(
+        &api,
+        "POST",
+        "/api/v1/customers/u/events",
+        "site",
+        "key",
+        json!({"name":"x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after.as_deref(), Some("2"));
+
+    let stats = api.stats();
+    assert_eq!(stats.workspaces["site"].events_accepted, 1);
+    assert_eq!(stats.workspaces["site"].throttled, 1);
+    assert_eq!(stats.requests_by_status[&401], 1);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn segment_endpoints_check_write_keys_and_messages() {
+    let api = MockApi::start(MockApiConfig {
+        keys: vec!["write-key:".into()],
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    // Segment: write key with a blank password; each message needs a user, track an event.
+    let good = json!({"batch":[{"type":"identify","userId":"a"},{"type":"track","anonymousId":"b","event":"e"}]});
+    assert_eq!(
+        post(&api, "POST", "/v1/batch", "write-key", "", good)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let no_user = json!({"batch":[{"type":"track","event":"e"}]});
+    assert_eq!(
+        post(&api, "POST", "/v1/batch", "write-key", "", no_user)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    let no_event = json!({"userId":"a"});
+    assert_eq!(
+        post(&api, "POST", "/v1/track", "write-key", "", no_event)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post(
+            &api,
+            "POST",
+            "/v1/identify",
+            "write-key",
+            "",
+            json!({"userId":"a"})
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    assert_eq!(api.stats().workspaces["write-key"].events_accepted, 3);
+    api.stop().await;
+}
