@@ -49,6 +49,22 @@ pub mod headers {
     pub const PAYLOAD_OMITTED: &str = "sluice.payload_omitted";
 }
 
+/// A message's headers as text (a dead letter's, for reading them back).
+pub fn header_map(message: &impl rdkafka::Message) -> std::collections::BTreeMap<String, String> {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                    (h.key.to_string(), value.unwrap_or_default())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How long one produce may take before it is tried again.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between failed writes.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
@@ -137,17 +137,7 @@ pub fn read(kafka: &KafkaConfig, filter: &Filter) -> anyhow::Result<Vec<DeadLett
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => {
                 last_progress = Instant::now();
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                                (h.key.to_string(), v.unwrap_or_default())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = crate::dlq::header_map(&m);
                 let letter = DeadLetter {
                     partition: m.partition(),
                     offset: m.offset(),

@@ -366,24 +366,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts `sluice::pipeline::run` with `config`.
+    /// Starts `sluice::pipeline::run` with `config` (its endpoints on `server.listen`).
     pub fn start(config: Config) -> Self {
-        let metrics = Metrics::new();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let metrics = metrics.clone();
-            let stop = stop.clone();
-            async move {
-                sluice::pipeline::run(config, metrics, stop)
-                    .await
-                    .expect("worker runs");
-            }
-        });
-        Worker {
-            metrics,
-            stop,
-            task,
-        }
+        Self::launch(|metrics, stop| sluice::pipeline::run(config, metrics, stop))
     }
 
     /// Starts the worker with its HTTP endpoints on a free loopback port; returns the
@@ -391,25 +376,24 @@ impl Worker {
     pub async fn start_serving(config: Config) -> (Self, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let worker =
+            Self::launch(|metrics, stop| sluice::pipeline::run_on(listener, config, metrics, stop));
+        (worker, url)
+    }
+
+    fn launch<F>(run: impl FnOnce(Metrics, CancellationToken) -> F) -> Self
+    where
+        F: std::future::Future<Output = Result<(), sluice::pipeline::WorkerError>> + Send + 'static,
+    {
         let metrics = Metrics::new();
         let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let metrics = metrics.clone();
-            let stop = stop.clone();
-            async move {
-                sluice::pipeline::run_on(listener, config, metrics, stop)
-                    .await
-                    .expect("worker runs");
-            }
-        });
-        (
-            Worker {
-                metrics,
-                stop,
-                task,
-            },
-            url,
-        )
+        let running = run(metrics.clone(), stop.clone());
+        let task = tokio::spawn(async move { running.await.expect("worker runs") });
+        Worker {
+            metrics,
+            stop,
+            task,
+        }
     }
 
     /// Sends the shutdown signal without waiting for the drain.
@@ -488,7 +472,7 @@ pub struct Read {
 
 /// Reads `topic` from the beginning until `count` messages arrived (or 30 s passed).
 pub fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
-    use rdkafka::message::{Headers, Message};
+    use rdkafka::message::Message;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
@@ -503,17 +487,7 @@ pub fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                        (h.key.to_string(), v.unwrap_or_default())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = sluice::dlq::header_map(&m);
         out.push(Read {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
