@@ -2,6 +2,7 @@
 //! drift. Label values are bounded: workspace ids come from the configuration and
 //! reasons from fixed codes; never a user id, key or offset.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::{
@@ -35,6 +36,14 @@ pub struct Metrics {
     batch_size: prometheus::Histogram,
     in_flight: IntGauge,
     end_to_end_seconds: prometheus::Histogram,
+    limiter_share: prometheus::GaugeVec,
+    limiter_fallbacks: IntCounter,
+    limiter_fleet_up: IntGauge,
+    scaling_depth: IntGauge,
+    limit_bound: prometheus::Gauge,
+    /// Nanoseconds attempts waited on their workspace's limit, and spent waiting or
+    /// in flight in all: the limit-bound share of lane time.
+    limit_nanos: std::sync::Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl Default for Metrics {
@@ -95,6 +104,14 @@ fn register_build_info(registry: &Registry) {
         .register(Box::new(g.clone()))
         .expect("unique metric");
     g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    let g = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -252,6 +269,41 @@ impl Metrics {
                 r.register(Box::new(h.clone())).expect("unique metric");
                 h
             },
+            limiter_share: gauge_vec(
+                &r,
+                "sluice_limiter_share",
+                "Share of the workspace's limit this pod may use: its share of the partitions \
+                 (partition-share, and redis while Redis is away), 1 on the fleet budget or local.",
+                &["workspace"],
+            ),
+            limiter_fallbacks: counter(
+                &r,
+                "sluice_limiter_fallback_total",
+                "Times the fleet budget (Redis) became unreachable and the limiter fell back \
+                 to partition-share.",
+            ),
+            limiter_fleet_up: gauge(
+                &r,
+                "sluice_limiter_fleet_up",
+                "1 while tokens come from the fleet budget in Redis (limits.mode = redis).",
+            ),
+            scaling_depth: gauge(
+                &r,
+                "sluice_scaling_queue_depth",
+                "The autoscaling signal: sluice_queue_depth times the share of lane time not \
+                 spent waiting on the API's limit — the work another pod could speed up.",
+            ),
+            limit_bound: {
+                let g = prometheus::Gauge::new(
+                    "sluice_limit_bound_ratio",
+                    "Share of lane time (waiting plus in flight) spent waiting on workspace \
+                     limits over the last measurement.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            limit_nanos: Default::default(),
             registry: {
                 register_build_info(&r);
                 r
@@ -320,6 +372,9 @@ impl Metrics {
         self.request_seconds
             .with_label_values(&[workspace])
             .observe(took.as_secs_f64());
+        self.limit_nanos
+            .1
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// An attempt waited this long for the limiter.
@@ -327,6 +382,69 @@ impl Metrics {
         self.limiter_wait_seconds
             .with_label_values(&[workspace])
             .observe(waited.as_secs_f64());
+        let nanos = waited.as_nanos() as u64;
+        self.limit_nanos.0.fetch_add(nanos, Ordering::Relaxed);
+        self.limit_nanos.1.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Seconds attempts have waited on workspace limits, and spent waiting or in
+    /// flight in all, since start.
+    pub fn limit_time(&self) -> (f64, f64) {
+        let (wait, busy) = &*self.limit_nanos;
+        (
+            wait.load(Ordering::Relaxed) as f64 / 1e9,
+            busy.load(Ordering::Relaxed) as f64 / 1e9,
+        )
+    }
+
+    /// The autoscaling signal was computed: `depth` events another pod could help
+    /// with, `bound` the limit-bound share of lane time.
+    pub fn set_scaling(&self, depth: u64, bound: f64) {
+        self.scaling_depth.set(depth as i64);
+        self.limit_bound.set(bound);
+    }
+
+    /// The last computed autoscaling signal.
+    pub fn scaling_depth(&self) -> i64 {
+        self.scaling_depth.get()
+    }
+
+    /// This pod's share of a workspace's limit.
+    pub fn set_share(&self, workspace: &str, share: f64) {
+        self.limiter_share
+            .with_label_values(&[workspace])
+            .set(share);
+    }
+
+    /// The last reported share of a workspace's limit.
+    pub fn share(&self, workspace: &str) -> f64 {
+        self.limiter_share.with_label_values(&[workspace]).get()
+    }
+
+    /// The fleet budget became unreachable: the limiter falls back to partition-share.
+    pub fn limiter_fallback(&self, error: &dyn std::fmt::Display) {
+        tracing::warn!(
+            "fleet rate limit unavailable, falling back to partition-share until Redis \
+             answers: {error}"
+        );
+        self.limiter_fallbacks.inc();
+        self.limiter_fleet_up.set(0);
+    }
+
+    /// The fleet budget answers again.
+    pub fn limiter_fleet_back(&self) {
+        tracing::info!("fleet rate limit (Redis) is back: leaving partition-share");
+        self.limiter_fleet_up.set(1);
+    }
+
+    /// Whether the fleet budget is in use.
+    pub fn set_fleet_up(&self, up: bool) {
+        self.limiter_fleet_up.set(up as i64);
+    }
+
+    /// Times the limiter fell back from the fleet budget.
+    pub fn limiter_fallback_count(&self) -> u64 {
+        self.limiter_fallbacks.get()
     }
 
     /// The API throttled a workspace.

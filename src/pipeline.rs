@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::config::LimitMode;
 use crate::deliver::{CustomerIo, Destination};
 use crate::dlq::DeadLetters;
 use crate::lane::{LaneShared, Router};
-use crate::limit::Limiter;
+use crate::limit::{Fleet, Limiter, Share};
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
 use crate::source::{Assigned, LagMonitor, OffsetTracker, Source, SourceError};
@@ -28,6 +29,9 @@ pub enum WorkerError {
     /// The HTTP client could not be built (TLS set-up).
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The Redis URL of the fleet limit is not usable.
+    #[error("limits.redis_url: {0}")]
+    Redis(#[from] crate::limit::shared::SharedError),
     /// The metrics/health listener could not bind.
     #[error("server: cannot listen on {addr}: {source}")]
     Listen {
@@ -72,9 +76,13 @@ pub async fn run_on(
         server_stop.clone(),
     ));
 
-    let limiter = Arc::new(Limiter::new(
-        config.workspace_rates(),
-        config.limits.max_in_flight_total,
+    let limiter = Arc::new(build_limiter(&config, &metrics)?);
+    let share = limiter.share();
+    let reporter_stop = CancellationToken::new();
+    let reporter = tokio::spawn(report_limits(
+        limiter.clone(),
+        metrics.clone(),
+        reporter_stop.clone(),
     ));
     let destination: Arc<dyn Destination> =
         Arc::new(CustomerIo::new(&config, limiter, metrics.clone())?);
@@ -115,6 +123,7 @@ pub async fn run_on(
         dead_letter_tasks.clone(),
         assigned,
         health.clone(),
+        share,
     )?;
     tracing::info!(
         topics = ?config.kafka.topics, group = %config.kafka.group_id,
@@ -142,8 +151,50 @@ pub async fn run_on(
     tokio::task::block_in_place(|| source.close());
     lag_stop.cancel();
     let _ = lag_task.await;
+    reporter_stop.cancel();
+    let _ = reporter.await;
     server_stop.cancel();
     let _ = server.await;
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// The limiter `limits.mode` asks for: every pod the whole limit (`local`), its share
+/// of the partitions (`partition-share`), or the fleet's budget in Redis with the
+/// share as fallback (`redis`).
+fn build_limiter(config: &Config, metrics: &Metrics) -> Result<Limiter, WorkerError> {
+    let l = &config.limits;
+    let share = match l.mode {
+        LimitMode::Local => Share::fixed(1.0),
+        LimitMode::PartitionShare | LimitMode::Redis => Share::of_partitions(),
+    };
+    let limiter = Limiter::new(config.workspace_rates(), l.max_in_flight_total, l.headroom)
+        .with_share(Arc::new(share));
+    match (&l.mode, &l.redis_url) {
+        (LimitMode::Redis, Some(url)) => {
+            let fleet = Fleet::connect(url, &l.redis_prefix, metrics.clone())?;
+            metrics.set_fleet_up(true);
+            tracing::info!(prefix = %l.redis_prefix, "rate limits shared by the fleet through Redis");
+            Ok(limiter.with_fleet(fleet))
+        }
+        _ => Ok(limiter),
+    }
+}
+
+/// Every second, each workspace's learned rate and this pod's share of it.
+async fn report_limits(limiter: Arc<Limiter>, metrics: Metrics, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let share = limiter.current_share();
+        for ws in limiter.workspaces() {
+            if let Some(rate) = limiter.effective_rate(ws) {
+                metrics.set_effective_rate(ws, rate);
+            }
+            metrics.set_share(ws, share);
+        }
+    }
 }

@@ -286,21 +286,35 @@ pub struct WorkspaceConfig {
     pub api_key: Secret,
 }
 
-/// `[limits]`: defaults and global caps for the rate limiter.
+/// `[limits]`: how each workspace's API limit is kept, and global caps.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
+    /// How pods of one consumer group share each workspace's limit: `partition-share`
+    /// (each pod its share of the partitions; nothing extra to run), `redis` (one
+    /// budget in Redis, exact; partition-share while Redis is away) or `local` (every
+    /// pod the whole limit: only for one pod per workspace).
+    #[serde(default)]
+    pub mode: LimitMode,
+    /// Redis for `mode = "redis"`, e.g. `redis://redis:6379/0` (any Redis-compatible
+    /// server); `rediss://` for TLS.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys (one hash per site id): pods sharing a prefix share
+    /// budgets.
+    #[serde(default = "defaults::redis_prefix")]
+    pub redis_prefix: String,
     /// Requests per second for a workspace entry that sets no `rate_limit_per_s`.
     #[serde(default = "defaults::rate_limit_per_s")]
     pub default_rate_limit_per_s: f64,
-    /// Burst for a workspace entry that sets no `burst`. 2 lets the limiter make up for
-    /// timer lateness; the busiest one-second window is then at most
-    /// `rate × headroom + 1` requests, within the limit from about 50/s up. Below that,
-    /// use 1.
+    /// Burst for a workspace entry that sets no `burst`: requests that may go back to
+    /// back after a quiet spell. Any burst keeps every one-second window within the
+    /// limit (the limiter also logs the last window's sends).
     #[serde(default = "defaults::burst")]
     pub default_burst: u32,
-    /// Share of each limit actually used (0 < headroom ≤ 1), so network jitter never
-    /// pushes a one-second window over the API's limit.
+    /// Share of each limit actually used (0 < headroom ≤ 1): the limiter counts its
+    /// window as 1 s ÷ headroom, so jitter between our clock and the API's never puts
+    /// one request too many in the API's window (0.995: 5 ms a second).
     #[serde(default = "defaults::headroom")]
     pub headroom: f64,
     /// Requests in flight over all workspaces at once.
@@ -311,12 +325,28 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
+            mode: LimitMode::default(),
+            redis_url: None,
+            redis_prefix: defaults::redis_prefix(),
             default_rate_limit_per_s: defaults::rate_limit_per_s(),
             default_burst: defaults::burst(),
             headroom: defaults::headroom(),
             max_in_flight_total: defaults::max_in_flight_total(),
         }
     }
+}
+
+/// How a fleet of pods shares one workspace's limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitMode {
+    /// Each pod paces at its share of the source partitions.
+    #[default]
+    PartitionShare,
+    /// One budget per workspace in Redis; partition-share while Redis is away.
+    Redis,
+    /// Each pod paces at the whole limit (one pod per workspace).
+    Local,
 }
 
 /// `[retry]`: exponential backoff with full jitter between attempts.
@@ -444,7 +474,10 @@ mod defaults {
         2
     }
     pub(super) fn headroom() -> f64 {
-        0.98
+        0.995
+    }
+    pub(super) fn redis_prefix() -> String {
+        "sluice:limit".into()
     }
     pub(super) fn max_in_flight_total() -> usize {
         256
@@ -580,20 +613,19 @@ impl Config {
         self.workspaces.iter().find(|w| w.id == id)
     }
 
-    /// The limiter's rate for each workspace (headroom applied) and its burst.
-    pub fn workspace_rates(&self) -> Vec<(String, crate::limit::local::Rate)> {
+    /// Each workspace's limit as the limiter takes it: its site, rate and burst.
+    pub fn workspace_rates(&self) -> Vec<(String, crate::limit::Rate)> {
         self.workspaces
             .iter()
             .map(|w| {
-                let per_second = w
-                    .rate_limit_per_s
-                    .unwrap_or(self.limits.default_rate_limit_per_s)
-                    * self.limits.headroom;
-                let burst = w.burst.unwrap_or(self.limits.default_burst);
-                (
-                    w.id.clone(),
-                    crate::limit::local::Rate { per_second, burst },
-                )
+                let rate = crate::limit::Rate {
+                    site: w.site_id.clone(),
+                    per_second: w
+                        .rate_limit_per_s
+                        .unwrap_or(self.limits.default_rate_limit_per_s),
+                    burst: w.burst.unwrap_or(self.limits.default_burst),
+                };
+                (w.id.clone(), rate)
             })
             .collect()
     }

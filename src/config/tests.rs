@@ -104,3 +104,31 @@ fn masked_output_hides_credentials() {
     assert!(shown.contains("sasl.password"));
     assert!(!format!("{c:?}").contains("topsecret"));
 }
+
+#[test]
+fn the_limit_is_shared_by_partitions_unless_told_otherwise() {
+    let c = Config::from_toml(MINIMAL, "t", env(&[("ACME_KEY", "k")])).unwrap();
+    assert_eq!(c.limits.mode, LimitMode::PartitionShare);
+    let redis = format!("{MINIMAL}\n[limits]\nmode = \"redis\"\n");
+    let err = Config::from_toml(&redis, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
+    assert!(err.to_string().contains("limits.redis_url"), "{err}");
+    let bad = format!("{MINIMAL}\n[limits]\nmode = \"redis\"\nredis_url = \"http://x\"\n");
+    let err = Config::from_toml(&bad, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
+    assert!(err.to_string().contains("redis://"), "{err}");
+    let ok = format!("{MINIMAL}\n[limits]\nmode = \"redis\"\nredis_url = \"redis://r:6379/0\"\n");
+    let c = Config::from_toml(&ok, "t", env(&[("ACME_KEY", "k")])).unwrap();
+    assert_eq!(c.limits.mode, LimitMode::Redis);
+}
+
+#[test]
+fn one_site_listed_twice_is_refused() {
+    let text = format!(
+        "{MINIMAL}\n[[workspaces]]\nid = \"acme-eu\"\nsite_id = \"site-1\"\napi_key_env = \"ACME_KEY\"\n"
+    );
+    let err = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("workspaces[1].site_id") && msg.contains("acme"),
+        "{msg}"
+    );
+}

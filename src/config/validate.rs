@@ -96,6 +96,25 @@ impl Config {
             return Err(ConfigError::key("limits.headroom", "must be in (0, 1]"));
         }
         positive("limits.max_in_flight_total", l.max_in_flight_total as u64)?;
+        match (&l.mode, &l.redis_url) {
+            (super::LimitMode::Redis, None) => {
+                return Err(ConfigError::key(
+                    "limits.redis_url",
+                    "is required with limits.mode = \"redis\"",
+                ))
+            }
+            (_, Some(url)) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| ConfigError::key("limits.redis_url", e.to_string()))?;
+                if !matches!(parsed.scheme(), "redis" | "rediss" | "unix" | "redis+unix") {
+                    return Err(ConfigError::key(
+                        "limits.redis_url",
+                        "must be a redis://, rediss:// or unix:// URL",
+                    ));
+                }
+            }
+            _ => {}
+        }
         let r = &self.retry;
         positive("retry.max_attempts", r.max_attempts.into())?;
         positive("retry.initial_backoff_ms", r.initial_backoff_ms)?;
@@ -113,6 +132,7 @@ impl Config {
             ));
         }
         let mut seen = std::collections::HashSet::new();
+        let mut sites = std::collections::HashMap::new();
         for (i, ws) in self.workspaces.iter_mut().enumerate() {
             if ws.id.trim().is_empty() {
                 return Err(ConfigError::key(
@@ -130,6 +150,16 @@ impl Config {
                 return Err(ConfigError::key(
                     format!("workspaces[{i}].site_id"),
                     "must not be empty",
+                ));
+            }
+            if let Some(first) = sites.insert(ws.site_id.clone(), ws.id.clone()) {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].site_id"),
+                    format!(
+                        "`{}` is also the site of workspace `{first}`: one API workspace has one \
+                         limit, so list it once",
+                        ws.site_id
+                    ),
                 ));
             }
             if ws

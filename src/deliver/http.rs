@@ -154,7 +154,7 @@ impl Sender {
                             let asked =
                                 retry_after(&headers, SystemTime::now()).map(|d| d.min(max));
                             if is_throttle(status, asked) {
-                                self.limiter.throttled(workspace, asked);
+                                self.limiter.throttled(workspace, asked, sent).await;
                                 self.metrics.throttled(workspace, asked);
                                 self.report_rate(workspace);
                             }

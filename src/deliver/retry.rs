@@ -50,7 +50,8 @@ pub fn is_throttle(status: StatusCode, retry_after: Option<Duration>) -> bool {
 }
 
 /// How long the API asked us to wait: `Retry-After` (delta-seconds or HTTP-date), else
-/// `X-RateLimit-Reset` (seconds to wait, or a unix time when it is that large).
+/// `X-RateLimit-Reset` (seconds to wait; a unix time in seconds, or in milliseconds,
+/// when it is that large).
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = |name: &str| {
         headers
@@ -70,9 +71,11 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     if !reset.is_finite() || reset < 0.0 {
         return None;
     }
-    // Unix times are > 10^9; smaller values are seconds to wait.
+    // Unix times in seconds are > 10^9 (until 2286), in milliseconds > 10^12 (since
+    // 2001); smaller values are seconds to wait.
     if reset > 1e9 {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(reset);
+        let seconds = if reset > 1e11 { reset / 1000.0 } else { reset };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds);
         return Some(at.duration_since(now).unwrap_or_default());
     }
     Some(Duration::from_secs_f64(reset))
@@ -178,6 +181,12 @@ mod tests {
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3)));
         h.insert("x-ratelimit-reset", HeaderValue::from_static("1700000007"));
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        // The same instant in milliseconds is 7 s away, not 300 years.
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_static("1700000007500"),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(7500)));
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 

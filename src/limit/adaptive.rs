@@ -1,85 +1,130 @@
-//! Additive-increase, multiplicative-decrease of a workspace's effective rate, and the
-//! pause a 429 asks for. Pure state: callers pass the time in.
+//! Learning a workspace's real limit from the API's 429s, and the pause a 429 asks for.
+//! Pure state: callers pass the time in, as a [`Duration`] since an epoch they choose
+//! (the limiter's start for one pod, Redis' clock when the fleet shares the state).
+//!
+//! A 429 is a measurement, not just a signal: the requests the API accepted over the
+//! last second are what it allows. So one congestion event sets the rate just below
+//! that (never cutting by more than half or less than [`MIN_CUT`]), holds it, then
+//! probes upward slowly ([`PROBE_PER_S`] a second). Meeting the same ceiling again
+//! doubles the hold (up to [`MAX_HOLD`]), so a steady real limit costs fewer and fewer
+//! 429s; once the rate passes the last ceiling without a 429 it grows faster again.
+//! Several 429s for requests sent before the cut are one congestion event: they pause,
+//! but cut once.
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-/// Fraction of the rate kept after a throttling answer.
-pub const DECREASE_FACTOR: f64 = 0.5;
-/// Share of the configured rate won back per successful request.
-pub const INCREASE_SHARE: f64 = 0.02;
+/// Share of the measured ceiling the rate is set to after a 429.
+pub const BELOW_CEILING: f64 = 0.95;
+/// The smallest cut of one congestion event (the rate keeps at most 95%).
+pub const MIN_CUT: f64 = 0.95;
+/// The largest cut of one congestion event (the rate keeps at least half).
+pub const MAX_CUT: f64 = 0.5;
 /// The effective rate never drops below this share of the configured rate.
 pub const FLOOR_SHARE: f64 = 0.05;
+/// How long a newly learned rate is held before probing, the first time.
+pub const FIRST_HOLD: Duration = Duration::from_secs(5);
+/// The longest hold, reached when the same ceiling is met again and again.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
+/// Growth per second while probing near the last ceiling.
+pub const PROBE_PER_S: f64 = 0.01;
+/// Growth per second once well past the last ceiling (the limit was raised).
+pub const RECOVER_PER_S: f64 = 0.10;
 /// Pause after a 429 that names no `Retry-After`.
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
-/// One workspace's adaptive state.
-#[derive(Debug, Clone)]
-pub struct Aimd {
-    configured: f64,
-    effective: f64,
-    paused_until: Option<Instant>,
-    /// When the next request may start under the lowered rate (pacing slot).
-    next_slot: Option<Instant>,
+/// What one workspace has learned about its limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Learned {
+    /// The configured limit, requests per second: never exceeded.
+    pub configured: f64,
+    /// The rate set by the last cut.
+    pub base: f64,
+    /// When the last cut happened; `None` while nothing has been learned.
+    pub cut_at: Option<Duration>,
+    /// How long `base` holds before probing.
+    pub hold: Duration,
+    /// The accepted rate measured at the last cut.
+    pub ceiling: f64,
+    /// Until when a 429 asked the workspace to stay away.
+    pub paused_until: Option<Duration>,
 }
 
-impl Aimd {
-    /// Starts at the configured rate (requests per second).
+impl Learned {
+    /// Nothing learned yet: the configured rate.
     pub fn new(configured: f64) -> Self {
-        Aimd {
+        Learned {
             configured,
-            effective: configured,
+            base: configured,
+            cut_at: None,
+            hold: FIRST_HOLD,
+            ceiling: configured,
             paused_until: None,
-            next_slot: None,
         }
     }
 
-    /// The current effective rate, requests per second.
-    pub fn effective(&self) -> f64 {
-        self.effective
+    /// The workspace's whole (fleet-wide) rate at `now`, requests per second.
+    pub fn rate(&self, now: Duration) -> f64 {
+        let Some(cut_at) = self.cut_at else {
+            return self.configured;
+        };
+        let probing = now.saturating_sub(cut_at + self.hold).as_secs_f64();
+        if probing <= 0.0 {
+            return self.base;
+        }
+        // Slow near the ceiling, faster once past it by 5% without a 429.
+        let near = (self.ceiling * 1.05).max(self.base);
+        let to_near = (near / self.base).ln() / (1.0 + PROBE_PER_S).ln();
+        let rate = if probing <= to_near {
+            self.base * (1.0 + PROBE_PER_S).powf(probing)
+        } else {
+            near * (1.0 + RECOVER_PER_S).powf(probing - to_near)
+        };
+        rate.min(self.configured)
     }
 
-    /// Whether the effective rate is below the configured one.
-    pub fn is_lowered(&self) -> bool {
-        self.effective < self.configured
+    /// Whether a 429's pause still holds at `now`; when it ends if so.
+    pub fn paused(&self, now: Duration) -> Option<Duration> {
+        self.paused_until.filter(|p| *p > now)
     }
 
-    /// Whether a 429's pause still holds at `now`.
-    pub fn is_paused(&self, now: Instant) -> bool {
-        self.paused_until.is_some_and(|p| p > now)
-    }
-
-    /// The API said "too many requests": pause until `retry_after` from `now` (or a
-    /// default) and halve the rate.
-    pub fn on_throttle(&mut self, now: Instant, retry_after: Option<Duration>) {
+    /// The API throttled a request sent at `sent_at`, answering at `now`; it had
+    /// accepted `accepted_per_s` requests per second of this workspace (fleet-wide)
+    /// over the last second. Pauses until `retry_after`, and cuts the rate once per
+    /// congestion event. Returns whether the rate was cut.
+    pub fn throttled(
+        &mut self,
+        now: Duration,
+        sent_at: Duration,
+        retry_after: Option<Duration>,
+        accepted_per_s: f64,
+    ) -> bool {
         let until = now + retry_after.unwrap_or(DEFAULT_PAUSE);
         self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
-        self.effective = (self.effective * DECREASE_FACTOR).max(self.configured * FLOOR_SHARE);
-        self.next_slot = None;
-    }
-
-    /// A request succeeded: win back a little rate, never above the configured one.
-    pub fn on_success(&mut self) {
-        self.effective = (self.effective + self.configured * INCREASE_SHARE).min(self.configured);
-    }
-
-    /// Reserves the moment the next request may start: after any pause, and — while the
-    /// rate is lowered — one lowered interval after the previous reservation. Returns
-    /// `None` when nothing holds the request back beyond the token bucket.
-    pub fn reserve(&mut self, now: Instant) -> Option<Instant> {
-        let paused = self.paused_until.filter(|p| *p > now);
-        if paused.is_none() {
-            self.paused_until = None;
+        if self.cut_at.is_some_and(|cut| sent_at < cut) {
+            return false;
         }
-        if !self.is_lowered() {
-            self.next_slot = None;
-            return paused;
-        }
-        let earliest = paused.unwrap_or(now);
-        let slot = self.next_slot.map_or(earliest, |s| s.max(earliest));
-        self.next_slot = Some(slot + Duration::from_secs_f64(1.0 / self.effective));
-        Some(slot)
+        let current = self.rate(now);
+        let measured = accepted_per_s * BELOW_CEILING;
+        let rate = measured
+            .max(current * MAX_CUT)
+            .min(current * MIN_CUT)
+            .max(self.configured * FLOOR_SHARE);
+        let ceiling = if accepted_per_s > 0.0 {
+            accepted_per_s
+        } else {
+            rate
+        };
+        let same_ceiling =
+            self.cut_at.is_some() && (ceiling - self.ceiling).abs() <= 0.1 * self.ceiling;
+        self.hold = if same_ceiling {
+            (self.hold * 2).min(MAX_HOLD)
+        } else {
+            FIRST_HOLD
+        };
+        self.ceiling = ceiling;
+        self.base = rate;
+        self.cut_at = Some(now);
+        true
     }
 }
 
@@ -87,35 +132,55 @@ impl Aimd {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn throttling_pauses_halves_and_success_recovers_additively() {
-        let now = Instant::now();
-        let mut a = Aimd::new(100.0);
-        assert_eq!(a.reserve(now), None);
+    const S: Duration = Duration::from_secs(1);
 
-        a.on_throttle(now, Some(Duration::from_secs(2)));
-        assert_eq!(a.effective(), 50.0);
-        // The first request waits out the pause; the next is spaced at the lowered rate.
-        assert_eq!(a.reserve(now), Some(now + Duration::from_secs(2)));
-        assert_eq!(a.reserve(now), Some(now + Duration::from_millis(2020)));
+    #[test]
+    fn a_429_sets_the_rate_below_what_was_accepted_and_holds_it() {
+        let mut l = Learned::new(100.0);
+        assert_eq!(l.rate(S), 100.0);
+        // Sent at 100/s, the API accepted 50 in the last second.
+        assert!(l.throttled(S, S, Some(S), 50.0));
+        assert_eq!(l.rate(S), 50.0, "never more than halved at once");
+        assert_eq!(l.paused(S), Some(2 * S));
+        assert_eq!(l.paused(2 * S), None);
+        // Held, then probed up by 1% a second.
+        assert_eq!(l.rate(S + FIRST_HOLD), 50.0);
+        let probed = l.rate(S + FIRST_HOLD + 2 * S);
+        assert!((probed - 50.0 * 1.01f64.powi(2)).abs() < 1e-9, "{probed}");
+        // At the same ceiling again: just below it, and held twice as long.
+        let t = 10 * S;
+        assert!(l.throttled(t, t, Some(S), 50.0));
+        assert!((l.rate(t) - 47.5).abs() < 1e-9, "{}", l.rate(t));
+        assert_eq!(l.hold, 2 * FIRST_HOLD);
+        assert_eq!(l.rate(t + 2 * FIRST_HOLD), l.rate(t));
+    }
 
-        a.on_throttle(now, None);
-        assert_eq!(a.effective(), 25.0);
-        for _ in 0..10 {
-            a.on_throttle(now, None);
+    #[test]
+    fn concurrent_429s_are_one_congestion_event() {
+        let mut l = Learned::new(100.0);
+        let t = 3 * S;
+        assert!(l.throttled(t, t - S / 10, None, 50.0));
+        // Three more answers for requests sent before the cut: paused, not cut again.
+        for i in 1..=3 {
+            assert!(!l.throttled(t + S / 100 * i, t - S / 20, Some(2 * S), 50.0));
         }
-        assert_eq!(a.effective(), 5.0, "never below the floor");
+        assert_eq!(l.rate(t), 50.0);
+        assert_eq!(l.paused(t + S), Some(t + S / 100 * 3 + 2 * S));
+        // A request sent after the cut that is refused is a new event.
+        assert!(l.throttled(t + 2 * S, t + S, None, 50.0));
+        assert!(l.rate(t + 2 * S) < 50.0);
+    }
 
-        for _ in 0..20 {
-            a.on_success();
+    #[test]
+    fn the_rate_stays_between_the_floor_and_the_configured_limit() {
+        let mut l = Learned::new(100.0);
+        for i in 0..40 {
+            let t = S * i;
+            l.throttled(t, t, None, 0.0);
         }
-        assert!((a.effective() - 45.0).abs() < 1e-9, "{}", a.effective());
-        for _ in 0..100 {
-            a.on_success();
-        }
-        assert_eq!(a.effective(), 100.0, "never above the configured rate");
-        assert!(!a.is_lowered());
-        let later = now + Duration::from_secs(10);
-        assert_eq!(a.reserve(later), None);
+        assert_eq!(l.rate(40 * S), 5.0, "never below 5% of the configured rate");
+        // Past the old ceiling it recovers quickly, and never above the configured rate.
+        let much_later = 40 * S + MAX_HOLD + 120 * S;
+        assert_eq!(l.rate(much_later), 100.0);
     }
 }

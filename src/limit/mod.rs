@@ -1,12 +1,24 @@
-//! Rate limits: every HTTP attempt, retries included, first takes a token from its
-//! workspace's bucket, then a slot under the global in-flight cap.
+//! Rate limits: every HTTP attempt, retries included, takes a slot under the global
+//! in-flight cap and then a token from its workspace's one budget — the budget of the
+//! API workspace, shared by the whole fleet of pods.
 //!
-//! - [`local`]: the token bucket (governor's GCRA) per workspace, on tokio's clock so
-//!   tests can pause time.
-//! - [`adaptive`]: what a 429 does — pause the workspace until `Retry-After` and lower its
-//!   effective rate multiplicatively; successes raise it back additively.
+//! - [`pacer`]: when the next request may go — GCRA against the ideal timeline, so
+//!   timer lateness is won back, and a log of the last window's sends, so a strict
+//!   sliding-window limiter never sees one too many.
+//! - [`adaptive`]: what a 429 teaches — pause until `Retry-After`, set the rate just
+//!   below what the API accepted, hold, probe upward slowly.
+//! - [`share`]: `partition-share` — this pod's part of each limit is its share of the
+//!   partitions, shrunk before a partition leaves and grown after one arrives.
+//! - [`shared`]: `redis` — one GCRA per workspace in Redis, handed out in short leases;
+//!   falls back to partition-share while Redis is away.
+//! - [`limiter`]: the one type the delivery code calls, combining them.
 
 pub mod adaptive;
-pub mod local;
+pub mod limiter;
+pub mod pacer;
+pub mod share;
+pub mod shared;
 
-pub use local::{Limiter, Permit};
+pub use limiter::{Limiter, Permit, Rate};
+pub use share::Share;
+pub use shared::Fleet;

@@ -5,9 +5,9 @@
 //! Offsets are never stored automatically: a commit names explicit offsets taken from
 //! the [`OffsetTracker`], so nothing past an undelivered event is ever committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
@@ -24,6 +24,7 @@ use crate::deliver::Failure;
 use crate::dlq::{headers, Letter};
 use crate::event::{Decoder, InvalidEvent};
 use crate::lane::{Envelope, LaneShared, Router};
+use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::server::Health;
 use tokio_util::task::TaskTracker;
@@ -31,6 +32,8 @@ use tokio_util::task::TaskTracker;
 /// How often the loop wakes while nothing arrives, so a paused consumer still polls
 /// (librdkafka evicts a member that stops polling for `max.poll.interval.ms`).
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How long reading a topic's partition count may take in a rebalance.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The consumer could not be built or could not commit.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,12 @@ struct SourceContext {
     paused: AtomicBool,
     /// Set once the worker is shutting down: revocations no longer wait.
     closing: AtomicBool,
+    /// This pod's share of every workspace's limit, kept by these hooks.
+    share: Arc<Share>,
+    /// Partitions of each source topic, as last read from the brokers.
+    partition_counts: Mutex<HashMap<String, usize>>,
+    /// The source topics.
+    topics: Vec<String>,
 }
 
 impl ClientContext for SourceContext {}
@@ -76,13 +85,19 @@ impl ConsumerContext for SourceContext {
                 for tp in &revoked {
                     assigned.remove(tp);
                 }
+                // Shrunk before the partitions are handed over.
+                let total = self.total_partitions(consumer, &assigned, false);
+                self.share.revoked(assigned.len(), total);
             }
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalance("assign", tpl.count());
-                self.assigned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(partitions(tpl));
+                let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+                assigned.extend(partitions(tpl));
+                // Grown a window after they arrive.
+                let total = self.total_partitions(consumer, &assigned, true);
+                self.share
+                    .assigned(assigned.len(), total, tokio::time::Instant::now());
+                drop(assigned);
                 self.health.joined();
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
@@ -101,6 +116,43 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Partitions of all source topics: read from the brokers when `refresh` (an
+    /// assignment), else as last read. Never less than what the assignment shows.
+    fn total_partitions(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &BTreeSet<TopicPartition>,
+        refresh: bool,
+    ) -> usize {
+        let mut counts = self
+            .partition_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if refresh {
+            for topic in &self.topics {
+                match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+                    Ok(metadata) => {
+                        if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
+                            if !t.partitions().is_empty() {
+                                counts.insert(topic.clone(), t.partitions().len());
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(topic, "partition count unknown: {e}"),
+                }
+            }
+        }
+        for tp in assigned {
+            let seen = tp.partition.max(0) as usize + 1;
+            let count = counts.entry(tp.topic.to_string()).or_insert(seen);
+            *count = (*count).max(seen);
+        }
+        self.topics
+            .iter()
+            .map(|t| counts.get(t).copied().unwrap_or(0))
+            .sum()
+    }
+
     /// Gives in-flight work of revoked partitions a short deadline to finish.
     fn wait_for(&self, revoked: &[TopicPartition]) {
         let wait = || {
@@ -174,6 +226,7 @@ impl Source {
         dead_letter_tasks: TaskTracker,
         assigned: Assigned,
         health: Health,
+        share: Arc<Share>,
     ) -> Result<Self, SourceError> {
         let tracker = shared.tracker.clone();
         let metrics = shared.metrics.clone();
@@ -202,6 +255,9 @@ impl Source {
             revoke_deadline: Duration::from_millis(k.revoke_deadline_ms),
             paused: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            share,
+            partition_counts: Mutex::new(HashMap::new()),
+            topics: k.topics.clone(),
         };
         let consumer: StreamConsumer<SourceContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();

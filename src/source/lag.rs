@@ -38,6 +38,9 @@ pub struct LagMonitor {
     interval: Duration,
     /// Partitions reported last time, to drop the gauges of revoked ones.
     reported: BTreeSet<TopicPartition>,
+    /// Limit-bound and total lane seconds at the last measurement, and the share then.
+    limit_time: (f64, f64),
+    bound: f64,
 }
 
 impl std::fmt::Debug for LagMonitor {
@@ -73,6 +76,8 @@ impl LagMonitor {
             health,
             interval: Duration::from_millis(k.lag_refresh_ms),
             reported: BTreeSet::new(),
+            limit_time: (0.0, 0.0),
+            bound: 0.0,
         })
     }
 
@@ -151,6 +156,22 @@ impl LagMonitor {
             .collect();
         self.metrics.set_queue_depth(depth, &shown, &gone);
         self.reported = current;
+        self.set_scaling_signal(depth);
         Ok(())
+    }
+
+    /// `sluice_scaling_queue_depth`: the queue depth times the share of lane time since
+    /// the last measurement that was *not* spent waiting on workspace limits. A backlog
+    /// that only the API's limit holds back is not a reason to add pods: they would
+    /// share the same limit.
+    fn set_scaling_signal(&mut self, depth: u64) {
+        let (wait, busy) = self.metrics.limit_time();
+        let (d_wait, d_busy) = (wait - self.limit_time.0, busy - self.limit_time.1);
+        self.limit_time = (wait, busy);
+        if d_busy > 0.0 {
+            self.bound = (d_wait / d_busy).clamp(0.0, 1.0);
+        }
+        let scalable = (depth as f64 * (1.0 - self.bound)).round() as u64;
+        self.metrics.set_scaling(scalable, self.bound);
     }
 }

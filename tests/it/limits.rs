@@ -77,7 +77,7 @@ async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_429s_pauses_only_that_workspace_and_the_rate_recovers() {
+async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
     let broker = Broker::mock();
     let api = Api::start().await;
     let topic = unique("events");
@@ -131,8 +131,11 @@ async fn a_burst_of_429s_pauses_only_that_workspace_and_the_rate_recovers() {
     assert!(last_429 >= first_429);
     assert!(calm.iter().all(|(_, s)| *s == 0), "calm was never refused");
     assert!(metrics.throttled_count("hot") >= 3);
-    // Halved per 429, then won back 2% per success: back at the configured 50/s.
-    assert_eq!(metrics.effective_rate("hot"), 50.0);
+    // The 429s taught hot a lower rate (it probes back up after a hold, see
+    // limit::adaptive); calm keeps its configured 50/s.
+    let hot_rate = metrics.effective_rate("hot");
+    assert!((2.5..50.0).contains(&hot_rate), "{hot_rate}");
+    assert_eq!(metrics.effective_rate("calm"), 50.0);
     assert_eq!(api.count(), 400);
 }
 

@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod delivery;
+mod fleet;
 mod limits;
 mod mock_api;
 mod operations;

@@ -9,56 +9,9 @@ use serde_json::json;
 
 use crate::common::api::Api;
 use crate::common::{
-    committed, produce, produced_ends, read_topic, track, tracks, unique, wait_committed_to_end,
-    wait_until, Broker, Record, Setup, Worker, API_KEY, API_KEY_ENV,
+    committed, produce, produced_ends, read_topic, scrape, track, tracks, unique,
+    wait_committed_to_end, wait_until, Broker, Record, Setup, Worker, API_KEY, API_KEY_ENV,
 };
-
-/// Parses the Prometheus text format strictly: `# HELP`/`# TYPE` comments and
-/// `name{labels} value` samples; anything else fails the test.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(comment) = line.strip_prefix("# ") {
-            assert!(
-                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
-                "bad comment: {line}"
-            );
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("bad sample: {line}"));
-        let name_end = series.find('{').unwrap_or(series.len());
-        let name = &series[..name_end];
-        assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name in {line}"
-        );
-        if name_end < series.len() {
-            assert!(series.ends_with('}'), "unclosed labels in {line}");
-        }
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-        };
-        out.insert(series.to_string(), value);
-    }
-    out
-}
-
-async fn scrape(url: &str) -> BTreeMap<String, f64> {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    parse_metrics(&text)
-}
 
 /// Sum of every sample of `name` whose labels contain all of `labels`.
 fn total(metrics: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {

@@ -1,0 +1,556 @@
+//! The limiter the delivery code calls: per workspace, the pause a 429 asked for, then
+//! a global in-flight slot, then a token — from the fleet's Redis budget when that is
+//! configured and reachable, else from this pod's pacer at its share of the limit.
+//!
+//! The slot is taken *before* the token and the request goes as soon as it has the
+//! token, so a token is never held while other requests wait for slots: tokens cannot
+//! pile up behind a saturated in-flight cap and go out together on top of a refilled
+//! bucket. Waiting out a pause, and for the pacer to be ready, happens before the slot
+//! is taken, so a throttled workspace holds no slot another one could use.
+//!
+//! Everything runs on tokio's clock, so a paused test clock drives it exactly.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::adaptive::Learned;
+use super::pacer::{Pace, Pacer};
+use super::share::Share;
+use super::shared::{Fleet, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
+
+/// How often a workspace whose share is zero looks again.
+const ZERO_SHARE_RECHECK: Duration = Duration::from_millis(100);
+
+/// One workspace's configured limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rate {
+    /// The API workspace this limit belongs to (the fleet budget's key).
+    pub site: String,
+    /// Requests per second the API allows.
+    pub per_second: f64,
+    /// Requests that may go back to back after a quiet spell.
+    pub burst: u32,
+}
+
+/// Held for the duration of one HTTP attempt: a slot under the global in-flight cap.
+#[derive(Debug)]
+pub struct Permit {
+    _slot: OwnedSemaphorePermit,
+}
+
+#[derive(Debug)]
+struct State {
+    pacer: Pacer,
+    learned: Learned,
+    /// Answers accepted over the last second (pod-local).
+    accepted: VecDeque<Instant>,
+    /// Accepted requests not yet reported to the fleet budget.
+    unreported: u64,
+    /// The fleet's accepted rate as of the last lease.
+    fleet_accepted: f64,
+    /// The fleet's last cut as this pod saw it (the compare-and-set token).
+    fleet_cut: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Workspace {
+    rate: Rate,
+    state: Mutex<State>,
+    /// Fleet slots leased and not yet used, in order.
+    leased: tokio::sync::Mutex<VecDeque<Instant>>,
+}
+
+/// The limits of every workspace.
+#[derive(Debug)]
+pub struct Limiter {
+    workspaces: HashMap<String, Workspace>,
+    in_flight: Arc<Semaphore>,
+    share: Arc<Share>,
+    headroom: f64,
+    fleet: Option<Arc<Fleet>>,
+    origin: Instant,
+}
+
+/// What a workspace waits for before it may take a slot.
+enum Wait {
+    /// Nothing: go.
+    Ready,
+    /// Until then (a pause, or the pacer's next slot).
+    Until(Instant),
+}
+
+impl Limiter {
+    /// Limits for `workspaces` (id and limit), a global in-flight cap and the share of
+    /// each limit used (`headroom`). Every pod has the whole limit until
+    /// [`with_share`](Self::with_share) or [`with_fleet`](Self::with_fleet) says
+    /// otherwise.
+    pub fn new(
+        workspaces: impl IntoIterator<Item = (String, Rate)>,
+        max_in_flight: usize,
+        headroom: f64,
+    ) -> Self {
+        let workspaces = workspaces
+            .into_iter()
+            .map(|(id, rate)| {
+                let state = State {
+                    pacer: Pacer::new(),
+                    learned: Learned::new(rate.per_second),
+                    accepted: VecDeque::new(),
+                    unreported: 0,
+                    fleet_accepted: 0.0,
+                    fleet_cut: None,
+                };
+                let ws = Workspace {
+                    rate,
+                    state: Mutex::new(state),
+                    leased: tokio::sync::Mutex::new(VecDeque::new()),
+                };
+                (id, ws)
+            })
+            .collect();
+        Limiter {
+            workspaces,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            share: Arc::new(Share::fixed(1.0)),
+            headroom,
+            fleet: None,
+            origin: Instant::now(),
+        }
+    }
+
+    /// Paces each workspace at `share` of its limit (partition-share).
+    pub fn with_share(mut self, share: Arc<Share>) -> Self {
+        self.share = share;
+        self
+    }
+
+    /// Takes tokens from the fleet's budget in Redis while it answers; the share is the
+    /// fallback.
+    pub fn with_fleet(mut self, fleet: Arc<Fleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The share the pacer uses (what the consumer's rebalance hooks update).
+    pub fn share(&self) -> Arc<Share> {
+        self.share.clone()
+    }
+
+    /// Waits until `workspace` may send one request: past any 429 pause, with a global
+    /// slot, then a token. Returns how long it waited on the workspace's limit (pause
+    /// and token, not the slot) and the permit to hold while the request runs.
+    pub async fn acquire(&self, workspace: &str) -> (Duration, Permit) {
+        let Some(ws) = self.workspaces.get(workspace) else {
+            return (Duration::ZERO, self.slot().await);
+        };
+        let mut waited = Duration::ZERO;
+        loop {
+            // Before the slot: pauses and the pacer's next slot.
+            let before = Instant::now();
+            while let Wait::Until(at) = self.wait_before_slot(ws, Instant::now()) {
+                tokio::time::sleep_until(at).await;
+            }
+            waited += before.elapsed();
+            let permit = self.slot().await;
+            let token = Instant::now();
+            let fleet = self.fleet.as_ref().filter(|f| f.is_up());
+            let taken = match fleet {
+                // Just back: pods still on partition-share may be sending, so this one
+                // keeps within its share too until they cannot be.
+                Some(fleet) if fleet.returning(Instant::now()) => {
+                    self.take_local(ws).await && self.take_from_fleet(ws, fleet).await
+                }
+                Some(fleet) => self.take_from_fleet(ws, fleet).await,
+                None => self.take_local(ws).await,
+            };
+            waited += token.elapsed();
+            if taken {
+                return (waited, permit);
+            }
+            // A 429 arrived meanwhile, or the fleet budget went away: start again.
+        }
+    }
+
+    async fn slot(&self) -> Permit {
+        let slot = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        Permit { _slot: slot }
+    }
+
+    fn wait_before_slot(&self, ws: &Workspace, now: Instant) -> Wait {
+        let st = lock(&ws.state);
+        let since = now - self.origin;
+        if let Some(until) = st.learned.paused(since) {
+            return Wait::Until(self.origin + until);
+        }
+        match &self.fleet {
+            Some(f) if f.is_up() => return Wait::Ready,
+            // Redis just went away: the fleet's last sends must leave the window first.
+            Some(f) => {
+                if let Some(from) = f.fallback_from().filter(|from| *from > now) {
+                    return Wait::Until(from);
+                }
+            }
+            None => {}
+        }
+        match st.pacer.ready_at(self.pace(ws, &st, now), now) {
+            Some(at) if at > now => Wait::Until(at),
+            Some(_) => Wait::Ready,
+            None => Wait::Until(now + ZERO_SHARE_RECHECK),
+        }
+    }
+
+    /// This pod's pace for `ws` at `now`: the learned rate times the share.
+    fn pace(&self, ws: &Workspace, st: &State, now: Instant) -> Pace {
+        Pace {
+            per_second: st.learned.rate(now - self.origin) * self.share.get(now),
+            burst: ws.rate.burst,
+            headroom: self.headroom,
+        }
+    }
+
+    /// A token from this pod's pacer. `false` if a pause began meanwhile.
+    async fn take_local(&self, ws: &Workspace) -> bool {
+        loop {
+            let now = Instant::now();
+            let at = {
+                let mut st = lock(&ws.state);
+                if st.learned.paused(now - self.origin).is_some() {
+                    return false;
+                }
+                let pace = self.pace(ws, &st, now);
+                match st.pacer.try_take(pace, now) {
+                    Ok(()) => return true,
+                    Err(Some(at)) => at,
+                    Err(None) => now + ZERO_SHARE_RECHECK,
+                }
+            };
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// A slot of the fleet's timeline, leased from Redis. `false` if Redis failed (the
+    /// caller falls back) or a pause began.
+    async fn take_from_fleet(&self, ws: &Workspace, fleet: &Fleet) -> bool {
+        loop {
+            let mut leased = ws.leased.lock().await;
+            let now = Instant::now();
+            while leased.front().is_some_and(|s| now > *s + LATE_LIMIT) {
+                leased.pop_front();
+            }
+            if let Some(slot) = leased.pop_front() {
+                drop(leased);
+                tokio::time::sleep_until(slot).await;
+                let now = Instant::now();
+                if now > slot + LATE_LIMIT {
+                    continue; // woke too late for it: dropped, never sent late
+                }
+                let mut st = lock(&ws.state);
+                if st.learned.paused(now - self.origin).is_some() {
+                    return false;
+                }
+                st.pacer.record(now);
+                return true;
+            }
+            let (interval, accepted) = {
+                let mut st = lock(&ws.state);
+                let pace = Pace {
+                    per_second: st.learned.rate(now - self.origin),
+                    burst: 1,
+                    headroom: self.headroom,
+                };
+                (pace.interval(), std::mem::take(&mut st.unreported))
+            };
+            let horizon = (interval * LEASE_SLOTS * 4).min(MAX_HORIZON);
+            match fleet
+                .lease(&ws.rate.site, interval, LEASE_SLOTS, horizon, accepted)
+                .await
+            {
+                Ok(lease) => {
+                    {
+                        let mut st = lock(&ws.state);
+                        st.learned =
+                            fleet.to_local(&lease.learned, ws.rate.per_second, self.origin);
+                        st.fleet_cut = lease.learned.cut_at;
+                        st.fleet_accepted = lease.accepted_per_s;
+                    }
+                    if lease.slots.is_empty() {
+                        drop(leased);
+                        let now = Instant::now();
+                        let at = lease.retry_at.clamp(now, now + Duration::from_secs(1));
+                        tokio::time::sleep_until(at).await;
+                    } else {
+                        leased.extend(lease.slots);
+                    }
+                }
+                Err(_) => {
+                    lock(&ws.state).unreported += accepted;
+                    leased.clear();
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The API throttled a request of `workspace` sent at `sent_at` (429, or 503 with
+    /// `Retry-After`): pause it, and learn from it once per congestion event — fleet-wide
+    /// when the fleet budget is in use.
+    pub async fn throttled(
+        &self,
+        workspace: &str,
+        retry_after: Option<Duration>,
+        sent_at: Instant,
+    ) {
+        let Some(ws) = self.workspaces.get(workspace) else {
+            return;
+        };
+        let now = Instant::now();
+        let fleet = self.fleet.as_ref().filter(|f| f.is_up());
+        let (learned, seen) = {
+            let mut st = lock(&ws.state);
+            prune(&mut st.accepted, now);
+            let accepted = match fleet {
+                Some(_) => st.fleet_accepted + st.unreported as f64,
+                // This pod accepts its share of what the fleet does.
+                None => st.accepted.len() as f64 / self.share.get(now).max(0.05),
+            };
+            st.learned.throttled(
+                now - self.origin,
+                sent_at.saturating_duration_since(self.origin),
+                retry_after,
+                accepted,
+            );
+            (st.learned.clone(), st.fleet_cut)
+        };
+        if let Some(fleet) = fleet {
+            let view = fleet.to_fleet(&learned, self.origin);
+            if let Ok(true) = fleet.cut(&ws.rate.site, seen, &view).await {
+                lock(&ws.state).fleet_cut = view.cut_at;
+            }
+        }
+    }
+
+    /// A request of `workspace` was accepted.
+    pub fn succeeded(&self, workspace: &str) {
+        if let Some(ws) = self.workspaces.get(workspace) {
+            let now = Instant::now();
+            let mut st = lock(&ws.state);
+            prune(&mut st.accepted, now);
+            st.accepted.push_back(now);
+            st.unreported += 1;
+        }
+    }
+
+    /// The workspace's learned rate (fleet-wide), requests per second.
+    pub fn effective_rate(&self, workspace: &str) -> Option<f64> {
+        let ws = self.workspaces.get(workspace)?;
+        let since = Instant::now() - self.origin;
+        Some(lock(&ws.state).learned.rate(since))
+    }
+
+    /// The share of each workspace's limit this pod uses right now: 1 while it takes
+    /// tokens from the fleet's budget (which is exact), else its partition share.
+    pub fn current_share(&self) -> f64 {
+        if self.fleet.as_ref().is_some_and(|f| f.is_up()) {
+            1.0
+        } else {
+            self.share.get(Instant::now())
+        }
+    }
+
+    /// The workspaces' ids.
+    pub fn workspaces(&self) -> impl Iterator<Item = &str> {
+        self.workspaces.keys().map(String::as_str)
+    }
+}
+
+fn prune(accepted: &mut VecDeque<Instant>, now: Instant) {
+    while accepted
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+    {
+        accepted.pop_front();
+    }
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn rate(per_second: f64, burst: u32) -> Rate {
+        Rate {
+            site: "site".into(),
+            per_second,
+            burst,
+        }
+    }
+
+    /// Drives `tasks` concurrent senders for `seconds` of paused time, each holding
+    /// its permit for `hold`; returns the send instants (ms since start).
+    async fn send_times(
+        limiter: Arc<Limiter>,
+        ws: &'static str,
+        tasks: usize,
+        seconds: u64,
+        hold: Duration,
+    ) -> Vec<u64> {
+        let start = Instant::now();
+        let end = start + Duration::from_secs(seconds);
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..tasks {
+            let (limiter, times) = (limiter.clone(), times.clone());
+            set.spawn(async move {
+                loop {
+                    let (_, permit) = limiter.acquire(ws).await;
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    times.lock().unwrap().push((now - start).as_millis() as u64);
+                    tokio::time::sleep(hold).await;
+                    drop(permit);
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let mut t = times.lock().unwrap().clone();
+        t.sort();
+        t
+    }
+
+    fn max_in_any_second(times: &[u64]) -> usize {
+        let mut best = 0;
+        let mut lo = 0;
+        for hi in 0..times.len() {
+            while times[hi] - times[lo] >= 1000 {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
+        for burst in [1, 2] {
+            let limiter = Arc::new(Limiter::new(
+                [("acme".to_string(), rate(100.0, burst))],
+                64,
+                0.995,
+            ));
+            let times = send_times(limiter, "acme", 8, 20, Duration::from_millis(5)).await;
+            assert!(
+                max_in_any_second(&times) <= 100,
+                "{}",
+                max_in_any_second(&times)
+            );
+            assert!(times.len() >= 1980, "used {} of 2000", times.len());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saturated_in_flight_cap_never_releases_a_burst_of_old_tokens() {
+        // Two global slots held 300 ms each; a 100/s workspace with burst 1. Under the
+        // old order (token, then slot) the tokens waited behind the slots and went out
+        // in pairs on top of fresh ones.
+        let limiter = Arc::new(Limiter::new([("acme".to_string(), rate(100.0, 1))], 2, 1.0));
+        let times = send_times(limiter, "acme", 8, 5, Duration::from_millis(300)).await;
+        let mut closest = u64::MAX;
+        for pair in times.windows(2) {
+            closest = closest.min(pair[1] - pair[0]);
+        }
+        assert!(
+            closest >= 9,
+            "two requests {closest} ms apart under a 100/s limit: {times:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_workspace_waits_and_others_do_not() {
+        let limiter = Arc::new(Limiter::new(
+            [
+                ("slow".to_string(), rate(10.0, 1)),
+                ("free".to_string(), rate(10.0, 1)),
+            ],
+            64,
+            1.0,
+        ));
+        let start = Instant::now();
+        limiter
+            .throttled("slow", Some(Duration::from_secs(2)), start)
+            .await;
+        let done = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (limiter, done) = (limiter.clone(), done.clone());
+            tokio::spawn(async move {
+                limiter.acquire("slow").await;
+                done.store(true, Ordering::SeqCst);
+                Instant::now()
+            })
+        };
+        let (waited, _) = limiter.acquire("free").await;
+        assert_eq!(waited, Duration::ZERO, "the other workspace is not held up");
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "no request within Retry-After"
+        );
+        let went = waiter.await.unwrap();
+        assert!(went - start >= Duration::from_secs(2));
+        assert_eq!(
+            limiter.effective_rate("slow"),
+            Some(5.0),
+            "nothing accepted: halved"
+        );
+        assert_eq!(limiter.effective_rate("free"), Some(10.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_global_cap_bounds_requests_in_flight() {
+        let limiter = Limiter::new([("a".to_string(), rate(1000.0, 10))], 2, 1.0);
+        let (_, p1) = limiter.acquire("a").await;
+        let (_, _p2) = limiter.acquire("a").await;
+        let third = tokio::time::timeout(Duration::from_secs(1), limiter.acquire("a")).await;
+        assert!(third.is_err(), "a third request waits for a slot");
+        drop(p1);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), limiter.acquire("a"))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pace_follows_the_partition_share() {
+        let share = Arc::new(Share::of_partitions());
+        let limiter = Arc::new(
+            Limiter::new([("acme".to_string(), rate(100.0, 1))], 64, 1.0).with_share(share.clone()),
+        );
+        share.assigned(3, 8, Instant::now());
+        let times = send_times(limiter.clone(), "acme", 4, 11, Duration::from_millis(1)).await;
+        // Nothing in the first second (the share grows a window after the assignment),
+        // then 3/8 of 100/s: 37 a second.
+        assert!(times.iter().all(|t| *t >= 1000), "{:?}", &times[..3]);
+        assert!(
+            max_in_any_second(&times) <= 37,
+            "{}",
+            max_in_any_second(&times)
+        );
+        assert!(times.len() >= 365, "{}", times.len());
+        assert_eq!(limiter.current_share(), 3.0 / 8.0);
+    }
+}

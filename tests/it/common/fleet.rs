@@ -1,0 +1,187 @@
+//! A fleet as it is deployed: `sluice run` processes (the real binary) sharing one
+//! consumer group, and a real Redis (Debian's `redis-server` on a free loopback port)
+//! for the shared limit.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{scrape, API_KEY, API_KEY_ENV};
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `sluice run` process.
+pub struct Pod {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT` of its metrics and health endpoints.
+    pub url: String,
+    _config: tempfile::NamedTempFile,
+    log: std::path::PathBuf,
+}
+
+impl Pod {
+    /// Starts `sluice run` on `toml` (its `server.listen` replaced by a free port);
+    /// its log goes to a file in `dir`.
+    pub fn start(toml: &str, dir: &Path, name: &str) -> Self {
+        let port = free_port();
+        let toml = toml.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let config = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(config.path(), toml).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(config.path())
+            .env(API_KEY_ENV, API_KEY)
+            .env("SLUICE_LOG_FORMAT", "text")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("sluice binary starts");
+        Pod {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            _config: config,
+            log,
+        }
+    }
+
+    /// Its metrics now, or `None` if it does not answer.
+    pub async fn metrics(&self) -> Option<BTreeMap<String, f64>> {
+        let probe = reqwest::Client::new()
+            .get(format!("{}/healthz", self.url))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        probe.ok()?;
+        Some(scrape(&self.url).await)
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for it to drain and exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A metric's value summed over every series of `name` whose labels contain all of
+/// `labels` (`key="value"` strings).
+pub fn value(metrics: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .iter()
+        .filter(|(series, _)| {
+            let base = series.split('{').next().unwrap_or_default();
+            base == name && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A Redis server of this test's own.
+pub struct Redis {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts `redis-server` (no persistence) on a free loopback port.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts `redis-server` on `port` and waits until it accepts connections.
+    pub fn start_on(port: u16) -> Self {
+        let binary = [
+            "redis-server",
+            "/usr/bin/redis-server",
+            "/usr/sbin/redis-server",
+        ]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok()
+        })
+        .expect("redis-server is installed (scripts/test.sh installs Debian's)");
+        let child = Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

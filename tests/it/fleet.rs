@@ -1,0 +1,309 @@
+//! One limit for the whole fleet: three `sluice run` processes (the real binary) in one
+//! consumer group on the mock cluster, one workspace limited at 100 requests/s by
+//! `sluice mock-api --silent-throttle` (over the limit it answers 200 and drops, as
+//! Customer.io may), a deep backlog of one-event requests. The API must never see
+//! more than 100 requests in any one-second window, nothing may be dropped, and the
+//! budget must be used — whatever the mode, a pod dying, or Redis going away.
+
+use std::time::{Duration, Instant};
+
+use sluice::tools::mock_api::{MockApi, MockApiConfig};
+
+use crate::common::fleet::{value, Pod, Redis};
+use crate::common::{produce, tracks, unique, wait_until, Broker, Setup, Worker};
+
+const LIMIT: u64 = 100;
+
+struct Fleet {
+    _broker: Broker,
+    api: MockApi,
+    setup: Setup,
+    dir: tempfile::TempDir,
+    positions: Vec<(i32, i64)>,
+}
+
+/// The broker, a backlog of `events` one-event requests for workspace `acme` over 8
+/// partitions, the limited API, and a config in `mode` with the shipped defaults
+/// otherwise (burst 2, headroom, 4 requests in flight per workspace).
+async fn fleet(mode: &str, limits: &str, events: usize) -> Fleet {
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig {
+        limit_per_s: LIMIT as u32,
+        silent_throttle: true,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 8).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let positions = produce(
+        &broker.brokers(),
+        &topic,
+        &tracks("acme", "u", 400, 0..events),
+    )
+    .await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+    setup.limits = format!("mode = \"{mode}\"\ndefault_rate_limit_per_s = {LIMIT}\n{limits}");
+    setup.lanes = String::new();
+    Fleet {
+        _broker: broker,
+        api,
+        setup,
+        dir: tempfile::tempdir().unwrap(),
+        positions,
+    }
+}
+
+impl Fleet {
+    fn pods(&self, n: usize) -> Vec<Pod> {
+        let toml = self.setup.toml();
+        (0..n)
+            .map(|i| Pod::start(&toml, self.dir.path(), &format!("pod{i}")))
+            .collect()
+    }
+
+    fn requests(&self) -> u64 {
+        self.api
+            .stats()
+            .workspaces
+            .get("site-acme")
+            .map_or(0, |w| w.requests)
+    }
+
+    /// Requests per second over the next `seconds`, as a share of the limit.
+    async fn use_over(&self, what: &str, seconds: u64) -> f64 {
+        let (before, began) = (self.requests(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let sent = self.requests() - before;
+        let share = sent as f64 / (LIMIT as f64 * began.elapsed().as_secs_f64());
+        println!(
+            "{what}: {sent} requests in {seconds} s: {:.1}% of the budget",
+            share * 100.0
+        );
+        share
+    }
+
+    /// Never over the limit in any one-second window, nothing dropped.
+    fn assert_limit_held(&self, what: &str) {
+        let stats = self.api.stats();
+        let acme = &stats.workspaces["site-acme"];
+        println!(
+            "{what}: busiest one-second window {} requests, {} events dropped by the API",
+            acme.max_requests_per_second, stats.events_dropped
+        );
+        assert!(
+            acme.max_requests_per_second as u64 <= LIMIT,
+            "{what}: {} requests in one second",
+            acme.max_requests_per_second
+        );
+        assert_eq!(stats.events_dropped, 0, "{what}: the API dropped events");
+    }
+}
+
+/// Waits until the pods' shares of the limit sum to 1 (every partition owned, every
+/// share grown), each pod with some.
+async fn wait_for_shares(pods: &[&Pod], limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let mut shares = Vec::new();
+        for pod in pods {
+            let m = pod.metrics().await.unwrap_or_default();
+            shares.push(value(&m, "sluice_limiter_share", &["workspace=\"acme\""]));
+        }
+        let sum: f64 = shares.iter().sum();
+        if (sum - 1.0).abs() < 1e-6 && shares.iter().all(|s| *s > 0.0) {
+            println!("shares {shares:?} after {:?}", start.elapsed());
+            return;
+        }
+        assert!(start.elapsed() < limit, "shares never settled: {shares:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_pods_share_one_limit_by_partitions_and_a_dying_pod_changes_nothing() {
+    let f = fleet("partition-share", "", 9_000).await;
+    let mut pods = f.pods(3);
+    wait_for_shares(&[&pods[0], &pods[1], &pods[2]], Duration::from_secs(90)).await;
+    let three = f.use_over("partition-share, 3 pods", 10).await;
+    f.assert_limit_held("3 pods");
+
+    pods[2].kill();
+    wait_for_shares(&[&pods[0], &pods[1]], Duration::from_secs(60)).await;
+    let two = f
+        .use_over("partition-share, after one pod was killed", 10)
+        .await;
+    f.assert_limit_held("after the kill");
+    for pod in &mut pods {
+        pod.stop();
+    }
+    assert!(three >= 0.90, "3 pods used {:.1}%", three * 100.0);
+    assert!(two >= 0.90, "2 pods used {:.1}%", two * 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothing() {
+    let mut redis = Redis::start();
+    let events = 4_500;
+    let f = fleet(
+        "redis",
+        &format!("redis_url = \"{}\"\n", redis.url()),
+        events,
+    )
+    .await;
+    let mut pods = f.pods(3);
+    // In redis mode every pod reports share 1: wait for the three to own partitions.
+    let start = Instant::now();
+    loop {
+        let mut owned = Vec::new();
+        for pod in &pods {
+            let m = pod.metrics().await.unwrap_or_default();
+            owned.push(
+                m.keys()
+                    .filter(|k| k.starts_with("sluice_partition_lag{"))
+                    .count(),
+            );
+        }
+        if owned.iter().sum::<usize>() == 8 && owned.iter().all(|n| *n > 0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "partitions: {owned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let shared = f.use_over("redis, 3 pods", 10).await;
+    f.assert_limit_held("redis");
+
+    // Redis dies: every pod falls back to partition-share at once.
+    redis.kill();
+    let during = f.use_over("redis down (partition-share fallback)", 5).await;
+    f.assert_limit_held("redis down");
+    for pod in &pods {
+        let m = pod.metrics().await.unwrap();
+        assert!(
+            value(&m, "sluice_limiter_fallback_total", &[]) >= 1.0,
+            "{}",
+            pod.log()
+        );
+        assert_eq!(value(&m, "sluice_limiter_fleet_up", &[]), 0.0);
+    }
+    let port = redis.port;
+    let _redis = Redis::start_on(port);
+    let back = Instant::now();
+    loop {
+        let mut up = 0.0;
+        for pod in &pods {
+            up += value(
+                &pod.metrics().await.unwrap(),
+                "sluice_limiter_fleet_up",
+                &[],
+            );
+        }
+        if up == 3.0 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "redis mode not resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once every pod has seen it back (and kept its share for the overlap), the
+    // fleet budget is exact again.
+    tokio::time::sleep(sluice::limit::shared::RETURN_OVERLAP + Duration::from_secs(1)).await;
+    let resumed = f.use_over("redis back", 5).await;
+
+    // Everything is delivered and committed in the end.
+    f.setup.wait_committed(&f.positions, 8).await;
+    f.assert_limit_held("redis, whole run");
+    let stats = f.api.stats();
+    assert!(stats.events_accepted >= events as u64);
+    for pod in &mut pods {
+        pod.stop();
+    }
+    assert!(shared >= 0.97, "redis used {:.1}%", shared * 100.0);
+    assert!(
+        resumed >= 0.97,
+        "after Redis came back {:.1}%",
+        resumed * 100.0
+    );
+    assert!(
+        during >= 0.5,
+        "the fallback kept delivering: {:.1}%",
+        during * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig {
+        limit_per_s: 50,
+        retry_after_s: 1,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 4).await;
+    produce(
+        &broker.brokers(),
+        &topic,
+        &tracks("acme", "u", 200, 0..3_500),
+    )
+    .await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+    setup.limits = "default_rate_limit_per_s = 100\n".into();
+    setup.lanes = String::new();
+    let worker = Worker::start(setup.config());
+    let counts = || {
+        let s = api.stats();
+        s.workspaces
+            .get("site-acme")
+            .map_or((0, 0), |w| (w.requests, w.throttled))
+    };
+    wait_until("the first 429", Duration::from_secs(30), || counts().1 > 0).await;
+    let first = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (mut samples, mut rates) = (vec![counts()], Vec::new());
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.push(counts());
+        rates.push(worker.metrics.effective_rate("acme"));
+    }
+    worker.stop().await;
+    let (r0, t0) = samples[0];
+    let (r1, t1) = *samples.last().unwrap();
+    let throttled_share = (t1 - t0) as f64 / (r1 - r0) as f64;
+    let mut per_second: Vec<u64> = samples
+        .windows(2)
+        .map(|w| (w[1].0 - w[1].1) - (w[0].0 - w[0].1))
+        .collect();
+    per_second.sort();
+    rates.sort_by(f64::total_cmp);
+    let (median_accepted, median_rate) = (per_second[15], rates[15]);
+    println!(
+        "learning, 10-40 s after the first 429 ({:?} ago): median {median_accepted} \
+         accepted/s, median learned rate {median_rate:.1}/s, {} of {} requests throttled \
+         ({:.2}%)",
+        first.elapsed(),
+        t1 - t0,
+        r1 - r0,
+        throttled_share * 100.0
+    );
+    assert!(
+        (45.0..=51.0).contains(&median_rate),
+        "learned {median_rate}/s against a real 50/s"
+    );
+    assert!(median_accepted >= 45, "{median_accepted} accepted a second");
+    assert!(
+        throttled_share < 0.01,
+        "{:.2}% throttled",
+        throttled_share * 100.0
+    );
+}
