@@ -25,8 +25,7 @@ struct Fleet {
 /// The broker, a backlog of `events` one-event requests for workspace `acme` over 8
 /// partitions, the limited API, and a config in `mode` with the shipped defaults
 /// otherwise (burst 2, headroom, 4 requests in flight per workspace).
-async fn fleet(mode: &str, limits: &str, events: usize) -> Fleet {
-    let broker = Broker::mock();
+async fn fleet(broker: Broker, mode: &str, limits: &str, users: usize, events: usize) -> Fleet {
     let api = MockApi::start(MockApiConfig {
         limit_per_s: LIMIT as u32,
         silent_throttle: true,
@@ -40,7 +39,7 @@ async fn fleet(mode: &str, limits: &str, events: usize) -> Fleet {
     let positions = produce(
         &broker.brokers(),
         &topic,
-        &tracks("acme", "u", 400, 0..events),
+        &tracks("acme", "u", users, 0..events),
     )
     .await;
     let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
@@ -124,7 +123,12 @@ async fn wait_for_shares(pods: &[&Pod], limit: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_pods_share_one_limit_by_partitions_and_a_dying_pod_changes_nothing() {
-    let f = fleet("partition-share", "", 9_000).await;
+    partition_share_holds_with_three_pods_and_one_killed(Broker::mock()).await;
+}
+
+/// Also run on Tansu by the real-broker suite.
+pub async fn partition_share_holds_with_three_pods_and_one_killed(broker: Broker) {
+    let f = fleet(broker, "partition-share", "", 400, 9_000).await;
     let mut pods = f.pods(3);
     wait_for_shares(&[&pods[0], &pods[1], &pods[2]], Duration::from_secs(90)).await;
     let three = f.use_over("partition-share, 3 pods", 10).await;
@@ -148,8 +152,10 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
     let mut redis = Redis::start();
     let events = 4_500;
     let f = fleet(
+        Broker::mock(),
         "redis",
         &format!("redis_url = \"{}\"\n", redis.url()),
+        400,
         events,
     )
     .await;
@@ -239,6 +245,42 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_share_blind_spot_a_workspace_on_one_partition_gets_its_owners_share() {
+    // The documented limitation, measured: all of acme's events belong to one user, so
+    // they sit on one partition; only its owner sends, at its share of the limit.
+    let f = fleet(Broker::mock(), "partition-share", "", 1, 3_000).await;
+    let mut pods = f.pods(3);
+    wait_for_shares(&[&pods[0], &pods[1], &pods[2]], Duration::from_secs(90)).await;
+    let used = f
+        .use_over("partition-share, one partition's traffic", 10)
+        .await;
+    f.assert_limit_held("one partition");
+    let mut owner_share = 0.0;
+    for pod in &pods {
+        let m = pod.metrics().await.unwrap();
+        if value(&m, "sluice_events_delivered_total", &["workspace=\"acme\""]) > 0.0 {
+            owner_share = value(&m, "sluice_limiter_share", &["workspace=\"acme\""]);
+        }
+    }
+    for pod in &mut pods {
+        pod.stop();
+    }
+    println!(
+        "blind spot: the owner's share is {owner_share}; {:.1}% of the budget used",
+        used * 100.0
+    );
+    assert!(owner_share > 0.0 && owner_share < 1.0);
+    assert!(
+        used <= owner_share + 0.01,
+        "used {used} with a share of {owner_share}"
+    );
+    assert!(
+        used >= owner_share * 0.9,
+        "used {used} of a share of {owner_share}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
     let broker = Broker::mock();
     let api = MockApi::start(MockApiConfig {
@@ -306,4 +348,51 @@ async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
         "{:.2}% throttled",
         throttled_share * 100.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaling_signal_leaves_out_what_only_the_limit_holds_back() {
+    use sluice::tools::mock_api::Latency;
+    // Held by its API limit (20/s): a deep backlog, but nothing another pod could
+    // speed up. Held by a slow API (200 ms a request, 4 in flight): another pod would
+    // add its own in-flight window.
+    for (what, limit, latency, limit_bound) in [
+        ("limit-bound", 20, Latency::Fixed(0), true),
+        ("latency-bound", 1000, Latency::Fixed(200), false),
+    ] {
+        let broker = Broker::mock();
+        let api = MockApi::start(MockApiConfig {
+            latency,
+            ..MockApiConfig::default()
+        })
+        .await
+        .unwrap();
+        let topic = unique("events");
+        broker.create_topic(&topic, 2).await;
+        produce(
+            &broker.brokers(),
+            &topic,
+            &tracks("acme", "u", 100, 0..2_000),
+        )
+        .await;
+        let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+        setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+        setup.limits = format!("default_rate_limit_per_s = {limit}\n");
+        setup.lanes = String::new();
+        let worker = Worker::start(setup.config());
+        wait_until("a backlog is measured", Duration::from_secs(30), || {
+            worker.metrics.queue_depth() > 1_000
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let (depth, scaling) = (worker.metrics.queue_depth(), worker.metrics.scaling_depth());
+        worker.stop().await;
+        api.stop().await;
+        println!("{what}: queue depth {depth}, scaling signal {scaling}");
+        if limit_bound {
+            assert!(scaling * 5 < depth, "{what}: {scaling} of {depth}");
+        } else {
+            assert!(scaling * 10 > depth * 8, "{what}: {scaling} of {depth}");
+        }
+    }
 }

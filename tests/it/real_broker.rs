@@ -10,3 +10,9 @@ use crate::delivery::delivers_everything_and_commits_to_the_end;
 async fn real_broker_delivers_every_event_once_and_commits_to_the_end() {
     delivers_everything_and_commits_to_the_end(Broker::real()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker in SLUICE_TEST_BROKERS (scripts/test.sh starts Tansu)"]
+async fn real_broker_three_pods_share_one_limit_by_partitions() {
+    crate::fleet::partition_share_holds_with_three_pods_and_one_killed(Broker::real()).await;
+}
