@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::adaptive::Learned;
 use super::pacer::{Pace, Pacer};
 use super::share::Share;
-use super::shared::{Fleet, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
+use super::shared::{Fleet, FLEET_HEADROOM, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
 
 /// How often a workspace whose share is zero looks again.
 const ZERO_SHARE_RECHECK: Duration = Duration::from_millis(100);
@@ -265,7 +265,7 @@ impl Limiter {
                 let pace = Pace {
                     per_second: st.learned.rate(now - self.origin),
                     burst: 1,
-                    headroom: self.headroom,
+                    headroom: self.headroom * FLEET_HEADROOM,
                 };
                 (pace.interval(), std::mem::take(&mut st.unreported))
             };

@@ -32,6 +32,10 @@ use crate::metrics::Metrics;
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// How late after its slot a leased send may still go.
 pub const LATE_LIMIT: Duration = Duration::from_millis(4);
+/// Share of the pacer's timeline the fleet uses: the local window log guards one pod's
+/// sends exactly, but across pods only the timeline does, so it leaves 1% more room for
+/// the jitter between pods' sends and the API's clock.
+pub const FLEET_HEADROOM: f64 = 0.99;
 /// Most slots one lease asks for.
 pub const LEASE_SLOTS: u32 = 4;
 /// How often an unavailable Redis is tried again.

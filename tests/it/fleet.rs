@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sluice::tools::mock_api::{MockApi, MockApiConfig};
 
-use crate::common::fleet::{value, Pod, Redis};
+use crate::common::fleet::{value, Pod, Redis, PROCESSES};
 use crate::common::{produce, tracks, unique, wait_until, Broker, Setup, Worker};
 
 const LIMIT: u64 = 100;
@@ -128,6 +128,7 @@ async fn three_pods_share_one_limit_by_partitions_and_a_dying_pod_changes_nothin
 
 /// Also run on Tansu by the real-broker suite.
 pub async fn partition_share_holds_with_three_pods_and_one_killed(broker: Broker) {
+    let _alone = PROCESSES.lock().await;
     let f = fleet(broker, "partition-share", "", 400, 9_000).await;
     let mut pods = f.pods(3);
     wait_for_shares(&[&pods[0], &pods[1], &pods[2]], Duration::from_secs(90)).await;
@@ -149,6 +150,7 @@ pub async fn partition_share_holds_with_three_pods_and_one_killed(broker: Broker
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothing() {
+    let _alone = PROCESSES.lock().await;
     let mut redis = Redis::start();
     let events = 4_500;
     let f = fleet(
@@ -246,6 +248,7 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_share_blind_spot_a_workspace_on_one_partition_gets_its_owners_share() {
+    let _alone = PROCESSES.lock().await;
     // The documented limitation, measured: all of acme's events belong to one user, so
     // they sit on one partition; only its owner sends, at its share of the limit.
     let f = fleet(Broker::mock(), "partition-share", "", 1, 3_000).await;
@@ -282,6 +285,7 @@ async fn partition_share_blind_spot_a_workspace_on_one_partition_gets_its_owners
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
+    let _alone = PROCESSES.lock().await;
     let broker = Broker::mock();
     let api = MockApi::start(MockApiConfig {
         limit_per_s: 50,

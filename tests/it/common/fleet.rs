@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use super::{scrape, API_KEY, API_KEY_ENV};
 
+/// Held by tests that start several worker processes, so two of them never share the
+/// machine's two cores (the limits they check are per window, in real time).
+pub static PROCESSES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
