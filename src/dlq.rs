@@ -173,7 +173,7 @@ impl DeadLetters {
     }
 }
 
-fn is_consumer_only(key: &str) -> bool {
+pub(crate) fn is_consumer_only(key: &str) -> bool {
     ["session.", "heartbeat.", "max.poll.", "fetch.", "group."]
         .iter()
         .any(|p| key.starts_with(p))

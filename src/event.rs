@@ -168,6 +168,15 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// The decoder for `config`'s workspaces, default workspace and size limit.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Decoder::new(
+            config.workspaces.iter().map(|w| w.id.clone()),
+            config.lanes.default_workspace.clone(),
+            config.batch.max_event_bytes,
+        )
+    }
+
     /// A decoder accepting `workspaces`, falling back to `default_workspace`, and
     /// refusing payloads over `max_event_bytes`.
     pub fn new(

@@ -33,7 +33,7 @@ use crate::source::{OffsetTracker, Origin, Raw};
 const BATCH_OVERHEAD: usize = 12;
 
 /// One event on its way to the API.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Envelope {
     /// Where it came from, to complete its offset.
     pub origin: Origin,
@@ -47,6 +47,21 @@ pub struct Envelope {
     pub encoded: Encoded,
     /// When it entered the lane, for the linger timer.
     pub arrived: Instant,
+    /// Read back from the parking topic (counted in `parked_in_process`, not in
+    /// `buffered`: the source's back-pressure is not about it).
+    pub from_park: bool,
+}
+
+/// What a lane receives, in one FIFO channel: its order is the order of events and of
+/// the parking protocol's steps alike.
+#[derive(Debug)]
+pub enum LaneMsg {
+    /// A new event from the source.
+    Event(Envelope),
+    /// A parked event read back from the parking topic: always delivered.
+    FromPark(Envelope),
+    /// A step of the parking protocol (rebalances, fences).
+    Park(crate::park::Control),
 }
 
 /// What the lanes (and the source, for dead letters and back-pressure) share.
@@ -61,6 +76,11 @@ pub struct LaneShared {
     pub metrics: Metrics,
     /// Events consumed and not yet completed, over all lanes (back-pressure signal).
     pub buffered: Arc<AtomicUsize>,
+    /// Events in each workspace's lane (its part of the buffer, held to its budget).
+    pub in_lane: HashMap<String, Arc<AtomicUsize>>,
+    /// Events read back from the parking topic and not yet completed (each
+    /// workspace's within its budget; not part of `buffered`).
+    pub parked_in_process: Arc<AtomicUsize>,
     /// Cancelled when the drain deadline passes: in-flight requests are abandoned.
     pub hard_stop: CancellationToken,
     /// Most events per request.
@@ -104,6 +124,12 @@ impl LaneShared {
             tracker,
             metrics,
             buffered,
+            in_lane: config
+                .workspaces
+                .iter()
+                .map(|w| (w.id.clone(), Arc::new(AtomicUsize::new(0))))
+                .collect(),
+            parked_in_process: Arc::new(AtomicUsize::new(0)),
             hard_stop,
             max_events: config.batch.max_events,
             max_bytes: config.batch.max_bytes,
@@ -117,7 +143,7 @@ impl LaneShared {
 /// Sends each event to its workspace's lane.
 #[derive(Debug, Default)]
 pub struct Router {
-    lanes: HashMap<String, mpsc::UnboundedSender<Envelope>>,
+    lanes: HashMap<String, mpsc::UnboundedSender<LaneMsg>>,
 }
 
 impl Router {
@@ -125,6 +151,7 @@ impl Router {
     pub fn start(
         workspaces: impl IntoIterator<Item = String>,
         shared: Arc<LaneShared>,
+        parking: Option<crate::park::ParkingSetup>,
         tasks: &mut JoinSet<()>,
     ) -> Self {
         let mut lanes = HashMap::new();
@@ -132,7 +159,10 @@ impl Router {
             // Unbounded on purpose: the consumer must never block (it has to keep
             // polling); the bound is the buffered-events count, enforced by pausing.
             let (tx, rx) = mpsc::unbounded_channel();
-            tasks.spawn(run_lane(workspace.clone(), rx, shared.clone()));
+            let park = parking
+                .as_ref()
+                .map(|p| crate::park::LaneParking::new(p, &workspace, tx.clone(), &shared));
+            tasks.spawn(run_lane(workspace.clone(), rx, shared.clone(), park));
             lanes.insert(workspace, tx);
         }
         Router { lanes }
@@ -142,8 +172,18 @@ impl Router {
     /// the event's origin so the caller can leave it uncommitted.
     pub fn route(&self, workspace: &str, envelope: Envelope) -> Result<(), Origin> {
         match self.lanes.get(workspace) {
-            Some(lane) => lane.send(envelope).map_err(|e| e.0.origin),
+            Some(lane) => lane.send(LaneMsg::Event(envelope)).map_err(|e| match e.0 {
+                LaneMsg::Event(envelope) => envelope.origin,
+                _ => unreachable!("sent an event"),
+            }),
             None => Err(envelope.origin),
+        }
+    }
+
+    /// Tells every lane a step of the parking protocol (a rebalance).
+    pub fn broadcast(&self, control: impl Fn() -> crate::park::Control) {
+        for lane in self.lanes.values() {
+            let _ = lane.send(LaneMsg::Park(control()));
         }
     }
 }
@@ -269,40 +309,93 @@ fn user_key(envelope: &Envelope, ordering: Ordering) -> &str {
     }
 }
 
-type BatchResult = (Vec<Envelope>, Vec<ItemOutcome>);
+/// A batch in flight, shared with its delivery task so that parking can take its
+/// events back.
+type Batch = Arc<Vec<Envelope>>;
+type BatchResult = (u64, Vec<ItemOutcome>);
+
+/// What a lane holds: queued events and batches in flight.
+struct Held {
+    queues: Queues,
+    in_flight: JoinSet<BatchResult>,
+    batches: HashMap<u64, Batch>,
+    next_batch: u64,
+}
+
+impl Held {
+    /// Events held, queued or in flight.
+    fn events(&self) -> usize {
+        self.queues.total + self.batches.values().map(|b| b.len()).sum::<usize>()
+    }
+
+    /// Takes every event back, in an order that keeps each user's: a user's batch in
+    /// flight comes before its queued events. In-flight requests are abandoned (what
+    /// they may have delivered is delivered again later: at least once).
+    async fn take_all(&mut self) -> Vec<Envelope> {
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
+        let mut ids: Vec<u64> = self.batches.keys().copied().collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let batch = self.batches.remove(&id).expect("listed");
+            out.extend(Arc::unwrap_or_clone(batch));
+        }
+        let queues = std::mem::take(&mut self.queues);
+        for user in queues.users.into_values() {
+            out.extend(user.events);
+        }
+        out
+    }
+}
 
 /// Runs one workspace's lane until its sender is dropped and everything it held has a
-/// final answer, or until the hard stop.
+/// final answer, or until the hard stop. With `parking`, the lane also runs its
+/// workspace's side of the parking protocol (see [`crate::park`]).
 pub async fn run_lane(
     workspace: String,
-    mut rx: mpsc::UnboundedReceiver<Envelope>,
+    mut rx: mpsc::UnboundedReceiver<LaneMsg>,
     shared: Arc<LaneShared>,
+    mut parking: Option<crate::park::LaneParking>,
 ) {
     let workspace: Arc<str> = workspace.into();
-    let mut queues = Queues::default();
-    let mut in_flight: JoinSet<BatchResult> = JoinSet::new();
+    let mut held = Held {
+        queues: Queues::default(),
+        in_flight: JoinSet::new(),
+        batches: HashMap::new(),
+        next_batch: 0,
+    };
     let mut draining = false;
+    let mut park_tick = tokio::time::interval(Duration::from_millis(100));
+    park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
-        while in_flight.len() < shared.max_in_flight && queues.runnable_events > 0 {
-            let lingered = queues
+        while held.in_flight.len() < shared.max_in_flight && held.queues.runnable_events > 0 {
+            let lingered = held
+                .queues
                 .oldest_runnable()
                 .is_some_and(|t| t + shared.linger <= Instant::now());
             let ready = draining
                 || lingered
-                || queues.runnable_events >= shared.max_events
-                || queues.runnable_bytes >= shared.max_bytes;
+                || held.queues.runnable_events >= shared.max_events
+                || held.queues.runnable_bytes >= shared.max_bytes;
             if !ready {
                 break;
             }
-            let batch = queues.take_batch(shared.max_events, shared.max_bytes, shared.ordering);
+            let batch =
+                held.queues
+                    .take_batch(shared.max_events, shared.max_bytes, shared.ordering);
             if batch.is_empty() {
                 break;
             }
             shared.metrics.batch(batch.len());
+            let batch: Batch = Arc::new(batch);
+            let id = held.next_batch;
+            held.next_batch += 1;
+            held.batches.insert(id, batch.clone());
             let shared = shared.clone();
             let workspace = workspace.clone();
-            in_flight.spawn(async move {
+            held.in_flight.spawn(async move {
                 let items: Vec<Encoded> = batch.iter().map(|e| e.encoded.clone()).collect();
                 let outcomes = shared.destination.deliver(&workspace, &items).await;
                 // Refused events complete only once their dead letters are acknowledged.
@@ -316,37 +409,75 @@ pub async fn run_lane(
                     ItemOutcome::Delivered => None,
                 });
                 futures::future::join_all(letters).await;
-                (batch, outcomes)
+                (id, outcomes)
             });
         }
+        if let Some(count) = shared.in_lane.get(&*workspace) {
+            count.store(held.events(), AtomicOrdering::Release);
+        }
 
-        if draining && queues.total == 0 && in_flight.is_empty() {
+        if draining && held.queues.total == 0 && held.in_flight.is_empty() {
             break;
         }
-        let linger_deadline = (in_flight.len() < shared.max_in_flight && !draining)
-            .then(|| queues.oldest_runnable().map(|t| t + shared.linger))
+        let linger_deadline = (held.in_flight.len() < shared.max_in_flight && !draining)
+            .then(|| held.queues.oldest_runnable().map(|t| t + shared.linger))
             .flatten();
 
         tokio::select! {
             biased;
             _ = shared.hard_stop.cancelled() => {
-                in_flight.abort_all();
+                held.in_flight.abort_all();
                 tracing::warn!(
-                    workspace = %workspace, held = queues.total,
+                    workspace = %workspace, held = held.queues.total,
                     "drain deadline passed: abandoning undelivered events (left uncommitted)"
                 );
                 break;
             }
-            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => match joined {
-                Ok((batch, outcomes)) => finish(&workspace, &shared, &mut queues, batch, outcomes),
+            Some(joined) = held.in_flight.join_next(), if !held.in_flight.is_empty() => match joined {
+                Ok((id, outcomes)) => {
+                    let batch = held.batches.remove(&id).expect("a batch in flight is listed");
+                    // Its task has ended, so this is the only handle left.
+                    let batch = Arc::unwrap_or_clone(batch);
+                    finish(&workspace, &shared, &mut held.queues, batch, outcomes);
+                }
+                Err(e) if e.is_cancelled() => {}
                 Err(e) => tracing::error!(workspace = %workspace, "delivery task failed: {e}"),
             },
             received = rx.recv(), if !draining => match received {
-                Some(envelope) => queues.push(envelope, shared.ordering),
+                Some(LaneMsg::Event(envelope)) => match &mut parking {
+                    Some(p) => {
+                        if let Some(direct) = p.on_event(envelope) {
+                            held.queues.push(direct, shared.ordering);
+                        }
+                        if p.should_park(held.events()) {
+                            let taken = held.take_all().await;
+                            for stays in p.park(taken) {
+                                held.queues.push(stays, shared.ordering);
+                            }
+                        }
+                    }
+                    None => held.queues.push(envelope, shared.ordering),
+                },
+                Some(LaneMsg::FromPark(envelope)) => held.queues.push(envelope, shared.ordering),
+                Some(LaneMsg::Park(control)) => {
+                    if let Some(p) = &mut parking {
+                        for direct in p.on_control(control).await {
+                            held.queues.push(direct, shared.ordering);
+                        }
+                    }
+                }
                 None => draining = true,
             },
+            _ = park_tick.tick(), if parking.is_some() => {
+                if let Some(p) = &mut parking {
+                    p.maybe_return(held.events());
+                }
+            }
             _ = sleep_until(linger_deadline), if linger_deadline.is_some() => {}
         }
+    }
+    if let Some(p) = parking {
+        p.close().await;
     }
 }
 
@@ -377,11 +508,16 @@ fn finish(
     shared
         .tracker
         .complete(batch.iter().map(|e| (&e.origin.tp, e.origin.offset)));
+    let from_park = batch.iter().filter(|e| e.from_park).count();
+    let from_source = batch.len() - from_park;
     let left = shared
         .buffered
-        .fetch_sub(batch.len(), AtomicOrdering::AcqRel)
-        - batch.len();
+        .fetch_sub(from_source, AtomicOrdering::AcqRel)
+        - from_source;
     shared.metrics.set_buffered(left);
+    shared
+        .parked_in_process
+        .fetch_sub(from_park, AtomicOrdering::AcqRel);
     if shared.ordering == Ordering::PerUser {
         queues.release(batch.into_iter().map(|e| e.user));
     }
@@ -403,6 +539,7 @@ mod tests {
             event_time: None,
             encoded: Encoded::BatchItem(vec![b'x'; size]),
             arrived: Instant::now(),
+            from_park: false,
         }
     }
 

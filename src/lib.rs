@@ -17,7 +17,8 @@
 //! - [`event`] — decoding and validating Segment-style messages.
 //! - [`source`] — the Kafka consumer and the offset tracker.
 //! - [`lane`] — per-workspace lanes, batching and per-user ordering.
-//! - [`limit`] — token buckets per workspace, adaptive on 429, global in-flight cap.
+//! - [`park`] — parking a workspace that cannot keep up, so the others keep moving.
+//! - [`limit`] — one limit per workspace for the whole fleet, learned from 429s.
 //! - [`deliver`] — encoding for Customer.io, the HTTP client, retry classification.
 //! - [`dlq`] — the dead-letter topic.
 //! - [`metrics`] — counters, logged and counted in one call.
@@ -36,6 +37,7 @@ pub mod event;
 pub mod lane;
 pub mod limit;
 pub mod metrics;
+pub mod park;
 pub mod pipeline;
 pub mod server;
 pub mod shutdown;

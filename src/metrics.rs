@@ -37,6 +37,9 @@ pub struct Metrics {
     in_flight: IntGauge,
     end_to_end_seconds: prometheus::Histogram,
     limiter_share: prometheus::GaugeVec,
+    parked: IntCounterVec,
+    parked_waiting: prometheus::IntGaugeVec,
+    workspace_parked: prometheus::IntGaugeVec,
     limiter_fallbacks: IntCounter,
     limiter_fleet_up: IntGauge,
     scaling_depth: IntGauge,
@@ -276,6 +279,38 @@ impl Metrics {
                  (partition-share, and redis while Redis is away), 1 on the fleet budget or local.",
                 &["workspace"],
             ),
+            parked: counter_vec(
+                &r,
+                "sluice_parked_events_total",
+                "Events of parked workspaces written to the parking topic (kind=written) and \
+                 read back into their lanes (kind=drained).",
+                &["workspace", "kind"],
+            ),
+            parked_waiting: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "sluice_parked_events_waiting",
+                        "Parking-topic records behind this pod's reader of a parked workspace.",
+                    ),
+                    &["workspace"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            workspace_parked: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "sluice_workspace_parked",
+                        "1 while a workspace is off the direct path (parked or returning) on \
+                         this pod.",
+                    ),
+                    &["workspace"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             limiter_fallbacks: counter(
                 &r,
                 "sluice_limiter_fallback_total",
@@ -419,6 +454,52 @@ impl Metrics {
     /// The last reported share of a workspace's limit.
     pub fn share(&self, workspace: &str) -> f64 {
         self.limiter_share.with_label_values(&[workspace]).get()
+    }
+
+    /// A workspace could not keep up and is parked (logged once per episode).
+    pub fn workspace_parked(&self, workspace: &str, budget: usize) {
+        let gauge = self.workspace_parked.with_label_values(&[workspace]);
+        if gauge.get() == 0 {
+            tracing::warn!(
+                workspace,
+                budget,
+                "workspace parked: it holds its whole buffer budget; its new events go to \
+                 the parking topic and are read back at its pace"
+            );
+            gauge.set(1);
+        }
+    }
+
+    /// A parked workspace is back on the direct path everywhere on this pod.
+    pub fn workspace_returned(&self, workspace: &str) {
+        tracing::info!(
+            workspace,
+            "workspace back on the direct path: its parked events are delivered"
+        );
+        self.workspace_parked.with_label_values(&[workspace]).set(0);
+        self.parked_waiting.with_label_values(&[workspace]).set(0);
+    }
+
+    /// One event of a parked workspace was written to the parking topic.
+    pub fn parked_written(&self, workspace: &str) {
+        self.parked.with_label_values(&[workspace, "written"]).inc();
+    }
+
+    /// One parked event was read back into its lane.
+    pub fn parked_drained(&self, workspace: &str) {
+        self.parked.with_label_values(&[workspace, "drained"]).inc();
+    }
+
+    /// Records behind a parked workspace's reader.
+    pub fn set_parked_waiting(&self, workspace: &str, records: i64) {
+        self.parked_waiting
+            .with_label_values(&[workspace])
+            .set(records);
+    }
+
+    /// Parked events written or drained so far (`kind`), for one workspace.
+    pub fn parked_count(&self, workspace: &str, kind: &str) -> u64 {
+        self.parked.with_label_values(&[workspace, kind]).get()
     }
 
     /// The fleet budget became unreachable: the limiter falls back to partition-share.

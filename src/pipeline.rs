@@ -14,9 +14,12 @@ use crate::config::Config;
 use crate::config::LimitMode;
 use crate::deliver::{CustomerIo, Destination};
 use crate::dlq::DeadLetters;
+use crate::event::Decoder;
 use crate::lane::{LaneShared, Router};
 use crate::limit::{Fleet, Limiter, Share};
 use crate::metrics::Metrics;
+use crate::park::table::ParkedMarks;
+use crate::park::ParkingSetup;
 use crate::server::{self, Health};
 use crate::source::{Assigned, LagMonitor, OffsetTracker, Source, SourceError};
 
@@ -98,13 +101,22 @@ pub async fn run_on(
         Arc::new(AtomicUsize::new(0)),
         hard_stop.clone(),
     ));
+    let dead_letter_tasks = TaskTracker::new();
+    let marks = ParkedMarks::default();
+    let parking = ParkingSetup::new(
+        &config,
+        Decoder::for_config(&config),
+        marks.clone(),
+        dead_letter_tasks.clone(),
+    )
+    .map_err(SourceError::Kafka)?;
     let mut lanes = JoinSet::new();
     let router = Router::start(
         config.workspaces.iter().map(|w| w.id.clone()),
         shared.clone(),
+        parking,
         &mut lanes,
     );
-    let dead_letter_tasks = TaskTracker::new();
     let assigned = Assigned::default();
     let lag = LagMonitor::new(
         &config,
@@ -124,6 +136,7 @@ pub async fn run_on(
         assigned,
         health.clone(),
         share,
+        marks,
     )?;
     tracing::info!(
         topics = ?config.kafka.topics, group = %config.kafka.group_id,

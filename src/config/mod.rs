@@ -111,6 +111,19 @@ pub struct KafkaConfig {
     /// partitions are paused.
     #[serde(default = "defaults::max_buffered_events")]
     pub max_buffered_events: usize,
+    /// Most events one workspace may hold in process (in its lane, or held while it
+    /// returns from the parking topic); unset: `max_buffered_events` ÷ the number of
+    /// workspaces. Over it, with `park_topic` set, the workspace is parked.
+    #[serde(default)]
+    pub max_buffered_events_per_workspace: Option<usize>,
+    /// Topic for the events of a workspace that cannot keep up (API refusing, down,
+    /// retrying, or limited below its inflow): written there instead of held in
+    /// process, so the source keeps moving for the other workspaces, and read back at
+    /// the workspace's pace. Needs at least as many partitions as the source topic.
+    /// Unset: no parking (one blocked workspace's events can fill the buffer and pause
+    /// every partition).
+    #[serde(default)]
+    pub park_topic: Option<String>,
     /// Events held in process below which paused partitions resume.
     #[serde(default = "defaults::resume_buffered_events")]
     pub resume_buffered_events: usize,
@@ -628,6 +641,15 @@ impl Config {
                 (w.id.clone(), rate)
             })
             .collect()
+    }
+
+    /// The most events one workspace may hold in process.
+    pub fn workspace_budget(&self) -> usize {
+        self.kafka
+            .max_buffered_events_per_workspace
+            .unwrap_or_else(|| {
+                (self.kafka.max_buffered_events / self.workspaces.len().max(1)).max(1)
+            })
     }
 
     /// How often completed offsets are committed.

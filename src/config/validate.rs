@@ -34,6 +34,26 @@ impl Config {
                 "must not be one of kafka.topics (dead letters would loop)",
             ));
         }
+        if let Some(park) = &k.park_topic {
+            if park.trim().is_empty() || k.topics.contains(park) || park == &k.dlq_topic {
+                return Err(ConfigError::key(
+                    "kafka.park_topic",
+                    "must be a topic of its own (not a source topic, not the dlq topic)",
+                ));
+            }
+            if k.topics.len() != 1 {
+                return Err(ConfigError::key(
+                    "kafka.park_topic",
+                    "works with exactly one source topic (parking partition n holds source partition n)",
+                ));
+            }
+        }
+        if k.max_buffered_events_per_workspace == Some(0) {
+            return Err(ConfigError::key(
+                "kafka.max_buffered_events_per_workspace",
+                "must be greater than 0",
+            ));
+        }
         positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
         positive("kafka.lag_refresh_ms", k.lag_refresh_ms)?;
         positive("kafka.max_buffered_events", k.max_buffered_events as u64)?;

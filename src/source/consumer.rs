@@ -5,7 +5,7 @@
 //! Offsets are never stored automatically: a commit names explicit offsets taken from
 //! the [`OffsetTracker`], so nothing past an undelivered event is ever committed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +26,10 @@ use crate::event::{Decoder, InvalidEvent};
 use crate::lane::{Envelope, LaneShared, Router};
 use crate::limit::Share;
 use crate::metrics::Metrics;
+use crate::park::table::{marks_metadata, metadata_marks, ParkedMarks};
+use crate::park::Control;
 use crate::server::Health;
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 /// How often the loop wakes while nothing arrives, so a paused consumer still polls
@@ -60,6 +63,10 @@ struct SourceContext {
     partition_counts: Mutex<HashMap<String, usize>>,
     /// The source topics.
     topics: Vec<String>,
+    /// Parked workspaces per partition, carried in every commit's metadata.
+    marks: ParkedMarks,
+    /// Where rebalances are reported to the lanes' parking side (when parking is on).
+    rebalances: Option<mpsc::UnboundedSender<Control>>,
 }
 
 impl ClientContext for SourceContext {}
@@ -74,7 +81,7 @@ impl ConsumerContext for SourceContext {
                     self.wait_for(&revoked);
                 }
                 let offsets = self.tracker.committable_for(&revoked);
-                if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync) {
+                if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync, &self.marks) {
                     tracing::warn!("commit of revoked partitions failed: {e}");
                 } else if !offsets.is_empty() {
                     self.metrics.committed(offsets.len());
@@ -88,6 +95,10 @@ impl ConsumerContext for SourceContext {
                 // Shrunk before the partitions are handed over.
                 let total = self.total_partitions(consumer, &assigned, false);
                 self.share.revoked(assigned.len(), total);
+                drop(assigned);
+                if let Some(tx) = &self.rebalances {
+                    let _ = tx.send(Control::Revoked(revoked));
+                }
             }
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalance("assign", tpl.count());
@@ -98,6 +109,9 @@ impl ConsumerContext for SourceContext {
                 self.share
                     .assigned(assigned.len(), total, tokio::time::Instant::now());
                 drop(assigned);
+                if let Some(tx) = &self.rebalances {
+                    let _ = tx.send(Control::Assigned(parked_marks(consumer, tpl)));
+                }
                 self.health.joined();
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
@@ -179,19 +193,62 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
+/// Commits `offsets`, each with the parking marks of its partition as metadata (so the
+/// partition's next owner knows which workspaces may have parked events waiting).
 fn commit_offsets<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     offsets: &[(TopicPartition, i64)],
     mode: CommitMode,
+    marks: &ParkedMarks,
 ) -> Result<(), KafkaError> {
     if offsets.is_empty() {
         return Ok(());
     }
+    let marks = marks.lock().unwrap_or_else(|e| e.into_inner());
     let mut tpl = TopicPartitionList::new();
     for (tp, next) in offsets {
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next))?;
+        if let Some(parked) = marks.get(tp) {
+            if let Some(mut elem) = tpl.find_partition(&tp.topic, tp.partition) {
+                elem.set_metadata(marks_metadata(parked));
+            }
+        }
     }
+    drop(marks);
     consumer.commit(&tpl, mode)
+}
+
+/// The parking marks the committed offsets of newly assigned partitions carry.
+fn parked_marks(
+    consumer: &BaseConsumer<SourceContext>,
+    assigned: &TopicPartitionList,
+) -> Vec<(TopicPartition, BTreeMap<String, i64>)> {
+    let tps = partitions(assigned);
+    let mut out: Vec<(TopicPartition, BTreeMap<String, i64>)> =
+        tps.iter().map(|tp| (tp.clone(), BTreeMap::new())).collect();
+    match consumer.committed_offsets(assigned.clone(), METADATA_TIMEOUT) {
+        Ok(committed) => {
+            // Plain data at once: a live list can hold up dropping the consumer.
+            let found: Vec<(TopicPartition, String)> = committed
+                .elements()
+                .iter()
+                .map(|e| {
+                    (
+                        TopicPartition::new(e.topic(), e.partition()),
+                        e.metadata().to_string(),
+                    )
+                })
+                .collect();
+            drop(committed);
+            for (tp, metadata) in found {
+                if let Some(slot) = out.iter_mut().find(|(t, _)| *t == tp) {
+                    slot.1 = metadata_marks(&metadata);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("committed offsets of the new partitions unknown: {e}"),
+    }
+    out
 }
 
 /// The Kafka side of the pipeline.
@@ -208,6 +265,9 @@ pub struct Source {
     resume_buffered: usize,
     commit_interval: Duration,
     topics: HashMap<String, Arc<str>>,
+    marks: ParkedMarks,
+    /// Rebalances for the lanes' parking side, forwarded before the next message.
+    rebalances: Option<mpsc::UnboundedReceiver<Control>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -227,6 +287,7 @@ impl Source {
         assigned: Assigned,
         health: Health,
         share: Arc<Share>,
+        marks: ParkedMarks,
     ) -> Result<Self, SourceError> {
         let tracker = shared.tracker.clone();
         let metrics = shared.metrics.clone();
@@ -247,6 +308,8 @@ impl Source {
         if !k.options.contains_key("partition.assignment.strategy") {
             client.set("partition.assignment.strategy", "cooperative-sticky");
         }
+        let (rebalance_tx, rebalance_rx) = mpsc::unbounded_channel();
+        let parking_on = k.park_topic.is_some();
         let context = SourceContext {
             tracker: tracker.clone(),
             assigned,
@@ -258,17 +321,15 @@ impl Source {
             share,
             partition_counts: Mutex::new(HashMap::new()),
             topics: k.topics.clone(),
+            marks: marks.clone(),
+            rebalances: parking_on.then_some(rebalance_tx),
         };
         let consumer: StreamConsumer<SourceContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Source {
             consumer,
-            decoder: Decoder::new(
-                config.workspaces.iter().map(|w| w.id.clone()),
-                config.lanes.default_workspace.clone(),
-                config.batch.max_event_bytes,
-            ),
+            decoder: Decoder::for_config(config),
             shared,
             dead_letter_tasks,
             tracker,
@@ -278,6 +339,8 @@ impl Source {
             resume_buffered: k.resume_buffered_events,
             commit_interval: config.commit_interval(),
             topics: HashMap::new(),
+            marks,
+            rebalances: parking_on.then_some(rebalance_rx),
         })
     }
 
@@ -300,7 +363,16 @@ impl Source {
                     Err(e) => tracing::warn!("kafka: {e}"),
                 },
                 _ = commit_tick.tick() => self.commit_now(),
-                _ = idle_tick.tick() => {}
+                _ = idle_tick.tick() => self.forward_rebalances(router),
+            }
+        }
+    }
+
+    /// Tells the lanes of rebalances before any message of the partitions concerned.
+    fn forward_rebalances(&mut self, router: &Router) {
+        if let Some(rx) = &mut self.rebalances {
+            while let Ok(change) = rx.try_recv() {
+                router.broadcast(|| change.clone());
             }
         }
     }
@@ -337,7 +409,8 @@ impl Source {
         }
     }
 
-    fn dispatch(&self, message: Detached, router: &Router) {
+    fn dispatch(&mut self, message: Detached, router: &Router) {
+        self.forward_rebalances(router);
         self.metrics.consumed();
         let origin = message.origin;
         self.tracker.track(&origin.tp, origin.offset);
@@ -359,6 +432,7 @@ impl Source {
                     event_time: event.timestamp,
                     encoded,
                     arrived: tokio::time::Instant::now(),
+                    from_park: false,
                 };
                 if let Err(origin) = router.route(&event.workspace, envelope) {
                     // Only possible while shutting down: leave it uncommitted.
@@ -412,7 +486,15 @@ impl Source {
         if offsets.is_empty() {
             return Ok(0);
         }
-        commit_offsets(&self.consumer, &offsets, mode)?;
+        // Only the source's partitions: parked-events readers commit their own.
+        let offsets: Vec<(TopicPartition, i64)> = offsets
+            .into_iter()
+            .filter(|(tp, _)| self.topics.contains_key(&*tp.topic))
+            .collect();
+        if offsets.is_empty() {
+            return Ok(0);
+        }
+        commit_offsets(&self.consumer, &offsets, mode, &self.marks)?;
         self.tracker.mark_committed(&offsets);
         self.metrics.committed(offsets.len());
         Ok(offsets.len())

@@ -163,7 +163,8 @@ impl LagMonitor {
     /// `sluice_scaling_queue_depth`: the queue depth times the share of lane time since
     /// the last measurement that was *not* spent waiting on workspace limits. A backlog
     /// that only the API's limit holds back is not a reason to add pods: they would
-    /// share the same limit.
+    /// share the same limit. (Parked workspaces' backlog is in the parking topic, not
+    /// in the queue depth.)
     fn set_scaling_signal(&mut self, depth: u64) {
         let (wait, busy) = self.metrics.limit_time();
         let (d_wait, d_busy) = (wait - self.limit_time.0, busy - self.limit_time.1);

@@ -9,4 +9,5 @@ mod fleet;
 mod limits;
 mod mock_api;
 mod operations;
+mod parking;
 mod real_broker;

@@ -206,6 +206,34 @@ pub fn committed(
     map
 }
 
+/// The metadata of `group`'s committed offsets on `topic`, by partition.
+pub fn committed_metadata(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let result = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let map = result
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.metadata().to_string()))
+        .collect();
+    drop(result);
+    map
+}
+
 /// End (high-water) offsets of `topic`, by partition.
 pub fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Option<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -223,6 +251,7 @@ pub fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32,
 }
 
 /// Settings a test may change from the defaults below.
+#[derive(Clone)]
 pub struct Setup {
     /// Bootstrap servers.
     pub brokers: String,

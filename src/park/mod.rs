@@ -1,0 +1,429 @@
+//! Tenant isolation: a workspace that cannot keep up is *parked* — its newly read events
+//! go to the parking topic (`kafka.park_topic`) instead of the in-process buffer, so the
+//! source partitions keep moving for every other workspace — and comes back once it has
+//! caught up. Nothing is lost and one user's events stay in order in both directions.
+//!
+//! # The protocol
+//!
+//! Each workspace's lane runs the protocol for its workspace: events, rebalances and
+//! fences reach it through one FIFO channel, so every step happens exactly between the
+//! events it must come between. State is kept per (workspace W, source partition p) on
+//! the pod that owns p:
+//! **direct**, **parked**, **returning** (a fence is out, new events are held) or
+//! **draining** (direct again, the fence not yet committed past).
+//!
+//! 1. *Park.* When W's events in process (queued or in flight in its lane, or held)
+//!    reach its budget (`kafka.max_buffered_events_per_workspace`), W is parked on every
+//!    partition the pod owns. For each, the parking partition with p's number has its
+//!    end offset read first: W's parked events of p will all be found from there
+//!    (`start`). The lane then takes back everything it holds — requests in flight are
+//!    abandoned — and parks those events first, a user's in-flight events before its
+//!    queued ones, so their source offsets complete and the source's commits move on.
+//!    (Events read back from the parking topic earlier stay in the lane: they are older
+//!    than anything parked now.)
+//! 2. *While parked*, each new event of W from p is written to parking partition p, in
+//!    the order read (enqueued at once; idempotent producer, no delivery timeout, so
+//!    retries never reorder). Its source offset completes when the write is
+//!    acknowledged.
+//! 3. *Marks.* Every source offset commit of p carries, in its metadata, the workspaces
+//!    that may have parked events of p waiting and their `start`. A parked event's source
+//!    offset is committed only after it was acknowledged, in a commit that carries W's
+//!    mark; the mark leaves only after W's reader has committed past W's fence.
+//! 4. *Read.* W's reader (consumer group `{group}.park.{W}`, partitions assigned by
+//!    hand) reads parking partition p from `max(its committed offset, start)` and hands
+//!    W's records of p to W's lane — only while the lane is under budget — skipping the
+//!    rest. Its offsets complete as the lane delivers them.
+//! 5. *Return.* When W's lane is nearly empty and the reader nearly caught up, the pod
+//!    writes a fence (W, p, epoch) to parking partition p — behind every parked event of
+//!    W from p — and from then on *holds* W's new events from p. When the reader reads
+//!    the fence, every event parked before it is in the lane: the held events follow,
+//!    in order, and W is direct on p. Once the reader's commit passes the fence, the mark
+//!    goes. If the held events reach the budget first, they are parked (behind the
+//!    fence, in order) and W is parked again; the fence is then stale and ignored.
+//! 6. *Rebalance.* A revoked partition's states and held events are dropped: held
+//!    events were never completed, so the new owner reads them again. A newly assigned
+//!    partition whose committed metadata marks W starts W as *returning* — a fence,
+//!    held events — so W's parked events there come first.
+//! 7. *Crash.* Everything in process is uncommitted and read again; parked events whose
+//!    source offsets were committed are in the parking topic behind a mark; the next
+//!    owner reads them first (step 6). Duplicates are possible (at-least-once), gaps
+//!    and reorders are not.
+//!
+//! If the parking topic is unavailable its writes pend; they count as buffered events,
+//! so the consumer pauses, as it does without parking.
+
+pub mod reader;
+pub mod table;
+pub mod writer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, KafkaConfig};
+use crate::deliver::Failure;
+use crate::dlq::Letter;
+use crate::event::Decoder;
+use crate::lane::{Envelope, LaneMsg, LaneShared};
+use crate::source::TopicPartition;
+use reader::{Ctrl, ReaderHandle, ReaderSetup};
+use table::{ParkTable, ParkedMarks, Route};
+use writer::Parker;
+
+/// A step of the protocol that reaches a lane between its events.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// These partitions are this pod's now, with the marks their commits carried.
+    Assigned(Vec<(TopicPartition, BTreeMap<String, i64>)>),
+    /// These partitions left.
+    Revoked(Vec<TopicPartition>),
+    /// The reader met this workspace's fence `epoch` of `tp`.
+    FenceRead {
+        /// The source partition.
+        tp: TopicPartition,
+        /// The fence's epoch.
+        epoch: u64,
+    },
+    /// The reader committed past it.
+    FenceCommitted {
+        /// The source partition.
+        tp: TopicPartition,
+        /// The fence's epoch.
+        epoch: u64,
+    },
+}
+
+/// What every lane's parking side shares.
+#[derive(Debug, Clone)]
+pub struct ParkingSetup {
+    parker: Arc<Parker>,
+    marks: ParkedMarks,
+    kafka: KafkaConfig,
+    budget: usize,
+    decoder: Decoder,
+    writes: TaskTracker,
+}
+
+impl ParkingSetup {
+    /// The parking side for `config`, or `None` without `kafka.park_topic`. `marks` is
+    /// shared with the source's commits; parking writes run on `writes`.
+    pub fn new(
+        config: &Config,
+        decoder: Decoder,
+        marks: ParkedMarks,
+        writes: TaskTracker,
+    ) -> Result<Option<Self>, rdkafka::error::KafkaError> {
+        let Some(parker) = Parker::new(config)? else {
+            return Ok(None);
+        };
+        Ok(Some(ParkingSetup {
+            parker: Arc::new(parker),
+            marks,
+            kafka: config.kafka.clone(),
+            budget: config.workspace_budget(),
+            decoder,
+            writes,
+        }))
+    }
+}
+
+/// One workspace's side of the protocol, run by its lane.
+#[derive(Debug)]
+pub struct LaneParking {
+    setup: ParkingSetup,
+    workspace: String,
+    lane: mpsc::UnboundedSender<LaneMsg>,
+    shared: Arc<LaneShared>,
+    table: ParkTable,
+    reader: Option<ReaderHandle>,
+    owned: BTreeSet<TopicPartition>,
+    park_partitions: Option<usize>,
+    /// The tracker's name for this workspace's parking offsets (its reader's).
+    synthetic: String,
+    /// When the workspace was last parked: it stays so for at least [`MIN_PARKED`].
+    parked_at: Option<tokio::time::Instant>,
+}
+
+/// The shortest parking episode: a workspace does not flap between the two paths.
+pub const MIN_PARKED: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl LaneParking {
+    /// The parking side of `workspace`'s lane (`lane` is the lane's own sender, for
+    /// its reader).
+    pub fn new(
+        setup: &ParkingSetup,
+        workspace: &str,
+        lane: mpsc::UnboundedSender<LaneMsg>,
+        shared: &Arc<LaneShared>,
+    ) -> Self {
+        LaneParking {
+            table: ParkTable::new(setup.marks.clone()),
+            synthetic: reader::synthetic_topic(setup.parker.topic(), workspace),
+            setup: setup.clone(),
+            workspace: workspace.to_string(),
+            lane,
+            shared: shared.clone(),
+            reader: None,
+            owned: BTreeSet::new(),
+            park_partitions: None,
+            parked_at: None,
+        }
+    }
+
+    /// A new event: returned if it goes straight into the lane; parked or held if not.
+    pub fn on_event(&mut self, envelope: Envelope) -> Option<Envelope> {
+        let tp = envelope.origin.tp.clone();
+        match self.table.route(&self.workspace, &tp) {
+            Route::Lane => Some(envelope),
+            Route::Park => {
+                self.write(envelope);
+                None
+            }
+            Route::Hold => {
+                self.table.hold(&self.workspace, &tp, envelope);
+                if self.table.held(&self.workspace) >= self.setup.budget {
+                    // Returning takes too long (the workspace is behind again): park.
+                    for tp in self.table.returning(&self.workspace) {
+                        for held in self.table.abort_return(&self.workspace, &tp) {
+                            self.write(held);
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether the lane, holding `events`, is over budget with partitions to park.
+    pub fn should_park(&self, events: usize) -> bool {
+        events + self.table.held(&self.workspace) >= self.setup.budget
+            && self
+                .owned
+                .iter()
+                .any(|tp| self.table.route(&self.workspace, tp) == Route::Lane)
+    }
+
+    /// Parks the workspace on every partition it is direct on, then parks `taken` (all
+    /// the lane held, in per-user order). Returns what stays in the lane: events read
+    /// back from the parking topic, and those of partitions that could not be parked.
+    pub fn park(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
+        let partitions = self.partitions();
+        let mut parked_any = false;
+        for tp in self.owned.clone() {
+            if self.table.route(&self.workspace, &tp) != Route::Lane {
+                continue;
+            }
+            if partitions.is_none_or(|n| tp.partition as usize >= n) {
+                continue; // no parking partition of that number: it stays direct
+            }
+            match blocking(|| self.setup.parker.end_offset(tp.partition)) {
+                Ok(start) => {
+                    self.table.park(&self.workspace, &tp, start);
+                    self.reader_send(Ctrl::Assign(tp, start));
+                    parked_any = true;
+                }
+                Err(e) => tracing::warn!(
+                    workspace = %self.workspace,
+                    "cannot park (parking topic unavailable): {e}"
+                ),
+            }
+        }
+        if parked_any {
+            self.parked_at = Some(tokio::time::Instant::now());
+            self.shared
+                .metrics
+                .workspace_parked(&self.workspace, self.setup.budget);
+        }
+        let mut stay = Vec::new();
+        for envelope in taken {
+            let from_park = *envelope.origin.tp.topic == *self.synthetic;
+            if !from_park && self.table.route(&self.workspace, &envelope.origin.tp) == Route::Park {
+                self.write(envelope);
+            } else {
+                stay.push(envelope);
+            }
+        }
+        stay
+    }
+
+    /// Starts returning when the lane is nearly empty and the reader nearly caught up.
+    pub fn maybe_return(&mut self, events: usize) {
+        let parked = self.table.parked(&self.workspace);
+        let settled = self
+            .parked_at
+            .is_none_or(|at| at + MIN_PARKED <= tokio::time::Instant::now());
+        if parked.is_empty() || !settled {
+            return;
+        }
+        let low = self.setup.budget / 4;
+        let behind = self
+            .reader
+            .as_ref()
+            .map_or(0, |r| r.lag.load(Ordering::Acquire).max(0) as usize);
+        if events > low || behind > low {
+            return;
+        }
+        for tp in parked {
+            if let Some(epoch) = self.table.begin_return(&self.workspace, &tp) {
+                self.fence(&tp, epoch);
+            }
+        }
+    }
+
+    /// A rebalance or a fence; returns events now due in the lane, in order.
+    pub async fn on_control(&mut self, control: Control) -> Vec<Envelope> {
+        match control {
+            Control::FenceRead { tp, epoch } => self
+                .table
+                .fence_read(&self.workspace, &tp, epoch)
+                .map(Vec::from)
+                .unwrap_or_default(),
+            Control::FenceCommitted { tp, epoch } => {
+                if self.table.fence_committed(&self.workspace, &tp, epoch) {
+                    self.reader_send(Ctrl::Unassign(tp));
+                    if !self.table.is_parked(&self.workspace) {
+                        if let Some(reader) = self.reader.take() {
+                            reader.stop().await;
+                        }
+                        self.shared.metrics.workspace_returned(&self.workspace);
+                    }
+                }
+                Vec::new()
+            }
+            Control::Revoked(tps) => {
+                let dropped = self.table.revoked(&tps);
+                self.shared
+                    .buffered
+                    .fetch_sub(dropped.len(), Ordering::AcqRel);
+                for tp in tps {
+                    self.owned.remove(&tp);
+                    if let Some(r) = &self.reader {
+                        r.send(Ctrl::Unassign(tp));
+                    }
+                }
+                Vec::new()
+            }
+            Control::Assigned(assigned) => {
+                for (tp, marks) in assigned {
+                    self.owned.insert(tp.clone());
+                    if let Some(start) = marks.get(&self.workspace) {
+                        // Parked events of ours may wait there: they come first.
+                        let epoch = self.table.inherit(&self.workspace, &tp, *start);
+                        self.reader_send(Ctrl::Assign(tp.clone(), *start));
+                        self.fence(&tp, epoch);
+                        self.shared
+                            .metrics
+                            .workspace_parked(&self.workspace, self.setup.budget);
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stops the reader (it holds a sender of this lane: the lane drains once it is gone).
+    pub async fn close(mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.stop().await;
+        }
+    }
+
+    fn fence(&mut self, tp: &TopicPartition, epoch: u64) {
+        if let Err(e) = self.setup.parker.fence(&self.workspace, tp, epoch) {
+            tracing::warn!(workspace = %self.workspace, "fence not written, staying parked: {e}");
+            for held in self.table.abort_return(&self.workspace, tp) {
+                self.write(held);
+            }
+        }
+    }
+
+    fn partitions(&mut self) -> Option<usize> {
+        if self.park_partitions.is_none() {
+            match blocking(|| self.setup.parker.partitions()) {
+                Ok(n) if n > 0 => self.park_partitions = Some(n),
+                Ok(_) => tracing::warn!("the parking topic has no partitions (does it exist?)"),
+                Err(e) => tracing::warn!("parking topic metadata: {e}"),
+            }
+        }
+        self.park_partitions
+    }
+
+    fn reader_send(&mut self, ctrl: Ctrl) {
+        if self.reader.is_none() {
+            let setup = ReaderSetup {
+                workspace: self.workspace.clone(),
+                group: format!("{}.park.{}", self.setup.kafka.group_id, self.workspace),
+                topic: self.setup.parker.topic().to_string(),
+                lane: self.lane.clone(),
+                in_lane: self.shared.in_lane[&self.workspace].clone(),
+                budget: self.setup.budget,
+                shared: self.shared.clone(),
+                decoder: self.setup.decoder.clone(),
+            };
+            match reader::start(&self.setup.kafka, setup) {
+                Ok(handle) => self.reader = Some(handle),
+                Err(e) => {
+                    tracing::error!(workspace = %self.workspace, "cannot start the parked-events reader: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(reader) = &self.reader {
+            reader.send(ctrl);
+        }
+    }
+
+    /// Writes one event to the parking topic; its offset completes on the ack.
+    fn write(&self, envelope: Envelope) {
+        let shared = self.shared.clone();
+        let workspace = self.workspace.clone();
+        let delivery = self
+            .setup
+            .parker
+            .park(&workspace, &envelope.origin, &envelope.raw);
+        self.setup.writes.spawn(async move {
+            let result = match delivery {
+                Ok(delivery) => tokio::select! {
+                    r = delivery => r.map_err(|_| "the producer was dropped".to_string())
+                        .and_then(|r| r.map(|_| ()).map_err(|(e, _)| e.to_string())),
+                    _ = shared.hard_stop.cancelled() => return,
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => shared.metrics.parked_written(&workspace),
+                Err(e) => {
+                    // Only a permanent error gets here (no delivery timeout): the event
+                    // cannot be parked, so it is dead-lettered rather than lost.
+                    let failure = Failure::without_request("park_failed", e);
+                    let letter = Letter {
+                        origin: &envelope.origin,
+                        raw: &envelope.raw,
+                        workspace: Some(&workspace),
+                        failure: &failure,
+                    };
+                    tokio::select! {
+                        _ = shared.dead_letters.send(letter) => {}
+                        _ = shared.hard_stop.cancelled() => return,
+                    }
+                }
+            }
+            shared
+                .tracker
+                .complete([(&envelope.origin.tp, envelope.origin.offset)]);
+            let left = shared.buffered.fetch_sub(1, Ordering::AcqRel) - 1;
+            shared.metrics.set_buffered(left);
+        });
+    }
+}
+
+/// Runs a blocking broker call without stalling the runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

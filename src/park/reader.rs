@@ -1,0 +1,411 @@
+//! A parked workspace's reader: reads the parking partitions of the source partitions
+//! where its workspace is off the direct path, hands the workspace's records to its
+//! lane at the lane's pace, and commits its own offsets (group `{group}.park.{id}`).
+//!
+//! It never joins a group (partitions are assigned by hand, following the source's
+//! ownership), so a rebalance of the source moves the reading with the partition.
+//! Other workspaces' records and other partitions' fences complete at once; its own
+//! fences are reported to the source when read and again once committed past.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::writer::{FENCE, WORKSPACE};
+use super::Control;
+use crate::deliver::Failure;
+use crate::dlq::{header_map, headers, Letter};
+use crate::event::Decoder;
+use crate::lane::{Envelope, LaneMsg, LaneShared};
+use crate::source::{client_config, Origin, Raw, TopicPartition};
+
+/// How long a committed-offset or watermark query may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the source asks of a reader.
+#[derive(Debug)]
+pub enum Ctrl {
+    /// Read the parking partition of this source partition, from at least this offset.
+    Assign(TopicPartition, i64),
+    /// Stop reading it (revoked, or direct again).
+    Unassign(TopicPartition),
+}
+
+/// The tracker's name for `workspace`'s parking offsets: its own, apart from the
+/// source's and other workspaces' readers'.
+pub fn synthetic_topic(park_topic: &str, workspace: &str) -> String {
+    format!("{park_topic}#{workspace}")
+}
+
+/// The source's handle on one workspace's reader.
+#[derive(Debug)]
+pub struct ReaderHandle {
+    ctrl: mpsc::UnboundedSender<Ctrl>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    /// Parking-topic records (any workspace's) behind this reader, last measured;
+    /// `i64::MAX` until first measured.
+    pub lag: Arc<AtomicI64>,
+}
+
+impl ReaderHandle {
+    /// Tells the reader.
+    pub fn send(&self, ctrl: Ctrl) {
+        let _ = self.ctrl.send(ctrl);
+    }
+
+    /// Stops the reader after a last commit.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Everything a reader needs.
+#[derive(Debug)]
+pub struct ReaderSetup {
+    /// The workspace.
+    pub workspace: String,
+    /// Its reader's consumer group.
+    pub group: String,
+    /// The parking topic.
+    pub topic: String,
+    /// The workspace's lane: parked events and fences go there, in order.
+    pub lane: mpsc::UnboundedSender<LaneMsg>,
+    /// Events in the workspace's lane.
+    pub in_lane: Arc<AtomicUsize>,
+    /// The workspace's buffer budget.
+    pub budget: usize,
+    /// What lanes share (tracker, buffered count, destination, dead letters, metrics).
+    pub shared: Arc<LaneShared>,
+    /// Decodes parked payloads.
+    pub decoder: Decoder,
+}
+
+struct Part {
+    source: TopicPartition,
+    next: i64,
+}
+
+struct Reader {
+    setup: ReaderSetup,
+    consumer: StreamConsumer,
+    parts: HashMap<i32, Part>,
+    /// Fences read and not yet committed past: (parking partition, offset, epoch).
+    fences: Vec<(i32, i64, u64)>,
+    synthetic: Arc<str>,
+    paused: bool,
+    lag: Arc<AtomicI64>,
+}
+
+/// Starts a reader for `setup.workspace`.
+pub fn start(
+    kafka: &crate::config::KafkaConfig,
+    setup: ReaderSetup,
+) -> rdkafka::error::KafkaResult<ReaderHandle> {
+    let mut client = client_config(kafka);
+    client
+        .set("group.id", &setup.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = client.create()?;
+    let (ctrl, rx) = mpsc::unbounded_channel();
+    let lag = Arc::new(AtomicI64::new(i64::MAX));
+    let stop = tokio_util::sync::CancellationToken::new();
+    // The tracker keeps this reader's parking offsets under a name of their own, apart
+    // from the source's and other workspaces' readers'.
+    let synthetic: Arc<str> = synthetic_topic(&setup.topic, &setup.workspace).into();
+    let reader = Reader {
+        setup,
+        consumer,
+        parts: HashMap::new(),
+        fences: Vec::new(),
+        synthetic,
+        paused: false,
+        lag: lag.clone(),
+    };
+    let task = tokio::spawn(reader.run(rx, stop.clone()));
+    Ok(ReaderHandle {
+        ctrl,
+        stop,
+        task,
+        lag,
+    })
+}
+
+impl Reader {
+    async fn run(
+        mut self,
+        mut ctrl: mpsc::UnboundedReceiver<Ctrl>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut lag_tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                c = ctrl.recv() => match c {
+                    Some(Ctrl::Assign(tp, start)) => self.assign(tp, start),
+                    Some(Ctrl::Unassign(tp)) => self.unassign(&tp),
+                    None => break,
+                },
+                m = self.consumer.recv(), if !self.parts.is_empty() && !self.paused => match m {
+                    Ok(m) => {
+                        let (p, offset) = (m.partition(), m.offset());
+                        let hs = header_map(&m);
+                        let key = m.key().map(<[u8]>::to_vec);
+                        let payload = m.payload().map(<[u8]>::to_vec);
+                        drop(m);
+                        self.handle(p, offset, &hs, key, payload);
+                    }
+                    Err(e) => tracing::warn!(workspace = %self.setup.workspace, "parking topic: {e}"),
+                },
+                _ = tick.tick() => {
+                    self.commit(CommitMode::Async);
+                    self.pace();
+                }
+                _ = lag_tick.tick() => self.measure_lag(),
+            }
+        }
+        self.commit(CommitMode::Sync);
+    }
+
+    fn synthetic(&self, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: self.synthetic.clone(),
+            partition,
+        }
+    }
+
+    fn assign(&mut self, source: TopicPartition, start: i64) {
+        let p = source.partition;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.setup.topic, p);
+        let committed = blocking(|| self.consumer.committed_offsets(tpl, QUERY_TIMEOUT))
+            .ok()
+            .and_then(|c| c.elements().first().map(|e| e.offset()));
+        let from = match committed {
+            Some(Offset::Offset(c)) => c.max(start),
+            _ => start,
+        };
+        self.parts.insert(p, Part { source, next: from });
+        // Unknown until measured: no return decision on an old figure.
+        self.lag.store(i64::MAX, Ordering::Release);
+        self.reassign();
+    }
+
+    fn unassign(&mut self, source: &TopicPartition) {
+        let p = source.partition;
+        if self
+            .parts
+            .get(&p)
+            .is_some_and(|part| &part.source == source)
+        {
+            self.commit(CommitMode::Async);
+            self.parts.remove(&p);
+            self.fences.retain(|(fp, _, _)| *fp != p);
+            self.setup.shared.tracker.forget(&[self.synthetic(p)]);
+            self.reassign();
+        }
+    }
+
+    fn reassign(&mut self) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, part) in &self.parts {
+            let _ = tpl.add_partition_offset(&self.setup.topic, *p, Offset::Offset(part.next));
+        }
+        if let Err(e) = self.consumer.assign(&tpl) {
+            tracing::warn!(workspace = %self.setup.workspace, "parking topic assignment failed: {e}");
+        }
+        self.paused = false;
+    }
+
+    fn handle(
+        &mut self,
+        p: i32,
+        offset: i64,
+        hs: &std::collections::BTreeMap<String, String>,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+    ) {
+        let Some(part) = self.parts.get_mut(&p) else {
+            return;
+        };
+        part.next = offset + 1;
+        let source = part.source.clone();
+        let tp = self.synthetic(p);
+        let tracker = &self.setup.shared.tracker;
+        tracker.track(&tp, offset);
+        let ours = hs.get(WORKSPACE) == Some(&self.setup.workspace)
+            && hs.get(headers::TOPIC).map(String::as_str) == Some(&*source.topic)
+            && hs.get(headers::PARTITION) == Some(&source.partition.to_string());
+        if !ours {
+            tracker.complete([(&tp, offset)]);
+            return;
+        }
+        if let Some(epoch) = hs.get(FENCE).and_then(|e| e.parse::<u64>().ok()) {
+            tracker.complete([(&tp, offset)]);
+            self.fences.push((p, offset, epoch));
+            let _ = self
+                .setup
+                .lane
+                .send(LaneMsg::Park(Control::FenceRead { tp: source, epoch }));
+            return;
+        }
+        let raw = Raw {
+            key,
+            payload,
+            redrive_count: hs
+                .get(headers::REDRIVE_COUNT)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
+        };
+        let origin = Origin { tp, offset };
+        let shared = &self.setup.shared;
+        let decoded = raw
+            .payload
+            .as_deref()
+            .ok_or_else(|| crate::event::InvalidEvent::Malformed("empty message".into()))
+            .and_then(|payload| {
+                self.setup
+                    .decoder
+                    .decode(payload, Some(&self.setup.workspace))
+            })
+            .and_then(|event| Ok((shared.destination.encode(&event)?, event)));
+        match decoded {
+            Ok((encoded, event)) => {
+                let envelope = Envelope {
+                    origin,
+                    raw,
+                    user: event.person.as_str().to_string(),
+                    event_time: event.timestamp,
+                    encoded,
+                    arrived: tokio::time::Instant::now(),
+                    from_park: true,
+                };
+                shared.parked_in_process.fetch_add(1, Ordering::AcqRel);
+                // Counted at once, so pacing sees it before the lane does.
+                let in_lane = self.setup.in_lane.fetch_add(1, Ordering::AcqRel) + 1;
+                shared.metrics.parked_drained(&self.setup.workspace);
+                if self.setup.lane.send(LaneMsg::FromPark(envelope)).is_err() {
+                    // Shutting down: left uncommitted, read again later.
+                    shared.parked_in_process.fetch_sub(1, Ordering::AcqRel);
+                }
+                if in_lane >= self.setup.budget {
+                    self.pace();
+                }
+            }
+            Err(invalid) => {
+                // It was valid when parked; a later version may decode differently.
+                let failure = Failure::without_request(invalid.reason(), invalid.to_string());
+                let shared = shared.clone();
+                let workspace = self.setup.workspace.clone();
+                tokio::spawn(async move {
+                    let letter = Letter {
+                        origin: &origin,
+                        raw: &raw,
+                        workspace: Some(&workspace),
+                        failure: &failure,
+                    };
+                    tokio::select! {
+                        _ = shared.dead_letters.send(letter) => {
+                            shared.tracker.complete([(&origin.tp, origin.offset)]);
+                        }
+                        _ = shared.hard_stop.cancelled() => {}
+                    }
+                });
+            }
+        }
+    }
+
+    fn commit(&mut self, mode: CommitMode) {
+        let tps: Vec<TopicPartition> = self.parts.keys().map(|p| self.synthetic(*p)).collect();
+        let offsets = self.setup.shared.tracker.committable_for(&tps);
+        if offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, next) in &offsets {
+            let _ =
+                tpl.add_partition_offset(&self.setup.topic, tp.partition, Offset::Offset(*next));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            tracing::warn!(workspace = %self.setup.workspace, "parking offsets commit failed: {e}");
+            return;
+        }
+        self.setup.shared.tracker.mark_committed(&offsets);
+        let committed: HashMap<i32, i64> =
+            offsets.iter().map(|(tp, n)| (tp.partition, *n)).collect();
+        let parts = &self.parts;
+        let lane = &self.setup.lane;
+        self.fences.retain(|(p, offset, epoch)| {
+            let past = committed.get(p).is_some_and(|next| next > offset);
+            if past {
+                if let Some(part) = parts.get(p) {
+                    let _ = lane.send(LaneMsg::Park(Control::FenceCommitted {
+                        tp: part.source.clone(),
+                        epoch: *epoch,
+                    }));
+                }
+            }
+            !past
+        });
+    }
+
+    /// Reads only while the workspace's lane is under its budget.
+    fn pace(&mut self) {
+        let in_lane = self.setup.in_lane.load(Ordering::Acquire);
+        let pause = if !self.paused && in_lane >= self.setup.budget {
+            true
+        } else if self.paused && in_lane <= self.setup.budget * 3 / 4 {
+            false
+        } else {
+            return;
+        };
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if pause {
+            self.consumer.pause(&assigned)
+        } else {
+            self.consumer.resume(&assigned)
+        };
+        drop(assigned);
+        if result.is_ok() {
+            self.paused = pause;
+        }
+    }
+
+    fn measure_lag(&mut self) {
+        let mut lag = 0;
+        for (p, part) in &self.parts {
+            if let Ok((_, high)) = blocking(|| {
+                self.consumer
+                    .fetch_watermarks(&self.setup.topic, *p, QUERY_TIMEOUT)
+            }) {
+                lag += (high - part.next).max(0);
+            }
+        }
+        self.lag.store(lag, Ordering::Release);
+        self.setup
+            .shared
+            .metrics
+            .set_parked_waiting(&self.setup.workspace, lag);
+    }
+}
+
+/// Runs a blocking broker call without stalling the runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

@@ -1,0 +1,417 @@
+//! Where each (workspace, source partition) stands in the parking protocol, and the
+//! events held while it returns. Pure state, no I/O: the source drives it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::lane::Envelope;
+use crate::source::TopicPartition;
+
+/// What to do with a workspace's next event from a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to the workspace's lane.
+    Lane,
+    /// To the parking topic.
+    Park,
+    /// Keep it here until the parked events before it are back in the lane.
+    Hold,
+}
+
+/// One (workspace, partition) off the direct path.
+#[derive(Debug)]
+enum Phase {
+    /// New events go to the parking topic.
+    Parked,
+    /// A fence was written; new events wait here until the reader meets it.
+    Returning {
+        epoch: u64,
+        held: VecDeque<Envelope>,
+    },
+    /// Back on the direct path; the reader's commit has not yet passed the fence, so
+    /// the source's commits keep saying that parked events may wait.
+    Draining { epoch: u64 },
+}
+
+#[derive(Debug)]
+struct Entry {
+    phase: Phase,
+    /// Parking-topic offset from which this workspace's parked events of this
+    /// partition may be found.
+    start: i64,
+}
+
+/// Per source partition: the workspaces that may have parked events waiting, and the
+/// parking-topic offset to read them from. Carried in the metadata of every offset
+/// commit of that partition, so whoever owns it next knows.
+pub type ParkedMarks = Arc<Mutex<HashMap<TopicPartition, BTreeMap<String, i64>>>>;
+
+/// The parking state of every (workspace, partition) this pod owns.
+#[derive(Debug, Default)]
+pub struct ParkTable {
+    entries: HashMap<(String, TopicPartition), Entry>,
+    next_epoch: u64,
+    marks: ParkedMarks,
+}
+
+/// The commit metadata of a partition with these marks.
+pub fn marks_metadata(marks: &BTreeMap<String, i64>) -> String {
+    serde_json::json!({ "sluice_parked": marks }).to_string()
+}
+
+/// The marks a partition's commit metadata carries (none if it is not sluice's).
+pub fn metadata_marks(metadata: &str) -> BTreeMap<String, i64> {
+    serde_json::from_str::<serde_json::Value>(metadata)
+        .ok()
+        .and_then(|v| {
+            serde_json::from_value::<BTreeMap<String, i64>>(v.get("sluice_parked")?.clone()).ok()
+        })
+        .unwrap_or_default()
+}
+
+impl ParkTable {
+    /// An empty table sharing `marks` with the commit paths.
+    pub fn new(marks: ParkedMarks) -> Self {
+        ParkTable {
+            marks,
+            ..ParkTable::default()
+        }
+    }
+
+    /// Where `workspace`'s next event from `tp` goes.
+    pub fn route(&self, workspace: &str, tp: &TopicPartition) -> Route {
+        match self.entries.get(&(workspace.to_string(), tp.clone())) {
+            None
+            | Some(Entry {
+                phase: Phase::Draining { .. },
+                ..
+            }) => Route::Lane,
+            Some(Entry {
+                phase: Phase::Parked,
+                ..
+            }) => Route::Park,
+            Some(Entry {
+                phase: Phase::Returning { .. },
+                ..
+            }) => Route::Hold,
+        }
+    }
+
+    /// Keeps an event of a returning (workspace, partition).
+    pub fn hold(&mut self, workspace: &str, tp: &TopicPartition, envelope: Envelope) {
+        if let Some(Entry {
+            phase: Phase::Returning { held, .. },
+            ..
+        }) = self.entries.get_mut(&(workspace.to_string(), tp.clone()))
+        {
+            held.push_back(envelope);
+        }
+    }
+
+    /// Events held for `workspace`, over its partitions.
+    pub fn held(&self, workspace: &str) -> usize {
+        self.entries
+            .iter()
+            .filter(|((w, _), _)| w == workspace)
+            .map(|(_, e)| match &e.phase {
+                Phase::Returning { held, .. } => held.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Whether `workspace` is off the direct path on any partition.
+    pub fn is_parked(&self, workspace: &str) -> bool {
+        self.entries.keys().any(|(w, _)| w == workspace)
+    }
+
+    /// Partitions where `workspace` is in the given state.
+    fn partitions_where(&self, workspace: &str, f: impl Fn(&Phase) -> bool) -> Vec<TopicPartition> {
+        self.entries
+            .iter()
+            .filter(|((w, _), e)| w == workspace && f(&e.phase))
+            .map(|((_, tp), _)| tp.clone())
+            .collect()
+    }
+
+    /// Parks `workspace` on `tp` (it was direct): its parked events will be found from
+    /// parking-topic offset `start`.
+    pub fn park(&mut self, workspace: &str, tp: &TopicPartition, start: i64) {
+        let key = (workspace.to_string(), tp.clone());
+        match self.entries.get_mut(&key) {
+            Some(entry) => {
+                // Draining still: parked events from before wait at the old start.
+                entry.phase = Phase::Parked;
+            }
+            None => {
+                self.entries.insert(
+                    key,
+                    Entry {
+                        phase: Phase::Parked,
+                        start,
+                    },
+                );
+            }
+        }
+        self.sync_mark(workspace, tp);
+    }
+
+    /// A newly assigned partition's commit said `workspace` may have parked events
+    /// there from `start`: it returns at once (fence, hold) so they come first.
+    pub fn inherit(&mut self, workspace: &str, tp: &TopicPartition, start: i64) -> u64 {
+        let epoch = self.epoch();
+        self.entries.insert(
+            (workspace.to_string(), tp.clone()),
+            Entry {
+                phase: Phase::Returning {
+                    epoch,
+                    held: VecDeque::new(),
+                },
+                start,
+            },
+        );
+        self.sync_mark(workspace, tp);
+        epoch
+    }
+
+    /// Parked partitions of `workspace` (to return, or to park held events of).
+    pub fn parked(&self, workspace: &str) -> Vec<TopicPartition> {
+        self.partitions_where(workspace, |p| matches!(p, Phase::Parked))
+    }
+
+    /// Partitions of `workspace` off the direct path, with their start offsets.
+    pub fn off_direct(&self, workspace: &str) -> Vec<(TopicPartition, i64)> {
+        self.entries
+            .iter()
+            .filter(|((w, _), _)| w == workspace)
+            .map(|((_, tp), e)| (tp.clone(), e.start))
+            .collect()
+    }
+
+    /// Starts returning `workspace` on parked `tp`: returns the fence's epoch.
+    pub fn begin_return(&mut self, workspace: &str, tp: &TopicPartition) -> Option<u64> {
+        let epoch = self.epoch();
+        let entry = self.entries.get_mut(&(workspace.to_string(), tp.clone()))?;
+        if !matches!(entry.phase, Phase::Parked) {
+            return None;
+        }
+        entry.phase = Phase::Returning {
+            epoch,
+            held: VecDeque::new(),
+        };
+        Some(epoch)
+    }
+
+    /// Gives up returning `workspace` on `tp` (too much held): back to parked; the held
+    /// events, in order, are to be parked behind the (now stale) fence.
+    pub fn abort_return(&mut self, workspace: &str, tp: &TopicPartition) -> VecDeque<Envelope> {
+        let Some(entry) = self.entries.get_mut(&(workspace.to_string(), tp.clone())) else {
+            return VecDeque::new();
+        };
+        match std::mem::replace(&mut entry.phase, Phase::Parked) {
+            Phase::Returning { held, .. } => held,
+            other => {
+                entry.phase = other;
+                VecDeque::new()
+            }
+        }
+    }
+
+    /// Partitions where `workspace` is returning (holding new events).
+    pub fn returning(&self, workspace: &str) -> Vec<TopicPartition> {
+        self.partitions_where(workspace, |p| matches!(p, Phase::Returning { .. }))
+    }
+
+    /// The reader met fence `epoch` of (`workspace`, `tp`): every event parked before it
+    /// is in the lane. Returns the held events, in order, for the lane behind them.
+    pub fn fence_read(
+        &mut self,
+        workspace: &str,
+        tp: &TopicPartition,
+        epoch: u64,
+    ) -> Option<VecDeque<Envelope>> {
+        let entry = self.entries.get_mut(&(workspace.to_string(), tp.clone()))?;
+        match &mut entry.phase {
+            Phase::Returning { epoch: e, held } if *e == epoch => {
+                let held = std::mem::take(held);
+                entry.phase = Phase::Draining { epoch };
+                Some(held)
+            }
+            _ => None,
+        }
+    }
+
+    /// The reader committed past fence `epoch`: (`workspace`, `tp`) is direct again.
+    /// Returns whether it was.
+    pub fn fence_committed(&mut self, workspace: &str, tp: &TopicPartition, epoch: u64) -> bool {
+        let key = (workspace.to_string(), tp.clone());
+        let done = matches!(
+            self.entries.get(&key),
+            Some(Entry { phase: Phase::Draining { epoch: e }, .. }) if *e == epoch
+        );
+        if done {
+            self.entries.remove(&key);
+            self.sync_mark(workspace, tp);
+        }
+        done
+    }
+
+    /// Partitions were revoked: forgets them; returns the events held for them (never
+    /// completed, so redelivered to the new owner).
+    pub fn revoked(&mut self, tps: &[TopicPartition]) -> Vec<Envelope> {
+        let mut dropped = Vec::new();
+        let mut gone = Vec::new();
+        self.entries.retain(|(w, tp), entry| {
+            if !tps.contains(tp) {
+                return true;
+            }
+            if let Phase::Returning { held, .. } = &mut entry.phase {
+                dropped.extend(held.drain(..));
+            }
+            gone.push((w.clone(), tp.clone()));
+            false
+        });
+        for (w, tp) in gone {
+            self.sync_mark(&w, &tp);
+        }
+        dropped
+    }
+
+    fn epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+
+    /// Brings the shared marks of `tp` up to date for `workspace` (other workspaces'
+    /// tables keep theirs in the same map).
+    fn sync_mark(&self, workspace: &str, tp: &TopicPartition) {
+        let start = self
+            .entries
+            .get(&(workspace.to_string(), tp.clone()))
+            .map(|e| e.start);
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let of_tp = marks.entry(tp.clone()).or_default();
+        match start {
+            Some(start) => {
+                of_tp.insert(workspace.to_string(), start);
+            }
+            None => {
+                of_tp.remove(workspace);
+            }
+        }
+        if of_tp.is_empty() {
+            marks.remove(tp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::Encoded;
+    use crate::source::{Origin, Raw};
+
+    fn env(offset: i64) -> Envelope {
+        Envelope {
+            origin: Origin {
+                tp: TopicPartition::new("t", 0),
+                offset,
+            },
+            raw: Raw::default(),
+            user: "u".into(),
+            event_time: None,
+            encoded: Encoded::BatchItem(vec![]),
+            arrived: tokio::time::Instant::now(),
+            from_park: false,
+        }
+    }
+
+    fn offsets(held: &VecDeque<Envelope>) -> Vec<i64> {
+        held.iter().map(|e| e.origin.offset).collect()
+    }
+
+    #[test]
+    fn a_workspace_parks_returns_through_its_fence_and_the_commits_say_so() {
+        let marks = ParkedMarks::default();
+        let mut t = ParkTable::new(marks.clone());
+        let tp = TopicPartition::new("t", 0);
+        assert_eq!(t.route("a", &tp), Route::Lane);
+        t.park("a", &tp, 40);
+        assert_eq!(t.route("a", &tp), Route::Park);
+        assert_eq!(t.route("b", &tp), Route::Lane, "others stay direct");
+        assert_eq!(marks.lock().unwrap()[&tp]["a"], 40);
+
+        let epoch = t.begin_return("a", &tp).unwrap();
+        assert_eq!(t.route("a", &tp), Route::Hold);
+        t.hold("a", &tp, env(7));
+        t.hold("a", &tp, env(8));
+        assert_eq!(t.held("a"), 2);
+        // A stale fence releases nothing.
+        assert!(t.fence_read("a", &tp, epoch + 9).is_none());
+        let held = t.fence_read("a", &tp, epoch).unwrap();
+        assert_eq!(offsets(&held), vec![7, 8]);
+        assert_eq!(t.route("a", &tp), Route::Lane);
+        // Until the reader's commit passes the fence, commits still mark it.
+        assert!(marks.lock().unwrap().contains_key(&tp));
+        assert!(t.fence_committed("a", &tp, epoch));
+        assert!(!marks.lock().unwrap().contains_key(&tp));
+        assert!(!t.is_parked("a"));
+    }
+
+    #[test]
+    fn two_workspaces_tables_share_one_partitions_marks() {
+        let marks = ParkedMarks::default();
+        let (mut a, mut b) = (ParkTable::new(marks.clone()), ParkTable::new(marks.clone()));
+        let tp = TopicPartition::new("t", 0);
+        a.park("a", &tp, 10);
+        b.park("b", &tp, 20);
+        assert_eq!(marks.lock().unwrap()[&tp].len(), 2);
+        let epoch = b.begin_return("b", &tp).unwrap();
+        b.fence_read("b", &tp, epoch);
+        b.fence_committed("b", &tp, epoch);
+        assert_eq!(
+            marks.lock().unwrap()[&tp],
+            BTreeMap::from([("a".to_string(), 10)])
+        );
+        a.revoked(std::slice::from_ref(&tp));
+        assert!(marks.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn too_much_held_goes_back_to_parked_in_order() {
+        let mut t = ParkTable::new(ParkedMarks::default());
+        let tp = TopicPartition::new("t", 3);
+        t.park("a", &tp, 0);
+        let epoch = t.begin_return("a", &tp).unwrap();
+        for o in 10..13 {
+            t.hold("a", &tp, env(o));
+        }
+        assert_eq!(offsets(&t.abort_return("a", &tp)), vec![10, 11, 12]);
+        assert_eq!(t.route("a", &tp), Route::Park);
+        assert!(
+            t.fence_read("a", &tp, epoch).is_none(),
+            "its fence is stale"
+        );
+    }
+
+    #[test]
+    fn a_revoked_partition_drops_what_it_held_and_an_inherited_one_returns_at_once() {
+        let marks = ParkedMarks::default();
+        let mut t = ParkTable::new(marks.clone());
+        let tp = TopicPartition::new("t", 1);
+        t.park("a", &tp, 5);
+        t.begin_return("a", &tp).unwrap();
+        t.hold("a", &tp, env(1));
+        assert_eq!(t.revoked(std::slice::from_ref(&tp)).len(), 1);
+        assert_eq!(t.route("a", &tp), Route::Lane);
+        assert!(marks.lock().unwrap().is_empty());
+
+        let meta = marks_metadata(&BTreeMap::from([("a".to_string(), 5)]));
+        let inherited = metadata_marks(&meta);
+        assert_eq!(inherited["a"], 5);
+        let epoch = t.inherit("a", &tp, inherited["a"]);
+        assert_eq!(t.route("a", &tp), Route::Hold);
+        assert!(t.fence_read("a", &tp, epoch).is_some());
+        assert!(metadata_marks("").is_empty() && metadata_marks("{\"x\":1}").is_empty());
+    }
+}

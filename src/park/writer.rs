@@ -1,0 +1,157 @@
+//! Writes parked events and fences to the parking topic, in the order the source hands
+//! them over: each record is enqueued at once (never from a spawned task) and the
+//! producer is idempotent with no delivery timeout, so librdkafka keeps a partition's
+//! records in order through every retry. While the topic is unavailable the writes
+//! simply pend; they count as buffered events, so the consumer pauses as it would
+//! without parking.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::config::Config;
+use crate::dlq::headers;
+use crate::source::{client_config, Origin, Raw, TopicPartition};
+
+/// Header naming a fence record's epoch (a fence carries no payload).
+pub const FENCE: &str = "sluice.fence";
+/// Header with the workspace a parked record (or a fence) belongs to.
+pub const WORKSPACE: &str = headers::WORKSPACE;
+
+/// How long reading the parking topic's end offset may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The parking topic's producer.
+pub struct Parker {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for Parker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parker")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parker {
+    /// A producer for `kafka.park_topic` on the source's brokers, or `None` when parking
+    /// is not configured.
+    pub fn new(config: &Config) -> Result<Option<Self>, KafkaError> {
+        let k = &config.kafka;
+        let Some(topic) = &k.park_topic else {
+            return Ok(None);
+        };
+        let mut client = client_config(k);
+        for key in k
+            .options
+            .keys()
+            .filter(|key| crate::dlq::is_consumer_only(key))
+        {
+            client.remove(key);
+        }
+        client
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            // Never give up on a record: giving up and retrying would reorder.
+            .set("message.timeout.ms", "0")
+            .set(
+                "queue.buffering.max.messages",
+                (k.max_buffered_events * 2 + 10_000).to_string(),
+            );
+        Ok(Some(Parker {
+            producer: client.create()?,
+            topic: topic.clone(),
+        }))
+    }
+
+    /// The parking topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Enqueues one event of `workspace` read from `origin`, to the parking partition
+    /// with the source partition's number.
+    pub fn park(
+        &self,
+        workspace: &str,
+        origin: &Origin,
+        raw: &Raw,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let mut pairs = vec![
+            ("workspace", workspace.to_string()),
+            (WORKSPACE, workspace.to_string()),
+            (headers::TOPIC, origin.tp.topic.to_string()),
+            (headers::PARTITION, origin.tp.partition.to_string()),
+            (headers::OFFSET, origin.offset.to_string()),
+        ];
+        if raw.redrive_count > 0 {
+            pairs.push((headers::REDRIVE_COUNT, raw.redrive_count.to_string()));
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .partition(origin.tp.partition)
+            .headers(to_headers(&pairs));
+        if let Some(key) = &raw.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(payload) = &raw.payload {
+            record = record.payload(payload.as_slice());
+        }
+        self.producer.send_result(record).map_err(|(e, _)| e)
+    }
+
+    /// Enqueues fence `epoch` of (`workspace`, `tp`) behind everything parked for it.
+    pub fn fence(
+        &self,
+        workspace: &str,
+        tp: &TopicPartition,
+        epoch: u64,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let pairs = [
+            (WORKSPACE, workspace.to_string()),
+            (headers::TOPIC, tp.topic.to_string()),
+            (headers::PARTITION, tp.partition.to_string()),
+            (FENCE, epoch.to_string()),
+        ];
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .partition(tp.partition)
+            .key(b"sluice-fence".as_slice())
+            .headers(to_headers(&pairs));
+        self.producer.send_result(record).map_err(|(e, _)| e)
+    }
+
+    /// The parking partition's end offset now (blocks on the broker): where a
+    /// workspace parked from now on will find its events.
+    pub fn end_offset(&self, partition: i32) -> Result<i64, KafkaError> {
+        self.producer
+            .client()
+            .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
+            .map(|(_, high)| high)
+    }
+
+    /// Partitions of the parking topic (blocks on the broker).
+    pub fn partitions(&self) -> Result<usize, KafkaError> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), WATERMARK_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .map_or(0, |t| t.partitions().len()))
+    }
+}
+
+fn to_headers(pairs: &[(&str, String)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        })
+    })
+}

@@ -1,0 +1,293 @@
+//! Tenant isolation: a workspace that cannot deliver (refused, limited below its inflow,
+//! its API away) is parked — its events go to the parking topic — and the others keep
+//! their pace; the source's commits keep moving; the parked events come back, in
+//! per-user order, once the workspace can take them.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use sluice::tools::mock_api::{MockApi, MockApiConfig};
+
+use crate::common::fleet::PROCESSES;
+use crate::common::{produce, tracks, unique, wait_until, Broker, Record, Setup, Worker, API_KEY};
+
+/// `ok` and `blocked` interleaved, `n` events each over 200 users apiece.
+fn two_workspaces(n: usize) -> Vec<Record> {
+    let ok = tracks("ok", "u", 200, 0..n);
+    let blocked = tracks("blocked", "v", 200, 0..n);
+    ok.into_iter()
+        .zip(blocked)
+        .flat_map(|(a, b)| [a, b])
+        .collect()
+}
+
+fn accepted(api: &MockApi, site: &str) -> u64 {
+    api.stats()
+        .workspaces
+        .get(site)
+        .map_or(0, |w| w.events_accepted)
+}
+
+/// Events/s `ok` reaches from its first accepted event until it has all `n`.
+async fn ok_rate(api: &MockApi, n: u64) -> f64 {
+    wait_until("ok's first event", Duration::from_secs(60), || {
+        accepted(api, "site-ok") > 0
+    })
+    .await;
+    let (start, first) = (Instant::now(), accepted(api, "site-ok"));
+    wait_until("every ok event", Duration::from_secs(120), || {
+        accepted(api, "site-ok") >= n
+    })
+    .await;
+    (n - first) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn setup(broker: &Broker, topic: &str, api: &MockApi, workspaces: &[&str]) -> Setup {
+    let mut setup = Setup::new(&broker.brokers(), topic, &api.base_url(), workspaces);
+    setup.kafka = format!(
+        "max_buffered_events = 2000\nresume_buffered_events = 1000\npark_topic = \"{topic}.park\"\n"
+    );
+    // ok: 50 requests/s of 20 events, 1 000 events/s: its rate is its limit's, alone
+    // or not, so "unaffected" can be measured on a noisy machine.
+    setup.limits = "default_rate_limit_per_s = 50\n".into();
+    setup
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arrive_once_fixed() {
+    let _alone = PROCESSES.lock().await;
+    const N: usize = 6_000;
+    // The rate ok reaches alone.
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
+    let alone_topic = unique("alone");
+    broker.create_topic(&alone_topic, 4).await;
+    broker.create_topic(&format!("{alone_topic}.park"), 4).await;
+    produce(
+        &broker.brokers(),
+        &alone_topic,
+        &tracks("ok", "u", 200, 0..N),
+    )
+    .await;
+    let worker = Worker::start(setup(&broker, &alone_topic, &api, &["ok"]).config());
+    let alone = ok_rate(&api, N as u64).await;
+    println!("ok alone: {alone:.0} events/s");
+    worker.stop().await;
+    api.stop().await;
+
+    // Beside it, a workspace whose API refuses its key.
+    let api = MockApi::start(MockApiConfig {
+        keys: vec![format!("site-ok:{API_KEY}")],
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 4).await;
+    broker.create_topic(&format!("{topic}.park"), 4).await;
+    let positions = produce(&broker.brokers(), &topic, &two_workspaces(N)).await;
+    let s = setup(&broker, &topic, &api, &["ok", "blocked"]);
+    let worker = Worker::start(s.config());
+    let beside = ok_rate(&api, N as u64).await;
+    // Every source offset commits: blocked's events are in the parking topic.
+    s.wait_committed(&positions, 4).await;
+    let parked = worker.metrics.parked_count("blocked", "written");
+    println!(
+        "isolation: ok alone {alone:.0} events/s, beside a refused workspace {beside:.0} \
+         events/s ({:.0}%); source committed to the end; {parked} of blocked's {N} events \
+         parked, {} refused requests",
+        beside / alone * 100.0,
+        api.stats()
+            .requests_by_status
+            .get(&401)
+            .copied()
+            .unwrap_or(0)
+    );
+    assert!(beside >= 0.9 * alone, "{beside} vs {alone} events/s");
+    assert!(parked >= N as u64, "{parked} parked");
+    assert_eq!(accepted(&api, "site-blocked"), 0);
+    worker.stop().await;
+    api.stop().await;
+    // Every source commit says where blocked's parked events wait.
+    let marks = crate::common::committed_metadata(&broker.brokers(), &s.group, &topic, 4);
+    assert!(
+        marks.values().all(|m| m.contains("\"blocked\"")),
+        "{marks:?}"
+    );
+
+    // Its key fixed (an API that accepts it), a restart: every parked event arrives,
+    // in per-user order.
+    let fixed = MockApi::start(MockApiConfig::default()).await.unwrap();
+    let mut s2 = s.clone();
+    s2.base_url = fixed.base_url();
+    let worker = Worker::start(s2.config());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while accepted(&fixed, "site-blocked") < N as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "blocked: {} of {N} after the fix; {}",
+            accepted(&fixed, "site-blocked"),
+            worker
+                .metrics
+                .render()
+                .lines()
+                .filter(|l| l.contains("parked")
+                    || l.contains("buffered")
+                    || l.contains("delivered"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_until("back on the direct path", Duration::from_secs(30), || {
+        worker
+            .metrics
+            .render()
+            .contains("sluice_workspace_parked{workspace=\"blocked\"} 0")
+    })
+    .await;
+    let metrics = worker.stop().await;
+    let stats = fixed.stats();
+    let blocked = &stats.workspaces["site-blocked"];
+    println!(
+        "after the fix: {} blocked events accepted ({} duplicates), {} order violations, {} drained from the parking topic",
+        blocked.events_accepted,
+        blocked.duplicate_event_ids,
+        stats.order_violations,
+        metrics.parked_count("blocked", "drained")
+    );
+    assert_eq!(stats.order_violations, 0);
+    assert!(
+        blocked.duplicate_event_ids <= 2_000,
+        "{}",
+        blocked.duplicate_event_ids
+    );
+    assert_eq!(
+        accepted(&fixed, "site-ok"),
+        0,
+        "ok's events were all committed before"
+    );
+    fixed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_limited_far_below_its_inflow_drains_through_the_parking_topic() {
+    let _alone = PROCESSES.lock().await;
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 4).await;
+    broker.create_topic(&format!("{topic}.park"), 4).await;
+    // slow: 10 requests/s of 5 events; fast: unlimited. 50× slow's pace arrives.
+    let mut records = tracks("slow", "s", 100, 0..1_500);
+    records.extend(tracks("fast", "f", 100, 0..10_000));
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let mut s = Setup::new(
+        &broker.brokers(),
+        &topic,
+        &api.base_url(),
+        &["slow", "fast"],
+    );
+    s.kafka = format!(
+        "max_buffered_events = 1000\nresume_buffered_events = 500\npark_topic = \"{topic}.park\"\n"
+    );
+    s.batch = "max_events = 5\nlinger_ms = 20\n".into();
+    s.limits = "default_rate_limit_per_s = 1000\n".into();
+    let mut text = s.toml();
+    text = text.replace(
+        "id = \"slow\"\nsite_id = \"site-slow\"",
+        "id = \"slow\"\nsite_id = \"site-slow\"\nrate_limit_per_s = 10\nburst = 1",
+    );
+    let config = sluice::config::Config::from_toml(
+        &text,
+        "test",
+        [(crate::common::API_KEY_ENV.to_string(), API_KEY.to_string())],
+    )
+    .unwrap();
+    let started = Instant::now();
+    let worker = Worker::start(config);
+    wait_until("every fast event", Duration::from_secs(60), || {
+        accepted(&api, "site-fast") >= 10_000
+    })
+    .await;
+    let fast_done = started.elapsed();
+    s.wait_committed(&positions, 4).await;
+    let committed = started.elapsed();
+    let slow_then = accepted(&api, "site-slow");
+    wait_until("every slow event", Duration::from_secs(120), || {
+        accepted(&api, "site-slow") >= 1_500
+    })
+    .await;
+    let slow_done = started.elapsed();
+    let metrics = worker.stop().await;
+    let stats = api.stats();
+    println!(
+        "limited: fast's 10 000 events in {fast_done:?}; source committed to the end after \
+         {committed:?} with slow at {slow_then} of 1 500; slow done after {slow_done:?} \
+         ({} parked), busiest slow second {} requests, {} order violations",
+        metrics.parked_count("slow", "written"),
+        stats.workspaces["site-slow"].max_requests_per_second,
+        stats.order_violations
+    );
+    assert!(slow_then < 1_500, "the source did not wait for slow");
+    assert!(metrics.parked_count("slow", "written") > 0);
+    assert!(stats.workspaces["site-slow"].max_requests_per_second <= 10);
+    assert_eq!(stats.order_violations, 0);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
+    let _alone = PROCESSES.lock().await;
+    // Two brokers: the source and the group on 1, the parking topic on 2, which is down.
+    let cluster = MockCluster::new(2).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let api = MockApi::start(MockApiConfig {
+        keys: vec![format!("site-ok:{API_KEY}")],
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    let park = format!("{topic}.park");
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    cluster.create_topic(&park, 2, 1).unwrap();
+    cluster.create_topic(&format!("{topic}.dlq"), 1, 1).unwrap();
+    for p in 0..2 {
+        cluster.partition_leader(&topic, p, Some(1)).unwrap();
+        cluster.partition_leader(&park, p, Some(2)).unwrap();
+    }
+    let mut s = Setup::new(&brokers, &topic, &api.base_url(), &["ok", "blocked"]);
+    cluster
+        .coordinator(MockCoordinator::Group(s.group.clone()), 1)
+        .unwrap();
+    s.kafka = format!(
+        "max_buffered_events = 600\nresume_buffered_events = 300\npark_topic = \"{park}\"\n"
+    );
+    let positions = produce(&brokers, &topic, &two_workspaces(2_000)).await;
+    cluster.broker_down(2).unwrap();
+    let worker = Worker::start(s.config());
+    wait_until("the consumer pauses", Duration::from_secs(60), || {
+        worker.metrics.paused()
+    })
+    .await;
+    let held = worker.metrics.buffered();
+    assert!(held <= 800, "{held} buffered");
+    assert!(
+        accepted(&api, "site-ok") < 2_000,
+        "paused before ok finished"
+    );
+    cluster.broker_up(2).unwrap();
+    s.wait_committed(&positions, 2).await;
+    wait_until("every ok event", Duration::from_secs(60), || {
+        accepted(&api, "site-ok") >= 2_000
+    })
+    .await;
+    let metrics = worker.stop().await;
+    println!(
+        "parking topic down: paused at {held} buffered; back: committed to the end, {} parked",
+        metrics.parked_count("blocked", "written")
+    );
+    assert!(metrics.parked_count("blocked", "written") >= 1_500);
+    api.stop().await;
+}
