@@ -46,6 +46,12 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Inspect the parking topic (events of workspaces that could not keep up).
+    Park {
+        /// What to do.
+        #[command(subcommand)]
+        command: ParkCommand,
+    },
     /// Check a running worker's health endpoint (exit 0 when it answers 2xx): the
     /// container image's HEALTHCHECK, with no curl needed.
     Healthcheck {
@@ -102,5 +108,19 @@ pub enum DlqCommand {
         /// Really send them (without it, only say what would be sent).
         #[arg(long)]
         execute: bool,
+    },
+}
+
+/// `sluice park …`
+#[derive(Debug, clap::Subcommand)]
+pub enum ParkCommand {
+    /// Per workspace: events parked, not yet read back, fences; samples of the waiting.
+    Inspect {
+        /// The worker's configuration file (its [kafka] section is used).
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// Samples shown per workspace.
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
     },
 }

@@ -4,9 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice::cli::{Cli, Command, ConfigCommand, DlqCommand, LogFormat};
+use sluice::cli::{Cli, Command, ConfigCommand, DlqCommand, LogFormat, ParkCommand};
 use sluice::config::Config;
-use sluice::tools::dlq_cli;
+use sluice::tools::{dlq_cli, park_cli};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -35,6 +35,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             tokio::spawn(sluice::shutdown::on_signal(shutdown.clone()));
             sluice::tools::mock_api::run(config, shutdown).await
         })?,
+        Command::Park {
+            command: ParkCommand::Inspect { config, samples },
+        } => {
+            let config = Config::load_without_secrets(&config)?;
+            print!(
+                "{}",
+                park_cli::report(&park_cli::inspect(&config, samples)?)
+            );
+        }
         Command::Dlq {
             command:
                 DlqCommand::Inspect {

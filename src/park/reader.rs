@@ -225,7 +225,13 @@ impl Reader {
         if let Err(e) = self.consumer.assign(&tpl) {
             tracing::warn!(workspace = %self.setup.workspace, "parking topic assignment failed: {e}");
         }
+        // A partition paused before keeps its pause through a new assignment: resume
+        // them all, and let the pacing pause again if the lane is full.
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::warn!(workspace = %self.setup.workspace, "parking topic resume failed: {e}");
+        }
         self.paused = false;
+        self.pace();
     }
 
     fn handle(

@@ -277,9 +277,18 @@ impl ParkTable {
         dropped
     }
 
+    /// A fence epoch no other fence in the parking topic has: fences outlive the pod
+    /// that wrote them, and one left by a crashed pod must never be taken for this
+    /// one's (that would release held events ahead of parked ones, and stop reading
+    /// before them).
     fn epoch(&mut self) -> u64 {
         self.next_epoch += 1;
-        self.next_epoch
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (nanos ^ fastrand::u64(..))
+            .wrapping_add(self.next_epoch)
+            .max(1)
     }
 
     /// Brings the shared marks of `tp` up to date for `workspace` (other workspaces'
@@ -375,6 +384,21 @@ mod tests {
         );
         a.revoked(std::slice::from_ref(&tp));
         assert!(marks.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_crashed_pods_fence_is_never_taken_for_a_new_ones() {
+        // Both pods' tables take their first epoch: the new pod must not mistake the
+        // old pod's fence, still in the parking topic, for its own.
+        let tp = TopicPartition::new("t", 0);
+        let mut old = ParkTable::new(ParkedMarks::default());
+        old.park("a", &tp, 0);
+        let stale = old.begin_return("a", &tp).unwrap();
+        let mut new = ParkTable::new(ParkedMarks::default());
+        let epoch = new.inherit("a", &tp, 0);
+        assert_ne!(stale, epoch);
+        assert!(new.fence_read("a", &tp, stale).is_none());
+        assert!(new.fence_read("a", &tp, epoch).is_some());
     }
 
     #[test]

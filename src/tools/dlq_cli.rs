@@ -105,12 +105,21 @@ impl ConsumerContext for QuietEof {}
 /// Reads the whole dead-letter topic (from the start to its current end) and returns
 /// the letters matching `filter`.
 pub fn read(kafka: &KafkaConfig, filter: &Filter) -> anyhow::Result<Vec<DeadLetter>> {
+    read_topic(kafka, &kafka.dlq_topic, filter)
+}
+
+/// Reads all of `topic` (a dead-letter or parking topic, whose records carry sluice's
+/// headers) from the start to its current end; returns the records matching `filter`.
+pub fn read_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+    filter: &Filter,
+) -> anyhow::Result<Vec<DeadLetter>> {
     let consumer: BaseConsumer<QuietEof> = client_config(kafka)
         .set("group.id", "sluice-dlq-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create_with_context(QuietEof)?;
-    let topic = kafka.dlq_topic.as_str();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
         .topics()

@@ -108,6 +108,11 @@ async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arri
     assert_eq!(accepted(&api, "site-blocked"), 0);
     worker.stop().await;
     api.stop().await;
+    // `sluice park inspect` shows them waiting.
+    let inspected = sluice::tools::park_cli::inspect(&s.config(), 2).unwrap();
+    print!("{}", sluice::tools::park_cli::report(&inspected));
+    assert_eq!(inspected["blocked"].waiting, N, "{inspected:?}");
+    assert_eq!(inspected.get("ok").map_or(0, |p| p.waiting), 0);
     // Every source commit says where blocked's parked events wait.
     let marks = crate::common::committed_metadata(&broker.brokers(), &s.group, &topic, 4);
     assert!(
@@ -290,4 +295,159 @@ async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
     );
     assert!(metrics.parked_count("blocked", "written") >= 1_500);
     api.stop().await;
+}
+
+/// For each (site, user): whether some event arrived for the first time after a later
+/// one of the same user had (a fresh reorder; duplicates are allowed).
+fn fresh_reorders(received: &[crate::common::api::Received]) -> usize {
+    use std::collections::{HashMap, HashSet};
+    let mut seen: HashSet<(String, String, u64)> = HashSet::new();
+    let mut highest: HashMap<(String, String), u64> = HashMap::new();
+    let mut reorders = 0;
+    for r in received {
+        let attrs = &r.item["attributes"];
+        let (Some(user), Some(seq)) = (attrs["user"].as_str(), attrs["seq"].as_u64()) else {
+            continue;
+        };
+        let key = (r.site_id.clone(), user.to_string());
+        if !seen.insert((key.0.clone(), key.1.clone(), seq)) {
+            continue;
+        }
+        let top = highest.entry(key).or_insert(seq);
+        if seq < *top {
+            reorders += 1;
+        }
+        *top = (*top).max(seq);
+    }
+    reorders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_parking_and_while_returning_loses_nothing_and_keeps_order() {
+    use crate::common::api::Api;
+    use crate::common::fleet::{value, Pod};
+    let _alone = PROCESSES.lock().await;
+    const N: usize = 3_000;
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    api.refuse_site("site-blocked", Some(401));
+    let topic = unique("events");
+    broker.create_topic(&topic, 4).await;
+    broker.create_topic(&format!("{topic}.park"), 4).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let positions = produce(&broker.brokers(), &topic, &two_workspaces(N)).await;
+    let mut s = Setup::new(&broker.brokers(), &topic, &api.base_url, &["ok", "blocked"]);
+    s.kafka = format!(
+        "max_buffered_events = 1000\nresume_buffered_events = 500\npark_topic = \"{topic}.park\"\n"
+    );
+    s.limits = "default_rate_limit_per_s = 100\n".into();
+    let dir = tempfile::tempdir().unwrap();
+    let metric = |pod: &Pod, name: &'static str, labels: &'static [&'static str]| {
+        let url = pod.url.clone();
+        async move {
+            let m = crate::common::scrape(&url).await;
+            value(&m, name, labels)
+        }
+    };
+    const PARKED_GAUGE: &[&str] = &["workspace=\"blocked\""];
+    const WRITTEN: &[&str] = &["workspace=\"blocked\"", "kind=\"written\""];
+
+    // 1. Killed while parking: blocked's events are being written to the parking topic.
+    let mut pod = Pod::start(&s.toml(), dir.path(), "first");
+    let start = Instant::now();
+    loop {
+        if pod.metrics().await.is_some()
+            && metric(&pod, "sluice_parked_events_total", WRITTEN).await > 200.0
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never parked: {}",
+            pod.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pod.kill();
+    println!("killed while parking ({} s in)", start.elapsed().as_secs());
+
+    // 2. Restarted, the key fixed, killed while returning: parked events flow back.
+    let mut pod = Pod::start(&s.toml(), dir.path(), "second");
+    let start = Instant::now();
+    loop {
+        if pod.metrics().await.is_some()
+            && metric(&pod, "sluice_workspace_parked", PARKED_GAUGE).await == 1.0
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not parked after restart: {}",
+            pod.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.refuse_site("site-blocked", None);
+    let delivered_before = api
+        .received()
+        .iter()
+        .filter(|r| r.site_id == "site-blocked")
+        .count();
+    loop {
+        let now = api
+            .received()
+            .iter()
+            .filter(|r| r.site_id == "site-blocked")
+            .count();
+        if now > delivered_before + 300 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "nothing returned: {}",
+            pod.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pod.kill();
+    println!("killed while returning");
+
+    // 3. A last start: everything arrives, the source commits to the end.
+    let mut pod = Pod::start(&s.toml(), dir.path(), "third");
+    let unique_of = |site: &str| {
+        let mut ids: Vec<String> = api
+            .received()
+            .iter()
+            .filter(|r| r.site_id == site)
+            .map(|r| {
+                r.item["attributes"]["seq"].to_string() + &r.item["attributes"]["user"].to_string()
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while unique_of("site-blocked") < N || unique_of("site-ok") < N {
+        assert!(
+            Instant::now() < deadline,
+            "blocked {} ok {} of {N}: {}",
+            unique_of("site-blocked"),
+            unique_of("site-ok"),
+            pod.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.wait_committed(&positions, 4).await;
+    pod.stop();
+    let received = api.received();
+    let total = received.len();
+    let reorders = fresh_reorders(&received);
+    println!(
+        "crash drill: {} of {} events arrived ({} duplicates), {reorders} fresh per-user reorders",
+        unique_of("site-blocked") + unique_of("site-ok"),
+        2 * N,
+        total - 2 * N
+    );
+    assert_eq!(reorders, 0);
 }
