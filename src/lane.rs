@@ -144,6 +144,14 @@ impl LaneShared {
 #[derive(Debug, Default)]
 pub struct Router {
     lanes: HashMap<String, mpsc::UnboundedSender<LaneMsg>>,
+    /// Cancelled when the router is dropped: the lanes drain.
+    closed: CancellationToken,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
 }
 
 impl Router {
@@ -155,6 +163,7 @@ impl Router {
         tasks: &mut JoinSet<()>,
     ) -> Self {
         let mut lanes = HashMap::new();
+        let closed = CancellationToken::new();
         for workspace in workspaces {
             // Unbounded on purpose: the consumer must never block (it has to keep
             // polling); the bound is the buffered-events count, enforced by pausing.
@@ -162,10 +171,16 @@ impl Router {
             let park = parking
                 .as_ref()
                 .map(|p| crate::park::LaneParking::new(p, &workspace, tx.clone(), &shared));
-            tasks.spawn(run_lane(workspace.clone(), rx, shared.clone(), park));
+            tasks.spawn(run_lane(
+                workspace.clone(),
+                rx,
+                shared.clone(),
+                park,
+                closed.clone(),
+            ));
             lanes.insert(workspace, tx);
         }
-        Router { lanes }
+        Router { lanes, closed }
     }
 
     /// Hands an event to its lane; if there is no such lane (or it has closed), returns
@@ -357,6 +372,7 @@ pub async fn run_lane(
     mut rx: mpsc::UnboundedReceiver<LaneMsg>,
     shared: Arc<LaneShared>,
     mut parking: Option<crate::park::LaneParking>,
+    closed: CancellationToken,
 ) {
     let workspace: Arc<str> = workspace.into();
     let mut held = Held {
@@ -444,31 +460,22 @@ pub async fn run_lane(
                 Err(e) => tracing::error!(workspace = %workspace, "delivery task failed: {e}"),
             },
             received = rx.recv(), if !draining => match received {
-                Some(LaneMsg::Event(envelope)) => match &mut parking {
-                    Some(p) => {
-                        if let Some(direct) = p.on_event(envelope) {
-                            held.queues.push(direct, shared.ordering);
-                        }
-                        if p.should_park(held.events()) {
-                            let taken = held.take_all().await;
-                            for stays in p.park(taken) {
-                                held.queues.push(stays, shared.ordering);
-                            }
-                        }
-                    }
-                    None => held.queues.push(envelope, shared.ordering),
-                },
-                Some(LaneMsg::FromPark(envelope)) => held.queues.push(envelope, shared.ordering),
-                Some(LaneMsg::Park(control)) => {
-                    if let Some(p) = &mut parking {
-                        for direct in p.on_control(control).await {
-                            held.queues.push(direct, shared.ordering);
-                        }
-                    }
-                }
+                Some(msg) => take_in(msg, &mut held, &mut parking, &shared).await,
                 None => draining = true,
             },
-            _ = park_tick.tick(), if parking.is_some() => {
+            // The source is done (the router is gone). The parking side holds senders
+            // of this lane too, so the channel alone would never say so: stop the
+            // reader, take in what was sent, and drain.
+            _ = closed.cancelled(), if !draining => {
+                if let Some(p) = &mut parking {
+                    p.stop_reader().await;
+                }
+                while let Ok(msg) = rx.try_recv() {
+                    take_in(msg, &mut held, &mut parking, &shared).await;
+                }
+                draining = true;
+            }
+            _ = park_tick.tick(), if parking.is_some() && !draining => {
                 if let Some(p) = &mut parking {
                     p.maybe_return(held.events());
                 }
@@ -478,6 +485,40 @@ pub async fn run_lane(
     }
     if let Some(p) = parking {
         p.close().await;
+    }
+}
+
+/// One message into the lane: an event (direct, parked or held), an event read back
+/// from the parking topic, or a step of the parking protocol.
+async fn take_in(
+    msg: LaneMsg,
+    held: &mut Held,
+    parking: &mut Option<crate::park::LaneParking>,
+    shared: &LaneShared,
+) {
+    match msg {
+        LaneMsg::Event(envelope) => match parking {
+            Some(p) => {
+                if let Some(direct) = p.on_event(envelope) {
+                    held.queues.push(direct, shared.ordering);
+                }
+                if p.should_park(held.events()) {
+                    let taken = held.take_all().await;
+                    for stays in p.park(taken) {
+                        held.queues.push(stays, shared.ordering);
+                    }
+                }
+            }
+            None => held.queues.push(envelope, shared.ordering),
+        },
+        LaneMsg::FromPark(envelope) => held.queues.push(envelope, shared.ordering),
+        LaneMsg::Park(control) => {
+            if let Some(p) = parking {
+                for direct in p.on_control(control).await {
+                    held.queues.push(direct, shared.ordering);
+                }
+            }
+        }
     }
 }
 

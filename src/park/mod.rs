@@ -249,8 +249,21 @@ impl LaneParking {
         stay
     }
 
-    /// Starts returning when the lane is nearly empty and the reader nearly caught up.
+    /// Stops the reader (the lane is draining: nothing more is read back).
+    pub async fn stop_reader(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.stop().await;
+        }
+    }
+
+    /// Starts returning when the lane is nearly empty and the reader nearly caught up;
+    /// restarts a reader that could not start before.
     pub fn maybe_return(&mut self, events: usize) {
+        if self.reader.is_none() {
+            for (tp, start) in self.table.off_direct(&self.workspace) {
+                self.reader_send(Ctrl::Assign(tp, start));
+            }
+        }
         let parked = self.table.parked(&self.workspace);
         let settled = self
             .parked_at

@@ -67,6 +67,8 @@ struct SourceContext {
     marks: ParkedMarks,
     /// Where rebalances are reported to the lanes' parking side (when parking is on).
     rebalances: Option<mpsc::UnboundedSender<Control>>,
+    /// The workspaces (for the safe assumption when marks cannot be read).
+    workspaces: Vec<String>,
 }
 
 impl ClientContext for SourceContext {}
@@ -86,8 +88,15 @@ impl ConsumerContext for SourceContext {
                 } else if !offsets.is_empty() {
                     self.metrics.committed(offsets.len());
                 }
-                // The rest is redelivered to the new owner.
+                // The rest is redelivered to the new owner, who reads the marks just
+                // committed; this pod's are no longer its to write.
                 self.tracker.forget(&revoked);
+                {
+                    let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+                    for tp in &revoked {
+                        marks.remove(tp);
+                    }
+                }
                 let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
                 for tp in &revoked {
                     assigned.remove(tp);
@@ -110,7 +119,20 @@ impl ConsumerContext for SourceContext {
                     .assigned(assigned.len(), total, tokio::time::Instant::now());
                 drop(assigned);
                 if let Some(tx) = &self.rebalances {
-                    let _ = tx.send(Control::Assigned(parked_marks(consumer, tpl)));
+                    let inherited = parked_marks(consumer, tpl, &self.workspaces);
+                    // In the commits from now on, before any lane has taken them in: a
+                    // commit without them would orphan the parked events they point at.
+                    {
+                        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+                        for (tp, of_tp) in &inherited {
+                            if of_tp.is_empty() {
+                                marks.remove(tp);
+                            } else {
+                                marks.insert(tp.clone(), of_tp.clone());
+                            }
+                        }
+                    }
+                    let _ = tx.send(Control::Assigned(inherited));
                 }
                 self.health.joined();
             }
@@ -218,35 +240,48 @@ fn commit_offsets<C: ConsumerContext>(
     consumer.commit(&tpl, mode)
 }
 
-/// The parking marks the committed offsets of newly assigned partitions carry.
+/// The parking marks the committed offsets of newly assigned partitions carry. If they
+/// cannot be read (three tries), every workspace is assumed to have parked events
+/// waiting from the start of the parking partition: duplicates at worst, never a loss.
 fn parked_marks(
     consumer: &BaseConsumer<SourceContext>,
     assigned: &TopicPartitionList,
+    workspaces: &[String],
 ) -> Vec<(TopicPartition, BTreeMap<String, i64>)> {
     let tps = partitions(assigned);
     let mut out: Vec<(TopicPartition, BTreeMap<String, i64>)> =
         tps.iter().map(|tp| (tp.clone(), BTreeMap::new())).collect();
-    match consumer.committed_offsets(assigned.clone(), METADATA_TIMEOUT) {
-        Ok(committed) => {
-            // Plain data at once: a live list can hold up dropping the consumer.
-            let found: Vec<(TopicPartition, String)> = committed
-                .elements()
-                .iter()
-                .map(|e| {
-                    (
-                        TopicPartition::new(e.topic(), e.partition()),
-                        e.metadata().to_string(),
-                    )
-                })
-                .collect();
-            drop(committed);
-            for (tp, metadata) in found {
-                if let Some(slot) = out.iter_mut().find(|(t, _)| *t == tp) {
-                    slot.1 = metadata_marks(&metadata);
+    for attempt in 1..=3 {
+        match consumer.committed_offsets(assigned.clone(), METADATA_TIMEOUT) {
+            Ok(committed) => {
+                // Plain data at once: a live list can hold up dropping the consumer.
+                let found: Vec<(TopicPartition, String)> = committed
+                    .elements()
+                    .iter()
+                    .map(|e| {
+                        let tp = TopicPartition::new(e.topic(), e.partition());
+                        (tp, e.metadata().to_string())
+                    })
+                    .collect();
+                drop(committed);
+                for (tp, metadata) in found {
+                    if let Some(slot) = out.iter_mut().find(|(t, _)| *t == tp) {
+                        slot.1 = metadata_marks(&metadata);
+                    }
                 }
+                return out;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    attempt,
+                    "committed offsets of the new partitions unknown: {e}"
+                )
             }
         }
-        Err(e) => tracing::warn!("committed offsets of the new partitions unknown: {e}"),
+    }
+    tracing::error!("parking marks unreadable: assuming every workspace may have parked events");
+    for (_, marks) in &mut out {
+        *marks = workspaces.iter().map(|w| (w.clone(), 0)).collect();
     }
     out
 }
@@ -323,6 +358,7 @@ impl Source {
             topics: k.topics.clone(),
             marks: marks.clone(),
             rebalances: parking_on.then_some(rebalance_tx),
+            workspaces: config.workspaces.iter().map(|w| w.id.clone()).collect(),
         };
         let consumer: StreamConsumer<SourceContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();

@@ -219,24 +219,30 @@ async fn a_workspace_limited_far_below_its_inflow_drains_through_the_parking_top
     s.wait_committed(&positions, 4).await;
     let committed = started.elapsed();
     let slow_then = accepted(&api, "site-slow");
+    let slow_requests_then = api.stats().workspaces["site-slow"].requests;
     wait_until("every slow event", Duration::from_secs(120), || {
         accepted(&api, "site-slow") >= 1_500
     })
     .await;
     let slow_done = started.elapsed();
+    let drain_rate = (api.stats().workspaces["site-slow"].requests - slow_requests_then) as f64
+        / (slow_done - committed).as_secs_f64();
     let metrics = worker.stop().await;
     let stats = api.stats();
     println!(
         "limited: fast's 10 000 events in {fast_done:?}; source committed to the end after \
          {committed:?} with slow at {slow_then} of 1 500; slow done after {slow_done:?} \
-         ({} parked), busiest slow second {} requests, {} order violations",
+         ({} parked) at {drain_rate:.1} requests/s, busiest slow second {} requests, {} order \
+         violations",
         metrics.parked_count("slow", "written"),
         stats.workspaces["site-slow"].max_requests_per_second,
         stats.order_violations
     );
     assert!(slow_then < 1_500, "the source did not wait for slow");
     assert!(metrics.parked_count("slow", "written") > 0);
-    assert!(stats.workspaces["site-slow"].max_requests_per_second <= 10);
+    // It drained at its limit (the strict per-window check is the limiter's own tests').
+    assert!(drain_rate <= 10.2, "{drain_rate} requests/s");
+    assert!(drain_rate >= 8.0, "{drain_rate} requests/s");
     assert_eq!(stats.order_violations, 0);
     api.stop().await;
 }
