@@ -119,6 +119,13 @@ impl ParkingSetup {
         let Some(parker) = Parker::new(config)? else {
             return Ok(None);
         };
+        if let Err(why) = blocking(|| keeps_commit_metadata(config, parker.topic())) {
+            tracing::error!(
+                "parking disabled ({why}): without it, a workspace that cannot keep up \
+                 pauses every partition once the buffer is full"
+            );
+            return Ok(None);
+        }
         Ok(Some(ParkingSetup {
             parker: Arc::new(parker),
             marks,
@@ -430,6 +437,45 @@ impl LaneParking {
             let left = shared.buffered.fetch_sub(1, Ordering::AcqRel) - 1;
             shared.metrics.set_buffered(left);
         });
+    }
+}
+
+/// Whether the brokers keep offset-commit metadata, which the marks live in (Kafka
+/// does; Tansu 0.6 drops it): a probe commit on the parking topic, read back.
+fn keeps_commit_metadata(config: &Config, topic: &str) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    const PROBE: &str = "sluice-parking-probe";
+    let timeout = std::time::Duration::from_secs(10);
+    let consumer: BaseConsumer = crate::source::client_config(&config.kafka)
+        .set("group.id", format!("{}.park.probe", config.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(0))
+        .map_err(|e| e.to_string())?;
+    if let Some(mut elem) = tpl.find_partition(topic, 0) {
+        elem.set_metadata(PROBE);
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| format!("cannot commit on the parking topic {topic}: {e}"))?;
+    drop(tpl);
+    let mut ask = TopicPartitionList::new();
+    ask.add_partition(topic, 0);
+    let committed = consumer
+        .committed_offsets(ask, timeout)
+        .map_err(|e| e.to_string())?;
+    let kept = committed
+        .elements()
+        .first()
+        .is_some_and(|e| e.metadata() == PROBE);
+    drop(committed);
+    if kept {
+        Ok(())
+    } else {
+        Err("the brokers do not keep offset-commit metadata".into())
     }
 }
 

@@ -57,8 +57,8 @@ fn setup(broker: &Broker, topic: &str, api: &MockApi, workspaces: &[&str]) -> Se
 async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arrive_once_fixed() {
     let _alone = PROCESSES.lock().await;
     const N: usize = 6_000;
-    // The rate ok reaches alone.
     let broker = Broker::mock();
+    // The rate ok reaches alone.
     let api = MockApi::start(MockApiConfig::default()).await.unwrap();
     let alone_topic = unique("alone");
     broker.create_topic(&alone_topic, 4).await;
