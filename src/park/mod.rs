@@ -480,7 +480,7 @@ fn keeps_commit_metadata(config: &Config, topic: &str) -> Result<(), String> {
 }
 
 /// Runs a blocking broker call without stalling the runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),

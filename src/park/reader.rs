@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::writer::{FENCE, WORKSPACE};
-use super::Control;
+use super::{blocking, Control};
 use crate::deliver::Failure;
 use crate::dlq::{header_map, headers, Letter};
 use crate::event::Decoder;
@@ -405,13 +405,5 @@ impl Reader {
             .shared
             .metrics
             .set_parked_waiting(&self.setup.workspace, lag);
-    }
-}
-
-/// Runs a blocking broker call without stalling the runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }

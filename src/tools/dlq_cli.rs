@@ -120,13 +120,7 @@ pub fn read_topic(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create_with_context(QuietEof)?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    drop(metadata);
+    let partitions = partitions_of(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
@@ -161,6 +155,19 @@ pub fn read_topic(
         }
     }
     Ok(letters)
+}
+
+/// The partition ids of `topic`.
+pub(crate) fn partitions_of<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> anyhow::Result<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// The `inspect` report: counts by reason and workspace, redrive loops, samples.

@@ -110,13 +110,7 @@ fn committed(config: &Config, topic: &str, workspace: &str) -> anyhow::Result<BT
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    drop(metadata);
+    let partitions = super::dlq_cli::partitions_of(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition(topic, *p);

@@ -269,9 +269,13 @@ async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
         cluster.partition_leader(&park, p, Some(2)).unwrap();
     }
     let mut s = Setup::new(&brokers, &topic, &api.base_url(), &["ok", "blocked"]);
-    cluster
-        .coordinator(MockCoordinator::Group(s.group.clone()), 1)
-        .unwrap();
+    // Only the parking topic's partitions are away: every group (the source's, the
+    // parking readers', the start-up probe's) is coordinated by broker 1.
+    for group in ["", ".park.probe", ".park.ok", ".park.blocked"] {
+        cluster
+            .coordinator(MockCoordinator::Group(format!("{}{group}", s.group)), 1)
+            .unwrap();
+    }
     s.kafka = format!(
         "max_buffered_events = 600\nresume_buffered_events = 300\npark_topic = \"{park}\"\n"
     );

@@ -177,6 +177,31 @@ pub fn committed(
     topic: &str,
     partitions: i32,
 ) -> BTreeMap<i32, Option<i64>> {
+    committed_with_metadata(brokers, group, topic, partitions)
+        .into_iter()
+        .map(|(p, (offset, _))| (p, offset))
+        .collect()
+}
+
+/// The metadata of `group`'s committed offsets on `topic`, by partition.
+pub fn committed_metadata(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, String> {
+    committed_with_metadata(brokers, group, topic, partitions)
+        .into_iter()
+        .map(|(p, (_, metadata))| (p, metadata))
+        .collect()
+}
+
+fn committed_with_metadata(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, (Option<i64>, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -199,36 +224,8 @@ pub fn committed(
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            (e.partition(), offset)
+            (e.partition(), (offset, e.metadata().to_string()))
         })
-        .collect();
-    drop(result);
-    map
-}
-
-/// The metadata of `group`'s committed offsets on `topic`, by partition.
-pub fn committed_metadata(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-) -> BTreeMap<i32, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let result = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    let map = result
-        .elements()
-        .iter()
-        .map(|e| (e.partition(), e.metadata().to_string()))
         .collect();
     drop(result);
     map
