@@ -47,8 +47,8 @@ pub struct Envelope {
     pub encoded: Encoded,
     /// When it entered the lane, for the linger timer.
     pub arrived: Instant,
-    /// Read back from the parking topic (counted in `parked_in_process`, not in
-    /// `buffered`: the source's back-pressure is not about it).
+    /// Read back from the parking topic: not counted in `buffered` (the source's
+    /// back-pressure is not about it; the workspace's budget bounds it).
     pub from_park: bool,
 }
 
@@ -78,9 +78,6 @@ pub struct LaneShared {
     pub buffered: Arc<AtomicUsize>,
     /// Events in each workspace's lane (its part of the buffer, held to its budget).
     pub in_lane: HashMap<String, Arc<AtomicUsize>>,
-    /// Events read back from the parking topic and not yet completed (each
-    /// workspace's within its budget; not part of `buffered`).
-    pub parked_in_process: Arc<AtomicUsize>,
     /// Cancelled when the drain deadline passes: in-flight requests are abandoned.
     pub hard_stop: CancellationToken,
     /// Most events per request.
@@ -129,7 +126,6 @@ impl LaneShared {
                 .iter()
                 .map(|w| (w.id.clone(), Arc::new(AtomicUsize::new(0))))
                 .collect(),
-            parked_in_process: Arc::new(AtomicUsize::new(0)),
             hard_stop,
             max_events: config.batch.max_events,
             max_bytes: config.batch.max_bytes,
@@ -343,6 +339,53 @@ impl Held {
         self.queues.total + self.batches.values().map(|b| b.len()).sum::<usize>()
     }
 
+    /// Sends every batch that is due (full, lingered long enough, or draining) while
+    /// the lane has room in flight.
+    fn send_ready(&mut self, workspace: &Arc<str>, shared: &Arc<LaneShared>, draining: bool) {
+        while self.in_flight.len() < shared.max_in_flight && self.queues.runnable_events > 0 {
+            let lingered = self
+                .queues
+                .oldest_runnable()
+                .is_some_and(|t| t + shared.linger <= Instant::now());
+            let ready = draining
+                || lingered
+                || self.queues.runnable_events >= shared.max_events
+                || self.queues.runnable_bytes >= shared.max_bytes;
+            if !ready {
+                break;
+            }
+            let batch =
+                self.queues
+                    .take_batch(shared.max_events, shared.max_bytes, shared.ordering);
+            if batch.is_empty() {
+                break;
+            }
+            shared.metrics.batch(batch.len());
+            let batch: Batch = Arc::new(batch);
+            let id = self.next_batch;
+            self.next_batch += 1;
+            self.batches.insert(id, batch.clone());
+            let shared = shared.clone();
+            let workspace = workspace.clone();
+            self.in_flight.spawn(async move {
+                let items: Vec<Encoded> = batch.iter().map(|e| e.encoded.clone()).collect();
+                let outcomes = shared.destination.deliver(&workspace, &items).await;
+                // Refused events complete only once their dead letters are acknowledged.
+                let letters = batch.iter().zip(&outcomes).filter_map(|(e, o)| match o {
+                    ItemOutcome::Rejected(failure) => Some(shared.dead_letters.send(Letter {
+                        origin: &e.origin,
+                        raw: &e.raw,
+                        workspace: Some(&workspace),
+                        failure,
+                    })),
+                    ItemOutcome::Delivered => None,
+                });
+                futures::future::join_all(letters).await;
+                (id, outcomes)
+            });
+        }
+    }
+
     /// Takes every event back, in an order that keeps each user's: a user's batch in
     /// flight comes before its queued events. In-flight requests are abandoned (what
     /// they may have delivered is delivered again later: at least once).
@@ -386,48 +429,7 @@ pub async fn run_lane(
     park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
-        while held.in_flight.len() < shared.max_in_flight && held.queues.runnable_events > 0 {
-            let lingered = held
-                .queues
-                .oldest_runnable()
-                .is_some_and(|t| t + shared.linger <= Instant::now());
-            let ready = draining
-                || lingered
-                || held.queues.runnable_events >= shared.max_events
-                || held.queues.runnable_bytes >= shared.max_bytes;
-            if !ready {
-                break;
-            }
-            let batch =
-                held.queues
-                    .take_batch(shared.max_events, shared.max_bytes, shared.ordering);
-            if batch.is_empty() {
-                break;
-            }
-            shared.metrics.batch(batch.len());
-            let batch: Batch = Arc::new(batch);
-            let id = held.next_batch;
-            held.next_batch += 1;
-            held.batches.insert(id, batch.clone());
-            let shared = shared.clone();
-            let workspace = workspace.clone();
-            held.in_flight.spawn(async move {
-                let items: Vec<Encoded> = batch.iter().map(|e| e.encoded.clone()).collect();
-                let outcomes = shared.destination.deliver(&workspace, &items).await;
-                // Refused events complete only once their dead letters are acknowledged.
-                let letters = batch.iter().zip(&outcomes).filter_map(|(e, o)| match o {
-                    ItemOutcome::Rejected(failure) => Some(shared.dead_letters.send(Letter {
-                        origin: &e.origin,
-                        raw: &e.raw,
-                        workspace: Some(&workspace),
-                        failure,
-                    })),
-                    ItemOutcome::Delivered => None,
-                });
-                futures::future::join_all(letters).await;
-                (id, outcomes)
-            });
-        }
+        held.send_ready(&workspace, &shared, draining);
         if let Some(count) = shared.in_lane.get(&*workspace) {
             count.store(held.events(), AtomicOrdering::Release);
         }
@@ -549,16 +551,12 @@ fn finish(
     shared
         .tracker
         .complete(batch.iter().map(|e| (&e.origin.tp, e.origin.offset)));
-    let from_park = batch.iter().filter(|e| e.from_park).count();
-    let from_source = batch.len() - from_park;
+    let from_source = batch.iter().filter(|e| !e.from_park).count();
     let left = shared
         .buffered
         .fetch_sub(from_source, AtomicOrdering::AcqRel)
         - from_source;
     shared.metrics.set_buffered(left);
-    shared
-        .parked_in_process
-        .fetch_sub(from_park, AtomicOrdering::AcqRel);
     if shared.ordering == Ordering::PerUser {
         queues.release(batch.into_iter().map(|e| e.user));
     }

@@ -451,11 +451,6 @@ impl Metrics {
             .set(share);
     }
 
-    /// The last reported share of a workspace's limit.
-    pub fn share(&self, workspace: &str) -> f64 {
-        self.limiter_share.with_label_values(&[workspace]).get()
-    }
-
     /// A workspace could not keep up and is parked (logged once per episode).
     pub fn workspace_parked(&self, workspace: &str, budget: usize) {
         let gauge = self.workspace_parked.with_label_values(&[workspace]);
@@ -521,11 +516,6 @@ impl Metrics {
     /// Whether the fleet budget is in use.
     pub fn set_fleet_up(&self, up: bool) {
         self.limiter_fleet_up.set(up as i64);
-    }
-
-    /// Times the limiter fell back from the fleet budget.
-    pub fn limiter_fallback_count(&self) -> u64 {
-        self.limiter_fallbacks.get()
     }
 
     /// The API throttled a workspace.

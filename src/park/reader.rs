@@ -297,14 +297,11 @@ impl Reader {
                     arrived: tokio::time::Instant::now(),
                     from_park: true,
                 };
-                shared.parked_in_process.fetch_add(1, Ordering::AcqRel);
                 // Counted at once, so pacing sees it before the lane does.
                 let in_lane = self.setup.in_lane.fetch_add(1, Ordering::AcqRel) + 1;
                 shared.metrics.parked_drained(&self.setup.workspace);
-                if self.setup.lane.send(LaneMsg::FromPark(envelope)).is_err() {
-                    // Shutting down: left uncommitted, read again later.
-                    shared.parked_in_process.fetch_sub(1, Ordering::AcqRel);
-                }
+                // Shutting down if the lane is gone: left uncommitted, read again later.
+                let _ = self.setup.lane.send(LaneMsg::FromPark(envelope));
                 if in_lane >= self.setup.budget {
                     self.pace();
                 }

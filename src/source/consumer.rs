@@ -119,20 +119,7 @@ impl ConsumerContext for SourceContext {
                     .assigned(assigned.len(), total, tokio::time::Instant::now());
                 drop(assigned);
                 if let Some(tx) = &self.rebalances {
-                    let inherited = parked_marks(consumer, tpl, &self.workspaces);
-                    // In the commits from now on, before any lane has taken them in: a
-                    // commit without them would orphan the parked events they point at.
-                    {
-                        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-                        for (tp, of_tp) in &inherited {
-                            if of_tp.is_empty() {
-                                marks.remove(tp);
-                            } else {
-                                marks.insert(tp.clone(), of_tp.clone());
-                            }
-                        }
-                    }
-                    let _ = tx.send(Control::Assigned(inherited));
+                    let _ = tx.send(Control::Assigned(self.inherit_marks(consumer, tpl)));
                 }
                 self.health.joined();
             }
@@ -152,6 +139,26 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Reads the parking marks of newly assigned partitions and puts them in the commits
+    /// from now on, before any lane has taken them in: a commit without them would
+    /// orphan the parked events they point at. Returns them for the lanes.
+    fn inherit_marks(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &TopicPartitionList,
+    ) -> Vec<(TopicPartition, BTreeMap<String, i64>)> {
+        let inherited = parked_marks(consumer, assigned, &self.workspaces);
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        for (tp, of_tp) in &inherited {
+            if of_tp.is_empty() {
+                marks.remove(tp);
+            } else {
+                marks.insert(tp.clone(), of_tp.clone());
+            }
+        }
+        inherited
+    }
+
     /// Partitions of all source topics: read from the brokers when `refresh` (an
     /// assignment), else as last read. Never less than what the assignment shows.
     fn total_partitions(
