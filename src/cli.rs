@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Delivers customer events from Kafka to rate-limited SaaS APIs.
 #[derive(Debug, Parser)]
@@ -15,6 +15,19 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments, with help that lists what is only known at run
+    /// time (the built-in load profiles); exits on `--help` or a bad argument.
+    pub fn parse_args() -> Cli {
+        let matches = Cli::command()
+            .mut_subcommand("loadgen", |c| {
+                c.after_help(crate::tools::loadgen::profile::help())
+            })
+            .get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// Log output format.
@@ -40,6 +53,10 @@ pub enum Command {
     /// Serve an emulator of Customer.io's Track API and Segment's HTTP API, with rate
     /// limits, latency and faults, and a /stats endpoint.
     MockApi(crate::tools::mock_api::MockApiConfig),
+    /// Produce realistic identify/track events into a topic, open loop, at a rate or
+    /// along k6-style stages; the last line on stdout is the JSON summary (exit 3: too
+    /// many sends were late or failed, so the run measured less than it offered).
+    Loadgen(Box<crate::tools::loadgen::LoadgenArgs>),
     /// Inspect or redrive the dead-letter topic.
     Dlq {
         /// What to do.

@@ -3,17 +3,16 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use sluice::cli::{Cli, Command, ConfigCommand, DlqCommand, LogFormat, ParkCommand};
 use sluice::config::Config;
-use sluice::tools::{dlq_cli, park_cli};
+use sluice::tools::{dlq_cli, loadgen, park_cli};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_tracing(cli.log_format);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -21,8 +20,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Loadgen(args) => {
+            let plan = loadgen::Plan::new(*args)?;
+            let summary = with_signals(|stop| loadgen::run(plan, &stop))??;
+            println!("{}", serde_json::to_string(&summary)?);
+            if !summary.valid {
+                for reason in &summary.invalid_reasons {
+                    eprintln!("invalid run: {reason}");
+                }
+                return Ok(ExitCode::from(loadgen::EXIT_INVALID));
+            }
+        }
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
@@ -99,7 +109,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             })?;
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a blocking tool with a token that SIGTERM/SIGINT cancels.
+fn with_signals<T>(tool: impl FnOnce(CancellationToken) -> T) -> anyhow::Result<T> {
+    let runtime = runtime()?;
+    let stop = CancellationToken::new();
+    runtime.spawn(sluice::shutdown::on_signal(stop.clone()));
+    Ok(tool(stop))
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -1,6 +1,9 @@
-//! The tools sluice ships to prove its own capacity and to operate it: the mock API
-//! and the dead-letter and parking-topic commands.
+//! The tools sluice ships to prove its own capacity and to operate it: the mock API,
+//! the load generator and topic replay, and the dead-letter and parking-topic commands.
 
 pub mod dlq_cli;
+pub mod dump;
+pub mod loadgen;
 pub mod mock_api;
 pub mod park_cli;
+pub mod progress;

@@ -1,0 +1,352 @@
+//! `sluice loadgen`: realistic identify/track events into a topic at a rate you can
+//! trust.
+//!
+//! Open loop: event `i` is due at its scheduled time ([`schedule`]) whatever the broker
+//! does. The producer's queue is bounded (`--max-pending`), so a broker that stalls
+//! fills it and the next sends wait: they are sent late, counted, and their lateness
+//! recorded, and a run where more than `--max-late-share` of the sends were late is
+//! marked invalid (exit code [`EXIT_INVALID`]). The rate achieved is reported per stage
+//! by send time and by acknowledgement time, next to the target, so a stall can never
+//! pass for a run on target.
+//!
+//! Every message carries the run id (`sluice.run`) and its scheduled send time
+//! (`sluice.due`, unix microseconds), and its Kafka timestamp is that scheduled time,
+//! so end-to-end latency can be measured from when the event was *meant* to exist
+//! (no coordinated omission), and `sluice replay --speed 1` reproduces the curve.
+
+pub mod profile;
+pub mod schedule;
+pub mod shape;
+mod sink;
+mod summary;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use schedule::{Pace, Schedule, Stage};
+use shape::{Generator, Shape, ShapeArgs};
+pub use summary::Summary;
+
+/// Exit code of a run that is not a valid measurement: too many sends were late (the
+/// generator or the broker fell behind the schedule) or some failed.
+pub const EXIT_INVALID: u8 = 3;
+
+/// Header naming the run an event belongs to.
+pub const RUN_HEADER: &str = "sluice.run";
+/// Header holding an event's scheduled send time, unix microseconds.
+pub const DUE_HEADER: &str = "sluice.due";
+
+/// `sluice loadgen` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadgenArgs {
+    /// Bootstrap brokers, `HOST:PORT,…` (default: `--config`'s `kafka.brokers`).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Topic to produce into (default: the first of `--config`'s `kafka.topics`).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// A worker configuration file: its `[kafka]` brokers, options (SASL, TLS…) and
+    /// topics, and its workspaces, are the defaults.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Stop after this long (`90s`, `2m`, `1h`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// A constant rate in events/s, or `max` (as fast as the broker takes them; the
+    /// default when no rate, stage or profile is given).
+    #[arg(long, conflicts_with_all = ["stages", "profile"])]
+    pub rate: Option<Rate>,
+    /// A k6-style stage, `DURATION:EVENTS_PER_S`: a linear ramp to that rate
+    /// (repeatable: `--stage 30s:1000 --stage 2m:5000 --stage 30s:0`).
+    #[arg(long = "stage", conflicts_with = "profile")]
+    pub stages: Vec<Stage>,
+    /// Rate at the start of the first stage, events/s.
+    #[arg(long, default_value_t = 0.0)]
+    pub start_rate: f64,
+    /// A named profile (see below) or a profile file's path.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Multiplies every rate of `--profile` and `--stage`.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Seed of the event generator: the same seed gives the same keys and payloads
+    /// (default: a random one, printed in the summary).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// What the events look like.
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Write the events as JSON lines to this file (`sluice replay --from-file` reads
+    /// it; k6 scripts can too) instead of producing them. Not paced: timestamps hold
+    /// the schedule.
+    #[arg(long)]
+    pub to_file: Option<PathBuf>,
+    /// A send this far behind its scheduled time counts as late.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
+    pub late_after: Duration,
+    /// Above this share of late sends the run is invalid (exit code 3).
+    #[arg(long, default_value_t = 0.01)]
+    pub max_late_share: f64,
+    /// Most events waiting in the producer for the broker's acknowledgement; when it
+    /// is full, sends wait (and are late). Default: one second at the peak rate,
+    /// between 1 000 and 100 000.
+    #[arg(long)]
+    pub max_pending: Option<usize>,
+    /// A librdkafka producer property, `KEY=VALUE` (repeatable), e.g.
+    /// `--producer-option compression.type=lz4`.
+    #[arg(long = "producer-option", value_parser = parse_key_value)]
+    pub producer_options: Vec<(String, String)>,
+    /// Interval between progress lines when stderr is not a terminal.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub progress_interval: Duration,
+    /// The run id carried in every event's `sluice.run` header (default: a new ULID).
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+/// `--rate`: events/s or `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// As fast as possible.
+    Max,
+    /// Events per second.
+    PerSecond(f64),
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "max" {
+            return Ok(Rate::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate::PerSecond(r)),
+            _ => Err(format!("rate {s:?}: expected events/s above 0, or `max`")),
+        }
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+impl LoadgenArgs {
+    /// The offered-load curve these options describe.
+    pub fn pace(&self) -> anyhow::Result<Pace> {
+        if let Some(name) = &self.profile {
+            return profile::Profile::load(name)?
+                .pace(self.scale)
+                .map_err(anyhow::Error::msg);
+        }
+        if !self.stages.is_empty() {
+            let stages = self
+                .stages
+                .iter()
+                .map(|s| Stage {
+                    target: s.target * self.scale,
+                    ..*s
+                })
+                .collect();
+            return Ok(Pace::Stages {
+                start: self.start_rate * self.scale,
+                stages,
+            });
+        }
+        Ok(match self.rate {
+            None | Some(Rate::Max) => Pace::Max,
+            Some(Rate::PerSecond(r)) => Pace::Constant(r),
+        })
+    }
+}
+
+/// Where the events go.
+#[derive(Debug)]
+pub enum Target {
+    /// Produced to this topic with these client properties.
+    Kafka {
+        /// librdkafka properties (brokers included).
+        client: rdkafka::ClientConfig,
+        /// The topic.
+        topic: String,
+    },
+    /// Written to this file.
+    File(PathBuf),
+}
+
+/// Everything one run needs, resolved from the options.
+#[derive(Debug)]
+pub struct Plan {
+    /// When events are due.
+    pub schedule: Schedule,
+    /// What they look like.
+    pub shape: Shape,
+    /// Generator seed.
+    pub seed: u64,
+    /// Run id.
+    pub run_id: String,
+    /// Where they go.
+    pub target: Target,
+    /// Late threshold.
+    pub late_after: Duration,
+    /// Highest acceptable late share.
+    pub max_late_share: f64,
+    /// Producer queue bound.
+    pub max_pending: usize,
+    /// Progress interval (plain lines).
+    pub progress_interval: Duration,
+}
+
+impl Plan {
+    /// Resolves `args` (reading `--config` if given).
+    pub fn new(args: LoadgenArgs) -> anyhow::Result<Plan> {
+        let config = args
+            .config
+            .as_deref()
+            .map(Config::load_without_secrets)
+            .transpose()?;
+        let schedule = Schedule::new(&args.pace()?, args.events, args.duration)?;
+        let workspaces = config
+            .as_ref()
+            .map(|c| c.workspaces.iter().map(|w| w.id.clone()).collect())
+            .unwrap_or_default();
+        let shape = Shape::new(args.shape.clone(), workspaces)?;
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&args.max_late_share),
+            "--max-late-share must be between 0 and 1"
+        );
+        let target = match &args.to_file {
+            Some(path) => Target::File(path.clone()),
+            None => {
+                let mut client = match &config {
+                    Some(c) => crate::source::client_config(&c.kafka),
+                    None => rdkafka::ClientConfig::new(),
+                };
+                let brokers = args
+                    .brokers
+                    .clone()
+                    .or_else(|| config.as_ref().map(|c| c.kafka.brokers.clone()))
+                    .ok_or_else(|| anyhow::anyhow!("give --brokers (or --config)"))?;
+                client.set("bootstrap.servers", brokers);
+                for (k, v) in &args.producer_options {
+                    client.set(k, v);
+                }
+                let topic = args
+                    .topic
+                    .clone()
+                    .or_else(|| {
+                        config
+                            .as_ref()
+                            .and_then(|c| c.kafka.topics.first().cloned())
+                    })
+                    .ok_or_else(|| anyhow::anyhow!("give --topic (or --config)"))?;
+                Target::Kafka { client, topic }
+            }
+        };
+        let max_pending = args.max_pending.unwrap_or_else(|| {
+            schedule
+                .peak()
+                .map_or(100_000, |peak| (peak as usize).clamp(1_000, 100_000))
+        });
+        anyhow::ensure!(max_pending > 0, "--max-pending must be at least 1");
+        Ok(Plan {
+            schedule,
+            shape,
+            seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
+            run_id: args
+                .run_id
+                .clone()
+                .unwrap_or_else(|| ulid::Ulid::new().to_string()),
+            target,
+            late_after: args.late_after,
+            max_late_share: args.max_late_share,
+            max_pending,
+            progress_interval: args.progress_interval,
+        })
+    }
+}
+
+/// Runs `plan` until its schedule ends or `stop` is cancelled; returns the summary.
+pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
+    let stages = plan.schedule.stages();
+    let mut generator = Generator::new(plan.shape.clone(), plan.seed);
+    let workspaces: Vec<String> = generator.workspaces().map(str::to_string).collect();
+    let wall_start = SystemTime::now();
+    let start = Instant::now();
+    let (mut sink, destination) = match &plan.target {
+        Target::Kafka { client, topic } => (
+            sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
+            topic.clone(),
+        ),
+        Target::File(path) => (sink::Sink::file(path)?, path.display().to_string()),
+    };
+    let paced = plan.schedule.paced() && matches!(plan.target, Target::Kafka { .. });
+    let mut tally = summary::Tally::new(&plan, stages.len(), workspaces.len());
+    let mut progress =
+        super::progress::Progress::new("loadgen", plan.schedule.total(), plan.progress_interval);
+    let unix_us = |offset: Duration| {
+        (wall_start + offset)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64)
+    };
+    let mut i = 0u64;
+    let mut stopped = false;
+    while let Some((due, stage)) = plan.schedule.due(i) {
+        if stop.is_cancelled() {
+            stopped = true;
+            break;
+        }
+        if plan
+            .schedule
+            .limit_time()
+            .is_some_and(|l| start.elapsed() >= l)
+        {
+            break;
+        }
+        let event = generator.next_event();
+        if paced {
+            let now = start.elapsed();
+            if due > now + Duration::from_micros(200) {
+                std::thread::sleep(due - now);
+            }
+        }
+        let message = sink::Message {
+            key: &event.key,
+            value: &event.value,
+            workspace: &workspaces[event.workspace],
+            run_id: &plan.run_id,
+            due_us: unix_us(due),
+        };
+        let outcome = sink.send(&message, stop);
+        let sent_at = start.elapsed();
+        tally.record(
+            &event,
+            stage,
+            plan.schedule.stage_at(sent_at),
+            paced.then(|| sent_at.saturating_sub(due)),
+            outcome,
+        );
+        i += 1;
+        progress.update(i, || tally.status(start.elapsed(), sink.acked()));
+    }
+    progress.finish();
+    let delivery = sink.finish(stop)?;
+    Ok(tally.summary(summary::Finish {
+        destination,
+        workspaces,
+        stages,
+        elapsed: start.elapsed(),
+        delivery,
+        stopped,
+    }))
+}

@@ -1,0 +1,282 @@
+//! Where generated events go: a Kafka topic through a producer whose acknowledgements
+//! are timed, or a record file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
+use tokio_util::sync::CancellationToken;
+
+use super::schedule::Schedule;
+use crate::tools::dump;
+
+/// How long the end of a run waits for outstanding acknowledgements.
+const FLUSH_LIMIT: Duration = Duration::from_secs(60);
+
+/// One event to send.
+pub struct Message<'a> {
+    /// Kafka key.
+    pub key: &'a str,
+    /// Payload.
+    pub value: &'a [u8],
+    /// Workspace id (the `workspace` header).
+    pub workspace: &'a str,
+    /// Run id (the `sluice.run` header).
+    pub run_id: &'a str,
+    /// Scheduled send time, unix microseconds (`sluice.due`, and the timestamp).
+    pub due_us: i64,
+}
+
+/// What became of one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handed to the producer (or written).
+    Sent,
+    /// Refused at once, with the reason.
+    Failed(String),
+}
+
+/// The acknowledgements of a finished run.
+pub struct Delivery {
+    /// Events the broker acknowledged (or lines written).
+    pub acked: u64,
+    /// Events the broker refused, or never acknowledged.
+    pub failed: u64,
+    /// Failures by reason.
+    pub failures: BTreeMap<String, u64>,
+    /// Send → acknowledgement, microseconds.
+    pub ack_latency_us: Histogram<u64>,
+    /// Acknowledgements by the stage running when they came.
+    pub acked_by_stage: Vec<u64>,
+}
+
+/// A topic or a file.
+pub enum Sink {
+    /// A Kafka producer.
+    Kafka {
+        /// The producer (polled by its own thread).
+        producer: ThreadedProducer<Acks>,
+        /// Topic.
+        topic: String,
+    },
+    /// A record file.
+    File {
+        /// The file.
+        out: BufWriter<File>,
+        /// Lines written.
+        written: u64,
+    },
+}
+
+impl Sink {
+    /// A producer to `topic`, holding at most `max_pending` unacknowledged events.
+    pub fn kafka(
+        client: &ClientConfig,
+        topic: &str,
+        max_pending: usize,
+        start: Instant,
+        schedule: &Schedule,
+    ) -> anyhow::Result<Sink> {
+        let stages = schedule.stages().len();
+        let acks = Acks {
+            start,
+            schedule: schedule.clone(),
+            acked: AtomicU64::new(0),
+            state: Mutex::new(AckState {
+                latency: super::summary::micros(),
+                failed: 0,
+                failures: BTreeMap::new(),
+                by_stage: vec![0; stages],
+            }),
+        };
+        let mut client = client.clone();
+        client.set("queue.buffering.max.messages", max_pending.to_string());
+        if client.get("linger.ms").is_none() {
+            client.set("linger.ms", "5");
+        }
+        let producer: ThreadedProducer<Acks> = client.create_with_context(acks)?;
+        Ok(Sink::Kafka {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// A record file at `path` (created or truncated).
+    pub fn file(path: &Path) -> anyhow::Result<Sink> {
+        let file = File::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        Ok(Sink::File {
+            out: BufWriter::new(file),
+            written: 0,
+        })
+    }
+
+    /// Sends one event; with the producer's queue full, waits for room (that wait is
+    /// the event's lateness) unless `stop` is cancelled.
+    pub fn send(&mut self, m: &Message<'_>, stop: &CancellationToken) -> Outcome {
+        let due = m.due_us.to_string();
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: "workspace",
+                value: Some(m.workspace),
+            })
+            .insert(Header {
+                key: super::RUN_HEADER,
+                value: Some(m.run_id),
+            })
+            .insert(Header {
+                key: super::DUE_HEADER,
+                value: Some(&due),
+            });
+        match self {
+            Sink::Kafka { producer, topic } => {
+                let sent_ns = producer.context().start.elapsed().as_nanos() as usize;
+                let mut record = BaseRecord::with_opaque_to(topic.as_str(), sent_ns)
+                    .key(m.key)
+                    .payload(m.value)
+                    .headers(headers)
+                    .timestamp(m.due_us / 1000);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => return Outcome::Sent,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                            if !stop.is_cancelled() =>
+                        {
+                            record = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err((e, _)) => return Outcome::Failed(e.to_string()),
+                    }
+                }
+            }
+            Sink::File { out, written } => {
+                let raw = dump::Raw {
+                    timestamp: Some(m.due_us / 1000),
+                    key: Some(m.key.as_bytes().to_vec()),
+                    value: Some(m.value.to_vec()),
+                    headers: vec![
+                        ("workspace".into(), Some(m.workspace.as_bytes().to_vec())),
+                        (super::RUN_HEADER.into(), Some(m.run_id.as_bytes().to_vec())),
+                        (super::DUE_HEADER.into(), Some(due.into_bytes())),
+                    ],
+                    ..dump::Raw::default()
+                };
+                match raw.write_line(out) {
+                    Ok(()) => {
+                        *written += 1;
+                        Outcome::Sent
+                    }
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Events acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        match self {
+            Sink::Kafka { producer, .. } => producer.context().acked.load(Ordering::Relaxed),
+            Sink::File { written, .. } => *written,
+        }
+    }
+
+    /// Waits for the outstanding acknowledgements (at most a minute, or until `stop`)
+    /// and returns them; events still unacknowledged then count as failed.
+    pub fn finish(self, stop: &CancellationToken) -> anyhow::Result<Delivery> {
+        match self {
+            Sink::Kafka { producer, .. } => {
+                let until = Instant::now() + FLUSH_LIMIT;
+                while producer.in_flight_count() > 0
+                    && Instant::now() < until
+                    && !stop.is_cancelled()
+                {
+                    let _ = producer.flush(Duration::from_millis(200));
+                }
+                let pending = producer.in_flight_count().max(0) as u64;
+                let acks = producer.context();
+                let mut state = acks.state.lock().expect("not poisoned");
+                if pending > 0 {
+                    state.failed += pending;
+                    *state
+                        .failures
+                        .entry("not acknowledged by the end of the run".into())
+                        .or_default() += pending;
+                }
+                Ok(Delivery {
+                    acked: acks.acked.load(Ordering::Relaxed),
+                    failed: state.failed,
+                    failures: std::mem::take(&mut state.failures),
+                    ack_latency_us: state.latency.clone(),
+                    acked_by_stage: std::mem::take(&mut state.by_stage),
+                })
+            }
+            Sink::File { mut out, written } => {
+                out.flush()?;
+                Ok(Delivery {
+                    acked: written,
+                    failed: 0,
+                    failures: BTreeMap::new(),
+                    ack_latency_us: super::summary::micros(),
+                    acked_by_stage: Vec::new(),
+                })
+            }
+        }
+    }
+}
+
+/// The producer's context: times each acknowledgement.
+pub struct Acks {
+    start: Instant,
+    schedule: Schedule,
+    acked: AtomicU64,
+    state: Mutex<AckState>,
+}
+
+struct AckState {
+    latency: Histogram<u64>,
+    failed: u64,
+    failures: BTreeMap<String, u64>,
+    by_stage: Vec<u64>,
+}
+
+/// Distinct failure reasons kept (the rest are counted under "other").
+const MAX_REASONS: usize = 20;
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
+        let now = self.start.elapsed();
+        let mut state = self.state.lock().expect("not poisoned");
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+                let latency = now.saturating_sub(Duration::from_nanos(sent_ns as u64));
+                state.latency.saturating_record(latency.as_micros() as u64);
+                let stage = self.schedule.stage_at(now);
+                if let Some(n) = state.by_stage.get_mut(stage) {
+                    *n += 1;
+                }
+            }
+            Err((e, _)) => {
+                state.failed += 1;
+                let mut reason = e.to_string();
+                if state.failures.len() >= MAX_REASONS && !state.failures.contains_key(&reason) {
+                    reason = "other".to_string();
+                }
+                *state.failures.entry(reason).or_default() += 1;
+            }
+        }
+    }
+}
