@@ -57,6 +57,10 @@ pub enum Command {
     /// along k6-style stages; the last line on stdout is the JSON summary (exit 3: too
     /// many sends were late or failed, so the run measured less than it offered).
     Loadgen(Box<crate::tools::loadgen::LoadgenArgs>),
+    /// Re-run real traffic: copy a topic range (offsets or times) or a record file into
+    /// a topic or a file, byte for byte, at the original pace × --speed, at --rate, or
+    /// as fast as possible; the last line on stdout is the JSON summary.
+    Replay(Box<crate::tools::replay::ReplayArgs>),
     /// Inspect or redrive the dead-letter topic.
     Dlq {
         /// What to do.

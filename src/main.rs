@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use sluice::cli::{Cli, Command, ConfigCommand, DlqCommand, LogFormat, ParkCommand};
 use sluice::config::Config;
-use sluice::tools::{dlq_cli, loadgen, park_cli};
+use sluice::tools::{dlq_cli, loadgen, park_cli, replay};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -30,6 +30,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 for reason in &summary.invalid_reasons {
                     eprintln!("invalid run: {reason}");
                 }
+                return Ok(ExitCode::from(loadgen::EXIT_INVALID));
+            }
+        }
+        Command::Replay(args) => {
+            let summary = with_signals(|stop| replay::run(*args, &stop))??;
+            println!("{}", serde_json::to_string(&summary)?);
+            if summary.failed > 0 {
+                eprintln!("{} records could not be written", summary.failed);
                 return Ok(ExitCode::from(loadgen::EXIT_INVALID));
             }
         }

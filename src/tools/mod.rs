@@ -3,7 +3,9 @@
 
 pub mod dlq_cli;
 pub mod dump;
+pub mod latency;
 pub mod loadgen;
 pub mod mock_api;
 pub mod park_cli;
 pub mod progress;
+pub mod replay;

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use schedule::{Pace, Schedule, Stage};
 use shape::{Generator, Shape, ShapeArgs};
-pub use summary::Summary;
+pub use summary::{StageSummary, Summary};
 
 /// Exit code of a run that is not a valid measurement: too many sends were late (the
 /// generator or the broker fell behind the schedule) or some failed.

@@ -423,6 +423,68 @@ mod tests {
         assert_eq!(reasons[&InvalidKind::Oversized], "too_large");
     }
 
+    fn counts(args: &[&str], n: usize) -> (HashMap<String, u64>, u64) {
+        let mut g = Generator::new(shape(args), 11);
+        let mut by_user = HashMap::new();
+        let mut invalid = 0;
+        for _ in 0..n {
+            let e = g.next_event();
+            invalid += u64::from(e.invalid.is_some());
+            *by_user.entry(e.key).or_default() += 1;
+        }
+        (by_user, invalid)
+    }
+
+    #[test]
+    fn uniform_users_pass_a_chi_square_test() {
+        let (by_user, _) = counts(&["--users", "100"], 50_000);
+        assert_eq!(by_user.len(), 100);
+        let expected = 500.0;
+        let chi2: f64 = by_user
+            .values()
+            .map(|&o| (o as f64 - expected).powi(2) / expected)
+            .sum();
+        // 99 degrees of freedom: P(χ² > 148.2) = 0.001.
+        assert!(chi2 < 148.2, "χ² = {chi2}");
+    }
+
+    #[test]
+    fn zipf_users_follow_the_power_law() {
+        let users = 1000u64;
+        let s = 1.2;
+        let (by_user, _) = counts(&["--users", "1000", "--zipf", "1.2"], 100_000);
+        let h: f64 = (1..=users).map(|k| (k as f64).powf(-s)).sum();
+        // The top ranks carry enough events to check each within 5%.
+        for rank in 1..=5u64 {
+            let expected = 100_000.0 * (rank as f64).powf(-s) / h;
+            let observed = by_user.get(&format!("u{}", rank - 1)).copied().unwrap_or(0) as f64;
+            assert!(
+                (observed - expected).abs() / expected < 0.05,
+                "rank {rank}: {observed} vs {expected:.0}"
+            );
+        }
+        // And the shape of the tail: ranks 10..100 together.
+        let expected: f64 = (10..=100u64)
+            .map(|k| 100_000.0 * (k as f64).powf(-s) / h)
+            .sum();
+        let observed: f64 = (9..100)
+            .map(|u| by_user.get(&format!("u{u}")).copied().unwrap_or(0) as f64)
+            .sum();
+        assert!(
+            (observed - expected).abs() / expected < 0.05,
+            "{observed} vs {expected:.0}"
+        );
+    }
+
+    #[test]
+    fn the_invalid_share_is_what_was_asked() {
+        for share in [0.01, 0.1, 0.3] {
+            let (_, invalid) = counts(&["--invalid", &share.to_string()], 20_000);
+            let got = invalid as f64 / 20_000.0;
+            assert!((got - share).abs() < 0.01, "{share}: {got}");
+        }
+    }
+
     #[test]
     fn bad_shapes_are_refused() {
         let cmd = Cmd::parse_from(["t", "--invalid", "1.5"]);

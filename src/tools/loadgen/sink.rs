@@ -46,6 +46,7 @@ pub enum Outcome {
 }
 
 /// The acknowledgements of a finished run.
+#[derive(Debug)]
 pub struct Delivery {
     /// Events the broker acknowledged (or lines written).
     pub acked: u64,
@@ -92,7 +93,7 @@ impl Sink {
             schedule: schedule.clone(),
             acked: AtomicU64::new(0),
             state: Mutex::new(AckState {
-                latency: super::summary::micros(),
+                latency: crate::tools::latency::micros(),
                 failed: 0,
                 failures: BTreeMap::new(),
                 by_stage: vec![0; stages],
@@ -225,7 +226,7 @@ impl Sink {
                     acked: written,
                     failed: 0,
                     failures: BTreeMap::new(),
-                    ack_latency_us: super::summary::micros(),
+                    ack_latency_us: crate::tools::latency::micros(),
                     acked_by_stage: Vec::new(),
                 })
             }

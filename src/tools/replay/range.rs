@@ -1,0 +1,365 @@
+//! Which records of a topic a replay reads (partitions, offset ranges, a time range via
+//! offsets-for-times), and reading them back in timestamp order across partitions
+//! (each partition's own order always kept), one queue per partition.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::tools::dump::Raw;
+
+/// How long one call to the broker may take.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
+/// A partition with records still to read that yields nothing for this long is an error.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// `--offsets P:A-B`: offsets A (inclusive) to B (exclusive) of partition P; `P:A-` runs
+/// to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetRange {
+    /// Partition.
+    pub partition: i32,
+    /// First offset read.
+    pub start: i64,
+    /// First offset not read (`None`: the end as the replay starts).
+    pub end: Option<i64>,
+}
+
+impl FromStr for OffsetRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("offsets {s:?}: expected PARTITION:START-END (END exclusive, may be empty)");
+        let (p, range) = s.split_once(':').ok_or_else(bad)?;
+        let (a, b) = range.split_once('-').ok_or_else(bad)?;
+        let partition = p.trim().parse().map_err(|_| bad())?;
+        let start: i64 = a.trim().parse().map_err(|_| bad())?;
+        let end = match b.trim() {
+            "" => None,
+            b => Some(b.parse::<i64>().map_err(|_| bad())?),
+        };
+        if start < 0 || end.is_some_and(|e| e < start) {
+            return Err(bad());
+        }
+        Ok(OffsetRange {
+            partition,
+            start,
+            end,
+        })
+    }
+}
+
+/// A time given as RFC 3339 or unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time(pub i64);
+
+impl FromStr for Time {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(ms) = s.parse::<i64>() {
+            return Ok(Time(ms));
+        }
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| Time(t.timestamp_millis()))
+            .map_err(|_| format!("time {s:?}: expected RFC 3339 (2026-12-01T10:00:00Z) or unix ms"))
+    }
+}
+
+/// The offsets of one partition to read: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Partition.
+    pub partition: i32,
+    /// First offset read.
+    pub start: i64,
+    /// First offset not read.
+    pub end: i64,
+}
+
+/// What to read from a topic.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these partitions (empty: all, or those of `offsets`).
+    pub partitions: Vec<i32>,
+    /// Offset ranges.
+    pub offsets: Vec<OffsetRange>,
+    /// Records at or after this time.
+    pub from: Option<Time>,
+    /// Records before this time.
+    pub to: Option<Time>,
+}
+
+/// Reads a selection of a topic, merged in timestamp order.
+pub struct TopicReader {
+    consumer: Arc<BaseConsumer>,
+    parts: Vec<Part>,
+    from: Option<i64>,
+    to: Option<i64>,
+    /// Records read but outside `[from, to)`.
+    pub skipped: u64,
+    topic: String,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicReader")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+struct Part {
+    span: Span,
+    queue: PartitionQueue<DefaultConsumerContext>,
+    head: Option<OwnedMessage>,
+    done: bool,
+    last_progress: Instant,
+}
+
+impl TopicReader {
+    /// Resolves `selection` on `topic` and starts reading it.
+    pub fn open(
+        client: &ClientConfig,
+        topic: &str,
+        selection: &Selection,
+    ) -> anyhow::Result<TopicReader> {
+        let consumer: BaseConsumer = client
+            .clone()
+            .set("group.id", "sluice-replay")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .create()?;
+        let spans = spans(&consumer, topic, selection)?;
+        let mut tpl = TopicPartitionList::new();
+        for s in &spans {
+            tpl.add_partition_offset(topic, s.partition, Offset::Offset(s.start))?;
+        }
+        consumer.assign(&tpl)?;
+        let consumer = Arc::new(consumer);
+        let mut parts = Vec::with_capacity(spans.len());
+        for span in spans {
+            let queue = consumer
+                .split_partition_queue(topic, span.partition)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("cannot read {topic} partition {}", span.partition)
+                })?;
+            parts.push(Part {
+                span,
+                queue,
+                head: None,
+                done: span.start >= span.end,
+                last_progress: Instant::now(),
+            });
+        }
+        Ok(TopicReader {
+            consumer,
+            parts,
+            from: selection.from.map(|t| t.0),
+            to: selection.to.map(|t| t.0),
+            skipped: 0,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The spans being read.
+    pub fn spans(&self) -> Vec<Span> {
+        self.parts.iter().map(|p| p.span).collect()
+    }
+
+    /// Records the selection holds (before the time filter).
+    pub fn total(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| (p.span.end - p.span.start).max(0) as u64)
+            .sum()
+    }
+
+    /// The next record: the earliest-timestamped head of the partitions (each waited
+    /// for), or `None` at the end.
+    pub fn next_record(&mut self) -> anyhow::Result<Option<Raw>> {
+        loop {
+            let _ = self.consumer.poll(Duration::ZERO);
+            let mut waiting = None;
+            for (i, part) in self.parts.iter_mut().enumerate() {
+                if part.head.is_none() && !part.done {
+                    part.fill(Duration::ZERO)?;
+                    if part.head.is_none() && !part.done {
+                        waiting.get_or_insert(i);
+                    }
+                }
+            }
+            if let Some(i) = waiting {
+                let part = &mut self.parts[i];
+                part.fill(Duration::from_millis(20))?;
+                if part.head.is_none() && !part.done && part.last_progress.elapsed() > STALL_LIMIT {
+                    anyhow::bail!(
+                        "{} partition {} gave nothing for {}s (offsets {}..{} wanted)",
+                        self.topic,
+                        part.span.partition,
+                        STALL_LIMIT.as_secs(),
+                        part.span.start,
+                        part.span.end
+                    );
+                }
+                continue;
+            }
+            let Some(part) = self
+                .parts
+                .iter_mut()
+                .filter(|p| p.head.is_some())
+                .min_by_key(|p| {
+                    let m = p.head.as_ref().expect("filtered");
+                    (m.timestamp().to_millis().unwrap_or(i64::MIN), m.partition())
+                })
+            else {
+                return Ok(None);
+            };
+            let m = part.head.take().expect("filtered");
+            if m.offset() + 1 >= part.span.end {
+                part.done = true;
+            }
+            let ts = m.timestamp().to_millis();
+            let inside = ts.is_none_or(|t| {
+                self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|to| t < to)
+            });
+            if !inside {
+                self.skipped += 1;
+                continue;
+            }
+            return Ok(Some(raw_of(&self.topic, &m)));
+        }
+    }
+}
+
+impl Part {
+    fn fill(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        match self.queue.poll(timeout) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => self.done = true,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                self.last_progress = Instant::now();
+                if m.offset() >= self.span.end {
+                    self.done = true;
+                } else if m.offset() >= self.span.start {
+                    self.head = Some(m.detach());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn raw_of(topic: &str, m: &OwnedMessage) -> Raw {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Raw {
+        topic: Some(topic.to_string()),
+        partition: Some(m.partition()),
+        offset: Some(m.offset()),
+        timestamp: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// The spans `selection` names on `topic`, cut to what the partitions hold.
+fn spans(consumer: &BaseConsumer, topic: &str, selection: &Selection) -> anyhow::Result<Vec<Span>> {
+    let all = crate::tools::dlq_cli::partitions_of(consumer, topic)?;
+    let chosen: Vec<i32> = if !selection.offsets.is_empty() {
+        selection.offsets.iter().map(|o| o.partition).collect()
+    } else if !selection.partitions.is_empty() {
+        selection.partitions.clone()
+    } else {
+        all.clone()
+    };
+    let mut spans = Vec::with_capacity(chosen.len());
+    for p in chosen {
+        anyhow::ensure!(
+            all.contains(&p),
+            "{topic} has no partition {p} (it has {})",
+            all.len()
+        );
+        let (low, high) = consumer.fetch_watermarks(topic, p, BROKER_TIMEOUT)?;
+        let (mut start, mut end) = (low, high);
+        if let Some(o) = selection.offsets.iter().find(|o| o.partition == p) {
+            start = o.start.max(low);
+            end = o.end.map_or(high, |e| e.min(high));
+        }
+        spans.push(Span {
+            partition: p,
+            start,
+            end: end.max(start),
+        });
+    }
+    for (time, is_start) in [(selection.from, true), (selection.to, false)] {
+        let Some(Time(ms)) = time else { continue };
+        let mut tpl = TopicPartitionList::new();
+        for s in &spans {
+            tpl.add_partition_offset(topic, s.partition, Offset::Offset(ms))?;
+        }
+        let found = consumer.offsets_for_times(tpl, BROKER_TIMEOUT)?;
+        for s in &mut spans {
+            let at = found
+                .find_partition(topic, s.partition)
+                .map(|e| e.offset())
+                .unwrap_or(Offset::End);
+            let at = match at {
+                Offset::Offset(n) => n,
+                // No record at or after that time.
+                _ => s.end,
+            };
+            if is_start {
+                s.start = s.start.max(at).min(s.end);
+            } else {
+                s.end = s.end.min(at).max(s.start);
+            }
+        }
+    }
+    Ok(spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_ranges_and_times_parse() {
+        assert_eq!(
+            "3:100-5000".parse::<OffsetRange>().unwrap(),
+            OffsetRange {
+                partition: 3,
+                start: 100,
+                end: Some(5000)
+            }
+        );
+        assert_eq!("0:7-".parse::<OffsetRange>().unwrap().end, None);
+        assert!("0:9-3".parse::<OffsetRange>().is_err());
+        assert!("0-3".parse::<OffsetRange>().is_err());
+        assert_eq!(
+            "1764590400000".parse::<Time>().unwrap(),
+            Time(1_764_590_400_000)
+        );
+        assert_eq!(
+            "2025-12-01T12:00:00Z".parse::<Time>().unwrap(),
+            Time(1_764_590_400_000)
+        );
+        assert!("yesterday".parse::<Time>().is_err());
+    }
+}
