@@ -7,6 +7,7 @@ mod common;
 mod delivery;
 mod fleet;
 mod limits;
+mod load;
 mod mock_api;
 mod operations;
 mod parking;

@@ -63,3 +63,9 @@ async fn real_broker_without_commit_metadata_refuses_to_park() {
     assert_eq!(metrics.parked_count("blocked", "written"), 0);
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker in SLUICE_TEST_BROKERS (scripts/test.sh starts Tansu)"]
+async fn real_broker_replay_selects_exactly_a_time_range() {
+    crate::load::replay_selects_exactly_a_time_range(Broker::real()).await;
+}

@@ -340,6 +340,16 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
         Source::Topic(r) => Some(r.total()),
         Source::File(..) => None,
     };
+    // The first record is read before the clock starts, and the retention check (a
+    // broker round trip, slow where unsupported) made on it, so pacing starts clean.
+    let mut first = source.next()?;
+    if let (Some(topic), Some(t), Timestamps::Keep) = (
+        &args.to_topic,
+        first.as_ref().and_then(|r| r.timestamp),
+        args.timestamps,
+    ) {
+        warn_if_older_than_retention(&client()?, topic, t);
+    }
     let mut progress = super::progress::Progress::new("replay", total, args.progress_interval);
     let start = Instant::now();
     let wall_start_ms = SystemTime::now()
@@ -350,14 +360,17 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_partition: BTreeMap<String, u64> = BTreeMap::new();
     let (mut first_ts, mut last_ts) = (None::<i64>, None::<i64>);
-    let mut retention_checked = false;
     let mut stopped = false;
     loop {
         if stop.is_cancelled() {
             stopped = true;
             break;
         }
-        let Some(mut raw) = source.next()? else { break };
+        let next = match first.take() {
+            Some(raw) => Some(raw),
+            None => source.next()?,
+        };
+        let Some(mut raw) = next else { break };
         let ts = raw.timestamp;
         let base = *first_ts.get_or_insert(ts.unwrap_or(wall_start_ms));
         last_ts = ts.or(last_ts);
@@ -380,18 +393,6 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
             Timestamps::Now => None,
             Timestamps::Shift => ts.map(|t| t - base + wall_start_ms),
         };
-        if !retention_checked {
-            retention_checked = true;
-            if let (
-                Sink::Topic {
-                    producer, topic, ..
-                },
-                Some(t),
-            ) = (&sink, raw.timestamp)
-            {
-                warn_if_older_than_retention(producer.client(), topic, t);
-            }
-        }
         let source_partition = raw.partition;
         let outcome = write(&mut sink, &mut raw, &run_id, &source_name, stop);
         if let Some(due) = due {
@@ -543,11 +544,7 @@ fn write(
 /// One warning line when kept timestamps are older than the destination's retention
 /// (the broker may delete them at once). Best effort: brokers that do not describe
 /// configs are not asked twice.
-fn warn_if_older_than_retention<C: ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-    ts_ms: i64,
-) {
+fn warn_if_older_than_retention(client: &ClientConfig, topic: &str, ts_ms: i64) {
     let Some(retention_ms) = topic_retention_ms(client, topic) else {
         return;
     };
@@ -564,22 +561,9 @@ fn warn_if_older_than_retention<C: ClientContext>(
     }
 }
 
-fn topic_retention_ms<C: ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-) -> Option<i64> {
+fn topic_retention_ms(client: &ClientConfig, topic: &str) -> Option<i64> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    let brokers = client.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-    let bootstrap = brokers
-        .brokers()
-        .iter()
-        .map(|b| format!("{}:{}", b.host(), b.port()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .ok()?;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client.create().ok()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -587,7 +571,7 @@ fn topic_retention_ms<C: ClientContext>(
     let results = runtime
         .block_on(admin.describe_configs(
             [&ResourceSpecifier::Topic(topic)],
-            &AdminOptions::new().request_timeout(Some(Duration::from_secs(5))),
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(2))),
         ))
         .ok()?;
     let config = results.into_iter().next()?.ok()?;

@@ -80,9 +80,21 @@ pub struct Span {
     pub partition: i32,
     /// First offset read.
     pub start: i64,
-    /// First offset not read.
+    /// First offset not read; [`OPEN`]: read until the partition's end is reached
+    /// (the broker's end-of-partition signal, not its high watermark, which some
+    /// brokers — Tansu 0.6 — report short of the last batch).
     pub end: i64,
+    /// The high watermark when the replay started (for progress only).
+    pub high: i64,
+    /// With `--to`: the offset the broker gave for that time. The partition ends at
+    /// the first record at or past it whose timestamp is at or after `--to` — at once
+    /// on a broker that answers exactly (Kafka), a little later on one that answers
+    /// with the start of the batch holding it (Tansu 0.6), never early.
+    pub until: Option<i64>,
 }
+
+/// The end of a span that runs to the end of its partition.
+pub const OPEN: i64 = i64::MAX;
 
 /// What to read from a topic.
 #[derive(Debug, Clone, Default)]
@@ -179,7 +191,7 @@ impl TopicReader {
     pub fn total(&self) -> u64 {
         self.parts
             .iter()
-            .map(|p| (p.span.end - p.span.start).max(0) as u64)
+            .map(|p| (p.span.end.min(p.span.high) - p.span.start).max(0) as u64)
             .sum()
     }
 
@@ -228,6 +240,13 @@ impl TopicReader {
                 part.done = true;
             }
             let ts = m.timestamp().to_millis();
+            if let (Some(until), Some(to), Some(t)) = (part.span.until, self.to, ts) {
+                if m.offset() >= until && t >= to {
+                    part.done = true;
+                    part.head = None;
+                    continue;
+                }
+            }
             let inside = ts.is_none_or(|t| {
                 self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|to| t < to)
             });
@@ -297,15 +316,17 @@ fn spans(consumer: &BaseConsumer, topic: &str, selection: &Selection) -> anyhow:
             all.len()
         );
         let (low, high) = consumer.fetch_watermarks(topic, p, BROKER_TIMEOUT)?;
-        let (mut start, mut end) = (low, high);
+        let (mut start, mut end) = (low, OPEN);
         if let Some(o) = selection.offsets.iter().find(|o| o.partition == p) {
             start = o.start.max(low);
-            end = o.end.map_or(high, |e| e.min(high));
+            end = o.end.unwrap_or(OPEN);
         }
         spans.push(Span {
             partition: p,
             start,
             end: end.max(start),
+            high,
+            until: None,
         });
     }
     for (time, is_start) in [(selection.from, true), (selection.to, false)] {
@@ -327,8 +348,8 @@ fn spans(consumer: &BaseConsumer, topic: &str, selection: &Selection) -> anyhow:
             };
             if is_start {
                 s.start = s.start.max(at).min(s.end);
-            } else {
-                s.end = s.end.min(at).max(s.start);
+            } else if at < s.end {
+                s.until = Some(at);
             }
         }
     }

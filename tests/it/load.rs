@@ -1,0 +1,568 @@
+//! The load tools end to end: `sluice loadgen` and `sluice replay` against librdkafka's
+//! mock cluster (and Tansu for time ranges), read back with a plain consumer.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use sluice::cli::{Cli, Command as Sub};
+use sluice::tools::dump::Raw;
+use sluice::tools::loadgen;
+use sluice::tools::replay;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{unique, Broker};
+
+fn loadgen_args(args: &[&str]) -> loadgen::LoadgenArgs {
+    let argv = ["sluice", "loadgen"].iter().chain(args).copied();
+    match Cli::try_parse_from(argv).unwrap().command {
+        Sub::Loadgen(a) => *a,
+        _ => unreachable!(),
+    }
+}
+
+fn replay_args(args: &[&str]) -> replay::ReplayArgs {
+    let argv = ["sluice", "replay"].iter().chain(args).copied();
+    match Cli::try_parse_from(argv).unwrap().command {
+        Sub::Replay(a) => *a,
+        _ => unreachable!(),
+    }
+}
+
+/// Runs loadgen in-process (on a blocking thread) and returns its summary.
+async fn run_loadgen(args: &[&str]) -> loadgen::Summary {
+    let plan = loadgen::Plan::new(loadgen_args(args)).unwrap();
+    tokio::task::spawn_blocking(move || loadgen::run(plan, &CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn run_replay(args: &[&str]) -> replay::Summary {
+    let args = replay_args(args);
+    tokio::task::spawn_blocking(move || replay::run(args, &CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Every record of `topic`, by partition in offset order, read with a plain consumer.
+fn read_all(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<Raw>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("read-all"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    let mut ends = BTreeMap::new();
+    for p in metadata.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        remaining += high - low;
+        ends.insert(p.id(), Vec::new());
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let start = Instant::now();
+    while remaining > 0 && start.elapsed() < Duration::from_secs(60) {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        remaining -= 1;
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ends.get_mut(&m.partition()).unwrap().push(Raw {
+            topic: Some(topic.to_string()),
+            partition: Some(m.partition()),
+            offset: Some(m.offset()),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    assert_eq!(remaining, 0, "{topic}: all records read");
+    ends
+}
+
+fn header<'a>(raw: &'a Raw, name: &str) -> Option<&'a [u8]> {
+    raw.headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.as_deref())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_produces_exactly_the_events_asked_for_keyed_and_numbered() {
+    let broker = Broker::mock();
+    let topic = unique("lg");
+    broker.create_topic(&topic, 4).await;
+    let summary = run_loadgen(&[
+        "--brokers",
+        &broker.brokers(),
+        "--topic",
+        &topic,
+        "--events",
+        "5000",
+        "--users",
+        "50",
+        "--invalid",
+        "0.1",
+        "--workspaces",
+        "acme:3,globex:1",
+        "--seed",
+        "42",
+        "--run-id",
+        "run-1",
+    ])
+    .await;
+    assert_eq!(
+        (summary.sent, summary.acknowledged, summary.failed),
+        (5000, 5000, 0)
+    );
+    assert!(summary.valid, "{:?}", summary.invalid_reasons);
+    let records: Vec<Raw> = read_all(&broker.brokers(), &topic)
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(records.len(), 5000, "exactly the events asked for");
+    let invalid: u64 = summary.invalid_events.values().sum();
+    assert!((invalid as f64 / 5000.0 - 0.1).abs() < 0.01, "{invalid}");
+    let acme = summary.by_workspace["acme"] as f64 / 5000.0;
+    assert!((acme - 0.75).abs() < 0.03, "{acme}");
+    // Per partition, each user's seq counts 1, 2, 3… (keyed by user: one partition
+    // holds all of a user's events, in order).
+    let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut valid = 0;
+    for partition in read_all(&broker.brokers(), &topic).into_values() {
+        for r in partition {
+            assert_eq!(header(&r, "sluice.run"), Some(&b"run-1"[..]));
+            let due: i64 = std::str::from_utf8(header(&r, "sluice.due").unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                r.timestamp,
+                Some(due / 1000),
+                "the timestamp is the scheduled time"
+            );
+            let Ok(v) = serde_json::from_slice::<Value>(r.value.as_deref().unwrap()) else {
+                continue;
+            };
+            let fields = if v["type"] == "identify" {
+                &v["traits"]
+            } else {
+                &v["properties"]
+            };
+            let (Some(seq), Some(user)) = (fields["seq"].as_u64(), v["userId"].as_str()) else {
+                continue;
+            };
+            valid += 1;
+            let ws = v["workspace"].as_str().unwrap().to_string();
+            assert_eq!(header(&r, "workspace"), Some(ws.as_bytes()));
+            assert_eq!(r.key.as_deref(), Some(user.as_bytes()));
+            let prev = last.insert((ws, user.to_string()), seq).unwrap_or(0);
+            assert_eq!(seq, prev + 1);
+        }
+    }
+    assert_eq!(valid, 5000 - invalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_achieves_its_target_rate() {
+    let broker = Broker::mock();
+    let topic = unique("lg");
+    broker.create_topic(&topic, 4).await;
+    let summary = run_loadgen(&[
+        "--brokers",
+        &broker.brokers(),
+        "--topic",
+        &topic,
+        "--stage",
+        "1s:2000",
+        "--stage",
+        "10s:2000",
+    ])
+    .await;
+    println!("{}", serde_json::to_string(&summary.stages).unwrap());
+    let hold = &summary.stages[1];
+    assert_eq!(hold.target_per_s, Some(2000.0));
+    for (what, rate) in [
+        ("sent", hold.sent_per_s),
+        ("acknowledged", hold.acknowledged_per_s),
+    ] {
+        assert!(
+            (rate / 2000.0 - 1.0).abs() < 0.05,
+            "{what}: {rate}/s over 10 s"
+        );
+    }
+    assert_eq!(summary.acknowledged, 21_000);
+    assert!(summary.valid, "{:?}", summary.invalid_reasons);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_broker_shows_as_lateness_and_an_invalid_run() {
+    let Broker::Mock(cluster) = Broker::mock() else {
+        unreachable!()
+    };
+    let topic = unique("lg");
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    let plan = loadgen::Plan::new(loadgen_args(&[
+        "--brokers",
+        &cluster.bootstrap_servers(),
+        "--topic",
+        &topic,
+        "--rate",
+        "1000",
+        "--duration",
+        "6s",
+        "--max-pending",
+        "200",
+    ]))
+    .unwrap();
+    let run = tokio::task::spawn_blocking(move || loadgen::run(plan, &CancellationToken::new()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.broker_up(1).unwrap();
+    let summary = run.await.unwrap().unwrap();
+    println!(
+        "late {} of {}, lateness {:?}, ack {:?}",
+        summary.late, summary.sent, summary.send_lateness_ms, summary.ack_latency_ms
+    );
+    assert_eq!(summary.acknowledged, 6000, "everything arrives in the end");
+    // A 2 s stall with 0.2 s of queue: ~1.8 s of sends wait.
+    assert!(summary.late >= 1000, "{}", summary.late);
+    assert!(
+        summary.send_lateness_ms.max >= 1000.0,
+        "{:?}",
+        summary.send_lateness_ms
+    );
+    assert!(
+        !summary.valid,
+        "a run that fell behind is not a valid measurement"
+    );
+    assert!(
+        summary.invalid_reasons[0].contains("late"),
+        "{:?}",
+        summary.invalid_reasons
+    );
+}
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// Runs the binary; returns (exit code, last stdout line as JSON if any, stderr).
+fn run_binary(args: &[&str]) -> (i32, Option<Value>, String) {
+    let out = sluice()
+        .args(args)
+        .env("SLUICE_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok());
+    (
+        out.status.code().unwrap_or(-1),
+        summary,
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn the_same_seed_writes_the_same_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, seed: &str| {
+        let path = dir.path().join(name);
+        let (code, summary, stderr) = run_binary(&[
+            "loadgen",
+            "--events",
+            "2000",
+            "--seed",
+            seed,
+            "--invalid",
+            "0.05",
+            "--to-file",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(summary.unwrap()["sent"], 2000);
+        let events: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> =
+            sluice::tools::dump::read(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+                .map(|r| r.map(|r| (r.key, r.value)).unwrap())
+                .collect();
+        assert_eq!(events.len(), 2000);
+        events
+    };
+    assert_eq!(file("a", "7"), file("b", "7"));
+    assert_ne!(file("a", "7"), file("c", "8"));
+}
+
+/// Produces records with the given timestamps round-robin over `partitions`, with a
+/// binary key, a value and two headers (one without a value).
+async fn produce_stamped(brokers: &str, topic: &str, partitions: i32, stamps: &[i64]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .create()
+        .unwrap();
+    let sends = stamps.iter().enumerate().map(|(i, ts)| {
+        let key = vec![b'k', 0xff, i as u8];
+        let value = format!("{{\"i\":{i}}}");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "workspace",
+                value: Some("acme"),
+            })
+            .insert(Header::<&[u8]> {
+                key: "flag",
+                value: None,
+            });
+        let producer = &producer;
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic)
+                        .partition(i as i32 % partitions)
+                        .key(&key[..])
+                        .payload(&value)
+                        .timestamp(*ts)
+                        .headers(headers),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+fn without_replay_header(mut r: Raw) -> Raw {
+    r.headers.retain(|(n, _)| n != replay::REPLAY_HEADER);
+    r.topic = None;
+    r.offset = None;
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_at_10x_keeps_order_bytes_and_pace() {
+    let broker = Broker::mock();
+    let (source, target) = (unique("src"), unique("dst"));
+    broker.create_topic(&source, 3).await;
+    broker.create_topic(&target, 3).await;
+    // 600 records 40 ms apart over 3 partitions: 24 s of traffic; the first 120 cut,
+    // 19.2 s left: 1.9 s at 10x.
+    let t0 = 1_764_000_000_000i64;
+    let stamps: Vec<i64> = (0..600).map(|i| t0 + i * 40).collect();
+    produce_stamped(&broker.brokers(), &source, 3, &stamps).await;
+    let summary = run_replay(&[
+        "--brokers",
+        &broker.brokers(),
+        "--source-topic",
+        &source,
+        "--to-topic",
+        &target,
+        "--offsets",
+        "0:40-",
+        "--offsets",
+        "1:40-",
+        "--offsets",
+        "2:40-",
+        "--speed",
+        "10",
+        "--run-id",
+        "r1",
+    ])
+    .await;
+    println!("{}", serde_json::to_string(&summary).unwrap());
+    assert_eq!(
+        (summary.read, summary.written, summary.failed),
+        (480, 480, 0)
+    );
+    let span_s =
+        (summary.last_timestamp.unwrap() - summary.first_timestamp.unwrap()) as f64 / 1000.0;
+    assert!(
+        (summary.duration_s / (span_s / 10.0) - 1.0).abs() < 0.10,
+        "{} s for {span_s} s at 10x",
+        summary.duration_s
+    );
+    assert!(
+        summary.pacing_error_ms.p99 < span_s * 1000.0 / 10.0 * 0.05,
+        "{:?}",
+        summary.pacing_error_ms
+    );
+    let src = read_all(&broker.brokers(), &source);
+    let dst = read_all(&broker.brokers(), &target);
+    for (p, records) in dst {
+        let expected: Vec<Raw> = src[&p]
+            .iter()
+            .filter(|r| r.offset >= Some(40))
+            .cloned()
+            .collect();
+        for (got, want) in records.iter().zip(&expected) {
+            let origin = format!("r1:{source}:{p}:{}", want.offset.unwrap());
+            assert_eq!(header(got, replay::REPLAY_HEADER), Some(origin.as_bytes()));
+        }
+        let got: Vec<Raw> = records.into_iter().map(without_replay_header).collect();
+        let want: Vec<Raw> = expected.into_iter().map(without_replay_header).collect();
+        assert_eq!(
+            got, want,
+            "partition {p}: same records, same order, same bytes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_file_topic_round_trip_keeps_every_byte() {
+    let broker = Broker::mock();
+    let (source, target) = (unique("src"), unique("dst"));
+    broker.create_topic(&source, 2).await;
+    broker.create_topic(&target, 2).await;
+    let stamps: Vec<i64> = (0..100).map(|i| 1_764_000_000_000 + i).collect();
+    produce_stamped(&broker.brokers(), &source, 2, &stamps).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dump.jsonl");
+    let dump = run_replay(&[
+        "--brokers",
+        &broker.brokers(),
+        "--source-topic",
+        &source,
+        "--to-file",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(dump.written, 100);
+    println!("dump {}", serde_json::to_string(&dump).unwrap());
+    let back = run_replay(&[
+        "--brokers",
+        &broker.brokers(),
+        "--from-file",
+        file.to_str().unwrap(),
+        "--to-topic",
+        &target,
+    ])
+    .await;
+    assert_eq!((back.read, back.written), (100, 100));
+    let src = read_all(&broker.brokers(), &source);
+    let dst = read_all(&broker.brokers(), &target);
+    for (p, records) in src {
+        let want: Vec<Raw> = records.into_iter().map(without_replay_header).collect();
+        let got: Vec<Raw> = dst[&p].iter().cloned().map(without_replay_header).collect();
+        assert_eq!(got, want, "partition {p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_refuses_to_write_into_what_it_reads_or_the_worker_consumes() {
+    let broker = Broker::mock();
+    let topic = unique("src");
+    broker.create_topic(&topic, 1).await;
+    let brokers = broker.brokers();
+    let (code, _, stderr) = tokio::task::spawn_blocking({
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        move || {
+            run_binary(&[
+                "replay",
+                "--brokers",
+                &brokers,
+                "--source-topic",
+                &topic,
+                "--to-topic",
+                &topic,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("topic being read") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        crate::common::Setup::new(&brokers, "events", "http://127.0.0.1:9", &["acme"]).toml(),
+    )
+    .unwrap();
+    let (code, _, stderr) = tokio::task::spawn_blocking({
+        let path = config.path().to_str().unwrap().to_string();
+        move || {
+            run_binary(&[
+                "replay",
+                "--config",
+                &path,
+                "--source-topic",
+                &topic,
+                "--to-topic",
+                "events",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("kafka.topics") && stderr.contains("--force"),
+        "{stderr}"
+    );
+}
+
+/// Tansu: the mock cluster cannot look offsets up by time.
+pub async fn replay_selects_exactly_a_time_range(broker: Broker) {
+    let source = unique("src");
+    broker.create_topic(&source, 2).await;
+    let t0 = 1_764_000_000_000i64;
+    let stamps: Vec<i64> = (0..100).map(|i| t0 + i * 1000).collect();
+    produce_stamped(&broker.brokers(), &source, 2, &stamps).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("range.jsonl");
+    let (from, to) = ((t0 + 20_000).to_string(), (t0 + 60_000).to_string());
+    let summary = run_replay(&[
+        "--brokers",
+        &broker.brokers(),
+        "--source-topic",
+        &source,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--to-file",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    let got: Vec<i64> =
+        sluice::tools::dump::read(std::io::BufReader::new(std::fs::File::open(&file).unwrap()))
+            .map(|r| r.unwrap().timestamp.unwrap())
+            .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    let want: Vec<i64> = stamps
+        .into_iter()
+        .filter(|t| *t >= t0 + 20_000 && *t < t0 + 60_000)
+        .collect();
+    assert_eq!(sorted, want, "exactly the records in [from, to)");
+    assert_eq!(summary.written, 40);
+}
