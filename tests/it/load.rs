@@ -291,6 +291,9 @@ fn run_binary(args: &[&str]) -> (i32, Option<Value>, String) {
     )
 }
 
+/// A record's key and value.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 #[test]
 fn the_same_seed_writes_the_same_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,7 +312,7 @@ fn the_same_seed_writes_the_same_events() {
         ]);
         assert_eq!(code, 0, "{stderr}");
         assert_eq!(summary.unwrap()["sent"], 2000);
-        let events: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> =
+        let events: Vec<KeyValue> =
             sluice::tools::dump::read(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
                 .map(|r| r.map(|r| (r.key, r.value)).unwrap())
                 .collect();
@@ -329,7 +332,7 @@ async fn produce_stamped(brokers: &str, topic: &str, partitions: i32, stamps: &[
         .create()
         .unwrap();
     let sends = stamps.iter().enumerate().map(|(i, ts)| {
-        let key = vec![b'k', 0xff, i as u8];
+        let key = [b'k', 0xff, i as u8];
         let value = format!("{{\"i\":{i}}}");
         let headers = OwnedHeaders::new()
             .insert(Header {
