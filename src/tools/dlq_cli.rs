@@ -90,11 +90,17 @@ impl DeadLetter {
 }
 
 /// Reaching the end of a partition is how reading stops, not an error worth a log line.
-struct QuietEof;
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuietEof;
 
 impl ClientContext for QuietEof {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
             tracing::error!("librdkafka: {error}: {reason}");
         }
     }

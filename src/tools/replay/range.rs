@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::tools::dlq_cli::QuietEof;
 use crate::tools::dump::Raw;
 
 /// How long one call to the broker may take.
@@ -111,7 +112,7 @@ pub struct Selection {
 
 /// Reads a selection of a topic, merged in timestamp order.
 pub struct TopicReader {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<QuietEof>>,
     parts: Vec<Part>,
     from: Option<i64>,
     to: Option<i64>,
@@ -130,7 +131,7 @@ impl std::fmt::Debug for TopicReader {
 
 struct Part {
     span: Span,
-    queue: PartitionQueue<DefaultConsumerContext>,
+    queue: PartitionQueue<QuietEof>,
     head: Option<OwnedMessage>,
     done: bool,
     last_progress: Instant,
@@ -143,13 +144,13 @@ impl TopicReader {
         topic: &str,
         selection: &Selection,
     ) -> anyhow::Result<TopicReader> {
-        let consumer: BaseConsumer = client
+        let consumer: BaseConsumer<QuietEof> = client
             .clone()
             .set("group.id", "sluice-replay")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .create()?;
+            .create_with_context(QuietEof)?;
         let spans = spans(&consumer, topic, selection)?;
         let mut tpl = TopicPartitionList::new();
         for s in &spans {
@@ -299,7 +300,11 @@ fn raw_of(topic: &str, m: &OwnedMessage) -> Raw {
 }
 
 /// The spans `selection` names on `topic`, cut to what the partitions hold.
-fn spans(consumer: &BaseConsumer, topic: &str, selection: &Selection) -> anyhow::Result<Vec<Span>> {
+fn spans(
+    consumer: &BaseConsumer<QuietEof>,
+    topic: &str,
+    selection: &Selection,
+) -> anyhow::Result<Vec<Span>> {
     let all = crate::tools::dlq_cli::partitions_of(consumer, topic)?;
     let chosen: Vec<i32> = if !selection.offsets.is_empty() {
         selection.offsets.iter().map(|o| o.partition).collect()
