@@ -43,6 +43,9 @@ pub mod headers {
     pub const WORKSPACE: &str = "sluice.workspace";
     /// How many times this event has been redriven (present once redriven).
     pub const REDRIVE_COUNT: &str = "sluice.redrive_count";
+    /// Set by `sluice replay` on what it writes (`RUN:TOPIC:PARTITION:OFFSET`), and
+    /// kept on dead letters and redrives: replayed traffic, not fresh.
+    pub const REPLAY: &str = "sluice.replay";
     /// Set (to the original size in bytes) when the broker refused the payload as too
     /// large for the dead-letter topic: the letter then carries no payload, and the
     /// original stays at `sluice.topic/partition/offset` until retention removes it.
@@ -210,6 +213,9 @@ fn letter_headers(letter: &Letter<'_>) -> OwnedHeaders {
     }
     if letter.raw.redrive_count > 0 {
         pairs.push((headers::REDRIVE_COUNT, letter.raw.redrive_count.to_string()));
+    }
+    if let Some(replay) = &letter.raw.replay {
+        pairs.push((headers::REPLAY, replay.clone()));
     }
     pairs
         .into_iter()

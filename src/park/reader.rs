@@ -273,6 +273,7 @@ impl Reader {
                 .get(headers::REDRIVE_COUNT)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0),
+            replay: hs.get(headers::REPLAY).cloned(),
         };
         let origin = Origin { tp, offset };
         let shared = &self.setup.shared;

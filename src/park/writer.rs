@@ -92,6 +92,9 @@ impl Parker {
         if raw.redrive_count > 0 {
             pairs.push((headers::REDRIVE_COUNT, raw.redrive_count.to_string()));
         }
+        if let Some(replay) = &raw.replay {
+            pairs.push((headers::REPLAY, replay.clone()));
+        }
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
             .partition(origin.tp.partition)
             .headers(to_headers(&pairs));

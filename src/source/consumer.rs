@@ -587,6 +587,7 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
     let redrive_count = header(headers::REDRIVE_COUNT)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
+    let replay = header(headers::REPLAY);
     Detached {
         origin: Origin {
             tp: TopicPartition {
@@ -599,6 +600,7 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
             redrive_count,
+            replay,
         },
         workspace,
     }

@@ -38,4 +38,7 @@ pub struct Raw {
     pub payload: Option<Vec<u8>>,
     /// How many times `sluice dlq redrive` has sent it back (0 for a fresh event).
     pub redrive_count: u32,
+    /// Its `sluice.replay` header, when `sluice replay` wrote it (replayed traffic,
+    /// told apart in dead letters and redrives).
+    pub replay: Option<String>,
 }

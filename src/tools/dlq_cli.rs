@@ -179,11 +179,14 @@ pub(crate) fn partitions_of<C: rdkafka::consumer::ConsumerContext>(
 /// The `inspect` report: counts by reason and workspace, redrive loops, samples.
 pub fn report(letters: &[DeadLetter], samples: usize) -> String {
     let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    let mut redriven = 0;
+    let (mut redriven, mut replayed) = (0, 0);
     for l in letters {
         *counts.entry((l.reason(), l.workspace())).or_default() += 1;
         if l.redrive_count() > 0 {
             redriven += 1;
+        }
+        if l.header(headers::REPLAY).is_some() {
+            replayed += 1;
         }
     }
     let mut out = format!("{} dead letters\n\n", letters.len());
@@ -197,6 +200,11 @@ pub fn report(letters: &[DeadLetter], samples: usize) -> String {
     if redriven > 0 {
         out.push_str(&format!(
             "\n{redriven} of them were redriven before and failed again (sluice.redrive_count > 0)\n"
+        ));
+    }
+    if replayed > 0 {
+        out.push_str(&format!(
+            "\n{replayed} of them are replayed traffic (sluice.replay), not fresh events\n"
         ));
     }
     if samples > 0 {
@@ -252,6 +260,12 @@ pub async fn redrive(
             key: headers::REDRIVE_COUNT,
             value: Some(count.as_bytes()),
         });
+        if let Some(replay) = l.header(headers::REPLAY) {
+            h = h.insert(Header {
+                key: headers::REPLAY,
+                value: Some(replay.as_bytes()),
+            });
+        }
         // The workspace header routes it again as the first time.
         if let Some(ws) = l.header(headers::WORKSPACE) {
             h = h.insert(Header {

@@ -609,3 +609,68 @@ async fn k6_smoke_script_passes_against_the_mock_api() {
     assert_eq!(site.throttled, 0);
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_events_that_fail_are_dead_lettered_as_replayed() {
+    use crate::common::{Setup, Worker};
+    use sluice::tools::mock_api::{MockApi, MockApiConfig};
+    let broker = Broker::mock();
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.jsonl");
+    let made = run_loadgen(&[
+        "--events",
+        "20",
+        "--invalid",
+        "1",
+        "--invalid-kinds",
+        "malformed,unknown-type",
+        "--to-file",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(made.sent, 20);
+    run_replay(&[
+        "--brokers",
+        &broker.brokers(),
+        "--from-file",
+        file.to_str().unwrap(),
+        "--to-topic",
+        &topic,
+        "--run-id",
+        "drill-1",
+    ])
+    .await;
+    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["local"]);
+    let worker = Worker::start(setup.config());
+    let letters = tokio::task::spawn_blocking({
+        let (brokers, dlq) = (broker.brokers(), format!("{topic}.dlq"));
+        move || crate::common::read_topic(&brokers, &dlq, 20)
+    })
+    .await
+    .unwrap();
+    worker.stop().await;
+    api.stop().await;
+    assert_eq!(letters.len(), 20);
+    for l in &letters {
+        assert!(
+            l.headers["sluice.replay"].starts_with("drill-1:"),
+            "{:?}",
+            l.headers
+        );
+    }
+    let config = setup.config();
+    let report = tokio::task::spawn_blocking(move || {
+        let letters = sluice::tools::dlq_cli::read(&config.kafka, &Default::default()).unwrap();
+        sluice::tools::dlq_cli::report(&letters, 0)
+    })
+    .await
+    .unwrap();
+    assert!(
+        report.contains("20 of them are replayed traffic"),
+        "{report}"
+    );
+}

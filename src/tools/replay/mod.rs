@@ -31,7 +31,7 @@ use crate::tools::latency::{micros, Percentiles};
 pub use range::{OffsetRange, Selection, Span, Time, TopicReader};
 
 /// The header every message replayed into a topic carries.
-pub const REPLAY_HEADER: &str = "sluice.replay";
+pub const REPLAY_HEADER: &str = crate::dlq::headers::REPLAY;
 
 /// `sluice replay` options.
 #[derive(Debug, Clone, clap::Args)]
