@@ -36,6 +36,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => {
             let summary = with_signals(|stop| replay::run(*args, &stop))??;
             println!("{}", serde_json::to_string(&summary)?);
+            if let Some(error) = &summary.error {
+                anyhow::bail!("replay stopped after {} records: {error}", summary.written);
+            }
             if summary.failed > 0 {
                 eprintln!("{} records could not be written", summary.failed);
                 return Ok(ExitCode::from(loadgen::EXIT_INVALID));

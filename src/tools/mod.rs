@@ -6,6 +6,7 @@ pub mod dump;
 pub mod latency;
 pub mod loadgen;
 pub mod mock_api;
+pub mod pace;
 pub mod park_cli;
 pub mod progress;
 pub mod replay;

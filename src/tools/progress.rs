@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub enum Progress {
     /// An indicatif bar (length known) or spinner, and when its status last changed.
     Bar(ProgressBar, Instant),
+    /// Nothing (the caller shows progress its own way).
+    Hidden,
     /// A line every `every`.
     Lines {
         /// Tool name at the start of each line.
@@ -68,6 +70,7 @@ impl Progress {
                     eprintln!("{tool}: {}", status());
                 }
             }
+            Progress::Hidden => {}
         }
     }
 

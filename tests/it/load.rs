@@ -362,6 +362,42 @@ async fn produce_stamped(brokers: &str, topic: &str, partitions: i32, stamps: &[
     futures::future::join_all(sends).await;
 }
 
+/// Records a lossy format would get wrong: a null key, an empty key, an empty value, a
+/// tombstone, a binary value and a binary header value.
+async fn produce_odd_records(brokers: &str, topic: &str) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let bin: &[u8] = &[0, 0xc3, 0x28, 0xff, b'\n'];
+    let records: Vec<FutureRecord<'_, [u8], [u8]>> = vec![
+        FutureRecord::to(topic).partition(0).payload(&b"no key"[..]),
+        FutureRecord::to(topic)
+            .partition(0)
+            .key(&b""[..])
+            .payload(&b"empty key"[..]),
+        FutureRecord::to(topic)
+            .partition(1)
+            .key(&b"empty value"[..])
+            .payload(&b""[..]),
+        FutureRecord::to(topic).partition(1).key(&b"tombstone"[..]),
+        FutureRecord::to(topic)
+            .partition(0)
+            .key(bin)
+            .payload(bin)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "bin",
+                value: Some(bin),
+            })),
+    ];
+    for record in records {
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+}
+
 fn without_replay_header(mut r: Raw) -> Raw {
     r.headers.retain(|(n, _)| n != replay::REPLAY_HEADER);
     r.topic = None;
@@ -445,6 +481,7 @@ async fn a_topic_file_topic_round_trip_keeps_every_byte() {
     broker.create_topic(&target, 2).await;
     let stamps: Vec<i64> = (0..100).map(|i| 1_764_000_000_000 + i).collect();
     produce_stamped(&broker.brokers(), &source, 2, &stamps).await;
+    produce_odd_records(&broker.brokers(), &source).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dump.jsonl");
     let dump = run_replay(&[
@@ -456,7 +493,7 @@ async fn a_topic_file_topic_round_trip_keeps_every_byte() {
         file.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(dump.written, 100);
+    assert_eq!(dump.written, 105);
     println!("dump {}", serde_json::to_string(&dump).unwrap());
     let back = run_replay(&[
         "--brokers",
@@ -467,9 +504,14 @@ async fn a_topic_file_topic_round_trip_keeps_every_byte() {
         &target,
     ])
     .await;
-    assert_eq!((back.read, back.written), (100, 100));
+    assert_eq!((back.read, back.written), (105, 105));
     let src = read_all(&broker.brokers(), &source);
     let dst = read_all(&broker.brokers(), &target);
+    let tombstone = src[&1]
+        .iter()
+        .find(|r| r.key.as_deref() == Some(&b"tombstone"[..]))
+        .unwrap();
+    assert_eq!(tombstone.value, None, "the source holds a real tombstone");
     for (p, records) in src {
         let want: Vec<Raw> = records.into_iter().map(without_replay_header).collect();
         let got: Vec<Raw> = dst[&p].iter().cloned().map(without_replay_header).collect();
@@ -673,4 +715,35 @@ async fn replayed_events_that_fail_are_dead_lettered_as_replayed() {
         report.contains("20 of them are replayed traffic"),
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_stops_a_file_replay_after_writing_what_came_before() {
+    let broker = Broker::mock();
+    let target = unique("dst");
+    broker.create_topic(&target, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.jsonl");
+    std::fs::write(&file, "{\"key\":\"a\",\"value\":\"1\"}\n{\"key\":\"b\",\"value\":\"2\"}\nnot a record\n{\"key\":\"c\"}\n").unwrap();
+    let summary = run_replay(&[
+        "--brokers",
+        &broker.brokers(),
+        "--from-file",
+        file.to_str().unwrap(),
+        "--to-topic",
+        &target,
+    ])
+    .await;
+    assert_eq!(summary.written, 2);
+    assert!(
+        summary.error.as_deref().unwrap().contains("line 3"),
+        "{:?}",
+        summary.error
+    );
+    let keys: Vec<_> = read_all(&broker.brokers(), &target)
+        .into_values()
+        .flatten()
+        .map(|r| r.key.unwrap())
+        .collect();
+    assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
 }

@@ -22,6 +22,8 @@ mod summary;
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -203,8 +205,33 @@ pub struct Plan {
     pub max_late_share: f64,
     /// Producer queue bound.
     pub max_pending: usize,
-    /// Progress interval (plain lines).
-    pub progress_interval: Duration,
+    /// Progress interval (plain lines); `None`: no progress output (a caller that
+    /// shows its own).
+    pub progress_interval: Option<Duration>,
+    /// Counts events sent, for a caller watching the run.
+    pub sent: Arc<AtomicU64>,
+    /// Holds sends back while too many are undelivered (see [`Gate`]).
+    pub gate: Option<Gate>,
+}
+
+/// Bounds the backlog: before each send, wait while more than `max_backlog` events
+/// are sent and not yet `done()` (delivered or dead-lettered downstream). `sluice
+/// capacity run` uses it so the embedded broker, which keeps only a few megabytes per
+/// partition, never holds more than it can; the waits are counted as lateness.
+#[derive(Clone)]
+pub struct Gate {
+    /// Events done downstream.
+    pub done: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Most events sent and not done.
+    pub max_backlog: u64,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("max_backlog", &self.max_backlog)
+            .finish()
+    }
 }
 
 impl Plan {
@@ -271,7 +298,9 @@ impl Plan {
             late_after: args.late_after,
             max_late_share: args.max_late_share,
             max_pending,
-            progress_interval: args.progress_interval,
+            progress_interval: Some(args.progress_interval),
+            sent: Arc::new(AtomicU64::new(0)),
+            gate: None,
         })
     }
 }
@@ -292,8 +321,10 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     };
     let paced = plan.schedule.paced() && matches!(plan.target, Target::Kafka { .. });
     let mut tally = summary::Tally::new(&plan, stages.len(), workspaces.len());
-    let mut progress =
-        super::progress::Progress::new("loadgen", plan.schedule.total(), plan.progress_interval);
+    let mut progress = match plan.progress_interval {
+        Some(every) => super::progress::Progress::new("loadgen", plan.schedule.total(), every),
+        None => super::progress::Progress::Hidden,
+    };
     let unix_us = |offset: Duration| {
         (wall_start + offset)
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -314,11 +345,15 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
             break;
         }
         let event = generator.next_event();
-        if paced {
-            let now = start.elapsed();
-            if due > now + Duration::from_micros(200) {
-                std::thread::sleep(due - now);
+        if let Some(gate) = &plan.gate {
+            let sent = plan.sent.load(std::sync::atomic::Ordering::Relaxed);
+            while sent.saturating_sub((gate.done)()) > gate.max_backlog && !stop.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(1));
             }
+        }
+        if paced && !super::pace::wait_until(start, due, stop) {
+            stopped = true;
+            break;
         }
         let message = sink::Message {
             key: &event.key,
@@ -329,10 +364,19 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
         };
         let outcome = sink.send(&message, stop);
         let sent_at = start.elapsed();
+        if outcome == sink::Outcome::Sent {
+            plan.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Unpaced (file) runs: everything is sent "now", so count it by schedule.
+        let sent_stage = if paced {
+            plan.schedule.stage_at(sent_at)
+        } else {
+            stage
+        };
         tally.record(
             &event,
             stage,
-            plan.schedule.stage_at(sent_at),
+            sent_stage,
             paced.then(|| sent_at.saturating_sub(due)),
             outcome,
         );

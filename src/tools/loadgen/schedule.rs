@@ -73,7 +73,7 @@ impl Segment {
     /// Seconds into the segment at which `k` of its events have been offered.
     fn time_of(&self, k: f64) -> f64 {
         let slope = (self.to - self.from) / self.duration;
-        if slope.abs() < 1e-12 {
+        if slope.abs() <= 1e-12 * self.from.max(self.to).max(1.0) {
             return k / self.from;
         }
         // from·τ + slope·τ²/2 = k
@@ -104,8 +104,8 @@ pub enum ScheduleError {
     /// Nothing says when the run ends.
     #[error("the run has no end: give --events, --duration, --stage or --profile")]
     Unbounded,
-    /// A constant rate of zero.
-    #[error("--rate must be above 0 (or `max`)")]
+    /// A constant rate of zero (or below one event in 1 000 s).
+    #[error("--rate must be at least 0.001 events/s (or `max`)")]
     ZeroRate,
     /// The stages offer no events.
     #[error("the stages offer no events (every target is 0)")]
@@ -130,7 +130,9 @@ impl Schedule {
                     limit_time: duration,
                 });
             }
-            Pace::Constant(rate) if *rate <= 0.0 => return Err(ScheduleError::ZeroRate),
+            Pace::Constant(rate) if !(rate.is_finite() && *rate >= 0.001) => {
+                return Err(ScheduleError::ZeroRate)
+            }
             Pace::Constant(rate) => {
                 let length = match (duration, events) {
                     (Some(d), _) => d,
@@ -167,7 +169,8 @@ impl Schedule {
             }
             from = stage.target;
         }
-        let offered = before.floor() as u64;
+        // A tolerance for float error: `--rate 3 --events 1000` offers 1000, not 999.
+        let offered = (before + 1e-6).floor() as u64;
         if offered == 0 {
             return Err(ScheduleError::Empty);
         }
@@ -230,7 +233,10 @@ impl Schedule {
                 duration: Some(Duration::from_secs_f64(s.duration)),
                 from: Some(s.from),
                 to: Some(s.to),
-                events: Some((s.before + s.events()).floor() as u64 - s.before.floor() as u64),
+                events: Some(
+                    (s.before + s.events() + 1e-6).floor() as u64
+                        - (s.before + 1e-6).floor() as u64,
+                ),
             })
             .collect()
     }
@@ -298,6 +304,31 @@ mod tests {
 
     fn stages(spec: &[&str]) -> Vec<Stage> {
         spec.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn rates_that_do_not_divide_evenly_still_offer_every_event() {
+        for rate in [3.0, 7.0, 9.0, 30.0, 300.0, 333.3] {
+            let s = Schedule::new(&Pace::Constant(rate), Some(1000), None).unwrap();
+            assert_eq!(s.total(), Some(1000), "{rate}/s");
+            assert!(s.due(999).is_some());
+        }
+        let one = Schedule::new(&Pace::Constant(3.0), Some(1), None).unwrap();
+        assert_eq!(one.total(), Some(1));
+        let stages = Schedule::new(
+            &Pace::Stages {
+                start: 0.0,
+                stages: vec!["3s:7".parse().unwrap(), "7s:7".parse().unwrap()],
+            },
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(stages.total(), Some(59), "10.5 + 49 offered");
+        assert_eq!(stages.stage_at(Duration::from_millis(2_900)), 0);
+        assert_eq!(stages.stage_at(Duration::from_millis(3_100)), 1);
+        assert_eq!(stages.stage_at(Duration::from_secs(60)), 1);
+        assert!(Schedule::new(&Pace::Constant(1e-20), Some(10), None).is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::tools::dump;
 
 /// How long the end of a run waits for outstanding acknowledgements.
 const FLUSH_LIMIT: Duration = Duration::from_secs(60);
+/// How long a stopped run waits for them.
+const STOPPED_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// One event to send.
 pub struct Message<'a> {
@@ -101,10 +103,24 @@ impl Sink {
         };
         let mut client = client.clone();
         client.set("queue.buffering.max.messages", max_pending.to_string());
+        // Retries must not reorder a user's events (their seq is checked downstream),
+        // and a mistyped topic must not be created.
+        client.set("enable.idempotence", "true");
+        client.set("allow.auto.create.topics", "false");
         if client.get("linger.ms").is_none() {
             client.set("linger.ms", "5");
         }
         let producer: ThreadedProducer<Acks> = client.create_with_context(acks)?;
+        let partitions = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(15))?
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        anyhow::ensure!(
+            partitions > 0,
+            "topic {topic} does not exist (create it first)"
+        );
         Ok(Sink::Kafka {
             producer,
             topic: topic.to_string(),
@@ -154,6 +170,10 @@ impl Sink {
                         {
                             record = back;
                             std::thread::sleep(Duration::from_millis(1));
+                            // Ack latency counts from the send that got in, not from
+                            // the wait for room (that wait is lateness).
+                            record.delivery_opaque =
+                                producer.context().start.elapsed().as_nanos() as usize;
                         }
                         Err((e, _)) => return Outcome::Failed(e.to_string()),
                     }
@@ -195,11 +215,14 @@ impl Sink {
     pub fn finish(self, stop: &CancellationToken) -> anyhow::Result<Delivery> {
         match self {
             Sink::Kafka { producer, .. } => {
-                let until = Instant::now() + FLUSH_LIMIT;
-                while producer.in_flight_count() > 0
-                    && Instant::now() < until
-                    && !stop.is_cancelled()
-                {
+                // A stopped run still waits a little for what is already in flight.
+                let limit = if stop.is_cancelled() {
+                    STOPPED_FLUSH_LIMIT
+                } else {
+                    FLUSH_LIMIT
+                };
+                let until = Instant::now() + limit;
+                while producer.in_flight_count() > 0 && Instant::now() < until {
                     let _ = producer.flush(Duration::from_millis(200));
                 }
                 let pending = producer.in_flight_count().max(0) as u64;

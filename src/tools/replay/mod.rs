@@ -52,8 +52,8 @@ pub struct ReplayArgs {
     #[arg(long, value_delimiter = ',')]
     pub partitions: Vec<i32>,
     /// An offset range `PARTITION:START-END` (END exclusive, empty for the end;
-    /// repeatable); only the partitions named are read.
-    #[arg(long)]
+    /// repeatable, one per partition); only the partitions named are read.
+    #[arg(long, conflicts_with = "partitions")]
     pub offsets: Vec<OffsetRange>,
     /// Only records at or after this time (RFC 3339 or unix ms).
     #[arg(long)]
@@ -62,7 +62,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub to: Option<Time>,
     /// Read a record file (`--to-file` of replay or loadgen) instead of a topic.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["partitions", "offsets"])]
     pub from_file: Option<PathBuf>,
     /// Write into this topic.
     #[arg(long)]
@@ -175,6 +175,9 @@ pub struct Summary {
     pub by_partition: BTreeMap<String, u64>,
     /// Stopped early by a signal.
     pub stopped: bool,
+    /// What ended the replay early, if anything did (a bad file line, a broker
+    /// error); everything before it was written.
+    pub error: Option<String>,
 }
 
 enum Source {
@@ -292,6 +295,9 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
         (Some(topic), _) => {
             let mut client = client()?;
             client.set("queue.buffering.max.messages", "20000");
+            // Retries must not reorder a partition; a mistyped topic is not created.
+            client.set("enable.idempotence", "true");
+            client.set("allow.auto.create.topics", "false");
             for (k, v) in &args.producer_options {
                 client.set(k, v);
             }
@@ -361,6 +367,7 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
     let mut by_partition: BTreeMap<String, u64> = BTreeMap::new();
     let (mut first_ts, mut last_ts) = (None::<i64>, None::<i64>);
     let mut stopped = false;
+    let mut error = None;
     loop {
         if stop.is_cancelled() {
             stopped = true;
@@ -368,7 +375,15 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
         }
         let next = match first.take() {
             Some(raw) => Some(raw),
-            None => source.next()?,
+            // A bad line or a broken broker ends the replay, but what was written is
+            // still flushed and counted, so the summary says where it stopped.
+            None => match source.next() {
+                Ok(next) => next,
+                Err(e) => {
+                    error = Some(format!("{e:#}"));
+                    break;
+                }
+            },
         };
         let Some(mut raw) = next else { break };
         let ts = raw.timestamp;
@@ -383,9 +398,9 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
         };
         read += 1;
         if let Some(due) = due {
-            let now = start.elapsed();
-            if due > now + Duration::from_micros(200) {
-                std::thread::sleep(due - now);
+            if !super::pace::wait_until(start, due, stop) {
+                stopped = true;
+                break;
             }
         }
         raw.timestamp = match args.timestamps {
@@ -423,8 +438,10 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
     };
     let (written, failed) = match sink {
         Sink::Topic { producer, .. } => {
-            let until = Instant::now() + Duration::from_secs(60);
-            while producer.in_flight_count() > 0 && Instant::now() < until && !stop.is_cancelled() {
+            // A stopped replay still waits a little for what is in flight.
+            let limit = Duration::from_secs(if stop.is_cancelled() { 10 } else { 60 });
+            let until = Instant::now() + limit;
+            while producer.in_flight_count() > 0 && Instant::now() < until {
                 let _ = producer.flush(Duration::from_millis(200));
             }
             let pending = producer.in_flight_count().max(0) as u64;
@@ -473,6 +490,7 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
         last_timestamp: last_ts,
         by_partition,
         stopped,
+        error,
     })
 }
 

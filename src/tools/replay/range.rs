@@ -87,11 +87,14 @@ pub struct Span {
     pub end: i64,
     /// The high watermark when the replay started (for progress only).
     pub high: i64,
-    /// With `--to`: the offset the broker gave for that time. The partition ends at
-    /// the first record at or past it whose timestamp is at or after `--to` — at once
-    /// on a broker that answers exactly (Kafka), a little later on one that answers
-    /// with the start of the batch holding it (Tansu 0.6), never early.
-    pub until: Option<i64>,
+    /// Where an open span ends: (offset, time). The partition ends at the first record
+    /// at or past that offset whose timestamp is at or after that time. With `--to`:
+    /// the broker's offset for `--to`, and `--to` — at once on a broker that answers
+    /// exactly (Kafka), a little later on one that answers with the start of the batch
+    /// holding it (Tansu 0.6), never early. Otherwise: the high watermark and the
+    /// replay's start, so a replay of a topic still being written ends where the topic
+    /// ended when it started instead of following it for ever.
+    pub until: Option<(i64, i64)>,
 }
 
 /// The end of a span that runs to the end of its partition.
@@ -241,8 +244,8 @@ impl TopicReader {
                 part.done = true;
             }
             let ts = m.timestamp().to_millis();
-            if let (Some(until), Some(to), Some(t)) = (part.span.until, self.to, ts) {
-                if m.offset() >= until && t >= to {
+            if let (Some((offset, time)), Some(t)) = (part.span.until, ts) {
+                if m.offset() >= offset && t >= time {
                     part.done = true;
                     part.head = None;
                     continue;
@@ -306,6 +309,10 @@ fn spans(
     selection: &Selection,
 ) -> anyhow::Result<Vec<Span>> {
     let all = crate::tools::dlq_cli::partitions_of(consumer, topic)?;
+    anyhow::ensure!(
+        !all.is_empty(),
+        "topic {topic} does not exist (or has no partitions)"
+    );
     let chosen: Vec<i32> = if !selection.offsets.is_empty() {
         selection.offsets.iter().map(|o| o.partition).collect()
     } else if !selection.partitions.is_empty() {
@@ -314,7 +321,14 @@ fn spans(
         all.clone()
     };
     let mut spans = Vec::with_capacity(chosen.len());
-    for p in chosen {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for (i, p) in chosen.iter().copied().enumerate() {
+        anyhow::ensure!(
+            !chosen[..i].contains(&p),
+            "partition {p} is named twice (one --offsets range per partition)"
+        );
         anyhow::ensure!(
             all.contains(&p),
             "{topic} has no partition {p} (it has {})",
@@ -331,7 +345,7 @@ fn spans(
             start,
             end: end.max(start),
             high,
-            until: None,
+            until: (end == OPEN).then_some((high, now_ms)),
         });
     }
     for (time, is_start) in [(selection.from, true), (selection.to, false)] {
@@ -354,7 +368,7 @@ fn spans(
             if is_start {
                 s.start = s.start.max(at).min(s.end);
             } else if at < s.end {
-                s.until = Some(at);
+                s.until = Some((at, ms));
             }
         }
     }

@@ -1,0 +1,304 @@
+//! One-second samples of a capacity run, read from the worker's own metrics registry and
+//! the load generator's counters, and what they say: the breaking point and what
+//! bounds the pipeline.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+
+/// The cumulative counters a sample is the difference of.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// Seconds since the start of the run.
+    pub t: f64,
+    /// Events the load generator sent.
+    pub sent: f64,
+    /// Events delivered.
+    pub delivered: f64,
+    /// Events dead-lettered.
+    pub dead_lettered: f64,
+    /// HTTP requests answered.
+    pub requests: f64,
+    /// 429s (and silent throttles).
+    pub throttled: f64,
+    /// Seconds attempts waited on workspace limits.
+    pub limit_wait: f64,
+    /// Seconds attempts waited or were in flight.
+    pub limit_busy: f64,
+    /// CPU seconds of this process.
+    pub cpu: f64,
+}
+
+/// One point of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Seconds since the start of the run.
+    pub t_s: f64,
+    /// Events/s the load generator sent.
+    pub offered_per_s: f64,
+    /// Events/s delivered.
+    pub delivered_per_s: f64,
+    /// Events/s dead-lettered.
+    pub dead_lettered_per_s: f64,
+    /// Requests/s.
+    pub requests_per_s: f64,
+    /// 429s/s.
+    pub throttled_per_s: f64,
+    /// Events sent and not yet delivered or dead-lettered.
+    pub backlog: f64,
+    /// Share of lane time spent waiting on the API's limit (0..1).
+    pub limiter_wait_share: f64,
+    /// CPU cores this process used.
+    pub cpu_cores: f64,
+    /// Requests in flight at the sample.
+    pub in_flight: f64,
+    /// p99 of end-to-end latency over the interval, ms.
+    pub p99_ms: f64,
+}
+
+/// Reads the counters now.
+pub fn read(metrics: &Metrics, sent: &AtomicU64, start: Instant) -> Counters {
+    let (limit_wait, limit_busy) = metrics.limit_time();
+    Counters {
+        t: start.elapsed().as_secs_f64(),
+        sent: sent.load(Ordering::Relaxed) as f64,
+        delivered: metrics.delivered_count() as f64,
+        dead_lettered: metrics.dead_lettered_total() as f64,
+        requests: family_sum(metrics, "sluice_http_requests_total"),
+        throttled: family_sum(metrics, "sluice_throttled_total"),
+        limit_wait,
+        limit_busy,
+        cpu: process_cpu_seconds().unwrap_or(0.0),
+    }
+}
+
+/// The sample between two readings.
+pub fn between(a: &Counters, b: &Counters, metrics: &Metrics, p99_ms: f64) -> Sample {
+    let dt = (b.t - a.t).max(1e-3);
+    let rate = |x: f64, y: f64| (y - x).max(0.0) / dt;
+    let busy = b.limit_busy - a.limit_busy;
+    Sample {
+        t_s: b.t,
+        offered_per_s: rate(a.sent, b.sent),
+        delivered_per_s: rate(a.delivered, b.delivered),
+        dead_lettered_per_s: rate(a.dead_lettered, b.dead_lettered),
+        requests_per_s: rate(a.requests, b.requests),
+        throttled_per_s: rate(a.throttled, b.throttled),
+        backlog: (b.sent - b.delivered - b.dead_lettered).max(0.0),
+        limiter_wait_share: if busy > 0.0 { ((b.limit_wait - a.limit_wait) / busy).clamp(0.0, 1.0) } else { 0.0 },
+        cpu_cores: rate(a.cpu, b.cpu),
+        in_flight: family_sum(metrics, "sluice_http_requests_in_flight"),
+        p99_ms,
+    }
+}
+
+/// Sum of every sample of a metric family in the registry (counters and gauges).
+pub fn family_sum(metrics: &Metrics, name: &str) -> f64 {
+    metrics
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .map(|m| {
+            if m.has_counter() {
+                m.get_counter().value()
+            } else if m.has_gauge() {
+                m.get_gauge().value()
+            } else {
+                0.0
+            }
+        })
+        .sum()
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux;
+/// `None` elsewhere).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((utime + stime) / 100.0)
+}
+
+/// What limits the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// Lanes wait on the API's rate limit most of the time.
+    ApiLimit,
+    /// The worker uses every core it has.
+    Cpu,
+    /// Requests in flight stay at the window (latency × in-flight caps it).
+    InFlight,
+    /// The load generator could not hand events to the broker on time.
+    Broker,
+    /// Too few partitions for the consumers (not measured in one process).
+    Partitions,
+}
+
+/// How close each bound came, 0..1, over some samples, and the one that bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    /// The bound.
+    pub bound: Bound,
+    /// Share of lane time waiting on limits.
+    pub limiter_wait_share: f64,
+    /// CPU cores used ÷ cores available.
+    pub cpu_share: f64,
+    /// Requests in flight ÷ the window.
+    pub in_flight_share: f64,
+    /// Share of the load generator's sends that were late (a broker that fell
+    /// behind).
+    pub broker_late_share: f64,
+}
+
+/// Names the bound over `samples`: the resource closest to its ceiling.
+pub fn diagnose(samples: &[Sample], in_flight_window: f64, broker_late_share: f64) -> Diagnosis {
+    let n = samples.len().max(1) as f64;
+    let mean = |f: fn(&Sample) -> f64| samples.iter().map(f).sum::<f64>() / n;
+    let cores = std::thread::available_parallelism().map_or(1.0, |c| c.get() as f64);
+    let limiter_wait_share = mean(|s| s.limiter_wait_share);
+    let cpu_share = (mean(|s| s.cpu_cores) / cores).min(1.0);
+    let in_flight_share = (mean(|s| s.in_flight) / in_flight_window.max(1.0)).min(1.0);
+    let scores = [
+        (Bound::ApiLimit, limiter_wait_share),
+        (Bound::Cpu, cpu_share),
+        (Bound::InFlight, in_flight_share),
+        (Bound::Broker, broker_late_share.min(1.0)),
+    ];
+    let bound = scores
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(Bound::Cpu, |s| s.0);
+    Diagnosis {
+        bound,
+        limiter_wait_share,
+        cpu_share,
+        in_flight_share,
+        broker_late_share,
+    }
+}
+
+/// Where a stress ramp broke.
+#[derive(Debug, Clone, Serialize)]
+pub struct Break {
+    /// When, seconds from the start.
+    pub at_s: f64,
+    /// Offered events/s then (the breaking point).
+    pub offered_per_s: f64,
+    /// Why: `delivery_fell_behind`, `error_rate` or `backlog_grew`.
+    pub reason: &'static str,
+}
+
+/// Samples averaged per window when looking for the break.
+pub const WINDOW: usize = 3;
+
+/// Whether the last samples show the pipeline no longer following the offered load:
+/// over the last [`WINDOW`] samples, delivery below 90% of the offered rate while the
+/// backlog grows past half a second of traffic, or more than 5% of what was done
+/// dead-lettered.
+pub fn broke(samples: &[Sample]) -> Option<Break> {
+    if samples.len() < WINDOW + 1 {
+        return None;
+    }
+    let w = &samples[samples.len() - WINDOW..];
+    let before = &samples[samples.len() - WINDOW - 1];
+    let n = WINDOW as f64;
+    let offered = w.iter().map(|s| s.offered_per_s).sum::<f64>() / n;
+    let delivered = w.iter().map(|s| s.delivered_per_s).sum::<f64>() / n;
+    let dead = w.iter().map(|s| s.dead_lettered_per_s).sum::<f64>() / n;
+    let last = w.last().expect("WINDOW > 0");
+    if offered < 1.0 {
+        return None;
+    }
+    let done = delivered + dead;
+    let reason = if done > 0.0 && dead / done > 0.05 {
+        Some("error_rate")
+    } else if done < 0.9 * offered && last.backlog > before.backlog && last.backlog > offered * 0.5 {
+        Some("delivery_fell_behind")
+    } else if last.backlog > offered * 5.0 && last.backlog > before.backlog {
+        Some("backlog_grew")
+    } else {
+        None
+    };
+    reason.map(|reason| Break {
+        at_s: w[0].t_s,
+        offered_per_s: offered,
+        reason,
+    })
+}
+
+/// The highest delivery rate sustained over a window, events/s.
+pub fn max_sustained(samples: &[Sample]) -> f64 {
+    samples
+        .windows(WINDOW)
+        .map(|w| w.iter().map(|s| s.delivered_per_s + s.dead_lettered_per_s).sum::<f64>() / WINDOW as f64)
+        .fold(0.0, f64::max)
+}
+
+/// Sleeps until `start + n` seconds (so samples stay one second apart).
+pub async fn tick(start: Instant, n: u64) {
+    tokio::time::sleep_until((start + Duration::from_secs(n)).into()).await;
+}
+
+/// The load generator's sent counter, shared.
+pub type SentCounter = Arc<AtomicU64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: f64, offered: f64, delivered: f64, backlog: f64) -> Sample {
+        Sample {
+            t_s: t,
+            offered_per_s: offered,
+            delivered_per_s: delivered,
+            dead_lettered_per_s: 0.0,
+            requests_per_s: 0.0,
+            throttled_per_s: 0.0,
+            backlog,
+            limiter_wait_share: 0.0,
+            cpu_cores: 0.0,
+            in_flight: 0.0,
+            p99_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_pipeline_that_keeps_up_has_not_broken() {
+        let samples: Vec<_> = (0..10).map(|i| s(i as f64, 1000.0 + 100.0 * i as f64, 1000.0 + 100.0 * i as f64, 50.0)).collect();
+        assert!(broke(&samples).is_none());
+    }
+
+    #[test]
+    fn delivery_falling_behind_with_a_growing_backlog_is_the_break() {
+        let mut samples: Vec<_> = (0..5).map(|i| s(i as f64, 1000.0 * (i + 1) as f64, 1000.0 * (i + 1) as f64, 100.0)).collect();
+        for i in 5..9 {
+            samples.push(s(i as f64, 1000.0 * (i + 1) as f64, 5000.0, 2000.0 * (i - 4) as f64));
+        }
+        let b = broke(&samples).unwrap();
+        assert_eq!(b.reason, "delivery_fell_behind");
+        assert!(b.offered_per_s > 5000.0, "{b:?}");
+        assert!((max_sustained(&samples) - 5000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_bound_is_the_resource_nearest_its_ceiling() {
+        let mut a = s(1.0, 1.0, 1.0, 0.0);
+        a.limiter_wait_share = 0.95;
+        a.cpu_cores = 0.2;
+        assert_eq!(diagnose(&[a.clone()], 4.0, 0.0).bound, Bound::ApiLimit);
+        a.limiter_wait_share = 0.0;
+        a.in_flight = 4.0;
+        assert_eq!(diagnose(&[a], 4.0, 0.0).bound, Bound::InFlight);
+    }
+}
