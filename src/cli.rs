@@ -61,6 +61,14 @@ pub enum Command {
     /// a topic or a file, byte for byte, at the original pace × --speed, at --rate, or
     /// as fast as possible; the last line on stdout is the JSON summary.
     Replay(Box<crate::tools::replay::ReplayArgs>),
+    /// Prove capacity: run a load scenario through the real pipeline (embedded broker
+    /// and API by default) and write a report with thresholds, the breaking point and
+    /// what bounds it.
+    Capacity {
+        /// What to do.
+        #[command(subcommand)]
+        command: CapacityCommand,
+    },
     /// Inspect or redrive the dead-letter topic.
     Dlq {
         /// What to do.
@@ -98,6 +106,15 @@ pub enum ConfigCommand {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+}
+
+/// `sluice capacity …`
+#[derive(Debug, Subcommand)]
+pub enum CapacityCommand {
+    /// Run a scenario and judge it: prints the Markdown report, writes report.json,
+    /// report.md and report.svg; exit 99 when a threshold fails, 3 when the run is not
+    /// a valid measurement.
+    Run(Box<crate::tools::capacity::RunArgs>),
 }
 
 /// `sluice dlq …`

@@ -46,6 +46,9 @@ pub mod headers {
     /// Set by `sluice replay` on what it writes (`RUN:TOPIC:PARTITION:OFFSET`), and
     /// kept on dead letters and redrives: replayed traffic, not fresh.
     pub const REPLAY: &str = "sluice.replay";
+    /// When the event was meant to enter Kafka, unix µs: set by `sluice loadgen` (its
+    /// scheduled send time) and kept through parking, for the delivery latency.
+    pub const DUE: &str = "sluice.due";
     /// Set (to the original size in bytes) when the broker refused the payload as too
     /// large for the dead-letter topic: the letter then carries no payload, and the
     /// original stays at `sluice.topic/partition/offset` until retention removes it.

@@ -545,6 +545,9 @@ fn finish(
             if let Some(t) = envelope.event_time {
                 shared.metrics.end_to_end(t);
             }
+            if let Some(entered) = envelope.raw.entered_us {
+                shared.metrics.delivery_latency(entered);
+            }
         }
     }
     shared.metrics.delivered(workspace, delivered);

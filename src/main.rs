@@ -3,9 +3,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use sluice::cli::{Cli, Command, ConfigCommand, DlqCommand, LogFormat, ParkCommand};
+use sluice::cli::{
+    CapacityCommand, Cli, Command, ConfigCommand, DlqCommand, LogFormat, ParkCommand,
+};
 use sluice::config::Config;
-use sluice::tools::{dlq_cli, loadgen, park_cli, replay};
+use sluice::tools::{capacity, dlq_cli, loadgen, park_cli, replay};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -30,6 +32,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 for reason in &summary.invalid_reasons {
                     eprintln!("invalid run: {reason}");
                 }
+                return Ok(ExitCode::from(loadgen::EXIT_INVALID));
+            }
+        }
+        Command::Capacity {
+            command: CapacityCommand::Run(args),
+        } => {
+            let outcome = runtime()?.block_on(async {
+                let stop = CancellationToken::new();
+                tokio::spawn(sluice::shutdown::on_signal(stop.clone()));
+                capacity::run(*args, stop).await
+            })?;
+            println!("{}", outcome.report.markdown());
+            println!("report: {}", outcome.dir.join("report.md").display());
+            if !outcome.report.passed {
+                eprintln!("thresholds failed");
+                return Ok(ExitCode::from(capacity::EXIT_THRESHOLDS));
+            }
+            if !outcome.report.valid {
+                eprintln!(
+                    "invalid run: {}",
+                    outcome.report.loadgen.invalid_reasons.join("; ")
+                );
                 return Ok(ExitCode::from(loadgen::EXIT_INVALID));
             }
         }

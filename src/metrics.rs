@@ -3,6 +3,7 @@
 //! reasons from fixed codes; never a user id, key or offset.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -36,6 +37,10 @@ pub struct Metrics {
     batch_size: prometheus::Histogram,
     in_flight: IntGauge,
     end_to_end_seconds: prometheus::Histogram,
+    delivery_seconds: prometheus::Histogram,
+    /// Delivery latency in µs: since start, and since the last interval read.
+    delivery_hdr:
+        Arc<std::sync::Mutex<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>>,
     limiter_share: prometheus::GaugeVec,
     parked: IntCounterVec,
     parked_waiting: prometheus::IntGaugeVec,
@@ -258,6 +263,29 @@ impl Metrics {
                 "sluice_http_requests_in_flight",
                 "HTTP requests sent and not yet answered.",
             ),
+            delivery_seconds: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sluice_delivery_latency_seconds",
+                        "From the event entering Kafka (its record timestamp, or loadgen's \
+                         scheduled send time) to the API accepting it.",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                        300.0,
+                    ]),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            delivery_hdr: {
+                let micros = || {
+                    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                        .expect("valid bounds")
+                };
+                Arc::new(std::sync::Mutex::new((micros(), micros())))
+            },
             end_to_end_seconds: {
                 let h = prometheus::Histogram::with_opts(
                     HistogramOpts::new(
@@ -649,6 +677,33 @@ impl Metrics {
         } else {
             self.in_flight.dec();
         }
+    }
+
+    /// An event that entered Kafka at `entered_us` (unix µs) was accepted by the API
+    /// now: the Prometheus histogram, and the exact HDR ones `sluice capacity run`
+    /// reads.
+    pub fn delivery_latency(&self, entered_us: i64) {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let us = (now_us - entered_us).max(0) as u64;
+        self.delivery_seconds.observe(us as f64 / 1e6);
+        let mut hdr = self.delivery_hdr.lock().expect("not poisoned");
+        hdr.0.saturating_record(us);
+        hdr.1.saturating_record(us);
+    }
+
+    /// Delivery latency (µs) since the last call, and reset.
+    pub fn take_latency_interval(&self) -> hdrhistogram::Histogram<u64> {
+        let mut hdr = self.delivery_hdr.lock().expect("not poisoned");
+        let interval = hdr.1.clone();
+        hdr.1.reset();
+        interval
+    }
+
+    /// Delivery latency (µs) since start.
+    pub fn latency_total(&self) -> hdrhistogram::Histogram<u64> {
+        self.delivery_hdr.lock().expect("not poisoned").0.clone()
     }
 
     /// An event with this timestamp (unix seconds) was accepted by the API now.

@@ -274,6 +274,7 @@ impl Reader {
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0),
             replay: hs.get(headers::REPLAY).cloned(),
+            entered_us: hs.get(headers::DUE).and_then(|d| d.parse().ok()),
         };
         let origin = Origin { tp, offset };
         let shared = &self.setup.shared;

@@ -95,6 +95,9 @@ impl Parker {
         if let Some(replay) = &raw.replay {
             pairs.push((headers::REPLAY, replay.clone()));
         }
+        if let Some(entered) = raw.entered_us {
+            pairs.push((headers::DUE, entered.to_string()));
+        }
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
             .partition(origin.tp.partition)
             .headers(to_headers(&pairs));

@@ -588,6 +588,9 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let replay = header(headers::REPLAY);
+    let entered_us = header(headers::DUE)
+        .and_then(|d| d.parse().ok())
+        .or_else(|| message.timestamp().to_millis().map(|ms| ms * 1000));
     Detached {
         origin: Origin {
             tp: TopicPartition {
@@ -601,6 +604,7 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
             payload: message.payload().map(<[u8]>::to_vec),
             redrive_count,
             replay,
+            entered_us,
         },
         workspace,
     }

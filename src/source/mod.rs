@@ -41,4 +41,8 @@ pub struct Raw {
     /// Its `sluice.replay` header, when `sluice replay` wrote it (replayed traffic,
     /// told apart in dead letters and redrives).
     pub replay: Option<String>,
+    /// When the event entered Kafka, unix µs: `sluice loadgen`'s scheduled send time
+    /// (`sluice.due`) if present, else the record's timestamp; for the delivery
+    /// latency (entered → accepted by the API).
+    pub entered_us: Option<i64>,
 }

@@ -1,6 +1,7 @@
 //! The tools sluice ships to prove its own capacity and to operate it: the mock API,
 //! the load generator and topic replay, and the dead-letter and parking-topic commands.
 
+pub mod capacity;
 pub mod dlq_cli;
 pub mod dump;
 pub mod latency;

@@ -89,7 +89,11 @@ pub fn between(a: &Counters, b: &Counters, metrics: &Metrics, p99_ms: f64) -> Sa
         requests_per_s: rate(a.requests, b.requests),
         throttled_per_s: rate(a.throttled, b.throttled),
         backlog: (b.sent - b.delivered - b.dead_lettered).max(0.0),
-        limiter_wait_share: if busy > 0.0 { ((b.limit_wait - a.limit_wait) / busy).clamp(0.0, 1.0) } else { 0.0 },
+        limiter_wait_share: if busy > 0.0 {
+            ((b.limit_wait - a.limit_wait) / busy).clamp(0.0, 1.0)
+        } else {
+            0.0
+        },
         cpu_cores: rate(a.cpu, b.cpu),
         in_flight: family_sum(metrics, "sluice_http_requests_in_flight"),
         p99_ms,
@@ -103,15 +107,16 @@ pub fn family_sum(metrics: &Metrics, name: &str) -> f64 {
         .gather()
         .iter()
         .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric())
-        .map(|m| {
-            if m.has_counter() {
-                m.get_counter().value()
-            } else if m.has_gauge() {
-                m.get_gauge().value()
-            } else {
-                0.0
-            }
+        .map(|f| {
+            let kind = f.get_field_type();
+            f.get_metric()
+                .iter()
+                .map(|m| match kind {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+                    _ => 0.0,
+                })
+                .sum::<f64>()
         })
         .sum()
 }
@@ -143,6 +148,23 @@ pub enum Bound {
     Broker,
     /// Too few partitions for the consumers (not measured in one process).
     Partitions,
+    /// Nothing: every resource stayed under half its ceiling, so the pipeline carried
+    /// all it was offered.
+    OfferedLoad,
+}
+
+impl Bound {
+    /// The name in report.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bound::ApiLimit => "api_limit",
+            Bound::Cpu => "cpu",
+            Bound::InFlight => "in_flight",
+            Bound::Broker => "broker",
+            Bound::Partitions => "partitions",
+            Bound::OfferedLoad => "offered_load",
+        }
+    }
 }
 
 /// How close each bound came, 0..1, over some samples, and the one that bound.
@@ -178,7 +200,8 @@ pub fn diagnose(samples: &[Sample], in_flight_window: f64, broker_late_share: f6
     let bound = scores
         .iter()
         .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(Bound::Cpu, |s| s.0);
+        .filter(|s| s.1 >= 0.5)
+        .map_or(Bound::OfferedLoad, |s| s.0);
     Diagnosis {
         bound,
         limiter_wait_share,
@@ -223,7 +246,8 @@ pub fn broke(samples: &[Sample]) -> Option<Break> {
     let done = delivered + dead;
     let reason = if done > 0.0 && dead / done > 0.05 {
         Some("error_rate")
-    } else if done < 0.9 * offered && last.backlog > before.backlog && last.backlog > offered * 0.5 {
+    } else if done < 0.9 * offered && last.backlog > before.backlog && last.backlog > offered * 0.5
+    {
         Some("delivery_fell_behind")
     } else if last.backlog > offered * 5.0 && last.backlog > before.backlog {
         Some("backlog_grew")
@@ -241,7 +265,12 @@ pub fn broke(samples: &[Sample]) -> Option<Break> {
 pub fn max_sustained(samples: &[Sample]) -> f64 {
     samples
         .windows(WINDOW)
-        .map(|w| w.iter().map(|s| s.delivered_per_s + s.dead_lettered_per_s).sum::<f64>() / WINDOW as f64)
+        .map(|w| {
+            w.iter()
+                .map(|s| s.delivered_per_s + s.dead_lettered_per_s)
+                .sum::<f64>()
+                / WINDOW as f64
+        })
         .fold(0.0, f64::max)
 }
 
@@ -275,15 +304,38 @@ mod tests {
 
     #[test]
     fn a_pipeline_that_keeps_up_has_not_broken() {
-        let samples: Vec<_> = (0..10).map(|i| s(i as f64, 1000.0 + 100.0 * i as f64, 1000.0 + 100.0 * i as f64, 50.0)).collect();
+        let samples: Vec<_> = (0..10)
+            .map(|i| {
+                s(
+                    i as f64,
+                    1000.0 + 100.0 * i as f64,
+                    1000.0 + 100.0 * i as f64,
+                    50.0,
+                )
+            })
+            .collect();
         assert!(broke(&samples).is_none());
     }
 
     #[test]
     fn delivery_falling_behind_with_a_growing_backlog_is_the_break() {
-        let mut samples: Vec<_> = (0..5).map(|i| s(i as f64, 1000.0 * (i + 1) as f64, 1000.0 * (i + 1) as f64, 100.0)).collect();
+        let mut samples: Vec<_> = (0..5)
+            .map(|i| {
+                s(
+                    i as f64,
+                    1000.0 * (i + 1) as f64,
+                    1000.0 * (i + 1) as f64,
+                    100.0,
+                )
+            })
+            .collect();
         for i in 5..9 {
-            samples.push(s(i as f64, 1000.0 * (i + 1) as f64, 5000.0, 2000.0 * (i - 4) as f64));
+            samples.push(s(
+                i as f64,
+                1000.0 * (i + 1) as f64,
+                5000.0,
+                2000.0 * (i - 4) as f64,
+            ));
         }
         let b = broke(&samples).unwrap();
         assert_eq!(b.reason, "delivery_fell_behind");

@@ -69,9 +69,9 @@ impl FromStr for Threshold {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
-        let at = text
-            .find(['<', '>', '='])
-            .ok_or_else(|| format!("threshold {s:?}: expected METRIC<VALUE, e.g. p99_latency<500ms"))?;
+        let at = text.find(['<', '>', '=']).ok_or_else(|| {
+            format!("threshold {s:?}: expected METRIC<VALUE, e.g. p99_latency<500ms")
+        })?;
         let (metric, rest) = text.split_at(at);
         let metric = metric.trim();
         if !METRICS.contains(&metric) {
@@ -80,10 +80,16 @@ impl FromStr for Threshold {
                 METRICS.join(", ")
             ));
         }
-        let (op, value) = [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("<", Op::Lt), (">", Op::Gt)]
-            .iter()
-            .find_map(|(t, op)| rest.strip_prefix(t).map(|v| (*op, v.trim())))
-            .ok_or_else(|| format!("threshold {s:?}: expected one of < <= > >= =="))?;
+        let (op, value) = [
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("==", Op::Eq),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ]
+        .iter()
+        .find_map(|(t, op)| rest.strip_prefix(t).map(|v| (*op, v.trim())))
+        .ok_or_else(|| format!("threshold {s:?}: expected one of < <= > >= =="))?;
         let latency = metric.ends_with("_latency");
         let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
             (n, 1.0)
@@ -92,7 +98,7 @@ impl FromStr for Threshold {
         } else {
             (value, 1.0)
         };
-        if !latency && scale != 1.0 || !latency && value.ends_with("ms") {
+        if !latency && (scale != 1.0 || value.ends_with("ms")) {
             return Err(format!("threshold {s:?}: only latencies take a unit"));
         }
         let value: f64 = number
@@ -139,7 +145,10 @@ mod tests {
     #[test]
     fn k6_style_thresholds_parse_with_units() {
         let t: Threshold = "p99_latency<500ms".parse().unwrap();
-        assert_eq!((t.metric.as_str(), t.op, t.value), ("p99_latency", Op::Lt, 500.0));
+        assert_eq!(
+            (t.metric.as_str(), t.op, t.value),
+            ("p99_latency", Op::Lt, 500.0)
+        );
         let t: Threshold = "p95_latency <= 1.5s".parse().unwrap();
         assert_eq!((t.op, t.value), (Op::Le, 1500.0));
         let t: Threshold = "delivered_ratio>=1".parse().unwrap();

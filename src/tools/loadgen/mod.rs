@@ -40,7 +40,7 @@ pub const EXIT_INVALID: u8 = 3;
 /// Header naming the run an event belongs to.
 pub const RUN_HEADER: &str = "sluice.run";
 /// Header holding an event's scheduled send time, unix microseconds.
-pub const DUE_HEADER: &str = "sluice.due";
+pub const DUE_HEADER: &str = crate::dlq::headers::DUE;
 
 /// `sluice loadgen` options.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,0 +1,16 @@
+//! `sluice capacity run`: run a scenario through the real pipeline and judge it — the
+//! load generator against an embedded (or real) broker and API, one-second samples
+//! from the worker's own metrics, thresholds, the breaking point and what bounds it —
+//! and write `report.json`, `report.md` and `report.svg`.
+
+mod chart;
+pub mod report;
+mod run;
+pub mod sample;
+pub mod threshold;
+
+pub use report::Report;
+pub use run::{run, Outcome, RunArgs};
+
+/// Exit code of a run whose thresholds failed (k6's).
+pub const EXIT_THRESHOLDS: u8 = 99;
