@@ -2,6 +2,7 @@
 //! `common/`. Kafka is librdkafka's mock cluster unless a test says otherwise; the
 //! `real_broker` tests need `SLUICE_TEST_BROKERS` (scripts/test.sh starts Tansu).
 
+mod capacity;
 mod cli;
 mod common;
 mod delivery;

@@ -330,6 +330,12 @@ impl Report {
                 d.broker_late_share * 100.0
             ),
             sample::Bound::Partitions => "Bound by partitions.".to_string(),
+            sample::Bound::Buffer => format!(
+                "Bound by the consumer's buffer: paused by back-pressure in {:.0}% of the samples while the API's limit, the CPU ({:.0}%) and the in-flight window ({:.0}%) were not full; each resume costs a fetch round trip. Raise kafka.max_buffered_events.",
+                d.paused_share * 100.0,
+                d.cpu_share * 100.0,
+                d.in_flight_share * 100.0
+            ),
             sample::Bound::OfferedLoad => format!(
                 "Nothing bound it: the pipeline carried all it was offered (limiter wait {:.0}%, CPU {:.0}% of the cores, in-flight window {:.0}% used).",
                 d.limiter_wait_share * 100.0,

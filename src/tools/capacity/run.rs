@@ -130,7 +130,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
     let mut config = match &args.config {
         Some(path) if args.api_url.is_some() => Config::load(path)?,
         Some(path) => Config::load_without_secrets(path)?,
-        None => embedded_config(throughput)?,
+        None => embedded_config(if throughput { 0 } else { args.limit_per_s })?,
     };
     // The broker.
     let brokers = args
@@ -362,12 +362,13 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
     Ok(Outcome { report, dir })
 }
 
-/// The worker configuration of an embedded run: the shipped defaults, one workspace.
-fn embedded_config(throughput: bool) -> anyhow::Result<Config> {
-    let rate = if throughput {
-        "rate_limit_per_s = 1000000\n"
-    } else {
-        ""
+/// The worker configuration of an embedded run: the shipped defaults, one workspace
+/// whose limit is the embedded API's (`0`: unlimited, so the worker's own limiter does
+/// not stand in for the API's).
+fn embedded_config(limit_per_s: u32) -> anyhow::Result<Config> {
+    let rate = match limit_per_s {
+        0 => "rate_limit_per_s = 1000000\n".to_string(),
+        n => format!("rate_limit_per_s = {n}\n"),
     };
     let text = format!(
         r#"[kafka]

@@ -58,6 +58,8 @@ pub struct Sample {
     pub in_flight: f64,
     /// p99 of end-to-end latency over the interval, ms.
     pub p99_ms: f64,
+    /// 1 when the consumer was paused by back-pressure at the sample.
+    pub paused: f64,
 }
 
 /// Reads the counters now.
@@ -97,6 +99,7 @@ pub fn between(a: &Counters, b: &Counters, metrics: &Metrics, p99_ms: f64) -> Sa
         cpu_cores: rate(a.cpu, b.cpu),
         in_flight: family_sum(metrics, "sluice_http_requests_in_flight"),
         p99_ms,
+        paused: if metrics.paused() { 1.0 } else { 0.0 },
     }
 }
 
@@ -148,6 +151,10 @@ pub enum Bound {
     Broker,
     /// Too few partitions for the consumers (not measured in one process).
     Partitions,
+    /// The consumer's buffer (`kafka.max_buffered_events`): it stayed paused by
+    /// back-pressure while neither the API's limit, the CPU nor the in-flight window
+    /// was full (each resume costs a fetch round trip).
+    Buffer,
     /// Nothing: every resource stayed under half its ceiling, so the pipeline carried
     /// all it was offered.
     OfferedLoad,
@@ -162,6 +169,7 @@ impl Bound {
             Bound::InFlight => "in_flight",
             Bound::Broker => "broker",
             Bound::Partitions => "partitions",
+            Bound::Buffer => "buffer",
             Bound::OfferedLoad => "offered_load",
         }
     }
@@ -181,6 +189,8 @@ pub struct Diagnosis {
     /// Share of the load generator's sends that were late (a broker that fell
     /// behind).
     pub broker_late_share: f64,
+    /// Share of samples with the consumer paused by back-pressure.
+    pub paused_share: f64,
 }
 
 /// Names the bound over `samples`: the resource closest to its ceiling.
@@ -191,23 +201,33 @@ pub fn diagnose(samples: &[Sample], in_flight_window: f64, broker_late_share: f6
     let limiter_wait_share = mean(|s| s.limiter_wait_share);
     let cpu_share = (mean(|s| s.cpu_cores) / cores).min(1.0);
     let in_flight_share = (mean(|s| s.in_flight) / in_flight_window.max(1.0)).min(1.0);
-    let scores = [
-        (Bound::ApiLimit, limiter_wait_share),
-        (Bound::Cpu, cpu_share),
-        (Bound::InFlight, in_flight_share),
-        (Bound::Broker, broker_late_share.min(1.0)),
-    ];
-    let bound = scores
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .filter(|s| s.1 >= 0.5)
-        .map_or(Bound::OfferedLoad, |s| s.0);
+    let paused_share = mean(|s| s.paused);
+    // A full resource first; a paused consumer is only the bound when nothing it
+    // waits for is full; otherwise the resource nearest its ceiling.
+    let bound = if limiter_wait_share >= 0.5 {
+        Bound::ApiLimit
+    } else if cpu_share >= 0.85 {
+        Bound::Cpu
+    } else if in_flight_share >= 0.9 {
+        Bound::InFlight
+    } else if broker_late_share >= 0.05 {
+        Bound::Broker
+    } else if paused_share >= 0.5 {
+        Bound::Buffer
+    } else {
+        [(Bound::Cpu, cpu_share), (Bound::InFlight, in_flight_share)]
+            .into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .filter(|s| s.1 >= 0.5)
+            .map_or(Bound::OfferedLoad, |s| s.0)
+    };
     Diagnosis {
         bound,
         limiter_wait_share,
         cpu_share,
         in_flight_share,
         broker_late_share,
+        paused_share,
     }
 }
 
@@ -254,9 +274,15 @@ pub fn broke(samples: &[Sample]) -> Option<Break> {
     } else {
         None
     };
+    // The breaking point: the offered rate of the first sample of the window that
+    // delivery no longer followed.
+    let first = w
+        .iter()
+        .find(|s| s.delivered_per_s + s.dead_lettered_per_s < 0.95 * s.offered_per_s)
+        .unwrap_or(&w[0]);
     reason.map(|reason| Break {
-        at_s: w[0].t_s,
-        offered_per_s: offered,
+        at_s: first.t_s,
+        offered_per_s: first.offered_per_s,
         reason,
     })
 }
@@ -299,6 +325,7 @@ mod tests {
             cpu_cores: 0.0,
             in_flight: 0.0,
             p99_ms: 0.0,
+            paused: 0.0,
         }
     }
 
@@ -339,7 +366,10 @@ mod tests {
         }
         let b = broke(&samples).unwrap();
         assert_eq!(b.reason, "delivery_fell_behind");
-        assert!(b.offered_per_s > 5000.0, "{b:?}");
+        assert_eq!(
+            b.offered_per_s, 6000.0,
+            "the first sample delivery did not follow"
+        );
         assert!((max_sustained(&samples) - 5000.0).abs() < 1e-9);
     }
 
