@@ -115,6 +115,10 @@ pub enum CapacityCommand {
     /// report.md and report.svg; exit 99 when a threshold fails, 3 when the run is not
     /// a valid measurement.
     Run(Box<crate::tools::capacity::RunArgs>),
+    /// Review a running worker fleet from its exported metrics (two scrapes of each
+    /// pod, or two saved scrape files): rates, budget used, lag, CPU, the most it can
+    /// carry and what bounds it; writes report.json and report.md.
+    Report(Box<crate::tools::capacity::ReportArgs>),
 }
 
 /// `sluice dlq …`

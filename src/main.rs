@@ -57,6 +57,32 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(loadgen::EXIT_INVALID));
             }
         }
+        Command::Capacity {
+            command: CapacityCommand::Report(args),
+        } => {
+            let review = runtime()?.block_on(async {
+                let pods = capacity::review::collect(&args).await?;
+                anyhow::Ok(capacity::review::review(
+                    &pods,
+                    args.interval,
+                    args.cores_per_pod,
+                ))
+            })?;
+            let dir = args.out.clone().unwrap_or_else(|| {
+                std::path::PathBuf::from("capacity-reports").join(format!(
+                    "{}-review",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+                ))
+            });
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("report.json"),
+                serde_json::to_string_pretty(&review)?,
+            )?;
+            std::fs::write(dir.join("report.md"), review.markdown())?;
+            println!("{}", review.markdown());
+            println!("report: {}", dir.join("report.md").display());
+        }
         Command::Replay(args) => {
             let summary = with_signals(|stop| replay::run(*args, &stop))??;
             println!("{}", serde_json::to_string(&summary)?);

@@ -369,6 +369,13 @@ impl Metrics {
             limit_nanos: Default::default(),
             registry: {
                 register_build_info(&r);
+                // CPU seconds, memory, open files of this process (Linux): CPU per pod
+                // for capacity reviews.
+                #[cfg(target_os = "linux")]
+                r.register(Box::new(
+                    prometheus::process_collector::ProcessCollector::for_self(),
+                ))
+                .expect("unique metric");
                 r
             },
         }

@@ -177,3 +177,86 @@ fn a_failed_threshold_exits_99_and_an_impossible_rate_is_invalid() {
     assert_eq!(code, 3, "{output}");
     assert!(output.contains("invalid run"), "{output}");
 }
+
+/// `capacity report` on two scrapes of a running worker: its delivery rate matches the
+/// API's own count, and a worker held by its limit is reported as bound by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
+    use crate::common::{unique, Broker, Setup, Worker};
+    use sluice::tools::mock_api::{MockApi, MockApiConfig};
+    let broker = Broker::mock();
+    let topic = unique("events");
+    broker.create_topic(&topic, 4).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["local"]);
+    // 10 requests/s × 50 events: a 500 events/s ceiling under 1 000/s offered.
+    setup.batch = "max_events = 50\nlinger_ms = 20\n".into();
+    setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
+    let (worker, url) = Worker::start_serving(setup.config()).await;
+    let plan = sluice::tools::loadgen::Plan::new(
+        match Cli::try_parse_from([
+            "sluice",
+            "loadgen",
+            "--brokers",
+            &broker.brokers(),
+            "--topic",
+            &topic,
+            "--rate",
+            "1000",
+            "--duration",
+            "14s",
+        ])
+        .unwrap()
+        .command
+        {
+            Sub::Loadgen(a) => *a,
+            _ => unreachable!(),
+        },
+    )
+    .unwrap();
+    let load = tokio::task::spawn_blocking(move || {
+        sluice::tools::loadgen::run(plan, &CancellationToken::new())
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let metrics_url = format!("{url}/metrics");
+    let scrape = || async {
+        reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let (before, api_before) = (scrape().await, api.stats().events_accepted);
+    let started = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let (after, api_after) = (scrape().await, api.stats().events_accepted);
+    let interval = started.elapsed();
+    let pods = vec![capacity::review::PodScrapes {
+        name: "pod-0".into(),
+        before: capacity::review::parse(&before).unwrap(),
+        after: capacity::review::parse(&after).unwrap(),
+    }];
+    let review = capacity::review::review(&pods, interval, 1.0);
+    println!("{}", review.markdown());
+    let api_rate = (api_after - api_before) as f64 / interval.as_secs_f64();
+    assert!(
+        (review.delivered_per_s / api_rate - 1.0).abs() < 0.10,
+        "review {:.0}/s, API {api_rate:.0}/s",
+        review.delivered_per_s
+    );
+    assert_eq!(review.bound, "api_limit", "{review:?}");
+    assert!(
+        (review.api_ceiling_per_s / 500.0 - 1.0).abs() < 0.10,
+        "{}",
+        review.api_ceiling_per_s
+    );
+    assert!(
+        review.time_to_drain_s.is_none(),
+        "arrival above delivery never drains"
+    );
+    load.await.unwrap().unwrap();
+    worker.signal_stop();
+    api.stop().await;
+}

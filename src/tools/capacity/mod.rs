@@ -1,15 +1,18 @@
 //! `sluice capacity run`: run a scenario through the real pipeline and judge it — the
 //! load generator against an embedded (or real) broker and API, one-second samples
 //! from the worker's own metrics, thresholds, the breaking point and what bounds it —
-//! and write `report.json`, `report.md` and `report.svg`.
+//! and write `report.json`, `report.md` and `report.svg`; and `sluice capacity report`:
+//! the same judgement from a running fleet's exported metrics.
 
 mod chart;
 pub mod report;
+pub mod review;
 mod run;
 pub mod sample;
 pub mod threshold;
 
 pub use report::Report;
+pub use review::{ReportArgs, Review};
 pub use run::{run, Outcome, RunArgs};
 
 /// Exit code of a run whose thresholds failed (k6's).

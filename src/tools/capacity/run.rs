@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Seed of the event generator.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Where the worker under test serves /metrics, /healthz and /readyz while it runs
+    /// (port 0: a free one; the address is logged), e.g. for `sluice capacity report`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
     /// What the events look like (as `sluice loadgen`).
     #[command(flatten)]
     pub shape: ShapeArgs,
@@ -207,7 +211,11 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
     // The worker.
     let metrics = Metrics::new();
     let worker_stop = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(
+        "worker under test serves http://{}/metrics",
+        listener.local_addr()?
+    );
     let worker = tokio::spawn(crate::pipeline::run_on(
         listener,
         config.clone(),

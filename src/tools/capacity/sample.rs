@@ -364,7 +364,10 @@ mod tests {
                 2000.0 * (i - 4) as f64,
             ));
         }
-        let b = broke(&samples).unwrap();
+        // As a run sees it: one more sample each second.
+        let b = (1..=samples.len())
+            .find_map(|n| broke(&samples[..n]))
+            .unwrap();
         assert_eq!(b.reason, "delivery_fell_behind");
         assert_eq!(
             b.offered_per_s, 6000.0,
