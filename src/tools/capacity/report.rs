@@ -128,6 +128,8 @@ pub struct Report {
     pub passed: bool,
     /// Stopped early by a signal.
     pub stopped: bool,
+    /// Sends the generator held back because the embedded broker's backlog was full.
+    pub gate_waits: u64,
     /// What the figures say, in sentences.
     pub observations: Vec<String>,
     /// One sample a second.
@@ -161,6 +163,8 @@ pub struct Inputs<'a> {
     pub thresholds: &'a [Threshold],
     /// Stopped by a signal.
     pub stopped: bool,
+    /// Sends the generator held back for the embedded broker's backlog bound.
+    pub gate_waits: u64,
 }
 
 impl Report {
@@ -248,6 +252,7 @@ impl Report {
             thresholds: Vec::new(),
             passed: true,
             stopped: i.stopped,
+            gate_waits: i.gate_waits,
             observations: Vec::new(),
             timeline: i.samples,
         };
@@ -316,6 +321,11 @@ impl Report {
                 self.max_requests_per_s,
                 self.delivered_per_s / self.requests_per_s.max(1e-9)
             ),
+            sample::Bound::Cpu if d.cpu_share < 0.85 => format!(
+                "No resource was full; the nearest its ceiling was CPU: the process used {:.0}% of the machine's cores (worker, embedded broker and API share them; the in-flight window was {:.0}% used).",
+                d.cpu_share * 100.0,
+                d.in_flight_share * 100.0
+            ),
             sample::Bound::Cpu => format!(
                 "Bound by CPU: the process used {:.0}% of the machine's cores (worker, embedded broker and API share them). More cores or pods raise it.",
                 d.cpu_share * 100.0
@@ -358,10 +368,10 @@ impl Report {
             ));
         }
         if let Some(max) = self.environment.max_backlog {
-            if self.loadgen.late > 0 {
+            if self.gate_waits > 0 {
                 out.push(format!(
-                    "The embedded broker holds at most {max} undelivered events (~5 MB a partition); the generator waited for the worker {} times. Use --brokers for a deeper backlog.",
-                    self.loadgen.late
+                    "The embedded broker holds at most {max} undelivered events (~5 MB a partition); the generator held {} sends back until the worker caught up. Use --brokers for a deeper backlog.",
+                    self.gate_waits
                 ));
             }
         }

@@ -234,9 +234,11 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         Gate {
             done: Arc::new(move || m.delivered_count() + m.dead_lettered_total()),
             max_backlog: MOCK_BACKLOG_PER_PARTITION * partitions.max(1) as u64,
+            waited: Arc::new(AtomicU64::new(0)),
         }
     });
     let max_backlog = gate.as_ref().map(|g| g.max_backlog);
+    let gate_waits = gate.as_ref().map(|g| g.waited.clone());
     let mut client = crate::source::client_config(&config.kafka);
     client.set("bootstrap.servers", broker.bootstrap());
     let plan = Plan {
@@ -358,6 +360,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         stress,
         thresholds: &args.thresholds,
         stopped: stop.is_cancelled(),
+        gate_waits: gate_waits.map_or(0, |w| w.load(std::sync::atomic::Ordering::Relaxed)),
     });
     let dir = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("capacity-reports").join(format!(

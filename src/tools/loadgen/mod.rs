@@ -224,6 +224,8 @@ pub struct Gate {
     pub done: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Most events sent and not done.
     pub max_backlog: u64,
+    /// Sends that had to wait for the backlog to shrink.
+    pub waited: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -347,8 +349,13 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
         let event = generator.next_event();
         if let Some(gate) = &plan.gate {
             let sent = plan.sent.load(std::sync::atomic::Ordering::Relaxed);
-            while sent.saturating_sub((gate.done)()) > gate.max_backlog && !stop.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(1));
+            if sent.saturating_sub((gate.done)()) > gate.max_backlog {
+                gate.waited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                while sent.saturating_sub((gate.done)()) > gate.max_backlog && !stop.is_cancelled()
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         }
         if paced && !super::pace::wait_until(start, due, stop) {
