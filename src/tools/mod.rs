@@ -11,3 +11,4 @@ pub mod pace;
 pub mod park_cli;
 pub mod progress;
 pub mod replay;
+pub mod shared;

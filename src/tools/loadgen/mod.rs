@@ -103,7 +103,7 @@ pub struct LoadgenArgs {
     pub max_pending: Option<usize>,
     /// A librdkafka producer property, `KEY=VALUE` (repeatable), e.g.
     /// `--producer-option compression.type=lz4`.
-    #[arg(long = "producer-option", value_parser = parse_key_value)]
+    #[arg(long = "producer-option", value_parser = crate::tools::shared::parse_key_value)]
     pub producer_options: Vec<(String, String)>,
     /// Interval between progress lines when stderr is not a terminal.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
@@ -134,13 +134,6 @@ impl FromStr for Rate {
             _ => Err(format!("rate {s:?}: expected events/s above 0, or `max`")),
         }
     }
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
 impl LoadgenArgs {

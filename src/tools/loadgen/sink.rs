@@ -111,12 +111,7 @@ impl Sink {
             client.set("linger.ms", "5");
         }
         let producer: ThreadedProducer<Acks> = client.create_with_context(acks)?;
-        let partitions = producer
-            .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(15))?
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len());
+        let partitions = crate::tools::shared::partition_count(producer.client(), topic)?;
         anyhow::ensure!(
             partitions > 0,
             "topic {topic} does not exist (create it first)"

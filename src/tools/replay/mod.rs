@@ -88,7 +88,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub force: bool,
     /// A librdkafka producer property, `KEY=VALUE` (repeatable).
-    #[arg(long = "producer-option", value_parser = parse_key_value)]
+    #[arg(long = "producer-option", value_parser = crate::tools::shared::parse_key_value)]
     pub producer_options: Vec<(String, String)>,
     /// Interval between progress lines when stderr is not a terminal.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
@@ -108,13 +108,6 @@ pub enum Timestamps {
     Now,
     /// The originals moved so the first is the replay's start.
     Shift,
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
 /// Why a replay is refused before it starts.
@@ -303,12 +296,7 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
             }
             let producer: ThreadedProducer<Written> =
                 client.create_with_context(Written::default())?;
-            let partitions = producer
-                .client()
-                .fetch_metadata(Some(topic), Duration::from_secs(15))?
-                .topics()
-                .first()
-                .map_or(0, |t| t.partitions().len());
+            let partitions = crate::tools::shared::partition_count(producer.client(), topic)?;
             anyhow::ensure!(
                 partitions > 0,
                 "the destination topic {topic} does not exist"
