@@ -83,7 +83,7 @@ pub struct WorkspaceReview {
     pub delivered_per_s: f64,
     /// Requests per second (all answers).
     pub requests_per_s: f64,
-    /// The fleet's limit for it, requests/s (its pods' rates summed).
+    /// The fleet's limit for it, requests/s (the learned fleet-wide rate its pods report).
     pub limit_per_s: f64,
     /// Requests/s ÷ the limit.
     pub budget_used: f64,
@@ -179,7 +179,11 @@ pub fn review(pods: &[PodScrapes], interval: Duration, cores_per_pod: f64) -> Re
             "sluice_http_requests_total",
             &[("workspace", ws.as_str()), ("status_class", "2xx")],
         );
-        let limit = gauge("sluice_limiter_effective_rate", &f);
+        // Each pod reports the workspace's fleet-wide rate: the same figure, not a share.
+        let limit = pods
+            .iter()
+            .map(|p| sum(&p.after, "sluice_limiter_effective_rate", &f))
+            .fold(0.0, f64::max);
         let mean_batch = if ok > 0.0 { delivered / ok } else { 0.0 };
         per_ws.insert(
             ws.clone(),
@@ -393,4 +397,40 @@ pub async fn collect(args: &ReportArgs) -> anyhow::Result<Vec<PodScrapes>> {
             after,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, delivered: (f64, f64), requests: (f64, f64)) -> PodScrapes {
+        let text = |d: f64, r: f64| {
+            format!(
+                "sluice_events_delivered_total{{workspace=\"a\"}} {d}\n\
+                 sluice_http_requests_total{{workspace=\"a\",status_class=\"2xx\"}} {r}\n\
+                 sluice_limiter_effective_rate{{workspace=\"a\"}} 100\n"
+            )
+        };
+        PodScrapes {
+            name: name.into(),
+            before: parse(&text(delivered.0, requests.0)).unwrap(),
+            after: parse(&text(delivered.1, requests.1)).unwrap(),
+        }
+    }
+
+    #[test]
+    fn two_pods_share_one_fleet_limit() {
+        // Two pods, 50 requests/s each of 100 events: the fleet uses its whole limit.
+        let pods = [
+            pod("a", (0.0, 50_000.0), (0.0, 500.0)),
+            pod("b", (0.0, 50_000.0), (0.0, 500.0)),
+        ];
+        let r = review(&pods, Duration::from_secs(10), 1.0);
+        let ws = &r.workspaces["a"];
+        assert_eq!(ws.limit_per_s, 100.0, "fleet-wide, not summed per pod");
+        assert!((ws.budget_used - 1.0).abs() < 1e-9);
+        assert!((r.api_ceiling_per_s - 10_000.0).abs() < 1e-6);
+        assert_eq!(r.bound, "api_limit");
+        assert_eq!(r.headroom_band, "scale now");
+    }
 }
