@@ -208,12 +208,21 @@ impl Limiter {
         }
     }
 
-    /// This pod's pace for `ws` at `now`: the learned rate times the share.
+    /// This pod's pace for `ws` at `now`: the learned rate times the share. A pod
+    /// holding only a share keeps the fleet's 1% cross-pod margin too: each pod's pacer
+    /// holds its own one-second windows, but the API's window sees several pods through
+    /// different clocks and request latencies (a loaded CI run on Tansu once saw 101 in
+    /// one second after a pod was killed).
     fn pace(&self, ws: &Workspace, st: &State, now: Instant) -> Pace {
+        let share = self.share.get(now);
         Pace {
-            per_second: st.learned.rate(now - self.origin) * self.share.get(now),
+            per_second: st.learned.rate(now - self.origin) * share,
             burst: ws.rate.burst,
-            headroom: self.headroom,
+            headroom: if share < 1.0 {
+                self.headroom * FLEET_HEADROOM
+            } else {
+                self.headroom
+            },
         }
     }
 
