@@ -134,6 +134,11 @@ impl std::fmt::Debug for TopicReader {
 
 struct Part {
     span: Span,
+    /// Records fetched before the queue was split off, which arrived on the
+    /// consumer's main queue: they come first.
+    early: std::collections::VecDeque<OwnedMessage>,
+    /// The main queue reported this partition's end after `early`.
+    early_eof: bool,
     queue: PartitionQueue<QuietEof>,
     head: Option<OwnedMessage>,
     done: bool,
@@ -170,6 +175,8 @@ impl TopicReader {
                 })?;
             parts.push(Part {
                 span,
+                early: std::collections::VecDeque::new(),
+                early_eof: false,
                 queue,
                 head: None,
                 done: span.start >= span.end,
@@ -203,7 +210,28 @@ impl TopicReader {
     /// for), or `None` at the end.
     pub fn next_record(&mut self) -> anyhow::Result<Option<Raw>> {
         loop {
-            let _ = self.consumer.poll(Duration::ZERO);
+            // Anything fetched before the split lands on the main queue: keep it, in
+            // order, ahead of the partition's own queue (dropping it would skip records).
+            while let Some(event) = self.consumer.poll(Duration::ZERO) {
+                match event {
+                    Ok(m) => {
+                        let m = m.detach();
+                        if let Some(part) = self
+                            .parts
+                            .iter_mut()
+                            .find(|p| p.span.partition == m.partition())
+                        {
+                            part.early.push_back(m);
+                        }
+                    }
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        if let Some(part) = self.parts.iter_mut().find(|x| x.span.partition == p) {
+                            part.early_eof = true;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let mut waiting = None;
             for (i, part) in self.parts.iter_mut().enumerate() {
                 if part.head.is_none() && !part.done {
@@ -265,20 +293,30 @@ impl TopicReader {
 
 impl Part {
     fn fill(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if let Some(m) = self.early.pop_front() {
+            self.take(m);
+            return Ok(());
+        }
+        if self.early_eof {
+            self.done = true;
+            return Ok(());
+        }
         match self.queue.poll(timeout) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => self.done = true,
             Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => {
-                self.last_progress = Instant::now();
-                if m.offset() >= self.span.end {
-                    self.done = true;
-                } else if m.offset() >= self.span.start {
-                    self.head = Some(m.detach());
-                }
-            }
+            Some(Ok(m)) => self.take(m.detach()),
         }
         Ok(())
+    }
+
+    fn take(&mut self, m: OwnedMessage) {
+        self.last_progress = Instant::now();
+        if m.offset() >= self.span.end {
+            self.done = true;
+        } else if m.offset() >= self.span.start {
+            self.head = Some(m);
+        }
     }
 }
 
