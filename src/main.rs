@@ -24,76 +24,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Loadgen(args) => {
-            let plan = loadgen::Plan::new(*args)?;
-            let summary = with_signals(|stop| loadgen::run(plan, &stop))??;
-            println!("{}", serde_json::to_string(&summary)?);
-            if !summary.valid {
-                for reason in &summary.invalid_reasons {
-                    eprintln!("invalid run: {reason}");
-                }
-                return Ok(ExitCode::from(loadgen::EXIT_INVALID));
-            }
-        }
-        Command::Capacity {
-            command: CapacityCommand::Run(args),
-        } => {
-            let outcome = runtime()?.block_on(async {
-                let stop = CancellationToken::new();
-                tokio::spawn(sluice::shutdown::on_signal(stop.clone()));
-                capacity::run(*args, stop).await
-            })?;
-            println!("{}", outcome.report.markdown());
-            println!("report: {}", outcome.dir.join("report.md").display());
-            if !outcome.report.passed {
-                eprintln!("thresholds failed");
-                return Ok(ExitCode::from(capacity::EXIT_THRESHOLDS));
-            }
-            if !outcome.report.valid {
-                eprintln!(
-                    "invalid run: {}",
-                    outcome.report.loadgen.invalid_reasons.join("; ")
-                );
-                return Ok(ExitCode::from(loadgen::EXIT_INVALID));
-            }
-        }
-        Command::Capacity {
-            command: CapacityCommand::Report(args),
-        } => {
-            let review = runtime()?.block_on(async {
-                let pods = capacity::review::collect(&args).await?;
-                anyhow::Ok(capacity::review::review(
-                    &pods,
-                    args.interval,
-                    args.cores_per_pod,
-                ))
-            })?;
-            let dir = args.out.clone().unwrap_or_else(|| {
-                std::path::PathBuf::from("capacity-reports").join(format!(
-                    "{}-review",
-                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-                ))
-            });
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(
-                dir.join("report.json"),
-                serde_json::to_string_pretty(&review)?,
-            )?;
-            std::fs::write(dir.join("report.md"), review.markdown())?;
-            println!("{}", review.markdown());
-            println!("report: {}", dir.join("report.md").display());
-        }
-        Command::Replay(args) => {
-            let summary = with_signals(|stop| replay::run(*args, &stop))??;
-            println!("{}", serde_json::to_string(&summary)?);
-            if let Some(error) = &summary.error {
-                anyhow::bail!("replay stopped after {} records: {error}", summary.written);
-            }
-            if summary.failed > 0 {
-                eprintln!("{} records could not be written", summary.failed);
-                return Ok(ExitCode::from(loadgen::EXIT_INVALID));
-            }
-        }
+        Command::Loadgen(args) => return loadgen_command(*args),
+        Command::Capacity { command } => return capacity_command(command),
+        Command::Replay(args) => return replay_command(*args),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
@@ -168,6 +101,78 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tokio::spawn(sluice::shutdown::on_signal(shutdown.clone()));
                 sluice::pipeline::run(config, sluice::metrics::Metrics::new(), shutdown).await
             })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice loadgen`: the summary on stdout; exit 3 for an invalid run.
+fn loadgen_command(args: loadgen::LoadgenArgs) -> anyhow::Result<ExitCode> {
+    let plan = loadgen::Plan::new(args)?;
+    let summary = with_signals(|stop| loadgen::run(plan, &stop))??;
+    println!("{}", serde_json::to_string(&summary)?);
+    if !summary.valid {
+        for reason in &summary.invalid_reasons {
+            eprintln!("invalid run: {reason}");
+        }
+        return Ok(ExitCode::from(loadgen::EXIT_INVALID));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice replay`: the summary on stdout; exit 2 when it stopped on an error, 3 when
+/// records could not be written.
+fn replay_command(args: replay::ReplayArgs) -> anyhow::Result<ExitCode> {
+    let summary = with_signals(|stop| replay::run(args, &stop))??;
+    println!("{}", serde_json::to_string(&summary)?);
+    if let Some(error) = &summary.error {
+        anyhow::bail!("replay stopped after {} records: {error}", summary.written);
+    }
+    if summary.failed > 0 {
+        eprintln!("{} records could not be written", summary.failed);
+        return Ok(ExitCode::from(loadgen::EXIT_INVALID));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice capacity run|report`: the Markdown on stdout and where the files went;
+/// exit 99 for a failed threshold, 3 for an invalid run.
+fn capacity_command(command: CapacityCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CapacityCommand::Run(args) => {
+            let outcome = runtime()?.block_on(async {
+                let stop = CancellationToken::new();
+                tokio::spawn(sluice::shutdown::on_signal(stop.clone()));
+                capacity::run(*args, stop).await
+            })?;
+            println!("{}", outcome.report.markdown());
+            println!("report: {}", outcome.dir.join("report.md").display());
+            if !outcome.report.passed {
+                eprintln!("thresholds failed");
+                return Ok(ExitCode::from(capacity::EXIT_THRESHOLDS));
+            }
+            if !outcome.report.valid {
+                let reasons = outcome.report.loadgen.invalid_reasons.join("; ");
+                eprintln!("invalid run: {reasons}");
+                return Ok(ExitCode::from(loadgen::EXIT_INVALID));
+            }
+        }
+        CapacityCommand::Report(args) => {
+            let review = runtime()?.block_on(async {
+                let pods = capacity::review::collect(&args).await?;
+                anyhow::Ok(capacity::review::review(
+                    &pods,
+                    args.interval,
+                    args.cores_per_pod,
+                ))
+            })?;
+            let dir = args
+                .out
+                .clone()
+                .unwrap_or_else(|| capacity::report::default_dir("review"));
+            review.write(&dir)?;
+            println!("{}", review.markdown());
+            println!("report: {}", dir.join("report.md").display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -501,6 +501,14 @@ impl Report {
     }
 }
 
+/// A new folder for a report: `./capacity-reports/<UTC time>-<kind>/`.
+pub fn default_dir(kind: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from("capacity-reports").join(format!(
+        "{}-{kind}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    ))
+}
+
 /// The three samples around the highest delivery rate.
 fn busiest(samples: &[Sample]) -> Vec<Sample> {
     let Some((i, _)) = samples

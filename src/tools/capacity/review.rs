@@ -287,6 +287,14 @@ pub fn review(pods: &[PodScrapes], interval: Duration, cores_per_pod: f64) -> Re
 }
 
 impl Review {
+    /// Writes report.json and report.md into `dir` (created).
+    pub fn write(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        Ok(())
+    }
+
     /// report.md.
     pub fn markdown(&self) -> String {
         let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));

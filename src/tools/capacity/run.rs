@@ -362,13 +362,10 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         stopped: stop.is_cancelled(),
         gate_waits: gate_waits.map_or(0, |w| w.load(std::sync::atomic::Ordering::Relaxed)),
     });
-    let dir = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("capacity-reports").join(format!(
-            "{}-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-            report.profile
-        ))
-    });
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| super::report::default_dir(&report.profile));
     report.write(&dir)?;
     Ok(Outcome { report, dir })
 }
