@@ -8,7 +8,9 @@
 #      validates the Kubernetes manifests offline (kubernetes-validate + CRD checks,
 #      every kustomize overlay built), runs the fast suite (unit tests and the
 #      integration tests on librdkafka's in-process mock cluster), then the
-#      real-broker suite against Tansu (with the k6 smoke script against the mock API).
+#      real-broker suite against Tansu (with the k6 smoke script against the mock API
+#      and `capacity report` against Debian's Prometheus), and last, alone, the
+#      capacity-fidelity test on the release binary.
 # Usage: scripts/test.sh            (from anywhere; CI calls exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +31,21 @@ command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The fleet-wide limit's tests start their own redis-server on a free loopback port.
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing ${need[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+# `sluice capacity report --prometheus` is tested against a real Prometheus (Debian's,
+# without its exporters; the test starts its own on a free port).
+prometheus=$(command -v prometheus || echo /usr/bin/prometheus)
+lean=()
+[ -x "$prometheus" ] || lean+=(prometheus)
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+if [ ${#need[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
+  say "installing ${need[*]} ${lean[*]}"
   $sudo apt-get update -qq
+fi
+if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+if [ ${#lean[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${lean[@]}"
 fi
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 
@@ -92,5 +104,10 @@ python3 scripts/validate_k8s.py
 say "fast suite: unit + integration tests on the mock cluster"
 cargo test --all-targets
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"
-SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_K6="$k6" cargo test --test it -- --ignored
+SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_K6="$k6" SLUICE_TEST_PROMETHEUS="$prometheus" \
+  cargo test --test it -- --ignored --skip fidelity
+say "capacity fidelity on the release binary, alone (it measures CPU)"
+cargo build --release --quiet
+SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_RELEASE_BIN="$root/target/release/sluice" \
+  cargo test --test it -- --ignored --nocapture fidelity
 say "all tests passed"

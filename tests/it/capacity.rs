@@ -233,12 +233,15 @@ async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let (after, api_after) = (scrape().await, api.stats().events_accepted);
     let interval = started.elapsed();
+    use capacity::review::Snapshot;
     let pods = vec![capacity::review::PodScrapes {
         name: "pod-0".into(),
-        before: capacity::review::parse(&before).unwrap(),
-        after: capacity::review::parse(&after).unwrap(),
+        scrapes: vec![
+            Snapshot::parse(&before, 0.0).unwrap(),
+            Snapshot::parse(&after, interval.as_secs_f64()).unwrap(),
+        ],
     }];
-    let review = capacity::review::review(&pods, interval, 1.0);
+    let review = capacity::review::review(&pods, 1.0);
     println!("{}", review.markdown());
     let api_rate = (api_after - api_before) as f64 / interval.as_secs_f64();
     assert!(
@@ -256,6 +259,336 @@ async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
         review.time_to_drain_s.is_none(),
         "arrival above delivery never drains"
     );
+    load.await.unwrap().unwrap();
+    worker.signal_stop();
+    api.stop().await;
+}
+
+/// One scenario of the fidelity test: the worker under test confined to one core.
+struct Scenario {
+    name: &'static str,
+    /// `capacity run` options shared by the moderate and the stress run.
+    api: &'static [&'static str],
+    /// A worker configuration instead of the embedded one.
+    config: Option<&'static str>,
+    /// The moderate run: two rates, so the review sees CPU at two operating points.
+    moderate: &'static [&'static str],
+    /// Where the stress ramp goes in 60 s.
+    max_rate: &'static str,
+    bound: &'static str,
+}
+
+/// Runs `sluice capacity run` on core 0 (a one-core pod) and waits for it.
+fn one_core_capacity_run(bin: &str, args: &[String]) -> std::process::Child {
+    Command::new("taskset")
+        .args(["-c", "0", bin, "capacity", "run"])
+        .args(args)
+        .env("SLUICE_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .env("FIDELITY_API_KEY", "fidelity-key")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("taskset (util-linux) runs the worker on one core")
+}
+
+/// Fidelity: a `capacity report` taken during a moderate `capacity run` predicts the
+/// breaking point that `capacity run --profile stress` then measures, within ±10%,
+/// API-limited and CPU-limited. It measures CPU, so scripts/test.sh runs it alone,
+/// on the release binary, after the real-broker suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real broker and release binary, ~5 min, run alone: scripts/test.sh"]
+async fn fidelity_a_review_predicts_the_breaking_point() {
+    use crate::common::fleet::free_port;
+    let brokers = std::env::var("SLUICE_TEST_BROKERS").expect("SLUICE_TEST_BROKERS");
+    let bin = std::env::var("SLUICE_TEST_RELEASE_BIN")
+        .expect("SLUICE_TEST_RELEASE_BIN names a release build of sluice");
+    let scenarios = [
+        Scenario {
+            name: "API-limited (100 requests/s)",
+            api: &["--limit-per-s", "100"],
+            config: None,
+            moderate: &[
+                "--stage", "2s:2500", "--stage", "12s:2500", "--stage", "2s:5000", "--stage",
+                "12s:5000",
+            ],
+            max_rate: "20000",
+            bound: "api_limit",
+        },
+        // With the shipped window (4 requests of 100 in flight, 10 000 events buffered)
+        // the pipeline waits before a core fills; a wider one leaves the CPU to bind.
+        Scenario {
+            name: "CPU-limited (unlimited API, one core, batch 500 × 16 in flight)",
+            api: &["--limit-per-s", "0", "--api-latency", "fixed:1"],
+            config: Some(
+                r#"[kafka]
+brokers = "set-by-capacity-run"
+group_id = "fidelity"
+topics = ["set-by-capacity-run"]
+dlq_topic = "fidelity.dlq"
+max_buffered_events = 100000
+resume_buffered_events = 50000
+
+[destination]
+kind = "customerio"
+
+[batch]
+max_events = 500
+
+[lanes]
+max_in_flight = 16
+
+[[workspaces]]
+id = "local"
+site_id = "fidelity-site"
+api_key_env = "FIDELITY_API_KEY"
+rate_limit_per_s = 1000000
+"#,
+            ),
+            moderate: &[
+                "--stage", "2s:3000", "--stage", "12s:3000", "--stage", "2s:9000", "--stage",
+                "12s:9000",
+            ],
+            max_rate: "60000",
+            bound: "cpu",
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut figures = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        let mut base: Vec<String> = ["--brokers", &brokers]
+            .iter()
+            .chain(s.api)
+            .map(|a| a.to_string())
+            .collect();
+        if let Some(toml) = s.config {
+            let path = dir.path().join(format!("config-{i}.toml"));
+            std::fs::write(&path, toml).unwrap();
+            base.extend(["--config".into(), path.display().to_string()]);
+        }
+        // The moderate run, reviewed from its /metrics while it runs.
+        let port = free_port();
+        let mut args = base.clone();
+        args.extend(s.moderate.iter().map(|a| a.to_string()));
+        args.extend([
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--out".into(),
+            dir.path()
+                .join(format!("moderate-{i}"))
+                .display()
+                .to_string(),
+        ]);
+        let mut run = one_core_capacity_run(&bin, &args);
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let owned = match reqwest::get(&url).await {
+                Ok(r) => r
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .contains("sluice_partition_lag{"),
+                Err(_) => false,
+            };
+            if owned {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker never owned partitions"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        // Past the first ramp, over both rates.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let review_args = match Cli::try_parse_from([
+            "sluice",
+            "capacity",
+            "report",
+            "--metrics",
+            &url,
+            "--interval",
+            "24s",
+            "--every",
+            "2s",
+            "--cores-per-pod",
+            "1",
+        ])
+        .unwrap()
+        .command
+        {
+            Sub::Capacity {
+                command: CapacityCommand::Report(a),
+            } => *a,
+            _ => unreachable!(),
+        };
+        let pods = capacity::review::collect(&review_args).await.unwrap();
+        let review = capacity::review::review(&pods, 1.0);
+        println!("{}\n{}", s.name, review.markdown());
+        assert!(run.wait().unwrap().success(), "the moderate run failed");
+        // The stress run.
+        let out = dir.path().join(format!("stress-{i}"));
+        let mut args = base;
+        args.extend(
+            [
+                "--profile",
+                "stress",
+                "--max-rate",
+                s.max_rate,
+                "--ramp",
+                "60s",
+                "--out",
+            ]
+            .iter()
+            .map(|a| a.to_string()),
+        );
+        args.push(out.display().to_string());
+        let status = one_core_capacity_run(&bin, &args).wait().unwrap();
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        assert!(status.success(), "the stress run failed: {report}");
+        let measured = report["breaking_point_per_s"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("the stress run never broke: {report}"));
+        let predicted = review.max_sustainable_per_s;
+        let line = format!(
+            "{}: predicted {predicted:.0} events/s ({}, {}), measured breaking point {measured:.0} ({}), sustained {:.0}: {:+.1}%",
+            s.name,
+            review.bound,
+            review
+                .cpu_model
+                .map_or("no CPU model".into(), |m| format!(
+                    "{:.3} cores + {:.1} µs/event",
+                    m.fixed_cores, m.per_event_us
+                )),
+            report["bound"],
+            report["max_sustainable_per_s"].as_f64().unwrap_or(0.0),
+            (predicted / measured - 1.0) * 100.0
+        );
+        println!("{line}");
+        figures.push((s, review.bound, predicted, measured, line));
+    }
+    for (s, bound, predicted, measured, line) in figures {
+        assert_eq!(bound, s.bound, "{line}");
+        assert!((predicted / measured - 1.0).abs() <= 0.10, "{line}");
+    }
+}
+
+/// `capacity report --prometheus`: a real Prometheus scrapes a worker held by its limit
+/// every second; the review read back from its HTTP API over a range gives the API's
+/// delivery rate and names the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Prometheus (SLUICE_TEST_PROMETHEUS; scripts/test.sh installs Debian's)"]
+async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
+    use crate::common::fleet::free_port;
+    use crate::common::{unique, Broker, Setup, Worker};
+    use sluice::tools::mock_api::{MockApi, MockApiConfig};
+    let prometheus_bin = std::env::var("SLUICE_TEST_PROMETHEUS")
+        .expect("SLUICE_TEST_PROMETHEUS names a prometheus binary");
+    let broker = Broker::mock();
+    let topic = unique("events");
+    broker.create_topic(&topic, 4).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["local"]);
+    // 10 requests/s × 50 events: a 500 events/s ceiling under 1 000/s offered.
+    setup.batch = "max_events = 50\nlinger_ms = 20\n".into();
+    setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
+    let (worker, url) = Worker::start_serving(setup.config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = url.trim_start_matches("http://");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: sluice\n    static_configs: [{{targets: ['{target}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut prometheus = Command::new(&prometheus_bin)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    let plan = sluice::tools::loadgen::Plan::new(
+        match Cli::try_parse_from([
+            "sluice",
+            "loadgen",
+            "--brokers",
+            &broker.brokers(),
+            "--topic",
+            &topic,
+            "--rate",
+            "1000",
+            "--duration",
+            "16s",
+        ])
+        .unwrap()
+        .command
+        {
+            Sub::Loadgen(a) => *a,
+            _ => unreachable!(),
+        },
+    )
+    .unwrap();
+    let load = tokio::task::spawn_blocking(move || {
+        sluice::tools::loadgen::run(plan, &CancellationToken::new())
+    });
+    // Steady state from ~4 s; the API's own rate over 10 s of it.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (api_before, started) = (api.stats().events_accepted, std::time::Instant::now());
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let api_rate =
+        (api.stats().events_accepted - api_before) as f64 / started.elapsed().as_secs_f64();
+    let prometheus_url = format!("http://127.0.0.1:{port}");
+    let review_args = match Cli::try_parse_from([
+        "sluice",
+        "capacity",
+        "report",
+        "--prometheus",
+        &prometheus_url,
+        "--range",
+        "8s",
+        "--every",
+        "1s",
+        "--selector",
+        "job=\"sluice\"",
+    ])
+    .unwrap()
+    .command
+    {
+        Sub::Capacity {
+            command: CapacityCommand::Report(a),
+        } => *a,
+        _ => unreachable!(),
+    };
+    let pods = capacity::review::collect(&review_args).await.unwrap();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert_eq!(pods.len(), 1, "one instance");
+    assert!(
+        pods[0].scrapes.len() >= 5,
+        "{} points",
+        pods[0].scrapes.len()
+    );
+    let review = capacity::review::review(&pods, 1.0);
+    println!("{}", review.markdown());
+    assert!(
+        (review.delivered_per_s / api_rate - 1.0).abs() < 0.10,
+        "review {:.0}/s, API {api_rate:.0}/s",
+        review.delivered_per_s
+    );
+    assert_eq!(review.bound, "api_limit", "{review:?}");
     load.await.unwrap().unwrap();
     worker.signal_stop();
     api.stop().await;

@@ -5,6 +5,8 @@
 //! the same judgement from a running fleet's exported metrics.
 
 mod chart;
+pub mod cpu_model;
+pub mod prometheus_api;
 pub mod report;
 pub mod review;
 mod run;

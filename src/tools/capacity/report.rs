@@ -187,12 +187,13 @@ impl Report {
         let duration = duration.max(1e-3);
         let latency = Percentiles::of_us(&m.latency_total());
         let (wait, busy) = m.limit_time();
-        // The bound: at the break for a stress run, else over the busiest window.
+        // The bound: from the break to the end of the load for a stress run (what was
+        // full once delivery stopped following), else over the busiest window.
         let window: Vec<Sample> = match &i.broke {
             Some(b) => i
                 .samples
                 .iter()
-                .filter(|s| s.t_s >= b.at_s - 1.0 && s.t_s <= b.at_s + 3.0)
+                .filter(|s| s.t_s >= b.at_s - 1.0 && s.offered_per_s > 0.0)
                 .cloned()
                 .collect(),
             None => busiest(&i.samples),

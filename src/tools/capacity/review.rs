@@ -11,20 +11,45 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cpu_model::CpuModel;
+
+/// The process's CPU seconds.
+const CPU: &str = "process_cpu_seconds_total";
+
 /// `sluice capacity report` options.
 #[derive(Debug, Clone, clap::Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["metrics", "scrapes"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["metrics", "scrapes", "prometheus"])))]
 pub struct ReportArgs {
-    /// A pod's metrics endpoint (repeatable, one per pod), scraped twice `--interval`
-    /// apart.
+    /// A pod's metrics endpoint (repeatable, one per pod), scraped over `--interval`.
     #[arg(long)]
     pub metrics: Vec<String>,
-    /// Time between the two scrapes.
+    /// How long to watch the `--metrics` endpoints (first scrape to last), or the time
+    /// between the first and last of `--scrapes`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub interval: Duration,
-    /// Two saved scrapes of one pod, `BEFORE AFTER`, taken `--interval` apart.
-    #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"])]
+    /// Time between scrapes of `--metrics` (default: a tenth of `--interval`, at least
+    /// 1 s), between `--scrapes` files, or between the points read from
+    /// `--prometheus` (default: a twentieth of `--range`). With the rate varying
+    /// between them, CPU per pod is modelled as a fixed part plus a part per event.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub every: Option<Duration>,
+    /// Saved scrapes of one pod, oldest first (at least two), `--interval` from first
+    /// to last, evenly spaced.
+    #[arg(long, num_args = 2.., value_names = ["BEFORE", "AFTER"])]
     pub scrapes: Vec<PathBuf>,
+    /// A Prometheus server's URL (its HTTP API) that scrapes the pods; each `instance`
+    /// is a pod.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// `--prometheus`: how far back from `--end` to look.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub range: Duration,
+    /// `--prometheus`: the end of the range (RFC 3339; default now).
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    pub end: Option<std::time::SystemTime>,
+    /// `--prometheus`: label matchers that pick sluice's series, e.g. `job="sluice"`.
+    #[arg(long)]
+    pub selector: Option<String>,
     /// CPU cores each pod may use (its Kubernetes limit), for the CPU ceiling.
     #[arg(long, default_value_t = 1.0)]
     pub cores_per_pod: f64,
@@ -34,46 +59,120 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
-/// One pod's two scrapes, parsed.
+/// One series' value in a scrape.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Metric name.
+    pub metric: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value (counters and gauges; histograms as their `_bucket`/`_sum`/`_count`
+    /// series, or not at all).
+    pub value: f64,
+}
+
+/// One scrape of one pod.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// When it was taken, seconds (any origin; only differences count).
+    pub at_s: f64,
+    /// Its series.
+    pub samples: Vec<Sample>,
+}
+
+impl Snapshot {
+    /// Parses one scrape's text (the Prometheus exposition format), taken at `at_s`.
+    pub fn parse(text: &str, at_s: f64) -> anyhow::Result<Snapshot> {
+        use prometheus_parse::Value;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
+        let samples = scrape
+            .samples
+            .into_iter()
+            .filter_map(|s| {
+                let value = match s.value {
+                    Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+                    _ => return None,
+                };
+                let labels = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Some(Sample {
+                    metric: s.metric,
+                    labels,
+                    value,
+                })
+            })
+            .collect();
+        Ok(Snapshot { at_s, samples })
+    }
+
+    /// Sum of a metric's samples whose labels include every `(name, value)` of `filter`.
+    fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .filter(|s| {
+                filter
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    fn label_values(&self, metric: &str, label: &str) -> BTreeSet<String> {
+        self.samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .filter_map(|s| s.labels.get(label).cloned())
+            .collect()
+    }
+}
+
+/// One pod's scrapes, oldest first (at least two).
 #[derive(Debug, Clone)]
 pub struct PodScrapes {
-    /// Pod name (its URL or file).
+    /// Pod name (its URL, file or Prometheus `instance`).
     pub name: String,
-    /// The earlier scrape.
-    pub before: prometheus_parse::Scrape,
-    /// The later one.
-    pub after: prometheus_parse::Scrape,
+    /// Its scrapes.
+    pub scrapes: Vec<Snapshot>,
 }
 
-/// Parses one scrape's text.
-pub fn parse(text: &str) -> anyhow::Result<prometheus_parse::Scrape> {
-    Ok(prometheus_parse::Scrape::parse(
-        text.lines().map(|l| Ok(l.to_string())),
-    )?)
+impl PodScrapes {
+    fn first(&self) -> &Snapshot {
+        &self.scrapes[0]
+    }
+
+    fn last(&self) -> &Snapshot {
+        &self.scrapes[self.scrapes.len() - 1]
+    }
+
+    fn seconds(&self) -> f64 {
+        (self.last().at_s - self.first().at_s).max(1e-3)
+    }
+
+    /// A counter's increase per second from the first scrape to the last (a pod that
+    /// restarted in between counts from zero again, as Prometheus's `increase` does).
+    fn rate(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
+        let total: f64 = self
+            .scrapes
+            .windows(2)
+            .map(|w| increase(&w[0], &w[1], metric, filter))
+            .sum();
+        total / self.seconds()
+    }
 }
 
-/// Sum of a metric's samples whose labels include every `(name, value)` of `filter`.
-fn sum(scrape: &prometheus_parse::Scrape, metric: &str, filter: &[(&str, &str)]) -> f64 {
-    use prometheus_parse::Value;
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == metric)
-        .filter(|s| filter.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
-}
-
-fn label_values(scrape: &prometheus_parse::Scrape, metric: &str, label: &str) -> BTreeSet<String> {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == metric)
-        .filter_map(|s| s.labels.get(label).map(str::to_string))
-        .collect()
+/// How much a counter grew from `a` to `b` (from zero if it was reset in between).
+fn increase(a: &Snapshot, b: &Snapshot, metric: &str, filter: &[(&str, &str)]) -> f64 {
+    let (before, after) = (a.sum(metric, filter), b.sum(metric, filter));
+    if after >= before {
+        after - before
+    } else {
+        after
+    }
 }
 
 /// Per workspace.
@@ -124,7 +223,9 @@ pub struct Review {
     pub time_to_drain_s: Option<f64>,
     /// CPU cores each pod used.
     pub cpu_cores_per_pod: BTreeMap<String, f64>,
-    /// Events/s one pod carries at `--cores-per-pod` (its rate ÷ its CPU share).
+    /// What an event costs a pod in CPU.
+    pub cpu_model: Option<CpuModel>,
+    /// Events/s one pod carries at `--cores-per-pod`, by the CPU model.
     pub pod_ceiling_per_s: Option<f64>,
     /// The most the API's limits carry at today's workspace mix, events/s.
     pub api_ceiling_per_s: f64,
@@ -155,20 +256,20 @@ pub struct Review {
 pub const SCHEMA: &str = "sluice.capacity.review/1";
 
 /// Reviews `pods`' scrapes taken `interval` apart, pods allowed `cores_per_pod` each.
-pub fn review(pods: &[PodScrapes], interval: Duration, cores_per_pod: f64) -> Review {
-    let dt = interval.as_secs_f64().max(1e-3);
+pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
+    let dt = pods.iter().map(PodScrapes::seconds).fold(1e-3, f64::max);
     let rate = |metric: &str, filter: &[(&str, &str)]| -> f64 {
-        pods.iter()
-            .map(|p| (sum(&p.after, metric, filter) - sum(&p.before, metric, filter)).max(0.0))
-            .sum::<f64>()
-            / dt
+        pods.iter().map(|p| p.rate(metric, filter)).sum()
     };
     let gauge = |metric: &str, filter: &[(&str, &str)]| -> f64 {
-        pods.iter().map(|p| sum(&p.after, metric, filter)).sum()
+        pods.iter().map(|p| p.last().sum(metric, filter)).sum()
     };
     let workspaces: BTreeSet<String> = pods
         .iter()
-        .flat_map(|p| label_values(&p.after, "sluice_events_delivered_total", "workspace"))
+        .flat_map(|p| {
+            p.last()
+                .label_values("sluice_events_delivered_total", "workspace")
+        })
         .collect();
     let mut per_ws = BTreeMap::new();
     for ws in &workspaces {
@@ -182,7 +283,7 @@ pub fn review(pods: &[PodScrapes], interval: Duration, cores_per_pod: f64) -> Re
         // Each pod reports the workspace's fleet-wide rate: the same figure, not a share.
         let limit = pods
             .iter()
-            .map(|p| sum(&p.after, "sluice_limiter_effective_rate", &f))
+            .map(|p| p.last().sum("sluice_limiter_effective_rate", &f))
             .fold(0.0, f64::max);
         let mean_batch = if ok > 0.0 { delivered / ok } else { 0.0 };
         per_ws.insert(
@@ -212,19 +313,32 @@ pub fn review(pods: &[PodScrapes], interval: Duration, cores_per_pod: f64) -> Re
         .fold(f64::INFINITY, f64::min);
     let cpu: BTreeMap<String, f64> = pods
         .iter()
-        .filter_map(|p| {
-            let used = sum(&p.after, "process_cpu_seconds_total", &[])
-                - sum(&p.before, "process_cpu_seconds_total", &[]);
-            (used > 0.0).then(|| (p.name.clone(), used / dt))
+        .map(|p| (p.name.clone(), p.rate(CPU, &[])))
+        .filter(|c| c.1 > 0.0)
+        .collect();
+    // Each interval of each pod is an operating point: (events handled/s, cores).
+    let points: Vec<(f64, f64)> = pods
+        .iter()
+        .flat_map(|p| {
+            p.scrapes.windows(2).map(|w| {
+                let dt = (w[1].at_s - w[0].at_s).max(1e-3);
+                let d = |m: &str| increase(&w[0], &w[1], m, &[]) / dt;
+                (
+                    d("sluice_events_delivered_total") + d("sluice_events_dead_lettered_total"),
+                    d(CPU),
+                )
+            })
         })
         .collect();
-    let pod_ceiling = (!cpu.is_empty() && delivered > 0.0).then(|| {
-        let mean_cpu = cpu.values().sum::<f64>() / cpu.len() as f64;
-        (delivered / pods.len() as f64) / (mean_cpu / cores_per_pod).max(1e-6)
-    });
+    let cpu_model = CpuModel::fit(&points);
+    let pod_ceiling = cpu_model.map(|m| m.ceiling(cores_per_pod));
     let partitions: usize = pods
         .iter()
-        .map(|p| label_values(&p.after, "sluice_partition_lag", "partition").len())
+        .map(|p| {
+            p.last()
+                .label_values("sluice_partition_lag", "partition")
+                .len()
+        })
         .sum();
     let pods_ceiling = pod_ceiling.map(|c| c * pods.len() as f64);
     let partitions_ceiling = pod_ceiling
@@ -265,6 +379,7 @@ pub fn review(pods: &[PodScrapes], interval: Duration, cores_per_pod: f64) -> Re
         lag,
         time_to_drain_s: (delivered > arrival).then(|| lag / (delivered - arrival)),
         cpu_cores_per_pod: cpu,
+        cpu_model,
         pod_ceiling_per_s: pod_ceiling,
         api_ceiling_per_s: api_ceiling,
         pods_ceiling_per_s: pods_ceiling,
@@ -324,6 +439,15 @@ impl Review {
                 "Ceiling: API limits at today's mix",
                 format!("{:.0} events/s", self.api_ceiling_per_s),
             ),
+            (
+                "CPU per pod",
+                self.cpu_model.map_or("—".into(), |m| {
+                    format!(
+                        "{:.3} cores fixed + {:.1} µs/event ({}, {} points)",
+                        m.fixed_cores, m.per_event_us, m.kind, m.points
+                    )
+                }),
+            ),
             ("Ceiling: these pods", opt(self.pods_ceiling_per_s)),
             (
                 "Ceiling: one pod per partition",
@@ -363,48 +487,68 @@ impl Review {
     }
 }
 
-/// Takes the scrapes `args` names (waiting `--interval` between live ones).
+/// Takes the scrapes `args` names: live ones over `--interval`, saved files, or a
+/// Prometheus range.
 pub async fn collect(args: &ReportArgs) -> anyhow::Result<Vec<PodScrapes>> {
     if !args.scrapes.is_empty() {
-        let read = |p: &PathBuf| -> anyhow::Result<prometheus_parse::Scrape> {
-            parse(&std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
-        };
+        let gap = args.interval.as_secs_f64() / (args.scrapes.len() - 1) as f64;
+        let scrapes = args
+            .scrapes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                Snapshot::parse(&text, i as f64 * gap)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            })
+            .collect::<anyhow::Result<_>>()?;
         return Ok(vec![PodScrapes {
             name: args.scrapes[0].display().to_string(),
-            before: read(&args.scrapes[0])?,
-            after: read(&args.scrapes[1])?,
+            scrapes,
         }]);
     }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let scrape_all = || async {
-        let mut out = Vec::new();
-        for url in &args.metrics {
-            let text = client
-                .get(url)
-                .send()
-                .await?
-                .error_for_status()?
-                .text()
-                .await?;
-            out.push(parse(&text)?);
-        }
-        anyhow::Ok(out)
-    };
-    let before = scrape_all().await?;
-    tokio::time::sleep(args.interval).await;
-    let after = scrape_all().await?;
-    Ok(args
+    if let Some(url) = &args.prometheus {
+        return super::prometheus_api::collect(&client, url, args).await;
+    }
+    let every = args
+        .every
+        .unwrap_or(args.interval / 10)
+        .max(Duration::from_secs(1))
+        .min(args.interval);
+    let started = tokio::time::Instant::now();
+    let mut pods: Vec<PodScrapes> = args
         .metrics
         .iter()
-        .zip(before.into_iter().zip(after))
-        .map(|(name, (before, after))| PodScrapes {
-            name: name.clone(),
-            before,
-            after,
+        .map(|m| PodScrapes {
+            name: m.clone(),
+            scrapes: Vec::new(),
         })
-        .collect())
+        .collect();
+    let mut next = started;
+    loop {
+        for pod in &mut pods {
+            let at_s = started.elapsed().as_secs_f64();
+            let text = client
+                .get(&pod.name)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| anyhow::anyhow!("scraping {}: {e}", pod.name))?
+                .text()
+                .await?;
+            pod.scrapes.push(Snapshot::parse(&text, at_s)?);
+        }
+        if next >= started + args.interval {
+            break;
+        }
+        next = (next + every).min(started + args.interval);
+        tokio::time::sleep_until(next).await;
+    }
+    Ok(pods)
 }
 
 #[cfg(test)]
@@ -421,8 +565,10 @@ mod tests {
         };
         PodScrapes {
             name: name.into(),
-            before: parse(&text(delivered.0, requests.0)).unwrap(),
-            after: parse(&text(delivered.1, requests.1)).unwrap(),
+            scrapes: vec![
+                Snapshot::parse(&text(delivered.0, requests.0), 0.0).unwrap(),
+                Snapshot::parse(&text(delivered.1, requests.1), 10.0).unwrap(),
+            ],
         }
     }
 
@@ -433,7 +579,7 @@ mod tests {
             pod("a", (0.0, 50_000.0), (0.0, 500.0)),
             pod("b", (0.0, 50_000.0), (0.0, 500.0)),
         ];
-        let r = review(&pods, Duration::from_secs(10), 1.0);
+        let r = review(&pods, 1.0);
         let ws = &r.workspaces["a"];
         assert_eq!(ws.limit_per_s, 100.0, "fleet-wide, not summed per pod");
         assert!((ws.budget_used - 1.0).abs() < 1e-9);

@@ -124,17 +124,12 @@ pub fn family_sum(metrics: &Metrics, name: &str) -> f64 {
         .sum()
 }
 
-/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux;
-/// `None` elsewhere).
-pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some((utime + stime) / 100.0)
+/// CPU seconds (user + system) this process has used (`None` off Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    #[cfg(target_os = "linux")]
+    return crate::metrics::process::cpu_seconds();
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// What limits the pipeline.
@@ -242,6 +237,9 @@ pub struct Break {
     pub reason: &'static str,
 }
 
+/// A sample whose delivery is at least this share of the offered rate kept up.
+const FOLLOWING: f64 = 0.97;
+
 /// Samples averaged per window when looking for the break.
 pub const WINDOW: usize = 3;
 
@@ -274,11 +272,18 @@ pub fn broke(samples: &[Sample]) -> Option<Break> {
     } else {
         None
     };
-    // The breaking point: the offered rate of the first sample of the window that
-    // delivery no longer followed.
-    let first = w
+    // The breaking point: the offered rate when delivery stopped following — the
+    // sample after the last one that still carried what it was offered with no more
+    // than half a second of it waiting (looking back from the window, which only tells
+    // that it has broken; a backlog drained in bursts afterwards is not following).
+    let following = |s: &Sample| {
+        s.delivered_per_s + s.dead_lettered_per_s >= FOLLOWING * s.offered_per_s
+            && s.backlog <= 0.5 * s.offered_per_s
+    };
+    let first = samples
         .iter()
-        .find(|s| s.delivered_per_s + s.dead_lettered_per_s < 0.95 * s.offered_per_s)
+        .rposition(following)
+        .and_then(|i| samples.get(i + 1))
         .unwrap_or(&w[0]);
     reason.map(|reason| Break {
         at_s: first.t_s,
@@ -374,6 +379,34 @@ mod tests {
             "the first sample delivery did not follow"
         );
         assert!((max_sustained(&samples) - 5000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_break_noticed_late_is_placed_where_delivery_stopped_following() {
+        // Delivery flat at 5 000/s from the sixth second; the backlog shows it only
+        // four seconds later, when the window alone would say 8 000.
+        let samples: Vec<_> = (0..12)
+            .map(|i| {
+                let offered = 1000.0 * (i + 1) as f64;
+                let backlog = if i < 9 {
+                    100.0
+                } else {
+                    10_000.0 * (i - 8) as f64
+                };
+                s(i as f64, offered, offered.min(5000.0), backlog)
+            })
+            .collect();
+        let b = (1..=samples.len())
+            .find_map(|n| broke(&samples[..n]))
+            .unwrap();
+        assert_eq!(b.offered_per_s, 6000.0, "{b:?}");
+        // A burst that catches up on the backlog afterwards is not following again.
+        let mut bursty = samples.clone();
+        bursty[10].delivered_per_s = bursty[10].offered_per_s;
+        let b = (1..=bursty.len())
+            .find_map(|n| broke(&bursty[..n]))
+            .unwrap();
+        assert_eq!(b.offered_per_s, 6000.0, "{b:?}");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! drift. Label values are bounded: workspace ids come from the configuration and
 //! reasons from fixed codes; never a user id, key or offset.
 
+#[cfg(target_os = "linux")]
+pub mod process;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -372,10 +375,8 @@ impl Metrics {
                 // CPU seconds, memory, open files of this process (Linux): CPU per pod
                 // for capacity reviews.
                 #[cfg(target_os = "linux")]
-                r.register(Box::new(
-                    prometheus::process_collector::ProcessCollector::for_self(),
-                ))
-                .expect("unique metric");
+                r.register(Box::new(process::ProcessCollector::new()))
+                    .expect("unique metric");
                 r
             },
         }
