@@ -105,9 +105,20 @@ say "fast suite: unit + integration tests on the mock cluster"
 cargo test --all-targets
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"
 SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_K6="$k6" SLUICE_TEST_PROMETHEUS="$prometheus" \
-  cargo test --test it -- --ignored --skip fidelity
-say "capacity fidelity on the release binary, alone (it measures CPU)"
+  cargo test --test it -- --ignored --skip fidelity --skip drill
+say "capacity fidelity and the crash drills on the release binary, alone (they measure CPU and recovery times)"
 cargo build --release --quiet
+# A fresh broker on the last core; the test runs the worker on the first (a one-core pod).
+kill "$tansu_pid" 2>/dev/null || true; wait "$tansu_pid" 2>/dev/null || true
+pin=(); [ "$(nproc)" -ge 2 ] && pin=(taskset -c "$(( $(nproc) - 1 ))")
+"${pin[@]}" "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
+  --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine memory://tansu/ >"$tools/tansu-fidelity.log" 2>&1 &
+tansu_pid=$!
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
 SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_RELEASE_BIN="$root/target/release/sluice" \
-  cargo test --test it -- --ignored --nocapture fidelity
+  cargo test --test it -- --ignored --nocapture --test-threads 1 fidelity drill
 say "all tests passed"

@@ -10,7 +10,7 @@
    ScaledObject) for their required fields.
 3. Checks consistency with the code: the ConfigMap's sluice.toml is config/sluice.toml,
    every sluice_* metric the alerts, adapter, KEDA and dashboard use is one that
-   src/metrics.rs defines, and the HPA and ScaledObject agree on maxReplicas.
+   src/metrics/ defines, and the HPA and ScaledObject agree on maxReplicas.
 """
 import copy
 import json
@@ -182,7 +182,7 @@ def main():
              "(regenerate: scripts/validate_k8s.py --write-configmap)")
 
     # Every metric the manifests and the dashboard use exists in the code.
-    defined = set(re.findall(r'"(sluice_[a-z_]+)"', (ROOT / "src" / "metrics.rs").read_text()))
+    defined = set(re.findall(r'"(sluice_[a-z_]+)"', "".join(p.read_text() for p in sorted((ROOT / "src" / "metrics").glob("*.rs")))))
     texts = [p.read_text() for p in K8S.rglob("*.yaml")] + [p.read_text() for p in K8S.rglob("*.json")]
     used = set()
     for text in texts:
@@ -190,7 +190,7 @@ def main():
     for metric in sorted(used):
         base = re.sub(r"_(bucket|sum|count)$", "", metric)
         if metric not in defined and base not in defined and not metric.startswith("sluice_prometheus"):
-            fail(f"metric {metric} is used in k8s/ but src/metrics.rs does not define it")
+            fail(f"metric {metric} is used in k8s/ but src/metrics/ does not define it")
 
     # The HPA and the ScaledObject agree on the ceiling (the partition count).
     hpa = next(d for d in builds["k8s/base"] if d["kind"] == "HorizontalPodAutoscaler")

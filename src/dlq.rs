@@ -11,6 +11,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::source::kafka_log::KafkaLog;
+
 use crate::config::Config;
 use crate::deliver::Failure;
 use crate::metrics::Metrics;
@@ -46,6 +48,10 @@ pub mod headers {
     /// Set by `sluice replay` on what it writes (`RUN:TOPIC:PARTITION:OFFSET`), and
     /// kept on dead letters and redrives: replayed traffic, not fresh.
     pub const REPLAY: &str = "sluice.replay";
+    /// Where the record was first written (`TOPIC:PARTITION:OFFSET`), which the ids of
+    /// events without a `messageId` derive from: kept on parked copies, dead letters and
+    /// redrives, so a copy keeps its event's id.
+    pub const FIRST_WRITTEN: &str = "sluice.first_written";
     /// When the event was meant to enter Kafka, unix µs: set by `sluice loadgen` (its
     /// scheduled send time) and kept through parking, for the delivery latency.
     pub const DUE: &str = "sluice.due";
@@ -91,7 +97,7 @@ pub struct Letter<'a> {
 
 /// Producer for the dead-letter topic.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaLog>,
     topic: String,
     metrics: Metrics,
 }
@@ -122,7 +128,7 @@ impl DeadLetters {
                 PRODUCE_TIMEOUT.as_millis().to_string(),
             );
         Ok(DeadLetters {
-            producer: client.create()?,
+            producer: client.create_with_context(KafkaLog::new(metrics.clone()))?,
             topic: k.dlq_topic.clone(),
             metrics,
         })
@@ -144,6 +150,7 @@ impl DeadLetters {
             }
             match self.producer.send(record, PRODUCE_TIMEOUT).await {
                 Ok(_) => {
+                    self.metrics.kafka_ok();
                     self.metrics.dead_lettered(
                         letter.workspace,
                         letter.origin,
@@ -220,6 +227,7 @@ fn letter_headers(letter: &Letter<'_>) -> OwnedHeaders {
     if let Some(replay) = &letter.raw.replay {
         pairs.push((headers::REPLAY, replay.clone()));
     }
+    pairs.push((headers::FIRST_WRITTEN, letter.raw.first_written.clone()));
     pairs
         .into_iter()
         .fold(OwnedHeaders::new(), |h, (key, value)| {

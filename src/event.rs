@@ -198,17 +198,31 @@ impl Decoder {
         payload: &[u8],
         header_workspace: Option<&str>,
     ) -> Result<Event, InvalidEvent> {
+        self.decode_record(payload, header_workspace, None)
+    }
+
+    /// [`decode`](Self::decode) for a record at `record` (`TOPIC:PARTITION:OFFSET` of
+    /// where it was first written): an event without a `messageId` gets an id from its
+    /// bytes *and* that place, so two byte-identical events stay two events for the
+    /// API, while a redelivered copy keeps its id.
+    pub fn decode_record(
+        &self,
+        payload: &[u8],
+        header_workspace: Option<&str>,
+        record: Option<&str>,
+    ) -> Result<Event, InvalidEvent> {
         if payload.len() > self.max_event_bytes {
             return Err(InvalidEvent::TooLarge {
                 size: payload.len(),
                 limit: self.max_event_bytes,
             });
         }
-        decode(
+        decode_at(
             payload,
             header_workspace,
             self.default_workspace.as_deref(),
             |w| self.workspaces.contains(w),
+            record,
         )
     }
 }
@@ -216,11 +230,23 @@ impl Decoder {
 /// Decodes and validates one message. `header_workspace` is the `workspace` Kafka
 /// header, if any; `default_workspace` the configured fallback; `known` says whether a
 /// workspace id is configured.
+#[cfg(test)]
 fn decode(
     payload: &[u8],
     header_workspace: Option<&str>,
     default_workspace: Option<&str>,
     known: impl Fn(&str) -> bool,
+) -> Result<Event, InvalidEvent> {
+    decode_at(payload, header_workspace, default_workspace, known, None)
+}
+
+/// [`decode`], for a record at `record` (see [`Decoder::decode_record`]).
+fn decode_at(
+    payload: &[u8],
+    header_workspace: Option<&str>,
+    default_workspace: Option<&str>,
+    known: impl Fn(&str) -> bool,
+    record: Option<&str>,
 ) -> Result<Event, InvalidEvent> {
     if payload.trim_ascii_start().first() != Some(&b'{') {
         return Err(InvalidEvent::Malformed("not a JSON object".into()));
@@ -269,7 +295,16 @@ fn decode(
 
     let timestamp = wire.timestamp.map(parse_timestamp).transpose()?;
     let message_id = id_text(wire.message_id);
-    let dedup_id = dedup_id(message_id.as_deref(), payload, timestamp);
+    let dedup_id = match (message_id.as_deref(), record) {
+        (None, Some(record)) => {
+            let mut keyed = Vec::with_capacity(record.len() + 1 + payload.len());
+            keyed.extend_from_slice(record.as_bytes());
+            keyed.push(0);
+            keyed.extend_from_slice(payload);
+            dedup_id(None, &keyed, timestamp)
+        }
+        (id, _) => dedup_id(id, payload, timestamp),
+    };
 
     Ok(Event {
         workspace: workspace.to_string(),
@@ -478,6 +513,32 @@ mod tests {
     }
 
     #[test]
+    fn byte_identical_events_at_two_records_keep_two_ids() {
+        let d = Decoder::new(["acme".to_string()], None, 32_000);
+        let e = json!({"type":"track","userId":"u","event":"e","workspace":"acme"}).to_string();
+        let at = |record| {
+            d.decode_record(e.as_bytes(), None, Some(record))
+                .unwrap()
+                .dedup_id
+        };
+        assert_ne!(at("t:0:5"), at("t:0:6"), "two records, two events");
+        assert_eq!(
+            at("t:0:5"),
+            at("t:0:5"),
+            "a redelivered record keeps its id"
+        );
+        let with_id = json!({"type":"track","userId":"u","event":"e","workspace":"acme",
+                             "messageId":"m-1"})
+        .to_string();
+        let id = |record| {
+            d.decode_record(with_id.as_bytes(), None, Some(record))
+                .unwrap()
+                .dedup_id
+        };
+        assert_eq!(id("t:0:5"), id("t:9:9"), "a messageId decides alone");
+    }
+
+    #[test]
     fn dedup_id_keeps_ulids_and_derives_the_rest_deterministically() {
         let ulid = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
         assert_eq!(dedup_id(Some(ulid), b"", None), ulid);
@@ -491,5 +552,38 @@ mod tests {
             dedup_id(None, b"same", None),
             dedup_id(None, b"other", None)
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives — bytes, near-JSON, deep or odd values — decoding answers
+        /// with an event or a reason, never a panic.
+        #[test]
+        fn arbitrary_input_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            text in "\\{\"(type|userId|event|workspace|timestamp|messageId|traits|properties)\":.{0,80}\\}",
+        ) {
+            let d = Decoder::new(["acme".to_string()], Some("acme".to_string()), 32_000);
+            let _ = d.decode(&bytes, None);
+            let _ = d.decode_record(text.as_bytes(), Some("acme"), Some("t:0:1"));
+            let mut prefixed = b"{".to_vec();
+            prefixed.extend_from_slice(&bytes);
+            let _ = d.decode(&prefixed, None);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_numbers_are_reasons_not_panics() {
+        let d = Decoder::new(["acme".to_string()], Some("acme".to_string()), 1 << 20);
+        let deep = format!(
+            "{{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"properties\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(
+            d.decode(deep.as_bytes(), None).unwrap_err().reason(),
+            "malformed_json"
+        );
+        let huge = br#"{"type":"track","userId":1e999999,"event":"e","timestamp":1e400}"#;
+        assert!(d.decode(huge, None).is_err());
     }
 }

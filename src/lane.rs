@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Ordering};
-use crate::deliver::{Destination, Encoded, ItemOutcome};
+use crate::deliver::{Destination, Encoded, Failure, ItemOutcome};
 use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::Metrics;
 use crate::source::{OffsetTracker, Origin, Raw};
@@ -330,6 +330,10 @@ struct Held {
     queues: Queues,
     in_flight: JoinSet<BatchResult>,
     batches: HashMap<u64, Batch>,
+    /// The batch each delivery task carries, to fail it if the task panics.
+    tasks: HashMap<tokio::task::Id, u64>,
+    /// Batches whose task panicked and are being dead-lettered.
+    failed: std::collections::HashSet<u64>,
     next_batch: u64,
 }
 
@@ -367,7 +371,7 @@ impl Held {
             self.batches.insert(id, batch.clone());
             let shared = shared.clone();
             let workspace = workspace.clone();
-            self.in_flight.spawn(async move {
+            let task = self.in_flight.spawn(async move {
                 let items: Vec<Encoded> = batch.iter().map(|e| e.encoded.clone()).collect();
                 let outcomes = shared.destination.deliver(&workspace, &items).await;
                 // Refused events complete only once their dead letters are acknowledged.
@@ -383,7 +387,61 @@ impl Held {
                 futures::future::join_all(letters).await;
                 (id, outcomes)
             });
+            self.tasks.insert(task.id(), id);
         }
+    }
+
+    /// A delivery task panicked (a defect, never an answer from the API): its batch is
+    /// dead-lettered with the panic as the reason, so its offsets complete and its users
+    /// move on, rather than staying "in flight" for ever.
+    fn fail_batch(&mut self, workspace: &Arc<str>, shared: &Arc<LaneShared>, e: JoinError) {
+        let Some(id) = self.tasks.remove(&e.id()) else {
+            return;
+        };
+        let Some(batch) = self.batches.get(&id).cloned() else {
+            return;
+        };
+        if !self.failed.insert(id) {
+            // Dead-lettering it panicked too: nothing more can be done here without
+            // losing it. Its offsets stay uncommitted (the partition's commit holds
+            // there) and a restart delivers it again.
+            tracing::error!(
+                workspace = %workspace, events = batch.len(),
+                "dead-lettering a failed batch panicked as well; its events stay \
+                 uncommitted until the pod restarts"
+            );
+            return;
+        }
+        let panic = e.try_into_panic().map_or_else(
+            |e| e.to_string(),
+            |p| {
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into())
+            },
+        );
+        tracing::error!(
+            workspace = %workspace, events = batch.len(),
+            "delivery task panicked ({panic}); its events are dead-lettered (reason internal_error)"
+        );
+        let failure =
+            Failure::without_request("internal_error", format!("delivery task panicked: {panic}"));
+        let (shared, workspace) = (shared.clone(), workspace.clone());
+        let task = self.in_flight.spawn(async move {
+            let letters = batch.iter().map(|e| {
+                shared.dead_letters.send(Letter {
+                    origin: &e.origin,
+                    raw: &e.raw,
+                    workspace: Some(&workspace),
+                    failure: &failure,
+                })
+            });
+            futures::future::join_all(letters).await;
+            let outcomes = vec![ItemOutcome::Rejected(failure.clone()); batch.len()];
+            (id, outcomes)
+        });
+        self.tasks.insert(task.id(), id);
     }
 
     /// Takes every event back, in an order that keeps each user's: a user's batch in
@@ -392,6 +450,8 @@ impl Held {
     async fn take_all(&mut self) -> Vec<Envelope> {
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
+        self.tasks.clear();
+        self.failed.clear();
         let mut ids: Vec<u64> = self.batches.keys().copied().collect();
         ids.sort();
         let mut out = Vec::new();
@@ -422,6 +482,8 @@ pub async fn run_lane(
         queues: Queues::default(),
         in_flight: JoinSet::new(),
         batches: HashMap::new(),
+        tasks: HashMap::new(),
+        failed: Default::default(),
         next_batch: 0,
     };
     let mut draining = false;
@@ -451,15 +513,19 @@ pub async fn run_lane(
                 );
                 break;
             }
-            Some(joined) = held.in_flight.join_next(), if !held.in_flight.is_empty() => match joined {
-                Ok((id, outcomes)) => {
+            Some(joined) = held.in_flight.join_next_with_id(), if !held.in_flight.is_empty() => match joined {
+                Ok((task, (id, outcomes))) => {
+                    held.tasks.remove(&task);
+                    held.failed.remove(&id);
                     let batch = held.batches.remove(&id).expect("a batch in flight is listed");
                     // Its task has ended, so this is the only handle left.
                     let batch = Arc::unwrap_or_clone(batch);
                     finish(&workspace, &shared, &mut held.queues, batch, outcomes);
                 }
-                Err(e) if e.is_cancelled() => {}
-                Err(e) => tracing::error!(workspace = %workspace, "delivery task failed: {e}"),
+                Err(e) if e.is_cancelled() => {
+                    held.tasks.remove(&e.id());
+                }
+                Err(e) => held.fail_batch(&workspace, &shared, e),
             },
             received = rx.recv(), if !draining => match received {
                 Some(msg) => take_in(msg, &mut held, &mut parking, &shared).await,

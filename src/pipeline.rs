@@ -108,6 +108,7 @@ pub async fn run_on(
         Decoder::for_config(&config),
         marks.clone(),
         dead_letter_tasks.clone(),
+        &shared.metrics,
     )
     .map_err(SourceError::Kafka)?;
     let mut lanes = JoinSet::new();

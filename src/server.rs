@@ -118,14 +118,21 @@ async fn render_metrics(State((metrics, _)): State<(Metrics, Health)>) -> impl I
     )
 }
 
-async fn ready(State((_, health)): State<(Metrics, Health)>) -> impl IntoResponse {
+async fn ready(State((metrics, health)): State<(Metrics, Health)>) -> impl IntoResponse {
     // The destination is not part of readiness: while it fails sluice is in a known
     // back-off, holding events and offsets, which a restart would not improve.
     match health.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        ),
+        Err(why) => {
+            // The broker away is the likeliest why: say so, with its error.
+            let why = match metrics.kafka_outage() {
+                Some(outage) => format!("{why}; {outage}"),
+                None => why.to_string(),
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            )
+        }
     }
 }

@@ -104,7 +104,9 @@ pub struct KafkaConfig {
     /// Where a group with no committed offset starts: `earliest` or `latest`.
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,
-    /// How often completed offsets are committed, in milliseconds.
+    /// Least time between two commits, in milliseconds: completed offsets are committed
+    /// as they advance, at most this often, so a crash re-delivers at most about
+    /// rate × (this + a commit's round trip) events already delivered.
     #[serde(default = "defaults::commit_interval_ms")]
     pub commit_interval_ms: u64,
     /// Events held in process (consumed, not yet delivered) above which the assigned
@@ -460,7 +462,7 @@ mod defaults {
     use std::net::SocketAddr;
 
     pub(super) fn commit_interval_ms() -> u64 {
-        1_000
+        100
     }
     pub(super) fn max_buffered_events() -> usize {
         10_000

@@ -49,10 +49,20 @@ pub fn is_throttle(status: StatusCode, retry_after: Option<Duration>) -> bool {
         || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
 }
 
+/// The longest wait an API's headers are believed for: past it (`Retry-After:
+/// 99999999999`, `X-RateLimit-Reset: 1e20`) they are ignored and the backoff policy
+/// decides, as without them. Every header value is hostile input.
+pub const MAX_ASKED_WAIT: Duration = Duration::from_secs(3600);
+
 /// How long the API asked us to wait: `Retry-After` (delta-seconds or HTTP-date), else
 /// `X-RateLimit-Reset` (seconds to wait; a unix time in seconds, or in milliseconds,
-/// when it is that large).
+/// when it is that large). `None` when neither says, or says more than
+/// [`MAX_ASKED_WAIT`].
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    asked_wait(headers, now).filter(|d| *d <= MAX_ASKED_WAIT)
+}
+
+fn asked_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = |name: &str| {
         headers
             .get(name)
@@ -75,10 +85,10 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     // 2001); smaller values are seconds to wait.
     if reset > 1e9 {
         let seconds = if reset > 1e11 { reset / 1000.0 } else { reset };
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds);
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)?;
         return Some(at.duration_since(now).unwrap_or_default());
     }
-    Some(Duration::from_secs_f64(reset))
+    Duration::try_from_secs_f64(reset).ok()
 }
 
 /// `2xx`, `4xx`... for metrics.
@@ -188,6 +198,37 @@ mod tests {
         );
         assert_eq!(retry_after(&h, now), Some(Duration::from_millis(7500)));
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn absurd_waits_are_not_believed_and_never_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (name, value) in [
+            ("x-ratelimit-reset", "1e20"),
+            ("x-ratelimit-reset", "1e300"),
+            (
+                "x-ratelimit-reset",
+                "179769313486231570000000000000000000000000",
+            ),
+            ("x-ratelimit-reset", "NaN"),
+            ("x-ratelimit-reset", "-5"),
+            ("x-ratelimit-reset", "99999999999"),
+            ("retry-after", "18446744073709551615"),
+            ("retry-after", "99999999999999999999999"),
+            ("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            ("retry-after", "-1"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_str(value).unwrap());
+            assert_eq!(retry_after(&h, now), None, "{name}: {value}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("3600"));
+        assert_eq!(
+            retry_after(&h, now),
+            Some(MAX_ASKED_WAIT),
+            "an hour is believed"
+        );
     }
 
     #[test]

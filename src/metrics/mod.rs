@@ -2,6 +2,7 @@
 //! drift. Label values are bounded: workspace ids come from the configuration and
 //! reasons from fixed codes; never a user id, key or offset.
 
+pub mod outage;
 #[cfg(target_os = "linux")]
 pub mod process;
 
@@ -55,6 +56,10 @@ pub struct Metrics {
     /// Nanoseconds attempts waited on their workspace's limit, and spent waiting or
     /// in flight in all: the limit-bound share of lane time.
     limit_nanos: std::sync::Arc<(AtomicU64, AtomicU64)>,
+    /// The brokers unreachable (one target, `brokers`).
+    kafka_outages: Arc<outage::Outages>,
+    /// A workspace's API unreachable (connection refused, timeouts).
+    api_outages: Arc<outage::Outages>,
 }
 
 impl Default for Metrics {
@@ -137,6 +142,22 @@ impl Metrics {
     /// A fresh registry with every sluice metric registered.
     pub fn new() -> Self {
         let r = Registry::new();
+        let dependency_down = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "sluice_dependency_down",
+                "1 while a dependency (kafka: the brokers; api: a workspace's API) does not answer.",
+            ),
+            &["dependency", "target"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(dependency_down.clone()))
+            .expect("unique metric");
+        let dependency_failures = counter_vec(
+            &r,
+            "sluice_dependency_failures_total",
+            "Failed attempts to reach a dependency (connection refused, timeouts, broker errors).",
+            &["dependency", "target"],
+        );
         Metrics {
             consumed: counter(
                 &r,
@@ -370,6 +391,16 @@ impl Metrics {
                 g
             },
             limit_nanos: Default::default(),
+            kafka_outages: Arc::new(outage::Outages::new(
+                "kafka",
+                dependency_down.clone(),
+                dependency_failures.clone(),
+            )),
+            api_outages: Arc::new(outage::Outages::new(
+                "api",
+                dependency_down,
+                dependency_failures,
+            )),
             registry: {
                 register_build_info(&r);
                 // CPU seconds, memory, open files of this process (Linux): CPU per pod
@@ -397,6 +428,10 @@ impl Metrics {
         self.delivered
             .with_label_values(&[workspace])
             .inc_by(count as u64);
+        // A batch refused for good (count 0) is no sign the API is back.
+        if count > 0 {
+            self.api_outages.recovered(workspace);
+        }
     }
 
     /// A message could not be decoded or validated.
@@ -575,10 +610,31 @@ impl Metrics {
         self.auth_failures.with_label_values(&[workspace]).inc();
     }
 
-    /// A request will be tried again.
+    /// A request will be tried again. An API that cannot be reached (refused, timed
+    /// out, reset) is one outage, logged when it starts and every 30 s while it lasts.
     pub fn retry(&self, workspace: &str, reason: &str, detail: &str) {
-        tracing::info!(workspace, reason, "request failed, retrying: {detail}");
         self.retries.with_label_values(&[workspace, reason]).inc();
+        if matches!(reason, "connect" | "timeout" | "network") {
+            self.api_outages
+                .failed(workspace, &format!("{reason}: {detail}"));
+        } else {
+            tracing::info!(workspace, reason, "request failed, retrying: {detail}");
+        }
+    }
+
+    /// The brokers could not be reached (librdkafka's transport errors, a failed poll).
+    pub fn kafka_failed(&self, error: &str) {
+        self.kafka_outages.failed("brokers", error);
+    }
+
+    /// The brokers' outage now, if they are away (for `/readyz`).
+    pub fn kafka_outage(&self) -> Option<String> {
+        self.kafka_outages.describe("brokers")
+    }
+
+    /// The brokers answered (a message read, a commit confirmed, watermarks read).
+    pub fn kafka_ok(&self) {
+        self.kafka_outages.recovered("brokers");
     }
 
     /// Offsets were committed.

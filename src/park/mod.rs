@@ -115,8 +115,9 @@ impl ParkingSetup {
         decoder: Decoder,
         marks: ParkedMarks,
         writes: TaskTracker,
+        metrics: &crate::metrics::Metrics,
     ) -> Result<Option<Self>, rdkafka::error::KafkaError> {
-        let Some(parker) = Parker::new(config)? else {
+        let Some(parker) = Parker::new(config, metrics)? else {
             return Ok(None);
         };
         if let Err(why) = blocking(|| keeps_commit_metadata(config, parker.topic())) {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+
+use crate::source::kafka_log::KafkaLog;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -95,7 +97,7 @@ struct Part {
 
 struct Reader {
     setup: ReaderSetup,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<KafkaLog>,
     parts: HashMap<i32, Part>,
     /// Fences read and not yet committed past: (parking partition, offset, epoch).
     fences: Vec<(i32, i64, u64)>,
@@ -115,7 +117,8 @@ pub fn start(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = client.create()?;
+    let consumer: StreamConsumer<KafkaLog> =
+        client.create_with_context(KafkaLog::new(setup.shared.metrics.clone()))?;
     let (ctrl, rx) = mpsc::unbounded_channel();
     let lag = Arc::new(AtomicI64::new(i64::MAX));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -275,6 +278,17 @@ impl Reader {
                 .unwrap_or(0),
             replay: hs.get(headers::REPLAY).cloned(),
             entered_us: hs.get(headers::DUE).and_then(|d| d.parse().ok()),
+            // Parked before copies carried it: the source record it was parked from.
+            first_written: crate::source::first_written(
+                (
+                    &*source.topic,
+                    source.partition,
+                    hs.get(headers::OFFSET)
+                        .and_then(|o| o.parse().ok())
+                        .unwrap_or(offset),
+                ),
+                |h| hs.get(h).cloned(),
+            ),
         };
         let origin = Origin { tp, offset };
         let shared = &self.setup.shared;
@@ -283,9 +297,11 @@ impl Reader {
             .as_deref()
             .ok_or_else(|| crate::event::InvalidEvent::Malformed("empty message".into()))
             .and_then(|payload| {
-                self.setup
-                    .decoder
-                    .decode(payload, Some(&self.setup.workspace))
+                self.setup.decoder.decode_record(
+                    payload,
+                    Some(&self.setup.workspace),
+                    Some(&raw.first_written),
+                )
             })
             .and_then(|event| Ok((shared.destination.encode(&event)?, event)));
         match decoded {

@@ -11,6 +11,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use crate::metrics::Metrics;
+use crate::source::kafka_log::KafkaLog;
+
 use crate::config::Config;
 use crate::dlq::headers;
 use crate::source::{client_config, Origin, Raw, TopicPartition};
@@ -25,7 +28,7 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The parking topic's producer.
 pub struct Parker {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaLog>,
     topic: String,
 }
 
@@ -40,7 +43,7 @@ impl std::fmt::Debug for Parker {
 impl Parker {
     /// A producer for `kafka.park_topic` on the source's brokers, or `None` when parking
     /// is not configured.
-    pub fn new(config: &Config) -> Result<Option<Self>, KafkaError> {
+    pub fn new(config: &Config, metrics: &Metrics) -> Result<Option<Self>, KafkaError> {
         let k = &config.kafka;
         let Some(topic) = &k.park_topic else {
             return Ok(None);
@@ -64,7 +67,7 @@ impl Parker {
                 (k.max_buffered_events * 2 + 10_000).to_string(),
             );
         Ok(Some(Parker {
-            producer: client.create()?,
+            producer: client.create_with_context(KafkaLog::new(metrics.clone()))?,
             topic: topic.clone(),
         }))
     }
@@ -95,6 +98,7 @@ impl Parker {
         if let Some(replay) = &raw.replay {
             pairs.push((headers::REPLAY, replay.clone()));
         }
+        pairs.push((headers::FIRST_WRITTEN, raw.first_written.clone()));
         if let Some(entered) = raw.entered_us {
             pairs.push((headers::DUE, entered.to_string()));
         }

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::kafka_log::KafkaLog;
 use super::{Assigned, OffsetTracker, Origin, Raw, TopicPartition};
 use crate::config::{Config, OffsetReset};
 use crate::deliver::Failure;
@@ -35,6 +36,9 @@ use tokio_util::task::TaskTracker;
 /// How often the loop wakes while nothing arrives, so a paused consumer still polls
 /// (librdkafka evicts a member that stops polling for `max.poll.interval.ms`).
 const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// How often commits the broker refused or never answered are asked for again.
+const RECOMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long reading a topic's partition count may take in a rebalance.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -69,9 +73,19 @@ struct SourceContext {
     rebalances: Option<mpsc::UnboundedSender<Control>>,
     /// The workspaces (for the safe assumption when marks cannot be read).
     workspaces: Vec<String>,
+    /// librdkafka's lines, in sluice's terms.
+    log: KafkaLog,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.line(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -85,8 +99,6 @@ impl ConsumerContext for SourceContext {
                 let offsets = self.tracker.committable_for(&revoked);
                 if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync, &self.marks) {
                     tracing::warn!("commit of revoked partitions failed: {e}");
-                } else if !offsets.is_empty() {
-                    self.metrics.committed(offsets.len());
                 }
                 // The rest is redelivered to the new owner, who reads the marks just
                 // committed; this pod's are no longer its to write.
@@ -124,6 +136,42 @@ impl ConsumerContext for SourceContext {
                 self.health.joined();
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+    }
+
+    /// The broker's answer to a commit: confirmed offsets are not asked for again;
+    /// refused ones (NOT_COORDINATOR during a rebalance, a broker away) are, at the next
+    /// commit, even on a partition with nothing new.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let mut confirmed = Vec::new();
+        let mut refused = Vec::new();
+        for e in offsets.elements() {
+            let Offset::Offset(next) = e.offset() else {
+                continue;
+            };
+            let tp = (TopicPartition::new(e.topic(), e.partition()), next);
+            if result.is_ok() && e.error().is_ok() {
+                confirmed.push(tp);
+            } else {
+                refused.push(tp);
+            }
+        }
+        if !confirmed.is_empty() {
+            self.tracker.mark_committed(&confirmed);
+            self.metrics.committed(confirmed.len());
+            self.log.ok();
+        }
+        if !refused.is_empty() {
+            self.tracker.mark_failed(&refused);
+            match result {
+                // Nothing to commit is not a failure.
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => self.log.error(&e, "offset commit refused; asked again"),
+                Ok(()) => self.log.error(
+                    &KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail),
+                    "offset commit refused for some partitions; asked again",
+                ),
+            }
         }
     }
 
@@ -366,6 +414,7 @@ impl Source {
             marks: marks.clone(),
             rebalances: parking_on.then_some(rebalance_tx),
             workspaces: config.workspaces.iter().map(|w| w.id.clone()).collect(),
+            log: KafkaLog::new(metrics.clone()),
         };
         let consumer: StreamConsumer<SourceContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
@@ -387,25 +436,51 @@ impl Source {
         })
     }
 
-    /// Consumes until `stop` is cancelled, committing completed offsets as it goes.
+    /// Consumes until `stop` is cancelled, committing completed offsets as they advance.
+    ///
+    /// A commit follows each advance of a partition's contiguous offset, at most one
+    /// per `kafka.commit_interval_ms`, so a crash re-delivers at most about
+    /// rate × (interval + a commit's round trip) delivered events. A slower tick asks
+    /// again for commits the broker refused or never answered.
     pub async fn run(&mut self, router: &Router, stop: &CancellationToken) {
-        let mut commit_tick = tokio::time::interval(self.commit_interval);
-        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let advanced = self.tracker.advances();
+        let mut recommit = tokio::time::interval(self.commit_interval.max(RECOMMIT_EVERY));
+        recommit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut idle_tick = tokio::time::interval(IDLE_POLL);
+        // Built once and re-armed, never per message: a timer registered per message
+        // costs a driver wake-up each, a third of the CPU of an event.
+        let commit_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(commit_timer);
+        let wake = advanced.notified();
+        tokio::pin!(wake);
+        let mut due = false;
+        let mut next_allowed = tokio::time::Instant::now();
         loop {
             self.apply_back_pressure();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                _ = &mut commit_timer, if due => {
+                    due = false;
+                    next_allowed = tokio::time::Instant::now() + self.commit_interval;
+                    self.commit_now();
+                }
+                _ = &mut wake, if !due => {
+                    wake.set(advanced.notified());
+                    due = true;
+                    let at = next_allowed.max(tokio::time::Instant::now());
+                    commit_timer.as_mut().reset(at);
+                }
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
                         let detached = detach(&message, &mut self.topics);
                         drop(message);
+                        self.metrics.kafka_ok();
                         self.dispatch(detached, router);
                     }
-                    Err(e) => tracing::warn!("kafka: {e}"),
+                    Err(e) => self.consumer.context().log.error(&e, "reading"),
                 },
-                _ = commit_tick.tick() => self.commit_now(),
+                _ = recommit.tick() => self.commit_now(),
                 _ = idle_tick.tick() => self.forward_rebalances(router),
             }
         }
@@ -458,10 +533,17 @@ impl Source {
         let origin = message.origin;
         self.tracker.track(&origin.tp, origin.offset);
         let decoded = match &message.raw.payload {
+            _ if message.workspace_unreadable => Err(InvalidEvent::UnknownWorkspace(
+                "(the workspace header is not UTF-8)".into(),
+            )),
             None => Err(InvalidEvent::Malformed("empty message".into())),
             Some(payload) => self
                 .decoder
-                .decode(payload, message.workspace.as_deref())
+                .decode_record(
+                    payload,
+                    message.workspace.as_deref(),
+                    Some(&message.raw.first_written),
+                )
                 .and_then(|event| Ok((self.shared.destination.encode(&event)?, event))),
         };
         let buffered = self.buffered.fetch_add(1, Ordering::AcqRel) + 1;
@@ -517,8 +599,11 @@ impl Source {
     }
 
     fn commit_now(&self) {
-        if let Err(e) = self.commit(CommitMode::Async) {
-            tracing::warn!("offset commit failed: {e}");
+        if let Err(SourceError::Kafka(e)) = self.commit(CommitMode::Async) {
+            self.consumer
+                .context()
+                .log
+                .error(&e, "offset commit failed");
         }
     }
 
@@ -538,8 +623,8 @@ impl Source {
             return Ok(0);
         }
         commit_offsets(&self.consumer, &offsets, mode, &self.marks)?;
-        self.tracker.mark_committed(&offsets);
-        self.metrics.committed(offsets.len());
+        // Confirmed (and counted) by the broker's answer, in `commit_callback`.
+        self.tracker.mark_requested(&offsets);
         Ok(offsets.len())
     }
 
@@ -562,6 +647,9 @@ struct Detached {
     origin: Origin,
     raw: Raw,
     workspace: Option<String>,
+    /// A `workspace` header was there but not UTF-8: never guessed (the default
+    /// workspace would be another tenant's lane), dead-lettered.
+    workspace_unreadable: bool,
 }
 
 fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>) -> Detached {
@@ -584,10 +672,20 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
         })
     };
     let workspace = header("workspace");
+    let workspace_unreadable = workspace.is_none()
+        && message.headers().is_some_and(|headers| {
+            headers.iter().any(|h| {
+                h.key == "workspace" && h.value.is_some_and(|v| std::str::from_utf8(v).is_err())
+            })
+        });
     let redrive_count = header(headers::REDRIVE_COUNT)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let replay = header(headers::REPLAY);
+    let first_written = super::first_written(
+        (message.topic(), message.partition(), message.offset()),
+        header,
+    );
     let entered_us = header(headers::DUE)
         .and_then(|d| d.parse().ok())
         .or_else(|| message.timestamp().to_millis().map(|ms| ms * 1000));
@@ -605,7 +703,9 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
             redrive_count,
             replay,
             entered_us,
+            first_written,
         },
         workspace,
+        workspace_unreadable,
     }
 }

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::kafka_log::KafkaLog;
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +31,7 @@ pub type Assigned = Arc<Mutex<BTreeSet<TopicPartition>>>;
 
 /// Measures lag for the assigned partitions.
 pub struct LagMonitor {
-    client: BaseConsumer,
+    client: BaseConsumer<KafkaLog>,
     assigned: Assigned,
     tracker: OffsetTracker,
     buffered: Arc<AtomicUsize>,
@@ -68,7 +70,7 @@ impl LagMonitor {
             .set("group.id", &k.group_id)
             .set("enable.auto.commit", "false");
         Ok(LagMonitor {
-            client: client.create()?,
+            client: client.create_with_context(KafkaLog::new(metrics.clone()))?,
             assigned,
             tracker,
             buffered,
@@ -99,8 +101,13 @@ impl LagMonitor {
             .expect("the lag measurement does not panic");
             self = back;
             match result {
-                Ok(()) => self.health.broker_reachable(),
-                Err(e) => tracing::warn!("lag measurement failed (broker unreachable?): {e}"),
+                Ok(()) => {
+                    self.health.broker_reachable();
+                    // On an idle topic this is the sign the brokers are back.
+                    self.metrics.kafka_ok();
+                }
+                // Counted and logged as one outage, not a line every refresh.
+                Err(e) => self.metrics.kafka_failed(&format!("lag measurement: {e}")),
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The source: the Kafka consumer, and the record of which offsets may be committed.
 
 mod consumer;
+pub mod kafka_log;
 mod lag;
 mod offsets;
 
@@ -45,4 +46,44 @@ pub struct Raw {
     /// (`sluice.due`) if present, else the record's timestamp; for the delivery
     /// latency (entered → accepted by the API).
     pub entered_us: Option<i64>,
+    /// Where it was first written, `TOPIC:PARTITION:OFFSET` (see [`first_written`]).
+    pub first_written: String,
+}
+
+/// Where a record was first written, `TOPIC:PARTITION:OFFSET`, which the ids of events
+/// without a `messageId` derive from: what a parked copy, dead letter or redrive
+/// carries (`sluice.first_written`), else the record a replay copied (`sluice.replay`,
+/// `RUN:TOPIC:PARTITION:OFFSET`), else the record itself.
+pub fn first_written(own: (&str, i32, i64), header: impl Fn(&str) -> Option<String>) -> String {
+    use crate::dlq::headers;
+    if let Some(first) = header(headers::FIRST_WRITTEN) {
+        return first;
+    }
+    if let Some(replayed) = header(headers::REPLAY) {
+        if let Some((_run, place)) = replayed.split_once(':') {
+            return place.to_string();
+        }
+    }
+    format!("{}:{}:{}", own.0, own.1, own.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_written;
+    use crate::dlq::headers;
+
+    #[test]
+    fn a_copy_keeps_the_place_its_event_was_first_written() {
+        let none = |_: &str| None;
+        assert_eq!(first_written(("t", 1, 7), none), "t:1:7");
+        let replayed = |h: &str| (h == headers::REPLAY).then(|| "RUN1:src:3:42".to_string());
+        assert_eq!(first_written(("copy", 0, 9), replayed), "src:3:42");
+        // A parked copy or a redrive of a replayed event: what it carries wins.
+        let carried = |h: &str| match h {
+            headers::FIRST_WRITTEN => Some("src:3:42".to_string()),
+            headers::REPLAY => Some("RUN1:other:0:1".to_string()),
+            _ => None,
+        };
+        assert_eq!(first_written(("park", 5, 100), carried), "src:3:42");
+    }
 }

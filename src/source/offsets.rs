@@ -8,6 +8,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A commit asked for and not yet confirmed is asked for again after this long.
+const UNCONFIRMED_AFTER: Duration = Duration::from_secs(2);
 
 /// A topic and a partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,8 +41,10 @@ struct PartitionState {
     pending: BTreeSet<i64>,
     /// The highest offset handed downstream.
     highest_seen: Option<i64>,
-    /// The last value committed (or `None` before the first commit).
+    /// The last value the broker confirmed committed (or `None` before the first).
     committed: Option<i64>,
+    /// The last value asked for and when, while unconfirmed.
+    requested: Option<(i64, Instant)>,
 }
 
 impl PartitionState {
@@ -51,6 +60,8 @@ impl PartitionState {
 #[derive(Debug, Default, Clone)]
 pub struct OffsetTracker {
     inner: Arc<Mutex<HashMap<TopicPartition, PartitionState>>>,
+    /// Woken when a partition's committable offset advances.
+    advanced: Arc<Notify>,
 }
 
 impl OffsetTracker {
@@ -71,26 +82,68 @@ impl OffsetTracker {
     /// no longer assigned are ignored.
     pub fn complete<'a>(&self, done: impl IntoIterator<Item = (&'a TopicPartition, i64)>) {
         let mut map = self.lock();
+        let mut advanced = false;
         for (tp, offset) in done {
             if let Some(state) = map.get_mut(tp) {
+                advanced |= state.pending.first() == Some(&offset);
                 state.pending.remove(&offset);
             }
         }
+        drop(map);
+        if advanced {
+            self.advanced.notify_one();
+        }
+    }
+
+    /// Notified (`notify_one`) when some partition's committable offset advances; an
+    /// advance while nobody waits is remembered for the next wait.
+    pub fn advances(&self) -> Arc<Notify> {
+        self.advanced.clone()
     }
 
     /// Offsets (next offset to read) that can be committed and differ from the last
-    /// commit. Call [`mark_committed`](Self::mark_committed) once the commit succeeded.
+    /// confirmed commit, leaving out those asked for moments ago and not yet answered.
+    /// Call [`mark_requested`](Self::mark_requested) when asking the broker and
+    /// [`mark_committed`](Self::mark_committed) once it confirms.
     pub fn committable(&self) -> Vec<(TopicPartition, i64)> {
         let map = self.lock();
+        let now = Instant::now();
         let mut out: Vec<_> = map
             .iter()
             .filter_map(|(tp, s)| {
                 let next = s.committable()?;
-                (s.committed != Some(next)).then(|| (tp.clone(), next))
+                let asked = s
+                    .requested
+                    .is_some_and(|(r, at)| r == next && now < at + UNCONFIRMED_AFTER);
+                (s.committed != Some(next) && !asked).then(|| (tp.clone(), next))
             })
             .collect();
         out.sort();
         out
+    }
+
+    /// Remembers that these commits were asked for (an asynchronous commit on its way).
+    pub fn mark_requested(&self, offsets: &[(TopicPartition, i64)]) {
+        let mut map = self.lock();
+        let now = Instant::now();
+        for (tp, next) in offsets {
+            if let Some(state) = map.get_mut(tp) {
+                state.requested = Some((*next, now));
+            }
+        }
+    }
+
+    /// Forgets that these commits were asked for (the broker refused them), so the next
+    /// commit asks again.
+    pub fn mark_failed(&self, offsets: &[(TopicPartition, i64)]) {
+        let mut map = self.lock();
+        for (tp, next) in offsets {
+            if let Some(state) = map.get_mut(tp) {
+                if state.requested.is_some_and(|(r, _)| r == *next) {
+                    state.requested = None;
+                }
+            }
+        }
     }
 
     /// Committable offsets of just these partitions, whether or not already committed.
@@ -101,12 +154,16 @@ impl OffsetTracker {
             .collect()
     }
 
-    /// Remembers a successful commit so it is not repeated.
+    /// Remembers a commit the broker confirmed so it is not repeated.
     pub fn mark_committed(&self, offsets: &[(TopicPartition, i64)]) {
         let mut map = self.lock();
         for (tp, next) in offsets {
             if let Some(state) = map.get_mut(tp) {
-                state.committed = Some(*next);
+                // Confirmations may arrive out of order: keep the highest.
+                state.committed = Some(state.committed.map_or(*next, |c| c.max(*next)));
+                if state.requested.is_some_and(|(r, _)| r <= *next) {
+                    state.requested = None;
+                }
             }
         }
     }
@@ -190,5 +247,80 @@ mod tests {
         t.complete([(&tp(0), 0)]);
         assert_eq!(t.committable(), vec![(tp(1), 8)]);
         assert_eq!(t.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_is_asked_for_once_and_again_when_refused_or_unanswered() {
+        let t = OffsetTracker::new();
+        for o in 0..3 {
+            t.track(&tp(0), o);
+        }
+        t.complete([(&tp(0), 0), (&tp(0), 1), (&tp(0), 2)]);
+        assert_eq!(t.committable(), vec![(tp(0), 3)]);
+        t.mark_requested(&[(tp(0), 3)]);
+        assert_eq!(t.committable(), vec![], "on its way: not asked twice");
+        t.mark_failed(&[(tp(0), 3)]);
+        assert_eq!(t.committable(), vec![(tp(0), 3)], "refused: asked again");
+        t.mark_requested(&[(tp(0), 3)]);
+        tokio::time::advance(UNCONFIRMED_AFTER).await;
+        assert_eq!(t.committable(), vec![(tp(0), 3)], "unanswered: asked again");
+        t.mark_committed(&[(tp(0), 3)]);
+        assert_eq!(t.committable(), vec![]);
+        // A late confirmation of an older commit does not move it back.
+        t.mark_committed(&[(tp(0), 1)]);
+        assert_eq!(t.committable(), vec![]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_advance_of_the_contiguous_offset_wakes_the_committer() {
+        let t = OffsetTracker::new();
+        for o in 0..3 {
+            t.track(&tp(0), o);
+        }
+        let quick = std::time::Duration::from_millis(1);
+        let advances = t.advances();
+        t.complete([(&tp(0), 2)]);
+        let waited = tokio::time::timeout(quick, advances.notified()).await;
+        assert!(waited.is_err(), "a gap below");
+        t.complete([(&tp(0), 0)]);
+        let waited = tokio::time::timeout(quick, advances.notified()).await;
+        assert!(waited.is_ok(), "remembered");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any completion order of any set of offsets: what may be committed is always
+        /// the first offset not completed (one past the highest when all are), never
+        /// beyond.
+        #[test]
+        fn any_completion_order_commits_exactly_the_contiguous_prefix(
+            (offsets, order) in proptest::collection::btree_set(0i64..500, 1..60)
+                .prop_flat_map(|set| {
+                    let offsets: Vec<i64> = set.into_iter().collect();
+                    let n = offsets.len();
+                    (
+                        Just(offsets),
+                        proptest::sample::subsequence((0..n).collect::<Vec<_>>(), 0..=n)
+                            .prop_shuffle(),
+                    )
+                })
+        ) {
+            let t = OffsetTracker::new();
+            for &o in &offsets {
+                t.track(&tp(0), o);
+            }
+            let mut done = BTreeSet::new();
+            for i in order {
+                t.complete([(&tp(0), offsets[i])]);
+                done.insert(offsets[i]);
+                let expected = offsets
+                    .iter()
+                    .find(|o| !done.contains(o))
+                    .copied()
+                    .unwrap_or(offsets[offsets.len() - 1] + 1);
+                prop_assert_eq!(t.committable(), vec![(tp(0), expected)]);
+            }
+        }
     }
 }

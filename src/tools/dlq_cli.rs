@@ -266,6 +266,13 @@ pub async fn redrive(
                 value: Some(replay.as_bytes()),
             });
         }
+        // The event keeps its id (events without a messageId derive it from here).
+        if let Some(first) = l.header(headers::FIRST_WRITTEN) {
+            h = h.insert(Header {
+                key: headers::FIRST_WRITTEN,
+                value: Some(first.as_bytes()),
+            });
+        }
         // The workspace header routes it again as the first time.
         if let Some(ws) = l.header(headers::WORKSPACE) {
             h = h.insert(Header {

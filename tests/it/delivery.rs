@@ -58,7 +58,7 @@ pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
                     let mut v = value.clone();
                     v.as_object_mut().unwrap().remove("workspace");
                     record = Record::json(&user, &v);
-                    record.workspace_header = Some(ws.to_string());
+                    record.workspace_header = Some(ws.as_bytes().to_vec());
                 }
                 records.push(record);
                 expected.push((format!("site-{ws}"), item));
@@ -482,4 +482,35 @@ async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
     assert_eq!(event_body["name"], "Order Placed");
     assert_eq!(event_body["timestamp"], 1_793_534_400);
     assert!(ulid::Ulid::from_string(event_body["id"].as_str().unwrap()).is_ok());
+}
+
+/// A `workspace` header that is not UTF-8 is bad input: dead-lettered as
+/// `unknown_workspace`, never guessed into the default workspace (another tenant's lane).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
+    let broker = Broker::mock();
+    let api = Api::start().await;
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme", "other"]);
+    setup.lanes = "max_in_flight = 4\ndefault_workspace = \"other\"\n".into();
+    let mut event = track("acme", "u", 0);
+    event.as_object_mut().unwrap().remove("workspace");
+    let mut garbled = Record::json("u", &event);
+    garbled.workspace_header = Some(vec![0xff, 0xfe, b'a']);
+    let mut named = Record::json("u", &event);
+    named.workspace_header = Some(b"acme".to_vec());
+    let positions = produce(&broker.brokers(), &topic, &[garbled, named]).await;
+    let worker = Worker::start(setup.config());
+    setup.wait_committed(&positions, 1).await;
+    let metrics = worker.stop().await;
+    assert_eq!(api.count(), 1, "only the readable one is delivered");
+    assert_eq!(metrics.dead_lettered_count("unknown_workspace"), 1);
+    let letters = read_topic(&broker.brokers(), &format!("{topic}.dlq"), 1);
+    assert_eq!(letters[0].headers["sluice.reason"], "unknown_workspace");
+    assert!(
+        letters[0].headers["sluice.message"].contains("not UTF-8"),
+        "{:?}",
+        letters[0].headers
+    );
 }

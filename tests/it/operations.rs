@@ -299,3 +299,75 @@ async fn the_api_key_appears_nowhere_in_logs_metrics_or_dead_letters() {
         refused.headers
     );
 }
+
+/// Quiet failure: with its broker gone, `sluice run` says so once (what, where, the
+/// error), not twice every 50 ms; its log carries no build-machine source paths; the
+/// outage is in the metrics and `/readyz` says why it is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_away_is_one_line_not_a_flood() {
+    use crate::common::fleet::{free_port, Pod};
+    let dead = format!("127.0.0.1:{}", free_port());
+    let api = sluice::tools::mock_api::MockApi::start(Default::default())
+        .await
+        .unwrap();
+    let setup = Setup::new(&dead, &unique("events"), &api.base_url(), &["local"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut pod = Pod::start(&setup.toml(), dir.path(), "pod");
+    // Up, then ~8 s of a broker that refuses every connection.
+    wait_until("the pod serves", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(pod.url.trim_start_matches("http://")).is_ok()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let metrics = scrape(&pod.url).await;
+    let ready = reqwest::get(format!("{}/readyz", pod.url)).await.unwrap();
+    let (status, why) = (ready.status(), ready.text().await.unwrap());
+    pod.stop();
+    let log = pod.log();
+    let kafka_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_lowercase().contains("kafka") || l.contains("rdkafka"))
+        .collect();
+    println!(
+        "{} log lines, {} about kafka:\n{log}",
+        log.lines().count(),
+        kafka_lines.len()
+    );
+    assert!(
+        kafka_lines
+            .iter()
+            .any(|l| l.contains("kafka unreachable") && l.contains(&dead)),
+        "one line naming what, where and the error:\n{log}"
+    );
+    assert!(
+        kafka_lines.len() <= 4,
+        "{} lines about kafka:\n{log}",
+        kafka_lines.len()
+    );
+    assert!(
+        !log.contains(".cargo/registry") && !log.contains("log.file"),
+        "{log}"
+    );
+    assert_eq!(
+        total(
+            &metrics,
+            "sluice_dependency_down",
+            &["dependency=\"kafka\""]
+        ),
+        1.0
+    );
+    assert!(
+        total(
+            &metrics,
+            "sluice_dependency_failures_total",
+            &["dependency=\"kafka\""]
+        ) > 10.0
+    );
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{why}");
+    assert!(
+        why.contains("kafka unreachable") && why.contains("Connection refused"),
+        "{why}"
+    );
+    println!("/readyz: {why}");
+    api.stop().await;
+}

@@ -1,7 +1,8 @@
 //! What the mock API saw: requests by status, events accepted, duplicate event ids,
-//! the busiest one-second window per workspace, and per-user order violations.
+//! the busiest one-second window per workspace, re-deliveries and per-user order
+//! violations (by the per-user `seq` that `sluice loadgen` puts in every event).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,34 @@ struct Workspace {
     dropped: u64,
     duplicates: u64,
     order_violations: u64,
+    redelivered: u64,
     event_ids: HashSet<String>,
-    /// Highest `attributes.seq` seen per user.
-    last_seq: HashMap<String, i64>,
+    /// The `attributes.seq` values seen per user.
+    seqs: HashMap<String, Seen>,
+}
+
+/// The `seq` values one user's events arrived with: everything up to `floor` and the
+/// ones in `above` (first deliveries arrive in order, so `above` stays small).
+#[derive(Debug, Default)]
+struct Seen {
+    floor: i64,
+    above: BTreeSet<i64>,
+    highest: i64,
+}
+
+impl Seen {
+    /// Records `seq`: `false` if it had been seen before (a re-delivery).
+    fn insert(&mut self, seq: i64) -> bool {
+        if seq <= self.floor || !self.above.insert(seq) {
+            return false;
+        }
+        while self.above.first() == Some(&(self.floor + 1)) {
+            self.floor += 1;
+            self.above.pop_first();
+        }
+        self.highest = self.highest.max(seq);
+        true
+    }
 }
 
 /// Everything the mock API counts.
@@ -54,8 +80,12 @@ pub struct Snapshot {
     pub events_dropped: u64,
     /// Events whose id had been accepted before.
     pub duplicate_event_ids: u64,
-    /// Events that arrived with a lower `seq` than an earlier event of the same user.
+    /// First deliveries that arrived with a lower `seq` than an earlier event of the same
+    /// user.
     pub order_violations: u64,
+    /// Events whose user and `seq` had arrived before (re-deliveries, identifies
+    /// included, which carry no event id).
+    pub redelivered_events: u64,
     /// Per workspace.
     pub workspaces: BTreeMap<String, WorkspaceSnapshot>,
 }
@@ -77,6 +107,8 @@ pub struct WorkspaceSnapshot {
     pub duplicate_event_ids: u64,
     /// Per-user order violations.
     pub order_violations: u64,
+    /// Re-deliveries.
+    pub redelivered_events: u64,
 }
 
 impl Stats {
@@ -129,13 +161,19 @@ impl Stats {
                     ws.duplicates += 1;
                 }
             }
+            // Per-user order is judged on first deliveries: a `seq` seen before is a
+            // re-delivery (after a crash or a timeout; identifies carry no id, so this
+            // is the only way to tell); a new one below the highest is out of order.
             if let (Some(user), Some(seq)) = (event.user, event.seq) {
-                match ws.last_seq.get_mut(user) {
-                    Some(last) if seq < *last => ws.order_violations += 1,
-                    Some(last) => *last = seq,
-                    None => {
-                        ws.last_seq.insert(user.to_string(), seq);
-                    }
+                let seen = match ws.seqs.get_mut(user) {
+                    Some(seen) => seen,
+                    None => ws.seqs.entry(user.to_string()).or_default(),
+                };
+                let highest = seen.highest;
+                if !seen.insert(seq) {
+                    ws.redelivered += 1;
+                } else if seq < highest {
+                    ws.order_violations += 1;
                 }
             }
         }
@@ -157,6 +195,7 @@ impl Stats {
             snap.events_dropped += ws.dropped;
             snap.duplicate_event_ids += ws.duplicates;
             snap.order_violations += ws.order_violations;
+            snap.redelivered_events += ws.redelivered;
             snap.workspaces.insert(
                 entry.key().clone(),
                 WorkspaceSnapshot {
@@ -167,6 +206,7 @@ impl Stats {
                     events_dropped: ws.dropped,
                     duplicate_event_ids: ws.duplicates,
                     order_violations: ws.order_violations,
+                    redelivered_events: ws.redelivered,
                 },
             );
         }
@@ -200,6 +240,8 @@ mod tests {
                 ev("u", "2", 2),
                 ev("u", "2", 3),
                 ev("u", "3", 1),
+                ev("u", "5", 5),
+                ev("u", "4", 4),
             ],
         );
         // Over the limit under --silent-throttle: counted as dropped, nothing else.
@@ -208,9 +250,15 @@ mod tests {
         let a = &snap.workspaces["a"];
         assert_eq!(a.events_dropped, 1);
         assert_eq!(a.max_requests_per_second, 5);
+        // seq 1 again is a re-delivery, not out of order; 4 after 5 is.
         assert_eq!(
-            (a.events_accepted, a.duplicate_event_ids, a.order_violations),
-            (4, 1, 1)
+            (
+                a.events_accepted,
+                a.duplicate_event_ids,
+                a.redelivered_events,
+                a.order_violations
+            ),
+            (6, 1, 1, 1)
         );
     }
 }

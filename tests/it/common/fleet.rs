@@ -36,6 +36,11 @@ impl Pod {
     /// Starts `sluice run` on `toml` (its `server.listen` replaced by a free port);
     /// its log goes to a file in `dir`.
     pub fn start(toml: &str, dir: &Path, name: &str) -> Self {
+        Self::start_binary(env!("CARGO_BIN_EXE_sluice"), toml, dir, name)
+    }
+
+    /// [`start`](Self::start) with another build of sluice (the drills' release one).
+    pub fn start_binary(bin: &str, toml: &str, dir: &Path, name: &str) -> Self {
         let port = free_port();
         let toml = toml.replace(
             "listen = \"127.0.0.1:0\"",
@@ -45,7 +50,7 @@ impl Pod {
         std::fs::write(config.path(), toml).unwrap();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(config.path())
             .env(API_KEY_ENV, API_KEY)

@@ -91,8 +91,8 @@ pub struct Record {
     pub key: String,
     /// Payload bytes.
     pub payload: Vec<u8>,
-    /// A `workspace` header, if any.
-    pub workspace_header: Option<String>,
+    /// A `workspace` header, if any (bytes: not always UTF-8).
+    pub workspace_header: Option<Vec<u8>>,
 }
 
 impl Record {
@@ -155,7 +155,7 @@ pub async fn produce(brokers: &str, topic: &str, records: &[Record]) -> Vec<(i32
         if let Some(ws) = &r.workspace_header {
             record = record.headers(OwnedHeaders::new().insert(Header {
                 key: "workspace",
-                value: Some(ws.as_bytes()),
+                value: Some(&ws[..]),
             }));
         }
         producer.send(record, Duration::from_secs(10))

@@ -1,0 +1,382 @@
+//! Crash and fault drills: the release binary under load on a real broker, killed and
+//! faulted; each drill prints its figures. scripts/test.sh runs them alone (they time
+//! recoveries), after the real-broker suite, with `SLUICE_TEST_RELEASE_BIN`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::common::fleet::{free_port, Pod};
+use crate::common::{unique, Broker, Setup};
+
+/// A child process, killed when dropped (a failed drill leaves nothing running).
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn take(mut self) -> Child {
+        self.0.take().expect("running")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `sluice mock-api` (release, unlimited) in its own process, read through `/stats`:
+/// the in-process one would run in this debug test binary, too slow for the load.
+struct Api {
+    _proc: Proc,
+    url: String,
+}
+
+impl Api {
+    async fn start(bin: &str) -> Api {
+        let port = free_port();
+        let child = Command::new(bin)
+            .args([
+                "mock-api",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--limit-per-s",
+                "0",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mock-api starts");
+        let api = Api {
+            _proc: Proc(Some(child)),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if reqwest::get(format!("{}/healthz", api.url)).await.is_ok() {
+                return api;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("mock-api did not start");
+    }
+
+    async fn stats(&self) -> Stats {
+        let v: Value = reqwest::get(format!("{}/stats", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        Stats {
+            accepted: n("events_accepted"),
+            redelivered: n("redelivered_events"),
+            order_violations: n("order_violations"),
+        }
+    }
+}
+
+/// What the API counted.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    accepted: u64,
+    redelivered: u64,
+    order_violations: u64,
+}
+
+impl Stats {
+    /// Distinct events delivered.
+    fn unique(&self) -> u64 {
+        self.accepted - self.redelivered
+    }
+}
+
+/// The release build the drills run (a debug build cannot carry their load).
+fn release_bin() -> String {
+    std::env::var("SLUICE_TEST_RELEASE_BIN")
+        .expect("SLUICE_TEST_RELEASE_BIN names a release build of sluice")
+}
+
+/// `sluice loadgen` at `rate` events/s for `duration`, 1 000 users.
+fn loadgen(bin: &str, brokers: &str, topic: &str, rate: u32, duration: &str, seed: u64) -> Proc {
+    let child = Command::new(bin)
+        .args([
+            "loadgen",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--duration",
+            duration,
+        ])
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--users",
+            "1000",
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args(["--progress-interval", "1h"])
+        .env("SLUICE_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("loadgen starts");
+    Proc(Some(child))
+}
+
+/// Waits for a loadgen to finish and returns how many events the broker acknowledged.
+fn loadgen_sent(load: Proc) -> u64 {
+    let out = load.take().wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no loadgen summary in {text}"));
+    summary["acknowledged"].as_u64().unwrap()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `kill -9` the worker at random moments under 2 000 events/s, 20 times, 6–12 s after
+/// delivery resumed, restarting it each time: every event delivered, first deliveries in per-user order, the
+/// duplicates of each crash bounded by the commit interval, delivery back within the
+/// session timeout + 5 s of each restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "drill: real broker and release binary, ~4 min, run alone: scripts/test.sh"]
+async fn drill_kill_9_under_load() {
+    const KILLS: usize = 20;
+    const RATE: u32 = 2000;
+    const SESSION_TIMEOUT_S: f64 = 6.0;
+    let bin = release_bin();
+    let broker = Broker::real();
+    let topic = unique("drill-kill");
+    broker.create_topic(&topic, 8).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let api = Api::start(&bin).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
+    // The shipped batch, window and commit interval.
+    setup.batch = String::new();
+    setup.lanes = String::new();
+    setup.limits = String::new();
+    let toml = setup.toml().replace("commit_interval_ms = 200\n", "");
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 20261201;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Long enough for the kills (~21 s each on Tansu, which takes ~12 s to hand a dead
+    // pod's partitions to its successor).
+    let load = loadgen(&bin, &broker.brokers(), &topic, RATE, "420s", seed);
+    let mut pod = Pod::start_binary(&bin, &toml, dir.path(), "pod-0");
+    let mut resumes = Vec::new();
+    let mut per_crash = Vec::new();
+    let mut started = Instant::now();
+    for kill in 0..KILLS {
+        // Running and delivering, then a random moment later: kill -9.
+        let before = api.stats().await.accepted;
+        while api.stats().await.accepted == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no delivery {:?} after restart {kill}:\n{}",
+                started.elapsed(),
+                pod.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if kill > 0 {
+            resumes.push(started.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(6000..12000))).await;
+        let duplicates_before = api.stats().await.redelivered;
+        pod.kill();
+        // What this crash re-sends shows up once the next pod has caught up.
+        pod = Pod::start_binary(&bin, &toml, dir.path(), &format!("pod-{}", kill + 1));
+        started = Instant::now();
+        per_crash.push(duplicates_before);
+    }
+    // The last pod runs on; the load ends and everything must arrive.
+    let sent = tokio::task::spawn_blocking(move || loadgen_sent(load))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = api.stats().await;
+        if s.unique() >= sent {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {sent} events delivered:\n{}",
+            s.unique(),
+            pod.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = api.stats().await;
+    pod.stop();
+    // Duplicates between crashes: each crash's re-sends land after its restart.
+    per_crash.push(s.redelivered);
+    let mut dups: Vec<f64> = per_crash.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+    let total_dups = s.redelivered;
+    let max_dups = dups.iter().copied().fold(0.0, f64::max);
+    let median_dups = median(&mut dups);
+    let max_resume = resumes.iter().copied().fold(0.0, f64::max);
+    let median_resume = median(&mut resumes);
+    println!(
+        "kill -9 drill: {KILLS} kills at {RATE} events/s, seed {seed}: sent {sent}, delivered {} \
+         (unique), duplicates {total_dups} ({:.1}%; per crash median {median_dups:.0}, max \
+         {max_dups:.0}), per-user order violations {}, delivery back after a restart: median \
+         {median_resume:.1} s, max {max_resume:.1} s",
+        s.unique(),
+        total_dups as f64 / sent as f64 * 100.0,
+        s.order_violations
+    );
+    assert_eq!(
+        s.unique(),
+        sent,
+        "every event delivered at least once, none invented"
+    );
+    assert_eq!(s.order_violations, 0, "first deliveries in per-user order");
+    // Commits follow the contiguous offset at most every 100 ms: a crash re-sends what
+    // was delivered since the last confirmed commit, plus the requests in flight.
+    assert!(
+        median_dups <= 1000.0,
+        "median {median_dups} duplicates per crash"
+    );
+    assert!(max_dups <= 2500.0, "max {max_dups} duplicates per crash");
+    // The dead pod's session must expire before its partitions move; Tansu 0.6 then
+    // took ~6 s more to complete the rebalance on this machine.
+    assert!(
+        max_resume <= SESSION_TIMEOUT_S + 8.0,
+        "delivery back after {max_resume} s"
+    );
+}
+
+/// A flood of bad input: 10 000 events mixing malformed JSON, invalid UTF-8, wrong
+/// types, oversized payloads, 10 000-deep nesting, huge numbers and unknown workspaces,
+/// with good events between them, through the real binary on the mock cluster: every
+/// bad one dead-lettered with its reason, every good one delivered, no panic, memory
+/// bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_a_flood_of_bad_input_is_dead_lettered_with_reasons() {
+    use crate::common::fleet::value;
+    use crate::common::{produce, scrape, wait_until, Record};
+    let broker = Broker::mock();
+    let topic = unique("flood");
+    broker.create_topic(&topic, 8).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let api = sluice::tools::mock_api::MockApi::start(sluice::tools::mock_api::MockApiConfig {
+        limit_per_s: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let deep = format!(
+        r#"{{"type":"track","userId":"u","event":"e","workspace":"acme","properties":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let oversized = format!(
+        r#"{{"type":"track","userId":"u","event":"e","workspace":"acme","properties":{{"blob":"{}"}}}}"#,
+        "x".repeat(40_000)
+    );
+    // (payload, the reason it must be dead-lettered with; None: delivered)
+    let kinds: Vec<(Vec<u8>, Option<&str>)> = vec![
+        (b"{not json at all".to_vec(), Some("malformed_json")),
+        (
+            b"{\"type\":\"track\",\"userId\":\"u\xff\xfe\",\"event\":\"e\",\"workspace\":\"acme\"}"
+                .to_vec(),
+            Some("malformed_json"),
+        ),
+        (
+            br#"{"type":"track","userId":{"nested":true},"event":"e","workspace":"acme"}"#.to_vec(),
+            Some("missing_user_id"),
+        ),
+        (
+            br#"{"type":42,"userId":"u","workspace":"acme"}"#.to_vec(),
+            Some("malformed_json"),
+        ),
+        (oversized.into_bytes(), Some("too_large")),
+        (deep.into_bytes(), Some("malformed_json")),
+        (
+            br#"{"type":"track","userId":"u","event":"e","workspace":"acme","timestamp":1e400}"#
+                .to_vec(),
+            Some("malformed_json"),
+        ),
+        (
+            br#"{"type":"track","userId":"u","event":"e","workspace":"nowhere"}"#.to_vec(),
+            Some("unknown_workspace"),
+        ),
+        (
+            br#"{"type":"track","userId":"good","event":"e","workspace":"acme"}"#.to_vec(),
+            None,
+        ),
+    ];
+    // The mock cluster keeps ~5 MB a partition: the two big kinds are 1 in 50 each
+    // (~11 MB over 8 partitions), the others share the rest.
+    let kind = |i: usize| match i % 100 {
+        0 => 4,
+        50 => 5,
+        n => [0, 1, 2, 3, 6, 7, 8][n % 7],
+    };
+    let records: Vec<Record> = (0..10_000)
+        .map(|i| {
+            let (payload, _) = &kinds[kind(i)];
+            Record {
+                key: format!("k{}", i % 97),
+                payload: payload.clone(),
+                workspace_header: None,
+            }
+        })
+        .collect();
+    let mut expected: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut good = 0u64;
+    for i in 0..10_000 {
+        match kinds[kind(i)].1 {
+            Some(reason) => *expected.entry(reason).or_default() += 1.0,
+            None => good += 1,
+        }
+    }
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut pod = Pod::start(&setup.toml(), dir.path(), "pod");
+    setup.wait_committed(&positions, 8).await;
+    let metrics = scrape(&pod.url).await;
+    wait_until("the good events arrived", Duration::from_secs(30), || {
+        api.stats().events_accepted >= good
+    })
+    .await;
+    pod.stop();
+    let log = pod.log();
+    assert!(!log.contains("panicked"), "{log}");
+    for (reason, n) in &expected {
+        let label = format!("reason=\"{reason}\"");
+        assert_eq!(
+            value(&metrics, "sluice_events_dead_lettered_total", &[&label]),
+            *n,
+            "{reason}"
+        );
+    }
+    let letters: f64 = expected.values().sum();
+    let rss = value(&metrics, "process_resident_memory_max_bytes", &[]);
+    println!(
+        "bad-input flood: 10 000 events, {letters} dead-lettered by reason {expected:?}, {good} \
+         delivered, peak RSS {:.0} MB",
+        rss / 1e6
+    );
+    assert_eq!(api.stats().events_accepted, good);
+    assert!(rss < 300e6, "peak RSS {rss}");
+    api.stop().await;
+}
