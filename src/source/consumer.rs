@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -77,6 +77,25 @@ struct SourceContext {
     log: KafkaLog,
 }
 
+impl SourceContext {
+    /// The broker's answer to a commit: confirmed offsets are not asked for again;
+    /// refused ones (NOT_COORDINATOR during a rebalance, a broker away) are, at the next
+    /// commit, even on a partition with nothing new.
+    fn answered(&self, offsets: &[(TopicPartition, i64)], error: Option<&KafkaError>) {
+        match error {
+            None => {
+                self.tracker.mark_committed(offsets);
+                self.metrics.committed(offsets.len());
+                self.log.ok();
+            }
+            Some(e) => {
+                self.tracker.mark_failed(offsets);
+                self.log.error(e, "offset commit refused; asked again");
+            }
+        }
+    }
+}
+
 impl ClientContext for SourceContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         self.log.line(level, fac, log_message);
@@ -136,42 +155,6 @@ impl ConsumerContext for SourceContext {
                 self.health.joined();
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
-        }
-    }
-
-    /// The broker's answer to a commit: confirmed offsets are not asked for again;
-    /// refused ones (NOT_COORDINATOR during a rebalance, a broker away) are, at the next
-    /// commit, even on a partition with nothing new.
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let mut confirmed = Vec::new();
-        let mut refused = Vec::new();
-        for e in offsets.elements() {
-            let Offset::Offset(next) = e.offset() else {
-                continue;
-            };
-            let tp = (TopicPartition::new(e.topic(), e.partition()), next);
-            if result.is_ok() && e.error().is_ok() {
-                confirmed.push(tp);
-            } else {
-                refused.push(tp);
-            }
-        }
-        if !confirmed.is_empty() {
-            self.tracker.mark_committed(&confirmed);
-            self.metrics.committed(confirmed.len());
-            self.log.ok();
-        }
-        if !refused.is_empty() {
-            self.tracker.mark_failed(&refused);
-            match result {
-                // Nothing to commit is not a failure.
-                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => self.log.error(&e, "offset commit refused; asked again"),
-                Ok(()) => self.log.error(
-                    &KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail),
-                    "offset commit refused for some partitions; asked again",
-                ),
-            }
         }
     }
 
@@ -343,7 +326,10 @@ fn parked_marks(
 
 /// The Kafka side of the pipeline.
 pub struct Source {
-    consumer: StreamConsumer<SourceContext>,
+    /// Shared with the commit running on a blocking thread.
+    consumer: Arc<StreamConsumer<SourceContext>>,
+    /// Set while a commit is on its way (one at a time; the next asks for the rest).
+    committing: Arc<AtomicBool>,
     decoder: Decoder,
     shared: Arc<LaneShared>,
     /// Dead letters of invalid events being written.
@@ -420,7 +406,8 @@ impl Source {
         let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Source {
-            consumer,
+            consumer: Arc::new(consumer),
+            committing: Arc::default(),
             decoder: Decoder::for_config(config),
             shared,
             dead_letter_tasks,
@@ -622,10 +609,36 @@ impl Source {
         if offsets.is_empty() {
             return Ok(0);
         }
-        commit_offsets(&self.consumer, &offsets, mode, &self.marks)?;
-        // Confirmed (and counted) by the broker's answer, in `commit_callback`.
+        let n = offsets.len();
+        if matches!(mode, CommitMode::Sync) {
+            let result = commit_offsets(&*self.consumer, &offsets, mode, &self.marks);
+            self.answered(&offsets, result.as_ref().err());
+            result?;
+            return Ok(n);
+        }
+        // librdkafka reports a manual asynchronous commit's result to nobody (only
+        // auto-commits and an `offset_commit_cb` get it), so "asynchronous" here is a
+        // synchronous commit on a blocking thread: its answer is known, one at a time.
+        if self.committing.swap(true, Ordering::AcqRel) {
+            return Ok(0);
+        }
         self.tracker.mark_requested(&offsets);
-        Ok(offsets.len())
+        let (consumer, marks, committing) = (
+            self.consumer.clone(),
+            self.marks.clone(),
+            self.committing.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let result = commit_offsets(&*consumer, &offsets, CommitMode::Sync, &marks);
+            consumer.context().answered(&offsets, result.as_ref().err());
+            committing.store(false, Ordering::Release);
+        });
+        Ok(n)
+    }
+
+    /// The broker's answer to a commit of `offsets`.
+    fn answered(&self, offsets: &[(TopicPartition, i64)], error: Option<&KafkaError>) {
+        self.consumer.context().answered(offsets, error);
     }
 
     /// Final commit and leaving the group: revocations from here on do not wait.

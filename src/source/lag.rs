@@ -103,8 +103,16 @@ impl LagMonitor {
             match result {
                 Ok(()) => {
                     self.health.broker_reachable();
-                    // On an idle topic this is the sign the brokers are back.
-                    self.metrics.kafka_ok();
+                    // On an idle topic this is the sign the brokers are back (with
+                    // nothing assigned nothing was asked, so it says nothing).
+                    let asked = !self
+                        .assigned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_empty();
+                    if asked {
+                        self.metrics.kafka_ok();
+                    }
                 }
                 // Counted and logged as one outage, not a line every refresh.
                 Err(e) => self.metrics.kafka_failed(&format!("lag measurement: {e}")),
