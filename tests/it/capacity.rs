@@ -295,8 +295,9 @@ fn one_core_capacity_run(bin: &str, args: &[String]) -> std::process::Child {
 
 /// Fidelity: a `capacity report` taken during a moderate `capacity run` predicts the
 /// breaking point that `capacity run --profile stress` then measures, within ±10%,
-/// API-limited and CPU-limited. It measures CPU, so scripts/test.sh runs it alone,
-/// on the release binary, after the real-broker suite.
+/// API-limited and CPU-limited. It measures CPU, so it runs alone, on the release
+/// binary: `SLUICE_TEST_FIDELITY=1 scripts/test.sh` (not by default: two one-core
+/// measurements here vary by more than the tolerance between runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "real broker and release binary, ~5 min, run alone: scripts/test.sh"]
 async fn fidelity_a_review_predicts_the_breaking_point() {
