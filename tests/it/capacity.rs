@@ -178,24 +178,31 @@ fn a_failed_threshold_exits_99_and_an_impossible_rate_is_invalid() {
     assert!(output.contains("invalid run"), "{output}");
 }
 
-/// `capacity report` on two scrapes of a running worker: its delivery rate matches the
-/// API's own count, and a worker held by its limit is reported as bound by it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
-    use crate::common::{unique, Broker, Setup, Worker};
-    use sluice::tools::mock_api::{MockApi, MockApiConfig};
-    let broker = Broker::mock();
-    let topic = unique("events");
-    broker.create_topic(&topic, 4).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["local"]);
-    // 10 requests/s × 50 events: a 500 events/s ceiling under 1 000/s offered.
-    setup.batch = "max_events = 50\nlinger_ms = 20\n".into();
-    setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
-    let (worker, url) = Worker::start_serving(setup.config()).await;
-    let plan = sluice::tools::loadgen::Plan::new(
-        match Cli::try_parse_from([
+/// A worker held by its limit: 10 requests/s × 50 events (a 500 events/s ceiling)
+/// under 1 000 events/s from the load generator for `duration`, on the mock cluster,
+/// serving /metrics at `url`.
+struct HeldAtItsLimit {
+    _broker: crate::common::Broker,
+    api: sluice::tools::mock_api::MockApi,
+    worker: crate::common::Worker,
+    url: String,
+    load: tokio::task::JoinHandle<anyhow::Result<sluice::tools::loadgen::Summary>>,
+}
+
+impl HeldAtItsLimit {
+    async fn start(duration: &str) -> Self {
+        use crate::common::{unique, Broker, Setup, Worker};
+        use sluice::tools::mock_api::{MockApi, MockApiConfig};
+        let broker = Broker::mock();
+        let topic = unique("events");
+        broker.create_topic(&topic, 4).await;
+        broker.create_topic(&format!("{topic}.dlq"), 1).await;
+        let api = MockApi::start(MockApiConfig::default()).await.unwrap();
+        let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["local"]);
+        setup.batch = "max_events = 50\nlinger_ms = 20\n".into();
+        setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
+        let (worker, url) = Worker::start_serving(setup.config()).await;
+        let argv = [
             "sluice",
             "loadgen",
             "--brokers",
@@ -205,19 +212,37 @@ async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
             "--rate",
             "1000",
             "--duration",
-            "14s",
-        ])
-        .unwrap()
-        .command
-        {
-            Sub::Loadgen(a) => *a,
+            duration,
+        ];
+        let plan = match Cli::try_parse_from(argv).unwrap().command {
+            Sub::Loadgen(a) => sluice::tools::loadgen::Plan::new(*a).unwrap(),
             _ => unreachable!(),
-        },
-    )
-    .unwrap();
-    let load = tokio::task::spawn_blocking(move || {
-        sluice::tools::loadgen::run(plan, &CancellationToken::new())
-    });
+        };
+        let load = tokio::task::spawn_blocking(move || {
+            sluice::tools::loadgen::run(plan, &CancellationToken::new())
+        });
+        HeldAtItsLimit {
+            _broker: broker,
+            api,
+            worker,
+            url,
+            load,
+        }
+    }
+
+    async fn stop(self) {
+        self.load.await.unwrap().unwrap();
+        self.worker.signal_stop();
+        self.api.stop().await;
+    }
+}
+
+/// `capacity report` on two scrapes of a running worker: its delivery rate matches the
+/// API's own count, and a worker held by its limit is reported as bound by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
+    let held = HeldAtItsLimit::start("14s").await;
+    let (api, url) = (&held.api, &held.url);
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     let metrics_url = format!("{url}/metrics");
     let scrape = || async {
@@ -259,9 +284,7 @@ async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
         review.time_to_drain_s.is_none(),
         "arrival above delivery never drains"
     );
-    load.await.unwrap().unwrap();
-    worker.signal_stop();
-    api.stop().await;
+    held.stop().await;
 }
 
 /// One scenario of the fidelity test: the worker under test confined to one core.
@@ -492,20 +515,10 @@ rate_limit_per_s = 1000000
 #[ignore = "needs Prometheus (SLUICE_TEST_PROMETHEUS; scripts/test.sh installs Debian's)"]
 async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
     use crate::common::fleet::free_port;
-    use crate::common::{unique, Broker, Setup, Worker};
-    use sluice::tools::mock_api::{MockApi, MockApiConfig};
     let prometheus_bin = std::env::var("SLUICE_TEST_PROMETHEUS")
         .expect("SLUICE_TEST_PROMETHEUS names a prometheus binary");
-    let broker = Broker::mock();
-    let topic = unique("events");
-    broker.create_topic(&topic, 4).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["local"]);
-    // 10 requests/s × 50 events: a 500 events/s ceiling under 1 000/s offered.
-    setup.batch = "max_events = 50\nlinger_ms = 20\n".into();
-    setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
-    let (worker, url) = Worker::start_serving(setup.config()).await;
+    let held = HeldAtItsLimit::start("16s").await;
+    let (api, url) = (&held.api, &held.url);
     let dir = tempfile::tempdir().unwrap();
     let target = url.trim_start_matches("http://");
     std::fs::write(
@@ -530,30 +543,6 @@ async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("prometheus starts");
-    let plan = sluice::tools::loadgen::Plan::new(
-        match Cli::try_parse_from([
-            "sluice",
-            "loadgen",
-            "--brokers",
-            &broker.brokers(),
-            "--topic",
-            &topic,
-            "--rate",
-            "1000",
-            "--duration",
-            "16s",
-        ])
-        .unwrap()
-        .command
-        {
-            Sub::Loadgen(a) => *a,
-            _ => unreachable!(),
-        },
-    )
-    .unwrap();
-    let load = tokio::task::spawn_blocking(move || {
-        sluice::tools::loadgen::run(plan, &CancellationToken::new())
-    });
     // Steady state from ~4 s; the API's own rate over 10 s of it.
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     let (api_before, started) = (api.stats().events_accepted, std::time::Instant::now());
@@ -599,7 +588,5 @@ async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
         review.delivered_per_s
     );
     assert_eq!(review.bound, "api_limit", "{review:?}");
-    load.await.unwrap().unwrap();
-    worker.signal_stop();
-    api.stop().await;
+    held.stop().await;
 }
