@@ -20,6 +20,16 @@ fn run_args(args: &[&str]) -> capacity::RunArgs {
     }
 }
 
+fn report_args(args: &[&str]) -> capacity::ReportArgs {
+    let argv = ["sluice", "capacity", "report"].iter().chain(args).copied();
+    match Cli::try_parse_from(argv).unwrap().command {
+        Sub::Capacity {
+            command: CapacityCommand::Report(a),
+        } => *a,
+        _ => unreachable!(),
+    }
+}
+
 /// Checks `value` against the parts of a JSON Schema the report's schema uses:
 /// `required`, `type`, `const`, `enum`, nested `properties` and array `items`.
 fn conforms(value: &Value, schema: &Value, path: &str) -> Result<(), String> {
@@ -434,10 +444,7 @@ rate_limit_per_s = 1000000
         }
         // Past the first ramp, over both rates.
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-        let review_args = match Cli::try_parse_from([
-            "sluice",
-            "capacity",
-            "report",
+        let review_args = report_args(&[
             "--metrics",
             &url,
             "--interval",
@@ -446,15 +453,7 @@ rate_limit_per_s = 1000000
             "2s",
             "--cores-per-pod",
             "1",
-        ])
-        .unwrap()
-        .command
-        {
-            Sub::Capacity {
-                command: CapacityCommand::Report(a),
-            } => *a,
-            _ => unreachable!(),
-        };
+        ]);
         let pods = capacity::review::collect(&review_args).await.unwrap();
         let review = capacity::review::review(&pods, 1.0);
         println!("{}\n{}", s.name, review.markdown());
@@ -550,10 +549,7 @@ async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
     let api_rate =
         (api.stats().events_accepted - api_before) as f64 / started.elapsed().as_secs_f64();
     let prometheus_url = format!("http://127.0.0.1:{port}");
-    let review_args = match Cli::try_parse_from([
-        "sluice",
-        "capacity",
-        "report",
+    let review_args = report_args(&[
         "--prometheus",
         &prometheus_url,
         "--range",
@@ -562,15 +558,7 @@ async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
         "1s",
         "--selector",
         "job=\"sluice\"",
-    ])
-    .unwrap()
-    .command
-    {
-        Sub::Capacity {
-            command: CapacityCommand::Report(a),
-        } => *a,
-        _ => unreachable!(),
-    };
+    ]);
     let pods = capacity::review::collect(&review_args).await.unwrap();
     let _ = prometheus.kill();
     let _ = prometheus.wait();
