@@ -151,14 +151,6 @@ impl Outages {
             d.first_error
         ))
     }
-
-    /// Whether `target` is down now.
-    pub fn is_down(&self, target: &str) -> bool {
-        self.down
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(target)
-    }
 }
 
 #[cfg(test)]
@@ -188,7 +180,7 @@ mod tests {
         assert_eq!(lines, 3, "start + reminders at 30 s and 60 s");
         assert_eq!(o.failures.with_label_values(&["api", "acme"]).get(), 1300);
         assert_eq!(o.gauge.with_label_values(&["api", "acme"]).get(), 1);
-        assert!(o.is_down("acme") && !o.is_down("other"));
+        assert!(o.describe("acme").is_some() && o.describe("other").is_none());
         assert!(o.recovered("acme"));
         assert!(!o.recovered("acme"), "only once");
         assert_eq!(o.gauge.with_label_values(&["api", "acme"]).get(), 0);

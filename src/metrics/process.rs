@@ -63,19 +63,7 @@ impl ProcessCollector {
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
         );
-        let descs = [
-            &resident,
-            &resident_peak,
-            &virtual_memory,
-            &threads,
-            &open_fds,
-            &start_time,
-        ]
-        .iter()
-        .flat_map(|g| g.desc().into_iter().cloned())
-        .chain(cpu.desc().into_iter().cloned())
-        .collect();
-        ProcessCollector {
+        let mut c = ProcessCollector {
             cpu,
             resident,
             resident_peak,
@@ -83,8 +71,28 @@ impl ProcessCollector {
             threads,
             open_fds,
             start_time,
-            descs,
-        }
+            descs: Vec::new(),
+        };
+        let descs = c
+            .gauges()
+            .iter()
+            .flat_map(|g| g.desc().into_iter().cloned())
+            .chain(c.cpu.desc().into_iter().cloned())
+            .collect();
+        c.descs = descs;
+        c
+    }
+
+    /// Every gauge (the CPU counter apart).
+    fn gauges(&self) -> [&Gauge; 6] {
+        [
+            &self.resident,
+            &self.resident_peak,
+            &self.virtual_memory,
+            &self.threads,
+            &self.open_fds,
+            &self.start_time,
+        ]
     }
 
     fn refresh(&self) -> Option<()> {
@@ -125,18 +133,11 @@ impl Collector for ProcessCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         self.refresh();
-        [
-            &self.resident,
-            &self.resident_peak,
-            &self.virtual_memory,
-            &self.threads,
-            &self.open_fds,
-            &self.start_time,
-        ]
-        .iter()
-        .flat_map(|g| g.collect())
-        .chain(self.cpu.collect())
-        .collect()
+        self.gauges()
+            .iter()
+            .flat_map(|g| g.collect())
+            .chain(self.cpu.collect())
+            .collect()
     }
 }
 
@@ -156,19 +157,19 @@ mod tests {
         }
         std::hint::black_box(x);
         let families = c.collect();
-        let cpu = families
-            .iter()
-            .find(|f| f.name() == "process_cpu_seconds_total")
-            .unwrap()
-            .get_metric()[0]
+        let metric = |name: &str| {
+            families
+                .iter()
+                .find(|f| f.name() == name)
+                .unwrap()
+                .get_metric()[0]
+                .clone()
+        };
+        let cpu = metric("process_cpu_seconds_total")
             .get_counter()
             .get_value();
         assert!(cpu >= before + 0.02, "{before} → {cpu}");
-        let rss = families
-            .iter()
-            .find(|f| f.name() == "process_resident_memory_bytes")
-            .unwrap()
-            .get_metric()[0]
+        let rss = metric("process_resident_memory_bytes")
             .get_gauge()
             .get_value();
         assert!(rss > 1e6, "{rss}");

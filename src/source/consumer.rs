@@ -612,7 +612,9 @@ impl Source {
         let n = offsets.len();
         if matches!(mode, CommitMode::Sync) {
             let result = commit_offsets(&*self.consumer, &offsets, mode, &self.marks);
-            self.answered(&offsets, result.as_ref().err());
+            self.consumer
+                .context()
+                .answered(&offsets, result.as_ref().err());
             result?;
             return Ok(n);
         }
@@ -634,11 +636,6 @@ impl Source {
             committing.store(false, Ordering::Release);
         });
         Ok(n)
-    }
-
-    /// The broker's answer to a commit of `offsets`.
-    fn answered(&self, offsets: &[(TopicPartition, i64)], error: Option<&KafkaError>) {
-        self.consumer.context().answered(offsets, error);
     }
 
     /// Final commit and leaving the group: revocations from here on do not wait.

@@ -34,8 +34,13 @@ fn is_transport(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode::*;
     matches!(
         code,
-        BrokerTransportFailure | AllBrokersDown | Resolve | BrokerNotAvailable | NetworkException
-    ) || code == RDKafkaErrorCode::OperationTimedOut
+        BrokerTransportFailure
+            | AllBrokersDown
+            | Resolve
+            | BrokerNotAvailable
+            | NetworkException
+            | OperationTimedOut
+    )
 }
 
 /// Whether a librdkafka log line says a broker could not be reached.
