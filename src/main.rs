@@ -73,12 +73,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let letters = dlq_cli::read(&config.kafka, &filter)?;
             print!("{}", dlq_cli::report(&letters, 0));
             if execute {
-                let sent = runtime()?.block_on(dlq_cli::redrive(
+                let done = runtime()?.block_on(dlq_cli::redrive(
                     &config.kafka,
                     &letters,
                     to.as_deref(),
                 ))?;
-                println!("redrove {sent} dead letters");
+                println!("redrove {} dead letters", done.sent);
+                if !done.without_payload.is_empty() {
+                    println!(
+                        "{} not redriven: their payload was omitted (too large for the DLQ \
+                         topic); the originals are at {}",
+                        done.without_payload.len(),
+                        done.without_payload.join(", ")
+                    );
+                }
             } else {
                 println!(
                     "dry run: {} dead letters would be redriven (add --execute)",

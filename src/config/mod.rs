@@ -575,30 +575,48 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         require_secrets: bool,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table =
+        let table: toml::Table =
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
                     path: origin.to_string(),
                     message: one_line(&e.to_string()),
                 })?;
         let env: BTreeMap<String, String> = env.into_iter().collect();
-        for (name, value) in &env {
-            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
-                overrides::apply_override(&mut table, name, path, value)?;
+        let mut overrides = env
+            .iter()
+            .filter_map(|(name, value)| overrides::Override::from_env(name, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut config = loop {
+            let mut table = table.clone();
+            for o in &overrides {
+                o.apply(&mut table)?;
             }
-        }
-        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let key = e.path().to_string();
-                ConfigError::key(
-                    if key == "." {
-                        "(top level)".into()
-                    } else {
-                        key
-                    },
-                    one_line(&e.into_inner().to_string()),
-                )
-            })?;
+            let e = match serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table)) {
+                Ok(config) => break config,
+                Err(e) => e,
+            };
+            let key = e.path().to_string();
+            // A typed reading of an override the key does not take: retry it as
+            // the string it was (each override at most once, so this ends).
+            if let Some(o) = overrides
+                .iter_mut()
+                .find(|o| o.typed() && o.dotted() == key)
+            {
+                o.literal = true;
+                continue;
+            }
+            let message = if is_secret_option(&key) {
+                "invalid value (not shown: a credential)".to_string()
+            } else {
+                one_line(&e.into_inner().to_string())
+            };
+            let key = if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            };
+            return Err(ConfigError::key(key, message));
+        };
         config.validate(&env, require_secrets)?;
         Ok(config)
     }
@@ -663,7 +681,13 @@ impl Config {
 /// librdkafka properties whose values are credentials.
 pub fn is_secret_option(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.ends_with(".key") || k.contains("token")
+    k.contains("password")
+        || k.contains("secret")
+        || k.ends_with(".key")
+        || k.ends_with(".key.pem")
+        || k.contains("token")
+        || k.starts_with("sasl.oauthbearer.config")
+        || k.contains("credentials")
 }
 
 fn one_line(message: &str) -> String {

@@ -75,6 +75,67 @@ fn env_overrides_scalars_lists_and_array_entries() {
 }
 
 #[test]
+fn env_override_values_keep_the_type_the_key_wants() {
+    let c = Config::from_toml(
+        MINIMAL,
+        "t",
+        env(&[
+            ("ACME_KEY", "k"),
+            // Digits for a string key stay a string; quotes are kept.
+            ("SLUICE__KAFKA__GROUP_ID", "12345"),
+            ("SLUICE__KAFKA__DLQ_TOPIC", "\"quoted\""),
+            ("SLUICE__KAFKA__OPTIONS__SASL__PASSWORD", "0042"),
+            ("SLUICE__KAFKA__OPTIONS__SASL.USERNAME", "true"),
+            // Numbers and booleans still set the keys that take them.
+            ("SLUICE__BATCH__MAX_EVENTS", "7"),
+            ("SLUICE__WORKSPACES__0__RATE_LIMIT_PER_S", "12.5"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.kafka.group_id, "12345");
+    assert_eq!(c.kafka.dlq_topic, "\"quoted\"");
+    assert_eq!(c.kafka.options["sasl.password"], "0042");
+    assert_eq!(c.kafka.options["sasl.username"], "true");
+    assert_eq!(c.batch.max_events, 7);
+    assert_eq!(c.workspaces[0].rate_limit_per_s, Some(12.5));
+}
+
+#[test]
+fn credentials_are_masked_by_name() {
+    for key in [
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl.key",
+        "sasl.oauthbearer.config",
+        "sasl.oauthbearer.client.secret",
+    ] {
+        assert!(is_secret_option(key), "{key} is a credential");
+    }
+    for key in ["bootstrap.servers", "ssl.ca.location", "security.protocol"] {
+        assert!(!is_secret_option(key), "{key} is not a credential");
+    }
+}
+
+#[test]
+fn rates_the_limiter_cannot_pace_are_refused() {
+    for (key, value) in [
+        ("SLUICE__LIMITS__DEFAULT_RATE_LIMIT_PER_S", "1e-300"),
+        ("SLUICE__LIMITS__DEFAULT_RATE_LIMIT_PER_S", "0"),
+        ("SLUICE__LIMITS__DEFAULT_RATE_LIMIT_PER_S", "1e20"),
+        ("SLUICE__WORKSPACES__0__RATE_LIMIT_PER_S", "-1"),
+        ("SLUICE__WORKSPACES__0__RATE_LIMIT_PER_S", "nan"),
+    ] {
+        let err = Config::from_toml(MINIMAL, "t", env(&[("ACME_KEY", "k"), (key, value)]))
+            .expect_err(value);
+        assert!(
+            err.to_string().contains("requests a second between"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn impossible_values_are_refused() {
     let text = format!("{MINIMAL}\n[batch]\nmax_bytes = 600000\n");
     let err = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap_err();

@@ -105,12 +105,10 @@ impl Config {
         }
         positive("lanes.max_in_flight", self.lanes.max_in_flight as u64)?;
         let l = &self.limits;
-        if !(l.default_rate_limit_per_s.is_finite() && l.default_rate_limit_per_s > 0.0) {
-            return Err(ConfigError::key(
-                "limits.default_rate_limit_per_s",
-                "must be a positive number",
-            ));
-        }
+        rate(
+            "limits.default_rate_limit_per_s",
+            l.default_rate_limit_per_s,
+        )?;
         positive("limits.default_burst", l.default_burst.into())?;
         if !(l.headroom > 0.0 && l.headroom <= 1.0) {
             return Err(ConfigError::key("limits.headroom", "must be in (0, 1]"));
@@ -182,14 +180,8 @@ impl Config {
                     ),
                 ));
             }
-            if ws
-                .rate_limit_per_s
-                .is_some_and(|r| !(r.is_finite() && r > 0.0))
-            {
-                return Err(ConfigError::key(
-                    format!("workspaces[{i}].rate_limit_per_s"),
-                    "must be a positive number",
-                ));
+            if let Some(r) = ws.rate_limit_per_s {
+                rate(&format!("workspaces[{i}].rate_limit_per_s"), r)?;
             }
             if ws.burst == Some(0) {
                 return Err(ConfigError::key(
@@ -228,4 +220,20 @@ fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
         return Err(ConfigError::key(key, "must be greater than 0"));
     }
     Ok(())
+}
+
+/// Fewest requests a second a limit may allow: one every ~17 minutes.
+const MIN_RATE_PER_S: f64 = 0.001;
+/// Most requests a second a limit may allow (no API grants more to one workspace).
+const MAX_RATE_PER_S: f64 = 1_000_000.0;
+
+fn rate(key: &str, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && (MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::key(
+            key,
+            format!("must be a number of requests a second between {MIN_RATE_PER_S} and {MAX_RATE_PER_S}"),
+        ))
+    }
 }

@@ -17,6 +17,11 @@ use crate::metrics::Metrics;
 /// Longest part of an API answer kept in a failure's detail.
 const EXCERPT_BYTES: usize = 300;
 
+/// Most of an answer's body read: a 207's item errors for the largest batch fit
+/// many times over; an API (or a proxy) that sends more is cut off there, so an
+/// endless or huge body never holds memory or a lane.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
 /// The final answer to one request.
 #[derive(Debug)]
 pub enum Final {
@@ -107,8 +112,7 @@ impl Sender {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
-                    response
-                        .text()
+                    read_capped(response)
                         .await
                         .map(|text| (status, headers, redact(&text, user, key)))
                 }
@@ -212,6 +216,20 @@ fn redact(text: &str, user: &str, key: &Secret) -> String {
     out
 }
 
+/// The answer's body up to [`MAX_RESPONSE_BYTES`] (the rest is never read: the
+/// connection is dropped), as text with invalid UTF-8 replaced.
+async fn read_capped(mut response: reqwest::Response) -> reqwest::Result<String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_RESPONSE_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_RESPONSE_BYTES {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// The start of an API answer, on one line, never splitting a character.
 pub fn excerpt(text: &str) -> String {
     let mut end = text.len().min(EXCERPT_BYTES);
@@ -219,4 +237,82 @@ pub fn excerpt(text: &str) -> String {
         end -= 1;
     }
     text[..end].replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ApiMode, DestinationKind, Region};
+    use crate::limit::Rate;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A peer that answers every request `400` with a body that never ends.
+    async fn endless_body_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let head = "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n\
+                                transfer-encoding: chunked\r\n\r\n";
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                    while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        format!("http://{addr}/api/v2/batch")
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_off_and_judged_by_its_status() {
+        let url = endless_body_server().await;
+        let destination = DestinationConfig {
+            kind: DestinationKind::Customerio,
+            region: Region::Us,
+            base_url: None,
+            api: ApiMode::Batch,
+            connect_timeout_ms: 1_000,
+            // Far beyond the test's own bound: only the cap can end the read.
+            request_timeout_ms: 3_600_000,
+            pool_size: 1,
+        };
+        let rate = Rate {
+            site: "s".into(),
+            per_second: 100.0,
+            burst: 1,
+        };
+        let limiter = Arc::new(Limiter::new([("ws".to_string(), rate)], 4, 1.0));
+        let sender = Sender::new(
+            &destination,
+            RetryConfig::default(),
+            limiter,
+            Metrics::new(),
+        )
+        .unwrap();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(60),
+            sender.send(
+                "ws",
+                ("s", &Secret::new("k")),
+                Method::POST,
+                &url,
+                Bytes::from_static(b"{}"),
+            ),
+        )
+        .await
+        .expect("the read stops at the cap, not at the request timeout");
+        match answer {
+            Final::Rejected(f) => {
+                assert_eq!(f.reason, "http_400");
+                assert_eq!(f.attempts, 1);
+                assert!(f.detail.starts_with("xxx") && f.detail.len() <= EXCERPT_BYTES);
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
 }

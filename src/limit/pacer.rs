@@ -45,7 +45,10 @@ impl Pace {
                 Duration::from_secs(1),
             )
         } else {
-            (1, Duration::from_secs_f64(1.0 / self.per_second))
+            // A rate so low its window overflows a Duration (or any clock) waits
+            // the longest window instead: never a panic in the delivery path.
+            let window = Duration::try_from_secs_f64(1.0 / self.per_second).unwrap_or(MAX_WINDOW);
+            (1, window.min(MAX_WINDOW))
         }
     }
 
@@ -61,6 +64,10 @@ impl Pace {
         (count, guarded, guarded / count as u32)
     }
 }
+
+/// The longest a pace ever waits between two sends (a rate below one an hour,
+/// e.g. a fleet share of an already tiny limit, waits this long).
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
 /// One workspace's pacing state.
 #[derive(Debug, Default, Clone)]
@@ -144,6 +151,21 @@ mod tests {
             per_second,
             burst,
             headroom: 0.995,
+        }
+    }
+
+    #[test]
+    fn a_vanishing_rate_waits_the_longest_window_instead_of_panicking() {
+        let now = Instant::now();
+        for rate in [1e-300, f64::MIN_POSITIVE, 1e-9] {
+            let mut pacer = Pacer::new();
+            assert_eq!(pace(rate, 1).window(), (1, MAX_WINDOW));
+            assert!(
+                pacer.try_take(pace(rate, 1), now).is_ok(),
+                "the first send goes"
+            );
+            let next = pacer.ready_at(pace(rate, 1), now).unwrap();
+            assert!(next > now + MAX_WINDOW / 2 && next <= now + MAX_WINDOW * 2);
         }
     }
 

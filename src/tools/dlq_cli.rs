@@ -237,18 +237,40 @@ pub fn report(letters: &[DeadLetter], samples: usize) -> String {
     out
 }
 
-/// Sends `letters` back: to `to`, or each to the topic it came from. Returns how many
-/// were sent.
+/// What a redrive did.
+#[derive(Debug, Default)]
+pub struct Redriven {
+    /// Letters sent back.
+    pub sent: usize,
+    /// Letters left where they are because they carry no payload (it was too large
+    /// for the dead-letter topic): `topic/partition@offset` of each original, which is
+    /// where the event still is until retention removes it.
+    pub without_payload: Vec<String>,
+}
+
+/// Sends `letters` back: to `to`, or each to the topic it came from. A letter whose
+/// payload was omitted is never sent (it would arrive as an empty event); it is listed
+/// in [`Redriven::without_payload`] instead.
 pub async fn redrive(
     kafka: &KafkaConfig,
     letters: &[DeadLetter],
     to: Option<&str>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Redriven> {
     let producer: FutureProducer = client_config(kafka)
         .set("enable.idempotence", "true")
         .set("message.max.bytes", "100000000")
         .create()?;
+    let mut done = Redriven::default();
     for l in letters {
+        if l.payload.is_none() || l.header(headers::PAYLOAD_OMITTED).is_some() {
+            done.without_payload.push(format!(
+                "{}/{}@{}",
+                l.header(headers::TOPIC).unwrap_or("?"),
+                l.header(headers::PARTITION).unwrap_or("?"),
+                l.header(headers::OFFSET).unwrap_or("?"),
+            ));
+            continue;
+        }
         let topic = match (to, l.header(headers::TOPIC)) {
             (Some(t), _) | (None, Some(t)) => t,
             (None, None) => {
@@ -291,6 +313,7 @@ pub async fn redrive(
             .send(record, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| anyhow::anyhow!("redrive of dlq offset {}: {e}", l.offset))?;
+        done.sent += 1;
     }
-    Ok(letters.len())
+    Ok(done)
 }

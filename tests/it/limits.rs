@@ -9,8 +9,8 @@ use sluice::tools::mock_api::{Fault, Latency, MockApi, MockApiConfig};
 
 use crate::common::api::Api;
 use crate::common::{
-    committed, produce, read_topic, track, tracks, unique, wait_committed_to_end, wait_until,
-    Broker, Record, Setup, Worker,
+    committed, end_offsets, produce, read_topic, track, tracks, unique, wait_committed_to_end,
+    wait_until, Broker, Record, Setup, Worker,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,6 +405,79 @@ async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered(
     assert_eq!(broken, 6);
     // The malformed one was not chosen and stays where it is.
     assert_eq!(api.count(), 26);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_without_its_payload_is_not_redriven_as_an_empty_event() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = Broker::mock();
+    let topic = unique("events");
+    broker.create_topic(&topic, 1).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let setup = Setup::new(&broker.brokers(), &topic, "http://127.0.0.1:9", &["acme"]);
+    // Two letters as the worker writes them: one whole, one whose 3 MB payload the
+    // DLQ topic refused, so it carries only its headers.
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .create()
+        .unwrap();
+    let whole = serde_json::to_vec(&track("acme", "u1", 0)).unwrap();
+    for (offset, payload, omitted) in [
+        (7, Some(whole.as_slice()), None),
+        (8, None, Some("3000000")),
+    ] {
+        let offset = offset.to_string();
+        let mut h = OwnedHeaders::new();
+        for (key, value) in [
+            ("sluice.reason", Some("http_400")),
+            ("sluice.topic", Some(topic.as_str())),
+            ("sluice.partition", Some("0")),
+            ("sluice.offset", Some(offset.as_str())),
+            ("sluice.workspace", Some("acme")),
+            ("sluice.payload_omitted", omitted),
+        ] {
+            if let Some(value) = value {
+                h = h.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+        }
+        let dlq = format!("{topic}.dlq");
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&dlq).key("u1").headers(h);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), setup.toml()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["dlq", "redrive", "--execute", "--config"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("redrove 1 dead letters"), "{stdout}");
+    assert!(
+        stdout.contains("1 not redriven: their payload was omitted")
+            && stdout.contains(&format!("{topic}/0@8")),
+        "{stdout}"
+    );
+    let ends = end_offsets(&broker.brokers(), &topic, 1);
+    assert_eq!(ends[&0], Some(1), "only the whole letter went back");
+    let back = read_topic(&broker.brokers(), &topic, 1);
+    assert_eq!(back[0].payload.as_deref(), Some(whole.as_slice()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
