@@ -5,11 +5,13 @@
 //! source offset completes after that. While the topic is unavailable it keeps trying
 //! (and logs it), so the worker stops committing past the event and waits.
 
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
 
 use crate::source::kafka_log::KafkaLog;
 
@@ -97,7 +99,11 @@ pub struct Letter<'a> {
 
 /// Producer for the dead-letter topic.
 pub struct DeadLetters {
-    producer: FutureProducer<KafkaLog>,
+    /// Replaced when it fails fatally (an idempotent producer that lost its sequence
+    /// can never send again: librdkafka requires a new one).
+    producer: RwLock<Arc<FutureProducer<KafkaLog>>>,
+    /// How to build it again.
+    client: ClientConfig,
     topic: String,
     metrics: Metrics,
 }
@@ -128,10 +134,51 @@ impl DeadLetters {
                 PRODUCE_TIMEOUT.as_millis().to_string(),
             );
         Ok(DeadLetters {
-            producer: client.create_with_context(KafkaLog::new(metrics.clone()))?,
+            producer: RwLock::new(Arc::new(
+                client.create_with_context(KafkaLog::new(metrics.clone()))?,
+            )),
+            client,
             topic: k.dlq_topic.clone(),
             metrics,
         })
+    }
+
+    /// The producer in use now (a new one after a fatal error).
+    pub fn producer(&self) -> Arc<FutureProducer<KafkaLog>> {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a failed send on `used`: if it failed fatally, puts a new producer in its
+    /// place (once, however many sends saw it fail). What it had in flight is sent
+    /// again on the new one by the callers' retries.
+    fn replace_if_fatal(&self, used: &Arc<FutureProducer<KafkaLog>>) {
+        let Some((code, reason)) = used.client().fatal_error() else {
+            return;
+        };
+        let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&slot, used) {
+            return;
+        }
+        match self
+            .client
+            .create_with_context(KafkaLog::new(self.metrics.clone()))
+        {
+            Ok(fresh) => {
+                tracing::error!(
+                    topic = %self.topic,
+                    "dead-letter producer failed fatally ({code:?}: {reason}); replaced by a new one"
+                );
+                *slot = Arc::new(fresh);
+            }
+            Err(e) => tracing::error!(
+                topic = %self.topic,
+                "dead-letter producer failed fatally ({code:?}: {reason}) and a new one \
+                 could not be made ({e}); trying again"
+            ),
+        }
     }
 
     /// Writes one dead letter and returns once the broker acknowledged it, trying again
@@ -148,7 +195,8 @@ impl DeadLetters {
             if let Some(payload) = payload {
                 record = record.payload(payload);
             }
-            match self.producer.send(record, PRODUCE_TIMEOUT).await {
+            let producer = self.producer();
+            match producer.send(record, PRODUCE_TIMEOUT).await {
                 Ok(_) => {
                     self.metrics.kafka_ok();
                     self.metrics.dead_lettered(
@@ -179,6 +227,7 @@ impl DeadLetters {
                 }
                 Err((error, _)) => {
                     self.metrics.dlq_error(letter.origin, &error);
+                    self.replace_if_fatal(&producer);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }

@@ -26,7 +26,7 @@ use crate::config::{Config, Ordering};
 use crate::deliver::{Destination, Encoded, Failure, ItemOutcome};
 use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::Metrics;
-use crate::source::{OffsetTracker, Origin, Raw};
+use crate::source::{Buffered, OffsetTracker, Origin, Raw, TopicPartition};
 
 /// Bytes of a v2 batch body around its items (`{"batch":[` … `]}`), plus one comma per
 /// item counted with the item.
@@ -52,6 +52,14 @@ pub struct Envelope {
     pub from_park: bool,
 }
 
+impl Envelope {
+    /// What it holds in memory, as counted against `kafka.max_buffered_bytes`: the
+    /// bytes as read (key and payload) and as encoded for the API.
+    pub fn held_bytes(&self) -> usize {
+        self.raw.held_bytes() + self.encoded.len()
+    }
+}
+
 /// What a lane receives, in one FIFO channel: its order is the order of events and of
 /// the parking protocol's steps alike.
 #[derive(Debug)]
@@ -74,8 +82,9 @@ pub struct LaneShared {
     pub tracker: OffsetTracker,
     /// Counts and logs outcomes.
     pub metrics: Metrics,
-    /// Events consumed and not yet completed, over all lanes (back-pressure signal).
-    pub buffered: Arc<AtomicUsize>,
+    /// Events (and bytes) consumed and not yet completed, over all lanes: the
+    /// back-pressure signal.
+    pub buffered: Arc<Buffered>,
     /// Events in each workspace's lane (its part of the buffer, held to its budget).
     pub in_lane: HashMap<String, Arc<AtomicUsize>>,
     /// Cancelled when the drain deadline passes: in-flight requests are abandoned.
@@ -112,7 +121,7 @@ impl LaneShared {
         dead_letters: Arc<DeadLetters>,
         tracker: OffsetTracker,
         metrics: Metrics,
-        buffered: Arc<AtomicUsize>,
+        buffered: Arc<Buffered>,
         hard_stop: CancellationToken,
     ) -> Self {
         LaneShared {
@@ -289,6 +298,56 @@ impl Queues {
             }
         }
         batch
+    }
+
+    /// Drops the queued events read from `revoked` partitions (never those read back
+    /// from the parking topic: the parking side owns them) and returns how many: the
+    /// partitions' new owner reads them again from the last commit, so delivering them
+    /// here too would only duplicate them, and, were a partition to come back, send a
+    /// user's older copies after newer ones. Batches in flight are left to finish; a
+    /// user in flight stays so (its later events still wait for that answer).
+    fn drop_partitions(
+        &mut self,
+        revoked: &[TopicPartition],
+        ordering: Ordering,
+    ) -> (usize, usize) {
+        let gone = |e: &Envelope| !e.from_park && revoked.contains(&e.origin.tp);
+        if !self.users.values().any(|q| q.events.iter().any(gone)) {
+            return (0, 0);
+        }
+        let mut old = std::mem::take(self);
+        let (mut dropped, mut bytes) = (0, 0);
+        // Runnable users first, in their order; then the users in flight.
+        let mut order: Vec<String> = old.runnable.drain(..).collect();
+        order.extend(
+            old.users
+                .iter()
+                .filter(|(_, q)| q.in_flight)
+                .map(|(k, _)| k.clone()),
+        );
+        for key in order {
+            let Some(queue) = old.users.remove(&key) else {
+                continue;
+            };
+            if queue.in_flight {
+                self.users.insert(
+                    key,
+                    UserQueue {
+                        in_flight: true,
+                        ..UserQueue::default()
+                    },
+                );
+            }
+            for envelope in queue.events {
+                if gone(&envelope) {
+                    dropped += 1;
+                    bytes += envelope.held_bytes();
+                } else {
+                    self.push(envelope, ordering);
+                }
+            }
+        }
+        (dropped, bytes)
     }
 
     /// A batch carrying these users has its final answer: they may send again.
@@ -581,6 +640,16 @@ async fn take_in(
         },
         LaneMsg::FromPark(envelope) => held.queues.push(envelope, shared.ordering),
         LaneMsg::Park(control) => {
+            if let crate::park::Control::Revoked(revoked) = &control {
+                let (dropped, bytes) = held.queues.drop_partitions(revoked, shared.ordering);
+                if dropped > 0 {
+                    shared.buffered.release(dropped, bytes);
+                    tracing::debug!(
+                        dropped,
+                        "queued events of revoked partitions left to their new owner"
+                    );
+                }
+            }
             if let Some(p) = parking {
                 for direct in p.on_control(control).await {
                     held.queues.push(direct, shared.ordering);
@@ -620,12 +689,9 @@ fn finish(
     shared
         .tracker
         .complete(batch.iter().map(|e| (&e.origin.tp, e.origin.offset)));
-    let from_source = batch.iter().filter(|e| !e.from_park).count();
-    let left = shared
-        .buffered
-        .fetch_sub(from_source, AtomicOrdering::AcqRel)
-        - from_source;
-    shared.metrics.set_buffered(left);
+    let from_source = batch.iter().filter(|e| !e.from_park);
+    let (events, bytes) = from_source.fold((0, 0), |(n, b), e| (n + 1, b + e.held_bytes()));
+    shared.buffered.release(events, bytes);
     if shared.ordering == Ordering::PerUser {
         queues.release(batch.into_iter().map(|e| e.user));
     }
@@ -674,6 +740,36 @@ mod tests {
         assert_eq!(
             offsets(&q.take_batch(10, 10_000, Ordering::PerUser)),
             vec![4]
+        );
+        assert_eq!(q.total, 0);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_partitions_queued_events_go_and_in_flight_users_still_wait() {
+        let mut q = Queues::default();
+        let on = |partition, user, offset| {
+            let mut e = env(user, offset, 10);
+            e.origin.tp = TopicPartition::new("t", partition);
+            e
+        };
+        // a: 0@p0 (sent below), then 1@p1 and 2@p0 queued; b: 3@p0; c: 4@p1.
+        q.push(on(0, "a", 0), Ordering::PerUser);
+        let first = q.take_batch(1, 10_000, Ordering::PerUser);
+        for (partition, user, offset) in [(1, "a", 1), (0, "a", 2), (0, "b", 3), (1, "c", 4)] {
+            q.push(on(partition, user, offset), Ordering::PerUser);
+        }
+        let dropped = q.drop_partitions(&[TopicPartition::new("t", 0)], Ordering::PerUser);
+        assert_eq!(dropped, (2, 20), "2@p0 and 3@p0, 10 bytes each");
+        assert_eq!((q.total, q.runnable_events), (2, 1));
+        // a is still in flight: only c may go; a's 1@p1 waits for the first answer.
+        assert_eq!(
+            offsets(&q.take_batch(10, 10_000, Ordering::PerUser)),
+            vec![4]
+        );
+        q.release(first.into_iter().map(|e| e.user));
+        assert_eq!(
+            offsets(&q.take_batch(10, 10_000, Ordering::PerUser)),
+            vec![1]
         );
         assert_eq!(q.total, 0);
     }

@@ -2,7 +2,6 @@
 //! then drains: stop fetching, flush every lane, let in-flight requests finish within
 //! the deadline, commit, leave the group.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
 use crate::park::ParkingSetup;
 use crate::server::{self, Health};
-use crate::source::{Assigned, LagMonitor, OffsetTracker, Source, SourceError};
+use crate::source::{Assigned, Buffered, LagMonitor, OffsetTracker, Source, SourceError};
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +96,8 @@ pub async fn run_on(
         destination,
         dead_letters,
         OffsetTracker::new(),
-        metrics,
-        Arc::new(AtomicUsize::new(0)),
+        metrics.clone(),
+        Arc::new(Buffered::new(metrics)),
         hard_stop.clone(),
     ));
     let dead_letter_tasks = TaskTracker::new();

@@ -126,6 +126,13 @@ pub struct KafkaConfig {
     /// every partition).
     #[serde(default)]
     pub park_topic: Option<String>,
+    /// Bytes held in process (each event as read plus its encoding) above which the
+    /// assigned partitions are paused, whatever the event count; they resume below
+    /// half of it. librdkafka's prefetch (`queued.max.messages.kbytes`) is sized to a
+    /// quarter of it unless set in `[kafka.options]`. The pod's memory needs this, the
+    /// prefetch and ~60 MB besides.
+    #[serde(default = "defaults::max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
     /// Events held in process below which paused partitions resume.
     #[serde(default = "defaults::resume_buffered_events")]
     pub resume_buffered_events: usize,
@@ -369,7 +376,8 @@ pub enum LimitMode {
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts per request (the first included) before its events are dead-lettered
-    /// as `retries_exhausted`. 401/403 ignore it: they retry until fixed.
+    /// as `retries_exhausted`. 401/403 ignore it (they retry until fixed), and so does
+    /// an API refusing connections (an outage: waited out at the longest backoff).
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
     /// Time since the first attempt after which no further attempt starts, in ms.
@@ -466,6 +474,9 @@ mod defaults {
     }
     pub(super) fn max_buffered_events() -> usize {
         10_000
+    }
+    pub(super) fn max_buffered_bytes() -> usize {
+        128 << 20
     }
     pub(super) fn resume_buffered_events() -> usize {
         5_000

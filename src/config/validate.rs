@@ -57,6 +57,15 @@ impl Config {
         positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
         positive("kafka.lag_refresh_ms", k.lag_refresh_ms)?;
         positive("kafka.max_buffered_events", k.max_buffered_events as u64)?;
+        let least = 2 * self.batch.max_bytes;
+        if k.max_buffered_bytes < least {
+            return Err(ConfigError::key(
+                "kafka.max_buffered_bytes",
+                format!(
+                    "must be at least twice batch.max_bytes ({least}), so a full batch can form"
+                ),
+            ));
+        }
         if k.resume_buffered_events >= k.max_buffered_events {
             return Err(ConfigError::key(
                 "kafka.resume_buffered_events",

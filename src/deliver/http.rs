@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 /// Longest part of an API answer kept in a failure's detail.
 const EXCERPT_BYTES: usize = 300;
 
+/// Longest wait between two attempts to reach an API that refuses connections.
+const OUTAGE_PROBE: Duration = Duration::from_secs(5);
+
 /// Most of an answer's body read: a 207's item errors for the largest batch fit
 /// many times over; an API (or a proxy) that sends more is cut off there, so an
 /// endless or huge body never holds memory or a lane.
@@ -169,10 +172,16 @@ impl Sender {
                 }
             };
 
+            // An API that cannot be reached at all (connection refused) never saw the
+            // events: that is an outage to wait out, like a broker away, not a reason
+            // to give up on them. Anything that reached it counts against the budget.
+            let unreachable = reason == "connect";
             if auth {
                 self.metrics
                     .auth_failure(workspace, status.unwrap_or_default());
-            } else if attempts >= self.retry.max_attempts || started.elapsed() >= max_elapsed {
+            } else if !unreachable
+                && (attempts >= self.retry.max_attempts || started.elapsed() >= max_elapsed)
+            {
                 return Final::Rejected(failure(
                     "retries_exhausted".into(),
                     format!("{attempts} attempts; last: {reason}: {detail}"),
@@ -181,6 +190,10 @@ impl Sender {
             }
             let delay = if auth {
                 backoff.max()
+            } else if unreachable {
+                // Probing an API that is away: one connection attempt per request in
+                // flight every few seconds costs nothing and finds it back quickly.
+                backoff.next_delay().min(OUTAGE_PROBE)
             } else {
                 backoff.next_delay().max(asked_wait.unwrap_or_default())
             };

@@ -5,6 +5,7 @@
 pub mod outage;
 #[cfg(target_os = "linux")]
 pub mod process;
+pub mod quiet;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::source::Origin;
 pub struct Metrics {
     registry: Registry,
     consumed: IntCounter,
+    stale: IntCounter,
     delivered: IntCounterVec,
     invalid: IntCounterVec,
     dead_lettered: IntCounterVec,
@@ -34,6 +36,7 @@ pub struct Metrics {
     commits: IntCounter,
     rebalances: IntCounterVec,
     buffered: IntGauge,
+    buffered_bytes: IntGauge,
     paused: IntGauge,
     effective_rate: prometheus::GaugeVec,
     queue_depth: IntGauge,
@@ -60,6 +63,8 @@ pub struct Metrics {
     kafka_outages: Arc<outage::Outages>,
     /// A workspace's API unreachable (connection refused, timeouts).
     api_outages: Arc<outage::Outages>,
+    /// Retry lines, one per workspace and reason per interval.
+    retry_lines: Arc<quiet::Quiet>,
 }
 
 impl Default for Metrics {
@@ -164,6 +169,11 @@ impl Metrics {
                 "sluice_events_consumed_total",
                 "Messages read from Kafka.",
             ),
+            stale: counter(
+                &r,
+                "sluice_stale_messages_total",
+                "Messages fetched before their partition was revoked, left to its new owner.",
+            ),
             delivered: counter_vec(
                 &r,
                 "sluice_events_delivered_total",
@@ -236,6 +246,11 @@ impl Metrics {
                 &r,
                 "sluice_buffered_events",
                 "Events consumed and not yet delivered or rejected.",
+            ),
+            buffered_bytes: gauge(
+                &r,
+                "sluice_buffered_bytes",
+                "Bytes of those events held in process (as read and as encoded).",
             ),
             paused: gauge(
                 &r,
@@ -401,6 +416,7 @@ impl Metrics {
                 dependency_down,
                 dependency_failures,
             )),
+            retry_lines: Arc::new(quiet::Quiet::new(outage::REMINDER)),
             registry: {
                 register_build_info(&r);
                 // CPU seconds, memory, open files of this process (Linux): CPU per pod
@@ -421,6 +437,11 @@ impl Metrics {
     /// A message was read from Kafka.
     pub fn consumed(&self) {
         self.consumed.inc();
+    }
+
+    /// A message of a partition no longer assigned here arrived and was left alone.
+    pub fn stale_after_revoke(&self) {
+        self.stale.inc();
     }
 
     /// `count` events of `workspace` were accepted by the API.
@@ -617,8 +638,16 @@ impl Metrics {
         if matches!(reason, "connect" | "timeout" | "network") {
             self.api_outages
                 .failed(workspace, &format!("{reason}: {detail}"));
-        } else {
-            tracing::info!(workspace, reason, "request failed, retrying: {detail}");
+        } else if let Some(held_back) = self.retry_lines.allow(&format!("{workspace}/{reason}")) {
+            if held_back == 0 {
+                tracing::info!(workspace, reason, "request failed, retrying: {detail}");
+            } else {
+                tracing::info!(
+                    workspace,
+                    reason,
+                    "request failed, retrying: {detail} ({held_back} more like it since the last line)"
+                );
+            }
         }
     }
 
@@ -649,9 +678,10 @@ impl Metrics {
         self.rebalances.with_label_values(&[kind]).inc();
     }
 
-    /// Buffered events changed.
-    pub fn set_buffered(&self, events: usize) {
+    /// Buffered events (and their bytes) changed.
+    pub fn set_buffered(&self, events: usize, bytes: usize) {
         self.buffered.set(events as i64);
+        self.buffered_bytes.set(bytes as i64);
     }
 
     /// The consumer paused or resumed its partitions.
@@ -801,6 +831,11 @@ impl Metrics {
     /// Events consumed and not yet completed, as last reported.
     pub fn buffered(&self) -> i64 {
         self.buffered.get()
+    }
+
+    /// Bytes of the buffered events, as last reported.
+    pub fn buffered_bytes(&self) -> i64 {
+        self.buffered_bytes.get()
     }
 
     /// Whether the partitions are paused for back-pressure.

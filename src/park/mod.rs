@@ -316,9 +316,8 @@ impl LaneParking {
             }
             Control::Revoked(tps) => {
                 let dropped = self.table.revoked(&tps);
-                self.shared
-                    .buffered
-                    .fetch_sub(dropped.len(), Ordering::AcqRel);
+                let bytes = dropped.iter().map(Envelope::held_bytes).sum();
+                self.shared.buffered.release(dropped.len(), bytes);
                 for tp in tps {
                     self.owned.remove(&tp);
                     if let Some(r) = &self.reader {
@@ -435,8 +434,7 @@ impl LaneParking {
             shared
                 .tracker
                 .complete([(&envelope.origin.tp, envelope.origin.offset)]);
-            let left = shared.buffered.fetch_sub(1, Ordering::AcqRel) - 1;
-            shared.metrics.set_buffered(left);
+            shared.buffered.release(1, envelope.held_bytes());
         });
     }
 }

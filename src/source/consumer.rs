@@ -5,8 +5,8 @@
 //! Offsets are never stored automatically: a commit names explicit offsets taken from
 //! the [`OffsetTracker`], so nothing past an undelivered event is ever committed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::kafka_log::KafkaLog;
+use super::Buffered;
 use super::{Assigned, OffsetTracker, Origin, Raw, TopicPartition};
 use crate::config::{Config, OffsetReset};
 use crate::deliver::Failure;
@@ -54,6 +55,8 @@ pub enum SourceError {
 struct SourceContext {
     tracker: OffsetTracker,
     assigned: Assigned,
+    /// Bumped on every change of `assigned`, so the reading loop re-reads it only then.
+    assignment_version: AtomicU64,
     health: Health,
     metrics: Metrics,
     revoke_deadline: Duration,
@@ -69,8 +72,11 @@ struct SourceContext {
     topics: Vec<String>,
     /// Parked workspaces per partition, carried in every commit's metadata.
     marks: ParkedMarks,
-    /// Where rebalances are reported to the lanes' parking side (when parking is on).
-    rebalances: Option<mpsc::UnboundedSender<Control>>,
+    /// Where rebalances are reported to the lanes (revocations always; assignments,
+    /// with their parking marks, when parking is on).
+    rebalances: mpsc::UnboundedSender<Control>,
+    /// Whether `kafka.park_topic` is set.
+    parking_on: bool,
     /// The workspaces (for the safe assumption when marks cannot be read).
     workspaces: Vec<String>,
     /// librdkafka's lines, in sluice's terms.
@@ -78,6 +84,41 @@ struct SourceContext {
 }
 
 impl SourceContext {
+    /// Lets `revoked` go: their in-flight work gets the revoke deadline (when `wait`),
+    /// what finished is committed, the rest is forgotten here (the lanes drop what they
+    /// still queue of them) and redelivered to the new owner.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: Vec<TopicPartition>, wait: bool) {
+        self.metrics.rebalance("revoke", revoked.len());
+        if wait && !self.closing.load(Ordering::Acquire) {
+            self.wait_for(&revoked);
+        }
+        let offsets = self.tracker.committable_for(&revoked);
+        if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync, &self.marks) {
+            tracing::warn!("commit of revoked partitions failed: {e}");
+        }
+        // The rest is redelivered to the new owner, who reads the marks just
+        // committed; this pod's are no longer its to write.
+        self.tracker.forget(&revoked);
+        {
+            let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+            for tp in &revoked {
+                marks.remove(tp);
+            }
+        }
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        for tp in &revoked {
+            assigned.remove(tp);
+        }
+        self.assignment_version.fetch_add(1, Ordering::AcqRel);
+        // Shrunk before the partitions are handed over.
+        let total = self.total_partitions(consumer, &assigned, false);
+        self.share.revoked(assigned.len(), total);
+        drop(assigned);
+        // The lanes drop what they still queue of these partitions: the new
+        // owner reads it again from the commit just made.
+        let _ = self.rebalances.send(Control::Revoked(revoked));
+    }
+
     /// The broker's answer to a commit: confirmed offsets are not asked for again;
     /// refused ones (NOT_COORDINATOR during a rebalance, a broker away) are, at the next
     /// commit, even on a partition with nothing new.
@@ -109,48 +150,20 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Revoke(tpl) => {
-                let revoked = partitions(tpl);
-                self.metrics.rebalance("revoke", revoked.len());
-                if !self.closing.load(Ordering::Acquire) {
-                    self.wait_for(&revoked);
-                }
-                let offsets = self.tracker.committable_for(&revoked);
-                if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync, &self.marks) {
-                    tracing::warn!("commit of revoked partitions failed: {e}");
-                }
-                // The rest is redelivered to the new owner, who reads the marks just
-                // committed; this pod's are no longer its to write.
-                self.tracker.forget(&revoked);
-                {
-                    let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-                    for tp in &revoked {
-                        marks.remove(tp);
-                    }
-                }
-                let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
-                for tp in &revoked {
-                    assigned.remove(tp);
-                }
-                // Shrunk before the partitions are handed over.
-                let total = self.total_partitions(consumer, &assigned, false);
-                self.share.revoked(assigned.len(), total);
-                drop(assigned);
-                if let Some(tx) = &self.rebalances {
-                    let _ = tx.send(Control::Revoked(revoked));
-                }
-            }
+            Rebalance::Revoke(tpl) => self.revoke(consumer, partitions(tpl), true),
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalance("assign", tpl.count());
                 let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
                 assigned.extend(partitions(tpl));
+                self.assignment_version.fetch_add(1, Ordering::AcqRel);
                 // Grown a window after they arrive.
                 let total = self.total_partitions(consumer, &assigned, true);
                 self.share
                     .assigned(assigned.len(), total, tokio::time::Instant::now());
                 drop(assigned);
-                if let Some(tx) = &self.rebalances {
-                    let _ = tx.send(Control::Assigned(self.inherit_marks(consumer, tpl)));
+                if self.parking_on {
+                    let inherited = self.inherit_marks(consumer, tpl);
+                    let _ = self.rebalances.send(Control::Assigned(inherited));
                 }
                 self.health.joined();
             }
@@ -159,6 +172,30 @@ impl ConsumerContext for SourceContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Error(_) = rebalance {
+            // rust-rdkafka has just unassigned what the failed rebalance concerned
+            // (all of it under the eager protocol): whatever sluice still counts as
+            // its own but librdkafka no longer does is let go like a revocation
+            // (without the wait: they are gone already), and the group hands it out.
+            let now: BTreeSet<TopicPartition> = match consumer.assignment() {
+                Ok(tpl) => partitions(&tpl).into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!("assignment unknown after a rebalance error: {e}");
+                    BTreeSet::new()
+                }
+            };
+            let lost: Vec<TopicPartition> = {
+                let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+                assigned.difference(&now).cloned().collect()
+            };
+            if !lost.is_empty() {
+                tracing::warn!(
+                    partitions = lost.len(),
+                    "released after the rebalance error"
+                );
+                self.revoke(consumer, lost, false);
+            }
+        }
         if let Rebalance::Assign(tpl) = rebalance {
             if self.paused.load(Ordering::Acquire) && tpl.count() > 0 {
                 if let Err(e) = consumer.pause(tpl) {
@@ -336,14 +373,18 @@ pub struct Source {
     dead_letter_tasks: TaskTracker,
     tracker: OffsetTracker,
     metrics: Metrics,
-    buffered: Arc<AtomicUsize>,
-    max_buffered: usize,
-    resume_buffered: usize,
+    buffered: Arc<Buffered>,
+    /// Pause at either bound: events, bytes.
+    max_buffered: (usize, usize),
+    /// Resume below both: events, bytes.
+    resume_buffered: (usize, usize),
     commit_interval: Duration,
     topics: HashMap<String, Arc<str>>,
     marks: ParkedMarks,
-    /// Rebalances for the lanes' parking side, forwarded before the next message.
-    rebalances: Option<mpsc::UnboundedReceiver<Control>>,
+    /// Rebalances for the lanes, forwarded before the next message.
+    rebalances: mpsc::UnboundedReceiver<Control>,
+    /// The assignment as of a version of it (see [`Source::owns`]).
+    owned: (u64, HashSet<TopicPartition>),
 }
 
 impl std::fmt::Debug for Source {
@@ -381,6 +422,11 @@ impl Source {
                     OffsetReset::Latest => "latest",
                 },
             );
+        if !k.options.contains_key("queued.max.messages.kbytes") {
+            // librdkafka's prefetch, outside the buffer's count: a quarter of its bytes.
+            let kbytes = (k.max_buffered_bytes / 4 / 1024).clamp(1, 2_097_151);
+            client.set("queued.max.messages.kbytes", kbytes.to_string());
+        }
         if !k.options.contains_key("partition.assignment.strategy") {
             client.set("partition.assignment.strategy", "cooperative-sticky");
         }
@@ -389,6 +435,7 @@ impl Source {
         let context = SourceContext {
             tracker: tracker.clone(),
             assigned,
+            assignment_version: AtomicU64::new(0),
             health,
             metrics: metrics.clone(),
             revoke_deadline: Duration::from_millis(k.revoke_deadline_ms),
@@ -398,7 +445,8 @@ impl Source {
             partition_counts: Mutex::new(HashMap::new()),
             topics: k.topics.clone(),
             marks: marks.clone(),
-            rebalances: parking_on.then_some(rebalance_tx),
+            rebalances: rebalance_tx,
+            parking_on,
             workspaces: config.workspaces.iter().map(|w| w.id.clone()).collect(),
             log: KafkaLog::new(metrics.clone()),
         };
@@ -414,12 +462,13 @@ impl Source {
             tracker,
             metrics,
             buffered,
-            max_buffered: k.max_buffered_events,
-            resume_buffered: k.resume_buffered_events,
+            max_buffered: (k.max_buffered_events, k.max_buffered_bytes),
+            resume_buffered: (k.resume_buffered_events, k.max_buffered_bytes / 2),
             commit_interval: config.commit_interval(),
             topics: HashMap::new(),
             marks,
-            rebalances: parking_on.then_some(rebalance_rx),
+            rebalances: rebalance_rx,
+            owned: (u64::MAX, HashSet::new()),
         })
     }
 
@@ -475,21 +524,21 @@ impl Source {
 
     /// Tells the lanes of rebalances before any message of the partitions concerned.
     fn forward_rebalances(&mut self, router: &Router) {
-        if let Some(rx) = &mut self.rebalances {
-            while let Ok(change) = rx.try_recv() {
-                router.broadcast(|| change.clone());
-            }
+        while let Ok(change) = self.rebalances.try_recv() {
+            router.broadcast(|| change.clone());
         }
     }
 
     /// Pauses the assigned partitions above the high-water mark, resumes them below the
     /// low-water mark.
     fn apply_back_pressure(&self) {
-        let buffered = self.buffered.load(Ordering::Acquire);
+        let (buffered, bytes) = (self.buffered.events(), self.buffered.bytes());
         let paused = self.consumer.context().paused.load(Ordering::Acquire);
-        let change = if !paused && buffered >= self.max_buffered {
+        let full = buffered >= self.max_buffered.0 || bytes >= self.max_buffered.1;
+        let drained = buffered <= self.resume_buffered.0 && bytes <= self.resume_buffered.1;
+        let change = if !paused && full {
             Some(true)
-        } else if paused && buffered <= self.resume_buffered {
+        } else if paused && drained {
             Some(false)
         } else {
             None
@@ -516,6 +565,12 @@ impl Source {
 
     fn dispatch(&mut self, message: Detached, router: &Router) {
         self.forward_rebalances(router);
+        if !self.owns(&message.origin.tp) {
+            // Fetched before its partition was revoked: the new owner reads it again
+            // from the commit made at the revocation.
+            self.metrics.stale_after_revoke();
+            return;
+        }
         self.metrics.consumed();
         let origin = message.origin;
         self.tracker.track(&origin.tp, origin.offset);
@@ -533,8 +588,6 @@ impl Source {
                 )
                 .and_then(|event| Ok((self.shared.destination.encode(&event)?, event))),
         };
-        let buffered = self.buffered.fetch_add(1, Ordering::AcqRel) + 1;
-        self.metrics.set_buffered(buffered);
         match decoded {
             Ok((encoded, event)) => {
                 let envelope = Envelope {
@@ -546,9 +599,11 @@ impl Source {
                     arrived: tokio::time::Instant::now(),
                     from_park: false,
                 };
+                let bytes = envelope.held_bytes();
+                self.buffered.add(bytes);
                 if let Err(origin) = router.route(&event.workspace, envelope) {
                     // Only possible while shutting down: leave it uncommitted.
-                    self.buffered.fetch_sub(1, Ordering::AcqRel);
+                    self.buffered.release(1, bytes);
                     tracing::warn!(
                         offset = origin.offset,
                         "lane closed; event left for redelivery"
@@ -562,6 +617,8 @@ impl Source {
                     InvalidEvent::UnknownWorkspace(_) => None,
                     _ => message.workspace,
                 };
+                let bytes = message.raw.held_bytes();
+                self.buffered.add(bytes);
                 let shared = self.shared.clone();
                 // Written off the consumer's path: it must keep polling meanwhile.
                 self.dead_letter_tasks.spawn(async move {
@@ -574,8 +631,7 @@ impl Source {
                     tokio::select! {
                         _ = shared.dead_letters.send(letter) => {
                             shared.tracker.complete([(&origin.tp, origin.offset)]);
-                            let left = shared.buffered.fetch_sub(1, Ordering::AcqRel) - 1;
-                            shared.metrics.set_buffered(left);
+                            shared.buffered.release(1, bytes);
                         }
                         // Past the drain deadline: left uncommitted, redelivered later.
                         _ = shared.hard_stop.cancelled() => {}
@@ -583,6 +639,21 @@ impl Source {
                 });
             }
         }
+    }
+
+    /// Whether `tp` is assigned to this pod now.
+    fn owns(&mut self, tp: &TopicPartition) -> bool {
+        let version = self
+            .consumer
+            .context()
+            .assignment_version
+            .load(Ordering::Acquire);
+        if self.owned.0 != version {
+            let assigned = self.consumer.context().assigned.lock();
+            let assigned = assigned.unwrap_or_else(|e| e.into_inner());
+            self.owned = (version, assigned.iter().cloned().collect());
+        }
+        self.owned.1.contains(tp)
     }
 
     fn commit_now(&self) {

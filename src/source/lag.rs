@@ -7,7 +7,6 @@
 //! fetch statistics go stale exactly then).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::Buffered;
 use super::{OffsetTracker, TopicPartition};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -34,7 +34,7 @@ pub struct LagMonitor {
     client: BaseConsumer<KafkaLog>,
     assigned: Assigned,
     tracker: OffsetTracker,
-    buffered: Arc<AtomicUsize>,
+    buffered: Arc<Buffered>,
     metrics: Metrics,
     health: Health,
     interval: Duration,
@@ -60,7 +60,7 @@ impl LagMonitor {
         config: &Config,
         assigned: Assigned,
         tracker: OffsetTracker,
-        buffered: Arc<AtomicUsize>,
+        buffered: Arc<Buffered>,
         metrics: Metrics,
         health: Health,
     ) -> KafkaResult<Self> {
@@ -158,7 +158,7 @@ impl LagMonitor {
             lags.push((tp, (high - from).max(0)));
         }
         let total: i64 = lags.iter().map(|(_, l)| l).sum();
-        let depth = total as u64 + self.buffered.load(Ordering::Acquire) as u64;
+        let depth = total as u64 + self.buffered.events() as u64;
         let current: BTreeSet<TopicPartition> = assigned.iter().cloned().collect();
         let gone: Vec<(&str, i32)> = self
             .reported

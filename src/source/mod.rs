@@ -1,10 +1,12 @@
 //! The source: the Kafka consumer, and the record of which offsets may be committed.
 
+mod buffered;
 mod consumer;
 pub mod kafka_log;
 mod lag;
 mod offsets;
 
+pub use buffered::Buffered;
 pub use consumer::{Source, SourceError};
 pub use lag::{Assigned, LagMonitor};
 pub use offsets::{OffsetTracker, TopicPartition};
@@ -28,6 +30,13 @@ pub struct Origin {
     pub tp: TopicPartition,
     /// Its offset.
     pub offset: i64,
+}
+
+impl Raw {
+    /// Its key and payload bytes.
+    pub fn held_bytes(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// The message as it arrived, kept for the dead-letter topic.

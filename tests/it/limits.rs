@@ -509,3 +509,69 @@ async fn against_silent_throttling_the_limiter_alone_keeps_every_event() {
     assert!(stats.workspaces["site-acme"].max_requests_per_second <= 5);
     api.stop().await;
 }
+
+fn dlq_config(brokers: &str) -> sluice::config::Config {
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\
+         dlq_topic = \"t.dlq\"\n[destination]\nkind = \"customerio\"\n\
+         [[workspaces]]\nid = \"w\"\nsite_id = \"s\"\napi_key_env = \"K\"\n"
+    );
+    sluice::config::Config::from_toml(&text, "test", [("K".to_string(), "k".to_string())]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatally_failed_dead_letter_producer_is_replaced_and_the_letter_still_lands() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::Producer;
+    use sluice::deliver::Failure;
+    use sluice::dlq::{DeadLetters, Letter};
+    use sluice::metrics::Metrics;
+    use sluice::source::{Origin, Raw, TopicPartition};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("t.dlq", 1, 1).unwrap();
+    let letters =
+        DeadLetters::new(&dlq_config(&cluster.bootstrap_servers()), Metrics::new()).unwrap();
+    let failure = Failure::without_request("http_400", "refused");
+    let origin = Origin {
+        tp: TopicPartition::new("t", 0),
+        offset: 7,
+    };
+    let raw = Raw {
+        payload: Some(b"{}".to_vec()),
+        ..Raw::default()
+    };
+    let letter = || Letter {
+        origin: &origin,
+        raw: &raw,
+        workspace: Some("w"),
+        failure: &failure,
+    };
+    letters.send(letter()).await;
+    // What an idempotent producer that lost its sequence numbers reports: every
+    // send on it fails from now on.
+    let first = letters.producer();
+    let reason = std::ffi::CString::new("test: out of sequence").unwrap();
+    // SAFETY: a live client handle and a NUL-terminated string.
+    unsafe {
+        rdkafka::bindings::rd_kafka_test_fatal_error(
+            first.client().native_ptr(),
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        );
+    }
+    assert!(first.client().fatal_error().is_some());
+    tokio::time::timeout(Duration::from_secs(30), letters.send(letter()))
+        .await
+        .expect("the letter lands on a new producer");
+    assert!(!std::sync::Arc::ptr_eq(&first, &letters.producer()));
+
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "r")
+        .create()
+        .unwrap();
+    let (_, high) = reader
+        .fetch_watermarks("t.dlq", 0, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(high, 2, "both letters are in the topic");
+}

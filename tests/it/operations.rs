@@ -371,3 +371,89 @@ async fn a_broker_away_is_one_line_not_a_flood() {
     println!("/readyz: {why}");
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_broker_down_and_back_the_worker_waits_says_why_and_resumes() {
+    // librdkafka's mock cluster takes its one broker down (connections cut, new ones
+    // refused) for 25 s, then brings it back on the same address.
+    let broker = Broker::mock();
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    let api = Api::start().await;
+    let topic = unique("events");
+    broker.create_topic(&topic, 2).await;
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let first = produce(&broker.brokers(), &topic, &tracks("acme", "u", 20, 0..300)).await;
+    let (worker, url) = Worker::start_serving(setup.config()).await;
+    setup.wait_committed(&first, 2).await;
+    let readyz = || {
+        let url = format!("{url}/readyz");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().is_success(), r.text().await.unwrap())
+        }
+    };
+    assert!(readyz().await.0, "ready before");
+
+    cluster.broker_down(1).unwrap();
+    let commits_then = total(
+        &scrape(&format!("{url}/metrics")).await,
+        "sluice_commits_total",
+        &[],
+    );
+    let down = std::time::Instant::now();
+    let mut why = None;
+    while down.elapsed() < Duration::from_secs(25) {
+        let (ready, text) = readyz().await;
+        if !ready && why.is_none() {
+            why = Some((down.elapsed().as_secs_f64(), text));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let commits_away = total(
+        &scrape(&format!("{url}/metrics")).await,
+        "sluice_commits_total",
+        &[],
+    ) - commits_then;
+    cluster.broker_up(1).unwrap();
+    let back = std::time::Instant::now();
+    let second = produce(
+        &broker.brokers(),
+        &topic,
+        &tracks("acme", "u", 20, 300..600),
+    )
+    .await;
+    setup.wait_committed(&second, 2).await;
+    let resumed = back.elapsed().as_secs_f64();
+    let mut ready_again = false;
+    for _ in 0..120 {
+        if readyz().await.0 {
+            ready_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    worker.stop().await;
+    let (after, text) = why.expect("not ready while the broker was away");
+    println!(
+        "broker down 25 s: not ready after {after:.1} s ({}), {commits_away} commits while \
+         away, everything after its return committed {resumed:.1} s later",
+        text.trim()
+    );
+    assert!(text.contains("kafka"), "/readyz says why: {text}");
+    assert_eq!(
+        commits_away, 0.0,
+        "nothing committed while the broker was away"
+    );
+    assert!(ready_again, "ready once the broker is back");
+    let received: std::collections::HashSet<(String, u64)> = api
+        .received()
+        .iter()
+        .filter_map(|r| {
+            let attrs = &r.item["attributes"];
+            Some((attrs["user"].as_str()?.to_string(), attrs["seq"].as_u64()?))
+        })
+        .collect();
+    assert_eq!(received.len(), 600, "every event, before and after");
+}

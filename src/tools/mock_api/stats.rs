@@ -27,8 +27,9 @@ struct Workspace {
     seqs: HashMap<String, Seen>,
 }
 
-/// The `seq` values one user's events arrived with: everything up to `floor` and the
-/// ones in `above` (first deliveries arrive in order, so `above` stays small).
+/// The `seq` values one user's events arrived with: everything from 1 (where `sluice
+/// loadgen` starts) up to `floor`, and the ones in `above` (first deliveries arrive in
+/// order, so `above` stays small; a seq of 0 or below is kept there too).
 #[derive(Debug, Default)]
 struct Seen {
     floor: i64,
@@ -39,7 +40,7 @@ struct Seen {
 impl Seen {
     /// Records `seq`: `false` if it had been seen before (a re-delivery).
     fn insert(&mut self, seq: i64) -> bool {
-        if seq <= self.floor || !self.above.insert(seq) {
+        if (1..=self.floor).contains(&seq) || !self.above.insert(seq) {
             return false;
         }
         while self.above.first() == Some(&(self.floor + 1)) {
@@ -260,5 +261,18 @@ mod tests {
             ),
             (6, 1, 1, 1)
         );
+    }
+
+    #[test]
+    fn a_seq_of_zero_is_a_first_delivery_the_first_time() {
+        let stats = Stats::default();
+        let ev = |seq| Accepted {
+            user: Some("u"),
+            event_id: None,
+            seq: Some(seq),
+        };
+        stats.accept("a", false, [ev(0), ev(200), ev(0), ev(400)]);
+        let a = &stats.snapshot().workspaces["a"];
+        assert_eq!((a.redelivered_events, a.order_violations), (1, 0));
     }
 }
