@@ -1,4 +1,5 @@
-//! Small pieces the load tools share: `KEY=VALUE` options and a topic's partition count.
+//! Small pieces the load tools share: `KEY=VALUE` options, a topic's partition count,
+//! and creating a topic with its dead-letter topic.
 
 use std::time::Duration;
 
@@ -20,6 +21,30 @@ pub fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> any
         .topics()
         .first()
         .map_or(0, |t| t.partitions().len()))
+}
+
+/// Creates `topic` with `partitions` partitions and `TOPIC.dlq` with one, on the
+/// brokers `client` names; topics that exist already are left as they are.
+pub async fn create_topics(
+    client: &rdkafka::ClientConfig,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client.create()?;
+    let dlq = format!("{topic}.dlq");
+    let topics = [
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
+    ];
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -98,6 +98,15 @@ struct Stats {
 }
 
 impl Stats {
+    /// The later of two readings (counts only grow).
+    fn max_with(self, other: Stats) -> Stats {
+        if self.accepted >= other.accepted {
+            self
+        } else {
+            other
+        }
+    }
+
     /// Distinct events delivered.
     fn unique(&self) -> u64 {
         self.accepted - self.redelivered
@@ -289,6 +298,77 @@ async fn wait_delivered(api: &Api, sent: u64, limit: Duration, pod: &Pod) -> Sta
     }
 }
 
+/// Three workers under 2 000 events/s; one `kill -9`ed, one added later: nothing
+/// lost, no per-user order violation among first deliveries, and the duplicates no
+/// more than the dead pod's uncommitted deliveries and the moved partitions' in-flight
+/// work — the survivors commit only what they delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "drill: real broker and release binary, ~2 min, run alone: scripts/test.sh"]
+async fn drill_rebalance_under_load() {
+    const RATE: u32 = 2000;
+    let bin = release_bin();
+    let broker = Broker::real();
+    let topic = unique("drill-rebalance");
+    broker.create_topic(&topic, 8).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let api = Api::start(&bin).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
+    setup.batch = String::new();
+    setup.lanes = String::new();
+    setup.limits = String::new();
+    let toml = setup.toml();
+    let dir = tempfile::tempdir().unwrap();
+    let load = loadgen(&bin, &broker.brokers(), &topic, RATE, "75s", 5);
+    let mut pods: Vec<Pod> = (0..3)
+        .map(|i| Pod::start_binary(&bin, &toml, dir.path(), &format!("pod-{i}")))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let before_kill = api.stats().await;
+    pods[1].kill();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    pods.push(Pod::start_binary(&bin, &toml, dir.path(), "pod-3"));
+    let sent = tokio::task::spawn_blocking(move || loadgen_sent(load))
+        .await
+        .unwrap();
+    let s = wait_delivered(&api, sent, Duration::from_secs(120), &pods[0]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = api.stats().await.max_with(s);
+    let logs: Vec<String> = pods.iter().map(Pod::log).collect();
+    for pod in &mut pods {
+        pod.stop();
+    }
+    let count = |what: &dyn Fn(&str) -> bool| {
+        logs.iter()
+            .map(|l| l.lines().filter(|l| what(l)).count())
+            .sum::<usize>()
+    };
+    let rebalances = count(&|l| l.contains("rebalance"));
+    let refused =
+        count(&|l| l.contains("commit") && (l.contains("refused") || l.contains("failed")));
+    println!(
+        "rebalance drill: 3 pods at {RATE} events/s, pod-1 killed at 25 s ({} delivered by \
+         then), pod-3 added at 45 s: sent {sent}, delivered {} (unique), re-delivered {} \
+         ({:.2}%), per-user order violations {}, rebalance log lines {rebalances}, log \
+         lines of refused or failed commits {refused}",
+        before_kill.unique(),
+        s.unique(),
+        s.redelivered,
+        s.redelivered as f64 / sent as f64 * 100.0,
+        s.order_violations
+    );
+    assert_eq!(s.unique(), sent, "every event delivered");
+    assert_eq!(s.order_violations, 0, "first deliveries in per-user order");
+    // A kill re-sends what the dead pod delivered since its last confirmed commit plus
+    // its in-flight requests; a hand-over, what the moved partitions delivered since
+    // their last confirmed commit — which on Tansu 0.6 can be seconds, as it refuses
+    // commits while its (10–20 s) rebalances are in progress. Bounded, not zero.
+    assert!(
+        s.redelivered <= sent / 10,
+        "{} delivered twice",
+        s.redelivered
+    );
+}
+
 /// The API away for 60 s (connection refused), then back with 20% of requests meeting
 /// a fault (5xx, a hang past the client's timeout, a reset): nothing lost or dead-
 /// lettered, the backlog drained at the limit (never over it), the pod ready all along,
@@ -361,7 +441,8 @@ async fn drill_api_outage_then_faults() {
     let metrics = pod.metrics().await.unwrap_or_default();
     let log = pod.log();
     pod.stop();
-    let dead = crate::common::fleet::value(&metrics, "sluice_events_dead_lettered_total", &[]);
+    let dead =
+        crate::common::fleet::value(&metrics, "sluice_events_dead_lettered_total", &[]).abs();
     let api_lines = log_during_outage
         .lines()
         .filter(|l| l.contains("api unreachable") || l.contains("still unreachable"))

@@ -157,7 +157,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
             args.partitions
         }
         Broker::Real(b) if fresh_topic => {
-            create_topics(b, &config, &topic, args.partitions).await?;
+            let mut client = crate::source::client_config(&config.kafka);
+            client.set("bootstrap.servers", b);
+            crate::tools::shared::create_topics(&client, &topic, args.partitions).await?;
             args.partitions
         }
         Broker::Real(_) => 0,
@@ -252,6 +254,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         target: Target::Kafka {
             client,
             topic: topic.clone(),
+            create: None,
         },
         late_after: Duration::from_millis(20),
         max_late_share: 0.01,
@@ -448,28 +451,6 @@ async fn wait_for_assignment(metrics: &Metrics, stop: &CancellationToken) -> any
             anyhow::bail!("stopped before the run began");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-/// Creates the run's topic and its dead-letter topic on a real broker.
-async fn create_topics(
-    brokers: &str,
-    config: &Config,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let mut client = crate::source::client_config(&config.kafka);
-    client.set("bootstrap.servers", brokers);
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client.create()?;
-    let dlq = format!("{topic}.dlq");
-    let topics = [
-        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
-        NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
-    ];
-    for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
-        result.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
     }
     Ok(())
 }

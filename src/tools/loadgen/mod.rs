@@ -111,6 +111,10 @@ pub struct LoadgenArgs {
     /// The run id carried in every event's `sluice.run` header (default: a new ULID).
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Create the topic with this many partitions (and `TOPIC.dlq` with one) first,
+    /// unless it exists.
+    #[arg(long)]
+    pub partitions: Option<i32>,
 }
 
 /// `--rate`: events/s or `max`.
@@ -174,6 +178,8 @@ pub enum Target {
         client: rdkafka::ClientConfig,
         /// The topic.
         topic: String,
+        /// Partitions to create it with, unless it exists.
+        create: Option<i32>,
     },
     /// Written to this file.
     File(PathBuf),
@@ -272,7 +278,11 @@ impl Plan {
                             .and_then(|c| c.kafka.topics.first().cloned())
                     })
                     .ok_or_else(|| anyhow::anyhow!("give --topic (or --config)"))?;
-                Target::Kafka { client, topic }
+                Target::Kafka {
+                    client,
+                    topic,
+                    create: args.partitions,
+                }
             }
         };
         let max_pending = args.max_pending.unwrap_or_else(|| {
@@ -305,10 +315,18 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     let stages = plan.schedule.stages();
     let mut generator = Generator::new(plan.shape.clone(), plan.seed);
     let workspaces: Vec<String> = generator.workspaces().map(str::to_string).collect();
+    if let Target::Kafka {
+        client,
+        topic,
+        create: Some(partitions),
+    } = &plan.target
+    {
+        futures::executor::block_on(super::shared::create_topics(client, topic, *partitions))?;
+    }
     let wall_start = SystemTime::now();
     let start = Instant::now();
     let (mut sink, destination) = match &plan.target {
-        Target::Kafka { client, topic } => (
+        Target::Kafka { client, topic, .. } => (
             sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
             topic.clone(),
         ),

@@ -25,6 +25,9 @@ struct Workspace {
     event_ids: HashSet<String>,
     /// The `attributes.seq` values seen per user.
     seqs: HashMap<String, Seen>,
+    /// When the first and the latest accepted events arrived, unix ms.
+    first_accepted_ms: Option<u64>,
+    last_accepted_ms: Option<u64>,
 }
 
 /// The `seq` values one user's events arrived with: everything from 1 (where `sluice
@@ -87,6 +90,14 @@ pub struct Snapshot {
     /// Events whose user and `seq` had arrived before (re-deliveries, identifies
     /// included, which carry no event id).
     pub redelivered_events: u64,
+    /// When the first accepted event arrived (any workspace), unix ms: with
+    /// `last_accepted_unix_ms`, a worker's delivery rate from its first request to its
+    /// last.
+    #[serde(default)]
+    pub first_accepted_unix_ms: Option<u64>,
+    /// When the latest accepted event arrived, unix ms.
+    #[serde(default)]
+    pub last_accepted_unix_ms: Option<u64>,
     /// Per workspace.
     pub workspaces: BTreeMap<String, WorkspaceSnapshot>,
 }
@@ -155,6 +166,7 @@ impl Stats {
             ws.dropped += events.into_iter().count() as u64;
             return;
         }
+        let before = ws.events;
         for event in events {
             ws.events += 1;
             if let Some(id) = event.event_id {
@@ -178,6 +190,13 @@ impl Stats {
                 }
             }
         }
+        if ws.events > before {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            ws.first_accepted_ms.get_or_insert(now);
+            ws.last_accepted_ms = Some(now);
+        }
     }
 
     /// A consistent-enough copy for reporting.
@@ -197,6 +216,12 @@ impl Stats {
             snap.duplicate_event_ids += ws.duplicates;
             snap.order_violations += ws.order_violations;
             snap.redelivered_events += ws.redelivered;
+            snap.first_accepted_unix_ms = match (snap.first_accepted_unix_ms, ws.first_accepted_ms)
+            {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            snap.last_accepted_unix_ms = snap.last_accepted_unix_ms.max(ws.last_accepted_ms);
             snap.workspaces.insert(
                 entry.key().clone(),
                 WorkspaceSnapshot {
