@@ -10,6 +10,12 @@ use sluice::config::Config;
 use sluice::tools::{capacity, dlq_cli, loadgen, park_cli, replay};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's malloc: buffered events are freed on other threads
+/// than the ones that allocated them, which glibc's per-thread arenas keep as
+/// fragmented, resident memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     init_tracing(cli.log_format);

@@ -473,13 +473,13 @@ mod defaults {
         100
     }
     pub(super) fn max_buffered_events() -> usize {
-        10_000
+        50_000
     }
     pub(super) fn max_buffered_bytes() -> usize {
-        128 << 20
+        64 << 20
     }
     pub(super) fn resume_buffered_events() -> usize {
-        5_000
+        25_000
     }
     pub(super) fn revoke_deadline_ms() -> u64 {
         5_000
@@ -524,7 +524,7 @@ mod defaults {
         300_000
     }
     pub(super) fn max_events() -> usize {
-        100
+        500
     }
     pub(super) fn max_bytes() -> usize {
         super::CUSTOMERIO_MAX_BATCH_BYTES
@@ -536,7 +536,7 @@ mod defaults {
         200
     }
     pub(super) fn max_in_flight() -> usize {
-        4
+        16
     }
     pub(super) fn rate_limit_per_s() -> f64 {
         100.0
