@@ -28,8 +28,14 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn minimal_config_takes_documented_defaults() {
     let c = Config::from_toml(MINIMAL, "t", env(&[("ACME_KEY", "k")])).unwrap();
-    assert_eq!(c.batch.max_events, 100);
+    assert_eq!(c.batch.max_events, 500);
     assert_eq!(c.batch.max_bytes, 500_000);
+    assert_eq!(c.lanes.max_in_flight, 16);
+    assert_eq!(
+        (c.kafka.max_buffered_events, c.kafka.resume_buffered_events),
+        (50_000, 25_000)
+    );
+    assert_eq!(c.kafka.max_buffered_bytes, 64 << 20);
     assert_eq!(c.lanes.ordering, Ordering::PerUser);
     assert_eq!(c.destination.api, ApiMode::Batch);
     assert_eq!(c.workspaces[0].api_key.expose(), "k");
@@ -192,4 +198,52 @@ fn one_site_listed_twice_is_refused() {
         msg.contains("workspaces[1].site_id") && msg.contains("acme"),
         "{msg}"
     );
+}
+
+#[test]
+fn every_setting_is_documented_in_the_shipped_example() {
+    // config/sluice.toml is the reference users copy: every key the worker reads must
+    // appear there (set, or commented out) in its section. (Keys unset by default, the
+    // `Option`s, serialize to nothing and are not checked here.)
+    let text = include_str!("../../config/sluice.toml");
+    let keys = [("SLUICE_ACME_API_KEY", "k"), ("SLUICE_GLOBEX_API_KEY", "k")];
+    let c = Config::from_toml(text, "sluice.toml", env(&keys)).expect("the example parses");
+    let mut sections: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let bare = line.trim_start_matches('#').trim();
+        let header = bare.strip_prefix('[').map(|b| b.trim_matches(['[', ']']));
+        match header {
+            Some(name) if !name.is_empty() && !name.contains([' ', ',']) => {
+                current = name.to_string()
+            }
+            _ => sections
+                .entry(current.clone())
+                .or_default()
+                .push(bare.to_string()),
+        }
+    }
+    let documented = |section: &str, key: &str| {
+        sections
+            .get(section)
+            .is_some_and(|lines| lines.iter().any(|l| l.starts_with(&format!("{key} ="))))
+    };
+    let mut missing = Vec::new();
+    for (section, body) in toml::Value::try_from(&c).unwrap().as_table().unwrap() {
+        let tables: Vec<&toml::Table> = match body {
+            toml::Value::Table(t) => vec![t],
+            toml::Value::Array(items) => items.iter().filter_map(|i| i.as_table()).collect(),
+            _ => continue,
+        };
+        for table in tables {
+            // Sub-tables (kafka.options) hold librdkafka's own properties.
+            for (key, _) in table.iter().filter(|(_, v)| !v.is_table()) {
+                if !documented(section, key) {
+                    missing.push(format!("{section}.{key}"));
+                }
+            }
+        }
+    }
+    missing.dedup();
+    assert!(missing.is_empty(), "not in config/sluice.toml: {missing:?}");
 }
