@@ -80,7 +80,10 @@ impl Sender {
         body: Bytes,
     ) -> Final {
         let mut backoff = Backoff::new(&self.retry);
-        let started = tokio::time::Instant::now();
+        // The retry budget (`max_attempts`, `max_elapsed_ms`) counts only attempts
+        // that reached the API, from the first one that did.
+        let mut started = tokio::time::Instant::now();
+        let mut counted: u32 = 0;
         let max_elapsed = Duration::from_millis(self.retry.max_elapsed_ms);
         let first_attempt = SystemTime::now();
         let mut attempts: u32 = 0;
@@ -174,13 +177,19 @@ impl Sender {
 
             // An API that cannot be reached at all (connection refused) never saw the
             // events: that is an outage to wait out, like a broker away, not a reason
-            // to give up on them. Anything that reached it counts against the budget.
+            // to give up on them. The budget starts once it answers again.
             let unreachable = reason == "connect";
+            if unreachable {
+                counted = 0;
+                started = tokio::time::Instant::now();
+            } else {
+                counted += 1;
+            }
             if auth {
                 self.metrics
                     .auth_failure(workspace, status.unwrap_or_default());
             } else if !unreachable
-                && (attempts >= self.retry.max_attempts || started.elapsed() >= max_elapsed)
+                && (counted >= self.retry.max_attempts || started.elapsed() >= max_elapsed)
             {
                 return Final::Rejected(failure(
                     "retries_exhausted".into(),
@@ -281,32 +290,86 @@ mod tests {
         format!("http://{addr}/api/v2/batch")
     }
 
-    #[tokio::test]
-    async fn an_endless_answer_is_cut_off_and_judged_by_its_status() {
-        let url = endless_body_server().await;
+    fn sender(destination_timeout_ms: u64, retry: RetryConfig) -> Sender {
         let destination = DestinationConfig {
             kind: DestinationKind::Customerio,
             region: Region::Us,
             base_url: None,
             api: ApiMode::Batch,
             connect_timeout_ms: 1_000,
-            // Far beyond the test's own bound: only the cap can end the read.
-            request_timeout_ms: 3_600_000,
+            request_timeout_ms: destination_timeout_ms,
             pool_size: 1,
         };
         let rate = Rate {
             site: "s".into(),
-            per_second: 100.0,
-            burst: 1,
+            per_second: 1_000.0,
+            burst: 10,
         };
         let limiter = Arc::new(Limiter::new([("ws".to_string(), rate)], 4, 1.0));
-        let sender = Sender::new(
-            &destination,
-            RetryConfig::default(),
-            limiter,
-            Metrics::new(),
-        )
-        .unwrap();
+        Sender::new(&destination, retry, limiter, Metrics::new()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_connections_do_not_spend_the_retry_budget() {
+        // Nothing listens for a while (an outage), then the API answers 503 twice and
+        // accepts: with a budget of 3 attempts the request must still succeed, since
+        // only the attempts that reached the API count.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let retry = RetryConfig {
+            max_attempts: 3,
+            initial_backoff_ms: 5,
+            max_backoff_ms: 20,
+            ..RetryConfig::default()
+        };
+        let sender = sender(5_000, retry);
+        let url = format!("http://127.0.0.1:{port}/api/v2/batch");
+        let send = tokio::spawn(async move {
+            sender
+                .send(
+                    "ws",
+                    ("s", &Secret::new("k")),
+                    Method::POST,
+                    &url,
+                    Bytes::from_static(b"{}"),
+                )
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let server = tokio::spawn(async move {
+            for answer in [
+                "503 Service Unavailable",
+                "503 Service Unavailable",
+                "200 OK",
+            ] {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let reply = format!(
+                    "HTTP/1.1 {answer}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                );
+                socket.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(30), send)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(matches!(answer, Final::Accepted), "{answer:?}");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_off_and_judged_by_its_status() {
+        let url = endless_body_server().await;
+        // A request timeout far beyond the test's own bound: only the cap can end the
+        // read.
+        let sender = sender(3_600_000, RetryConfig::default());
         let answer = tokio::time::timeout(
             Duration::from_secs(60),
             sender.send(

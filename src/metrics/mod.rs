@@ -631,11 +631,13 @@ impl Metrics {
         self.auth_failures.with_label_values(&[workspace]).inc();
     }
 
-    /// A request will be tried again. An API that cannot be reached (refused, timed
-    /// out, reset) is one outage, logged when it starts and every 30 s while it lasts.
+    /// A request will be tried again. An API that cannot be reached (connection
+    /// refused) is one outage, logged when it starts and every 30 s while it lasts;
+    /// an API that answers but fails some requests (5xx, timeouts, resets) is not
+    /// down: one line per reason every 30 s, with how many were held back.
     pub fn retry(&self, workspace: &str, reason: &str, detail: &str) {
         self.retries.with_label_values(&[workspace, reason]).inc();
-        if matches!(reason, "connect" | "timeout" | "network") {
+        if reason == "connect" {
             self.api_outages
                 .failed(workspace, &format!("{reason}: {detail}"));
         } else if let Some(held_back) = self.retry_lines.allow(&format!("{workspace}/{reason}")) {
