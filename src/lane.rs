@@ -394,12 +394,20 @@ struct Held {
     /// Batches whose task panicked and are being dead-lettered.
     failed: std::collections::HashSet<u64>,
     next_batch: u64,
+    /// Bytes of the events held, queued or in flight (`Envelope::held_bytes`).
+    bytes: usize,
 }
 
 impl Held {
     /// Events held, queued or in flight.
     fn events(&self) -> usize {
         self.queues.total + self.batches.values().map(|b| b.len()).sum::<usize>()
+    }
+
+    /// Takes an event into the queues.
+    fn push(&mut self, envelope: Envelope, ordering: Ordering) {
+        self.bytes += envelope.held_bytes();
+        self.queues.push(envelope, ordering);
     }
 
     /// Sends every batch that is due (full, lingered long enough, or draining) while
@@ -522,6 +530,7 @@ impl Held {
         for user in queues.users.into_values() {
             out.extend(user.events);
         }
+        self.bytes = 0;
         out
     }
 }
@@ -544,6 +553,7 @@ pub async fn run_lane(
         tasks: HashMap::new(),
         failed: Default::default(),
         next_batch: 0,
+        bytes: 0,
     };
     let mut draining = false;
     let mut park_tick = tokio::time::interval(Duration::from_millis(100));
@@ -579,6 +589,9 @@ pub async fn run_lane(
                     let batch = held.batches.remove(&id).expect("a batch in flight is listed");
                     // Its task has ended, so this is the only handle left.
                     let batch = Arc::unwrap_or_clone(batch);
+                    held.bytes = held
+                        .bytes
+                        .saturating_sub(batch.iter().map(Envelope::held_bytes).sum::<usize>());
                     finish(&workspace, &shared, &mut held.queues, batch, outcomes);
                 }
                 Err(e) if e.is_cancelled() => {
@@ -604,7 +617,7 @@ pub async fn run_lane(
             }
             _ = park_tick.tick(), if parking.is_some() && !draining => {
                 if let Some(p) = &mut parking {
-                    p.maybe_return(held.events());
+                    p.maybe_return(held.events(), held.bytes);
                 }
             }
             _ = sleep_until(linger_deadline), if linger_deadline.is_some() => {}
@@ -627,21 +640,22 @@ async fn take_in(
         LaneMsg::Event(envelope) => match parking {
             Some(p) => {
                 if let Some(direct) = p.on_event(envelope) {
-                    held.queues.push(direct, shared.ordering);
+                    held.push(direct, shared.ordering);
                 }
-                if p.should_park(held.events()) {
+                if p.should_park(held.events(), held.bytes) {
                     let taken = held.take_all().await;
                     for stays in p.park(taken) {
-                        held.queues.push(stays, shared.ordering);
+                        held.push(stays, shared.ordering);
                     }
                 }
             }
-            None => held.queues.push(envelope, shared.ordering),
+            None => held.push(envelope, shared.ordering),
         },
-        LaneMsg::FromPark(envelope) => held.queues.push(envelope, shared.ordering),
+        LaneMsg::FromPark(envelope) => held.push(envelope, shared.ordering),
         LaneMsg::Park(control) => {
             if let crate::park::Control::Revoked(revoked) = &control {
                 let (dropped, bytes) = held.queues.drop_partitions(revoked, shared.ordering);
+                held.bytes = held.bytes.saturating_sub(bytes);
                 if dropped > 0 {
                     shared.buffered.release(dropped, bytes);
                     tracing::debug!(
@@ -652,7 +666,7 @@ async fn take_in(
             }
             if let Some(p) = parking {
                 for direct in p.on_control(control).await {
-                    held.queues.push(direct, shared.ordering);
+                    held.push(direct, shared.ordering);
                 }
             }
         }

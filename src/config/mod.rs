@@ -697,7 +697,7 @@ pub fn is_secret_option(key: &str) -> bool {
         || k.ends_with(".key")
         || k.ends_with(".key.pem")
         || k.contains("token")
-        || k.starts_with("sasl.oauthbearer.config")
+        || k.contains("sasl.oauthbearer.config")
         || k.contains("credentials")
 }
 

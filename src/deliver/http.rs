@@ -81,8 +81,10 @@ impl Sender {
     ) -> Final {
         let mut backoff = Backoff::new(&self.retry);
         // The retry budget (`max_attempts`, `max_elapsed_ms`) counts only attempts
-        // that reached the API, from the first one that did.
-        let mut started = tokio::time::Instant::now();
+        // that reached the API, and only the time not spent waiting for it to be
+        // reachable at all.
+        let started = tokio::time::Instant::now();
+        let mut away = Duration::ZERO;
         let mut counted: u32 = 0;
         let max_elapsed = Duration::from_millis(self.retry.max_elapsed_ms);
         let first_attempt = SystemTime::now();
@@ -129,10 +131,12 @@ impl Sender {
             let (reason, detail, status, asked_wait, auth) = match result {
                 Err(e) => {
                     self.metrics.request(workspace, "error", sent.elapsed());
-                    let reason = if e.is_timeout() {
-                        "timeout"
-                    } else if e.is_connect() {
+                    // A connect that timed out is unreachable too (a host that drops
+                    // SYNs), not a slow answer.
+                    let reason = if e.is_connect() {
                         "connect"
+                    } else if e.is_timeout() {
+                        "timeout"
                     } else {
                         "network"
                     };
@@ -175,22 +179,20 @@ impl Sender {
                 }
             };
 
-            // An API that cannot be reached at all (connection refused) never saw the
-            // events: that is an outage to wait out, like a broker away, not a reason
-            // to give up on them. The budget starts once it answers again.
+            // An API that cannot be reached at all (refused, or no answer to connect)
+            // never saw the events: that is an outage to wait out, like a broker away,
+            // not a reason to give up on them. Neither the attempt nor its time counts.
             let unreachable = reason == "connect";
             if unreachable {
-                counted = 0;
-                started = tokio::time::Instant::now();
+                away += sent.elapsed();
             } else {
                 counted += 1;
             }
+            let spent = started.elapsed().saturating_sub(away);
             if auth {
                 self.metrics
                     .auth_failure(workspace, status.unwrap_or_default());
-            } else if !unreachable
-                && (counted >= self.retry.max_attempts || started.elapsed() >= max_elapsed)
-            {
+            } else if !unreachable && (counted >= self.retry.max_attempts || spent >= max_elapsed) {
                 return Final::Rejected(failure(
                     "retries_exhausted".into(),
                     format!("{attempts} attempts; last: {reason}: {detail}"),
@@ -206,6 +208,9 @@ impl Sender {
             } else {
                 backoff.next_delay().max(asked_wait.unwrap_or_default())
             };
+            if unreachable {
+                away += delay;
+            }
             self.metrics.retry(workspace, &reason, &detail);
             tokio::time::sleep(delay).await;
         }

@@ -103,6 +103,9 @@ pub struct ParkingSetup {
     marks: ParkedMarks,
     kafka: KafkaConfig,
     budget: usize,
+    /// The workspace's share of `kafka.max_buffered_bytes`: a lane of large events
+    /// parks on bytes before the whole buffer fills and pauses everyone.
+    byte_budget: usize,
     decoder: Decoder,
     writes: TaskTracker,
 }
@@ -132,6 +135,7 @@ impl ParkingSetup {
             marks,
             kafka: config.kafka.clone(),
             budget: config.workspace_budget(),
+            byte_budget: (config.kafka.max_buffered_bytes / config.workspaces.len().max(1)).max(1),
             decoder,
             writes,
         }))
@@ -205,9 +209,11 @@ impl LaneParking {
         }
     }
 
-    /// Whether the lane, holding `events`, is over budget with partitions to park.
-    pub fn should_park(&self, events: usize) -> bool {
-        events + self.table.held(&self.workspace) >= self.setup.budget
+    /// Whether the lane, holding `events` of `bytes`, is over budget (in events or in
+    /// bytes) with partitions to park.
+    pub fn should_park(&self, events: usize, bytes: usize) -> bool {
+        (events + self.table.held(&self.workspace) >= self.setup.budget
+            || bytes >= self.setup.byte_budget)
             && self
                 .owned
                 .iter()
@@ -266,7 +272,7 @@ impl LaneParking {
 
     /// Starts returning when the lane is nearly empty and the reader nearly caught up;
     /// restarts a reader that could not start before.
-    pub fn maybe_return(&mut self, events: usize) {
+    pub fn maybe_return(&mut self, events: usize, bytes: usize) {
         if self.reader.is_none() {
             for (tp, start) in self.table.off_direct(&self.workspace) {
                 self.reader_send(Ctrl::Assign(tp, start));
@@ -284,7 +290,7 @@ impl LaneParking {
             .reader
             .as_ref()
             .map_or(0, |r| r.lag.load(Ordering::Acquire).max(0) as usize);
-        if events > low || behind > low {
+        if events > low || behind > low || bytes > self.setup.byte_budget / 4 {
             return;
         }
         for tp in parked {

@@ -180,8 +180,10 @@ impl ConsumerContext for SourceContext {
             let now: BTreeSet<TopicPartition> = match consumer.assignment() {
                 Ok(tpl) => partitions(&tpl).into_iter().collect(),
                 Err(e) => {
+                    // Unknown: keep what we have rather than drop partitions
+                    // librdkafka may still be fetching.
                     tracing::warn!("assignment unknown after a rebalance error: {e}");
-                    BTreeSet::new()
+                    return;
                 }
             };
             let lost: Vec<TopicPartition> = {

@@ -461,3 +461,54 @@ async fn kill_9_while_parking_and_while_returning_loses_nothing_and_keeps_order(
     );
     assert_eq!(reorders, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_of_large_events_is_parked_on_bytes_before_the_buffer_pauses_everyone() {
+    // blocked's API refuses it and its events are 8 KB: its lane reaches its share of
+    // the byte bound long before its share of events. It must be parked on bytes, not
+    // left to fill the whole byte bound and pause ok's partitions with it.
+    let _alone = PROCESSES.lock().await;
+    const N: usize = 1_000;
+    let broker = Broker::mock();
+    let api = MockApi::start(MockApiConfig {
+        keys: vec![format!("site-ok:{API_KEY}")],
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let topic = unique("events");
+    broker.create_topic(&topic, 4).await;
+    broker.create_topic(&format!("{topic}.park"), 4).await;
+    let filler = "x".repeat(8_000);
+    let records: Vec<Record> = two_workspaces(N)
+        .into_iter()
+        .map(|mut r| {
+            let mut event: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            if event["workspace"] == "blocked" {
+                event["properties"]["filler"] = serde_json::json!(filler);
+                r.payload = serde_json::to_vec(&event).unwrap();
+            }
+            r
+        })
+        .collect();
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let mut s = setup(&broker, &topic, &api, &["ok", "blocked"]);
+    // 2 MiB for both: blocked's share (1 MiB) is ~60 of its events, its share of the
+    // event bound 1 000.
+    s.kafka = format!(
+        "max_buffered_events = 2000\nresume_buffered_events = 1000\nmax_buffered_bytes = {}\n\
+         park_topic = \"{topic}.park\"\n",
+        2 << 20
+    );
+    let worker = Worker::start(s.config());
+    s.wait_committed(&positions, 4).await;
+    let parked = worker.metrics.parked_count("blocked", "written");
+    worker.stop().await;
+    println!(
+        "{parked} of blocked's {N} large events parked; ok delivered {}",
+        accepted(&api, "site-ok")
+    );
+    assert!(parked >= N as u64, "{parked} parked");
+    assert_eq!(accepted(&api, "site-ok"), N as u64);
+    api.stop().await;
+}
