@@ -536,7 +536,7 @@ mod defaults {
         200
     }
     pub(super) fn max_in_flight() -> usize {
-        16
+        4
     }
     pub(super) fn rate_limit_per_s() -> f64 {
         100.0
