@@ -574,8 +574,13 @@ async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
     );
 }
 
+/// Run alone (scripts/test.sh's drill step): on a machine loaded by the rest of the
+/// suite the mock cluster's rebalance stretches over seconds, commits are refused
+/// meanwhile, and the re-deliveries that costs (at-least-once, by the commit rule)
+/// drown the figure this test is about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
+#[ignore = "drill: times a rebalance, run alone: scripts/test.sh"]
+async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
     use sluice::tools::mock_api::{MockApi, MockApiConfig};
     // One pod holds a deep queue of both partitions behind its workspace's limit
     // (10 requests/s × 10 events). A second pod joins and takes one partition: what
