@@ -658,6 +658,7 @@ async fn take_in(
                 held.bytes = held.bytes.saturating_sub(bytes);
                 if dropped > 0 {
                     shared.buffered.release(dropped, bytes);
+                    shared.metrics.revoked_dropped(dropped);
                     tracing::debug!(
                         dropped,
                         "queued events of revoked partitions left to their new owner"

@@ -23,6 +23,7 @@ pub struct Metrics {
     registry: Registry,
     consumed: IntCounter,
     stale: IntCounter,
+    revoked_dropped: IntCounter,
     delivered: IntCounterVec,
     invalid: IntCounterVec,
     dead_lettered: IntCounterVec,
@@ -173,6 +174,11 @@ impl Metrics {
                 &r,
                 "sluice_stale_messages_total",
                 "Messages fetched before their partition was revoked, left to its new owner.",
+            ),
+            revoked_dropped: counter(
+                &r,
+                "sluice_revoked_queued_dropped_total",
+                "Queued, unsent events of revoked partitions dropped by the lanes (the new owner reads them).",
             ),
             delivered: counter_vec(
                 &r,
@@ -442,6 +448,16 @@ impl Metrics {
     /// A message of a partition no longer assigned here arrived and was left alone.
     pub fn stale_after_revoke(&self) {
         self.stale.inc();
+    }
+
+    /// A lane dropped `events` queued events of revoked partitions.
+    pub fn revoked_dropped(&self, events: usize) {
+        self.revoked_dropped.inc_by(events as u64);
+    }
+
+    /// Queued events of revoked partitions dropped so far.
+    pub fn revoked_dropped_count(&self) -> u64 {
+        self.revoked_dropped.get()
     }
 
     /// `count` events of `workspace` were accepted by the API.

@@ -574,10 +574,9 @@ async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
     );
 }
 
-/// Run alone (scripts/test.sh's drill step): on a machine loaded by the rest of the
-/// suite the mock cluster's rebalance stretches over seconds, commits are refused
-/// meanwhile, and the re-deliveries that costs (at-least-once, by the commit rule)
-/// drown the figure this test is about.
+/// Run alone (scripts/test.sh's drill step), so the re-deliveries it prints are this
+/// rebalance's: on a machine loaded by the rest of the suite the mock cluster's
+/// rebalance stretches over seconds and refused commits add hundreds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "drill: times a rebalance, run alone: scripts/test.sh"]
 async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
@@ -616,12 +615,14 @@ async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
     .await;
     setup.wait_committed(&positions, 2).await;
     second.stop().await;
-    first.stop().await;
+    let first_metrics = first.stop().await;
 
+    let dropped = first_metrics.revoked_dropped_count();
     let stats = api.stats();
     api.stop().await;
     println!(
-        "accepted {}, re-delivered {}, order violations {}",
+        "the first pod dropped {dropped} queued events of the partition it lost; accepted {}, \
+         re-delivered {}, order violations {}",
         stats.events_accepted, stats.redelivered_events, stats.order_violations
     );
     assert_eq!(
@@ -629,14 +630,14 @@ async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
         n as u64,
         "every event"
     );
-    // Delivered twice may be: the revoked partition's requests in flight (2 × 10) and
-    // what completed beyond its contiguous offset (batches finish out of order) — tens;
-    // never the hundreds the first pod still had queued of it (450–1 000 here before
-    // queued events of revoked partitions were dropped).
+    // What the first pod still had queued of the partition it lost is the new owner's
+    // now: dropped, not sent by both. (Re-deliveries still happen, by the commit rule:
+    // in-flight requests, and whatever a commit refused during the rebalance left
+    // uncommitted; on a loaded machine that can be hundreds, so they are printed, not
+    // asserted.)
     assert!(
-        stats.redelivered_events <= 250,
-        "{} events delivered by both pods",
-        stats.redelivered_events
+        dropped > 100,
+        "only {dropped} queued events dropped at the revocation"
     );
     assert_eq!(stats.order_violations, 0);
 }
