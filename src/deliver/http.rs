@@ -314,6 +314,14 @@ mod tests {
         Sender::new(&destination, retry, limiter, Metrics::new()).unwrap()
     }
 
+    /// One small batch for workspace `ws`, sent until its answer is final.
+    async fn post(sender: &Sender, url: &str) -> Final {
+        let body = Bytes::from_static(b"{}");
+        sender
+            .send("ws", ("s", &Secret::new("k")), Method::POST, url, body)
+            .await
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refused_connections_do_not_spend_the_retry_budget() {
         // Nothing listens for a while (an outage), then the API answers 503 twice and
@@ -331,17 +339,7 @@ mod tests {
         };
         let sender = sender(5_000, retry);
         let url = format!("http://127.0.0.1:{port}/api/v2/batch");
-        let send = tokio::spawn(async move {
-            sender
-                .send(
-                    "ws",
-                    ("s", &Secret::new("k")),
-                    Method::POST,
-                    &url,
-                    Bytes::from_static(b"{}"),
-                )
-                .await
-        });
+        let send = tokio::spawn(async move { post(&sender, &url).await });
         tokio::time::sleep(Duration::from_millis(400)).await;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -375,18 +373,9 @@ mod tests {
         // A request timeout far beyond the test's own bound: only the cap can end the
         // read.
         let sender = sender(3_600_000, RetryConfig::default());
-        let answer = tokio::time::timeout(
-            Duration::from_secs(60),
-            sender.send(
-                "ws",
-                ("s", &Secret::new("k")),
-                Method::POST,
-                &url,
-                Bytes::from_static(b"{}"),
-            ),
-        )
-        .await
-        .expect("the read stops at the cap, not at the request timeout");
+        let answer = tokio::time::timeout(Duration::from_secs(60), post(&sender, &url))
+            .await
+            .expect("the read stops at the cap, not at the request timeout");
         match answer {
             Final::Rejected(f) => {
                 assert_eq!(f.reason, "http_400");

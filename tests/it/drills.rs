@@ -161,6 +161,21 @@ fn loadgen_sent(load: Proc) -> u64 {
     summary["acknowledged"].as_u64().unwrap()
 }
 
+/// The real broker, a fresh 8-partition topic (and its DLQ), an unlimited `sluice
+/// mock-api`, and a worker setup at the shipped batch, window and limits.
+async fn at_shipped_defaults(bin: &str, prefix: &str) -> (Broker, String, Api, Setup) {
+    let broker = Broker::real();
+    let topic = unique(prefix);
+    broker.create_topic(&topic, 8).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let api = Api::start(bin).await;
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
+    setup.batch = String::new();
+    setup.lanes = String::new();
+    setup.limits = String::new();
+    (broker, topic, api, setup)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -177,16 +192,8 @@ async fn drill_kill_9_under_load() {
     const RATE: u32 = 2000;
     const SESSION_TIMEOUT_S: f64 = 6.0;
     let bin = release_bin();
-    let broker = Broker::real();
-    let topic = unique("drill-kill");
-    broker.create_topic(&topic, 8).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let api = Api::start(&bin).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
-    // The shipped batch, window and commit interval.
-    setup.batch = String::new();
-    setup.lanes = String::new();
-    setup.limits = String::new();
+    let (broker, topic, api, setup) = at_shipped_defaults(&bin, "drill-kill").await;
+    // The shipped commit interval too.
     let toml = setup.toml().replace("commit_interval_ms = 200\n", "");
     let dir = tempfile::tempdir().unwrap();
     let seed = 20261201;
@@ -307,15 +314,7 @@ async fn wait_delivered(api: &Api, sent: u64, limit: Duration, pod: &Pod) -> Sta
 async fn drill_rebalance_under_load() {
     const RATE: u32 = 2000;
     let bin = release_bin();
-    let broker = Broker::real();
-    let topic = unique("drill-rebalance");
-    broker.create_topic(&topic, 8).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let api = Api::start(&bin).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
-    setup.batch = String::new();
-    setup.lanes = String::new();
-    setup.limits = String::new();
+    let (broker, topic, api, setup) = at_shipped_defaults(&bin, "drill-rebalance").await;
     let toml = setup.toml();
     let dir = tempfile::tempdir().unwrap();
     let load = loadgen(&bin, &broker.brokers(), &topic, RATE, "75s", 5);
