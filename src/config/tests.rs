@@ -247,3 +247,40 @@ fn every_setting_is_documented_in_the_shipped_example() {
     missing.dedup();
     assert!(missing.is_empty(), "not in config/sluice.toml: {missing:?}");
 }
+
+#[test]
+fn a_stable_replica_name_turns_on_static_membership() {
+    let c = Config::from_toml(
+        MINIMAL,
+        "t",
+        env(&[
+            ("ACME_KEY", "k"),
+            ("SLUICE__KAFKA__GROUP_INSTANCE_ID", "sluice-0"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.kafka.group_instance_id.as_deref(), Some("sluice-0"));
+    assert_eq!(
+        Config::from_toml(MINIMAL, "t", env(&[("ACME_KEY", "k")]))
+            .unwrap()
+            .kafka
+            .group_instance_id,
+        None
+    );
+
+    for bad in ["", "pod/0", "pod 0"] {
+        let err = Config::from_toml(
+            MINIMAL,
+            "t",
+            env(&[("ACME_KEY", "k"), ("SLUICE__KAFKA__GROUP_INSTANCE_ID", bad)]),
+        )
+        .expect_err(bad);
+        assert!(err.to_string().contains("kafka.group_instance_id"), "{err}");
+    }
+    let text = MINIMAL.replace(
+        "\n[destination]",
+        "\n[kafka.options]\n\"group.instance.id\" = \"a\"\n\n[destination]",
+    );
+    let err = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
+    assert!(err.to_string().contains("kafka.group_instance_id"), "{err}");
+}

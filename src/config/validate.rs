@@ -75,12 +75,28 @@ impl Config {
                 ),
             ));
         }
-        for key in ["enable.auto.offset.store", "enable.auto.commit", "group.id"] {
-            if k.options.contains_key(key) {
+        if let Some(id) = &k.group_instance_id {
+            let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if id.is_empty() || id.len() > 249 || !id.chars().all(valid) {
                 return Err(ConfigError::key(
-                    format!("kafka.options.\"{key}\""),
-                    "is managed by sluice and cannot be overridden",
+                    "kafka.group_instance_id",
+                    "must be 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'",
                 ));
+            }
+        }
+        for key in [
+            "enable.auto.offset.store",
+            "enable.auto.commit",
+            "group.id",
+            "group.instance.id",
+        ] {
+            if k.options.contains_key(key) {
+                let why = if key == "group.instance.id" {
+                    "is set by kafka.group_instance_id"
+                } else {
+                    "is managed by sluice and cannot be overridden"
+                };
+                return Err(ConfigError::key(format!("kafka.options.\"{key}\""), why));
             }
         }
 

@@ -424,6 +424,10 @@ impl Source {
                     OffsetReset::Latest => "latest",
                 },
             );
+        if let Some(id) = &k.group_instance_id {
+            // Only the group's consumer: the lag monitor and park reader assign, never join.
+            client.set("group.instance.id", id);
+        }
         if !k.options.contains_key("queued.max.messages.kbytes") {
             // librdkafka's prefetch, outside the buffer's count: a quarter of its bytes.
             let kbytes = (k.max_buffered_bytes / 4 / 1024).clamp(1, 2_097_151);
