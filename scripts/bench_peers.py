@@ -12,7 +12,8 @@ the API's own counts. Rounds interleave the workers, so drift on a shared machin
 falls on all of them alike.
 
   scripts/bench-peers.sh [--events N] [--rounds R] [--partitions P] [--users U]
-      [--set SECTION.KEY=VALUE ...] [--peer 'NAME=CMD with {brokers} {topic} {group} {api} {site} {key}'] ...
+      [--set SECTION.KEY=VALUE ...] [--variant 'NAME=SECTION.KEY=VALUE[,...]' ...]
+      [--peer 'NAME=CMD with {brokers} {topic} {group} {api} {site} {key}'] ...
 
 e.g. --peer 'vector=../shared/peers/vector/run-vector.sh 1000000 {brokers} {topic} {group} {api} {site} {key}'
 """
@@ -157,12 +158,19 @@ def main():
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="a sluice setting instead of its default, e.g. batch.max_events=500")
     p.add_argument("--peer", action="append", default=[], metavar="NAME=CMD")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=SECTION.KEY=VALUE[,...]",
+                   help="sluice again, as another worker in the same rounds, with these settings "
+                        "on top of --set, e.g. 'unordered=lanes.ordering=none'")
     p.add_argument("--limit", type=float, default=300, help="seconds a worker may take")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args()
     if not os.access(a.sluice, os.X_OK):
         sys.exit(f"{a.sluice} missing: cargo build --release")
-    workers = [("sluice", None)] + [tuple(x.split("=", 1)) for x in a.peer]
+    workers = [("sluice", None, [])]
+    for v in a.variant:
+        name, settings = v.split("=", 1)
+        workers.append((name, None, settings.split(",")))
+    workers += [(*x.split("=", 1), []) for x in a.peer]
     work = tempfile.mkdtemp(prefix="bench-peers.")
     tansu = None
     brokers = a.brokers
@@ -177,12 +185,12 @@ def main():
              "--advertised-listener-url", f"tcp://{brokers}", "--storage-engine", "memory://tansu/"],
             stdout=open(os.path.join(work, "tansu.log"), "w"), stderr=subprocess.STDOUT)
         wait_port(port, tansu, "Tansu")
-    results = {name: [] for name, _ in workers}
+    results = {name: [] for name, _, _ in workers}
     print(f"bench-peers: {a.events} events, {a.partitions} partitions, {a.users} users, "
           f"{a.rounds} rounds, broker {brokers}; logs in {work}", flush=True)
     try:
         for rnd in range(a.rounds):
-            for name, cmd in workers:
+            for name, cmd, variant in workers:
                 topic = f"bench-{rnd}-{name}-{int(time.time())}"
                 fill = subprocess.run(
                     [a.sluice, "loadgen", "--brokers", brokers, "--topic", topic,
@@ -205,7 +213,7 @@ def main():
                 if cmd is None:
                     config = os.path.join(work, f"sluice-{rnd}.toml")
                     sluice_config(brokers, topic, group, api, config)
-                    for setting in a.set:
+                    for setting in a.set + variant:
                         key, value = setting.split("=", 1)
                         env["SLUICE__" + key.upper().replace(".", "__")] = value
                     argv = [a.sluice, "run", "--config", config]

@@ -202,7 +202,7 @@ impl DeadLetters {
                     self.metrics.dead_lettered(
                         letter.workspace,
                         letter.origin,
-                        &letter.failure.reason,
+                        letter.failure.reason,
                         &letter.failure.detail,
                     );
                     return;
@@ -235,14 +235,27 @@ impl DeadLetters {
     }
 }
 
+/// Whether librdkafka's property `key` applies to consumers only (a producer given it
+/// logs a warning at every start).
 pub(crate) fn is_consumer_only(key: &str) -> bool {
-    ["session.", "heartbeat.", "max.poll.", "fetch.", "group."]
-        .iter()
-        .any(|p| key.starts_with(p))
+    [
+        "session.",
+        "heartbeat.",
+        "max.poll.",
+        "fetch.",
+        "group.",
+        "queued.",
+        "enable.auto.",
+        "auto.commit.",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
         || [
             "partition.assignment.strategy",
             "auto.offset.reset",
             "enable.partition.eof",
+            "check.crcs",
+            "isolation.level",
         ]
         .contains(&key)
 }
@@ -254,7 +267,7 @@ fn rfc3339(t: SystemTime) -> String {
 fn letter_headers(letter: &Letter<'_>) -> OwnedHeaders {
     let f = letter.failure;
     let mut pairs: Vec<(&str, String)> = vec![
-        (headers::REASON, f.reason.clone()),
+        (headers::REASON, f.reason.to_string()),
         (headers::MESSAGE, message(f)),
         (headers::ATTEMPTS, f.attempts.to_string()),
         (headers::FIRST_ATTEMPT, rfc3339(f.first_attempt)),
@@ -292,5 +305,32 @@ fn message(f: &Failure) -> String {
     match f.status {
         Some(status) => format!("the API answered {status} ({}): {}", f.reason, f.detail),
         None => format!("{}: {}", f.reason, f.detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_consumer_only;
+
+    #[test]
+    fn consumer_properties_are_kept_from_producers() {
+        for key in [
+            "session.timeout.ms",
+            "queued.max.messages.kbytes",
+            "queued.min.messages",
+            "fetch.max.bytes",
+            "isolation.level",
+            "partition.assignment.strategy",
+        ] {
+            assert!(is_consumer_only(key), "{key}");
+        }
+        for key in [
+            "security.protocol",
+            "sasl.mechanism",
+            "socket.timeout.ms",
+            "linger.ms",
+        ] {
+            assert!(!is_consumer_only(key), "{key}");
+        }
     }
 }

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::deliver::FailureReason;
+
 /// Customer.io's limit on an identifier, in bytes.
 pub const MAX_IDENTIFIER_BYTES: usize = 150;
 /// Customer.io's limit on an event name, in bytes.
@@ -68,17 +70,17 @@ pub enum InvalidEvent {
 
 impl InvalidEvent {
     /// Stable, bounded reason code for metrics, logs and dead-letter headers.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         match self {
-            InvalidEvent::Malformed(_) => "malformed_json",
-            InvalidEvent::UnknownType(_) => "unknown_type",
-            InvalidEvent::MissingUserId => "missing_user_id",
-            InvalidEvent::MissingEventName => "missing_event_name",
-            InvalidEvent::TooLarge { .. } => "too_large",
-            InvalidEvent::OverLimit { .. } => "over_limit",
-            InvalidEvent::BadTimestamp(_) => "bad_timestamp",
-            InvalidEvent::UnknownWorkspace(_) => "unknown_workspace",
-            InvalidEvent::Unsupported(_) => "unsupported",
+            InvalidEvent::Malformed(_) => FailureReason::MalformedJson,
+            InvalidEvent::UnknownType(_) => FailureReason::UnknownType,
+            InvalidEvent::MissingUserId => FailureReason::MissingUserId,
+            InvalidEvent::MissingEventName => FailureReason::MissingEventName,
+            InvalidEvent::TooLarge { .. } => FailureReason::TooLarge,
+            InvalidEvent::OverLimit { .. } => FailureReason::OverLimit,
+            InvalidEvent::BadTimestamp(_) => FailureReason::BadTimestamp,
+            InvalidEvent::UnknownWorkspace(_) => FailureReason::UnknownWorkspace,
+            InvalidEvent::Unsupported(_) => FailureReason::Unsupported,
         }
     }
 }

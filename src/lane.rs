@@ -492,8 +492,10 @@ impl Held {
             workspace = %workspace, events = batch.len(),
             "delivery task panicked ({panic}); its events are dead-lettered (reason internal_error)"
         );
-        let failure =
-            Failure::without_request("internal_error", format!("delivery task panicked: {panic}"));
+        let failure = Failure::without_request(
+            crate::deliver::FailureReason::InternalError,
+            format!("delivery task panicked: {panic}"),
+        );
         let (shared, workspace) = (shared.clone(), workspace.clone());
         let task = self.in_flight.spawn(async move {
             let letters = batch.iter().map(|e| {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::http::{excerpt, Final, Sender};
-use super::{Destination, Failure, ItemOutcome};
+use super::{Destination, Failure, FailureReason, ItemOutcome};
 use crate::config::{ApiMode, Config, Region, Secret};
 use crate::event::{Action, Event, InvalidEvent, Person, MAX_EVENT_DATA_BYTES};
 use crate::limit::Limiter;
@@ -178,7 +178,7 @@ impl CustomerIo {
                 Final::Rejected(failure) => vec![ItemOutcome::Rejected(failure); items.len()],
                 Final::TooLarge(failure) if items.len() == 1 => {
                     vec![ItemOutcome::Rejected(Failure {
-                        reason: "too_large".into(),
+                        reason: FailureReason::TooLarge,
                         ..failure
                     })]
                 }
@@ -200,7 +200,7 @@ impl CustomerIo {
         for item in items {
             let Encoded::Request { method, path, body } = item else {
                 outcomes.push(ItemOutcome::Rejected(Failure::without_request(
-                    "encoding",
+                    FailureReason::InternalError,
                     "batch item sent to the v1 API",
                 )));
                 continue;
@@ -220,7 +220,7 @@ impl CustomerIo {
                 Final::Accepted | Final::Partial(_) => ItemOutcome::Delivered,
                 Final::Rejected(failure) => ItemOutcome::Rejected(failure),
                 Final::TooLarge(failure) => ItemOutcome::Rejected(Failure {
-                    reason: "too_large".into(),
+                    reason: FailureReason::TooLarge,
                     ..failure
                 }),
             });
@@ -231,7 +231,7 @@ impl CustomerIo {
 
 fn unknown_workspace(workspace: &str, count: usize) -> Vec<ItemOutcome> {
     let failure = Failure::without_request(
-        "unknown_workspace",
+        FailureReason::UnknownWorkspace,
         format!("no credentials for workspace {workspace}"),
     );
     vec![ItemOutcome::Rejected(failure); count]
@@ -271,7 +271,7 @@ fn partial_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
                 .join(": ");
                 outcomes[e.batch_index] = ItemOutcome::Rejected(Failure {
                     status: Some(207),
-                    ..Failure::without_request("invalid_item", excerpt(&detail))
+                    ..Failure::without_request(FailureReason::InvalidItem, excerpt(&detail))
                 });
             }
         }
@@ -279,7 +279,7 @@ fn partial_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
         // nothing counts as delivered that may not have been.
         Err(_) => outcomes.fill(ItemOutcome::Rejected(Failure {
             status: Some(207),
-            ..Failure::without_request("unreadable_207", excerpt(text))
+            ..Failure::without_request(FailureReason::Unreadable207, excerpt(text))
         })),
     }
     outcomes
@@ -420,7 +420,7 @@ mod tests {
         let outcomes = partial_outcomes(body, 3);
         assert_eq!(outcomes[0], ItemOutcome::Delivered);
         assert!(matches!(&outcomes[1], ItemOutcome::Rejected(f)
-            if f.reason == "invalid_item" && f.detail.contains("identifiers")));
+            if f.reason == FailureReason::InvalidItem && f.detail.contains("identifiers")));
         assert_eq!(outcomes[2], ItemOutcome::Delivered);
     }
 }

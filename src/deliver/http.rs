@@ -8,17 +8,15 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::Method;
 
-use super::retry::{classify, is_throttle, retry_after, status_class, Backoff, Verdict};
-use super::Failure;
+use super::budget::{Again, Budget};
+use super::retry::{classify, is_throttle, retry_after, status_class, Verdict};
+use super::{Failure, FailureReason};
 use crate::config::{DestinationConfig, RetryConfig, Secret};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
 /// Longest part of an API answer kept in a failure's detail.
 const EXCERPT_BYTES: usize = 300;
-
-/// Longest wait between two attempts to reach an API that refuses connections.
-const OUTAGE_PROBE: Duration = Duration::from_secs(5);
 
 /// Most of an answer's body read: a 207's item errors for the largest batch fit
 /// many times over; an API (or a proxy) that sends more is cut off there, so an
@@ -70,149 +68,174 @@ impl Sender {
         })
     }
 
-    /// Sends one request for `workspace` until the answer is final.
+    /// Sends one request for `workspace` until the answer is final: attempts, each
+    /// judged by [`attempt`](Self::attempt), with the waits the [`Budget`] sets.
     pub async fn send(
         &self,
         workspace: &str,
-        (user, key): (&str, &Secret),
+        credentials: (&str, &Secret),
         method: Method,
         url: &str,
         body: Bytes,
     ) -> Final {
-        let mut backoff = Backoff::new(&self.retry);
-        // The retry budget (`max_attempts`, `max_elapsed_ms`) counts only attempts
-        // that reached the API, and only the time not spent waiting for it to be
-        // reachable at all.
-        let started = tokio::time::Instant::now();
-        let mut away = Duration::ZERO;
-        let mut counted: u32 = 0;
-        let max_elapsed = Duration::from_millis(self.retry.max_elapsed_ms);
+        let request = Request {
+            workspace,
+            credentials,
+            method,
+            url,
+            body,
+        };
+        let mut budget = Budget::new(&self.retry);
         let first_attempt = SystemTime::now();
         let mut attempts: u32 = 0;
         loop {
-            let (waited, permit) = self.limiter.acquire(workspace).await;
-            self.metrics.limiter_wait(workspace, waited);
-            let mut request = self
-                .client
-                .request(method.clone(), url)
-                .basic_auth(user, Some(key.expose()))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            if attempts > 0 {
-                request = request.header("X-Retry-Count", attempts.to_string());
-            }
             attempts += 1;
-            let sent = tokio::time::Instant::now();
-            self.metrics.in_flight(true);
-            let result = request.send().await;
-            let failure = |reason: String, detail: String, status: Option<u16>| Failure {
-                reason,
-                detail,
-                status,
+            let failure = |why: Why| Failure {
+                reason: why.reason,
+                detail: why.detail,
+                status: why.status,
                 attempts,
                 first_attempt,
                 last_attempt: SystemTime::now(),
             };
-
-            // What went wrong this time, and how long the API asked us to stay away.
-            // An answer whose body breaks off is no answer: a network failure.
-            let result = match result {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    read_capped(response)
-                        .await
-                        .map(|text| (status, headers, redact(&text, user, key)))
-                }
-                Err(e) => Err(e),
+            let (again, why, took) = match self.attempt(&request, attempts).await {
+                Outcome::Accepted => return Final::Accepted,
+                Outcome::Partial(text) => return Final::Partial(text),
+                Outcome::TooLarge(why) => return Final::TooLarge(failure(why)),
+                Outcome::Rejected(why) => return Final::Rejected(failure(why)),
+                Outcome::Again(again, why, took) => (again, why, took),
             };
-            drop(permit);
-            self.metrics.in_flight(false);
-            let (reason, detail, status, asked_wait, auth) = match result {
-                Err(e) => {
-                    self.metrics.request(workspace, "error", sent.elapsed());
-                    // A connect that timed out is unreachable too (a host that drops
-                    // SYNs), not a slow answer.
-                    let reason = if e.is_connect() {
-                        "connect"
-                    } else if e.is_timeout() {
-                        "timeout"
-                    } else {
-                        "network"
-                    };
-                    (reason.to_string(), e.to_string(), None, None, false)
-                }
-                Ok((status, headers, text)) => {
-                    self.metrics
-                        .request(workspace, status_class(status), sent.elapsed());
-                    let code = status.as_u16();
-                    let reason = format!("http_{code}");
-                    let verdict = classify(status);
-                    match verdict {
-                        Verdict::Success => {
-                            self.succeeded(workspace);
-                            return Final::Accepted;
-                        }
-                        Verdict::Partial => {
-                            self.succeeded(workspace);
-                            return Final::Partial(text);
-                        }
-                        Verdict::Split => {
-                            return Final::TooLarge(failure(reason, excerpt(&text), Some(code)))
-                        }
-                        Verdict::Reject => {
-                            return Final::Rejected(failure(reason, excerpt(&text), Some(code)))
-                        }
-                        Verdict::Retry | Verdict::RetryAuth => {
-                            let max = Duration::from_millis(self.retry.max_retry_after_ms);
-                            let asked =
-                                retry_after(&headers, SystemTime::now()).map(|d| d.min(max));
-                            if is_throttle(status, asked) {
-                                self.limiter.throttled(workspace, asked, sent).await;
-                                self.metrics.throttled(workspace, asked);
-                                self.report_rate(workspace);
-                            }
-                            let auth = verdict == Verdict::RetryAuth;
-                            (reason, excerpt(&text), Some(code), asked, auth)
-                        }
-                    }
-                }
-            };
-
-            // An API that cannot be reached at all (refused, or no answer to connect)
-            // never saw the events: that is an outage to wait out, like a broker away,
-            // not a reason to give up on them. Neither the attempt nor its time counts.
-            let unreachable = reason == "connect";
-            if unreachable {
-                away += sent.elapsed();
-            } else {
-                counted += 1;
-            }
-            let spent = started.elapsed().saturating_sub(away);
-            if auth {
+            if again == Again::Auth {
                 self.metrics
-                    .auth_failure(workspace, status.unwrap_or_default());
-            } else if !unreachable && (counted >= self.retry.max_attempts || spent >= max_elapsed) {
-                return Final::Rejected(failure(
-                    "retries_exhausted".into(),
-                    format!("{attempts} attempts; last: {reason}: {detail}"),
-                    status,
-                ));
+                    .auth_failure(workspace, why.status.unwrap_or_default());
             }
-            let delay = if auth {
-                backoff.max()
-            } else if unreachable {
-                // Probing an API that is away: one connection attempt per request in
-                // flight every few seconds costs nothing and finds it back quickly.
-                backoff.next_delay().min(OUTAGE_PROBE)
-            } else {
-                backoff.next_delay().max(asked_wait.unwrap_or_default())
+            let Some(wait) = budget.next_wait(again, took) else {
+                let detail = format!("{attempts} attempts; last: {}: {}", why.reason, why.detail);
+                return Final::Rejected(failure(Why {
+                    reason: FailureReason::RetriesExhausted,
+                    detail,
+                    status: why.status,
+                }));
             };
-            if unreachable {
-                away += delay;
+            self.metrics.retry(workspace, why.reason, &why.detail);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt: a token from the workspace's bucket, the request, and its answer
+    /// judged — final, or worth asking again and on what terms. A 429 (or a 503 with a
+    /// `Retry-After`) also throttles the workspace's limiter.
+    async fn attempt(&self, r: &Request<'_>, number: u32) -> Outcome {
+        let (user, key) = r.credentials;
+        let (waited, permit) = self.limiter.acquire(r.workspace).await;
+        self.metrics.limiter_wait(r.workspace, waited);
+        let mut request = self
+            .client
+            .request(r.method.clone(), r.url)
+            .basic_auth(user, Some(key.expose()))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(r.body.clone());
+        if number > 1 {
+            request = request.header("X-Retry-Count", (number - 1).to_string());
+        }
+        let sent = tokio::time::Instant::now();
+        self.metrics.in_flight(true);
+        // An answer whose body breaks off is no answer: a network failure.
+        let result = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                read_capped(response)
+                    .await
+                    .map(|text| (status, headers, redact(&text, user, key)))
             }
-            self.metrics.retry(workspace, &reason, &detail);
-            tokio::time::sleep(delay).await;
+            Err(e) => Err(e),
+        };
+        drop(permit);
+        self.metrics.in_flight(false);
+        let (status, headers, text) = match result {
+            Err(e) => {
+                self.metrics.request(r.workspace, "error", sent.elapsed());
+                // A connect that timed out is unreachable too (a host that drops SYNs),
+                // not a slow answer.
+                let (reason, again) = if e.is_connect() {
+                    (FailureReason::Connect, Again::Unreachable)
+                } else if e.is_timeout() {
+                    (FailureReason::Timeout, Again::Transient { asked: None })
+                } else {
+                    (FailureReason::Network, Again::Transient { asked: None })
+                };
+                let why = Why::new(reason, e.to_string(), None);
+                return Outcome::Again(again, why, sent.elapsed());
+            }
+            Ok(answer) => answer,
+        };
+        self.metrics
+            .request(r.workspace, status_class(status), sent.elapsed());
+        let code = status.as_u16();
+        let why = || Why::new(FailureReason::Http(code), excerpt(&text), Some(code));
+        match classify(status) {
+            Verdict::Success => {
+                self.succeeded(r.workspace);
+                Outcome::Accepted
+            }
+            Verdict::Partial => {
+                self.succeeded(r.workspace);
+                Outcome::Partial(text)
+            }
+            Verdict::Split => Outcome::TooLarge(why()),
+            Verdict::Reject => Outcome::Rejected(why()),
+            Verdict::RetryAuth => Outcome::Again(Again::Auth, why(), sent.elapsed()),
+            Verdict::Retry => {
+                let max = Duration::from_millis(self.retry.max_retry_after_ms);
+                let asked = retry_after(&headers, SystemTime::now()).map(|d| d.min(max));
+                if is_throttle(status, asked) {
+                    self.limiter.throttled(r.workspace, asked, sent).await;
+                    self.metrics.throttled(r.workspace, asked);
+                    self.report_rate(r.workspace);
+                }
+                Outcome::Again(Again::Transient { asked }, why(), sent.elapsed())
+            }
+        }
+    }
+}
+
+/// One request as the caller gave it, for each attempt to send again.
+struct Request<'a> {
+    workspace: &'a str,
+    credentials: (&'a str, &'a Secret),
+    method: Method,
+    url: &'a str,
+    body: Bytes,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    /// 2xx.
+    Accepted,
+    /// 207, with its body.
+    Partial(String),
+    /// 413.
+    TooLarge(Why),
+    /// Refused for good.
+    Rejected(Why),
+    /// Worth asking again, on these terms; the attempt took this long.
+    Again(Again, Why, Duration),
+}
+
+/// What went wrong in one attempt, as a failure and a log line name it.
+struct Why {
+    reason: FailureReason,
+    detail: String,
+    status: Option<u16>,
+}
+
+impl Why {
+    fn new(reason: FailureReason, detail: String, status: Option<u16>) -> Self {
+        Why {
+            reason,
+            detail,
+            status,
         }
     }
 }
@@ -378,7 +401,7 @@ mod tests {
             .expect("the read stops at the cap, not at the request timeout");
         match answer {
             Final::Rejected(f) => {
-                assert_eq!(f.reason, "http_400");
+                assert_eq!(f.reason, FailureReason::Http(400));
                 assert_eq!(f.attempts, 1);
                 assert!(f.detail.starts_with("xxx") && f.detail.len() <= EXCERPT_BYTES);
             }

@@ -5,21 +5,24 @@
 //! A lane hands [`Destination::deliver`] a batch; it comes back with one
 //! [`ItemOutcome`] per event once every event is either accepted or refused for good.
 
+mod budget;
 mod customerio;
 mod http;
+mod reason;
 mod retry;
 
 use std::time::SystemTime;
 
 pub use customerio::{CustomerIo, Encoded};
 pub use http::{excerpt, Final, Sender};
+pub use reason::FailureReason;
 pub use retry::{classify, retry_after, Backoff, Verdict};
 
 /// Why an event could not be delivered, with what a dead letter needs to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// Bounded reason code (`http_400`, `invalid_item`, `retries_exhausted`...).
-    pub reason: String,
+    /// Why, as a bounded code (`http_400`, `invalid_item`, `retries_exhausted`...).
+    pub reason: FailureReason,
     /// The API's own words (shortened) or the error.
     pub detail: String,
     /// The last HTTP status, if there was an answer.
@@ -34,10 +37,10 @@ pub struct Failure {
 
 impl Failure {
     /// A failure decided without any request (e.g. the encoder's).
-    pub fn without_request(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn without_request(reason: FailureReason, detail: impl Into<String>) -> Self {
         let now = SystemTime::now();
         Failure {
-            reason: reason.into(),
+            reason,
             detail: detail.into(),
             status: None,
             attempts: 0,

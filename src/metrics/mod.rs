@@ -15,6 +15,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
+use crate::deliver::FailureReason;
 use crate::source::Origin;
 
 /// The worker's Prometheus registry and the handles the pipeline reports through.
@@ -472,12 +473,13 @@ impl Metrics {
     }
 
     /// A message could not be decoded or validated.
-    pub fn invalid(&self, origin: &Origin, reason: &'static str, detail: &dyn std::fmt::Display) {
+    pub fn invalid(&self, origin: &Origin, reason: FailureReason, detail: &dyn std::fmt::Display) {
+        let reason = reason.code();
         tracing::warn!(
             topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
-            reason, "invalid event: {detail}"
+            reason = %reason, "invalid event: {detail}"
         );
-        self.invalid.with_label_values(&[reason]).inc();
+        self.invalid.with_label_values(&[&reason]).inc();
     }
 
     /// An event was written to the dead-letter topic (the write is acknowledged).
@@ -485,16 +487,17 @@ impl Metrics {
         &self,
         workspace: Option<&str>,
         origin: &Origin,
-        reason: &str,
+        reason: FailureReason,
         detail: &str,
     ) {
         let workspace = workspace.unwrap_or("unknown");
+        let reason = reason.code();
         tracing::warn!(
             workspace, topic = %origin.tp.topic, partition = origin.tp.partition,
-            offset = origin.offset, reason, "dead-lettered: {detail}"
+            offset = origin.offset, reason = %reason, "dead-lettered: {detail}"
         );
         self.dead_lettered
-            .with_label_values(&[workspace, reason])
+            .with_label_values(&[workspace, &reason])
             .inc();
     }
 
@@ -651,9 +654,12 @@ impl Metrics {
     /// refused) is one outage, logged when it starts and every 30 s while it lasts;
     /// an API that answers but fails some requests (5xx, timeouts, resets) is not
     /// down: one line per reason every 30 s, with how many were held back.
-    pub fn retry(&self, workspace: &str, reason: &str, detail: &str) {
+    pub fn retry(&self, workspace: &str, reason: FailureReason, detail: &str) {
+        let unreachable = reason == FailureReason::Connect;
+        let reason = reason.code();
+        let reason = &*reason;
         self.retries.with_label_values(&[workspace, reason]).inc();
-        if reason == "connect" {
+        if unreachable {
             self.api_outages
                 .failed(workspace, &format!("{reason}: {detail}"));
         } else if let Some(held_back) = self.retry_lines.allow(&format!("{workspace}/{reason}")) {

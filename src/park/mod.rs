@@ -424,7 +424,8 @@ impl LaneParking {
                 Err(e) => {
                     // Only a permanent error gets here (no delivery timeout): the event
                     // cannot be parked, so it is dead-lettered rather than lost.
-                    let failure = Failure::without_request("park_failed", e);
+                    let failure =
+                        Failure::without_request(crate::deliver::FailureReason::ParkFailed, e);
                     let letter = Letter {
                         origin: &envelope.origin,
                         raw: &envelope.raw,

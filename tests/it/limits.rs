@@ -531,7 +531,7 @@ async fn a_fatally_failed_dead_letter_producer_is_replaced_and_the_letter_still_
     cluster.create_topic("t.dlq", 1, 1).unwrap();
     let letters =
         DeadLetters::new(&dlq_config(&cluster.bootstrap_servers()), Metrics::new()).unwrap();
-    let failure = Failure::without_request("http_400", "refused");
+    let failure = Failure::without_request(sluice::deliver::FailureReason::Http(400), "refused");
     let origin = Origin {
         tp: TopicPartition::new("t", 0),
         offset: 7,
