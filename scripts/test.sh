@@ -6,6 +6,7 @@
 #      moto's S3 server (Tansu's storage in the broker-restart drill) unless they are
 #      already there, and starts Tansu on a free loopback port,
 #   3. checks formatting and lints (cargo fmt, clippy, hadolint on the Dockerfile),
+#      compares the hot stages' instruction counts with benches/baseline (valgrind),
 #      validates the Kubernetes manifests offline (kubernetes-validate + CRD checks,
 #      every kustomize overlay built), runs the fast suite (unit tests and the
 #      integration tests on librdkafka's in-process mock cluster), then the
@@ -33,6 +34,8 @@ command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The fleet-wide limit's tests start their own redis-server on a free loopback port.
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+# The instruction-count gate runs the benches under valgrind's callgrind.
+command -v valgrind >/dev/null || need+=(valgrind)
 # `sluice capacity report --prometheus` is tested against a real Prometheus (Debian's,
 # without its exporters; the test starts its own on a free port).
 prometheus=$(command -v prometheus || echo /usr/bin/prometheus)
@@ -110,8 +113,8 @@ done
 # --- 3. the suites -----------------------------------------------------------------
 say "cargo fmt --check"
 cargo fmt --check
-say "cargo clippy --all-targets -- -D warnings"
-cargo clippy --quiet --all-targets -- -D warnings
+say "cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --quiet --all-targets --all-features -- -D warnings
 # RustSec's database, offline (this machine reaches only the package registries):
 # SLUICE_ADVISORY_DB, else the project's shared reference copy.
 advisory_db=${SLUICE_ADVISORY_DB:-}
@@ -130,6 +133,18 @@ hadolint=$(command -v hadolint || echo "$(python3 -c 'import sysconfig; print(sy
 "$hadolint" Dockerfile
 say "Kubernetes manifests (offline)"
 python3 scripts/validate_k8s.py
+say "instruction counts (valgrind) of decode, encode, offsets and lanes vs benches/baseline (fails above +10%)"
+# gungraun's runner must match the gungraun library in Cargo.lock.
+gungraun_version=$(awk '/^name = "gungraun"$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
+export GUNGRAUN_RUNNER="$tools/gungraun/bin/gungraun-runner"
+if ! "$GUNGRAUN_RUNNER" --version 2>/dev/null | grep -q "$gungraun_version"; then
+  say "installing gungraun-runner $gungraun_version"
+  cargo install --quiet --locked --version "$gungraun_version" --root "$tools/gungraun" gungraun-runner
+fi
+gate="$root/target/gungraun-gate"
+rm -rf "$gate"; cp -r "$root/benches/baseline" "$gate"
+cargo bench --quiet --features instruction-gate --bench instructions -- --home "$gate" --baseline=committed \
+  --callgrind-limits='ir=10%' --callgrind-metrics=ir
 say "fast suite: unit + integration tests on the mock cluster"
 cargo test --all-targets
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"

@@ -127,24 +127,39 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn transient_failures_give_up_after_max_elapsed() {
         let mut budget = Budget::new(&config(100, 5_000));
-        // Three slow attempts (2 s each) spend 5 s of a reachable API's time.
+        // Slow attempts (2 s each): the third ends past 5 s of a reachable API's time.
         let slow = (Again::Transient { asked: None }, 2_000);
         let (waits, gave_up) = play(&mut budget, &[slow, slow, slow, slow]).await;
         assert!(gave_up);
-        assert!(waits.len() <= 2, "{waits:?}");
+        assert_eq!(waits.len(), 2, "gave up at the third attempt: {waits:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_apis_retry_after_is_the_least_wait() {
+        // Above the backoff's ceiling: the API's wait.
         let mut budget = Budget::new(&config(10, 600_000));
         let asked = Some(Duration::from_secs(7));
         let (waits, _) = play(&mut budget, &[(Again::Transient { asked }, 5)]).await;
-        assert_eq!(waits, [Duration::from_secs(7)], "above any backoff ceiling");
+        assert_eq!(waits, [Duration::from_secs(7)]);
+        // Below it: never less than asked, but the jittered backoff when that is longer.
+        let asked = Duration::from_millis(20);
+        let mut longer = 0;
+        for _ in 0..200 {
+            let mut budget = Budget::new(&config(10, 600_000));
+            let again = Again::Transient { asked: Some(asked) };
+            let (waits, _) = play(&mut budget, &[(again, 5), (again, 5), (again, 5)]).await;
+            assert!(waits.iter().all(|w| *w >= asked), "{waits:?}");
+            longer += waits.iter().filter(|w| **w > asked).count();
+        }
+        assert!(longer > 0, "the backoff still applies above the API's wait");
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_api_costs_nothing_and_is_probed_every_few_seconds() {
-        let mut budget = Budget::new(&config(3, 10_000));
+        let mut config = config(3, 600_000);
+        // A backoff that would grow to a minute: an outage is still probed every 5 s.
+        config.max_backoff_ms = 60_000;
+        let mut budget = Budget::new(&config);
         // An hour of refused connections (connect timeouts of 1 s each)...
         let refused = (Again::Unreachable, 1_000);
         let mut outage = Vec::new();
@@ -158,12 +173,25 @@ mod tests {
             outage.iter().all(|w| *w <= OUTAGE_PROBE),
             "probed every ≤5 s"
         );
+        assert!(
+            outage.iter().any(|w| *w > Duration::from_secs(2)),
+            "the cap, not the backoff, bounds the probes"
+        );
         // ...then the API answers with failures: the full budget is still there.
         let fail = (Again::Transient { asked: None }, 10);
         let (waits, gave_up) = play(&mut budget, &[fail, fail]).await;
         assert_eq!((waits.len(), gave_up), (2, false));
         let (_, gave_up) = play(&mut budget, &[fail]).await;
         assert!(gave_up, "the third counted attempt spends it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_credentials_count_as_attempts() {
+        let mut budget = Budget::new(&config(3, 600_000));
+        let (_, gave_up) = play(&mut budget, &[(Again::Auth, 5), (Again::Auth, 5)]).await;
+        assert!(!gave_up);
+        let (_, gave_up) = play(&mut budget, &[(Again::Transient { asked: None }, 5)]).await;
+        assert!(gave_up, "two refusals and one failure are three attempts");
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,7 +9,7 @@ pub mod quiet;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -797,18 +797,20 @@ impl Metrics {
         }
     }
 
-    /// An event that entered Kafka at `entered_us` (unix µs) was accepted by the API
-    /// now: the Prometheus histogram, and the exact HDR ones `sluice capacity run`
-    /// reads.
-    pub fn delivery_latency(&self, entered_us: i64) {
-        let now_us = std::time::SystemTime::now()
+    /// Events that entered Kafka at `entered_us` (unix µs) were accepted by the API at
+    /// `now`: the Prometheus histogram, and the exact HDR ones `sluice capacity run`
+    /// reads. One clock reading and one lock per batch, not per event.
+    pub fn delivery_latency(&self, entered_us: impl IntoIterator<Item = i64>, now: SystemTime) {
+        let now_us = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let us = (now_us - entered_us).max(0) as u64;
-        self.delivery_seconds.observe(us as f64 / 1e6);
         let mut hdr = self.delivery_hdr.lock().expect("not poisoned");
-        hdr.0.saturating_record(us);
-        hdr.1.saturating_record(us);
+        for entered in entered_us {
+            let us = (now_us - entered).max(0) as u64;
+            self.delivery_seconds.observe(us as f64 / 1e6);
+            hdr.0.saturating_record(us);
+            hdr.1.saturating_record(us);
+        }
     }
 
     /// Delivery latency (µs) since the last call, and reset.
@@ -824,14 +826,16 @@ impl Metrics {
         self.delivery_hdr.lock().expect("not poisoned").0.clone()
     }
 
-    /// An event with this timestamp (unix seconds) was accepted by the API now.
-    pub fn end_to_end(&self, event_time: i64) {
-        let now = std::time::SystemTime::now()
+    /// Events with these timestamps (unix seconds) were accepted by the API at `now`.
+    pub fn end_to_end(&self, event_times: impl IntoIterator<Item = i64>, now: SystemTime) {
+        let now = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let age = now - event_time as f64;
-        if age >= 0.0 {
-            self.end_to_end_seconds.observe(age);
+        for event_time in event_times {
+            let age = now - event_time as f64;
+            if age >= 0.0 {
+                self.end_to_end_seconds.observe(age);
+            }
         }
     }
 

@@ -12,7 +12,7 @@
 //! it drains what it holds and ends; the hard-stop token abandons in-flight requests
 //! (their offsets simply stay uncommitted).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +26,11 @@ use crate::config::{Config, Ordering};
 use crate::deliver::{Destination, Encoded, Failure, ItemOutcome};
 use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::Metrics;
-use crate::source::{Buffered, OffsetTracker, Origin, Raw, TopicPartition};
+use crate::source::{Buffered, OffsetTracker, Origin, Raw};
 
-/// Bytes of a v2 batch body around its items (`{"batch":[` … `]}`), plus one comma per
-/// item counted with the item.
-const BATCH_OVERHEAD: usize = 12;
+mod queues;
+
+pub use queues::Queues;
 
 /// One event on its way to the API.
 #[derive(Debug, Clone)]
@@ -208,177 +208,6 @@ impl Router {
     }
 }
 
-#[derive(Debug, Default)]
-struct UserQueue {
-    events: VecDeque<Envelope>,
-    bytes: usize,
-    in_flight: bool,
-}
-
-/// The events a lane holds, per user, and which users may send now.
-#[derive(Debug, Default)]
-struct Queues {
-    users: HashMap<String, UserQueue>,
-    /// Users with events and nothing in flight, roughly oldest first.
-    runnable: VecDeque<String>,
-    runnable_events: usize,
-    runnable_bytes: usize,
-    total: usize,
-}
-
-impl Queues {
-    fn push(&mut self, envelope: Envelope, ordering: Ordering) {
-        let key = match ordering {
-            Ordering::PerUser => envelope.user.clone(),
-            Ordering::None => String::new(),
-        };
-        let size = envelope.encoded.len() + 1;
-        self.total += 1;
-        let queue = self.users.entry(key.clone()).or_default();
-        let was_empty = queue.events.is_empty();
-        queue.events.push_back(envelope);
-        queue.bytes += size;
-        if !queue.in_flight {
-            if was_empty {
-                self.runnable.push_back(key);
-            }
-            self.runnable_events += 1;
-            self.runnable_bytes += size;
-        }
-    }
-
-    fn oldest_runnable(&self) -> Option<Instant> {
-        let user = self.runnable.front()?;
-        self.users.get(user)?.events.front().map(|e| e.arrived)
-    }
-
-    /// Takes the next batch in order; under per-user ordering the users taken become
-    /// in flight.
-    fn take_batch(
-        &mut self,
-        max_events: usize,
-        max_bytes: usize,
-        ordering: Ordering,
-    ) -> Vec<Envelope> {
-        let mut batch = Vec::new();
-        let mut bytes = BATCH_OVERHEAD;
-        while let Some(user) = self.runnable.front().cloned() {
-            let queue = self
-                .users
-                .get_mut(&user)
-                .expect("runnable users have queues");
-            let mut full = false;
-            while let Some(next) = queue.events.front() {
-                let size = next.encoded.len() + 1;
-                if batch.len() == max_events || (!batch.is_empty() && bytes + size > max_bytes) {
-                    full = true;
-                    break;
-                }
-                let envelope = queue.events.pop_front().expect("front exists");
-                queue.bytes -= size;
-                bytes += size;
-                self.runnable_events -= 1;
-                self.runnable_bytes -= size;
-                self.total -= 1;
-                batch.push(envelope);
-            }
-            let took_any = batch.last().is_some_and(|e| user_key(e, ordering) == user);
-            if ordering == Ordering::PerUser && took_any {
-                // The rest of this user's events wait for the batch's final answer.
-                queue.in_flight = true;
-                self.runnable_events -= queue.events.len();
-                self.runnable_bytes -= queue.bytes;
-                self.runnable.pop_front();
-            } else if queue.events.is_empty() {
-                self.runnable.pop_front();
-                self.users.remove(&user);
-            }
-            if full {
-                break;
-            }
-        }
-        batch
-    }
-
-    /// Drops the queued events read from `revoked` partitions (never those read back
-    /// from the parking topic: the parking side owns them) and returns how many: the
-    /// partitions' new owner reads them again from the last commit, so delivering them
-    /// here too would only duplicate them, and, were a partition to come back, send a
-    /// user's older copies after newer ones. Batches in flight are left to finish; a
-    /// user in flight stays so (its later events still wait for that answer).
-    fn drop_partitions(
-        &mut self,
-        revoked: &[TopicPartition],
-        ordering: Ordering,
-    ) -> (usize, usize) {
-        let gone = |e: &Envelope| !e.from_park && revoked.contains(&e.origin.tp);
-        if !self.users.values().any(|q| q.events.iter().any(gone)) {
-            return (0, 0);
-        }
-        let mut old = std::mem::take(self);
-        let (mut dropped, mut bytes) = (0, 0);
-        // Runnable users first, in their order; then the users in flight.
-        let mut order: Vec<String> = old.runnable.drain(..).collect();
-        order.extend(
-            old.users
-                .iter()
-                .filter(|(_, q)| q.in_flight)
-                .map(|(k, _)| k.clone()),
-        );
-        for key in order {
-            let Some(queue) = old.users.remove(&key) else {
-                continue;
-            };
-            if queue.in_flight {
-                self.users.insert(
-                    key,
-                    UserQueue {
-                        in_flight: true,
-                        ..UserQueue::default()
-                    },
-                );
-            }
-            for envelope in queue.events {
-                if gone(&envelope) {
-                    dropped += 1;
-                    bytes += envelope.held_bytes();
-                } else {
-                    self.push(envelope, ordering);
-                }
-            }
-        }
-        (dropped, bytes)
-    }
-
-    /// A batch carrying these users has its final answer: they may send again.
-    fn release(&mut self, users: impl IntoIterator<Item = String>) {
-        for user in users {
-            let Some(queue) = self.users.get_mut(&user) else {
-                continue;
-            };
-            if !queue.in_flight {
-                continue;
-            }
-            queue.in_flight = false;
-            if queue.events.is_empty() {
-                self.users.remove(&user);
-            } else {
-                self.runnable_events += queue.events.len();
-                self.runnable_bytes += queue.bytes;
-                // Its events waited longest: let them go first.
-                self.runnable.push_front(user);
-            }
-        }
-    }
-}
-
-fn user_key(envelope: &Envelope, ordering: Ordering) -> &str {
-    match ordering {
-        Ordering::PerUser => &envelope.user,
-        Ordering::None => "",
-    }
-}
-
 /// A batch in flight, shared with its delivery task so that parking can take its
 /// events back.
 type Batch = Arc<Vec<Envelope>>;
@@ -528,10 +357,7 @@ impl Held {
             let batch = self.batches.remove(&id).expect("listed");
             out.extend(Arc::unwrap_or_clone(batch));
         }
-        let queues = std::mem::take(&mut self.queues);
-        for user in queues.users.into_values() {
-            out.extend(user.events);
-        }
+        out.extend(std::mem::take(&mut self.queues).into_events());
         self.bytes = 0;
         out
     }
@@ -690,19 +516,18 @@ fn finish(
     batch: Vec<Envelope>,
     outcomes: Vec<ItemOutcome>,
 ) {
-    let mut delivered = 0;
-    for (envelope, outcome) in batch.iter().zip(&outcomes) {
-        if *outcome == ItemOutcome::Delivered {
-            delivered += 1;
-            if let Some(t) = envelope.event_time {
-                shared.metrics.end_to_end(t);
-            }
-            if let Some(entered) = envelope.raw.entered_us {
-                shared.metrics.delivery_latency(entered);
-            }
-        }
-    }
-    shared.metrics.delivered(workspace, delivered);
+    let accepted = || {
+        batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome == ItemOutcome::Delivered)
+            .map(|(envelope, _)| envelope)
+    };
+    let now = std::time::SystemTime::now();
+    let metrics = &shared.metrics;
+    metrics.end_to_end(accepted().filter_map(|e| e.event_time), now);
+    metrics.delivery_latency(accepted().filter_map(|e| e.raw.entered_us), now);
+    metrics.delivered(workspace, accepted().count());
     shared
         .tracker
         .complete(batch.iter().map(|e| (&e.origin.tp, e.origin.offset)));

@@ -1,0 +1,43 @@
+//! What every stage's bench starts from: `sluice loadgen`'s default events (one
+//! workspace, 1 000 users, identify and track, a fixed seed) and a minimal config.
+#![allow(dead_code)]
+
+use clap::Parser;
+use sluice::config::Config;
+use sluice::tools::loadgen::shape::{Generated, Generator, Shape, ShapeArgs};
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    shape: ShapeArgs,
+}
+
+/// `n` events as `sluice loadgen --workspaces local --seed 1` makes them.
+pub fn events(n: usize) -> Vec<Generated> {
+    let args = Args::parse_from(["bench", "--workspaces", "local"]);
+    let shape = Shape::new(args.shape, vec![]).expect("loadgen's default shape");
+    let mut generator = Generator::new(shape, 1);
+    (0..n).map(|_| generator.next_event()).collect()
+}
+
+/// The shipped defaults, one workspace `local`.
+pub fn config() -> Config {
+    let text = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+group_id = "bench"
+topics = ["events"]
+dlq_topic = "events.dlq"
+
+[destination]
+kind = "customerio"
+base_url = "http://127.0.0.1:9"
+
+[[workspaces]]
+id = "local"
+site_id = "site"
+api_key_env = "BENCH_KEY"
+"#;
+    Config::from_toml(text, "bench", [("BENCH_KEY".to_string(), "k".to_string())])
+        .expect("bench config")
+}

@@ -1,0 +1,129 @@
+//! The CI gate: instructions counted by valgrind (callgrind, through gungraun) for the
+//! hot stages — decode, encode, offset tracking and lane scheduling — on fixed inputs.
+//! Counts, unlike wall time, do not move with a shared machine's load, so
+//! scripts/test.sh compares them with the committed baseline (benches/baseline/) and
+//! fails above +10%. How to update it: README, "Performance".
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use gungraun::{library_benchmark, library_benchmark_group, main};
+use sluice::config::Ordering;
+use sluice::deliver::{CustomerIo, Destination, Encoded};
+use sluice::event::{Decoder, Event};
+use sluice::lane::{Envelope, Queues};
+use sluice::limit::Limiter;
+use sluice::metrics::Metrics;
+use sluice::source::{OffsetTracker, Origin, Raw, TopicPartition};
+
+const EVENTS: usize = 1_000;
+
+fn payloads() -> (Decoder, Vec<Vec<u8>>) {
+    let decoder = Decoder::for_config(&common::config());
+    let payloads = common::events(EVENTS)
+        .into_iter()
+        .map(|e| e.value)
+        .collect();
+    (decoder, payloads)
+}
+
+fn decoded() -> (CustomerIo, Vec<Event>) {
+    let config = common::config();
+    let (decoder, payloads) = payloads();
+    let events = payloads
+        .iter()
+        .map(|p| decoder.decode(p, Some("local")).unwrap())
+        .collect();
+    let limiter = Arc::new(Limiter::new(config.workspace_rates(), 64, 1.0));
+    (
+        CustomerIo::new(&config, limiter, Metrics::new()).unwrap(),
+        events,
+    )
+}
+
+fn envelopes() -> Vec<Envelope> {
+    let now = tokio::time::Instant::now();
+    common::events(EVENTS)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Envelope {
+            origin: Origin {
+                tp: TopicPartition::new("events", (i % 8) as i32),
+                offset: i as i64,
+            },
+            user: e.key.clone(),
+            event_time: None,
+            encoded: Encoded::BatchItem(vec![b'x'; 200]),
+            arrived: now,
+            from_park: false,
+            raw: Raw {
+                key: Some(e.key.into_bytes()),
+                payload: Some(e.value),
+                redrive_count: 0,
+                replay: None,
+                entered_us: None,
+                first_written: String::new(),
+            },
+        })
+        .collect()
+}
+
+#[library_benchmark(setup = payloads)]
+fn decode((decoder, payloads): (Decoder, Vec<Vec<u8>>)) -> usize {
+    payloads
+        .iter()
+        .map(|p| {
+            black_box(decoder.decode(p, Some("local")).unwrap())
+                .dedup_id
+                .len()
+        })
+        .sum()
+}
+
+#[library_benchmark(setup = decoded)]
+fn encode((api, events): (CustomerIo, Vec<Event>)) -> usize {
+    events
+        .iter()
+        .map(|e| black_box(api.encode(e).unwrap()).len())
+        .sum()
+}
+
+#[library_benchmark]
+fn offsets() -> usize {
+    let tracker = OffsetTracker::new();
+    let tps: Vec<_> = (0..8).map(|p| TopicPartition::new("events", p)).collect();
+    for tp in &tps {
+        for offset in 0..125 {
+            tracker.track(tp, offset);
+        }
+    }
+    for batch in (0..5).rev() {
+        for tp in &tps {
+            tracker.complete((batch * 25..(batch + 1) * 25).map(|o| (tp, o)));
+        }
+    }
+    black_box(tracker.committable()).len()
+}
+
+#[library_benchmark(setup = envelopes)]
+fn lanes(envelopes: Vec<Envelope>) -> usize {
+    let mut queues = Queues::default();
+    for e in envelopes {
+        queues.push(e, Ordering::PerUser);
+    }
+    let mut sent = 0;
+    loop {
+        let batch = queues.take_batch(100, 500_000, Ordering::PerUser);
+        if batch.is_empty() {
+            return sent;
+        }
+        sent += batch.len();
+        queues.release(batch.into_iter().map(|e| e.user));
+    }
+}
+
+library_benchmark_group!(name = stages; benchmarks = decode, encode, offsets, lanes);
+
+main!(library_benchmark_groups = stages);
