@@ -6,7 +6,7 @@ use sluice::source::{OffsetTracker, TopicPartition};
 
 const EVENTS: i64 = 10_000;
 const PARTITIONS: i32 = 8;
-const BATCH: i64 = 500;
+const BATCH: i64 = 250;
 
 fn offsets(c: &mut Criterion) {
     let tps: Vec<TopicPartition> = (0..PARTITIONS)
@@ -24,7 +24,7 @@ fn offsets(c: &mut Criterion) {
                         tracker.track(tp, offset);
                     }
                 }
-                // Batches answered in a scrambled order: later ones first in pairs.
+                // Five batches a partition, answered out of order: later ones first in pairs.
                 let batches: Vec<i64> = (0..per / BATCH).collect();
                 for pair in batches.chunks(2) {
                     for &batch in pair.iter().rev() {

@@ -418,6 +418,23 @@ mod tests {
             "name":"Signed Up","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","attributes":{},
             "timestamp":1_700_000_000});
         assert_eq!(bytes, serde_json::to_vec(&expected).unwrap());
+
+        // No timestamp, and attributes named like the item's own fields.
+        let mut data = Map::new();
+        data.insert("type".into(), "x".into());
+        data.insert("id".into(), json!(7));
+        let mut untimed = event(
+            Person::Id("u\"2".into()),
+            Action::Track {
+                name: "é".into(),
+                data: data.clone(),
+            },
+        );
+        untimed.timestamp = None;
+        let bytes = CustomerIo::encode_v2(&untimed).unwrap();
+        let expected = json!({"type":"person","identifiers":{"id":"u\"2"},"action":"event",
+            "name":"é","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","attributes": data});
+        assert_eq!(bytes, serde_json::to_vec(&expected).unwrap());
     }
 
     #[test]
