@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use sluice::config::Ordering;
-use sluice::deliver::{CustomerIo, Destination, Encoded};
+use sluice::deliver::{CustomerIo, Destination};
 use sluice::event::{Decoder, Event};
 use sluice::lane::{Envelope, Queues};
 use sluice::limit::Limiter;
 use sluice::metrics::Metrics;
-use sluice::source::{OffsetTracker, Origin, Raw, TopicPartition};
+use sluice::source::{OffsetTracker, TopicPartition};
 
 const EVENTS: usize = 1_000;
 
@@ -44,30 +44,7 @@ fn decoded() -> (CustomerIo, Vec<Event>) {
 }
 
 fn envelopes() -> Vec<Envelope> {
-    let now = tokio::time::Instant::now();
-    common::events(EVENTS)
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| Envelope {
-            origin: Origin {
-                tp: TopicPartition::new("events", (i % 8) as i32),
-                offset: i as i64,
-            },
-            user: e.key.clone(),
-            event_time: None,
-            encoded: Encoded::BatchItem(vec![b'x'; 200]),
-            arrived: now,
-            from_park: false,
-            raw: Raw {
-                key: Some(e.key.into_bytes()),
-                payload: Some(e.value),
-                redrive_count: 0,
-                replay: None,
-                entered_us: None,
-                first_written: String::new(),
-            },
-        })
-        .collect()
+    common::envelopes(EVENTS)
 }
 
 #[library_benchmark(setup = payloads)]

@@ -5,37 +5,12 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sluice::config::Ordering;
-use sluice::deliver::Encoded;
 use sluice::lane::{Envelope, Queues};
-use sluice::source::{Origin, Raw, TopicPartition};
 
 const IN_FLIGHT: usize = 4;
 
 fn envelopes() -> Vec<Envelope> {
-    let now = tokio::time::Instant::now();
-    common::events(10_000)
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| Envelope {
-            origin: Origin {
-                tp: TopicPartition::new("events", (i % 8) as i32),
-                offset: i as i64,
-            },
-            user: e.key.clone(),
-            event_time: None,
-            encoded: Encoded::BatchItem(vec![b'x'; 200]),
-            arrived: now,
-            from_park: false,
-            raw: Raw {
-                key: Some(e.key.into_bytes()),
-                payload: Some(e.value),
-                redrive_count: 0,
-                replay: None,
-                entered_us: None,
-                first_written: String::new(),
-            },
-        })
-        .collect()
+    common::envelopes(10_000)
 }
 
 fn schedule(ordering: Ordering) -> impl FnMut(Vec<Envelope>) -> usize {

@@ -4,6 +4,9 @@
 
 use clap::Parser;
 use sluice::config::Config;
+use sluice::deliver::Encoded;
+use sluice::lane::Envelope;
+use sluice::source::{Origin, Raw, TopicPartition};
 use sluice::tools::loadgen::shape::{Generated, Generator, Shape, ShapeArgs};
 
 #[derive(Parser)]
@@ -40,4 +43,32 @@ api_key_env = "BENCH_KEY"
 "#;
     Config::from_toml(text, "bench", [("BENCH_KEY".to_string(), "k".to_string())])
         .expect("bench config")
+}
+
+/// `n` of those events as a lane holds them: 8 partitions, a 200-byte encoding each.
+pub fn envelopes(n: usize) -> Vec<Envelope> {
+    let now = tokio::time::Instant::now();
+    events(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Envelope {
+            origin: Origin {
+                tp: TopicPartition::new("events", (i % 8) as i32),
+                offset: i as i64,
+            },
+            user: e.key.clone(),
+            event_time: None,
+            encoded: Encoded::BatchItem(vec![b'x'; 200]),
+            arrived: now,
+            from_park: false,
+            raw: Raw {
+                key: Some(e.key.into_bytes()),
+                payload: Some(e.value),
+                redrive_count: 0,
+                replay: None,
+                entered_us: None,
+                first_written: String::new(),
+            },
+        })
+        .collect()
 }
