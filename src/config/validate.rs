@@ -12,6 +12,16 @@ impl Config {
         env: &BTreeMap<String, String>,
         require_secrets: bool,
     ) -> Result<(), ConfigError> {
+        self.check_kafka()?;
+        self.check_destination()?;
+        self.check_batch()?;
+        self.check_limits()?;
+        self.check_retry()?;
+        self.check_workspaces(env, require_secrets)
+    }
+
+    /// `[kafka]`: brokers, group, topics, buffer bounds, the options sluice manages.
+    fn check_kafka(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             return Err(ConfigError::key("kafka.brokers", "must not be empty"));
@@ -75,6 +85,12 @@ impl Config {
                 ),
             ));
         }
+        self.check_kafka_identity_and_options()
+    }
+
+    /// `kafka.group_instance_id`, and the librdkafka options sluice sets itself.
+    fn check_kafka_identity_and_options(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
         if let Some(id) = &k.group_instance_id {
             let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
             if id.is_empty() || id.len() > 249 || !id.chars().all(valid) {
@@ -99,7 +115,11 @@ impl Config {
                 return Err(ConfigError::key(format!("kafka.options.\"{key}\""), why));
             }
         }
+        Ok(())
+    }
 
+    /// `[destination]`: the URL and timeouts.
+    fn check_destination(&self) -> Result<(), ConfigError> {
         let d = &self.destination;
         if let Some(url) = &d.base_url {
             let parsed = reqwest::Url::parse(url)
@@ -113,7 +133,11 @@ impl Config {
         }
         positive("destination.connect_timeout_ms", d.connect_timeout_ms)?;
         positive("destination.request_timeout_ms", d.request_timeout_ms)?;
+        Ok(())
+    }
 
+    /// `[batch]` against Customer.io's request limit, and the lanes' window.
+    fn check_batch(&self) -> Result<(), ConfigError> {
         let b = &self.batch;
         positive("batch.max_events", b.max_events as u64)?;
         if b.max_bytes == 0 || b.max_bytes > CUSTOMERIO_MAX_BATCH_BYTES {
@@ -129,6 +153,11 @@ impl Config {
             ));
         }
         positive("lanes.max_in_flight", self.lanes.max_in_flight as u64)?;
+        Ok(())
+    }
+
+    /// `[limits]`: rates, burst, headroom and the Redis URL.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         rate(
             "limits.default_rate_limit_per_s",
@@ -158,6 +187,11 @@ impl Config {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// `[retry]`: attempts and backoff bounds.
+    fn check_retry(&self) -> Result<(), ConfigError> {
         let r = &self.retry;
         positive("retry.max_attempts", r.max_attempts.into())?;
         positive("retry.initial_backoff_ms", r.initial_backoff_ms)?;
@@ -167,7 +201,16 @@ impl Config {
                 "must be at least retry.initial_backoff_ms",
             ));
         }
+        Ok(())
+    }
 
+    /// `[[workspaces]]`: ids and sites listed once, their limits, and each API key
+    /// read from `env`.
+    fn check_workspaces(
+        &mut self,
+        env: &BTreeMap<String, String>,
+        require_secrets: bool,
+    ) -> Result<(), ConfigError> {
         if self.workspaces.is_empty() {
             return Err(ConfigError::key(
                 "workspaces",
