@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::adaptive::Learned;
+use super::lateness::Lateness;
 use super::pacer::{Pace, Pacer};
 use super::share::Share;
 use super::shared::{Fleet, FLEET_HEADROOM, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
@@ -73,6 +74,8 @@ pub struct Limiter {
     headroom: f64,
     fleet: Option<Arc<Fleet>>,
     origin: Instant,
+    /// How late this process's timers fire lately (the pacer's jitter margin).
+    lateness: Lateness,
 }
 
 /// What a workspace waits for before it may take a slot.
@@ -119,6 +122,7 @@ impl Limiter {
             headroom,
             fleet: None,
             origin: Instant::now(),
+            lateness: Lateness::new(Instant::now()),
         }
     }
 
@@ -152,7 +156,7 @@ impl Limiter {
             // Before the slot: pauses and the pacer's next slot.
             let before = Instant::now();
             while let Wait::Until(at) = self.wait_before_slot(ws, Instant::now()) {
-                tokio::time::sleep_until(at).await;
+                self.sleep_until(at).await;
             }
             waited += before.elapsed();
             let permit = self.slot().await;
@@ -223,15 +227,24 @@ impl Limiter {
             } else {
                 self.headroom
             },
+            jitter: self.lateness.margin(now),
         }
+    }
+
+    /// Sleeps until `at`, noting how late the wake came.
+    async fn sleep_until(&self, at: Instant) {
+        tokio::time::sleep_until(at).await;
+        self.lateness.woke(at, Instant::now());
     }
 
     /// A token from this pod's pacer. `false` if a pause began meanwhile.
     async fn take_local(&self, ws: &Workspace) -> bool {
         loop {
-            let now = Instant::now();
             let at = {
                 let mut st = lock(&ws.state);
+                // Dated under the lock: the pacer's log stays in send order even when
+                // a thread is preempted between reading the clock and taking the lock.
+                let now = Instant::now();
                 if st.learned.paused(now - self.origin).is_some() {
                     return false;
                 }
@@ -242,7 +255,7 @@ impl Limiter {
                     Err(None) => now + ZERO_SHARE_RECHECK,
                 }
             };
-            tokio::time::sleep_until(at).await;
+            self.sleep_until(at).await;
         }
     }
 
@@ -275,6 +288,9 @@ impl Limiter {
                     per_second: st.learned.rate(now - self.origin),
                     burst: 1,
                     headroom: self.headroom * FLEET_HEADROOM,
+                    // The fleet's one timeline is kept in Redis for every pod; a slot
+                    // woken too late is dropped instead (LATE_LIMIT).
+                    jitter: Duration::ZERO,
                 };
                 (pace.interval(), std::mem::take(&mut st.unreported))
             };

@@ -33,6 +33,10 @@ pub struct Pace {
     /// Share of the limit used (0 < headroom ≤ 1): the window the log checks is
     /// `W / headroom`, a guard against jitter between our clock and the API's.
     pub headroom: f64,
+    /// Added to that window: how late this process has been running lately
+    /// ([`super::lateness`]), so sends whose tokens were a window apart still arrive a
+    /// window apart when the scheduler delays one of them by up to this much.
+    pub jitter: Duration,
 }
 
 impl Pace {
@@ -60,7 +64,7 @@ impl Pace {
     /// The guarded window and the interval between two sends on the ideal timeline.
     fn timeline(&self) -> (usize, Duration, Duration) {
         let (count, window) = self.window();
-        let guarded = window.div_f64(self.headroom.clamp(1e-3, 1.0));
+        let guarded = window.div_f64(self.headroom.clamp(1e-3, 1.0)) + self.jitter;
         (count, guarded, guarded / count as u32)
     }
 }
@@ -151,6 +155,7 @@ mod tests {
             per_second,
             burst,
             headroom: 0.995,
+            jitter: Duration::ZERO,
         }
     }
 
@@ -234,6 +239,43 @@ mod tests {
         let won = drive(pace(100.0, 1), 10, |_| Duration::from_millis(2));
         assert!(won.len() >= 990, "{}", won.len());
         assert!(busiest_window(&won, 1_000_000) <= 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_delayed_by_up_to_the_jitter_still_arrive_within_the_limit() {
+        // Each request reaches the API 0–15 ms after its token (scheduler delay on a
+        // starved core), in a sawtooth that delays the first of every 51 sends most
+        // and the last least: the worst case for a strict window of 50.
+        for burst in [1, 3] {
+            let jitter = Duration::from_millis(15);
+            let delay = |i: usize| 15_000 - (i % 51) as u64 * 300;
+            let arrivals = |p: Pace| {
+                let mut a: Vec<u64> =
+                    drive(p, 20, |i| Duration::from_micros((i as u64 * 1_237) % 3_000))
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| t + delay(i))
+                        .collect();
+                a.sort_unstable();
+                a
+            };
+            let without = arrivals(pace(50.0, burst));
+            assert!(
+                busiest_window(&without, 1_000_000) > 50,
+                "the delays are enough to break a limit paced without the margin"
+            );
+            let with = arrivals(Pace {
+                jitter,
+                ..pace(50.0, burst)
+            });
+            assert!(
+                busiest_window(&with, 1_000_000) <= 50,
+                "burst {burst}: {} arrivals in one second",
+                busiest_window(&with, 1_000_000)
+            );
+            // The margin costs its share of the window and no more.
+            assert!(with.len() as f64 >= 50.0 * 20.0 * 0.97, "{}", with.len());
+        }
     }
 
     #[tokio::test(start_paused = true)]
