@@ -16,6 +16,8 @@
 //! - [`config`] — the TOML file, environment overrides, validation.
 //! - [`event`] — decoding and validating Segment-style messages.
 //! - [`source`] — the Kafka consumer and the offset tracker.
+//! - [`intake`] — each record judged: decoded, validated, encoded for its lane, or
+//!   dead-lettered with its reason.
 //! - [`lane`] — per-workspace lanes, batching and per-user ordering.
 //! - [`park`] — parking a workspace that cannot keep up, so the others keep moving.
 //! - [`limit`] — one limit per workspace for the whole fleet, learned from 429s.
@@ -34,6 +36,7 @@ pub mod config;
 pub mod deliver;
 pub mod dlq;
 pub mod event;
+pub mod intake;
 pub mod lane;
 pub mod limit;
 pub mod metrics;

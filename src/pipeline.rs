@@ -14,6 +14,7 @@ use crate::config::LimitMode;
 use crate::deliver::{CustomerIo, Destination};
 use crate::dlq::DeadLetters;
 use crate::event::Decoder;
+use crate::intake::Intake;
 use crate::lane::{LaneShared, Router};
 use crate::limit::{Fleet, Limiter, Share};
 use crate::metrics::Metrics;
@@ -101,10 +102,15 @@ pub async fn run_on(
         hard_stop.clone(),
     ));
     let dead_letter_tasks = TaskTracker::new();
+    let intake = Arc::new(Intake::new(
+        Decoder::for_config(&config),
+        shared.clone(),
+        dead_letter_tasks.clone(),
+    ));
     let marks = ParkedMarks::default();
     let parking = ParkingSetup::new(
         &config,
-        Decoder::for_config(&config),
+        intake.clone(),
         marks.clone(),
         dead_letter_tasks.clone(),
         &shared.metrics,
@@ -131,8 +137,8 @@ pub async fn run_on(
     let lag_task = tokio::spawn(lag.run(lag_stop.clone()));
     let mut source = Source::new(
         &config,
-        shared,
-        dead_letter_tasks.clone(),
+        &shared,
+        intake,
         assigned,
         health.clone(),
         share,

@@ -66,7 +66,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, KafkaConfig};
 use crate::deliver::Failure;
 use crate::dlq::Letter;
-use crate::event::Decoder;
+use crate::intake::Intake;
 use crate::lane::{Envelope, LaneMsg, LaneShared};
 use crate::source::TopicPartition;
 use reader::{Ctrl, ReaderHandle, ReaderSetup};
@@ -106,16 +106,17 @@ pub struct ParkingSetup {
     /// The workspace's share of `kafka.max_buffered_bytes`: a lane of large events
     /// parks on bytes before the whole buffer fills and pauses everyone.
     byte_budget: usize,
-    decoder: Decoder,
+    intake: Arc<Intake>,
     writes: TaskTracker,
 }
 
 impl ParkingSetup {
     /// The parking side for `config`, or `None` without `kafka.park_topic`. `marks` is
-    /// shared with the source's commits; parking writes run on `writes`.
+    /// shared with the source's commits; parking writes run on `writes`; parked events
+    /// read back are judged by `intake`.
     pub fn new(
         config: &Config,
-        decoder: Decoder,
+        intake: Arc<Intake>,
         marks: ParkedMarks,
         writes: TaskTracker,
         metrics: &crate::metrics::Metrics,
@@ -136,7 +137,7 @@ impl ParkingSetup {
             kafka: config.kafka.clone(),
             budget: config.workspace_budget(),
             byte_budget: (config.kafka.max_buffered_bytes / config.workspaces.len().max(1)).max(1),
-            decoder,
+            intake,
             writes,
         }))
     }
@@ -387,7 +388,7 @@ impl LaneParking {
                 in_lane: self.shared.in_lane[&self.workspace].clone(),
                 budget: self.setup.budget,
                 shared: self.shared.clone(),
-                decoder: self.setup.decoder.clone(),
+                intake: self.setup.intake.clone(),
             };
             match reader::start(&self.setup.kafka, setup) {
                 Ok(handle) => self.reader = Some(handle),

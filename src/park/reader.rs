@@ -21,10 +21,9 @@ use tokio::sync::mpsc;
 
 use super::writer::{FENCE, WORKSPACE};
 use super::{blocking, Control};
-use crate::deliver::Failure;
-use crate::dlq::{header_map, headers, Letter};
-use crate::event::Decoder;
-use crate::lane::{Envelope, LaneMsg, LaneShared};
+use crate::dlq::{header_map, headers};
+use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
+use crate::lane::{LaneMsg, LaneShared};
 use crate::source::{client_config, Origin, Raw, TopicPartition};
 
 /// How long a committed-offset or watermark query may take.
@@ -86,8 +85,8 @@ pub struct ReaderSetup {
     pub budget: usize,
     /// What lanes share (tracker, buffered count, destination, dead letters, metrics).
     pub shared: Arc<LaneShared>,
-    /// Decodes parked payloads.
-    pub decoder: Decoder,
+    /// Judges parked payloads as the source judges fresh ones.
+    pub intake: Arc<Intake>,
 }
 
 struct Part {
@@ -290,60 +289,28 @@ impl Reader {
                 |h| hs.get(h).cloned(),
             ),
         };
-        let origin = Origin { tp, offset };
-        let shared = &self.setup.shared;
-        let decoded = raw
-            .payload
-            .as_deref()
-            .ok_or_else(|| crate::event::InvalidEvent::Malformed("empty message".into()))
-            .and_then(|payload| {
-                self.setup.decoder.decode_record(
-                    payload,
-                    Some(&self.setup.workspace),
-                    Some(&raw.first_written),
-                )
-            })
-            .and_then(|event| Ok((shared.destination.encode(&event)?, event)));
-        match decoded {
-            Ok((encoded, event)) => {
-                let envelope = Envelope {
-                    origin,
-                    raw,
-                    user: event.person.as_str().to_string(),
-                    event_time: event.timestamp,
-                    encoded,
-                    arrived: tokio::time::Instant::now(),
-                    from_park: true,
-                };
+        let record = Received {
+            origin: Origin { tp, offset },
+            raw,
+            workspace: WorkspaceHeader::Named(self.setup.workspace.clone()),
+            from_park: true,
+        };
+        match self.setup.intake.judge(record) {
+            Verdict::Lane(ForLane { envelope, .. }) => {
                 // Counted at once, so pacing sees it before the lane does.
                 let in_lane = self.setup.in_lane.fetch_add(1, Ordering::AcqRel) + 1;
-                shared.metrics.parked_drained(&self.setup.workspace);
+                self.setup
+                    .shared
+                    .metrics
+                    .parked_drained(&self.setup.workspace);
                 // Shutting down if the lane is gone: left uncommitted, read again later.
                 let _ = self.setup.lane.send(LaneMsg::FromPark(envelope));
                 if in_lane >= self.setup.budget {
                     self.pace();
                 }
             }
-            Err(invalid) => {
-                // It was valid when parked; a later version may decode differently.
-                let failure = Failure::without_request(invalid.reason(), invalid.to_string());
-                let shared = shared.clone();
-                let workspace = self.setup.workspace.clone();
-                tokio::spawn(async move {
-                    let letter = Letter {
-                        origin: &origin,
-                        raw: &raw,
-                        workspace: Some(&workspace),
-                        failure: &failure,
-                    };
-                    tokio::select! {
-                        _ = shared.dead_letters.send(letter) => {
-                            shared.tracker.complete([(&origin.tp, origin.offset)]);
-                        }
-                        _ = shared.hard_stop.cancelled() => {}
-                    }
-                });
-            }
+            // It was valid when parked; a later version may decode differently.
+            Verdict::Refused(refused) => self.setup.intake.dead_letter(refused, || {}),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod buffered;
 mod consumer;
+mod context;
 pub mod kafka_log;
 mod lag;
 mod offsets;

@@ -1,0 +1,337 @@
+//! The source consumer's context: what librdkafka calls back into. The rebalance
+//! hooks (revoked partitions get their deadline, their finished work committed and the
+//! rest let go; assigned ones their parking marks and this pod's share of the limit),
+//! the broker's answers to commits, and librdkafka's log lines in sluice's terms.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::kafka_log::KafkaLog;
+use super::{Assigned, OffsetTracker, TopicPartition};
+use crate::limit::Share;
+use crate::metrics::Metrics;
+use crate::park::table::{marks_metadata, metadata_marks, ParkedMarks};
+use crate::park::Control;
+use crate::server::Health;
+
+/// How long reading a topic's partition count may take in a rebalance.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rebalance hooks and the state they need.
+pub(super) struct SourceContext {
+    pub(super) tracker: OffsetTracker,
+    pub(super) assigned: Assigned,
+    /// Bumped on every change of `assigned`, so the reading loop re-reads it only then.
+    pub(super) assignment_version: AtomicU64,
+    pub(super) health: Health,
+    pub(super) metrics: Metrics,
+    pub(super) revoke_deadline: Duration,
+    /// Partitions assigned while paused must be paused too.
+    pub(super) paused: AtomicBool,
+    /// Set once the worker is shutting down: revocations no longer wait.
+    pub(super) closing: AtomicBool,
+    /// This pod's share of every workspace's limit, kept by these hooks.
+    pub(super) share: Arc<Share>,
+    /// Partitions of each source topic, as last read from the brokers.
+    pub(super) partition_counts: Mutex<HashMap<String, usize>>,
+    /// The source topics.
+    pub(super) topics: Vec<String>,
+    /// Parked workspaces per partition, carried in every commit's metadata.
+    pub(super) marks: ParkedMarks,
+    /// Where rebalances are reported to the lanes (revocations always; assignments,
+    /// with their parking marks, when parking is on).
+    pub(super) rebalances: mpsc::UnboundedSender<Control>,
+    /// Whether `kafka.park_topic` is set.
+    pub(super) parking_on: bool,
+    /// The workspaces (for the safe assumption when marks cannot be read).
+    pub(super) workspaces: Vec<String>,
+    /// librdkafka's lines, in sluice's terms.
+    pub(super) log: KafkaLog,
+}
+
+impl SourceContext {
+    /// Lets `revoked` go: their in-flight work gets the revoke deadline (when `wait`),
+    /// what finished is committed, the rest is forgotten here (the lanes drop what they
+    /// still queue of them) and redelivered to the new owner.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: Vec<TopicPartition>, wait: bool) {
+        self.metrics.rebalance("revoke", revoked.len());
+        if wait && !self.closing.load(Ordering::Acquire) {
+            self.wait_for(&revoked);
+        }
+        let offsets = self.tracker.committable_for(&revoked);
+        if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync, &self.marks) {
+            tracing::warn!("commit of revoked partitions failed: {e}");
+        }
+        // The rest is redelivered to the new owner, who reads the marks just
+        // committed; this pod's are no longer its to write.
+        self.tracker.forget(&revoked);
+        {
+            let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+            for tp in &revoked {
+                marks.remove(tp);
+            }
+        }
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        for tp in &revoked {
+            assigned.remove(tp);
+        }
+        self.assignment_version.fetch_add(1, Ordering::AcqRel);
+        // Shrunk before the partitions are handed over.
+        let total = self.total_partitions(consumer, &assigned, false);
+        self.share.revoked(assigned.len(), total);
+        drop(assigned);
+        // The lanes drop what they still queue of these partitions: the new
+        // owner reads it again from the commit just made.
+        let _ = self.rebalances.send(Control::Revoked(revoked));
+    }
+
+    /// The broker's answer to a commit: confirmed offsets are not asked for again;
+    /// refused ones (NOT_COORDINATOR during a rebalance, a broker away) are, at the next
+    /// commit, even on a partition with nothing new.
+    pub(super) fn answered(&self, offsets: &[(TopicPartition, i64)], error: Option<&KafkaError>) {
+        match error {
+            None => {
+                self.tracker.mark_committed(offsets);
+                self.metrics.committed(offsets.len());
+                self.log.ok();
+            }
+            Some(e) => {
+                self.tracker.mark_failed(offsets);
+                self.log.error(e, "offset commit refused; asked again");
+            }
+        }
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.line(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.revoke(consumer, partitions(tpl), true),
+            Rebalance::Assign(tpl) => {
+                self.metrics.rebalance("assign", tpl.count());
+                let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+                assigned.extend(partitions(tpl));
+                self.assignment_version.fetch_add(1, Ordering::AcqRel);
+                // Grown a window after they arrive.
+                let total = self.total_partitions(consumer, &assigned, true);
+                self.share
+                    .assigned(assigned.len(), total, tokio::time::Instant::now());
+                drop(assigned);
+                if self.parking_on {
+                    let inherited = self.inherit_marks(consumer, tpl);
+                    let _ = self.rebalances.send(Control::Assigned(inherited));
+                }
+                self.health.joined();
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Error(_) = rebalance {
+            // rust-rdkafka has just unassigned what the failed rebalance concerned
+            // (all of it under the eager protocol): whatever sluice still counts as
+            // its own but librdkafka no longer does is let go like a revocation
+            // (without the wait: they are gone already), and the group hands it out.
+            let now: BTreeSet<TopicPartition> = match consumer.assignment() {
+                Ok(tpl) => partitions(&tpl).into_iter().collect(),
+                Err(e) => {
+                    // Unknown: keep what we have rather than drop partitions
+                    // librdkafka may still be fetching.
+                    tracing::warn!("assignment unknown after a rebalance error: {e}");
+                    return;
+                }
+            };
+            let lost: Vec<TopicPartition> = {
+                let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+                assigned.difference(&now).cloned().collect()
+            };
+            if !lost.is_empty() {
+                tracing::warn!(
+                    partitions = lost.len(),
+                    "released after the rebalance error"
+                );
+                self.revoke(consumer, lost, false);
+            }
+        }
+        if let Rebalance::Assign(tpl) = rebalance {
+            if self.paused.load(Ordering::Acquire) && tpl.count() > 0 {
+                if let Err(e) = consumer.pause(tpl) {
+                    tracing::warn!("pausing newly assigned partitions failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl SourceContext {
+    /// Reads the parking marks of newly assigned partitions and puts them in the commits
+    /// from now on, before any lane has taken them in: a commit without them would
+    /// orphan the parked events they point at. Returns them for the lanes.
+    fn inherit_marks(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &TopicPartitionList,
+    ) -> Vec<(TopicPartition, BTreeMap<String, i64>)> {
+        let inherited = parked_marks(consumer, assigned, &self.workspaces);
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        for (tp, of_tp) in &inherited {
+            if of_tp.is_empty() {
+                marks.remove(tp);
+            } else {
+                marks.insert(tp.clone(), of_tp.clone());
+            }
+        }
+        inherited
+    }
+
+    /// Partitions of all source topics: read from the brokers when `refresh` (an
+    /// assignment), else as last read. Never less than what the assignment shows.
+    fn total_partitions(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &BTreeSet<TopicPartition>,
+        refresh: bool,
+    ) -> usize {
+        let mut counts = self
+            .partition_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if refresh {
+            for topic in &self.topics {
+                match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+                    Ok(metadata) => {
+                        if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
+                            if !t.partitions().is_empty() {
+                                counts.insert(topic.clone(), t.partitions().len());
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(topic, "partition count unknown: {e}"),
+                }
+            }
+        }
+        for tp in assigned {
+            let seen = tp.partition.max(0) as usize + 1;
+            let count = counts.entry(tp.topic.to_string()).or_insert(seen);
+            *count = (*count).max(seen);
+        }
+        self.topics
+            .iter()
+            .map(|t| counts.get(t).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// Gives in-flight work of revoked partitions a short deadline to finish.
+    fn wait_for(&self, revoked: &[TopicPartition]) {
+        let wait = || {
+            let deadline = Instant::now() + self.revoke_deadline;
+            while self.tracker.pending_in(revoked) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        // The callback runs inside a poll on a runtime thread: hand that thread's other
+        // tasks (the lanes doing the work) to another one while waiting. A
+        // current-thread runtime cannot do that, so there the wait is skipped.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            Ok(_) => {}
+            Err(_) => wait(),
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+/// Commits `offsets`, each with the parking marks of its partition as metadata (so the
+/// partition's next owner knows which workspaces may have parked events waiting).
+pub(super) fn commit_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    offsets: &[(TopicPartition, i64)],
+    mode: CommitMode,
+    marks: &ParkedMarks,
+) -> Result<(), KafkaError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let marks = marks.lock().unwrap_or_else(|e| e.into_inner());
+    let mut tpl = TopicPartitionList::new();
+    for (tp, next) in offsets {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next))?;
+        if let Some(parked) = marks.get(tp) {
+            if let Some(mut elem) = tpl.find_partition(&tp.topic, tp.partition) {
+                elem.set_metadata(marks_metadata(parked));
+            }
+        }
+    }
+    drop(marks);
+    consumer.commit(&tpl, mode)
+}
+
+/// The parking marks the committed offsets of newly assigned partitions carry. If they
+/// cannot be read (three tries), every workspace is assumed to have parked events
+/// waiting from the start of the parking partition: duplicates at worst, never a loss.
+fn parked_marks(
+    consumer: &BaseConsumer<SourceContext>,
+    assigned: &TopicPartitionList,
+    workspaces: &[String],
+) -> Vec<(TopicPartition, BTreeMap<String, i64>)> {
+    let tps = partitions(assigned);
+    let mut out: Vec<(TopicPartition, BTreeMap<String, i64>)> =
+        tps.iter().map(|tp| (tp.clone(), BTreeMap::new())).collect();
+    for attempt in 1..=3 {
+        match consumer.committed_offsets(assigned.clone(), METADATA_TIMEOUT) {
+            Ok(committed) => {
+                // Plain data at once: a live list can hold up dropping the consumer.
+                let found: Vec<(TopicPartition, String)> = committed
+                    .elements()
+                    .iter()
+                    .map(|e| {
+                        let tp = TopicPartition::new(e.topic(), e.partition());
+                        (tp, e.metadata().to_string())
+                    })
+                    .collect();
+                drop(committed);
+                for (tp, metadata) in found {
+                    if let Some(slot) = out.iter_mut().find(|(t, _)| *t == tp) {
+                        slot.1 = metadata_marks(&metadata);
+                    }
+                }
+                return out;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    attempt,
+                    "committed offsets of the new partitions unknown: {e}"
+                )
+            }
+        }
+    }
+    tracing::error!("parking marks unreadable: assuming every workspace may have parked events");
+    for (_, marks) in &mut out {
+        *marks = workspaces.iter().map(|w| (w.clone(), 0)).collect();
+    }
+    out
+}
