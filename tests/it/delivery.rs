@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::api::{Api, Received};
 use crate::common::{
     committed, end_offsets, identify, produce, produced_ends, read_topic, track, tracks, unique,
     wait_committed_to_end, wait_until, Broker, Record, Setup, Worker,
 };
+use sluice::tools::mock_api::{Latency, Received};
 
 /// (workspace site id, user, seq) of a received v2 item.
 fn key_of(r: &Received) -> (String, String, u64) {
@@ -27,12 +27,12 @@ fn key_of(r: &Received) -> (String, String, u64) {
 /// expected content, and the committed offsets reach the end. Shared with the
 /// real-broker suite.
 pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     let partitions = 4;
     broker.create_topic(&topic, partitions).await;
     let workspaces = ["acme", "globex", "initech"];
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &workspaces);
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &workspaces);
 
     let mut records = Vec::new();
     let mut expected = Vec::new();
@@ -80,7 +80,7 @@ pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
 
     let worker = Worker::start(setup.config());
     wait_until("every event arrived", Duration::from_secs(60), || {
-        api.count() >= n
+        api.received().len() >= n
     })
     .await;
     wait_committed_to_end(&broker.brokers(), &setup.group, &topic, &ends).await;
@@ -89,7 +89,11 @@ pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
     let received = api.received();
     assert_eq!(received.len(), n, "exactly N items, no duplicates");
     assert_eq!(
-        api.unauthorized(),
+        api.stats()
+            .requests_by_status
+            .get(&401)
+            .copied()
+            .unwrap_or(0),
         0,
         "every request carried the workspace's credentials"
     );
@@ -129,16 +133,16 @@ async fn delivers_every_event_once_and_commits_to_the_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_clean_stop_resumes_from_committed_offsets() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     broker.create_topic(&topic, 2).await;
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     let first: Vec<Record> = tracks("acme", "u", 7, 0..100);
     let mut positions = produce(&broker.brokers(), &topic, &first).await;
 
     let worker = Worker::start(setup.config());
     wait_until("first 100 arrived", Duration::from_secs(60), || {
-        api.count() >= 100
+        api.received().len() >= 100
     })
     .await;
     setup.wait_committed(&positions, 2).await;
@@ -148,13 +152,13 @@ async fn restart_after_clean_stop_resumes_from_committed_offsets() {
     positions.extend(produce(&broker.brokers(), &topic, &second).await);
     let worker = Worker::start(setup.config());
     wait_until("next 50 arrived", Duration::from_secs(60), || {
-        api.count() >= 150
+        api.received().len() >= 150
     })
     .await;
     setup.wait_committed(&positions, 2).await;
     let metrics = worker.stop().await;
 
-    assert_eq!(api.count(), 150, "nothing delivered twice");
+    assert_eq!(api.received().len(), 150, "nothing delivered twice");
     assert_eq!(
         metrics.consumed_count(),
         50,
@@ -167,11 +171,16 @@ async fn restart_after_clean_stop_resumes_from_committed_offsets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_workspace_does_not_delay_another() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     api.slow_site("site-slow", Duration::from_secs(5));
     let topic = unique("events");
     broker.create_topic(&topic, 1).await;
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["slow", "fast"]);
+    let setup = Setup::new(
+        &broker.brokers(),
+        &topic,
+        &api.base_url(),
+        &["slow", "fast"],
+    );
     // The slow workspace's events come first in the partition.
     let mut records: Vec<Record> = tracks("slow", "s", 5, 0..40);
     records.extend(tracks("fast", "f", 5, 0..100));
@@ -214,11 +223,11 @@ async fn a_slow_workspace_does_not_delay_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() {
     let broker = Broker::mock();
-    let api = Api::start().await;
-    api.random_latency(0, 40);
+    let api = crate::common::recording_api().await;
+    api.set_latency(Latency::Uniform(0, 40));
     let topic = unique("events");
     broker.create_topic(&topic, 3).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.batch = "max_events = 5\nlinger_ms = 1\n".into();
     setup.lanes = "max_in_flight = 8\nordering = \"per-user\"\n".into();
     let users = 12;
@@ -241,7 +250,7 @@ async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() 
     let worker = Worker::start(setup.config());
     let total = users * per_user;
     wait_until("every event arrived", Duration::from_secs(90), || {
-        api.count() >= total
+        api.received().len() >= total
     })
     .await;
     worker.stop().await;
@@ -254,17 +263,17 @@ async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() 
             assert!(seq > prev, "{user}: event {seq} arrived after {prev}");
         }
     }
-    assert_eq!(api.count(), total);
+    assert_eq!(api.received().len(), total);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     api.stall(true);
     let topic = unique("events");
     broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.kafka = "max_buffered_events = 100\nresume_buffered_events = 50\n".into();
     // Far below the stall below: a consumer that stopped polling would be evicted.
     setup.kafka_options = "\"max.poll.interval.ms\" = \"7000\"\n".into();
@@ -300,13 +309,13 @@ async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
 
     api.stall(false);
     wait_until("everything delivered", Duration::from_secs(60), || {
-        api.count() >= n
+        api.received().len() >= n
     })
     .await;
     setup.wait_committed(&positions, 2).await;
     let metrics = worker.stop().await;
     assert_eq!(
-        api.count(),
+        api.received().len(),
         n,
         "no event delivered twice: the member kept its partitions"
     );
@@ -319,11 +328,11 @@ async fn back_pressure_bounds_the_bytes_of_large_events_too() {
     // encodings. The byte bound pauses long before. (400 of them: the mock cluster
     // keeps only ~5 MB a partition.)
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     api.stall(true);
     let topic = unique("events");
     broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     let bound = 4 << 20;
     setup.kafka = format!("max_buffered_bytes = {bound}\n");
     setup.batch = "max_events = 10\nlinger_ms = 20\nmax_event_bytes = 30000\n".into();
@@ -369,17 +378,21 @@ async fn back_pressure_bounds_the_bytes_of_large_events_too() {
     let metrics = worker.stop().await;
     assert_eq!(metrics.buffered_bytes(), 0, "everything let go");
     assert_eq!(metrics.dead_lettered_total(), 0);
-    assert!(api.count() >= n, "{} of {n} delivered", api.count());
+    assert!(
+        api.received().len() >= n,
+        "{} of {n} delivered",
+        api.received().len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_after_restart() {
     let broker = Broker::mock();
-    let api = Api::start().await;
-    api.random_latency(1500, 1500);
+    let api = crate::common::recording_api().await;
+    api.set_latency(Latency::Fixed(1500));
     let topic = unique("events");
     broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.drain_deadline_ms = 500;
     setup.lanes = "max_in_flight = 2\n".into();
     let n = 200;
@@ -388,7 +401,7 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
 
     let worker = Worker::start(setup.config());
     wait_until("some events delivered", Duration::from_secs(60), || {
-        api.count() >= 20
+        api.received().len() >= 20
     })
     .await;
     worker.stop().await;
@@ -407,7 +420,7 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
         }
     }
 
-    api.random_latency(0, 0);
+    api.set_latency(Latency::Fixed(0));
     let worker = Worker::start(setup.config());
     setup.wait_committed(&positions, 2).await;
     worker.stop().await;
@@ -418,10 +431,10 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     broker.create_topic(&topic, 1).await;
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     let raw = |bytes: Vec<u8>| Record {
         key: "k".into(),
         payload: bytes,
@@ -451,7 +464,7 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
 
     let worker = Worker::start(setup.config());
     wait_until("the valid events arrived", Duration::from_secs(60), || {
-        api.count() >= 10
+        api.received().len() >= 10
     })
     .await;
     setup.wait_committed(&positions, 1).await;
@@ -504,17 +517,17 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
             assert_eq!(huge.headers["sluice.offset"], "3");
         }
     }
-    assert_eq!(api.count(), 10);
+    assert_eq!(api.received().len(), 10);
     assert_eq!(metrics.consumed_count(), 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     broker.create_topic(&topic, 1).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.destination.push_str("api = \"single\"\n");
     let user = "ann@example.com/1";
     let records = vec![
@@ -524,7 +537,7 @@ async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
     produce(&broker.brokers(), &topic, &records).await;
     let worker = Worker::start(setup.config());
     wait_until("both calls arrived", Duration::from_secs(60), || {
-        api.count() >= 2
+        api.received().len() >= 2
     })
     .await;
     worker.stop().await;
@@ -548,10 +561,15 @@ async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     broker.create_topic(&topic, 1).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme", "other"]);
+    let mut setup = Setup::new(
+        &broker.brokers(),
+        &topic,
+        &api.base_url(),
+        &["acme", "other"],
+    );
     setup.lanes = "max_in_flight = 4\ndefault_workspace = \"other\"\n".into();
     let mut event = track("acme", "u", 0);
     event.as_object_mut().unwrap().remove("workspace");
@@ -563,7 +581,11 @@ async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
     let worker = Worker::start(setup.config());
     setup.wait_committed(&positions, 1).await;
     let metrics = worker.stop().await;
-    assert_eq!(api.count(), 1, "only the readable one is delivered");
+    assert_eq!(
+        api.received().len(),
+        1,
+        "only the readable one is delivered"
+    );
     assert_eq!(metrics.dead_lettered_count("unknown_workspace"), 1);
     let letters = read_topic(&broker.brokers(), &format!("{topic}.dlq"), 1);
     assert_eq!(letters[0].headers["sluice.reason"], "unknown_workspace");

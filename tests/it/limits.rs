@@ -7,7 +7,6 @@ use rdkafka::mocking::{MockCluster, MockCoordinator};
 use serde_json::json;
 use sluice::tools::mock_api::{Fault, Latency, MockApi, MockApiConfig};
 
-use crate::common::api::Api;
 use crate::common::{
     committed, end_offsets, produce, read_topic, track, tracks, unique, wait_committed_to_end,
     wait_until, Broker, Record, Setup, Worker,
@@ -79,10 +78,10 @@ async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["hot", "calm"]);
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["hot", "calm"]);
     setup.batch = "max_events = 2\nlinger_ms = 5\n".into();
     setup.limits = "default_rate_limit_per_s = 50\ndefault_burst = 1\nheadroom = 1.0\n".into();
     api.throttle_site("site-hot", 3, 2);
@@ -92,12 +91,16 @@ async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
 
     let worker = Worker::start(setup.config());
     wait_until("everything arrived", Duration::from_secs(60), || {
-        api.count() >= 400
+        api.received().len() >= 400
     })
     .await;
     let metrics = worker.stop().await;
 
-    let hot = api.arrivals("site-hot");
+    let arrivals = |site| -> Vec<_> {
+        let arrived = api.arrivals(site).into_iter();
+        arrived.map(|a| (a.at, a.refused)).collect()
+    };
+    let hot = arrivals("site-hot");
     let first_429 = hot
         .iter()
         .find(|(_, s)| *s == 429)
@@ -119,7 +122,7 @@ async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
         );
     }
     // Meanwhile the other workspace kept going.
-    let calm = api.arrivals("site-calm");
+    let calm = arrivals("site-calm");
     let calm_during_pause = calm
         .iter()
         .filter(|(t, _)| *t > first_429 && *t < first_429 + Duration::from_secs(2))
@@ -136,7 +139,7 @@ async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
     let hot_rate = metrics.effective_rate("hot");
     assert!((2.5..50.0).contains(&hot_rate), "{hot_rate}");
     assert_eq!(metrics.effective_rate("calm"), 50.0);
-    assert_eq!(api.count(), 400);
+    assert_eq!(api.received().len(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,14 +283,14 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
     // Two brokers: the source and the group live on 1, the dead-letter topic on 2.
     let cluster = MockCluster::new(2).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     let dlq = format!("{topic}.dlq");
     cluster.create_topic(&topic, 1, 1).unwrap();
     cluster.create_topic(&dlq, 1, 1).unwrap();
     cluster.partition_leader(&topic, 0, Some(1)).unwrap();
     cluster.partition_leader(&dlq, 0, Some(2)).unwrap();
-    let setup = Setup::new(&brokers, &topic, &api.base_url, &["acme"]);
+    let setup = Setup::new(&brokers, &topic, &api.base_url(), &["acme"]);
     cluster
         .coordinator(MockCoordinator::Group(setup.group.clone()), 1)
         .unwrap();
@@ -306,7 +309,7 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
 
     let worker = Worker::start(setup.config());
     wait_until("all valid events arrived", Duration::from_secs(60), || {
-        api.count() >= 10
+        api.received().len() >= 10
     })
     .await;
     wait_until("the DLQ write failed", Duration::from_secs(60), || {
@@ -333,14 +336,14 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     broker.create_topic(&topic, 1).await;
     broker.create_topic(&format!("{topic}.dlq"), 1).await;
     let setup = Setup::new(
         &broker.brokers(),
         &topic,
-        &api.base_url,
+        &api.base_url(),
         &["acme", "broken"],
     );
     // The API refuses one workspace for a while (say its plan lapsed).
@@ -357,7 +360,7 @@ async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered(
         worker.metrics.dead_lettered_total() >= 7
     })
     .await;
-    assert_eq!(api.count(), 20);
+    assert_eq!(api.received().len(), 20);
     api.refuse_site("site-broken", None);
 
     let config = tempfile::NamedTempFile::new().unwrap();
@@ -386,14 +389,14 @@ async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered(
     let dry = sluice(&["dlq", "redrive", "--reason", "http_400"]);
     assert!(dry.contains("6 dead letters would be redriven"), "{dry}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(api.count(), 20, "a dry run sends nothing");
+    assert_eq!(api.received().len(), 20, "a dry run sends nothing");
 
     let done = sluice(&["dlq", "redrive", "--reason", "http_400", "--execute"]);
     assert!(done.contains("redrove 6"), "{done}");
     wait_until(
         "the redriven events arrived",
         Duration::from_secs(60),
-        || api.count() >= 26,
+        || api.received().len() >= 26,
     )
     .await;
     worker.stop().await;
@@ -404,7 +407,7 @@ async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered(
         .count();
     assert_eq!(broken, 6);
     // The malformed one was not chosen and stays where it is.
-    assert_eq!(api.count(), 26);
+    assert_eq!(api.received().len(), 26);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

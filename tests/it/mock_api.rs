@@ -138,3 +138,56 @@ async fn segment_endpoints_check_write_keys_and_messages() {
     assert_eq!(api.stats().workspaces["write-key"].events_accepted, 3);
     api.stop().await;
 }
+
+/// The controls a test turns mid-run: a refused site gets its status (its body echoing
+/// the credentials, as a careless API's would), a throttled site its 429s and then
+/// answers again, any site id passes with the `*` key, and what was accepted is kept
+/// with each request's arrival.
+#[tokio::test]
+async fn controls_refuse_throttle_and_record_per_site() {
+    let api = MockApi::start(MockApiConfig {
+        keys: vec!["*:key".into()],
+        record: true,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let item = |seq: u64| {
+        json!({"batch":[{"type":"person","identifiers":{"id":"u"},"action":"event","name":"x",
+            "id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","attributes":{"seq":seq}}]})
+    };
+    let send = |site: &'static str, pass: &'static str, seq: u64| {
+        post(&api, "POST", "/api/v2/batch", site, pass, item(seq))
+    };
+    assert_eq!(send("any-site", "wrong", 0).await.0, StatusCode::UNAUTHORIZED);
+    api.refuse_site("site-a", Some(400));
+    api.throttle_site("site-b", 2, 7);
+    let refused = reqwest::Client::new()
+        .post(format!("{}/api/v2/batch", api.base_url()))
+        .basic_auth("site-a", Some("key"))
+        .json(&item(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(refused.text().await.unwrap().contains("site-a:key"));
+    for _ in 0..2 {
+        assert_eq!(
+            send("site-b", "key", 2).await,
+            (StatusCode::TOO_MANY_REQUESTS, Some("7".into()))
+        );
+    }
+    assert_eq!(send("site-b", "key", 3).await.0, StatusCode::OK);
+    api.refuse_site("site-a", None);
+    assert_eq!(send("site-a", "key", 4).await.0, StatusCode::OK);
+
+    let kept: Vec<(String, u64)> = api
+        .received()
+        .iter()
+        .map(|r| (r.site_id.clone(), r.item["attributes"]["seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(kept, vec![("site-b".into(), 3), ("site-a".into(), 4)]);
+    let b: Vec<u16> = api.arrivals("site-b").iter().map(|a| a.refused).collect();
+    assert_eq!(b, vec![429, 429, 0]);
+    assert_eq!(api.started(), 6);
+}

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::api::Api;
 use crate::common::{
     committed, produce, produced_ends, read_topic, scrape, track, tracks, unique,
     wait_committed_to_end, wait_until, Broker, Record, Setup, Worker, API_KEY, API_KEY_ENV,
@@ -27,7 +26,7 @@ fn total(metrics: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     api.stall(true);
     let topic = unique("events");
     broker.create_topic(&topic, 2).await;
@@ -35,7 +34,7 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
     let mut setup = Setup::new(
         &broker.brokers(),
         &topic,
-        &api.base_url,
+        &api.base_url(),
         &["acme", "strict"],
     );
     setup.kafka = "max_buffered_events = 50\nresume_buffered_events = 20\n".into();
@@ -149,10 +148,10 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_false_when_shutdown_starts_and_healthz_stays_up() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     broker.create_topic(&topic, 1).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.drain_deadline_ms = 3_000;
     let (worker, url) = Worker::start_serving(setup.config()).await;
     let status = |path: &'static str| {
@@ -197,7 +196,7 @@ async fn readyz_turns_false_when_shutdown_starts_and_healthz_stays_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_appears_nowhere_in_logs_metrics_or_dead_letters() {
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     api.refuse_site("site-strict", Some(400));
     let topic = unique("events");
     broker.create_topic(&topic, 1).await;
@@ -205,7 +204,7 @@ async fn the_api_key_appears_nowhere_in_logs_metrics_or_dead_letters() {
     let mut setup = Setup::new(
         &broker.brokers(),
         &topic,
-        &api.base_url,
+        &api.base_url(),
         &["acme", "strict"],
     );
     let port = {
@@ -241,7 +240,7 @@ async fn the_api_key_appears_nowhere_in_logs_metrics_or_dead_letters() {
         .spawn()
         .unwrap();
     wait_until("events delivered", Duration::from_secs(60), || {
-        api.count() >= 20
+        api.received().len() >= 20
     })
     .await;
     let letters = {
@@ -380,10 +379,10 @@ async fn drill_broker_down_and_back_the_worker_waits_says_why_and_resumes() {
     let Broker::Mock(cluster) = &broker else {
         unreachable!()
     };
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     let topic = unique("events");
     broker.create_topic(&topic, 2).await;
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url, &["acme"]);
+    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     let first = produce(&broker.brokers(), &topic, &tracks("acme", "u", 20, 0..300)).await;
     let (worker, url) = Worker::start_serving(setup.config()).await;
     setup.wait_committed(&first, 2).await;

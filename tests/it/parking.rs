@@ -309,7 +309,7 @@ async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
 
 /// For each (site, user): whether some event arrived for the first time after a later
 /// one of the same user had (a fresh reorder; duplicates are allowed).
-fn fresh_reorders(received: &[crate::common::api::Received]) -> usize {
+fn fresh_reorders(received: &[sluice::tools::mock_api::Received]) -> usize {
     use std::collections::{HashMap, HashSet};
     let mut seen: HashSet<(String, String, u64)> = HashSet::new();
     let mut highest: HashMap<(String, String), u64> = HashMap::new();
@@ -334,19 +334,23 @@ fn fresh_reorders(received: &[crate::common::api::Received]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_parking_and_while_returning_loses_nothing_and_keeps_order() {
-    use crate::common::api::Api;
     use crate::common::fleet::{value, Pod};
     let _alone = PROCESSES.lock().await;
     const N: usize = 3_000;
     let broker = Broker::mock();
-    let api = Api::start().await;
+    let api = crate::common::recording_api().await;
     api.refuse_site("site-blocked", Some(401));
     let topic = unique("events");
     broker.create_topic(&topic, 4).await;
     broker.create_topic(&format!("{topic}.park"), 4).await;
     broker.create_topic(&format!("{topic}.dlq"), 1).await;
     let positions = produce(&broker.brokers(), &topic, &two_workspaces(N)).await;
-    let mut s = Setup::new(&broker.brokers(), &topic, &api.base_url, &["ok", "blocked"]);
+    let mut s = Setup::new(
+        &broker.brokers(),
+        &topic,
+        &api.base_url(),
+        &["ok", "blocked"],
+    );
     s.kafka = format!(
         "max_buffered_events = 1000\nresume_buffered_events = 500\npark_topic = \"{topic}.park\"\n"
     );

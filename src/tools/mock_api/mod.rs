@@ -8,6 +8,7 @@
 //! that drops the events), injects latency and faults (5xx, hangs past the client's
 //! timeout, connection resets), and reports what it saw on `GET /stats`.
 
+mod controls;
 mod routes;
 mod stats;
 mod validate;
@@ -20,6 +21,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use controls::Controls;
+pub use controls::{Arrival, Received};
 use stats::Stats;
 pub use stats::{Snapshot, WorkspaceSnapshot};
 
@@ -62,9 +65,15 @@ pub struct MockApiConfig {
     #[arg(long, default_value_t = MAX_BATCH_BYTES)]
     pub max_batch_bytes: usize,
     /// Accepted credentials as `USER:PASSWORD` (site id and API key, or a Segment write
-    /// key with an empty password); repeatable. None given: any non-empty user passes.
+    /// key with an empty password; `*:PASSWORD`: any user with that password);
+    /// repeatable. None given: any non-empty user passes.
     #[arg(long = "key")]
     pub keys: Vec<String>,
+    /// Keep every accepted item and every request's arrival, for
+    /// [`MockApi::received`] and [`MockApi::arrivals`] (in-process use: it grows with
+    /// the run, so the command never sets it).
+    #[arg(skip)]
+    pub record: bool,
 }
 
 impl Default for MockApiConfig {
@@ -80,6 +89,7 @@ impl Default for MockApiConfig {
             hang_ms: 30_000,
             max_batch_bytes: MAX_BATCH_BYTES,
             keys: Vec::new(),
+            record: false,
         }
     }
 }
@@ -149,6 +159,7 @@ struct AppState {
     config: MockApiConfig,
     keys: HashMap<String, String>,
     stats: Stats,
+    controls: Controls,
 }
 
 /// A running emulator.
@@ -181,6 +192,7 @@ impl MockApi {
                 .filter_map(|k| k.split_once(':'))
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
+            controls: Controls::new(config.record),
             config,
             stats: Stats::default(),
         });
@@ -217,6 +229,56 @@ impl MockApi {
     /// What it saw so far.
     pub fn stats(&self) -> Snapshot {
         self.state.0.stats.snapshot()
+    }
+
+    /// Answers every request of `site_id` with `status`, its body echoing the
+    /// caller's credentials as a careless API would (so a test can check they never
+    /// reach a log or a dead letter); `None`: back to normal.
+    pub fn refuse_site(&self, site_id: &str, status: Option<u16>) {
+        self.state.0.controls.set_refuse(site_id, status);
+    }
+
+    /// Answers the next `count` requests of `site_id` 429 with `Retry-After`.
+    pub fn throttle_site(&self, site_id: &str, count: usize, retry_after_s: u64) {
+        self.state
+            .0
+            .controls
+            .set_throttle(site_id, count, retry_after_s);
+    }
+
+    /// Adds `latency` to every request of `site_id` (on top of `--latency`).
+    pub fn slow_site(&self, site_id: &str, latency: Duration) {
+        self.state.0.controls.set_slow(site_id, latency);
+    }
+
+    /// Every request's latency from now on, instead of `--latency`.
+    pub fn set_latency(&self, latency: Latency) {
+        self.state.0.controls.set_latency(latency);
+    }
+
+    /// While stalled, requests are held unanswered.
+    pub fn stall(&self, stalled: bool) {
+        self.state.0.controls.set_stalled(stalled);
+    }
+
+    /// Every item accepted so far, in order (empty unless `record`).
+    pub fn received(&self) -> Vec<Received> {
+        self.state.0.controls.received()
+    }
+
+    /// Every request of `site_id` so far, in arrival order (empty unless `record`).
+    pub fn arrivals(&self, site_id: &str) -> Vec<Arrival> {
+        self.state.0.controls.arrivals(site_id)
+    }
+
+    /// Requests that arrived, answered or not, authenticated or not.
+    pub fn started(&self) -> usize {
+        self.state.0.controls.started_count()
+    }
+
+    /// The most requests held (latency, stall) at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.0.controls.max_in_flight()
     }
 
     /// Stops serving.

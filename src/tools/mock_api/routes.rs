@@ -44,6 +44,7 @@ struct Admitted {
 
 /// Auth, rate limit, latency and faults: everything before the route's own work.
 async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Response> {
+    state.controls.started();
     let Some(workspace) = authorize(state, headers) else {
         state.stats.answered("", 401);
         return Err(answer(
@@ -52,9 +53,14 @@ async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Respon
         ));
     };
     let in_window = state.stats.arrive(&workspace, Instant::now());
+    if let Some((status, retry_after)) = state.controls.refusal(&workspace) {
+        state.controls.arrived(&workspace, status);
+        return Err(refused(state, &workspace, headers, status, retry_after));
+    }
     let config = &state.config;
     let over = config.limit_per_s > 0 && in_window > config.limit_per_s as usize;
     if over && !config.silent_throttle {
+        state.controls.arrived(&workspace, 429);
         state.stats.answered(&workspace, 429);
         let seconds = config.retry_after_s.to_string();
         let mut response = answer(
@@ -66,10 +72,9 @@ async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Respon
         h.insert("x-ratelimit-reset", seconds.parse().expect("digits"));
         return Err(response);
     }
-    let delay = config.latency.sample();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
+    state.controls.arrived(&workspace, 0);
+    let delay = state.controls.delay(&workspace, config.latency);
+    state.controls.hold(delay).await;
     if config.fault_rate > 0.0 && fastrand::f64() < config.fault_rate && !config.faults.is_empty() {
         let fault = config.faults[fastrand::usize(..config.faults.len())];
         return Err(inject(state, &workspace, fault).await);
@@ -78,6 +83,38 @@ async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Respon
         workspace,
         dropped: over,
     })
+}
+
+/// A refusal a control asked for. Its body echoes the caller's credentials, as a
+/// careless API's would: what the worker logs or dead-letters must not repeat them.
+fn refused(
+    state: &AppState,
+    workspace: &str,
+    headers: &HeaderMap,
+    status: u16,
+    retry_after: Option<u64>,
+) -> Response {
+    state.stats.answered(workspace, status);
+    let echoed = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let decoded = echoed
+        .strip_prefix("Basic ")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut response = answer(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        json!({"errors":[{"message": format!("refused; you sent {echoed} ({decoded})")}]}),
+    );
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            seconds.to_string().parse().expect("digits"),
+        );
+    }
+    response
 }
 
 async fn inject(state: &AppState, workspace: &str, fault: Fault) -> Response {
@@ -125,7 +162,8 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Option<String> {
     if user.is_empty() {
         return None;
     }
-    if state.keys.is_empty() || state.keys.get(user).is_some_and(|p| p == password) {
+    let accepted = |u: &str| state.keys.get(u).is_some_and(|p| p == password);
+    if state.keys.is_empty() || accepted(user) || accepted("*") {
         Some(user.to_string())
     } else {
         None
@@ -234,6 +272,7 @@ async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         state
             .stats
             .accept(&admitted.workspace, admitted.dropped, events);
+        keep(state, admitted, accepted.iter().copied());
         if errors.is_empty() {
             Ok((StatusCode::OK, json!({})))
         } else {
@@ -259,9 +298,26 @@ async fn v2_entity(
         state
             .stats
             .accept(&admitted.workspace, admitted.dropped, [event]);
+        keep(state, admitted, [&item]);
         Ok((StatusCode::OK, json!({})))
     })
     .await
+}
+
+/// Keeps what was accepted, when recording (nothing of a silently dropped request).
+fn keep<'a>(state: &AppState, admitted: &Admitted, items: impl IntoIterator<Item = &'a Value>) {
+    if !admitted.dropped {
+        state.controls.accepted(&admitted.workspace, items);
+    }
+}
+
+/// A v1 call as recorded: `{"v1": "METHOD ID", "body": …}`.
+fn v1_call(method: &str, id: Option<&str>, body: Value) -> Value {
+    let call = match id {
+        Some(id) => format!("{method} {id}"),
+        None => method.to_string(),
+    };
+    json!({"v1": call, "body": body})
 }
 
 fn v1_error(e: ItemError) -> Value {
@@ -287,6 +343,11 @@ async fn v1_identify(
         state
             .stats
             .accept(&admitted.workspace, admitted.dropped, [event]);
+        keep(
+            state,
+            admitted,
+            [&v1_call("PUT", Some(&id), Value::Object(attributes))],
+        );
         Ok((StatusCode::OK, json!({})))
     })
     .await
@@ -310,6 +371,11 @@ async fn v1_event_common(
         state
             .stats
             .accept(&admitted.workspace, admitted.dropped, [accepted]);
+        keep(
+            state,
+            admitted,
+            [&v1_call("POST", user.as_deref(), event.clone())],
+        );
         Ok((StatusCode::OK, json!({})))
     })
     .await
@@ -369,6 +435,7 @@ async fn segment_batch(
             admitted.dropped,
             items.iter().map(segment_event),
         );
+        keep(state, admitted, &items);
         Ok((StatusCode::OK, json!({"success": true})))
     })
     .await
@@ -390,6 +457,7 @@ async fn segment_single(
             admitted.dropped,
             [segment_event(&message)],
         );
+        keep(state, admitted, [&message]);
         Ok((StatusCode::OK, json!({"success": true})))
     })
     .await

@@ -1,8 +1,7 @@
 //! Shared test set-up: a Kafka broker (librdkafka's mock cluster, or a real broker named
 //! by `SLUICE_TEST_BROKERS`), a producer, committed-offset checks, a worker handle, and
-//! a local Customer.io-compatible API that records what it is sent.
+//! `sluice mock-api` in-process, recording what it is sent.
 
-pub mod api;
 pub mod fleet;
 
 use std::collections::BTreeMap;
@@ -26,6 +25,18 @@ pub const API_KEY: &str = "test-api-key-5f2c";
 /// Environment variable name the test configs point at (passed explicitly, never set
 /// in the process environment).
 pub const API_KEY_ENV: &str = "SLUICE_TEST_API_KEY";
+
+/// `sluice mock-api` in-process on a free loopback port: unlimited, recording every
+/// item and arrival, accepting any site id with [`API_KEY`].
+pub async fn recording_api() -> sluice::tools::mock_api::MockApi {
+    sluice::tools::mock_api::MockApi::start(sluice::tools::mock_api::MockApiConfig {
+        keys: vec![format!("*:{API_KEY}")],
+        record: true,
+        ..Default::default()
+    })
+    .await
+    .expect("the mock API starts")
+}
 
 /// A Kafka broker for one test.
 pub enum Broker {
