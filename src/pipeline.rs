@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::config::LimitMode;
-use crate::deliver::{CustomerIo, Destination};
+use crate::deliver::CustomerIo;
 use crate::dlq::DeadLetters;
 use crate::event::Decoder;
 use crate::intake::Intake;
@@ -21,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
 use crate::park::ParkingSetup;
 use crate::server::{self, Health};
+use crate::shutdown::Shutdown;
 use crate::source::{Assigned, Buffered, LagMonitor, OffsetTracker, Source, SourceError};
 
 /// Why the worker could not start.
@@ -62,57 +62,43 @@ pub async fn run(
 
 /// Like [`run`], serving `/metrics` and the health endpoints on `listener` instead of
 /// binding `server.listen` (tests bind port 0 and keep the address).
+///
+/// Build the stages, run the source until `shutdown`, then drain (see
+/// [`Shutdown`]): the lanes flush, the final commit, the services last.
 pub async fn run_on(
     listener: tokio::net::TcpListener,
     config: Config,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let stop = Shutdown::new();
     // A broker contact stays fresh for three lag measurements (at least 15 s).
     let grace = Duration::from_millis(config.kafka.lag_refresh_ms * 3).max(Duration::from_secs(15));
     let health = Health::new(grace);
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(server::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        server_stop.clone(),
-    ));
-
+    stop.spawn_service(|end| server::serve(listener, metrics.clone(), health.clone(), end));
     let limiter = Arc::new(build_limiter(&config, &metrics)?);
     let share = limiter.share();
-    let reporter_stop = CancellationToken::new();
-    let reporter = tokio::spawn(report_limits(
-        limiter.clone(),
-        metrics.clone(),
-        reporter_stop.clone(),
-    ));
-    let destination: Arc<dyn Destination> =
-        Arc::new(CustomerIo::new(&config, limiter, metrics.clone())?);
-    let dead_letters =
-        Arc::new(DeadLetters::new(&config, metrics.clone()).map_err(SourceError::Kafka)?);
-    let hard_stop = CancellationToken::new();
+    stop.spawn_service(|end| report_limits(limiter.clone(), metrics.clone(), end));
     let shared = Arc::new(LaneShared::from_config(
         &config,
-        destination,
-        dead_letters,
+        Arc::new(CustomerIo::new(&config, limiter, metrics.clone())?),
+        Arc::new(DeadLetters::new(&config, metrics.clone()).map_err(SourceError::Kafka)?),
         OffsetTracker::new(),
         metrics.clone(),
         Arc::new(Buffered::new(metrics)),
-        hard_stop.clone(),
+        stop.hard_stop(),
     ));
-    let dead_letter_tasks = TaskTracker::new();
     let intake = Arc::new(Intake::new(
         Decoder::for_config(&config),
         shared.clone(),
-        dead_letter_tasks.clone(),
+        stop.dead_letter_tasks(),
     ));
     let marks = ParkedMarks::default();
     let parking = ParkingSetup::new(
         &config,
         intake.clone(),
         marks.clone(),
-        dead_letter_tasks.clone(),
+        stop.dead_letter_tasks(),
         &shared.metrics,
     )
     .map_err(SourceError::Kafka)?;
@@ -133,8 +119,7 @@ pub async fn run_on(
         health.clone(),
     )
     .map_err(SourceError::Kafka)?;
-    let lag_stop = CancellationToken::new();
-    let lag_task = tokio::spawn(lag.run(lag_stop.clone()));
+    stop.spawn_service(|end| lag.run(end));
     let mut source = Source::new(
         &config,
         &shared,
@@ -149,31 +134,15 @@ pub async fn run_on(
         workspaces = config.workspaces.len(), "sluice is running"
     );
     health.set_running(true);
-
     source.run(&router, &shutdown).await;
 
     health.set_running(false);
-    let deadline = Duration::from_millis(config.shutdown.drain_deadline_ms);
-    tracing::info!(?deadline, "shutting down: draining lanes");
     drop(router);
-    dead_letter_tasks.close();
-    let drain = async {
-        while lanes.join_next().await.is_some() {}
-        dead_letter_tasks.wait().await;
-    };
-    if tokio::time::timeout(deadline, drain).await.is_err() {
-        hard_stop.cancel();
-        while lanes.join_next().await.is_some() {}
-        dead_letter_tasks.wait().await;
-    }
+    let deadline = Duration::from_millis(config.shutdown.drain_deadline_ms);
+    stop.drain(&mut lanes, deadline).await;
     // The final commit and group leave block on the broker.
     tokio::task::block_in_place(|| source.close());
-    lag_stop.cancel();
-    let _ = lag_task.await;
-    reporter_stop.cancel();
-    let _ = reporter.await;
-    server_stop.cancel();
-    let _ = server.await;
+    stop.stop_services().await;
     tracing::info!("sluice stopped");
     Ok(())
 }

@@ -1,0 +1,353 @@
+//! Delivering to the API: requests and their answers, retries, throttling, dead
+//! letters, batch sizes and the delivery latencies.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+
+use super::register::*;
+use super::{outage, quiet, sum, sum_where, Metrics};
+use crate::deliver::FailureReason;
+use crate::source::Origin;
+
+/// What the lanes and the HTTP client report.
+#[derive(Clone, Debug)]
+pub(super) struct DeliveryMetrics {
+    pub(super) delivered: IntCounterVec,
+    pub(super) dead_lettered: IntCounterVec,
+    pub(super) dlq_errors: IntCounter,
+    pub(super) requests: IntCounterVec,
+    pub(super) request_seconds: HistogramVec,
+    pub(super) throttled: IntCounterVec,
+    pub(super) auth_failures: IntCounterVec,
+    pub(super) retries: IntCounterVec,
+    pub(super) batch_size: prometheus::Histogram,
+    pub(super) in_flight: IntGauge,
+    pub(super) delivery_seconds: prometheus::Histogram,
+    /// Delivery latency in µs: since start, and since the last interval read.
+    pub(super) delivery_hdr:
+        Arc<std::sync::Mutex<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>>,
+    pub(super) end_to_end_seconds: prometheus::Histogram,
+    /// Retry lines, one per workspace and reason per interval.
+    pub(super) retry_lines: Arc<quiet::Quiet>,
+}
+
+impl DeliveryMetrics {
+    /// Registers them in `r`.
+    pub(super) fn new(r: &Registry) -> Self {
+        DeliveryMetrics {
+            delivered: counter_vec(
+                r,
+                "sluice_events_delivered_total",
+                "Events the API accepted.",
+                &["workspace"],
+            ),
+            dead_lettered: counter_vec(
+                r,
+                "sluice_events_dead_lettered_total",
+                "Events written to the dead-letter topic, by workspace and reason.",
+                &["workspace", "reason"],
+            ),
+            dlq_errors: counter(
+                r,
+                "sluice_dlq_errors_total",
+                "Failed attempts to write a dead letter (retried until acknowledged).",
+            ),
+            requests: counter_vec(
+                r,
+                "sluice_http_requests_total",
+                "HTTP requests to the destination, by status class.",
+                &["workspace", "status_class"],
+            ),
+            request_seconds: histogram(
+                r,
+                "sluice_http_request_duration_seconds",
+                "Time from sending a request to its answer.",
+                &["workspace"],
+                seconds_buckets(),
+            ),
+            throttled: counter_vec(
+                r,
+                "sluice_throttled_total",
+                "Answers that throttled a workspace (429, or 503 with Retry-After).",
+                &["workspace"],
+            ),
+            auth_failures: counter_vec(
+                r,
+                "sluice_auth_failures_total",
+                "Requests refused for bad credentials (401/403); retried until fixed.",
+                &["workspace"],
+            ),
+            retries: counter_vec(
+                r,
+                "sluice_retries_total",
+                "Requests tried again, by reason.",
+                &["workspace", "reason"],
+            ),
+            batch_size: registered(
+                r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new("sluice_batch_size", "Events per request sent.").buckets(
+                        vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+                    ),
+                )
+                .expect("valid metric"),
+            ),
+            in_flight: gauge(
+                r,
+                "sluice_http_requests_in_flight",
+                "HTTP requests sent and not yet answered.",
+            ),
+            delivery_seconds: registered(
+                r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sluice_delivery_latency_seconds",
+                        "From the event entering Kafka (its record timestamp, or loadgen's \
+                         scheduled send time) to the API accepting it.",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                        300.0,
+                    ]),
+                )
+                .expect("valid metric"),
+            ),
+            delivery_hdr: {
+                let micros = || {
+                    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                        .expect("valid bounds")
+                };
+                Arc::new(std::sync::Mutex::new((micros(), micros())))
+            },
+            end_to_end_seconds: registered(
+                r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sluice_end_to_end_latency_seconds",
+                        "From the event's own timestamp to the API accepting it.",
+                    )
+                    .buckets(vec![
+                        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                    ]),
+                )
+                .expect("valid metric"),
+            ),
+            retry_lines: Arc::new(quiet::Quiet::new(outage::REMINDER)),
+        }
+    }
+}
+
+impl Metrics {
+    /// `count` events of `workspace` were accepted by the API.
+    pub fn delivered(&self, workspace: &str, count: usize) {
+        self.delivery
+            .delivered
+            .with_label_values(&[workspace])
+            .inc_by(count as u64);
+        // A batch refused for good (count 0) is no sign the API is back.
+        if count > 0 {
+            self.api_outages.recovered(workspace);
+        }
+    }
+
+    /// An event was written to the dead-letter topic (the write is acknowledged).
+    pub fn dead_lettered(
+        &self,
+        workspace: Option<&str>,
+        origin: &Origin,
+        reason: FailureReason,
+        detail: &str,
+    ) {
+        let workspace = workspace.unwrap_or("unknown");
+        let reason = reason.code();
+        tracing::warn!(
+            workspace, topic = %origin.tp.topic, partition = origin.tp.partition,
+            offset = origin.offset, reason = %reason, "dead-lettered: {detail}"
+        );
+        self.delivery
+            .dead_lettered
+            .with_label_values(&[workspace, &reason])
+            .inc();
+    }
+
+    /// Writing a dead letter failed; it is tried again and its offset stays uncommitted.
+    pub fn dlq_error(&self, origin: &Origin, error: &dyn std::fmt::Display) {
+        tracing::error!(
+            topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
+            "dead-letter topic unavailable, retrying (offsets stay uncommitted): {error}"
+        );
+        self.delivery.dlq_errors.inc();
+    }
+
+    /// A request got an answer (or failed to) of this class (`2xx`, `4xx`, `error`...).
+    pub fn request(&self, workspace: &str, status_class: &str, took: Duration) {
+        self.delivery
+            .requests
+            .with_label_values(&[workspace, status_class])
+            .inc();
+        self.delivery
+            .request_seconds
+            .with_label_values(&[workspace])
+            .observe(took.as_secs_f64());
+        self.limits
+            .limit_nanos
+            .1
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The API throttled a workspace.
+    pub fn throttled(&self, workspace: &str, retry_after: Option<Duration>) {
+        tracing::warn!(
+            workspace,
+            ?retry_after,
+            "throttled by the API: pausing and slowing down"
+        );
+        self.delivery
+            .throttled
+            .with_label_values(&[workspace])
+            .inc();
+    }
+
+    /// The API refused a workspace's credentials.
+    pub fn auth_failure(&self, workspace: &str, status: u16) {
+        tracing::error!(
+            workspace,
+            status,
+            "the API refuses this workspace's credentials; check its site_id and API key \
+             (events are kept and retried at the longest backoff)"
+        );
+        self.delivery
+            .auth_failures
+            .with_label_values(&[workspace])
+            .inc();
+    }
+
+    /// A request will be tried again. An API that cannot be reached (connection
+    /// refused) is one outage, logged when it starts and every 30 s while it lasts;
+    /// an API that answers but fails some requests (5xx, timeouts, resets) is not
+    /// down: one line per reason every 30 s, with how many were held back.
+    pub fn retry(&self, workspace: &str, reason: FailureReason, detail: &str) {
+        let unreachable = reason == FailureReason::Connect;
+        let reason = reason.code();
+        let reason = &*reason;
+        self.delivery
+            .retries
+            .with_label_values(&[workspace, reason])
+            .inc();
+        if unreachable {
+            self.api_outages
+                .failed(workspace, &format!("{reason}: {detail}"));
+        } else if let Some(held_back) = self
+            .delivery
+            .retry_lines
+            .allow(&format!("{workspace}/{reason}"))
+        {
+            if held_back == 0 {
+                tracing::info!(workspace, reason, "request failed, retrying: {detail}");
+            } else {
+                tracing::info!(
+                    workspace,
+                    reason,
+                    "request failed, retrying: {detail} ({held_back} more like it since the last line)"
+                );
+            }
+        }
+    }
+
+    /// Total events delivered over all workspaces.
+    pub fn delivered_count(&self) -> u64 {
+        sum(&self.delivery.delivered)
+    }
+
+    /// Events dead-lettered with this reason, over all workspaces.
+    pub fn dead_lettered_count(&self, reason: &str) -> u64 {
+        sum_where(&self.delivery.dead_lettered, "reason", reason)
+    }
+
+    /// Total events dead-lettered.
+    pub fn dead_lettered_total(&self) -> u64 {
+        sum(&self.delivery.dead_lettered)
+    }
+
+    /// Answers that throttled `workspace`.
+    pub fn throttled_count(&self, workspace: &str) -> u64 {
+        self.delivery
+            .throttled
+            .with_label_values(&[workspace])
+            .get()
+    }
+
+    /// Failed dead-letter writes.
+    pub fn dlq_error_count(&self) -> u64 {
+        self.delivery.dlq_errors.get()
+    }
+
+    /// Total retries.
+    pub fn retry_count(&self) -> u64 {
+        sum(&self.delivery.retries)
+    }
+
+    /// A batch of this many events is about to be sent.
+    pub fn batch(&self, events: usize) {
+        self.delivery.batch_size.observe(events as f64);
+    }
+
+    /// A request started (`true`) or ended (`false`).
+    pub fn in_flight(&self, started: bool) {
+        if started {
+            self.delivery.in_flight.inc();
+        } else {
+            self.delivery.in_flight.dec();
+        }
+    }
+
+    /// Events that entered Kafka at `entered_us` (unix µs) were accepted by the API at
+    /// `now`: the Prometheus histogram, and the exact HDR ones `sluice capacity run`
+    /// reads. One clock reading and one lock per batch, not per event.
+    pub fn delivery_latency(&self, entered_us: impl IntoIterator<Item = i64>, now: SystemTime) {
+        let now_us = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let mut hdr = self.delivery.delivery_hdr.lock().expect("not poisoned");
+        for entered in entered_us {
+            let us = (now_us - entered).max(0) as u64;
+            self.delivery.delivery_seconds.observe(us as f64 / 1e6);
+            hdr.0.saturating_record(us);
+            hdr.1.saturating_record(us);
+        }
+    }
+
+    /// Delivery latency (µs) since the last call, and reset.
+    pub fn take_latency_interval(&self) -> hdrhistogram::Histogram<u64> {
+        let mut hdr = self.delivery.delivery_hdr.lock().expect("not poisoned");
+        let interval = hdr.1.clone();
+        hdr.1.reset();
+        interval
+    }
+
+    /// Delivery latency (µs) since start.
+    pub fn latency_total(&self) -> hdrhistogram::Histogram<u64> {
+        self.delivery
+            .delivery_hdr
+            .lock()
+            .expect("not poisoned")
+            .0
+            .clone()
+    }
+
+    /// Events with these timestamps (unix seconds) were accepted by the API at `now`.
+    pub fn end_to_end(&self, event_times: impl IntoIterator<Item = i64>, now: SystemTime) {
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        for event_time in event_times {
+            let age = now - event_time as f64;
+            if age >= 0.0 {
+                self.delivery.end_to_end_seconds.observe(age);
+            }
+        }
+    }
+}
