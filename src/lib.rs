@@ -26,7 +26,7 @@
 //! - [`metrics`] — counters, logged and counted in one call.
 //! - [`server`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`pipeline`] — wiring the stages together and draining on shutdown.
-//! - [`shutdown`] — signals.
+//! - [`shutdown`] — the stop: signals, the drain deadline, services last.
 //! - [`tools`] — `sluice mock-api` and `sluice dlq inspect|redrive`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

@@ -288,9 +288,7 @@ impl Limiter {
                     per_second: st.learned.rate(now - self.origin),
                     burst: 1,
                     headroom: self.headroom * FLEET_HEADROOM,
-                    // The fleet's one timeline is kept in Redis for every pod; a slot
-                    // woken too late is dropped instead (LATE_LIMIT).
-                    jitter: Duration::ZERO,
+                    jitter: Duration::ZERO, // one timeline for all pods; late slots dropped
                 };
                 (pace.interval(), std::mem::take(&mut st.unreported))
             };

@@ -385,18 +385,7 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
                 .map(str::to_string)
         })
     };
-    let workspace = match header("workspace") {
-        Some(name) => WorkspaceHeader::Named(name),
-        None if message.headers().is_some_and(|headers| {
-            headers.iter().any(|h| {
-                h.key == "workspace" && h.value.is_some_and(|v| std::str::from_utf8(v).is_err())
-            })
-        }) =>
-        {
-            WorkspaceHeader::Unreadable
-        }
-        None => WorkspaceHeader::Absent,
-    };
+    let workspace = workspace_header(message);
     let redrive_count = header(headers::REDRIVE_COUNT)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
@@ -426,5 +415,20 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
         },
         workspace,
         from_park: false,
+    }
+}
+
+/// The record's `workspace` header: named, absent, or there but not UTF-8.
+fn workspace_header(message: &BorrowedMessage<'_>) -> WorkspaceHeader {
+    let Some(headers) = message.headers() else {
+        return WorkspaceHeader::Absent;
+    };
+    let mut values = headers.iter().filter(|h| h.key == "workspace");
+    let Some(value) = values.find_map(|h| h.value) else {
+        return WorkspaceHeader::Absent;
+    };
+    match std::str::from_utf8(value) {
+        Ok(name) => WorkspaceHeader::Named(name.to_string()),
+        Err(_) => WorkspaceHeader::Unreadable,
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::{
     committed, end_offsets, identify, produce, produced_ends, read_topic, track, tracks, unique,
-    wait_committed_to_end, wait_until, Broker, Record, Setup, Worker,
+    wait_committed_to_end, wait_until, Broker, Record, Setup, TestEnv, Worker,
 };
 use sluice::tools::mock_api::{Latency, Received};
 
@@ -132,11 +132,7 @@ async fn delivers_every_event_once_and_commits_to_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_clean_stop_resumes_from_committed_offsets() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let (broker, api, topic, setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     let first: Vec<Record> = tracks("acme", "u", 7, 0..100);
     let mut positions = produce(&broker.brokers(), &topic, &first).await;
 
@@ -222,12 +218,8 @@ async fn a_slow_workspace_does_not_delay_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
+    let (broker, api, topic, mut setup) = TestEnv::mock(3, &["acme"]).await.into_parts();
     api.set_latency(Latency::Uniform(0, 40));
-    let topic = unique("events");
-    broker.create_topic(&topic, 3).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.batch = "max_events = 5\nlinger_ms = 1\n".into();
     setup.lanes = "max_in_flight = 8\nordering = \"per-user\"\n".into();
     let users = 12;
@@ -268,12 +260,8 @@ async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
+    let (broker, api, topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     api.stall(true);
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.kafka = "max_buffered_events = 100\nresume_buffered_events = 50\n".into();
     // Far below the stall below: a consumer that stopped polling would be evicted.
     setup.kafka_options = "\"max.poll.interval.ms\" = \"7000\"\n".into();
@@ -327,12 +315,8 @@ async fn back_pressure_bounds_the_bytes_of_large_events_too() {
     // 20 KB events: 10 000 of them (the event bound) would be 400 MB with their
     // encodings. The byte bound pauses long before. (400 of them: the mock cluster
     // keeps only ~5 MB a partition.)
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
+    let (broker, api, topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     api.stall(true);
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     let bound = 4 << 20;
     setup.kafka = format!("max_buffered_bytes = {bound}\n");
     setup.batch = "max_events = 10\nlinger_ms = 20\nmax_event_bytes = 30000\n".into();
@@ -387,12 +371,8 @@ async fn back_pressure_bounds_the_bytes_of_large_events_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_after_restart() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
+    let (broker, api, topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     api.set_latency(Latency::Fixed(1500));
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.drain_deadline_ms = 500;
     setup.lanes = "max_in_flight = 2\n".into();
     let n = 200;
@@ -430,11 +410,7 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let (broker, api, topic, setup) = TestEnv::mock(1, &["acme"]).await.into_parts();
     let raw = |bytes: Vec<u8>| Record {
         key: "k".into(),
         payload: bytes,
@@ -523,11 +499,7 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let (broker, api, topic, mut setup) = TestEnv::mock(1, &["acme"]).await.into_parts();
     setup.destination.push_str("api = \"single\"\n");
     let user = "ann@example.com/1";
     let records = vec![

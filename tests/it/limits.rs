@@ -9,7 +9,7 @@ use sluice::tools::mock_api::{Fault, Latency, MockApi, MockApiConfig};
 
 use crate::common::{
     committed, end_offsets, produce, read_topic, track, tracks, unique, wait_committed_to_end,
-    wait_until, Broker, Record, Setup, Worker,
+    wait_until, Broker, Record, Setup, TestEnv, Worker,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,11 +77,7 @@ async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["hot", "calm"]);
+    let (broker, api, topic, mut setup) = TestEnv::mock(2, &["hot", "calm"]).await.into_parts();
     setup.batch = "max_events = 2\nlinger_ms = 5\n".into();
     setup.limits = "default_rate_limit_per_s = 50\ndefault_burst = 1\nheadroom = 1.0\n".into();
     api.throttle_site("site-hot", 3, 2);

@@ -159,7 +159,10 @@ async fn controls_refuse_throttle_and_record_per_site() {
     let send = |site: &'static str, pass: &'static str, seq: u64| {
         post(&api, "POST", "/api/v2/batch", site, pass, item(seq))
     };
-    assert_eq!(send("any-site", "wrong", 0).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send("any-site", "wrong", 0).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     api.refuse_site("site-a", Some(400));
     api.throttle_site("site-b", 2, 7);
     let refused = reqwest::Client::new()
@@ -184,7 +187,12 @@ async fn controls_refuse_throttle_and_record_per_site() {
     let kept: Vec<(String, u64)> = api
         .received()
         .iter()
-        .map(|r| (r.site_id.clone(), r.item["attributes"]["seq"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r.site_id.clone(),
+                r.item["attributes"]["seq"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(kept, vec![("site-b".into(), 3), ("site-a".into(), 4)]);
     let b: Vec<u16> = api.arrivals("site-b").iter().map(|a| a.refused).collect();

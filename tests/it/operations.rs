@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::common::{
     committed, produce, produced_ends, read_topic, scrape, track, tracks, unique,
-    wait_committed_to_end, wait_until, Broker, Record, Setup, Worker, API_KEY, API_KEY_ENV,
+    wait_committed_to_end, wait_until, Broker, Record, Setup, TestEnv, Worker, API_KEY,
+    API_KEY_ENV,
 };
 
 /// Sum of every sample of `name` whose labels contain all of `labels`.
@@ -147,11 +148,7 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_false_when_shutdown_starts_and_healthz_stays_up() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let (broker, api, topic, mut setup) = TestEnv::mock(1, &["acme"]).await.into_parts();
     setup.drain_deadline_ms = 3_000;
     let (worker, url) = Worker::start_serving(setup.config()).await;
     let status = |path: &'static str| {

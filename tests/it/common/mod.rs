@@ -38,6 +38,46 @@ pub async fn recording_api() -> sluice::tools::mock_api::MockApi {
     .expect("the mock API starts")
 }
 
+/// What most tests start from: the mock cluster, a recording `sluice mock-api`, a
+/// fresh topic and a worker set-up for some workspaces (site id `site-<id>`).
+pub struct TestEnv {
+    /// librdkafka's mock cluster.
+    pub broker: Broker,
+    /// The API, recording what it accepts.
+    pub api: sluice::tools::mock_api::MockApi,
+    /// The source topic, created with the partitions asked for.
+    pub topic: String,
+    /// The worker's settings, pointing at all of the above.
+    pub setup: Setup,
+}
+
+impl TestEnv {
+    /// A topic named `events-…` of `partitions`, for `workspaces`.
+    pub async fn mock(partitions: i32, workspaces: &[&str]) -> Self {
+        Self::mock_named("events", partitions, workspaces).await
+    }
+
+    /// As [`mock`](Self::mock), the topic named `prefix-…`.
+    pub async fn mock_named(prefix: &str, partitions: i32, workspaces: &[&str]) -> Self {
+        let broker = Broker::mock();
+        let api = recording_api().await;
+        let topic = unique(prefix);
+        broker.create_topic(&topic, partitions).await;
+        let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), workspaces);
+        TestEnv {
+            broker,
+            api,
+            topic,
+            setup,
+        }
+    }
+
+    /// (broker, api, topic, setup), for a test's own names.
+    pub fn into_parts(self) -> (Broker, sluice::tools::mock_api::MockApi, String, Setup) {
+        (self.broker, self.api, self.topic, self.setup)
+    }
+}
+
 /// A Kafka broker for one test.
 pub enum Broker {
     /// librdkafka's in-process mock cluster.
