@@ -229,54 +229,47 @@ pub enum ApiMode {
 
 /// `[batch]`: when a lane sends what it holds.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
     /// Most events in one request.
-    #[serde(default = "defaults::max_events")]
     pub max_events: usize,
     /// Most bytes in one request body (Customer.io allows 500 KB).
-    #[serde(default = "defaults::max_bytes")]
     pub max_bytes: usize,
     /// Largest accepted encoded event, in bytes (Customer.io allows 32 KB per item);
     /// larger events are rejected as `too_large`.
-    #[serde(default = "defaults::max_event_bytes")]
     pub max_event_bytes: usize,
     /// How long a partly filled batch waits for more events, in milliseconds.
-    #[serde(default = "defaults::linger_ms")]
     pub linger_ms: u64,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_events: defaults::max_events(),
-            max_bytes: defaults::max_bytes(),
-            max_event_bytes: defaults::max_event_bytes(),
-            linger_ms: defaults::linger_ms(),
+            max_events: 500,
+            max_bytes: CUSTOMERIO_MAX_BATCH_BYTES,
+            max_event_bytes: CUSTOMERIO_MAX_ITEM_BYTES,
+            linger_ms: 200,
         }
     }
 }
 
 /// `[lanes]`: per-workspace scheduling.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LaneConfig {
     /// Requests one workspace may have in flight at once.
-    #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
     /// `per-user`: one user's events arrive in produced order; `none`: no ordering.
-    #[serde(default)]
     pub ordering: Ordering,
     /// Workspace for events that name none (field or header); unset means such events
     /// are rejected as `unknown_workspace`.
-    #[serde(default)]
     pub default_workspace: Option<String>,
 }
 
 impl Default for LaneConfig {
     fn default() -> Self {
         LaneConfig {
-            max_in_flight: defaults::max_in_flight(),
+            max_in_flight: 4,
             ordering: Ordering::default(),
             default_workspace: None,
         }
@@ -320,37 +313,30 @@ pub struct WorkspaceConfig {
 
 /// `[limits]`: how each workspace's API limit is kept, and global caps.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// How pods of one consumer group share each workspace's limit: `partition-share`
     /// (each pod its share of the partitions; nothing extra to run), `redis` (one
     /// budget in Redis, exact; partition-share while Redis is away) or `local` (every
     /// pod the whole limit: only for one pod per workspace).
-    #[serde(default)]
     pub mode: LimitMode,
     /// Redis for `mode = "redis"`, e.g. `redis://redis:6379/0` (any Redis-compatible
     /// server); `rediss://` for TLS.
-    #[serde(default)]
     pub redis_url: Option<String>,
     /// Prefix of the Redis keys (one hash per site id): pods sharing a prefix share
     /// budgets.
-    #[serde(default = "defaults::redis_prefix")]
     pub redis_prefix: String,
     /// Requests per second for a workspace entry that sets no `rate_limit_per_s`.
-    #[serde(default = "defaults::rate_limit_per_s")]
     pub default_rate_limit_per_s: f64,
     /// Burst for a workspace entry that sets no `burst`: requests that may go back to
     /// back after a quiet spell. Any burst keeps every one-second window within the
     /// limit (the limiter also logs the last window's sends).
-    #[serde(default = "defaults::burst")]
     pub default_burst: u32,
     /// Share of each limit actually used (0 < headroom ≤ 1): the limiter counts its
     /// window as 1 s ÷ headroom, so jitter between our clock and the API's never puts
     /// one request too many in the API's window (0.995: 5 ms a second).
-    #[serde(default = "defaults::headroom")]
     pub headroom: f64,
     /// Requests in flight over all workspaces at once.
-    #[serde(default = "defaults::max_in_flight_total")]
     pub max_in_flight_total: usize,
 }
 
@@ -359,11 +345,11 @@ impl Default for LimitsConfig {
         LimitsConfig {
             mode: LimitMode::default(),
             redis_url: None,
-            redis_prefix: defaults::redis_prefix(),
-            default_rate_limit_per_s: defaults::rate_limit_per_s(),
-            default_burst: defaults::burst(),
-            headroom: defaults::headroom(),
-            max_in_flight_total: defaults::max_in_flight_total(),
+            redis_prefix: "sluice:limit".into(),
+            default_rate_limit_per_s: 100.0,
+            default_burst: 2,
+            headroom: 0.995,
+            max_in_flight_total: 256,
         }
     }
 }
@@ -383,70 +369,63 @@ pub enum LimitMode {
 
 /// `[retry]`: exponential backoff with full jitter between attempts.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts per request (the first included) before its events are dead-lettered
     /// as `retries_exhausted`. 401/403 ignore it (they retry until fixed), and so does
     /// an API refusing connections (an outage: waited out at the longest backoff).
-    #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
     /// Time since the first attempt after which no further attempt starts, in ms.
-    #[serde(default = "defaults::max_elapsed_ms")]
     pub max_elapsed_ms: u64,
     /// Backoff ceiling of the first retry, in ms; it doubles per retry.
-    #[serde(default = "defaults::initial_backoff_ms")]
     pub initial_backoff_ms: u64,
     /// Largest backoff ceiling, in ms (also the wait between 401/403 retries).
-    #[serde(default = "defaults::max_backoff_ms")]
     pub max_backoff_ms: u64,
     /// Longest `Retry-After` honoured, in ms; longer asks are cut to this.
-    #[serde(default = "defaults::max_retry_after_ms")]
     pub max_retry_after_ms: u64,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            max_attempts: defaults::max_attempts(),
-            max_elapsed_ms: defaults::max_elapsed_ms(),
-            initial_backoff_ms: defaults::initial_backoff_ms(),
-            max_backoff_ms: defaults::max_backoff_ms(),
-            max_retry_after_ms: defaults::max_retry_after_ms(),
+            max_attempts: 10,
+            max_elapsed_ms: 300_000,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            max_retry_after_ms: 300_000,
         }
     }
 }
 
 /// `[server]`: the metrics and health listener.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// `host:port` to serve `/metrics`, `/healthz` and `/readyz` on; port 0 picks one.
-    #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: defaults::listen(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
         }
     }
 }
 
 /// `[shutdown]`: draining on SIGTERM.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long buffered and in-flight events may take to deliver after SIGTERM before
     /// the worker gives up on them (they stay uncommitted), in milliseconds.
-    #[serde(default = "defaults::drain_deadline_ms")]
     pub drain_deadline_ms: u64,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
-            drain_deadline_ms: defaults::drain_deadline_ms(),
+            drain_deadline_ms: 10_000,
         }
     }
 }
@@ -477,7 +456,6 @@ mod overrides;
 mod validate;
 
 mod defaults {
-    use std::net::SocketAddr;
 
     pub(super) fn commit_interval_ms() -> u64 {
         100
@@ -505,57 +483,6 @@ mod defaults {
     }
     pub(super) fn pool_size() -> usize {
         32
-    }
-    pub(super) fn burst() -> u32 {
-        2
-    }
-    pub(super) fn headroom() -> f64 {
-        0.995
-    }
-    pub(super) fn redis_prefix() -> String {
-        "sluice:limit".into()
-    }
-    pub(super) fn max_in_flight_total() -> usize {
-        256
-    }
-    pub(super) fn max_attempts() -> u32 {
-        10
-    }
-    pub(super) fn max_elapsed_ms() -> u64 {
-        300_000
-    }
-    pub(super) fn initial_backoff_ms() -> u64 {
-        200
-    }
-    pub(super) fn max_backoff_ms() -> u64 {
-        30_000
-    }
-    pub(super) fn max_retry_after_ms() -> u64 {
-        300_000
-    }
-    pub(super) fn max_events() -> usize {
-        500
-    }
-    pub(super) fn max_bytes() -> usize {
-        super::CUSTOMERIO_MAX_BATCH_BYTES
-    }
-    pub(super) fn max_event_bytes() -> usize {
-        super::CUSTOMERIO_MAX_ITEM_BYTES
-    }
-    pub(super) fn linger_ms() -> u64 {
-        200
-    }
-    pub(super) fn max_in_flight() -> usize {
-        4
-    }
-    pub(super) fn rate_limit_per_s() -> f64 {
-        100.0
-    }
-    pub(super) fn listen() -> SocketAddr {
-        SocketAddr::from(([0, 0, 0, 0], 9464))
-    }
-    pub(super) fn drain_deadline_ms() -> u64 {
-        10_000
     }
 }
 

@@ -26,6 +26,32 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 #[test]
+fn a_section_given_in_part_keeps_the_defaults_of_the_rest() {
+    let text = format!(
+        "{MINIMAL}\n[batch]\nmax_events = 7\n[retry]\nmax_attempts = 3\n[limits]\nheadroom = 0.9\n[shutdown]\n"
+    );
+    let c = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap();
+    assert_eq!(c.batch.max_events, 7);
+    assert_eq!(c.batch.linger_ms, BatchConfig::default().linger_ms);
+    assert_eq!(c.batch.max_bytes, BatchConfig::default().max_bytes);
+    assert_eq!(c.retry.max_attempts, 3);
+    assert_eq!(
+        c.retry.max_backoff_ms,
+        RetryConfig::default().max_backoff_ms
+    );
+    assert_eq!(c.limits.headroom, 0.9);
+    assert_eq!(
+        c.limits.default_burst,
+        LimitsConfig::default().default_burst
+    );
+    assert_eq!(
+        c.shutdown.drain_deadline_ms,
+        ShutdownConfig::default().drain_deadline_ms
+    );
+    assert_eq!(c.server.listen, ServerConfig::default().listen);
+}
+
+#[test]
 fn minimal_config_takes_documented_defaults() {
     let c = Config::from_toml(MINIMAL, "t", env(&[("ACME_KEY", "k")])).unwrap();
     assert_eq!(c.batch.max_events, 500);
