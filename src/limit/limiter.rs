@@ -259,6 +259,19 @@ impl Limiter {
         }
     }
 
+    /// The interval between two slots of the fleet's timeline for `st` at `now`: the
+    /// learned rate with the fleet's margin. No lateness margin: the timeline is one
+    /// for every pod, and a slot woken too late is dropped instead (`LATE_LIMIT`).
+    fn fleet_interval(&self, st: &State, now: Instant) -> Duration {
+        Pace {
+            per_second: st.learned.rate(now - self.origin),
+            burst: 1,
+            headroom: self.headroom * FLEET_HEADROOM,
+            jitter: Duration::ZERO,
+        }
+        .interval()
+    }
+
     /// A slot of the fleet's timeline, leased from Redis. `false` if Redis failed (the
     /// caller falls back) or a pause began.
     async fn take_from_fleet(&self, ws: &Workspace, fleet: &Fleet) -> bool {
@@ -284,13 +297,8 @@ impl Limiter {
             }
             let (interval, accepted) = {
                 let mut st = lock(&ws.state);
-                let pace = Pace {
-                    per_second: st.learned.rate(now - self.origin),
-                    burst: 1,
-                    headroom: self.headroom * FLEET_HEADROOM,
-                    jitter: Duration::ZERO, // one timeline for all pods; late slots dropped
-                };
-                (pace.interval(), std::mem::take(&mut st.unreported))
+                let interval = self.fleet_interval(&st, now);
+                (interval, std::mem::take(&mut st.unreported))
             };
             let horizon = (interval * LEASE_SLOTS * 4).min(MAX_HORIZON);
             match fleet

@@ -272,6 +272,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
     let mut progress =
         crate::tools::progress::Progress::new("capacity", schedule.total(), Duration::from_secs(5));
     let mut samples: Vec<Sample> = Vec::new();
+    let held_s = sample::held_seconds(Duration::from_millis(config.batch.linger_ms));
     let mut last = sample::read(&metrics, &sent, start);
     let mut broke: Option<Break> = None;
     let mut load_done_at: Option<Instant> = None;
@@ -294,7 +295,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         });
         samples.push(s);
         if stress && broke.is_none() {
-            if let Some(b) = sample::broke(&samples) {
+            if let Some(b) = sample::broke(&samples, held_s) {
                 broke = Some(b);
                 load_stop.cancel();
             }

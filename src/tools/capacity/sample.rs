@@ -245,9 +245,14 @@ pub const WINDOW: usize = 3;
 
 /// Whether the last samples show the pipeline no longer following the offered load:
 /// over the last [`WINDOW`] samples, delivery below 90% of the offered rate while the
-/// backlog grows past half a second of traffic, or more than 5% of what was done
-/// dead-lettered.
-pub fn broke(samples: &[Sample]) -> Option<Break> {
+/// backlog grows past `held_s` seconds of traffic, or more than 5% of what was done
+/// dead-lettered. `held_s` is what the pipeline holds by design — half a second plus
+/// two lingers of its batches ([`held_seconds`]): a backlog that size is batching,
+/// not falling behind. Nothing counts before the first delivery (the consumer
+/// joining, the first batch filling).
+pub fn broke(samples: &[Sample], held_s: f64) -> Option<Break> {
+    let first_delivery = samples.iter().position(|s| s.delivered_per_s > 0.0)?;
+    let samples = &samples[first_delivery..];
     if samples.len() < WINDOW + 1 {
         return None;
     }
@@ -264,7 +269,9 @@ pub fn broke(samples: &[Sample]) -> Option<Break> {
     let done = delivered + dead;
     let reason = if done > 0.0 && dead / done > 0.05 {
         Some("error_rate")
-    } else if done < 0.9 * offered && last.backlog > before.backlog && last.backlog > offered * 0.5
+    } else if done < 0.9 * offered
+        && last.backlog > before.backlog
+        && last.backlog > offered * held_s
     {
         Some("delivery_fell_behind")
     } else if last.backlog > offered * 5.0 && last.backlog > before.backlog {
@@ -274,11 +281,11 @@ pub fn broke(samples: &[Sample]) -> Option<Break> {
     };
     // The breaking point: the offered rate when delivery stopped following — the
     // sample after the last one that still carried what it was offered with no more
-    // than half a second of it waiting (looking back from the window, which only tells
-    // that it has broken; a backlog drained in bursts afterwards is not following).
+    // than `held_s` of it waiting (looking back from the window, which only tells that
+    // it has broken; a backlog drained in bursts afterwards is not following).
     let following = |s: &Sample| {
         s.delivered_per_s + s.dead_lettered_per_s >= FOLLOWING * s.offered_per_s
-            && s.backlog <= 0.5 * s.offered_per_s
+            && s.backlog <= held_s * s.offered_per_s
     };
     let first = samples
         .iter()
@@ -290,6 +297,12 @@ pub fn broke(samples: &[Sample]) -> Option<Break> {
         offered_per_s: first.offered_per_s,
         reason,
     })
+}
+
+/// Seconds of traffic a pipeline batching with `linger` holds by design: half a second
+/// plus two lingers (a batch filling, the next one behind it).
+pub fn held_seconds(linger: std::time::Duration) -> f64 {
+    0.5 + 2.0 * linger.as_secs_f64()
 }
 
 /// The highest delivery rate sustained over a window, events/s.
@@ -334,6 +347,30 @@ mod tests {
         }
     }
 
+    /// The start of a stress ramp at the shipped batching (linger 200 ms): nothing
+    /// out while the consumer joins and the first batch fills, then delivery a little
+    /// behind the ramp with 0.7 s of it held in batches. That is batching, not a
+    /// break; the same backlog held for longer than the pipeline's own holding is.
+    #[test]
+    fn a_ramp_start_held_in_batches_is_not_a_break() {
+        let ramp: Vec<_> = (1..=8)
+            .map(|i| {
+                let offered = 333.0 * i as f64;
+                let delivered = if i <= 2 { 0.0 } else { 0.89 * offered };
+                s(i as f64, offered, delivered, 0.7 * offered)
+            })
+            .collect();
+        let held = held_seconds(Duration::from_millis(200));
+        assert!(held > 0.8 && held < 1.0, "{held}");
+        assert!(broke(&ramp, held).is_none());
+        assert!(
+            broke(&ramp, 0.5).is_some(),
+            "the same samples with half a second held would have broken"
+        );
+        // Before anything is delivered, a growing backlog is the pipeline starting.
+        assert!(broke(&ramp[..2], 0.5).is_none());
+    }
+
     #[test]
     fn a_pipeline_that_keeps_up_has_not_broken() {
         let samples: Vec<_> = (0..10)
@@ -346,7 +383,7 @@ mod tests {
                 )
             })
             .collect();
-        assert!(broke(&samples).is_none());
+        assert!(broke(&samples, 0.5).is_none());
     }
 
     #[test]
@@ -371,7 +408,7 @@ mod tests {
         }
         // As a run sees it: one more sample each second.
         let b = (1..=samples.len())
-            .find_map(|n| broke(&samples[..n]))
+            .find_map(|n| broke(&samples[..n], 0.5))
             .unwrap();
         assert_eq!(b.reason, "delivery_fell_behind");
         assert_eq!(
@@ -397,14 +434,14 @@ mod tests {
             })
             .collect();
         let b = (1..=samples.len())
-            .find_map(|n| broke(&samples[..n]))
+            .find_map(|n| broke(&samples[..n], 0.5))
             .unwrap();
         assert_eq!(b.offered_per_s, 6000.0, "{b:?}");
         // A burst that catches up on the backlog afterwards is not following again.
         let mut bursty = samples.clone();
         bursty[10].delivered_per_s = bursty[10].offered_per_s;
         let b = (1..=bursty.len())
-            .find_map(|n| broke(&bursty[..n]))
+            .find_map(|n| broke(&bursty[..n], 0.5))
             .unwrap();
         assert_eq!(b.offered_per_s, 6000.0, "{b:?}");
     }
