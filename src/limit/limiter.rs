@@ -292,7 +292,7 @@ impl Limiter {
                 if st.learned.paused(now - self.origin).is_some() {
                     return false;
                 }
-                st.pacer.record(now);
+                st.pacer.record(Instant::now()); // dated under the lock, in order
                 return true;
             }
             let (interval, accepted) = {

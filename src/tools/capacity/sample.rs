@@ -248,14 +248,18 @@ pub const WINDOW: usize = 3;
 /// backlog grows past `held_s` seconds of traffic, or more than 5% of what was done
 /// dead-lettered. `held_s` is what the pipeline holds by design — half a second plus
 /// two lingers of its batches ([`held_seconds`]): a backlog that size is batching,
-/// not falling behind. Nothing counts before the first delivery (the consumer
-/// joining, the first batch filling).
+/// not falling behind. Falling behind counts only from a full window after the first
+/// event was done (the consumer joining, the first batch filling); dead letters and a
+/// backlog of five seconds count from the start, so a run where nothing ever gets
+/// through still breaks.
 pub fn broke(samples: &[Sample], held_s: f64) -> Option<Break> {
-    let first_delivery = samples.iter().position(|s| s.delivered_per_s > 0.0)?;
-    let samples = &samples[first_delivery..];
     if samples.len() < WINDOW + 1 {
         return None;
     }
+    let warmed_up = samples
+        .iter()
+        .position(|s| s.delivered_per_s + s.dead_lettered_per_s > 0.0)
+        .is_some_and(|first| samples.len() - first > WINDOW);
     let w = &samples[samples.len() - WINDOW..];
     let before = &samples[samples.len() - WINDOW - 1];
     let n = WINDOW as f64;
@@ -269,7 +273,8 @@ pub fn broke(samples: &[Sample], held_s: f64) -> Option<Break> {
     let done = delivered + dead;
     let reason = if done > 0.0 && dead / done > 0.05 {
         Some("error_rate")
-    } else if done < 0.9 * offered
+    } else if warmed_up
+        && done < 0.9 * offered
         && last.backlog > before.backlog
         && last.backlog > offered * held_s
     {
@@ -368,7 +373,20 @@ mod tests {
             "the same samples with half a second held would have broken"
         );
         // Before anything is delivered, a growing backlog is the pipeline starting.
-        assert!(broke(&ramp[..2], 0.5).is_none());
+        assert!(broke(&ramp[..4], 0.5).is_none());
+        // But a run where nothing ever gets through breaks once the backlog passes
+        // five seconds of traffic, and one where everything is refused at once.
+        let stuck: Vec<_> = (1..=10)
+            .map(|i| s(i as f64, 1000.0, 0.0, 1000.0 * i as f64))
+            .collect();
+        assert_eq!(broke(&stuck, held).map(|b| b.reason), Some("backlog_grew"));
+        let refused: Vec<_> = (1..=5)
+            .map(|i| Sample {
+                dead_lettered_per_s: 1000.0,
+                ..s(i as f64, 1000.0, 0.0, 0.0)
+            })
+            .collect();
+        assert_eq!(broke(&refused, held).map(|b| b.reason), Some("error_rate"));
     }
 
     #[test]

@@ -118,16 +118,23 @@ impl Controls {
         b.latency.unwrap_or(configured).sample() + extra
     }
 
-    /// Holds a request for `delay` and while stalled, counted as in flight meanwhile.
+    /// Holds a request for `delay` and while stalled, counted as in flight meanwhile
+    /// (until it ends or its client gives up and the handler is dropped).
     pub(super) async fn hold(&self, delay: Duration) {
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let _counted = InFlight(&self.in_flight);
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         let mut stalled = self.stalled.subscribe();
         let _ = stalled.wait_for(|s| !*s).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Keeps accepted items, when recording.
