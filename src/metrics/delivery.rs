@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 use super::register::*;
 use super::{outage, quiet, sum, sum_where, Metrics};
@@ -86,34 +86,26 @@ impl DeliveryMetrics {
                 "Requests tried again, by reason.",
                 &["workspace", "reason"],
             ),
-            batch_size: registered(
+            batch_size: unlabelled_histogram(
                 r,
-                prometheus::Histogram::with_opts(
-                    HistogramOpts::new("sluice_batch_size", "Events per request sent.").buckets(
-                        vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
-                    ),
-                )
-                .expect("valid metric"),
+                "sluice_batch_size",
+                "Events per request sent.",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
             ),
             in_flight: gauge(
                 r,
                 "sluice_http_requests_in_flight",
                 "HTTP requests sent and not yet answered.",
             ),
-            delivery_seconds: registered(
+            delivery_seconds: unlabelled_histogram(
                 r,
-                prometheus::Histogram::with_opts(
-                    HistogramOpts::new(
-                        "sluice_delivery_latency_seconds",
-                        "From the event entering Kafka (its record timestamp, or loadgen's \
+                "sluice_delivery_latency_seconds",
+                "From the event entering Kafka (its record timestamp, or loadgen's \
                          scheduled send time) to the API accepting it.",
-                    )
-                    .buckets(vec![
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                        300.0,
-                    ]),
-                )
-                .expect("valid metric"),
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0,
+                ],
             ),
             delivery_hdr: {
                 let micros = || {
@@ -122,18 +114,13 @@ impl DeliveryMetrics {
                 };
                 Arc::new(std::sync::Mutex::new((micros(), micros())))
             },
-            end_to_end_seconds: registered(
+            end_to_end_seconds: unlabelled_histogram(
                 r,
-                prometheus::Histogram::with_opts(
-                    HistogramOpts::new(
-                        "sluice_end_to_end_latency_seconds",
-                        "From the event's own timestamp to the API accepting it.",
-                    )
-                    .buckets(vec![
-                        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-                    ]),
-                )
-                .expect("valid metric"),
+                "sluice_end_to_end_latency_seconds",
+                "From the event's own timestamp to the API accepting it.",
+                vec![
+                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                ],
             ),
             retry_lines: Arc::new(quiet::Quiet::new(outage::REMINDER)),
         }

@@ -90,3 +90,15 @@ pub(super) fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
         .expect("unique metric");
     g
 }
+
+/// A histogram without labels, with these buckets.
+pub(super) fn unlabelled_histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Histogram {
+    let h = prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    registered(registry, h)
+}
