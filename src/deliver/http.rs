@@ -9,6 +9,7 @@ use bytes::Bytes;
 use reqwest::Method;
 
 use super::budget::{Again, Budget};
+use super::dated_body::DatedBody;
 use super::retry::{classify, is_throttle, retry_after, status_class, Verdict};
 use super::{Failure, FailureReason};
 use crate::config::{DestinationConfig, RetryConfig, Secret};
@@ -134,7 +135,10 @@ impl Sender {
             .request(r.method.clone(), r.url)
             .basic_auth(user, Some(key.expose()))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(r.body.clone());
+            .body(reqwest::Body::wrap(DatedBody::new(
+                r.body.clone(),
+                permit.departure(),
+            )));
         if number > 1 {
             request = request.header("X-Retry-Count", (number - 1).to_string());
         }

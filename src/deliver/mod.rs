@@ -7,6 +7,7 @@
 
 mod budget;
 mod customerio;
+mod dated_body;
 mod http;
 mod reason;
 mod retry;

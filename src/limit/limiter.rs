@@ -18,8 +18,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::adaptive::Learned;
+use super::departure::{Departure, SendLog};
 use super::lateness::Lateness;
-use super::pacer::{Pace, Pacer};
+use super::pacer::{Pace, Pacer, Ticket};
 use super::share::Share;
 use super::shared::{Fleet, FLEET_HEADROOM, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
 
@@ -37,10 +38,28 @@ pub struct Rate {
     pub burst: u32,
 }
 
-/// Held for the duration of one HTTP attempt: a slot under the global in-flight cap.
+/// Held for the duration of one HTTP attempt: a slot under the global in-flight cap,
+/// and the send's [`Departure`] (reported when the permit goes, if not before).
 #[derive(Debug)]
 pub struct Permit {
     _slot: OwnedSemaphorePermit,
+    departure: Option<Departure>,
+}
+
+impl Permit {
+    /// What the request body reports when the connection first reads it (`None` for
+    /// a workspace without a limit).
+    pub fn departure(&self) -> Option<Departure> {
+        self.departure.clone()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(d) = &self.departure {
+            d.now();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -60,7 +79,7 @@ struct State {
 #[derive(Debug)]
 struct Workspace {
     rate: Rate,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     /// Fleet slots leased and not yet used, in order.
     leased: tokio::sync::Mutex<VecDeque<Instant>>,
 }
@@ -109,7 +128,7 @@ impl Limiter {
                 };
                 let ws = Workspace {
                     rate,
-                    state: Mutex::new(state),
+                    state: Arc::new(Mutex::new(state)),
                     leased: tokio::sync::Mutex::new(VecDeque::new()),
                 };
                 (id, ws)
@@ -149,7 +168,7 @@ impl Limiter {
     /// and token, not the slot) and the permit to hold while the request runs.
     pub async fn acquire(&self, workspace: &str) -> (Duration, Permit) {
         let Some(ws) = self.workspaces.get(workspace) else {
-            return (Duration::ZERO, self.slot().await);
+            return (Duration::ZERO, self.slot(None).await);
         };
         let mut waited = Duration::ZERO;
         loop {
@@ -159,34 +178,48 @@ impl Limiter {
                 self.sleep_until(at).await;
             }
             waited += before.elapsed();
-            let permit = self.slot().await;
+            let slot = self.in_flight_slot().await;
             let token = Instant::now();
             let fleet = self.fleet.as_ref().filter(|f| f.is_up());
             let taken = match fleet {
                 // Just back: pods still on partition-share may be sending, so this one
                 // keeps within its share too until they cannot be.
-                Some(fleet) if fleet.returning(Instant::now()) => {
-                    self.take_local(ws).await && self.take_from_fleet(ws, fleet).await
-                }
+                Some(fleet) if fleet.returning(Instant::now()) => match self.take_local(ws).await {
+                    Some(_) => self.take_from_fleet(ws, fleet).await,
+                    None => None,
+                },
                 Some(fleet) => self.take_from_fleet(ws, fleet).await,
                 None => self.take_local(ws).await,
             };
             waited += token.elapsed();
-            if taken {
-                return (waited, permit);
+            if let Some(ticket) = taken {
+                let log: Arc<dyn SendLog> = ws.state.clone();
+                let departure = Some(Departure::new(log, ticket));
+                return (
+                    waited,
+                    Permit {
+                        _slot: slot,
+                        departure,
+                    },
+                );
             }
             // A 429 arrived meanwhile, or the fleet budget went away: start again.
         }
     }
 
-    async fn slot(&self) -> Permit {
-        let slot = self
-            .in_flight
+    async fn slot(&self, departure: Option<Departure>) -> Permit {
+        Permit {
+            _slot: self.in_flight_slot().await,
+            departure,
+        }
+    }
+
+    async fn in_flight_slot(&self) -> OwnedSemaphorePermit {
+        self.in_flight
             .clone()
             .acquire_owned()
             .await
-            .expect("the semaphore is never closed");
-        Permit { _slot: slot }
+            .expect("the semaphore is never closed")
     }
 
     fn wait_before_slot(&self, ws: &Workspace, now: Instant) -> Wait {
@@ -237,8 +270,8 @@ impl Limiter {
         self.lateness.woke(at, Instant::now());
     }
 
-    /// A token from this pod's pacer. `false` if a pause began meanwhile.
-    async fn take_local(&self, ws: &Workspace) -> bool {
+    /// A token from this pod's pacer. `None` if a pause began meanwhile.
+    async fn take_local(&self, ws: &Workspace) -> Option<Ticket> {
         loop {
             let at = {
                 let mut st = lock(&ws.state);
@@ -246,11 +279,11 @@ impl Limiter {
                 // a thread is preempted between reading the clock and taking the lock.
                 let now = Instant::now();
                 if st.learned.paused(now - self.origin).is_some() {
-                    return false;
+                    return None;
                 }
                 let pace = self.pace(ws, &st, now);
                 match st.pacer.try_take(pace, now) {
-                    Ok(()) => return true,
+                    Ok(ticket) => return Some(ticket),
                     Err(Some(at)) => at,
                     Err(None) => now + ZERO_SHARE_RECHECK,
                 }
@@ -272,9 +305,9 @@ impl Limiter {
         .interval()
     }
 
-    /// A slot of the fleet's timeline, leased from Redis. `false` if Redis failed (the
+    /// A slot of the fleet's timeline, leased from Redis. `None` if Redis failed (the
     /// caller falls back) or a pause began.
-    async fn take_from_fleet(&self, ws: &Workspace, fleet: &Fleet) -> bool {
+    async fn take_from_fleet(&self, ws: &Workspace, fleet: &Fleet) -> Option<Ticket> {
         loop {
             let mut leased = ws.leased.lock().await;
             let now = Instant::now();
@@ -290,10 +323,9 @@ impl Limiter {
                 }
                 let mut st = lock(&ws.state);
                 if st.learned.paused(now - self.origin).is_some() {
-                    return false;
+                    return None;
                 }
-                st.pacer.record(Instant::now()); // dated under the lock, in order
-                return true;
+                return Some(st.pacer.record(Instant::now())); // dated under the lock, in order
             }
             let (interval, accepted) = {
                 let mut st = lock(&ws.state);
@@ -325,7 +357,7 @@ impl Limiter {
                 Err(_) => {
                     lock(&ws.state).unreported += accepted;
                     leased.clear();
-                    return false;
+                    return None;
                 }
             }
         }
@@ -416,6 +448,12 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl SendLog for Mutex<State> {
+    fn departed(&self, ticket: Ticket, at: Instant) {
+        lock(self).pacer.departed(ticket, at);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,8 +467,9 @@ mod tests {
         }
     }
 
-    /// Drives `tasks` concurrent senders for `seconds` of paused time, each holding
-    /// its permit for `hold`; returns the send instants (ms since start).
+    /// Drives `tasks` concurrent senders for `seconds` of paused time, each sending at
+    /// once and holding its permit for `hold`; returns the send instants (ms since
+    /// start).
     async fn send_times(
         limiter: Arc<Limiter>,
         ws: &'static str,
@@ -450,6 +489,10 @@ mod tests {
                     let now = Instant::now();
                     if now >= end {
                         break;
+                    }
+                    // The body is read at once: the request leaves with its token.
+                    if let Some(d) = permit.departure() {
+                        d.now();
                     }
                     times.lock().unwrap().push((now - start).as_millis() as u64);
                     tokio::time::sleep(hold).await;
@@ -491,6 +534,34 @@ mod tests {
             );
             assert!(times.len() >= 1980, "used {} of 2000", times.len());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_counts_from_when_its_bytes_left_or_else_from_when_it_ended() {
+        let limiter = Limiter::new([("acme".to_string(), rate(1.0, 1))], 4, 1.0);
+        let start = Instant::now();
+        // The connection reads the body 40 ms after the token: the next send may go a
+        // second after that, not after the token.
+        let (_, permit) = limiter.acquire("acme").await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        permit.departure().expect("a limited workspace").now();
+        drop(permit);
+        let (_, permit) = limiter.acquire("acme").await;
+        let second = Instant::now();
+        assert!(
+            second - start >= Duration::from_millis(1_040),
+            "{:?}",
+            second - start
+        );
+        // Never read (refused connection, early answer): dated when it ended.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(permit);
+        let _ = limiter.acquire("acme").await;
+        assert!(
+            Instant::now() - second >= Duration::from_millis(1_300),
+            "{:?}",
+            Instant::now() - second
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,8 @@
 //! - [`pacer`]: when the next request may go — GCRA against the ideal timeline, so
 //!   timer lateness is won back, and a log of the last window's sends, so a strict
 //!   sliding-window limiter never sees one too many.
+//! - [`departure`]: when a request's bytes left, reported by its body to re-date the
+//!   send in the pacer's log.
 //! - [`lateness`]: how late this process's timers fire lately; the pacer widens its
 //!   window by it so a starved core's delayed sends still arrive within the limit.
 //! - [`adaptive`]: what a 429 teaches — pause until `Retry-After`, set the rate just
@@ -16,6 +18,7 @@
 //! - [`limiter`]: the one type the delivery code calls, combining them.
 
 pub mod adaptive;
+pub mod departure;
 pub mod lateness;
 pub mod limiter;
 pub mod pacer;

@@ -12,6 +12,12 @@
 //!   holds more than `L` sends, where `L` per `W` is the limit (100 per 1 s at 100/s;
 //!   1 per 2 s at 0.5/s). So a strict sliding-window limiter on the API's side never
 //!   sees one request too many, whatever the burst or the lateness.
+//!
+//! A send is logged when its token is handed out, then re-dated when its bytes leave
+//! ([`Pacer::departed`]): the API counts arrivals, and between the token and the write
+//! the request waits for the scheduler (milliseconds on a starved core). The window is
+//! checked against the later of the two, so that wait cannot squeeze two sends closer
+//! at the API than they were allowed to go.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -78,9 +84,15 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 pub struct Pacer {
     /// Theoretical arrival time of the next request on the ideal timeline.
     tat: Option<Instant>,
-    /// Send instants of (at least) the last guarded window, oldest first.
+    /// Send instants of (at least) the last guarded window, oldest first: when the
+    /// token went, or later when the request's bytes left. Never decreasing.
     sent: VecDeque<Instant>,
+    /// The [`Ticket`] of `sent`'s first entry.
+    first: u64,
 }
+
+/// Names one logged send, to re-date it when its bytes leave.
+pub type Ticket = u64;
 
 impl Pacer {
     /// A pacer with no history.
@@ -90,7 +102,7 @@ impl Pacer {
 
     /// Takes a send slot at `now` under `pace`, or says when to ask again (`None`:
     /// the pace allows nothing at all).
-    pub fn try_take(&mut self, pace: Pace, now: Instant) -> Result<(), Option<Instant>> {
+    pub fn try_take(&mut self, pace: Pace, now: Instant) -> Result<Ticket, Option<Instant>> {
         let earliest = self.ready_at(pace, now).ok_or(None)?;
         if earliest > now {
             return Err(Some(earliest));
@@ -109,13 +121,12 @@ impl Pacer {
                 .front()
                 .is_some_and(|t| now.saturating_duration_since(*t) >= window)
         {
-            self.sent.pop_front();
+            self.pop();
         }
         let from = if busy { now - catch_up } else { now };
         let base = self.tat.map_or(from, |tat| tat.max(from));
         self.tat = Some(base + interval);
-        self.sent.push_back(now);
-        Ok(())
+        Ok(self.push(now))
     }
 
     /// The earliest instant (`now` or later) a send may go under `pace`, without
@@ -138,10 +149,39 @@ impl Pacer {
 
     /// Records a send made on a slot granted elsewhere (the shared limiter), so the
     /// local window stays true if this pod falls back to pacing alone.
-    pub fn record(&mut self, now: Instant) {
-        self.sent.push_back(now);
-        if self.sent.len() > 100_000 {
-            self.sent.pop_front();
+    pub fn record(&mut self, now: Instant) -> Ticket {
+        if self.sent.len() >= 100_000 {
+            self.pop();
+        }
+        self.push(now)
+    }
+
+    /// The send `ticket` left at `at`: its entry, and any later one dated before
+    /// `at`, move to `at` (later entries only ever move later, so the log stays in
+    /// order and no window is judged emptier than it was). A ticket already out of
+    /// the log is ignored.
+    pub fn departed(&mut self, ticket: Ticket, at: Instant) {
+        let Some(from) = ticket.checked_sub(self.first) else {
+            return;
+        };
+        for sent in self.sent.iter_mut().skip(from as usize) {
+            if *sent >= at {
+                break;
+            }
+            *sent = at;
+        }
+    }
+
+    fn push(&mut self, now: Instant) -> Ticket {
+        // In order even if `now` is older than a re-dated entry.
+        let at = self.sent.back().map_or(now, |last| now.max(*last));
+        self.sent.push_back(at);
+        self.first + self.sent.len() as u64 - 1
+    }
+
+    fn pop(&mut self) {
+        if self.sent.pop_front().is_some() {
+            self.first += 1;
         }
     }
 }
@@ -185,7 +225,7 @@ mod tests {
         let mut wakes = 0;
         while now < end {
             match pacer.try_take(pace, now) {
-                Ok(()) => sends.push((now - start).as_micros() as u64),
+                Ok(_) => sends.push((now - start).as_micros() as u64),
                 Err(Some(at)) => {
                     wakes += 1;
                     now = at + late(wakes);
@@ -279,18 +319,97 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn sends_re_dated_when_their_bytes_leave_arrive_within_the_limit() {
+        // As above, each request leaves 0–15 ms after its token, the worst sawtooth, but
+        // no jitter margin: each departure is reported when it happens instead.
+        let delay = |i: usize| Duration::from_micros(15_000 - (i % 51) as u64 * 300);
+        let run = |report: bool| {
+            let p = pace(50.0, 3);
+            let start = Instant::now();
+            let mut pacer = Pacer::new();
+            let mut leaving: Vec<(Instant, Ticket)> = Vec::new();
+            let mut arrivals = Vec::new();
+            let mut now = start;
+            while now < start + Duration::from_secs(20) {
+                leaving.retain(|&(at, ticket)| {
+                    if at <= now && report {
+                        pacer.departed(ticket, at);
+                    }
+                    at > now
+                });
+                match pacer.try_take(p, now) {
+                    Ok(ticket) => {
+                        let at = now + delay(arrivals.len());
+                        arrivals.push((at - start).as_micros() as u64);
+                        leaving.push((at, ticket));
+                    }
+                    Err(Some(at)) => {
+                        let next_departure = leaving.iter().map(|l| l.0).min();
+                        now = next_departure.map_or(at, |d| d.min(at)).max(now);
+                        if now < at && next_departure.is_none() {
+                            now = at;
+                        }
+                    }
+                    Err(None) => unreachable!("a positive rate"),
+                }
+            }
+            arrivals.sort_unstable();
+            arrivals
+        };
+        let unreported = run(false);
+        assert!(
+            busiest_window(&unreported, 1_000_000) > 50,
+            "the delays are enough to break a limit dated at the token"
+        );
+        let reported = run(true);
+        assert!(
+            busiest_window(&reported, 1_000_000) <= 50,
+            "{} arrivals in one second",
+            busiest_window(&reported, 1_000_000)
+        );
+        assert!(
+            reported.len() as f64 >= 50.0 * 20.0 * 0.97,
+            "{}",
+            reported.len()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_departure_moves_later_sends_with_it_and_an_old_ticket_is_ignored() {
+        let mut pacer = Pacer::new();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let p = pace(2.0, 3);
+        let a = pacer.try_take(p, t0).unwrap();
+        let b = pacer.try_take(p, ms(1)).unwrap();
+        // `a` left at 5 ms, after `b`'s token: both count from 5 ms on.
+        pacer.departed(a, ms(5));
+        assert_eq!(pacer.sent, [ms(5), ms(5)]);
+        pacer.departed(b, ms(4));
+        assert_eq!(pacer.sent, [ms(5), ms(5)], "never earlier");
+        // The window of 2 per second counts from the departures.
+        let ready = pacer.ready_at(p, ms(6)).unwrap();
+        assert!(ready >= ms(5) + Duration::from_secs(1), "{:?}", ready - t0);
+        for _ in 0..3 {
+            pacer.record(ms(2_000));
+        }
+        pacer.departed(a, ms(3_000));
+        assert!(pacer.sent.iter().all(|&t| t <= ms(3_000)));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_quiet_spell_allows_the_burst_and_no_more() {
         let mut pacer = Pacer::new();
         let now = Instant::now();
         let p = pace(100.0, 3);
         for _ in 0..3 {
-            assert_eq!(pacer.try_take(p, now), Ok(()));
+            assert!(pacer.try_take(p, now).is_ok());
         }
         assert!(matches!(pacer.try_take(p, now), Err(Some(_))));
         // Long after, the burst is back, not the whole idle time's worth.
         let later = now + Duration::from_secs(60);
         for _ in 0..3 {
-            assert_eq!(pacer.try_take(p, later), Ok(()));
+            assert!(pacer.try_take(p, later).is_ok());
         }
         assert!(matches!(pacer.try_take(p, later), Err(Some(_))));
     }
@@ -301,7 +420,7 @@ mod tests {
         let now = Instant::now();
         let half = pace(0.5, 2);
         assert_eq!(half.window(), (1, Duration::from_secs(2)));
-        assert_eq!(pacer.try_take(half, now), Ok(()));
+        assert!(pacer.try_take(half, now).is_ok());
         // Burst 2 cannot put two requests in one 2-second window of a 0.5/s limit.
         let Err(Some(at)) = pacer.try_take(half, now) else {
             panic!("must wait")

@@ -95,19 +95,13 @@ impl Controls {
         }
     }
 
-    /// Notes, when recording, that a request of `site` arrived and was refused with
-    /// `refused` before any work (0: it went on).
-    pub(super) fn arrived(&self, site: &str, refused: u16) {
+    /// Notes, when recording, that a request of `site` arrived `at` and was refused
+    /// with `refused` before any work (0: it went on).
+    pub(super) fn arrived(&self, site: &str, at: Instant, refused: u16) {
         if !self.record {
             return;
         }
-        lock(&self.arrivals).push((
-            site.to_string(),
-            Arrival {
-                at: Instant::now(),
-                refused,
-            },
-        ));
+        lock(&self.arrivals).push((site.to_string(), Arrival { at, refused }));
     }
 
     /// A request's latency for `site`: the run's (`configured`, unless replaced), plus

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -32,6 +34,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
             get(|State(s): State<Arc<AppState>>| async move { Json(s.stats.snapshot()) }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(middleware::from_fn(date_arrival))
         .with_state(state)
 }
 
@@ -42,8 +45,42 @@ struct Admitted {
     dropped: bool,
 }
 
+/// When a request's head came in: the instant it is counted at, as an API's front
+/// door counts it, before the body is read (a large body read on a busy core would
+/// otherwise date it late, and two requests a second apart could count as one second).
+#[derive(Debug, Clone, Copy)]
+struct Arrived(Instant);
+
+/// Dates each request as it comes in, before any extractor reads its body.
+async fn date_arrival(mut request: axum::extract::Request, next: Next) -> Response {
+    request.extensions_mut().insert(Arrived(Instant::now()));
+    next.run(request).await
+}
+
+/// A request's headers and when it arrived.
+struct Head {
+    headers: HeaderMap,
+    arrived: Instant,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Head {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let arrived = parts
+            .extensions
+            .get::<Arrived>()
+            .map_or_else(Instant::now, |a| a.0);
+        Ok(Head {
+            headers: std::mem::take(&mut parts.headers),
+            arrived,
+        })
+    }
+}
+
 /// Auth, rate limit, latency and faults: everything before the route's own work.
-async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Response> {
+async fn admit(state: &AppState, head: &Head) -> Result<Admitted, Response> {
+    let headers = &head.headers;
     state.controls.started();
     let Some(workspace) = authorize(state, headers) else {
         state.stats.answered("", 401);
@@ -52,15 +89,15 @@ async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Respon
             json!({"meta":{"error":"unauthorized"}}),
         ));
     };
-    let in_window = state.stats.arrive(&workspace, Instant::now());
+    let in_window = state.stats.arrive(&workspace, head.arrived);
     if let Some((status, retry_after)) = state.controls.refusal(&workspace) {
-        state.controls.arrived(&workspace, status);
+        state.controls.arrived(&workspace, head.arrived, status);
         return Err(refused(state, &workspace, headers, status, retry_after));
     }
     let config = &state.config;
     let over = config.limit_per_s > 0 && in_window > config.limit_per_s as usize;
     if over && !config.silent_throttle {
-        state.controls.arrived(&workspace, 429);
+        state.controls.arrived(&workspace, head.arrived, 429);
         state.stats.answered(&workspace, 429);
         let seconds = config.retry_after_s.to_string();
         let mut response = answer(
@@ -72,7 +109,7 @@ async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, Respon
         h.insert("x-ratelimit-reset", seconds.parse().expect("digits"));
         return Err(response);
     }
-    state.controls.arrived(&workspace, 0);
+    state.controls.arrived(&workspace, head.arrived, 0);
     let delay = state.controls.delay(&workspace, config.latency);
     state.controls.hold(delay).await;
     if config.fault_rate > 0.0 && fastrand::f64() < config.fault_rate && !config.faults.is_empty() {
@@ -208,11 +245,11 @@ type Reply = (StatusCode, Value);
 /// statistics. Handlers only decide; early refusals are `Err` replies.
 async fn gated(
     state: Arc<AppState>,
-    headers: HeaderMap,
+    head: Head,
     body: Bytes,
     handle: impl FnOnce(&AppState, &Admitted, &Bytes) -> Result<Reply, Reply>,
 ) -> Response {
-    let admitted = match admit(&state, &headers).await {
+    let admitted = match admit(&state, &head).await {
         Ok(a) => a,
         Err(response) => return response,
     };
@@ -250,8 +287,8 @@ fn segment_refusal(message: &str) -> Value {
     json!({"error": message})
 }
 
-async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    gated(state, headers, body, |state, admitted, body| {
+async fn v2_batch(State(state): State<Arc<AppState>>, head: Head, body: Bytes) -> Response {
+    gated(state, head, body, |state, admitted, body| {
         let items = batch_items(state, body, cio_refusal)?;
         if validate::rejects_request(&items) {
             return Err(bad(cio_refusal("request refused (test hook)")));
@@ -282,12 +319,8 @@ async fn v2_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     .await
 }
 
-async fn v2_entity(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    gated(state, headers, body, |state, admitted, body| {
+async fn v2_entity(State(state): State<Arc<AppState>>, head: Head, body: Bytes) -> Response {
+    gated(state, head, body, |state, admitted, body| {
         let item = parse(body).ok_or_else(|| bad(cio_refusal("bad JSON")))?;
         validate::v2_item(&item).map_err(|e| bad(errors_json(&[(0, e)])))?;
         let event = Accepted {
@@ -327,10 +360,10 @@ fn v1_error(e: ItemError) -> Value {
 async fn v1_identify(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    head: Head,
     body: Bytes,
 ) -> Response {
-    gated(state, headers, body, |state, admitted, body| {
+    gated(state, head, body, |state, admitted, body| {
         let Some(Value::Object(attributes)) = parse(body) else {
             return Err(bad(v1_refusal("body must be an object")));
         };
@@ -356,11 +389,11 @@ async fn v1_identify(
 /// `POST /api/v1/customers/{id}/events` (`user` is the id) and `POST /api/v1/events`.
 async fn v1_event_common(
     state: Arc<AppState>,
-    headers: HeaderMap,
+    head: Head,
     body: Bytes,
     user: Option<String>,
 ) -> Response {
-    gated(state, headers, body, |state, admitted, body| {
+    gated(state, head, body, |state, admitted, body| {
         let event = parse(body).ok_or_else(|| bad(v1_refusal("bad JSON")))?;
         validate::v1_event(&event, user.is_none()).map_err(|e| bad(v1_error(e)))?;
         let accepted = Accepted {
@@ -384,18 +417,18 @@ async fn v1_event_common(
 async fn v1_event(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    head: Head,
     body: Bytes,
 ) -> Response {
-    v1_event_common(state, headers, body, Some(id)).await
+    v1_event_common(state, head, body, Some(id)).await
 }
 
 async fn v1_anonymous_event(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    head: Head,
     body: Bytes,
 ) -> Response {
-    v1_event_common(state, headers, body, None).await
+    v1_event_common(state, head, body, None).await
 }
 
 fn segment_user(message: &Value) -> Option<&str> {
@@ -412,12 +445,8 @@ fn segment_event(message: &Value) -> Accepted<'_> {
     }
 }
 
-async fn segment_batch(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    gated(state, headers, body, |state, admitted, body| {
+async fn segment_batch(State(state): State<Arc<AppState>>, head: Head, body: Bytes) -> Response {
+    gated(state, head, body, |state, admitted, body| {
         let items = batch_items(state, body, segment_refusal)?;
         if items.len() > MAX_SEGMENT_BATCH_EVENTS {
             return Err(bad(segment_refusal("more than 2500 events")));
@@ -442,13 +471,8 @@ async fn segment_batch(
 }
 
 /// `POST /v1/identify` and `POST /v1/track`.
-async fn segment_single(
-    state: Arc<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-    kind: &str,
-) -> Response {
-    gated(state, headers, body, |state, admitted, body| {
+async fn segment_single(state: Arc<AppState>, head: Head, body: Bytes, kind: &str) -> Response {
+    gated(state, head, body, |state, admitted, body| {
         let message = parse(body).ok_or_else(|| bad(segment_refusal("bad JSON")))?;
         validate::segment_message(&message, Some(kind))
             .map_err(|e| bad(segment_refusal(&format!("{}: {}", e.field, e.message))))?;
@@ -463,18 +487,10 @@ async fn segment_single(
     .await
 }
 
-async fn segment_identify(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    segment_single(state, headers, body, "identify").await
+async fn segment_identify(State(state): State<Arc<AppState>>, head: Head, body: Bytes) -> Response {
+    segment_single(state, head, body, "identify").await
 }
 
-async fn segment_track(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    segment_single(state, headers, body, "track").await
+async fn segment_track(State(state): State<Arc<AppState>>, head: Head, body: Bytes) -> Response {
+    segment_single(state, head, body, "track").await
 }
