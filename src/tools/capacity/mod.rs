@@ -4,6 +4,7 @@
 //! and write `report.json`, `report.md` and `report.svg`; and `sluice capacity report`:
 //! the same judgement from a running fleet's exported metrics.
 
+mod bench;
 mod chart;
 pub mod cpu_model;
 pub mod prometheus_api;

@@ -9,11 +9,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use tokio_util::sync::CancellationToken;
 
-use super::report::{Environment, Report};
+use super::bench::{embedded_config, Bench};
+use super::report::Report;
 use super::sample::{self, Break, Sample};
 use super::threshold::Threshold;
 use crate::config::Config;
@@ -26,9 +25,6 @@ use crate::tools::mock_api::{Latency, MockApi, MockApiConfig};
 /// Events of the embedded broker's backlog per partition: librdkafka's mock cluster
 /// keeps about 5 MB a partition, ~15 000 loadgen events of the default shape.
 const MOCK_BACKLOG_PER_PARTITION: u64 = 15_000;
-
-/// The API key the embedded worker sends (the embedded API accepts any).
-const EMBEDDED_KEY: (&str, &str) = ("SLUICE_CAPACITY_API_KEY", "capacity-key");
 
 /// `sluice capacity run` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,82 +107,23 @@ pub struct Outcome {
     pub dir: PathBuf,
 }
 
-/// The broker of a run.
-enum Broker {
-    Embedded(MockCluster<'static, DefaultProducerContext>),
-    Real(String),
-}
-
-impl Broker {
-    fn bootstrap(&self) -> String {
-        match self {
-            Broker::Embedded(c) => c.bootstrap_servers(),
-            Broker::Real(b) => b.clone(),
-        }
-    }
-}
-
 /// Runs the scenario `args` describes until it ends, breaks (`stress`) or `stop`.
 pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outcome> {
     let run_id = ulid::Ulid::new().to_string();
     let throughput = args.profile == "throughput";
     let stress = args.profile == "stress";
+    let api_limit = if throughput { 0 } else { args.limit_per_s };
     let mut config = match &args.config {
         Some(path) if args.api_url.is_some() => Config::load(path)?,
         Some(path) => Config::load_without_secrets(path)?,
-        None => embedded_config(if throughput { 0 } else { args.limit_per_s })?,
+        None => embedded_config(api_limit)?,
     };
-    // The broker.
-    let brokers = args
-        .brokers
-        .clone()
-        .or_else(|| args.config.as_ref().map(|_| config.kafka.brokers.clone()));
-    let broker = match brokers {
-        Some(b) => Broker::Real(b),
-        None => Broker::Embedded(MockCluster::new(1)?),
-    };
-    let fresh_topic = args.topic.is_none();
-    let topic = args
-        .topic
-        .clone()
-        .unwrap_or_else(|| format!("sluice-capacity-{}", run_id.to_lowercase()));
-    let partitions = match &broker {
-        Broker::Embedded(c) => {
-            c.create_topic(&topic, args.partitions, 1)?;
-            c.create_topic(&format!("{topic}.dlq"), 1, 1)?;
-            args.partitions
-        }
-        Broker::Real(b) if fresh_topic => {
-            let mut client = crate::source::client_config(&config.kafka);
-            client.set("bootstrap.servers", b);
-            crate::tools::shared::create_topics(&client, &topic, args.partitions).await?;
-            args.partitions
-        }
-        Broker::Real(_) => 0,
-    };
-    config.kafka.brokers = broker.bootstrap();
-    if matches!(broker, Broker::Embedded(_)) {
-        // The mock cluster answers a fetch only when fetch.wait.max.ms runs out, not
-        // when data arrives as a real broker does: keep that wait out of the latency.
-        config
-            .kafka
-            .options
-            .insert("fetch.wait.max.ms".into(), "5".into());
-    }
-    config.kafka.topics = vec![topic.clone()];
-    config.kafka.dlq_topic = format!("{topic}.dlq");
-    config.kafka.park_topic = None;
-    config.kafka.group_id = format!("sluice-capacity-{run_id}");
-    if !fresh_topic {
-        // An existing topic may hold old events: load only what this run produces.
-        config.kafka.auto_offset_reset = crate::config::OffsetReset::Latest;
-    }
-    // The API.
+    let bench = Bench::set_up(&args, &run_id, &mut config).await?;
     let api = match &args.api_url {
         Some(_) => None,
         None => Some(
             MockApi::start(MockApiConfig {
-                limit_per_s: if throughput { 0 } else { args.limit_per_s },
+                limit_per_s: api_limit,
                 latency: args.api_latency,
                 ..MockApiConfig::default()
             })
@@ -198,19 +135,11 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         (None, Some(api)) => api.base_url(),
         (None, None) => unreachable!("an API is embedded when none is given"),
     });
-    // The load.
     let pace = pace(&args, throughput, stress)?;
-    let events = args.events.or(throughput.then_some(200_000));
-    let schedule = Schedule::new(&pace, events, None)?;
-    let shape = Shape::new(
-        args.shape.clone(),
-        config.workspaces.iter().map(|w| w.id.clone()).collect(),
-    )?;
+    let schedule = Schedule::new(&pace, args.events.or(throughput.then_some(200_000)), None)?;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
-    let in_flight_window = (config.lanes.max_in_flight * config.workspaces.len())
-        .min(config.limits.max_in_flight_total) as f64;
 
-    // The worker.
+    // The worker, then the load once it owns partitions.
     let metrics = Metrics::new();
     let worker_stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -225,93 +154,13 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         worker_stop.clone(),
     ));
     wait_for_assignment(&metrics, &stop).await?;
-    if !fresh_topic {
+    if !bench.fresh_topic {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-
-    let sent = Arc::new(AtomicU64::new(0));
-    let load_stop = CancellationToken::new();
-    let gate = matches!(broker, Broker::Embedded(_)).then(|| {
-        let m = metrics.clone();
-        Gate {
-            done: Arc::new(move || m.delivered_count() + m.dead_lettered_total()),
-            max_backlog: MOCK_BACKLOG_PER_PARTITION * partitions.max(1) as u64,
-            waited: Arc::new(AtomicU64::new(0)),
-        }
-    });
-    let max_backlog = gate.as_ref().map(|g| g.max_backlog);
-    let gate_waits = gate.as_ref().map(|g| g.waited.clone());
-    let mut client = crate::source::client_config(&config.kafka);
-    client.set("bootstrap.servers", broker.bootstrap());
-    let plan = Plan {
-        max_pending: schedule
-            .peak()
-            .map_or(100_000, |p| (p as usize).clamp(1_000, 100_000)),
-        schedule: schedule.clone(),
-        shape,
-        seed,
-        run_id: run_id.clone(),
-        target: Target::Kafka {
-            client,
-            topic: topic.clone(),
-            create: None,
-        },
-        late_after: Duration::from_millis(20),
-        max_late_share: 0.01,
-        progress_interval: None,
-        sent: sent.clone(),
-        gate,
-    };
-    let loadgen = tokio::task::spawn_blocking({
-        let load_stop = load_stop.clone();
-        move || loadgen::run(plan, &load_stop)
-    });
-
-    // Watch it, one sample a second.
-    let start = Instant::now();
-    let mut progress =
-        crate::tools::progress::Progress::new("capacity", schedule.total(), Duration::from_secs(5));
-    let mut samples: Vec<Sample> = Vec::new();
+    let load = Load::start(&args, &bench, &config, &metrics, &schedule, seed, &run_id)?;
     let held_s = sample::held_seconds(Duration::from_millis(config.batch.linger_ms));
-    let mut last = sample::read(&metrics, &sent, start);
-    let mut broke: Option<Break> = None;
-    let mut load_done_at: Option<Instant> = None;
-    let mut n = 0;
-    loop {
-        n += 1;
-        tokio::select! {
-            _ = sample::tick(start, n) => {}
-            _ = stop.cancelled() => { load_stop.cancel(); break; }
-        }
-        let now = sample::read(&metrics, &sent, start);
-        let p99 = crate::tools::latency::Percentiles::of_us(&metrics.take_latency_interval()).p99;
-        let s = sample::between(&last, &now, &metrics, p99);
-        last = now;
-        progress.update(now.sent as u64, || {
-            format!(
-                "{:.0}s offered {:.0}/s delivered {:.0}/s backlog {:.0} p99 {:.0} ms",
-                s.t_s, s.offered_per_s, s.delivered_per_s, s.backlog, s.p99_ms
-            )
-        });
-        samples.push(s);
-        if stress && broke.is_none() {
-            if let Some(b) = sample::broke(&samples, held_s) {
-                broke = Some(b);
-                load_stop.cancel();
-            }
-        }
-        if load_done_at.is_none() && loadgen.is_finished() {
-            load_done_at = Some(Instant::now());
-        }
-        if let Some(at) = load_done_at {
-            let backlog = samples.last().map_or(0.0, |s| s.backlog);
-            if backlog <= 0.0 || at.elapsed() > args.drain_timeout {
-                break;
-            }
-        }
-    }
-    progress.finish();
-    let generated = loadgen.await??;
+    let watched = watch(&args, &metrics, &load, &schedule, held_s, stress, &stop).await;
+    let generated = load.task.await??;
     worker_stop.cancel();
     let worker_result = worker.await?;
     let api_stats = match api {
@@ -323,30 +172,6 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         None => None,
     };
     worker_result?;
-    let environment = Environment {
-        embedded_broker: matches!(broker, Broker::Embedded(_)),
-        embedded_api: args.api_url.is_none(),
-        brokers: if matches!(broker, Broker::Embedded(_)) {
-            "embedded (librdkafka mock cluster)".into()
-        } else {
-            broker.bootstrap()
-        },
-        api: args.api_url.clone().unwrap_or_else(|| {
-            format!(
-                "embedded sluice mock-api (limit {} requests/s, latency {:?})",
-                if throughput { 0 } else { args.limit_per_s },
-                args.api_latency
-            )
-        }),
-        topic,
-        partitions,
-        max_backlog,
-        in_flight_window,
-        batch_max_events: config.batch.max_events,
-        linger_ms: config.batch.linger_ms,
-        max_in_flight: config.lanes.max_in_flight,
-        workspaces: config.workspaces.iter().map(|w| w.id.clone()).collect(),
-    };
     let report = Report::build(super::report::Inputs {
         run_id,
         profile: if args.stages.is_empty() {
@@ -355,16 +180,18 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
             "stages".into()
         },
         seed,
-        environment,
+        environment: bench.environment(&args, &config, api_limit, load.max_backlog),
         metrics: &metrics,
-        samples,
+        samples: watched.samples,
         generated,
         api: api_stats,
-        broke,
+        broke: watched.broke,
         stress,
         thresholds: &args.thresholds,
         stopped: stop.is_cancelled(),
-        gate_waits: gate_waits.map_or(0, |w| w.load(std::sync::atomic::Ordering::Relaxed)),
+        gate_waits: load
+            .gate_waits
+            .map_or(0, |w| w.load(std::sync::atomic::Ordering::Relaxed)),
     });
     let dir = args
         .out
@@ -374,39 +201,142 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
     Ok(Outcome { report, dir })
 }
 
-/// The worker configuration of an embedded run: the shipped defaults, one workspace
-/// whose limit is the embedded API's (`0`: unlimited, so the worker's own limiter does
-/// not stand in for the API's).
-fn embedded_config(limit_per_s: u32) -> anyhow::Result<Config> {
-    let rate = match limit_per_s {
-        0 => "rate_limit_per_s = 1000000\n".to_string(),
-        n => format!("rate_limit_per_s = {n}\n"),
-    };
-    let text = format!(
-        r#"[kafka]
-brokers = "set-below"
-group_id = "set-below"
-topics = ["set-below"]
-dlq_topic = "set-below.dlq"
+/// The load generator of a run, on a blocking thread.
+struct Load {
+    task: tokio::task::JoinHandle<anyhow::Result<loadgen::Summary>>,
+    /// Events it has sent so far.
+    sent: Arc<AtomicU64>,
+    /// Ends it early (a break, a stop).
+    stop: CancellationToken,
+    /// On the mock cluster, the most events it lets wait in the topic.
+    max_backlog: Option<u64>,
+    /// How often that bound held it back.
+    gate_waits: Option<Arc<AtomicU64>>,
+}
 
-[destination]
-kind = "customerio"
+impl Load {
+    fn start(
+        args: &RunArgs,
+        bench: &Bench,
+        config: &Config,
+        metrics: &Metrics,
+        schedule: &Schedule,
+        seed: u64,
+        run_id: &str,
+    ) -> anyhow::Result<Load> {
+        let shape = Shape::new(
+            args.shape.clone(),
+            config.workspaces.iter().map(|w| w.id.clone()).collect(),
+        )?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        // The mock cluster keeps only so much per partition: the generator waits for
+        // the worker rather than outgrow it.
+        let gate = bench.embedded().then(|| {
+            let m = metrics.clone();
+            Gate {
+                done: Arc::new(move || m.delivered_count() + m.dead_lettered_total()),
+                max_backlog: MOCK_BACKLOG_PER_PARTITION * bench.partitions.max(1) as u64,
+                waited: Arc::new(AtomicU64::new(0)),
+            }
+        });
+        let max_backlog = gate.as_ref().map(|g| g.max_backlog);
+        let gate_waits = gate.as_ref().map(|g| g.waited.clone());
+        let mut client = crate::source::client_config(&config.kafka);
+        client.set("bootstrap.servers", bench.broker.bootstrap());
+        let plan = Plan {
+            max_pending: schedule
+                .peak()
+                .map_or(100_000, |p| (p as usize).clamp(1_000, 100_000)),
+            schedule: schedule.clone(),
+            shape,
+            seed,
+            run_id: run_id.to_string(),
+            target: Target::Kafka {
+                client,
+                topic: bench.topic.clone(),
+                create: None,
+            },
+            late_after: Duration::from_millis(20),
+            max_late_share: 0.01,
+            progress_interval: None,
+            sent: sent.clone(),
+            gate,
+        };
+        let task = tokio::task::spawn_blocking({
+            let stop = stop.clone();
+            move || loadgen::run(plan, &stop)
+        });
+        Ok(Load {
+            task,
+            sent,
+            stop,
+            max_backlog,
+            gate_waits,
+        })
+    }
+}
 
-[[workspaces]]
-id = "local"
-site_id = "capacity-site"
-api_key_env = "{}"
-{rate}
-[server]
-listen = "127.0.0.1:0"
-"#,
-        EMBEDDED_KEY.0
-    );
-    Ok(Config::from_toml(
-        &text,
-        "the embedded capacity config",
-        [(EMBEDDED_KEY.0.to_string(), EMBEDDED_KEY.1.to_string())],
-    )?)
+/// What watching a run saw.
+struct Watched {
+    samples: Vec<Sample>,
+    broke: Option<Break>,
+}
+
+/// One sample a second until the load is done and delivered (or the drain timeout
+/// passes), the run breaks (`stress`: the load is stopped there) or `stop`.
+async fn watch(
+    args: &RunArgs,
+    metrics: &Metrics,
+    load: &Load,
+    schedule: &Schedule,
+    held_s: f64,
+    stress: bool,
+    stop: &CancellationToken,
+) -> Watched {
+    let start = Instant::now();
+    let mut progress =
+        crate::tools::progress::Progress::new("capacity", schedule.total(), Duration::from_secs(5));
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut last = sample::read(metrics, &load.sent, start);
+    let mut broke: Option<Break> = None;
+    let mut load_done_at: Option<Instant> = None;
+    let mut n = 0;
+    loop {
+        n += 1;
+        tokio::select! {
+            _ = sample::tick(start, n) => {}
+            _ = stop.cancelled() => { load.stop.cancel(); break; }
+        }
+        let now = sample::read(metrics, &load.sent, start);
+        let p99 = crate::tools::latency::Percentiles::of_us(&metrics.take_latency_interval()).p99;
+        let s = sample::between(&last, &now, metrics, p99);
+        last = now;
+        progress.update(now.sent as u64, || {
+            format!(
+                "{:.0}s offered {:.0}/s delivered {:.0}/s backlog {:.0} p99 {:.0} ms",
+                s.t_s, s.offered_per_s, s.delivered_per_s, s.backlog, s.p99_ms
+            )
+        });
+        samples.push(s);
+        if stress && broke.is_none() {
+            if let Some(b) = sample::broke(&samples, held_s) {
+                broke = Some(b);
+                load.stop.cancel();
+            }
+        }
+        if load_done_at.is_none() && load.task.is_finished() {
+            load_done_at = Some(Instant::now());
+        }
+        if let Some(at) = load_done_at {
+            let backlog = samples.last().map_or(0.0, |s| s.backlog);
+            if backlog <= 0.0 || at.elapsed() > args.drain_timeout {
+                break;
+            }
+        }
+    }
+    progress.finish();
+    Watched { samples, broke }
 }
 
 /// The offered-load curve of the run.
