@@ -1,0 +1,405 @@
+//! The settings, section by section: one struct per `[section]` of the TOML file, a
+//! doc line on every field (config/sluice.toml repeats them for users), and each
+//! default written once.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::{CUSTOMERIO_MAX_BATCH_BYTES, CUSTOMERIO_MAX_ITEM_BYTES};
+
+/// `[kafka]`: the source topics and the consumer group.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    pub brokers: String,
+    /// Consumer group id; replicas sharing it split the partitions between them.
+    pub group_id: String,
+    /// Topics to consume identify/track events from.
+    pub topics: Vec<String>,
+    /// Topic for dead letters (events that can never be delivered, with the reason in
+    /// their headers). Required: nothing is ever dropped.
+    pub dlq_topic: String,
+    /// Static group membership (Kafka's `group.instance.id`): a name for this replica
+    /// that survives its restarts, e.g. the pod's name (`metadata.name`). A replica
+    /// restarted under the same name gets its partitions back at once instead of
+    /// waiting `session.timeout.ms` for its old self to expire and the group to
+    /// rebalance. A static member does not leave the group when it stops, so a replica
+    /// replaced under a new name leaves its partitions idle until its session expires:
+    /// set it where names are stable (a StatefulSet, or container restarts in place).
+    /// Unset: dynamic membership.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
+    /// Where a group with no committed offset starts: `earliest` or `latest`.
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// Least time between two commits, in milliseconds: completed offsets are committed
+    /// as they advance, at most this often, so a crash re-delivers at most about
+    /// rate × (this + a commit's round trip) events already delivered.
+    #[serde(default = "defaults::commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// Events held in process (consumed, not yet delivered) above which the assigned
+    /// partitions are paused.
+    #[serde(default = "defaults::max_buffered_events")]
+    pub max_buffered_events: usize,
+    /// Most events one workspace may hold in process (in its lane, or held while it
+    /// returns from the parking topic); unset: `max_buffered_events` ÷ the number of
+    /// workspaces. Over it, with `park_topic` set, the workspace is parked.
+    #[serde(default)]
+    pub max_buffered_events_per_workspace: Option<usize>,
+    /// Topic for the events of a workspace that cannot keep up (API refusing, down,
+    /// retrying, or limited below its inflow): written there instead of held in
+    /// process, so the source keeps moving for the other workspaces, and read back at
+    /// the workspace's pace. Needs at least as many partitions as the source topic.
+    /// Unset: no parking (one blocked workspace's events can fill the buffer and pause
+    /// every partition).
+    #[serde(default)]
+    pub park_topic: Option<String>,
+    /// Bytes held in process (each event as read plus its encoding) above which the
+    /// assigned partitions are paused, whatever the event count; they resume below
+    /// half of it. librdkafka's prefetch (`queued.max.messages.kbytes`) is sized to a
+    /// quarter of it unless set in `[kafka.options]`. The pod's memory needs this, the
+    /// prefetch and ~60 MB besides.
+    #[serde(default = "defaults::max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
+    /// Events held in process below which paused partitions resume.
+    #[serde(default = "defaults::resume_buffered_events")]
+    pub resume_buffered_events: usize,
+    /// How long revoked partitions' in-flight work may finish before the rebalance goes
+    /// on without it, in milliseconds.
+    #[serde(default = "defaults::revoke_deadline_ms")]
+    pub revoke_deadline_ms: u64,
+    /// How often the lag of the assigned partitions (and so `sluice_queue_depth`) is
+    /// measured, in milliseconds.
+    #[serde(default = "defaults::lag_refresh_ms")]
+    pub lag_refresh_ms: u64,
+    /// Extra librdkafka properties, passed through unchanged (SASL, TLS, timeouts...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Where a consumer group without committed offsets starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// The oldest retained event.
+    #[default]
+    Earliest,
+    /// Only events produced after the group first joins.
+    Latest,
+}
+
+/// `[destination]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Destination kind; only `customerio` today.
+    pub kind: DestinationKind,
+    /// Customer.io data centre: `us` or `eu`. Ignored when `base_url` is set.
+    #[serde(default)]
+    pub region: Region,
+    /// Overrides the region's host, e.g. `http://127.0.0.1:8080` for a mock API.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// `batch` (v2 `/api/v2/batch`, many events per request) or `single` (v1, one
+    /// request per event).
+    #[serde(default)]
+    pub api: ApiMode,
+    /// TCP connect timeout, in milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout (send and read the response), in milliseconds.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Idle keep-alive connections kept per host.
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+}
+
+/// The kind of destination API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    /// Customer.io Track API.
+    Customerio,
+}
+
+/// Customer.io data centre.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// `https://track.customer.io`.
+    #[default]
+    Us,
+    /// `https://track-eu.customer.io`.
+    Eu,
+}
+
+/// Which Customer.io Track API generation to call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiMode {
+    /// v2 `POST /api/v2/batch`.
+    #[default]
+    Batch,
+    /// v1 `PUT /api/v1/customers/{id}` and `POST /api/v1/customers/{id}/events`.
+    Single,
+}
+
+/// `[batch]`: when a lane sends what it holds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most events in one request.
+    pub max_events: usize,
+    /// Most bytes in one request body (Customer.io allows 500 KB).
+    pub max_bytes: usize,
+    /// Largest accepted encoded event, in bytes (Customer.io allows 32 KB per item);
+    /// larger events are rejected as `too_large`.
+    pub max_event_bytes: usize,
+    /// How long a partly filled batch waits for more events, in milliseconds.
+    pub linger_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: 500,
+            max_bytes: CUSTOMERIO_MAX_BATCH_BYTES,
+            max_event_bytes: CUSTOMERIO_MAX_ITEM_BYTES,
+            linger_ms: 200,
+        }
+    }
+}
+
+/// `[lanes]`: per-workspace scheduling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LaneConfig {
+    /// Requests one workspace may have in flight at once.
+    pub max_in_flight: usize,
+    /// `per-user`: one user's events arrive in produced order; `none`: no ordering.
+    pub ordering: Ordering,
+    /// Workspace for events that name none (field or header); unset means such events
+    /// are rejected as `unknown_workspace`.
+    pub default_workspace: Option<String>,
+}
+
+impl Default for LaneConfig {
+    fn default() -> Self {
+        LaneConfig {
+            max_in_flight: 4,
+            ordering: Ordering::default(),
+            default_workspace: None,
+        }
+    }
+}
+
+/// Ordering guarantee within a workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ordering {
+    /// Never two requests in flight carrying the same user.
+    #[default]
+    PerUser,
+    /// Any event may go in any request.
+    None,
+}
+
+/// One `[[workspaces]]` entry: a Customer.io workspace and its credentials.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    /// Name used in events (`workspace` field or header) and in logs and metrics.
+    pub id: String,
+    /// Customer.io site id (Basic auth user).
+    pub site_id: String,
+    /// Name of the environment variable holding the API key; the key itself never
+    /// appears in the file.
+    pub api_key_env: String,
+    /// Requests per second this workspace may send (Customer.io plans for 100);
+    /// unset takes `limits.default_rate_limit_per_s`.
+    #[serde(default)]
+    pub rate_limit_per_s: Option<f64>,
+    /// Requests that may go at once after a quiet spell; unset takes
+    /// `limits.default_burst`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// The API key read from `api_key_env` at validation.
+    #[serde(skip)]
+    pub api_key: Secret,
+}
+
+/// `[limits]`: how each workspace's API limit is kept, and global caps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// How pods of one consumer group share each workspace's limit: `partition-share`
+    /// (each pod its share of the partitions; nothing extra to run), `redis` (one
+    /// budget in Redis, exact; partition-share while Redis is away) or `local` (every
+    /// pod the whole limit: only for one pod per workspace).
+    pub mode: LimitMode,
+    /// Redis for `mode = "redis"`, e.g. `redis://redis:6379/0` (any Redis-compatible
+    /// server); `rediss://` for TLS.
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys (one hash per site id): pods sharing a prefix share
+    /// budgets.
+    pub redis_prefix: String,
+    /// Requests per second for a workspace entry that sets no `rate_limit_per_s`.
+    pub default_rate_limit_per_s: f64,
+    /// Burst for a workspace entry that sets no `burst`: requests that may go back to
+    /// back after a quiet spell. Any burst keeps every one-second window within the
+    /// limit (the limiter also logs the last window's sends).
+    pub default_burst: u32,
+    /// Share of each limit actually used (0 < headroom ≤ 1): the limiter counts its
+    /// window as 1 s ÷ headroom, so jitter between our clock and the API's never puts
+    /// one request too many in the API's window (0.995: 5 ms a second).
+    pub headroom: f64,
+    /// Requests in flight over all workspaces at once.
+    pub max_in_flight_total: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            mode: LimitMode::default(),
+            redis_url: None,
+            redis_prefix: "sluice:limit".into(),
+            default_rate_limit_per_s: 100.0,
+            default_burst: 2,
+            headroom: 0.995,
+            max_in_flight_total: 256,
+        }
+    }
+}
+
+/// How a fleet of pods shares one workspace's limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitMode {
+    /// Each pod paces at its share of the source partitions.
+    #[default]
+    PartitionShare,
+    /// One budget per workspace in Redis; partition-share while Redis is away.
+    Redis,
+    /// Each pod paces at the whole limit (one pod per workspace).
+    Local,
+}
+
+/// `[retry]`: exponential backoff with full jitter between attempts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per request (the first included) before its events are dead-lettered
+    /// as `retries_exhausted`. 401/403 ignore it (they retry until fixed), and so does
+    /// an API refusing connections (an outage: waited out at the longest backoff).
+    pub max_attempts: u32,
+    /// Time since the first attempt after which no further attempt starts, in ms.
+    pub max_elapsed_ms: u64,
+    /// Backoff ceiling of the first retry, in ms; it doubles per retry.
+    pub initial_backoff_ms: u64,
+    /// Largest backoff ceiling, in ms (also the wait between 401/403 retries).
+    pub max_backoff_ms: u64,
+    /// Longest `Retry-After` honoured, in ms; longer asks are cut to this.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 10,
+            max_elapsed_ms: 300_000,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            max_retry_after_ms: 300_000,
+        }
+    }
+}
+
+/// `[server]`: the metrics and health listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` to serve `/metrics`, `/healthz` and `/readyz` on; port 0 picks one.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+        }
+    }
+}
+
+/// `[shutdown]`: draining on SIGTERM.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long buffered and in-flight events may take to deliver after SIGTERM before
+    /// the worker gives up on them (they stay uncommitted), in milliseconds.
+    pub drain_deadline_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_deadline_ms: 10_000,
+        }
+    }
+}
+
+/// A credential: printed and logged only as `****`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"****\"")
+    }
+}
+
+mod defaults {
+
+    pub(super) fn commit_interval_ms() -> u64 {
+        100
+    }
+    pub(super) fn max_buffered_events() -> usize {
+        50_000
+    }
+    pub(super) fn max_buffered_bytes() -> usize {
+        64 << 20
+    }
+    pub(super) fn resume_buffered_events() -> usize {
+        25_000
+    }
+    pub(super) fn revoke_deadline_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn lag_refresh_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn pool_size() -> usize {
+        32
+    }
+}

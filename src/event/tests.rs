@@ -1,0 +1,177 @@
+//! Unit tests of [`super`].
+
+use super::*;
+use serde_json::json;
+
+fn dec(v: Value) -> Result<Event, InvalidEvent> {
+    decode(v.to_string().as_bytes(), None, Some("acme"), |w| {
+        w == "acme"
+    })
+}
+
+#[test]
+fn segment_identify_and_snake_case_track_decode() {
+    let e = dec(
+        json!({"type":"identify","userId":"u1","traits":{"plan":"pro"},
+                       "timestamp":"2026-01-02T03:04:05Z","messageId":"m-1"}),
+    )
+    .unwrap();
+    assert_eq!(e.person, Person::Id("u1".into()));
+    assert_eq!(e.timestamp, Some(1_767_323_045));
+    assert!(matches!(e.action, Action::Identify { ref attributes } if attributes["plan"] == "pro"));
+
+    let e = dec(
+        json!({"type":"track","user_id":42,"name":"Signed Up","data":{"x":1},
+                       "timestamp":1700000000,"event_id":"e-9"}),
+    )
+    .unwrap();
+    assert_eq!(e.person, Person::Id("42".into()));
+    assert_eq!(e.timestamp, Some(1_700_000_000));
+    assert!(matches!(e.action, Action::Track { ref name, .. } if name == "Signed Up"));
+}
+
+#[test]
+fn invalid_events_have_reasons() {
+    let cases = [
+        (json!({"type":"identify"}), "missing_user_id"),
+        (json!({"type":"alias","userId":"u"}), "unknown_type"),
+        (json!({"userId":"u"}), "unknown_type"),
+        (json!({"type":"track","userId":"u"}), "missing_event_name"),
+        (
+            json!({"type":"track","userId":"u","event":"x","timestamp":"yesterday"}),
+            "bad_timestamp",
+        ),
+        (
+            json!({"type":"track","userId":"u","event":"x","workspace":"nope"}),
+            "unknown_workspace",
+        ),
+        (
+            json!({"type":"identify","userId":"x".repeat(151)}),
+            "over_limit",
+        ),
+        (
+            json!({"type":"track","userId":"u","event":"e".repeat(101)}),
+            "over_limit",
+        ),
+        (
+            json!({"type":"identify","userId":"u","traits":{"a":"v".repeat(1001)}}),
+            "over_limit",
+        ),
+        (
+            json!({"type":"identify","userId":"u","traits":[1]}),
+            "malformed_json",
+        ),
+        (json!([1, 2]), "malformed_json"),
+    ];
+    for (input, reason) in cases {
+        assert_eq!(dec(input.clone()).unwrap_err().reason(), reason, "{input}");
+    }
+    let err = decode(b"{not json", None, Some("acme"), |_| true).unwrap_err();
+    assert_eq!(err.reason(), "malformed_json");
+    let small = Decoder::new(["acme".to_string()], Some("acme".into()), 64);
+    let big = json!({"type":"track","userId":"u","event":"x","properties":{"p":"y".repeat(64)}});
+    let err = small.decode(big.to_string().as_bytes(), None).unwrap_err();
+    assert_eq!(err.reason(), "too_large");
+}
+
+#[test]
+fn workspace_comes_from_field_then_header_then_default() {
+    let known = |w: &str| ["a", "b", "c"].contains(&w);
+    let with_field = br#"{"type":"track","userId":"u","event":"x","workspace":"a"}"#;
+    let without = br#"{"type":"track","userId":"u","event":"x"}"#;
+    assert_eq!(
+        decode(with_field, Some("b"), Some("c"), known)
+            .unwrap()
+            .workspace,
+        "a"
+    );
+    assert_eq!(
+        decode(without, Some("b"), Some("c"), known)
+            .unwrap()
+            .workspace,
+        "b"
+    );
+    assert_eq!(
+        decode(without, None, Some("c"), known).unwrap().workspace,
+        "c"
+    );
+    assert_eq!(
+        decode(without, None, None, known).unwrap_err().reason(),
+        "unknown_workspace"
+    );
+}
+
+#[test]
+fn byte_identical_events_at_two_records_keep_two_ids() {
+    let d = Decoder::new(["acme".to_string()], None, 32_000);
+    let e = json!({"type":"track","userId":"u","event":"e","workspace":"acme"}).to_string();
+    let at = |record| {
+        d.decode_record(e.as_bytes(), None, Some(record))
+            .unwrap()
+            .dedup_id
+    };
+    assert_ne!(at("t:0:5"), at("t:0:6"), "two records, two events");
+    assert_eq!(
+        at("t:0:5"),
+        at("t:0:5"),
+        "a redelivered record keeps its id"
+    );
+    let with_id = json!({"type":"track","userId":"u","event":"e","workspace":"acme",
+                         "messageId":"m-1"})
+    .to_string();
+    let id = |record| {
+        d.decode_record(with_id.as_bytes(), None, Some(record))
+            .unwrap()
+            .dedup_id
+    };
+    assert_eq!(id("t:0:5"), id("t:9:9"), "a messageId decides alone");
+}
+
+#[test]
+fn dedup_id_keeps_ulids_and_derives_the_rest_deterministically() {
+    let ulid = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    assert_eq!(dedup_id(Some(ulid), b"", None), ulid);
+    let a = dedup_id(Some("msg-1"), b"p1", Some(1_700_000_000));
+    assert_eq!(a, dedup_id(Some("msg-1"), b"p2", Some(1_700_000_000)));
+    assert_ne!(a, dedup_id(Some("msg-2"), b"p1", Some(1_700_000_000)));
+    let parsed = ulid::Ulid::from_string(&a).unwrap();
+    assert_eq!(parsed.timestamp_ms(), 1_700_000_000_000);
+    assert_eq!(dedup_id(None, b"same", None), dedup_id(None, b"same", None));
+    assert_ne!(
+        dedup_id(None, b"same", None),
+        dedup_id(None, b"other", None)
+    );
+}
+
+proptest::proptest! {
+    /// Whatever arrives — bytes, near-JSON, deep or odd values — decoding answers
+    /// with an event or a reason, never a panic.
+    #[test]
+    fn arbitrary_input_never_panics(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        text in "\\{\"(type|userId|event|workspace|timestamp|messageId|traits|properties)\":.{0,80}\\}",
+    ) {
+        let d = Decoder::new(["acme".to_string()], Some("acme".to_string()), 32_000);
+        let _ = d.decode(&bytes, None);
+        let _ = d.decode_record(text.as_bytes(), Some("acme"), Some("t:0:1"));
+        let mut prefixed = b"{".to_vec();
+        prefixed.extend_from_slice(&bytes);
+        let _ = d.decode(&prefixed, None);
+    }
+}
+
+#[test]
+fn deep_nesting_and_huge_numbers_are_reasons_not_panics() {
+    let d = Decoder::new(["acme".to_string()], Some("acme".to_string()), 1 << 20);
+    let deep = format!(
+        "{{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"properties\":{}{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    assert_eq!(
+        d.decode(deep.as_bytes(), None).unwrap_err().reason(),
+        "malformed_json"
+    );
+    let huge = br#"{"type":"track","userId":1e999999,"event":"e","timestamp":1e400}"#;
+    assert!(d.decode(huge, None).is_err());
+}

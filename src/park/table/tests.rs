@@ -1,0 +1,127 @@
+//! Unit tests of [`super`].
+
+use super::*;
+use crate::deliver::Encoded;
+use crate::source::{Origin, Raw};
+
+fn env(offset: i64) -> Envelope {
+    Envelope {
+        origin: Origin {
+            tp: TopicPartition::new("t", 0),
+            offset,
+        },
+        raw: Raw::default(),
+        user: "u".into(),
+        event_time: None,
+        encoded: Encoded::BatchItem(vec![]),
+        arrived: tokio::time::Instant::now(),
+        from_park: false,
+    }
+}
+
+fn offsets(held: &VecDeque<Envelope>) -> Vec<i64> {
+    held.iter().map(|e| e.origin.offset).collect()
+}
+
+#[test]
+fn a_workspace_parks_returns_through_its_fence_and_the_commits_say_so() {
+    let marks = ParkedMarks::default();
+    let mut t = ParkTable::new(marks.clone());
+    let tp = TopicPartition::new("t", 0);
+    assert_eq!(t.route("a", &tp), Route::Lane);
+    t.park("a", &tp, 40);
+    assert_eq!(t.route("a", &tp), Route::Park);
+    assert_eq!(t.route("b", &tp), Route::Lane, "others stay direct");
+    assert_eq!(marks.lock().unwrap()[&tp]["a"], 40);
+
+    let epoch = t.begin_return("a", &tp).unwrap();
+    assert_eq!(t.route("a", &tp), Route::Hold);
+    t.hold("a", &tp, env(7));
+    t.hold("a", &tp, env(8));
+    assert_eq!(t.held("a"), 2);
+    // A stale fence releases nothing.
+    assert!(t.fence_read("a", &tp, epoch + 9).is_none());
+    let held = t.fence_read("a", &tp, epoch).unwrap();
+    assert_eq!(offsets(&held), vec![7, 8]);
+    assert_eq!(t.route("a", &tp), Route::Lane);
+    // Until the reader's commit passes the fence, commits still mark it.
+    assert!(marks.lock().unwrap().contains_key(&tp));
+    assert!(t.fence_committed("a", &tp, epoch));
+    assert!(!marks.lock().unwrap().contains_key(&tp));
+    assert!(!t.is_parked("a"));
+}
+
+#[test]
+fn two_workspaces_tables_share_one_partitions_marks() {
+    let marks = ParkedMarks::default();
+    let (mut a, mut b) = (ParkTable::new(marks.clone()), ParkTable::new(marks.clone()));
+    let tp = TopicPartition::new("t", 0);
+    a.park("a", &tp, 10);
+    b.park("b", &tp, 20);
+    assert_eq!(marks.lock().unwrap()[&tp].len(), 2);
+    let epoch = b.begin_return("b", &tp).unwrap();
+    b.fence_read("b", &tp, epoch);
+    b.fence_committed("b", &tp, epoch);
+    assert_eq!(
+        marks.lock().unwrap()[&tp],
+        BTreeMap::from([("a".to_string(), 10)])
+    );
+    let epoch = a.begin_return("a", &tp).unwrap();
+    a.fence_read("a", &tp, epoch);
+    a.fence_committed("a", &tp, epoch);
+    assert!(marks.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_crashed_pods_fence_is_never_taken_for_a_new_ones() {
+    // Both pods' tables take their first epoch: the new pod must not mistake the
+    // old pod's fence, still in the parking topic, for its own.
+    let tp = TopicPartition::new("t", 0);
+    let mut old = ParkTable::new(ParkedMarks::default());
+    old.park("a", &tp, 0);
+    let stale = old.begin_return("a", &tp).unwrap();
+    let mut new = ParkTable::new(ParkedMarks::default());
+    let epoch = new.inherit("a", &tp, 0);
+    assert_ne!(stale, epoch);
+    assert!(new.fence_read("a", &tp, stale).is_none());
+    assert!(new.fence_read("a", &tp, epoch).is_some());
+}
+
+#[test]
+fn too_much_held_goes_back_to_parked_in_order() {
+    let mut t = ParkTable::new(ParkedMarks::default());
+    let tp = TopicPartition::new("t", 3);
+    t.park("a", &tp, 0);
+    let epoch = t.begin_return("a", &tp).unwrap();
+    for o in 10..13 {
+        t.hold("a", &tp, env(o));
+    }
+    assert_eq!(offsets(&t.abort_return("a", &tp)), vec![10, 11, 12]);
+    assert_eq!(t.route("a", &tp), Route::Park);
+    assert!(
+        t.fence_read("a", &tp, epoch).is_none(),
+        "its fence is stale"
+    );
+}
+
+#[test]
+fn a_revoked_partition_drops_what_it_held_and_an_inherited_one_returns_at_once() {
+    let marks = ParkedMarks::default();
+    let mut t = ParkTable::new(marks.clone());
+    let tp = TopicPartition::new("t", 1);
+    t.park("a", &tp, 5);
+    t.begin_return("a", &tp).unwrap();
+    t.hold("a", &tp, env(1));
+    assert_eq!(t.revoked(std::slice::from_ref(&tp)).len(), 1);
+    assert_eq!(t.route("a", &tp), Route::Lane);
+    // The revocation's commit carried the mark; clearing it is the consumer's.
+    assert!(marks.lock().unwrap().contains_key(&tp));
+
+    let meta = marks_metadata(&BTreeMap::from([("a".to_string(), 5)]));
+    let inherited = metadata_marks(&meta);
+    assert_eq!(inherited["a"], 5);
+    let epoch = t.inherit("a", &tp, inherited["a"]);
+    assert_eq!(t.route("a", &tp), Route::Hold);
+    assert!(t.fence_read("a", &tp, epoch).is_some());
+    assert!(metadata_marks("").is_empty() && metadata_marks("{\"x\":1}").is_empty());
+}
