@@ -29,7 +29,12 @@
 //! - [`shutdown`] — the stop: signals, the drain deadline, services last.
 //! - [`tools`] — `sluice mock-api` and `sluice dlq inspect|redrive`.
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 
 pub mod cli;
 pub mod config;

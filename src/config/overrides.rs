@@ -24,7 +24,7 @@ pub(super) struct Override {
 
 impl Override {
     /// `None` when `var` does not start with the override prefix.
-    pub fn from_env(var: &str, value: &str) -> Option<Result<Override, ConfigError>> {
+    pub(super) fn from_env(var: &str, value: &str) -> Option<Result<Override, ConfigError>> {
         let path = var.strip_prefix(super::ENV_PREFIX)?;
         let mut parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
         if parts.iter().any(String::is_empty) {
@@ -51,7 +51,7 @@ impl Override {
 
     /// The key as deserialization errors name it: `batch.max_events`,
     /// `workspaces[0].site_id`.
-    pub fn dotted(&self) -> String {
+    pub(super) fn dotted(&self) -> String {
         let mut out = String::new();
         for part in &self.parts {
             if part.parse::<usize>().is_ok() {
@@ -68,7 +68,7 @@ impl Override {
 
     /// Whether reading the value as TOML gave it a type other than string, so
     /// that retrying it as a literal string could change the outcome.
-    pub fn typed(&self) -> bool {
+    pub(super) fn typed(&self) -> bool {
         !self.literal && !matches!(self.value(), toml::Value::String(_))
     }
 
@@ -88,7 +88,7 @@ impl Override {
     }
 
     /// Sets the key in `table`.
-    pub fn apply(&self, table: &mut toml::Table) -> Result<(), ConfigError> {
+    pub(super) fn apply(&self, table: &mut toml::Table) -> Result<(), ConfigError> {
         apply_override(table, &self.var, &self.parts, self.value())
     }
 }

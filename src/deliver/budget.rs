@@ -10,11 +10,11 @@ use super::retry::Backoff;
 use crate::config::RetryConfig;
 
 /// Longest wait between two attempts to reach an API that refuses connections.
-pub const OUTAGE_PROBE: Duration = Duration::from_secs(5);
+pub(super) const OUTAGE_PROBE: Duration = Duration::from_secs(5);
 
 /// Why an attempt is worth making again, which decides what it costs the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Again {
+pub(super) enum Again {
     /// The API could not be reached at all (connection refused, or no answer to the
     /// connect): it never saw the events. An outage to wait out, like a broker away,
     /// not a reason to give up on them: probed every few seconds, and neither the
@@ -34,7 +34,7 @@ pub enum Again {
 /// The retry budget of one request: `max_attempts` attempts that reached the API and
 /// `max_elapsed_ms` of the time it was reachable.
 #[derive(Debug)]
-pub struct Budget {
+pub(super) struct Budget {
     backoff: Backoff,
     max_attempts: u32,
     max_elapsed: Duration,
@@ -46,7 +46,7 @@ pub struct Budget {
 
 impl Budget {
     /// A fresh budget from the `[retry]` settings, its clock started now.
-    pub fn new(config: &RetryConfig) -> Self {
+    pub(super) fn new(config: &RetryConfig) -> Self {
         Budget {
             backoff: Backoff::new(config),
             max_attempts: config.max_attempts,
@@ -59,7 +59,7 @@ impl Budget {
 
     /// After an attempt that took `took` and failed as `again`: the wait before the
     /// next attempt, or `None` when the budget is spent.
-    pub fn next_wait(&mut self, again: Again, took: Duration) -> Option<Duration> {
+    pub(super) fn next_wait(&mut self, again: Again, took: Duration) -> Option<Duration> {
         match again {
             Again::Unreachable => {
                 self.away += took;

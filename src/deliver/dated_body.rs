@@ -12,14 +12,14 @@ use crate::limit::departure::Departure;
 
 /// `bytes`, reporting `departure` when first read.
 #[derive(Debug)]
-pub struct DatedBody {
+pub(super) struct DatedBody {
     bytes: Option<Bytes>,
     len: u64,
     departure: Option<Departure>,
 }
 
 impl DatedBody {
-    pub fn new(bytes: Bytes, departure: Option<Departure>) -> Self {
+    pub(super) fn new(bytes: Bytes, departure: Option<Departure>) -> Self {
         DatedBody {
             len: bytes.len() as u64,
             bytes: Some(bytes),

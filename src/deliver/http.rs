@@ -22,7 +22,7 @@ const EXCERPT_BYTES: usize = 300;
 /// Most of an answer's body read: a 207's item errors for the largest batch fit
 /// many times over; an API (or a proxy) that sends more is cut off there, so an
 /// endless or huge body never holds memory or a lane.
-pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+pub(super) const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// The final answer to one request.
 #[derive(Debug)]

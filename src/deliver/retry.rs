@@ -44,7 +44,7 @@ pub fn classify(status: StatusCode) -> Verdict {
 
 /// Whether this answer throttles the workspace (pause + lower its rate): a 429, or a
 /// 503 that says when to come back.
-pub fn is_throttle(status: StatusCode, retry_after: Option<Duration>) -> bool {
+pub(super) fn is_throttle(status: StatusCode, retry_after: Option<Duration>) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS
         || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
 }
@@ -52,7 +52,7 @@ pub fn is_throttle(status: StatusCode, retry_after: Option<Duration>) -> bool {
 /// The longest wait an API's headers are believed for: past it (`Retry-After:
 /// 99999999999`, `X-RateLimit-Reset: 1e20`) they are ignored and the backoff policy
 /// decides, as without them. Every header value is hostile input.
-pub const MAX_ASKED_WAIT: Duration = Duration::from_secs(3600);
+pub(super) const MAX_ASKED_WAIT: Duration = Duration::from_secs(3600);
 
 /// How long the API asked us to wait: `Retry-After` (delta-seconds or HTTP-date), else
 /// `X-RateLimit-Reset` (seconds to wait; a unix time in seconds, or in milliseconds,

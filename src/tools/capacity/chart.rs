@@ -6,7 +6,7 @@ use plotters::prelude::*;
 use super::report::Report;
 
 /// The timeline as an SVG document.
-pub fn svg(report: &Report) -> anyhow::Result<String> {
+pub(super) fn svg(report: &Report) -> anyhow::Result<String> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (960, 900)).into_drawing_area();

@@ -25,7 +25,7 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(60);
 const STOPPED_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// One event to send.
-pub struct Message<'a> {
+pub(super) struct Message<'a> {
     /// Kafka key.
     pub key: &'a str,
     /// Payload.
@@ -40,7 +40,7 @@ pub struct Message<'a> {
 
 /// What became of one send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// Handed to the producer (or written).
     Sent,
     /// Refused at once, with the reason.
@@ -49,7 +49,7 @@ pub enum Outcome {
 
 /// The acknowledgements of a finished run.
 #[derive(Debug)]
-pub struct Delivery {
+pub(super) struct Delivery {
     /// Events the broker acknowledged (or lines written).
     pub acked: u64,
     /// Events the broker refused, or never acknowledged.
@@ -63,7 +63,7 @@ pub struct Delivery {
 }
 
 /// A topic or a file.
-pub enum Sink {
+pub(super) enum Sink {
     /// A Kafka producer.
     Kafka {
         /// The producer (polled by its own thread).
@@ -82,7 +82,7 @@ pub enum Sink {
 
 impl Sink {
     /// A producer to `topic`, holding at most `max_pending` unacknowledged events.
-    pub fn kafka(
+    pub(super) fn kafka(
         client: &ClientConfig,
         topic: &str,
         max_pending: usize,
@@ -123,7 +123,7 @@ impl Sink {
     }
 
     /// A record file at `path` (created or truncated).
-    pub fn file(path: &Path) -> anyhow::Result<Sink> {
+    pub(super) fn file(path: &Path) -> anyhow::Result<Sink> {
         let file = File::create(path)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         Ok(Sink::File {
@@ -134,7 +134,7 @@ impl Sink {
 
     /// Sends one event; with the producer's queue full, waits for room (that wait is
     /// the event's lateness) unless `stop` is cancelled.
-    pub fn send(&mut self, m: &Message<'_>, stop: &CancellationToken) -> Outcome {
+    pub(super) fn send(&mut self, m: &Message<'_>, stop: &CancellationToken) -> Outcome {
         let due = m.due_us.to_string();
         let headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header {
@@ -198,7 +198,7 @@ impl Sink {
     }
 
     /// Events acknowledged so far.
-    pub fn acked(&self) -> u64 {
+    pub(super) fn acked(&self) -> u64 {
         match self {
             Sink::Kafka { producer, .. } => producer.context().acked.load(Ordering::Relaxed),
             Sink::File { written, .. } => *written,
@@ -207,7 +207,7 @@ impl Sink {
 
     /// Waits for the outstanding acknowledgements (at most a minute, or until `stop`)
     /// and returns them; events still unacknowledged then count as failed.
-    pub fn finish(self, stop: &CancellationToken) -> anyhow::Result<Delivery> {
+    pub(super) fn finish(self, stop: &CancellationToken) -> anyhow::Result<Delivery> {
         match self {
             Sink::Kafka { producer, .. } => {
                 // A stopped run still waits a little for what is already in flight.
@@ -253,7 +253,7 @@ impl Sink {
 }
 
 /// The producer's context: times each acknowledgement.
-pub struct Acks {
+pub(super) struct Acks {
     start: Instant,
     schedule: Schedule,
     acked: AtomicU64,

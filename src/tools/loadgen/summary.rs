@@ -89,7 +89,7 @@ pub struct StageSummary {
 }
 
 /// Counts kept during the run.
-pub struct Tally {
+pub(super) struct Tally {
     run_id: String,
     seed: u64,
     target_events: Option<u64>,
@@ -108,7 +108,7 @@ pub struct Tally {
 }
 
 /// What the end of the run adds.
-pub struct Finish {
+pub(super) struct Finish {
     /// Topic or file.
     pub destination: String,
     /// Workspace ids by index.
@@ -125,7 +125,7 @@ pub struct Finish {
 
 impl Tally {
     /// Empty counts for `plan`.
-    pub fn new(plan: &Plan, stages: usize, workspaces: usize) -> Tally {
+    pub(super) fn new(plan: &Plan, stages: usize, workspaces: usize) -> Tally {
         Tally {
             run_id: plan.run_id.clone(),
             seed: plan.seed,
@@ -147,7 +147,7 @@ impl Tally {
 
     /// Records one send: scheduled in `stage`, sent while `sent_stage` ran, this late
     /// (`None` when unpaced).
-    pub fn record(
+    pub(super) fn record(
         &mut self,
         event: &Generated,
         stage: usize,
@@ -180,7 +180,7 @@ impl Tally {
     }
 
     /// One progress status.
-    pub fn status(&self, elapsed: Duration, acked: u64) -> String {
+    pub(super) fn status(&self, elapsed: Duration, acked: u64) -> String {
         let secs = elapsed.as_secs_f64().max(1e-3);
         format!(
             "{:.1}s sent {} acked {} ({:.0}/s) late {} failed {}",
@@ -194,7 +194,7 @@ impl Tally {
     }
 
     /// The summary.
-    pub fn summary(self, end: Finish) -> Summary {
+    pub(super) fn summary(self, end: Finish) -> Summary {
         let elapsed = end.elapsed.as_secs_f64().max(1e-9);
         let stages = end
             .stages

@@ -57,14 +57,14 @@ impl Seen {
 
 /// Everything the mock API counts.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(super) struct Stats {
     by_status: DashMap<u16, u64>,
     workspaces: DashMap<String, Mutex<Workspace>>,
 }
 
 /// One accepted event, as far as the statistics care.
 #[derive(Debug)]
-pub struct Accepted<'a> {
+pub(super) struct Accepted<'a> {
     /// The person's identifier.
     pub user: Option<&'a str>,
     /// The event's dedup id, if it has one.
@@ -126,7 +126,7 @@ pub struct WorkspaceSnapshot {
 impl Stats {
     /// Records a request's arrival; returns how many requests (this one included) the
     /// workspace sent in the last second.
-    pub fn arrive(&self, workspace: &str, now: Instant) -> usize {
+    pub(super) fn arrive(&self, workspace: &str, now: Instant) -> usize {
         let entry = self.workspaces.entry(workspace.to_string()).or_default();
         let mut ws = entry.lock().unwrap_or_else(|e| e.into_inner());
         while ws
@@ -143,7 +143,7 @@ impl Stats {
     }
 
     /// Counts an answer.
-    pub fn answered(&self, workspace: &str, status: u16) {
+    pub(super) fn answered(&self, workspace: &str, status: u16) {
         *self.by_status.entry(status).or_default() += 1;
         if status == 429 {
             if let Some(ws) = self.workspaces.get(workspace) {
@@ -154,7 +154,7 @@ impl Stats {
 
     /// Records the events of one request, in order: accepted, or — when `dropped`
     /// (over the limit under `--silent-throttle`) — answered 200 and thrown away.
-    pub fn accept<'a>(
+    pub(super) fn accept<'a>(
         &self,
         workspace: &str,
         dropped: bool,
@@ -200,7 +200,7 @@ impl Stats {
     }
 
     /// A consistent-enough copy for reporting.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(super) fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot {
             requests_by_status: self
                 .by_status

@@ -6,11 +6,11 @@
 use serde_json::{Map, Value};
 
 /// Customer.io's limit on one v2 item, in bytes.
-pub const MAX_ITEM_BYTES: usize = 32_000;
+pub(super) const MAX_ITEM_BYTES: usize = 32_000;
 
 /// Why an item is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemError {
+pub(super) struct ItemError {
     /// Short reason.
     pub reason: String,
     /// The field at fault.
@@ -28,7 +28,7 @@ fn err(reason: &str, field: &str, message: impl Into<String>) -> ItemError {
 }
 
 /// Whether any item asks for the whole request to be refused.
-pub fn rejects_request(items: &[Value]) -> bool {
+pub(super) fn rejects_request(items: &[Value]) -> bool {
     items.iter().any(|item| {
         ["attributes", "properties", "traits", "data"]
             .iter()
@@ -50,7 +50,7 @@ fn test_hook(item: &Value) -> Option<ItemError> {
 }
 
 /// Checks one v2 batch item (`type: person`).
-pub fn v2_item(item: &Value) -> Result<(), ItemError> {
+pub(super) fn v2_item(item: &Value) -> Result<(), ItemError> {
     if item.to_string().len() > MAX_ITEM_BYTES {
         return Err(err(
             "too_large",
@@ -110,7 +110,7 @@ pub fn v2_item(item: &Value) -> Result<(), ItemError> {
 }
 
 /// Checks a v1 identify body: attribute values must be strings, integers or booleans.
-pub fn v1_identify(body: &Map<String, Value>) -> Result<(), ItemError> {
+pub(super) fn v1_identify(body: &Map<String, Value>) -> Result<(), ItemError> {
     if let Some(e) = test_hook(&Value::Object(Map::from_iter([(
         "attributes".to_string(),
         Value::Object(body.clone()),
@@ -131,7 +131,7 @@ pub fn v1_identify(body: &Map<String, Value>) -> Result<(), ItemError> {
 }
 
 /// Checks a v1 event body.
-pub fn v1_event(body: &Value, anonymous: bool) -> Result<(), ItemError> {
+pub(super) fn v1_event(body: &Value, anonymous: bool) -> Result<(), ItemError> {
     if let Some(e) = test_hook(body) {
         return Err(e);
     }
@@ -161,7 +161,7 @@ pub fn v1_event(body: &Value, anonymous: bool) -> Result<(), ItemError> {
 }
 
 /// Checks one Segment message (`/v1/identify`, `/v1/track`, or an item of `/v1/batch`).
-pub fn segment_message(message: &Value, kind: Option<&str>) -> Result<(), ItemError> {
+pub(super) fn segment_message(message: &Value, kind: Option<&str>) -> Result<(), ItemError> {
     if message.to_string().len() > MAX_ITEM_BYTES {
         return Err(err(
             "too_large",

@@ -98,7 +98,7 @@ pub struct Span {
 }
 
 /// The end of a span that runs to the end of its partition.
-pub const OPEN: i64 = i64::MAX;
+pub(super) const OPEN: i64 = i64::MAX;
 
 /// What to read from a topic.
 #[derive(Debug, Clone, Default)]

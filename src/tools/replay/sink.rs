@@ -224,7 +224,7 @@ fn topic_retention_ms(client: &ClientConfig, topic: &str) -> Option<i64> {
 
 /// The destination producer's context: counts acknowledgements and failures.
 #[derive(Debug, Default)]
-pub struct Written {
+pub(super) struct Written {
     acked: AtomicU64,
     failed: AtomicU64,
     failures: Mutex<BTreeMap<String, u64>>,
