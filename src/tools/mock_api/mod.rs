@@ -9,6 +9,7 @@
 //! timeout, connection resets), and reports what it saw on `GET /stats`.
 
 mod controls;
+mod gate;
 mod routes;
 mod stats;
 mod validate;

@@ -1,23 +1,21 @@
-//! The emulator's routes: the gate every request passes (auth, the per-workspace
-//! window, latency, faults) and one handler per emulated endpoint.
+//! The emulator's routes: one handler per emulated endpoint, each behind the
+//! [`gate`](super::gate).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use base64::Engine;
 use serde_json::{json, Value};
 
+use super::gate::{date_arrival, gated, Admitted, Head, Reply};
 use super::stats::Accepted;
 use super::validate::{self, ItemError};
-use super::{AppState, Fault, MAX_SEGMENT_BATCH_EVENTS};
+use super::{AppState, MAX_SEGMENT_BATCH_EVENTS};
 
 pub(super) fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -36,184 +34,6 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn(date_arrival))
         .with_state(state)
-}
-
-/// What the gate decided for a request that may go on.
-struct Admitted {
-    workspace: String,
-    /// Over the limit under `--silent-throttle`: answer 200, keep nothing.
-    dropped: bool,
-}
-
-/// When a request's head came in: the instant it is counted at, as an API's front
-/// door counts it, before the body is read (a large body read on a busy core would
-/// otherwise date it late, and two requests a second apart could count as one second).
-#[derive(Debug, Clone, Copy)]
-struct Arrived(Instant);
-
-/// Dates each request as it comes in, before any extractor reads its body.
-async fn date_arrival(mut request: axum::extract::Request, next: Next) -> Response {
-    request.extensions_mut().insert(Arrived(Instant::now()));
-    next.run(request).await
-}
-
-/// A request's headers and when it arrived.
-struct Head {
-    headers: HeaderMap,
-    arrived: Instant,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Head {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let arrived = parts
-            .extensions
-            .get::<Arrived>()
-            .map_or_else(Instant::now, |a| a.0);
-        Ok(Head {
-            headers: std::mem::take(&mut parts.headers),
-            arrived,
-        })
-    }
-}
-
-/// Auth, rate limit, latency and faults: everything before the route's own work.
-async fn admit(state: &AppState, head: &Head) -> Result<Admitted, Response> {
-    let headers = &head.headers;
-    state.controls.started();
-    let Some(workspace) = authorize(state, headers) else {
-        state.stats.answered("", 401);
-        return Err(answer(
-            StatusCode::UNAUTHORIZED,
-            json!({"meta":{"error":"unauthorized"}}),
-        ));
-    };
-    let in_window = state.stats.arrive(&workspace, head.arrived);
-    if let Some((status, retry_after)) = state.controls.refusal(&workspace) {
-        state.controls.arrived(&workspace, head.arrived, status);
-        return Err(refused(state, &workspace, headers, status, retry_after));
-    }
-    let config = &state.config;
-    let over = config.limit_per_s > 0 && in_window > config.limit_per_s as usize;
-    if over && !config.silent_throttle {
-        state.controls.arrived(&workspace, head.arrived, 429);
-        state.stats.answered(&workspace, 429);
-        let seconds = config.retry_after_s.to_string();
-        let mut response = answer(
-            StatusCode::TOO_MANY_REQUESTS,
-            json!({"error":"rate limited"}),
-        );
-        let h = response.headers_mut();
-        h.insert(header::RETRY_AFTER, seconds.parse().expect("digits"));
-        h.insert("x-ratelimit-reset", seconds.parse().expect("digits"));
-        return Err(response);
-    }
-    state.controls.arrived(&workspace, head.arrived, 0);
-    let delay = state.controls.delay(&workspace, config.latency);
-    state.controls.hold(delay).await;
-    if config.fault_rate > 0.0 && fastrand::f64() < config.fault_rate && !config.faults.is_empty() {
-        let fault = config.faults[fastrand::usize(..config.faults.len())];
-        return Err(inject(state, &workspace, fault).await);
-    }
-    Ok(Admitted {
-        workspace,
-        dropped: over,
-    })
-}
-
-/// A refusal a control asked for. Its body echoes the caller's credentials, as a
-/// careless API's would: what the worker logs or dead-letters must not repeat them.
-fn refused(
-    state: &AppState,
-    workspace: &str,
-    headers: &HeaderMap,
-    status: u16,
-    retry_after: Option<u64>,
-) -> Response {
-    state.stats.answered(workspace, status);
-    let echoed = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let decoded = echoed
-        .strip_prefix("Basic ")
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let mut response = answer(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        json!({"errors":[{"message": format!("refused; you sent {echoed} ({decoded})")}]}),
-    );
-    if let Some(seconds) = retry_after {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            seconds.to_string().parse().expect("digits"),
-        );
-    }
-    response
-}
-
-async fn inject(state: &AppState, workspace: &str, fault: Fault) -> Response {
-    match fault {
-        Fault::ServerError => {
-            let status = [500, 502, 503][fastrand::usize(..3)];
-            state.stats.answered(workspace, status);
-            answer(
-                StatusCode::from_u16(status).expect("valid"),
-                json!({"error":"injected fault"}),
-            )
-        }
-        Fault::Timeout => {
-            tokio::time::sleep(Duration::from_millis(state.config.hang_ms)).await;
-            state.stats.answered(workspace, 504);
-            answer(
-                StatusCode::GATEWAY_TIMEOUT,
-                json!({"error":"injected timeout"}),
-            )
-        }
-        Fault::Reset => {
-            state.stats.answered(workspace, 0);
-            let broken = futures::stream::once(async {
-                Err::<Bytes, _>(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "injected reset",
-                ))
-            });
-            Response::builder()
-                .status(StatusCode::OK)
-                .body(Body::from_stream(broken))
-                .expect("valid response")
-        }
-    }
-}
-
-/// The Basic-auth user, if the credentials are accepted.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value.strip_prefix("Basic ")?)
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':').unwrap_or((&text, ""));
-    if user.is_empty() {
-        return None;
-    }
-    let accepted = |u: &str| state.keys.get(u).is_some_and(|p| p == password);
-    if state.keys.is_empty() || accepted(user) || accepted("*") {
-        Some(user.to_string())
-    } else {
-        None
-    }
-}
-
-fn answer(status: StatusCode, body: Value) -> Response {
-    (status, Json(body)).into_response()
-}
-
-fn finish(state: &AppState, workspace: &str, status: StatusCode, body: Value) -> Response {
-    state.stats.answered(workspace, status.as_u16());
-    answer(status, body)
 }
 
 fn parse(body: &Bytes) -> Option<Value> {
@@ -236,25 +56,6 @@ fn errors_json(errors: &[(usize, ItemError)]) -> Value {
         .map(|(i, e)| json!({"batch_index": i, "reason": e.reason, "field": e.field, "message": e.message}))
         .collect();
     json!({ "errors": list })
-}
-
-/// A handler's answer: the status and the JSON body.
-type Reply = (StatusCode, Value);
-
-/// The gate, then `handle` on the admitted request, then the answer counted in the
-/// statistics. Handlers only decide; early refusals are `Err` replies.
-async fn gated(
-    state: Arc<AppState>,
-    head: Head,
-    body: Bytes,
-    handle: impl FnOnce(&AppState, &Admitted, &Bytes) -> Result<Reply, Reply>,
-) -> Response {
-    let admitted = match admit(&state, &head).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    let (status, reply) = handle(&state, &admitted, &body).unwrap_or_else(|refusal| refusal);
-    finish(&state, &admitted.workspace, status, reply)
 }
 
 fn bad(body: Value) -> Reply {
