@@ -22,7 +22,7 @@ use super::departure::{Departure, SendLog};
 use super::lateness::Lateness;
 use super::pacer::{Pace, Pacer, Ticket};
 use super::share::Share;
-use super::shared::{Fleet, FLEET_HEADROOM};
+use super::shared::{Fleet, FLEET_HEADROOM, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
 
 /// How often a workspace whose share is zero looks again.
 const ZERO_SHARE_RECHECK: Duration = Duration::from_millis(100);
@@ -292,6 +292,77 @@ impl Limiter {
         }
     }
 
+    /// The interval between two slots of the fleet's timeline for `st` at `now`: the
+    /// learned rate with the fleet's margin. No lateness margin: the timeline is one
+    /// for every pod, and a slot woken too late is dropped instead (`LATE_LIMIT`).
+    fn fleet_interval(&self, st: &State, now: Instant) -> Duration {
+        Pace {
+            per_second: st.learned.rate(now - self.origin),
+            burst: 1,
+            headroom: self.headroom * FLEET_HEADROOM,
+            jitter: Duration::ZERO,
+        }
+        .interval()
+    }
+
+    /// A slot of the fleet's timeline, leased from Redis. `None` if Redis failed (the
+    /// caller falls back) or a pause began.
+    async fn take_from_fleet(&self, ws: &Workspace, fleet: &Fleet) -> Option<Ticket> {
+        loop {
+            let mut leased = ws.leased.lock().await;
+            let now = Instant::now();
+            while leased.front().is_some_and(|s| now > *s + LATE_LIMIT) {
+                leased.pop_front();
+            }
+            if let Some(slot) = leased.pop_front() {
+                drop(leased);
+                tokio::time::sleep_until(slot).await;
+                let now = Instant::now();
+                if now > slot + LATE_LIMIT {
+                    continue; // woke too late for it: dropped, never sent late
+                }
+                let mut st = lock(&ws.state);
+                if st.learned.paused(now - self.origin).is_some() {
+                    return None;
+                }
+                return Some(st.pacer.record(Instant::now())); // dated under the lock, in order
+            }
+            let (interval, accepted) = {
+                let mut st = lock(&ws.state);
+                let interval = self.fleet_interval(&st, now);
+                (interval, std::mem::take(&mut st.unreported))
+            };
+            let horizon = (interval * LEASE_SLOTS * 4).min(MAX_HORIZON);
+            match fleet
+                .lease(&ws.rate.site, interval, LEASE_SLOTS, horizon, accepted)
+                .await
+            {
+                Ok(lease) => {
+                    {
+                        let mut st = lock(&ws.state);
+                        st.learned =
+                            fleet.to_local(&lease.learned, ws.rate.per_second, self.origin);
+                        st.fleet_cut = lease.learned.cut_at;
+                        st.fleet_accepted = lease.accepted_per_s;
+                    }
+                    if lease.slots.is_empty() {
+                        drop(leased);
+                        let now = Instant::now();
+                        let at = lease.retry_at.clamp(now, now + Duration::from_secs(1));
+                        tokio::time::sleep_until(at).await;
+                    } else {
+                        leased.extend(lease.slots);
+                    }
+                }
+                Err(_) => {
+                    lock(&ws.state).unreported += accepted;
+                    leased.clear();
+                    return None;
+                }
+            }
+        }
+    }
+
     /// The API throttled a request of `workspace` sent at `sent_at` (429, or 503 with
     /// `Retry-After`): pause it, and learn from it once per congestion event — fleet-wide
     /// when the fleet budget is in use.
@@ -383,6 +454,5 @@ impl SendLog for Mutex<State> {
     }
 }
 
-mod fleet_slots;
 #[cfg(test)]
 mod tests;

@@ -52,22 +52,25 @@
 //! If the parking topic is unavailable its writes pend; they count as buffered events,
 //! so the consumer pauses, as it does without parking.
 
-mod lane;
 pub mod reader;
 pub mod table;
 pub mod writer;
 
-pub use lane::{LaneParking, MIN_PARKED};
-
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, KafkaConfig};
+use crate::deliver::Failure;
+use crate::dlq::Letter;
 use crate::intake::Intake;
+use crate::lane::{Envelope, LaneMsg, LaneShared};
 use crate::source::TopicPartition;
-use table::ParkedMarks;
+use reader::{Ctrl, ReaderHandle, ReaderSetup};
+use table::{ParkTable, ParkedMarks, Route};
 use writer::Parker;
 
 /// A step of the protocol that reaches a lane between its events.
@@ -137,6 +140,310 @@ impl ParkingSetup {
             intake,
             writes,
         }))
+    }
+}
+
+/// One workspace's side of the protocol, run by its lane.
+#[derive(Debug)]
+pub struct LaneParking {
+    setup: ParkingSetup,
+    workspace: String,
+    lane: mpsc::UnboundedSender<LaneMsg>,
+    shared: Arc<LaneShared>,
+    table: ParkTable,
+    reader: Option<ReaderHandle>,
+    owned: BTreeSet<TopicPartition>,
+    park_partitions: Option<usize>,
+    /// The tracker's name for this workspace's parking offsets (its reader's).
+    synthetic: String,
+    /// When the workspace was last parked: it stays so for at least [`MIN_PARKED`].
+    parked_at: Option<tokio::time::Instant>,
+}
+
+/// The shortest parking episode: a workspace does not flap between the two paths.
+pub const MIN_PARKED: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl LaneParking {
+    /// The parking side of `workspace`'s lane (`lane` is the lane's own sender, for
+    /// its reader).
+    pub fn new(
+        setup: &ParkingSetup,
+        workspace: &str,
+        lane: mpsc::UnboundedSender<LaneMsg>,
+        shared: &Arc<LaneShared>,
+    ) -> Self {
+        LaneParking {
+            table: ParkTable::new(setup.marks.clone()),
+            synthetic: reader::synthetic_topic(setup.parker.topic(), workspace),
+            setup: setup.clone(),
+            workspace: workspace.to_string(),
+            lane,
+            shared: shared.clone(),
+            reader: None,
+            owned: BTreeSet::new(),
+            park_partitions: None,
+            parked_at: None,
+        }
+    }
+
+    /// A new event: returned if it goes straight into the lane; parked or held if not.
+    pub fn on_event(&mut self, envelope: Envelope) -> Option<Envelope> {
+        let tp = envelope.origin.tp.clone();
+        match self.table.route(&self.workspace, &tp) {
+            Route::Lane => Some(envelope),
+            Route::Park => {
+                self.write(envelope);
+                None
+            }
+            Route::Hold => {
+                self.table.hold(&self.workspace, &tp, envelope);
+                if self.table.held(&self.workspace) >= self.setup.budget {
+                    // Returning takes too long (the workspace is behind again): park.
+                    for tp in self.table.returning(&self.workspace) {
+                        for held in self.table.abort_return(&self.workspace, &tp) {
+                            self.write(held);
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether the lane, holding `events` of `bytes`, is over budget (in events or in
+    /// bytes) with partitions to park.
+    pub fn should_park(&self, events: usize, bytes: usize) -> bool {
+        (events + self.table.held(&self.workspace) >= self.setup.budget
+            || bytes >= self.setup.byte_budget)
+            && self
+                .owned
+                .iter()
+                .any(|tp| self.table.route(&self.workspace, tp) == Route::Lane)
+    }
+
+    /// Parks the workspace on every partition it is direct on, then parks `taken` (all
+    /// the lane held, in per-user order). Returns what stays in the lane: events read
+    /// back from the parking topic, and those of partitions that could not be parked.
+    pub fn park(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
+        let partitions = self.partitions();
+        let mut parked_any = false;
+        for tp in self.owned.clone() {
+            if self.table.route(&self.workspace, &tp) != Route::Lane {
+                continue;
+            }
+            if partitions.is_none_or(|n| tp.partition as usize >= n) {
+                continue; // no parking partition of that number: it stays direct
+            }
+            match blocking(|| self.setup.parker.end_offset(tp.partition)) {
+                Ok(start) => {
+                    self.table.park(&self.workspace, &tp, start);
+                    self.reader_send(Ctrl::Assign(tp, start));
+                    parked_any = true;
+                }
+                Err(e) => tracing::warn!(
+                    workspace = %self.workspace,
+                    "cannot park (parking topic unavailable): {e}"
+                ),
+            }
+        }
+        if parked_any {
+            self.parked_at = Some(tokio::time::Instant::now());
+            self.shared
+                .metrics
+                .workspace_parked(&self.workspace, self.setup.budget);
+        }
+        let mut stay = Vec::new();
+        for envelope in taken {
+            let from_park = *envelope.origin.tp.topic == *self.synthetic;
+            if !from_park && self.table.route(&self.workspace, &envelope.origin.tp) == Route::Park {
+                self.write(envelope);
+            } else {
+                stay.push(envelope);
+            }
+        }
+        stay
+    }
+
+    /// Stops the reader (the lane is draining: nothing more is read back).
+    pub async fn stop_reader(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.stop().await;
+        }
+    }
+
+    /// Starts returning when the lane is nearly empty and the reader nearly caught up;
+    /// restarts a reader that could not start before.
+    pub fn maybe_return(&mut self, events: usize, bytes: usize) {
+        if self.reader.is_none() {
+            for (tp, start) in self.table.off_direct(&self.workspace) {
+                self.reader_send(Ctrl::Assign(tp, start));
+            }
+        }
+        let parked = self.table.parked(&self.workspace);
+        let settled = self
+            .parked_at
+            .is_none_or(|at| at + MIN_PARKED <= tokio::time::Instant::now());
+        if parked.is_empty() || !settled {
+            return;
+        }
+        let low = self.setup.budget / 4;
+        let behind = self
+            .reader
+            .as_ref()
+            .map_or(0, |r| r.lag.load(Ordering::Acquire).max(0) as usize);
+        if events > low || behind > low || bytes > self.setup.byte_budget / 4 {
+            return;
+        }
+        for tp in parked {
+            if let Some(epoch) = self.table.begin_return(&self.workspace, &tp) {
+                self.fence(&tp, epoch);
+            }
+        }
+    }
+
+    /// A rebalance or a fence; returns events now due in the lane, in order.
+    pub async fn on_control(&mut self, control: Control) -> Vec<Envelope> {
+        match control {
+            Control::FenceRead { tp, epoch } => self
+                .table
+                .fence_read(&self.workspace, &tp, epoch)
+                .map(Vec::from)
+                .unwrap_or_default(),
+            Control::FenceCommitted { tp, epoch } => {
+                if self.table.fence_committed(&self.workspace, &tp, epoch) {
+                    self.reader_send(Ctrl::Unassign(tp));
+                    if !self.table.is_parked(&self.workspace) {
+                        if let Some(reader) = self.reader.take() {
+                            reader.stop().await;
+                        }
+                        self.shared.metrics.workspace_returned(&self.workspace);
+                    }
+                }
+                Vec::new()
+            }
+            Control::Revoked(tps) => {
+                let dropped = self.table.revoked(&tps);
+                let bytes = dropped.iter().map(Envelope::held_bytes).sum();
+                self.shared.buffered.release(dropped.len(), bytes);
+                for tp in tps {
+                    self.owned.remove(&tp);
+                    if let Some(r) = &self.reader {
+                        r.send(Ctrl::Unassign(tp));
+                    }
+                }
+                Vec::new()
+            }
+            Control::Assigned(assigned) => {
+                for (tp, marks) in assigned {
+                    self.owned.insert(tp.clone());
+                    if let Some(start) = marks.get(&self.workspace) {
+                        // Parked events of ours may wait there: they come first.
+                        let epoch = self.table.inherit(&self.workspace, &tp, *start);
+                        self.reader_send(Ctrl::Assign(tp.clone(), *start));
+                        self.fence(&tp, epoch);
+                        self.shared
+                            .metrics
+                            .workspace_parked(&self.workspace, self.setup.budget);
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stops the reader (it holds a sender of this lane: the lane drains once it is gone).
+    pub async fn close(mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.stop().await;
+        }
+    }
+
+    fn fence(&mut self, tp: &TopicPartition, epoch: u64) {
+        if let Err(e) = self.setup.parker.fence(&self.workspace, tp, epoch) {
+            tracing::warn!(workspace = %self.workspace, "fence not written, staying parked: {e}");
+            for held in self.table.abort_return(&self.workspace, tp) {
+                self.write(held);
+            }
+        }
+    }
+
+    fn partitions(&mut self) -> Option<usize> {
+        if self.park_partitions.is_none() {
+            match blocking(|| self.setup.parker.partitions()) {
+                Ok(n) if n > 0 => self.park_partitions = Some(n),
+                Ok(_) => tracing::warn!("the parking topic has no partitions (does it exist?)"),
+                Err(e) => tracing::warn!("parking topic metadata: {e}"),
+            }
+        }
+        self.park_partitions
+    }
+
+    fn reader_send(&mut self, ctrl: Ctrl) {
+        if self.reader.is_none() {
+            let setup = ReaderSetup {
+                workspace: self.workspace.clone(),
+                group: format!("{}.park.{}", self.setup.kafka.group_id, self.workspace),
+                topic: self.setup.parker.topic().to_string(),
+                lane: self.lane.clone(),
+                in_lane: self.shared.in_lane[&self.workspace].clone(),
+                budget: self.setup.budget,
+                shared: self.shared.clone(),
+                intake: self.setup.intake.clone(),
+            };
+            match reader::start(&self.setup.kafka, setup) {
+                Ok(handle) => self.reader = Some(handle),
+                Err(e) => {
+                    tracing::error!(workspace = %self.workspace, "cannot start the parked-events reader: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(reader) = &self.reader {
+            reader.send(ctrl);
+        }
+    }
+
+    /// Writes one event to the parking topic; its offset completes on the ack.
+    fn write(&self, envelope: Envelope) {
+        let shared = self.shared.clone();
+        let workspace = self.workspace.clone();
+        let delivery = self
+            .setup
+            .parker
+            .park(&workspace, &envelope.origin, &envelope.raw);
+        self.setup.writes.spawn(async move {
+            let result = match delivery {
+                Ok(delivery) => tokio::select! {
+                    r = delivery => r.map_err(|_| "the producer was dropped".to_string())
+                        .and_then(|r| r.map(|_| ()).map_err(|(e, _)| e.to_string())),
+                    _ = shared.hard_stop.cancelled() => return,
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => shared.metrics.parked_written(&workspace),
+                Err(e) => {
+                    // Only a permanent error gets here (no delivery timeout): the event
+                    // cannot be parked, so it is dead-lettered rather than lost.
+                    let failure =
+                        Failure::without_request(crate::deliver::FailureReason::ParkFailed, e);
+                    let letter = Letter {
+                        origin: &envelope.origin,
+                        raw: &envelope.raw,
+                        workspace: Some(&workspace),
+                        failure: &failure,
+                    };
+                    tokio::select! {
+                        _ = shared.dead_letters.send(letter) => {}
+                        _ = shared.hard_stop.cancelled() => return,
+                    }
+                }
+            }
+            shared
+                .tracker
+                .complete([(&envelope.origin.tp, envelope.origin.offset)]);
+            shared.buffered.release(1, envelope.held_bytes());
+        });
     }
 }
 

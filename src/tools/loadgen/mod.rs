@@ -227,21 +227,6 @@ pub struct Gate {
     pub waited: Arc<AtomicU64>,
 }
 
-impl Gate {
-    /// Waits while more than `max_backlog` of the `sent` events are not done (or until
-    /// `stop`).
-    fn hold(&self, sent: &AtomicU64, stop: &CancellationToken) {
-        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
-        if sent.saturating_sub((self.done)()) > self.max_backlog {
-            self.waited
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            while sent.saturating_sub((self.done)()) > self.max_backlog && !stop.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-}
-
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gate")
@@ -340,7 +325,13 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     }
     let wall_start = SystemTime::now();
     let start = Instant::now();
-    let (mut sink, destination) = open_sink(&plan, start)?;
+    let (mut sink, destination) = match &plan.target {
+        Target::Kafka { client, topic, .. } => (
+            sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
+            topic.clone(),
+        ),
+        Target::File(path) => (sink::Sink::file(path)?, path.display().to_string()),
+    };
     let paced = plan.schedule.paced() && matches!(plan.target, Target::Kafka { .. });
     let mut tally = summary::Tally::new(&plan, stages.len(), workspaces.len());
     let mut progress = match plan.progress_interval {
@@ -368,7 +359,15 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
         }
         let event = generator.next_event();
         if let Some(gate) = &plan.gate {
-            gate.hold(&plan.sent, stop);
+            let sent = plan.sent.load(std::sync::atomic::Ordering::Relaxed);
+            if sent.saturating_sub((gate.done)()) > gate.max_backlog {
+                gate.waited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                while sent.saturating_sub((gate.done)()) > gate.max_backlog && !stop.is_cancelled()
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
         if paced && !super::pace::wait_until(start, due, stop) {
             stopped = true;
@@ -412,15 +411,4 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
         delivery,
         stopped,
     }))
-}
-
-/// The plan's target opened (a producer or a file), and its name.
-fn open_sink(plan: &Plan, start: Instant) -> anyhow::Result<(sink::Sink, String)> {
-    Ok(match &plan.target {
-        Target::Kafka { client, topic, .. } => (
-            sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
-            topic.clone(),
-        ),
-        Target::File(path) => (sink::Sink::file(path)?, path.display().to_string()),
-    })
 }
