@@ -54,52 +54,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 park_cli::report(&park_cli::inspect(&config, samples)?)
             );
         }
-        Command::Dlq {
-            command:
-                DlqCommand::Inspect {
-                    config,
-                    filter,
-                    samples,
-                },
-        } => {
-            let config = Config::load_without_secrets(&config)?;
-            let letters = dlq_cli::read(&config.kafka, &filter)?;
-            print!("{}", dlq_cli::report(&letters, samples));
-        }
-        Command::Dlq {
-            command:
-                DlqCommand::Redrive {
-                    config,
-                    filter,
-                    to,
-                    execute,
-                },
-        } => {
-            let config = Config::load_without_secrets(&config)?;
-            let letters = dlq_cli::read(&config.kafka, &filter)?;
-            print!("{}", dlq_cli::report(&letters, 0));
-            if execute {
-                let done = runtime()?.block_on(dlq_cli::redrive(
-                    &config.kafka,
-                    &letters,
-                    to.as_deref(),
-                ))?;
-                println!("redrove {} dead letters", done.sent);
-                if !done.without_payload.is_empty() {
-                    println!(
-                        "{} not redriven: their payload was omitted (too large for the DLQ \
-                         topic); the originals are at {}",
-                        done.without_payload.len(),
-                        done.without_payload.join(", ")
-                    );
-                }
-            } else {
-                println!(
-                    "dry run: {} dead letters would be redriven (add --execute)",
-                    letters.len()
-                );
-            }
-        }
+        Command::Dlq { command } => dlq_command(command)?,
         Command::Healthcheck { url } => runtime()?.block_on(async {
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(2))
@@ -194,6 +149,53 @@ fn with_signals<T>(tool: impl FnOnce(CancellationToken) -> T) -> anyhow::Result<
     let stop = CancellationToken::new();
     runtime.spawn(sluice::shutdown::on_signal(stop.clone()));
     Ok(tool(stop))
+}
+
+/// `sluice dlq inspect` and `sluice dlq redrive`.
+fn dlq_command(command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::Inspect {
+            config,
+            filter,
+            samples,
+        } => {
+            let config = Config::load_without_secrets(&config)?;
+            let letters = dlq_cli::read(&config.kafka, &filter)?;
+            print!("{}", dlq_cli::report(&letters, samples));
+        }
+        DlqCommand::Redrive {
+            config,
+            filter,
+            to,
+            execute,
+        } => {
+            let config = Config::load_without_secrets(&config)?;
+            let letters = dlq_cli::read(&config.kafka, &filter)?;
+            print!("{}", dlq_cli::report(&letters, 0));
+            if execute {
+                let done = runtime()?.block_on(dlq_cli::redrive(
+                    &config.kafka,
+                    &letters,
+                    to.as_deref(),
+                ))?;
+                println!("redrove {} dead letters", done.sent);
+                if !done.without_payload.is_empty() {
+                    println!(
+                        "{} not redriven: their payload was omitted (too large for the DLQ \
+                         topic); the originals are at {}",
+                        done.without_payload.len(),
+                        done.without_payload.join(", ")
+                    );
+                }
+            } else {
+                println!(
+                    "dry run: {} dead letters would be redriven (add --execute)",
+                    letters.len()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

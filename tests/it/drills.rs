@@ -32,7 +32,8 @@ impl Drop for Proc {
 /// The command that starts the API: `bin` behind `prefix` (e.g. `taskset -c 1`) and
 /// `chrt -f 50` where the system allows real-time priority. A real API's front door
 /// dates each request as it comes in, on machines of its own; here it shares two cores
-/// with the worker, the broker and this test, and one request read 22 ms late once made
+/// with the worker, the broker and this test, and (traced by hand, instrumentation not
+/// kept) one request read 22 ms late once made
 /// 51 requests the worker sent 1.016 s apart look like one second (the CPU drill, 3 runs
 /// in 4 before; 0 in 6 at real-time priority, arrivals then ≤ 1 ms after the worker's
 /// write).
