@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::sample::{self, Break, Diagnosis, Sample};
+use super::sample::{self, Diagnosis, Sample};
+use super::stairs::Break;
 use super::threshold::{Checked, Threshold};
 use crate::metrics::Metrics;
 use crate::tools::latency::Percentiles;
@@ -202,6 +203,7 @@ impl Report {
             &window,
             i.environment.in_flight_window,
             i.generated.late_share,
+            i.broke.is_some(),
         );
         let valid_sent = sent.saturating_sub(invalid_sent).max(1);
         let mut report = Report {
@@ -336,9 +338,16 @@ impl Report {
                 d.in_flight_share * 100.0,
                 self.environment.in_flight_window
             ),
-            sample::Bound::Broker => format!(
+            sample::Bound::Broker if d.broker_late_share >= 0.05 => format!(
                 "Bound by the broker: {:.1}% of the generator's sends were late (the producer's queue stayed full).",
                 d.broker_late_share * 100.0
+            ),
+            sample::Bound::Broker => format!(
+                "Bound by the broker: delivery fell behind while nothing in the worker was full (limiter wait {:.0}%, CPU {:.0}% of the cores, in-flight window {:.0}% used, paused {:.0}% of the time): it waited for events its fetches did not bring.",
+                d.limiter_wait_share * 100.0,
+                d.cpu_share * 100.0,
+                d.in_flight_share * 100.0,
+                d.paused_share * 100.0
             ),
             sample::Bound::Partitions => "Bound by partitions.".to_string(),
             sample::Bound::Buffer => format!(

@@ -1,6 +1,6 @@
 //! One-second samples of a capacity run, read from the worker's own metrics registry and
-//! the load generator's counters, and what they say: the breaking point and what
-//! bounds the pipeline.
+//! the load generator's counters, and what they say: what bounds the pipeline and the
+//! most it sustained (a stress run's breaking point is [`super::stairs`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -142,7 +142,8 @@ pub enum Bound {
     Cpu,
     /// Requests in flight stay at the window (latency × in-flight caps it).
     InFlight,
-    /// The load generator could not hand events to the broker on time.
+    /// The broker: the load generator could not hand it events on time, or delivery
+    /// broke while nothing in the worker was full (it waited on fetches).
     Broker,
     /// Too few partitions for the consumers (not measured in one process).
     Partitions,
@@ -188,8 +189,15 @@ pub struct Diagnosis {
     pub paused_share: f64,
 }
 
-/// Names the bound over `samples`: the resource closest to its ceiling.
-pub fn diagnose(samples: &[Sample], in_flight_window: f64, broker_late_share: f64) -> Diagnosis {
+/// Names the bound over `samples`: the resource closest to its ceiling. `broke`: the
+/// samples are of a run that stopped keeping up, so something was full — when nothing
+/// the worker holds was, the events did not reach it fast enough: the broker.
+pub fn diagnose(
+    samples: &[Sample],
+    in_flight_window: f64,
+    broker_late_share: f64,
+    broke: bool,
+) -> Diagnosis {
     let n = samples.len().max(1) as f64;
     let mean = |f: fn(&Sample) -> f64| samples.iter().map(f).sum::<f64>() / n;
     let cores = std::thread::available_parallelism().map_or(1.0, |c| c.get() as f64);
@@ -214,7 +222,14 @@ pub fn diagnose(samples: &[Sample], in_flight_window: f64, broker_late_share: f6
             .into_iter()
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .filter(|s| s.1 >= 0.5)
-            .map_or(Bound::OfferedLoad, |s| s.0)
+            .map_or(
+                if broke {
+                    Bound::Broker
+                } else {
+                    Bound::OfferedLoad
+                },
+                |s| s.0,
+            )
     };
     Diagnosis {
         bound,
@@ -226,89 +241,9 @@ pub fn diagnose(samples: &[Sample], in_flight_window: f64, broker_late_share: f6
     }
 }
 
-/// Where a stress ramp broke.
-#[derive(Debug, Clone, Serialize)]
-pub struct Break {
-    /// When, seconds from the start.
-    pub at_s: f64,
-    /// Offered events/s then (the breaking point).
-    pub offered_per_s: f64,
-    /// Why: `delivery_fell_behind`, `error_rate` or `backlog_grew`.
-    pub reason: &'static str,
-}
-
-/// A sample whose delivery is at least this share of the offered rate kept up.
-const FOLLOWING: f64 = 0.97;
-
-/// Samples averaged per window when looking for the break.
+/// Samples averaged per window: the most a run sustained, and a stress run's
+/// error-rate and runaway-backlog checks.
 pub const WINDOW: usize = 3;
-
-/// Whether the last samples show the pipeline no longer following the offered load:
-/// over the last [`WINDOW`] samples, delivery below 90% of the offered rate while the
-/// backlog grows past `held_s` seconds of traffic, or more than 5% of what was done
-/// dead-lettered. `held_s` is what the pipeline holds by design — half a second plus
-/// two lingers of its batches ([`held_seconds`]): a backlog that size is batching,
-/// not falling behind. Falling behind counts only from a full window after the first
-/// event was done (the consumer joining, the first batch filling); dead letters and a
-/// backlog of five seconds count from the start, so a run where nothing ever gets
-/// through still breaks.
-pub fn broke(samples: &[Sample], held_s: f64) -> Option<Break> {
-    if samples.len() < WINDOW + 1 {
-        return None;
-    }
-    let warmed_up = samples
-        .iter()
-        .position(|s| s.delivered_per_s + s.dead_lettered_per_s > 0.0)
-        .is_some_and(|first| samples.len() - first > WINDOW);
-    let w = &samples[samples.len() - WINDOW..];
-    let before = &samples[samples.len() - WINDOW - 1];
-    let n = WINDOW as f64;
-    let offered = w.iter().map(|s| s.offered_per_s).sum::<f64>() / n;
-    let delivered = w.iter().map(|s| s.delivered_per_s).sum::<f64>() / n;
-    let dead = w.iter().map(|s| s.dead_lettered_per_s).sum::<f64>() / n;
-    let last = w.last().expect("WINDOW > 0");
-    if offered < 1.0 {
-        return None;
-    }
-    let done = delivered + dead;
-    let reason = if done > 0.0 && dead / done > 0.05 {
-        Some("error_rate")
-    } else if warmed_up
-        && done < 0.9 * offered
-        && last.backlog > before.backlog
-        && last.backlog > offered * held_s
-    {
-        Some("delivery_fell_behind")
-    } else if last.backlog > offered * 5.0 && last.backlog > before.backlog {
-        Some("backlog_grew")
-    } else {
-        None
-    };
-    // The breaking point: the offered rate when delivery stopped following — the
-    // sample after the last one that still carried what it was offered with no more
-    // than `held_s` of it waiting (looking back from the window, which only tells that
-    // it has broken; a backlog drained in bursts afterwards is not following).
-    let following = |s: &Sample| {
-        s.delivered_per_s + s.dead_lettered_per_s >= FOLLOWING * s.offered_per_s
-            && s.backlog <= held_s * s.offered_per_s
-    };
-    let first = samples
-        .iter()
-        .rposition(following)
-        .and_then(|i| samples.get(i + 1))
-        .unwrap_or(&w[0]);
-    reason.map(|reason| Break {
-        at_s: first.t_s,
-        offered_per_s: first.offered_per_s,
-        reason,
-    })
-}
-
-/// Seconds of traffic a pipeline batching with `linger` holds by design: half a second
-/// plus two lingers (a batch filling, the next one behind it).
-pub fn held_seconds(linger: std::time::Duration) -> f64 {
-    0.5 + 2.0 * linger.as_secs_f64()
-}
 
 /// The highest delivery rate sustained over a window, events/s.
 pub fn max_sustained(samples: &[Sample]) -> f64 {
@@ -321,6 +256,25 @@ pub fn max_sustained(samples: &[Sample]) -> f64 {
                 / WINDOW as f64
         })
         .fold(0.0, f64::max)
+}
+
+/// A sample of only the figures a break is judged on, for tests.
+#[cfg(test)]
+pub(crate) fn test_sample(t_s: f64, offered: f64, delivered: f64, backlog: f64) -> Sample {
+    Sample {
+        t_s,
+        offered_per_s: offered,
+        delivered_per_s: delivered,
+        dead_lettered_per_s: 0.0,
+        requests_per_s: 0.0,
+        throttled_per_s: 0.0,
+        backlog,
+        limiter_wait_share: 0.0,
+        cpu_cores: 0.0,
+        in_flight: 0.0,
+        p99_ms: 0.0,
+        paused: 0.0,
+    }
 }
 
 /// Sleeps until `start + n` seconds (so samples stay one second apart).
