@@ -72,6 +72,7 @@ pub async fn run_on(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let stop = Shutdown::new();
+    metrics.batch_limits(config.batch.max_events, config.batch.max_bytes);
     // A broker contact stays fresh for three lag measurements (at least 15 s).
     let grace = Duration::from_millis(config.kafka.lag_refresh_ms * 3).max(Duration::from_secs(15));
     let health = Health::new(grace);

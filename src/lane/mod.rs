@@ -260,7 +260,8 @@ impl Held {
             if batch.is_empty() {
                 break;
             }
-            shared.metrics.batch(batch.len());
+            let bytes = batch.iter().map(|e| e.encoded.len()).sum();
+            shared.metrics.batch(workspace, batch.len(), bytes);
             let batch: Batch = Arc::new(batch);
             let id = self.next_batch;
             self.next_batch += 1;

@@ -24,6 +24,9 @@ pub(super) struct DeliveryMetrics {
     pub(super) auth_failures: IntCounterVec,
     pub(super) retries: IntCounterVec,
     pub(super) batch_size: prometheus::Histogram,
+    pub(super) batch_bytes: IntCounterVec,
+    pub(super) batch_max_events: IntGauge,
+    pub(super) batch_max_bytes: IntGauge,
     pub(super) in_flight: IntGauge,
     pub(super) delivery_seconds: prometheus::Histogram,
     /// Delivery latency in µs: since start, and since the last interval read.
@@ -91,6 +94,22 @@ impl DeliveryMetrics {
                 "sluice_batch_size",
                 "Events per request sent.",
                 vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+            ),
+            batch_bytes: counter_vec(
+                r,
+                "sluice_batch_event_bytes_total",
+                "Encoded event bytes put into batches (what a full batch's byte bound is measured against).",
+                &["workspace"],
+            ),
+            batch_max_events: gauge(
+                r,
+                "sluice_batch_max_events",
+                "The most events one request carries (batch.max_events).",
+            ),
+            batch_max_bytes: gauge(
+                r,
+                "sluice_batch_max_bytes",
+                "The most bytes one request body carries (batch.max_bytes).",
             ),
             in_flight: gauge(
                 r,
@@ -277,9 +296,21 @@ impl Metrics {
         sum(&self.delivery.retries)
     }
 
-    /// A batch of this many events is about to be sent.
-    pub fn batch(&self, events: usize) {
+    /// A batch of `events` events holding `bytes` encoded bytes is about to be sent.
+    pub fn batch(&self, workspace: &str, events: usize, bytes: usize) {
         self.delivery.batch_size.observe(events as f64);
+        self.delivery
+            .batch_bytes
+            .with_label_values(&[workspace])
+            .inc_by(bytes as u64);
+    }
+
+    /// The batch bounds the lanes fill requests to, for capacity reviews: at an
+    /// API's limit, batches fill to them.
+    pub fn batch_limits(&self, max_events: usize, max_bytes: usize) {
+        let g = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.delivery.batch_max_events.set(g(max_events));
+        self.delivery.batch_max_bytes.set(g(max_bytes));
     }
 
     /// A request started (`true`) or ended (`false`).

@@ -194,7 +194,11 @@ pub struct WorkspaceReview {
     pub amplification: f64,
     /// Events per successful request.
     pub mean_batch: f64,
-    /// The most its limit carries at that batch size, events/s.
+    /// Events a request carries once the limit binds: events wait for a token, so
+    /// batches fill to `batch.max_events`, or to `batch.max_bytes` at today's event
+    /// size (the mean batch where the pods do not export their bounds).
+    pub full_batch: f64,
+    /// The most its limit carries with full batches, events/s.
     pub api_ceiling_per_s: f64,
 }
 
@@ -255,6 +259,28 @@ pub struct Review {
 /// The version of the review's field names.
 pub const SCHEMA: &str = "sluice.capacity.review/1";
 
+/// Events in a full batch: `batch.max_events`, or fewer when `batch.max_bytes` fills
+/// first at `bytes_per_s ÷ events_per_s` bytes an event (`None` when the pods do not
+/// export their bounds).
+fn full_batch(pods: &[PodScrapes], bytes_per_s: f64, events_per_s: f64) -> Option<f64> {
+    let bound = |metric: &str| {
+        pods.iter()
+            .map(|p| p.last().sum(metric, &[]))
+            .fold(0.0, f64::max)
+    };
+    let max_events = bound("sluice_batch_max_events");
+    if max_events < 1.0 {
+        return None;
+    }
+    let max_bytes = bound("sluice_batch_max_bytes");
+    if bytes_per_s <= 0.0 || events_per_s <= 0.0 || max_bytes <= 0.0 {
+        return Some(max_events);
+    }
+    // A comma between items and the envelope around them.
+    let per_event = bytes_per_s / events_per_s + 1.0;
+    Some(max_events.min(((max_bytes - 64.0) / per_event).floor().max(1.0)))
+}
+
 /// Reviews `pods`' scrapes taken `interval` apart, pods allowed `cores_per_pod` each.
 pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
     let dt = pods.iter().map(PodScrapes::seconds).fold(1e-3, f64::max);
@@ -286,6 +312,8 @@ pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
             .map(|p| p.last().sum("sluice_limiter_effective_rate", &f))
             .fold(0.0, f64::max);
         let mean_batch = if ok > 0.0 { delivered / ok } else { 0.0 };
+        let full_batch = full_batch(pods, rate("sluice_batch_event_bytes_total", &f), delivered)
+            .map_or(mean_batch, |full| full.max(mean_batch));
         per_ws.insert(
             ws.clone(),
             WorkspaceReview {
@@ -297,7 +325,8 @@ pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
                 retries_per_s: rate("sluice_retries_total", &f),
                 amplification: if ok > 0.0 { requests / ok } else { 1.0 },
                 mean_batch,
-                api_ceiling_per_s: limit * mean_batch,
+                full_batch,
+                api_ceiling_per_s: limit * full_batch,
             },
         );
     }
@@ -436,7 +465,7 @@ impl Review {
                 ),
             ),
             (
-                "Ceiling: API limits at today's mix",
+                "Ceiling: API limits, full batches, at today's mix",
                 format!("{:.0} events/s", self.api_ceiling_per_s),
             ),
             (
@@ -476,11 +505,11 @@ impl Review {
         ] {
             md.push_str(&format!("| {k} | {v} |\n"));
         }
-        md.push_str("\n| Workspace | delivered/s | requests/s | limit/s | budget used | 429s/s | retries/s | amplification | events/request | ceiling/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("\n| Workspace | delivered/s | requests/s | limit/s | budget used | 429s/s | retries/s | amplification | events/request (full) | ceiling/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for (ws, w) in &self.workspaces {
             md.push_str(&format!(
-                "| {ws} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} |\n",
-                w.delivered_per_s, w.requests_per_s, w.limit_per_s, w.budget_used * 100.0, w.throttled_per_s, w.retries_per_s, w.amplification, w.mean_batch, w.api_ceiling_per_s
+                "| {ws} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1} ({:.0}) | {:.0} |\n",
+                w.delivered_per_s, w.requests_per_s, w.limit_per_s, w.budget_used * 100.0, w.throttled_per_s, w.retries_per_s, w.amplification, w.mean_batch, w.full_batch, w.api_ceiling_per_s
             ));
         }
         md
