@@ -23,10 +23,7 @@ pub(super) struct DeliveryMetrics {
     pub(super) throttled: IntCounterVec,
     pub(super) auth_failures: IntCounterVec,
     pub(super) retries: IntCounterVec,
-    pub(super) batch_size: prometheus::Histogram,
-    pub(super) batch_bytes: IntCounterVec,
-    pub(super) batch_max_events: IntGauge,
-    pub(super) batch_max_bytes: IntGauge,
+    pub(super) batches: BatchMetrics,
     pub(super) in_flight: IntGauge,
     pub(super) delivery_seconds: prometheus::Histogram,
     /// Delivery latency in µs: since start, and since the last interval read.
@@ -35,6 +32,44 @@ pub(super) struct DeliveryMetrics {
     pub(super) end_to_end_seconds: prometheus::Histogram,
     /// Retry lines, one per workspace and reason per interval.
     pub(super) retry_lines: Arc<quiet::Quiet>,
+}
+
+/// What a lane puts into requests, and the bounds it fills them to.
+#[derive(Clone, Debug)]
+pub(super) struct BatchMetrics {
+    size: prometheus::Histogram,
+    event_bytes: IntCounterVec,
+    max_events: IntGauge,
+    max_bytes: IntGauge,
+}
+
+impl BatchMetrics {
+    fn new(r: &Registry) -> Self {
+        BatchMetrics {
+            size: unlabelled_histogram(
+                r,
+                "sluice_batch_size",
+                "Events per request sent.",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+            ),
+            event_bytes: counter_vec(
+                r,
+                "sluice_batch_event_bytes_total",
+                "Encoded event bytes put into batches (a full batch against batch.max_bytes).",
+                &["workspace"],
+            ),
+            max_events: gauge(
+                r,
+                "sluice_batch_max_events",
+                "The most events one request carries (batch.max_events).",
+            ),
+            max_bytes: gauge(
+                r,
+                "sluice_batch_max_bytes",
+                "The most bytes one request body carries (batch.max_bytes).",
+            ),
+        }
+    }
 }
 
 impl DeliveryMetrics {
@@ -89,28 +124,7 @@ impl DeliveryMetrics {
                 "Requests tried again, by reason.",
                 &["workspace", "reason"],
             ),
-            batch_size: unlabelled_histogram(
-                r,
-                "sluice_batch_size",
-                "Events per request sent.",
-                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
-            ),
-            batch_bytes: counter_vec(
-                r,
-                "sluice_batch_event_bytes_total",
-                "Encoded event bytes put into batches (what a full batch's byte bound is measured against).",
-                &["workspace"],
-            ),
-            batch_max_events: gauge(
-                r,
-                "sluice_batch_max_events",
-                "The most events one request carries (batch.max_events).",
-            ),
-            batch_max_bytes: gauge(
-                r,
-                "sluice_batch_max_bytes",
-                "The most bytes one request body carries (batch.max_bytes).",
-            ),
+            batches: BatchMetrics::new(r),
             in_flight: gauge(
                 r,
                 "sluice_http_requests_in_flight",
@@ -298,9 +312,9 @@ impl Metrics {
 
     /// A batch of `events` events holding `bytes` encoded bytes is about to be sent.
     pub fn batch(&self, workspace: &str, events: usize, bytes: usize) {
-        self.delivery.batch_size.observe(events as f64);
-        self.delivery
-            .batch_bytes
+        let b = &self.delivery.batches;
+        b.size.observe(events as f64);
+        b.event_bytes
             .with_label_values(&[workspace])
             .inc_by(bytes as u64);
     }
@@ -309,8 +323,8 @@ impl Metrics {
     /// API's limit, batches fill to them.
     pub fn batch_limits(&self, max_events: usize, max_bytes: usize) {
         let g = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        self.delivery.batch_max_events.set(g(max_events));
-        self.delivery.batch_max_bytes.set(g(max_bytes));
+        self.delivery.batches.max_events.set(g(max_events));
+        self.delivery.batches.max_bytes.set(g(max_bytes));
     }
 
     /// A request started (`true`) or ended (`false`).

@@ -62,6 +62,13 @@ pub struct Sample {
     pub paused: f64,
 }
 
+impl Sample {
+    /// Events/s done: delivered or dead-lettered.
+    pub fn done_per_s(&self) -> f64 {
+        self.delivered_per_s + self.dead_lettered_per_s
+    }
+}
+
 /// Reads the counters now.
 pub fn read(metrics: &Metrics, sent: &AtomicU64, start: Instant) -> Counters {
     let (limit_wait, limit_busy) = metrics.limit_time();
@@ -249,12 +256,7 @@ pub const WINDOW: usize = 3;
 pub fn max_sustained(samples: &[Sample]) -> f64 {
     samples
         .windows(WINDOW)
-        .map(|w| {
-            w.iter()
-                .map(|s| s.delivered_per_s + s.dead_lettered_per_s)
-                .sum::<f64>()
-                / WINDOW as f64
-        })
+        .map(|w| w.iter().map(Sample::done_per_s).sum::<f64>() / WINDOW as f64)
         .fold(0.0, f64::max)
 }
 

@@ -4,8 +4,9 @@
 //! A linear ramp cannot tell: the pipeline's buffers (the consumer's, the lanes', the
 //! requests in flight) soak up a surplus for seconds and give it back in bursts, so a
 //! ramp's "last second that kept up" lands well past what the pipeline sustains. On
-//! this machine a 60 s ramp read 51 500 events/s where 40 000 held for 12 s delivered
-//! 33 300 a second with the backlog growing. A held step is judged on its whole
+//! this machine, by hand on one core before this module, a 60 s ramp read 51 500
+//! events/s where 40 000 held for 12 s delivered 33 300 a second with the backlog
+//! growing. A held step is judged on its whole
 //! length after its first second (the step change itself): it broke when its backlog
 //! grew by more than [`SURPLUS`] of what it offered and at least half of its seconds
 //! fell short (one stall, a second of a pause, is not a break). Overloaded, a pipeline delivers
@@ -107,29 +108,36 @@ impl Stairs {
     /// (`error_rate`), or a backlog past five seconds of traffic and growing
     /// (`backlog_grew`: nothing gets through).
     pub fn broke(&self, samples: &[Sample]) -> Option<Break> {
+        self.sudden(samples).or_else(|| self.step_not_held(samples))
+    }
+
+    /// Dead letters past 5%, or nothing getting through, over the last [`WINDOW`].
+    fn sudden(&self, samples: &[Sample]) -> Option<Break> {
         let last = samples.last()?;
-        let hold = self.hold.as_secs_f64();
-        let step = ((last.t_s - 1e-6).max(0.0) / hold).floor() as u32;
+        let before = samples.len().checked_sub(WINDOW + 1).map(|i| &samples[i])?;
+        let w = &samples[samples.len() - WINDOW..];
+        let step = ((last.t_s - 1e-6).max(0.0) / self.hold.as_secs_f64()).floor() as u32;
         let step = step.min(self.steps - 1);
-        if samples.len() > WINDOW {
-            let w = &samples[samples.len() - WINDOW..];
-            let before = &samples[samples.len() - WINDOW - 1];
-            let sum = |f: fn(&Sample) -> f64| w.iter().map(f).sum::<f64>();
-            let (offered, delivered, dead) = (
-                sum(|s| s.offered_per_s) / WINDOW as f64,
-                sum(|s| s.delivered_per_s),
-                sum(|s| s.dead_lettered_per_s),
-            );
-            if delivered + dead > 0.0 && dead / (delivered + dead) > 0.05 {
-                return Some(self.broken(step, self.rate(step), "error_rate"));
-            }
-            if offered >= 1.0 && last.backlog > 5.0 * offered && last.backlog > before.backlog {
-                let done = (delivered + dead) / WINDOW as f64;
-                return Some(self.broken(step, done, "backlog_grew"));
-            }
+        let sum = |f: fn(&Sample) -> f64| w.iter().map(f).sum::<f64>();
+        let (offered, done, dead) = (
+            sum(|s| s.offered_per_s) / WINDOW as f64,
+            sum(Sample::done_per_s),
+            sum(|s| s.dead_lettered_per_s),
+        );
+        if done > 0.0 && dead / done > 0.05 {
+            return Some(self.broken(step, self.rate(step), "error_rate"));
         }
+        (offered >= 1.0 && last.backlog > 5.0 * offered && last.backlog > before.backlog)
+            .then(|| self.broken(step, done / WINDOW as f64, "backlog_grew"))
+    }
+
+    /// The step the newest sample closes, if its backlog grew by more than
+    /// [`SURPLUS`] of what it offered and most of its seconds fell short.
+    fn step_not_held(&self, samples: &[Sample]) -> Option<Break> {
+        let last = samples.last()?;
         let previous_t = samples.len().checked_sub(2).map_or(0.0, |i| samples[i].t_s);
         let k = self.closed_by(previous_t, last.t_s)?;
+        let hold = self.hold.as_secs_f64();
         // Each sample covers the second before its time; a quarter second of slack for
         // the sampler's own lateness.
         let (from, to) = (f64::from(k) * hold + SETTLE_S, f64::from(k + 1) * hold);
@@ -140,19 +148,14 @@ impl Stairs {
         let base = samples.iter().rev().find(|s| s.t_s <= from + 0.25)?;
         let end = judged.last()?;
         let offered: f64 = judged.iter().map(|s| s.offered_per_s).sum();
-        let done: f64 = judged
-            .iter()
-            .map(|s| s.delivered_per_s + s.dead_lettered_per_s)
-            .sum();
+        let done: f64 = judged.iter().map(|s| s.done_per_s()).sum();
         let grew = end.backlog - base.backlog;
         // And it stayed behind: most of its seconds fell short, not one stall (a
         // step that recovers from one with time to spare is carried; one that had no
         // time left hands its backlog to the next step).
         let short = judged
             .iter()
-            .filter(|s| {
-                s.delivered_per_s + s.dead_lettered_per_s < (1.0 - SURPLUS) * s.offered_per_s
-            })
+            .filter(|s| s.done_per_s() < (1.0 - SURPLUS) * s.offered_per_s)
             .count();
         (offered > 0.0 && grew > SURPLUS * offered && 2 * short >= judged.len())
             .then(|| self.broken(k, done / judged.len() as f64, "delivery_fell_behind"))
