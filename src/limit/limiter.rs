@@ -22,7 +22,7 @@ use super::departure::{Departure, SendLog};
 use super::lateness::Lateness;
 use super::pacer::{Pace, Pacer, Ticket};
 use super::share::Share;
-use super::shared::{Fleet, FLEET_HEADROOM, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
+use super::shared::{Fleet, Spacing, FLEET_HEADROOM, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
 
 /// How often a workspace whose share is zero looks again.
 const ZERO_SHARE_RECHECK: Duration = Duration::from_millis(100);
@@ -74,6 +74,8 @@ struct State {
     fleet_accepted: f64,
     /// The fleet's last cut as this pod saw it (the compare-and-set token).
     fleet_cut: Option<u64>,
+    /// How long sends waited between their token and their bytes leaving, lately.
+    departures: Lateness,
 }
 
 #[derive(Debug)]
@@ -125,6 +127,7 @@ impl Limiter {
                     unreported: 0,
                     fleet_accepted: 0.0,
                     fleet_cut: None,
+                    departures: Lateness::new(Instant::now()),
                 };
                 let ws = Workspace {
                     rate,
@@ -292,17 +295,24 @@ impl Limiter {
         }
     }
 
-    /// The interval between two slots of the fleet's timeline for `st` at `now`: the
-    /// learned rate with the fleet's margin. No lateness margin: the timeline is one
-    /// for every pod, and a slot woken too late is dropped instead (`LATE_LIMIT`).
-    fn fleet_interval(&self, st: &State, now: Instant) -> Duration {
-        Pace {
+    /// How this pod asks for slots of the fleet's timeline for `st` at `now`: the
+    /// learned rate with the fleet's headroom, and the longest its sends waited lately
+    /// between their slot's token and their bytes leaving (the fleet spaces every pod's
+    /// slots by the largest such wait any pod reported). A wake itself is no lateness
+    /// here: a slot woken later than `LATE_LIMIT` is dropped, never sent, and the
+    /// headroom covers the rest.
+    fn fleet_spacing(&self, st: &State, now: Instant) -> Spacing {
+        let pace = Pace {
             per_second: st.learned.rate(now - self.origin),
             burst: 1,
             headroom: self.headroom * FLEET_HEADROOM,
             jitter: Duration::ZERO,
+        };
+        Spacing {
+            interval: pace.interval(),
+            margin: st.departures.recent(now),
+            per_window: pace.window().0 as u32,
         }
-        .interval()
     }
 
     /// A slot of the fleet's timeline, leased from Redis. `None` if Redis failed (the
@@ -327,14 +337,14 @@ impl Limiter {
                 }
                 return Some(st.pacer.record(Instant::now())); // dated under the lock, in order
             }
-            let (interval, accepted) = {
+            let (spacing, accepted) = {
                 let mut st = lock(&ws.state);
-                let interval = self.fleet_interval(&st, now);
-                (interval, std::mem::take(&mut st.unreported))
+                let spacing = self.fleet_spacing(&st, now);
+                (spacing, std::mem::take(&mut st.unreported))
             };
-            let horizon = (interval * LEASE_SLOTS * 4).min(MAX_HORIZON);
+            let horizon = (spacing.interval * LEASE_SLOTS * 4).min(MAX_HORIZON);
             match fleet
-                .lease(&ws.rate.site, interval, LEASE_SLOTS, horizon, accepted)
+                .lease(&ws.rate.site, spacing, LEASE_SLOTS, horizon, accepted)
                 .await
             {
                 Ok(lease) => {
@@ -450,7 +460,10 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 
 impl SendLog for Mutex<State> {
     fn departed(&self, ticket: Ticket, at: Instant) {
-        lock(self).pacer.departed(ticket, at);
+        let mut st = lock(self);
+        if let Some(logged) = st.pacer.departed(ticket, at) {
+            st.departures.woke(logged, at);
+        }
     }
 }
 

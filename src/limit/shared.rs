@@ -6,7 +6,10 @@
 //! never more than a short horizon ahead, so most requests need no round trip and two
 //! pods never get the same slot. A pod sends on each slot it holds, or drops it when it
 //! woke too late for it ([`LATE_LIMIT`]): a slot used late could put one request too
-//! many in the API's window.
+//! many in the API's window. A send that leaves late after its slot (waiting for the
+//! core) would do the same beside another pod's punctual one, so every lease reports
+//! this pod's recent worst wait and the script spaces all slots by the fleet's largest
+//! ([`Spacing`]).
 //!
 //! What is learned from a 429 is written back by a compare-and-set script, so a
 //! congestion event seen by several pods cuts the fleet's rate once. governor's state
@@ -36,6 +39,9 @@ pub const LATE_LIMIT: Duration = Duration::from_millis(4);
 /// sends exactly, but across pods only the timeline does, so it leaves 1% more room for
 /// the jitter between pods' sends and the API's clock.
 pub const FLEET_HEADROOM: f64 = 0.99;
+/// How long the fleet remembers a pod's margin: as long as that pod remembers the
+/// lateness it came from (at most twice [`super::lateness::MEMORY`]).
+pub const MARGIN_MEMORY: Duration = Duration::from_secs(super::lateness::MEMORY.as_secs() * 2);
 /// Most slots one lease asks for.
 pub const LEASE_SLOTS: u32 = 4;
 /// How often an unavailable Redis is tried again.
@@ -51,18 +57,27 @@ pub const FALLBACK_AFTER: Duration = Duration::from_millis(1_250);
 /// partition-share-only sends have left the window.
 pub const RETURN_OVERLAP: Duration = Duration::from_millis(1_500);
 
-/// Reserves up to ARGV[2] slots `ARGV[1]` µs apart, starting at the TAT (or now), no
-/// further ahead than ARGV[3] µs; counts ARGV[4] accepted requests into a per-second
-/// tally. Returns granted count, first slot and Redis' now (µs), the learned fields
-/// and the fleet's accepted requests over the last second.
+/// Reserves up to ARGV[2] slots apart by `ARGV[1]` µs plus the fleet's margin over
+/// ARGV[6] slots, starting at the TAT (or now), no further ahead than ARGV[3] µs;
+/// counts ARGV[4] accepted requests into a per-second tally. The fleet's margin is the
+/// largest ARGV[5] (µs) any pod reported over the last ARGV[7] µs. Returns granted
+/// count, first slot and Redis' now (µs), the learned fields, the fleet's accepted
+/// requests over the last second, and the spacing used (µs).
 const LEASE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
-local h = redis.call('HMGET', KEYS[1], 'tat', 'acc_sec', 'acc_n', 'acc_prev')
+local h = redis.call('HMGET', KEYS[1], 'tat', 'acc_sec', 'acc_n', 'acc_prev', 'margin', 'margin_at')
 local tat = tonumber(h[1] or '0')
+local margin, margin_at = tonumber(h[5] or '0'), tonumber(h[6] or '0')
+local mine = tonumber(ARGV[5])
+if mine >= margin or now - margin_at > tonumber(ARGV[7]) then
+  margin = mine
+  margin_at = now
+end
+interval = interval + math.floor(margin / math.max(tonumber(ARGV[6]), 1))
 local sec = math.floor(now / 1000000)
 local acc_sec, acc_n, acc_prev = tonumber(h[2] or '0'), tonumber(h[3] or '0'), tonumber(h[4] or '0')
 if sec ~= acc_sec then
@@ -78,13 +93,14 @@ if first - now <= horizon then
   tat = first + n * interval
 end
 local f = function(x) return string.format('%.0f', x) end
-redis.call('HSET', KEYS[1], 'tat', f(tat), 'acc_sec', f(acc_sec), 'acc_n', f(acc_n), 'acc_prev', f(acc_prev))
+redis.call('HSET', KEYS[1], 'tat', f(tat), 'acc_sec', f(acc_sec), 'acc_n', f(acc_n), 'acc_prev', f(acc_prev),
+  'margin', f(margin), 'margin_at', f(margin_at))
 redis.call('PEXPIRE', KEYS[1], 86400000)
 local frac = (now % 1000000) / 1000000
 local accepted = acc_prev * (1 - frac) + acc_n
 local l = redis.call('HMGET', KEYS[1], 'base', 'cut_at', 'hold', 'ceiling', 'paused_until')
 return {f(n), f(first), f(now), l[1] or '', l[2] or '', l[3] or '',
-        l[4] or '', l[5] or '', string.format('%.3f', accepted)}
+        l[4] or '', l[5] or '', string.format('%.3f', accepted), f(interval)}
 "#;
 
 /// Extends the pause to ARGV[6]; if the fleet's last cut is still ARGV[1] (this pod's
@@ -114,6 +130,22 @@ pub enum SharedError {
     Answer(String),
 }
 
+/// How a pod asks the fleet to space the slots of one workspace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spacing {
+    /// The interval between two slots on the ideal timeline (the limit, with the
+    /// fleet's headroom).
+    pub interval: Duration,
+    /// How late after their slot this pod's sends left lately (their token to their
+    /// bytes leaving, [`super::departure`]). The fleet spaces every pod's slots by
+    /// the largest margin any pod reported lately: the API's window sees one pod's
+    /// late request and another pod's punctual one a window of slots later, so the
+    /// slots must be a window *plus that lateness* apart.
+    pub margin: Duration,
+    /// Slots in one window (the limit as a count): the margin is spread over them.
+    pub per_window: u32,
+}
+
 /// What one lease call brought back, on this pod's clock.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -125,6 +157,9 @@ pub struct Lease {
     pub learned: FleetLearned,
     /// Requests the fleet had accepted over the last second.
     pub accepted_per_s: f64,
+    /// The spacing of the slots granted: the interval asked for plus the fleet's
+    /// margin spread over a window.
+    pub interval: Duration,
 }
 
 /// The learned state as the fleet shares it, in Redis' time (µs since the epoch).
@@ -223,12 +258,12 @@ impl Fleet {
         was != up
     }
 
-    /// Asks for up to `want` slots `interval` apart, at most `horizon` ahead, reporting
-    /// `accepted` requests since the last call.
+    /// Asks for up to `want` slots spaced as `spacing` (widened by the fleet's margin),
+    /// at most `horizon` ahead, reporting `accepted` requests since the last call.
     pub async fn lease(
         &self,
         site: &str,
-        interval: Duration,
+        spacing: Spacing,
         want: u32,
         horizon: Duration,
         accepted: u64,
@@ -239,10 +274,13 @@ impl Fleet {
         let call = async {
             self.lease
                 .key(&key)
-                .arg(interval.as_micros().max(1) as u64)
+                .arg(spacing.interval.as_micros().max(1) as u64)
                 .arg(want.max(1))
                 .arg(horizon.as_micros() as u64)
                 .arg(accepted)
+                .arg(spacing.margin.as_micros() as u64)
+                .arg(spacing.per_window.max(1))
+                .arg((MARGIN_MEMORY.as_micros()) as u64)
                 .invoke_async::<Vec<String>>(&mut conn)
                 .await
         };
@@ -258,7 +296,9 @@ impl Fleet {
         self.offset_us
             .store(now as i64 - local_mid, Ordering::Release);
         let first_local = self.local(first as u64);
-        let interval = interval.max(Duration::from_micros(1));
+        let interval = parse(9)
+            .map_or(spacing.interval, |us| Duration::from_micros(us as u64))
+            .max(Duration::from_micros(1));
         let slots = (0..n as u32).map(|i| first_local + interval * i).collect();
         let learned = FleetLearned {
             base: parse(3),
@@ -272,6 +312,7 @@ impl Fleet {
             retry_at: first_local.checked_sub(horizon).unwrap_or(first_local),
             learned,
             accepted_per_s: parse(8).unwrap_or(0.0),
+            interval,
         })
     }
 

@@ -202,16 +202,16 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
     let port = redis.port;
     let _redis = Redis::start_on(port);
     let back = Instant::now();
+    let mut seen_back = [None; 3];
     loop {
-        let mut up = 0.0;
-        for pod in &pods {
-            up += value(
-                &pod.metrics().await.unwrap(),
-                "sluice_limiter_fleet_up",
-                &[],
-            );
+        for (i, pod) in pods.iter().enumerate() {
+            let m = pod.metrics().await.unwrap();
+            if value(&m, "sluice_limiter_fleet_up", &[]) == 1.0 {
+                seen_back[i].get_or_insert(back.elapsed());
+            }
         }
-        if up == 3.0 {
+        if seen_back.iter().all(Option::is_some) {
+            println!("redis back: each pod saw it after {seen_back:?}");
             break;
         }
         assert!(
@@ -224,6 +224,7 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
     // fleet budget is exact again.
     tokio::time::sleep(sluice::limit::shared::RETURN_OVERLAP + Duration::from_secs(1)).await;
     let resumed = f.use_over("redis back", 5).await;
+    f.assert_limit_held("redis back");
 
     // Everything is delivered and committed in the end.
     f.setup.wait_committed(&f.positions, 8).await;
@@ -399,4 +400,44 @@ async fn the_scaling_signal_leaves_out_what_only_the_limit_holds_back() {
             assert!(scaling * 10 > depth * 8, "{what}: {scaling} of {depth}");
         }
     }
+}
+
+/// The fleet's timeline, one Redis and two pods' links to it: a pod whose sends leave
+/// late widens the slots of every pod, since the API's window sees its late request
+/// and another pod's punctual one a window of slots later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_pod_widens_every_pods_slots_on_the_fleet_timeline() {
+    use sluice::limit::shared::{Fleet, Lease, Spacing};
+    let redis = Redis::start();
+    let connect = || Fleet::connect(&redis.url(), "margin", sluice::metrics::Metrics::new());
+    let (punctual, late) = (connect().unwrap(), connect().unwrap());
+    let gaps =
+        |lease: &Lease| -> Vec<Duration> { lease.slots.windows(2).map(|w| w[1] - w[0]).collect() };
+    let on_time = Spacing {
+        interval: Duration::from_millis(10),
+        margin: Duration::ZERO,
+        per_window: 100,
+    };
+    let horizon = Duration::from_millis(250);
+    let first = punctual
+        .lease("site", on_time, 4, horizon, 0)
+        .await
+        .unwrap();
+    assert_eq!(gaps(&first), vec![Duration::from_millis(10); 3]);
+
+    // 20 ms of lateness over a window of 100 slots: 200 µs more between two slots.
+    let widened = Duration::from_micros(10_200);
+    let lagging = Spacing {
+        margin: Duration::from_millis(20),
+        ..on_time
+    };
+    let second = late.lease("site", lagging, 4, horizon, 0).await.unwrap();
+    assert_eq!(gaps(&second), vec![widened; 3]);
+    // The punctual pod reports no lateness, but the fleet remembers the late one's.
+    let third = punctual
+        .lease("site", on_time, 4, horizon, 0)
+        .await
+        .unwrap();
+    assert_eq!(third.interval, widened);
+    assert_eq!(gaps(&third), vec![widened; 3]);
 }
