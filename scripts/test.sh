@@ -158,8 +158,10 @@ fi
 timed=(fleet:: parking:: load::a_stage_achieves_its_target_rate load::replay_at_10x
   limits::a_100_per_second_limit)
 skip=(); for t in "${timed[@]}"; do skip+=(--skip "$t"); done
-say "fast suite: unit + integration tests on the mock cluster"
-cargo test --all-targets -- "${skip[@]}"
+say "fast suite: unit + integration tests on the mock cluster, benches once each"
+cargo test --tests -- "${skip[@]}"
+# Criterion's harness takes no --skip: the benches run once each on their own.
+cargo test --benches
 say "fast suite, the tests that measure rates, one at a time: ${timed[*]}"
 cargo test --test it -- --test-threads 1 "${timed[@]}"
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"

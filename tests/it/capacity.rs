@@ -268,8 +268,8 @@ async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let (after, api_after) = (scrape().await, api.stats().events_accepted);
     let interval = started.elapsed();
-    use capacity::review::Snapshot;
-    let pods = vec![capacity::review::PodScrapes {
+    use capacity::scrapes::Snapshot;
+    let pods = vec![capacity::scrapes::PodScrapes {
         name: "pod-0".into(),
         scrapes: vec![
             Snapshot::parse(&before, 0.0).unwrap(),
@@ -428,7 +428,7 @@ async fn fidelity_a_review_predicts_the_breaking_point() {
             "--cores-per-pod",
             "1",
         ]);
-        let pods = capacity::review::collect(&review_args).await.unwrap();
+        let pods = capacity::scrapes::collect(&review_args).await.unwrap();
         let review = capacity::review::review(&pods, 1.0);
         println!("{}\n{}", s.name, review.markdown());
         assert!(run.wait().unwrap().success(), "the moderate run failed");
@@ -533,7 +533,7 @@ async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
         "--selector",
         "job=\"sluice\"",
     ]);
-    let pods = capacity::review::collect(&review_args).await.unwrap();
+    let pods = capacity::scrapes::collect(&review_args).await.unwrap();
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     assert_eq!(pods.len(), 1, "one instance");

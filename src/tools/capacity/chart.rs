@@ -1,6 +1,7 @@
 //! `report.svg`: offered vs delivered rate, backlog, and p99 latency over the run, the
 //! breaking point marked.
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::Report;
@@ -12,91 +13,91 @@ pub(super) fn svg(report: &Report) -> anyhow::Result<String> {
         let root = SVGBackend::with_string(&mut out, (960, 900)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let panels = root.split_evenly((3, 1));
-        let t = &report.timeline;
-        let t_max = t.last().map_or(1.0, |s| s.t_s).max(1.0);
+        let t_max = report.timeline.last().map_or(1.0, |s| s.t_s).max(1.0);
         let break_at = report.broke.as_ref().map(|b| b.at_s);
-        let series: [(&str, Vec<Line<'_>>); 3] = [
-            (
-                "events/s",
-                vec![
-                    (
-                        "offered",
-                        BLUE,
-                        t.iter().map(|s| (s.t_s, s.offered_per_s)).collect(),
-                    ),
-                    (
-                        "delivered",
-                        GREEN,
-                        t.iter().map(|s| (s.t_s, s.delivered_per_s)).collect(),
-                    ),
-                ],
-            ),
-            (
-                "backlog (events)",
-                vec![(
-                    "backlog",
-                    RED,
-                    t.iter().map(|s| (s.t_s, s.backlog)).collect(),
-                )],
-            ),
-            (
-                "p99 latency (ms)",
-                vec![(
-                    "p99",
-                    MAGENTA,
-                    t.iter().map(|s| (s.t_s, s.p99_ms)).collect(),
-                )],
-            ),
-        ];
-        for (area, (title, lines)) in panels.iter().zip(series) {
-            let y_max = lines
-                .iter()
-                .flat_map(|(_, _, pts)| pts.iter().map(|p| p.1))
-                .fold(1.0, f64::max)
-                * 1.1;
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, ("sans-serif", 18))
-                .margin(10)
-                .x_label_area_size(30)
-                .y_label_area_size(70)
-                .build_cartesian_2d(0.0..t_max, 0.0..y_max)
-                .map_err(err)?;
-            chart
-                .configure_mesh()
-                .x_desc("seconds")
-                .draw()
-                .map_err(err)?;
-            for (name, color, pts) in lines {
-                chart
-                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-                    .map_err(err)?
-                    .label(name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            }
-            if let Some(at) = break_at {
-                chart
-                    .draw_series(LineSeries::new(
-                        vec![(at, 0.0), (at, y_max)],
-                        BLACK.stroke_width(1),
-                    ))
-                    .map_err(err)?
-                    .label("breaking point")
-                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(err)?;
+        for (area, (title, lines)) in panels.iter().zip(series(report)) {
+            panel(area, title, lines, t_max, break_at)?;
         }
         root.present().map_err(err)?;
     }
     Ok(out)
 }
 
+/// The three panels' titles and lines.
+fn series(report: &Report) -> [(&'static str, Vec<Line>); 3] {
+    let t = &report.timeline;
+    let line = |name, color, f: fn(&super::sample::Sample) -> f64| -> Line {
+        (name, color, t.iter().map(|s| (s.t_s, f(s))).collect())
+    };
+    [
+        (
+            "events/s",
+            vec![
+                line("offered", BLUE, |s| s.offered_per_s),
+                line("delivered", GREEN, |s| s.delivered_per_s),
+            ],
+        ),
+        (
+            "backlog (events)",
+            vec![line("backlog", RED, |s| s.backlog)],
+        ),
+        ("p99 latency (ms)", vec![line("p99", MAGENTA, |s| s.p99_ms)]),
+    ]
+}
+
+/// One panel: its lines over `0..t_max` seconds, the breaking point as a vertical line.
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    title: &str,
+    lines: Vec<Line>,
+    t_max: f64,
+    break_at: Option<f64>,
+) -> anyhow::Result<()> {
+    let y_max = lines
+        .iter()
+        .flat_map(|(_, _, pts)| pts.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .draw()
+        .map_err(err)?;
+    for (name, color, pts) in lines {
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    if let Some(at) = break_at {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(at, 0.0), (at, y_max)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(err)?
+            .label("breaking point")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
 /// One line of a panel: its name, colour and points.
-type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing report.svg: {e}")

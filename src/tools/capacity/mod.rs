@@ -12,6 +12,7 @@ pub mod report;
 pub mod review;
 mod run;
 pub mod sample;
+pub mod scrapes;
 pub mod stairs;
 pub mod threshold;
 

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::review::{PodScrapes, ReportArgs, Sample, Snapshot};
+use super::review::ReportArgs;
+use super::scrapes::{PodScrapes, Sample, Snapshot};
 
 /// The series a review reads: sluice's own and the process CPU (histogram buckets
 /// left out).

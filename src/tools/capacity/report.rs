@@ -14,6 +14,9 @@ use crate::tools::latency::Percentiles;
 use crate::tools::loadgen;
 use crate::tools::mock_api::Snapshot;
 
+mod markdown;
+mod observe;
+
 /// The version of `report.json`'s field names.
 pub const SCHEMA: &str = "sluice.capacity.report/1";
 
@@ -178,29 +181,11 @@ impl Report {
         let dead_lettered = m.dead_lettered_total();
         let throttled = sample::family_sum(m, "sluice_throttled_total") as u64;
         let requests = sample::family_sum(m, "sluice_http_requests_total") as u64;
-        let active: Vec<&Sample> = i
-            .samples
-            .iter()
-            .filter(|s| s.offered_per_s > 0.0 || s.delivered_per_s > 0.0)
-            .collect();
-        let duration =
-            active.last().map_or(0.0, |s| s.t_s) - active.first().map_or(0.0, |s| s.t_s - 1.0);
-        let duration = duration.max(1e-3);
+        let duration = active_seconds(&i.samples);
         let latency = Percentiles::of_us(&m.latency_total());
         let (wait, busy) = m.limit_time();
-        // The bound: from the break to the end of the load for a stress run (what was
-        // full once delivery stopped following), else over the busiest window.
-        let window: Vec<Sample> = match &i.broke {
-            Some(b) => i
-                .samples
-                .iter()
-                .filter(|s| s.t_s >= b.at_s - 1.0 && s.offered_per_s > 0.0)
-                .cloned()
-                .collect(),
-            None => busiest(&i.samples),
-        };
         let diagnosis = sample::diagnose(
-            &window,
+            &bound_window(&i.samples, i.broke.as_ref()),
             i.environment.in_flight_window,
             i.generated.late_share,
             i.broke.is_some(),
@@ -226,16 +211,8 @@ impl Report {
             duration_s: duration,
             delivered_per_s: delivered as f64 / duration,
             requests_per_s: requests as f64 / duration,
-            max_delivered_per_s: i
-                .samples
-                .iter()
-                .map(|s| s.delivered_per_s)
-                .fold(0.0, f64::max),
-            max_requests_per_s: i
-                .samples
-                .iter()
-                .map(|s| s.requests_per_s)
-                .fold(0.0, f64::max),
+            max_delivered_per_s: peak(&i.samples, |s| s.delivered_per_s),
+            max_requests_per_s: peak(&i.samples, |s| s.requests_per_s),
             max_sustainable_per_s: sample::max_sustained(&i.samples),
             breaking_point_per_s: i.broke.as_ref().map(|b| b.offered_per_s),
             broke: i.broke,
@@ -259,20 +236,25 @@ impl Report {
             observations: Vec::new(),
             timeline: i.samples,
         };
-        if i.stress && report.broke.is_none() {
-            report.observations.push(format!(
+        report.judge(i.thresholds, i.stress);
+        report
+    }
+
+    /// Checks `thresholds` and writes the observations.
+    fn judge(&mut self, thresholds: &[Threshold], stress: bool) {
+        if stress && self.broke.is_none() {
+            self.observations.push(format!(
                 "The ramp reached its end without breaking: the pipeline carried {:.0} events/s; raise --max-rate to find the limit.",
-                report.max_sustainable_per_s
+                self.max_sustainable_per_s
             ));
         }
-        report.thresholds = i
-            .thresholds
+        self.thresholds = thresholds
             .iter()
-            .map(|t| t.check(|name| report.figure(name)))
+            .map(|t| t.check(|name| self.figure(name)))
             .collect();
-        report.passed = report.thresholds.iter().all(|c| c.passed);
-        report.observations.extend(report.observe());
-        report
+        self.passed = self.thresholds.iter().all(|c| c.passed);
+        let observations = self.observe();
+        self.observations.extend(observations);
     }
 
     /// The figure a threshold names.
@@ -292,215 +274,6 @@ impl Report {
         }
     }
 
-    /// Sentences from the figures.
-    fn observe(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let lost = self
-            .sent
-            .saturating_sub(self.delivered + self.dead_lettered);
-        if lost == 0 {
-            out.push(format!(
-                "Every event sent was delivered ({}) or dead-lettered ({}).",
-                self.delivered, self.dead_lettered
-            ));
-        } else {
-            out.push(format!(
-                "{lost} events were still undelivered when the run ended (drain timeout or stop): they stay in the topic, uncommitted."
-            ));
-        }
-        if let Some(accepted) = self.api_accepted {
-            if accepted != self.delivered {
-                out.push(format!("The API counted {accepted} events accepted against {} delivered by the worker's count.", self.delivered));
-            }
-        }
-        if let Some(v) = self.order_violations.filter(|v| *v > 0) {
-            out.push(format!("The API saw {v} events out of per-user order."));
-        }
-        let d = &self.diagnosis;
-        out.push(match self.bound {
-            sample::Bound::ApiLimit => format!(
-                "Bound by the API's limit: lanes waited on it {:.0}% of the time, at {:.0} requests/s × {:.0} events a request. More pods or CPU add nothing; bigger batches or a higher limit do.",
-                d.limiter_wait_share * 100.0,
-                self.max_requests_per_s,
-                self.delivered_per_s / self.requests_per_s.max(1e-9)
-            ),
-            sample::Bound::Cpu if d.cpu_share < 0.85 => format!(
-                "No resource was full; the nearest its ceiling was CPU: the process used {:.0}% of the machine's cores (worker, embedded broker and API share them; the in-flight window was {:.0}% used).",
-                d.cpu_share * 100.0,
-                d.in_flight_share * 100.0
-            ),
-            sample::Bound::Cpu => format!(
-                "Bound by CPU: the process used {:.0}% of the machine's cores (worker, embedded broker and API share them). More cores or pods raise it.",
-                d.cpu_share * 100.0
-            ),
-            sample::Bound::InFlight => format!(
-                "Bound by the in-flight window: {:.0}% of {} requests in flight; throughput ≈ window × batch ÷ API latency. Raise batch.max_in_flight or batch.max_events.",
-                d.in_flight_share * 100.0,
-                self.environment.in_flight_window
-            ),
-            sample::Bound::Broker if d.broker_late_share >= 0.05 => format!(
-                "Bound by the broker: {:.1}% of the generator's sends were late (the producer's queue stayed full).",
-                d.broker_late_share * 100.0
-            ),
-            sample::Bound::Broker => format!(
-                "Bound by the broker: delivery fell behind while nothing in the worker was full (limiter wait {:.0}%, CPU {:.0}% of the cores, in-flight window {:.0}% used, paused {:.0}% of the time): it waited for events its fetches did not bring.",
-                d.limiter_wait_share * 100.0,
-                d.cpu_share * 100.0,
-                d.in_flight_share * 100.0,
-                d.paused_share * 100.0
-            ),
-            sample::Bound::Partitions => "Bound by partitions.".to_string(),
-            sample::Bound::Buffer => format!(
-                "Bound by the consumer's buffer: paused by back-pressure in {:.0}% of the samples while the API's limit, the CPU ({:.0}%) and the in-flight window ({:.0}%) were not full; each resume costs a fetch round trip. Raise kafka.max_buffered_events.",
-                d.paused_share * 100.0,
-                d.cpu_share * 100.0,
-                d.in_flight_share * 100.0
-            ),
-            sample::Bound::OfferedLoad => format!(
-                "Nothing bound it: the pipeline carried all it was offered (limiter wait {:.0}%, CPU {:.0}% of the cores, in-flight window {:.0}% used).",
-                d.limiter_wait_share * 100.0,
-                d.cpu_share * 100.0,
-                d.in_flight_share * 100.0
-            ),
-        });
-        if let (Some(bp), Some(b)) = (self.breaking_point_per_s, &self.broke) {
-            out.push(format!(
-                "Broke at {bp:.0} events/s offered ({} at {:.0} s); the most it sustained was {:.0} events/s.",
-                b.reason.replace('_', " "),
-                b.at_s,
-                self.max_sustainable_per_s
-            ));
-        }
-        if !self.valid {
-            out.push(format!(
-                "Not a valid measurement: {}.",
-                self.loadgen.invalid_reasons.join("; ")
-            ));
-        }
-        if let Some(max) = self.environment.max_backlog {
-            if self.gate_waits > 0 {
-                out.push(format!(
-                    "The embedded broker holds at most {max} undelivered events (~5 MB a partition); the generator held {} sends back until the worker caught up. Use --brokers for a deeper backlog.",
-                    self.gate_waits
-                ));
-            }
-        }
-        out
-    }
-
-    /// `report.md`.
-    pub fn markdown(&self) -> String {
-        let e = &self.environment;
-        let mut md = format!(
-            "## sluice capacity report\n\n**Date:** {}  \n**Profile:** {}  \n**Version:** {}{}  \n**Run:** {} (seed {})\n\n",
-            self.finished_at,
-            self.profile,
-            self.version,
-            self.git.as_ref().map_or(String::new(), |g| format!(" ({g})")),
-            self.run_id,
-            self.seed
-        );
-        md.push_str("### Test configuration\n\n");
-        md.push_str(&format!(
-            "- Broker: {}; topic `{}`, {} partitions\n",
-            e.brokers, e.topic, e.partitions
-        ));
-        md.push_str(&format!("- API: {}\n", e.api));
-        md.push_str(&format!(
-            "- Worker: batch {} events, linger {} ms, {} in flight per workspace; workspaces: {}\n",
-            e.batch_max_events,
-            e.linger_ms,
-            e.max_in_flight,
-            e.workspaces.join(", ")
-        ));
-        md.push_str(&format!("- Duration: {:.0} s\n\n", self.duration_s));
-        md.push_str("### Results\n\n| Metric | Value |\n|---|---|\n");
-        let rows: Vec<(&str, String)> = vec![
-            ("Events sent", self.sent.to_string()),
-            ("Events delivered", self.delivered.to_string()),
-            (
-                "Dead-lettered",
-                format!(
-                    "{} ({} deliberately invalid)",
-                    self.dead_lettered, self.invalid_sent
-                ),
-            ),
-            ("Success rate", format!("{:.2}%", self.success_rate * 100.0)),
-            ("P50 latency", format!("{:.1} ms", self.latency_ms.p50)),
-            ("P95 latency", format!("{:.1} ms", self.latency_ms.p95)),
-            ("P99 latency", format!("{:.1} ms", self.latency_ms.p99)),
-            (
-                "P99.9 / max latency",
-                format!(
-                    "{:.1} / {:.1} ms",
-                    self.latency_ms.p99_9, self.latency_ms.max
-                ),
-            ),
-            (
-                "Delivered events/s (mean / max 1 s)",
-                format!(
-                    "{:.0} / {:.0}",
-                    self.delivered_per_s, self.max_delivered_per_s
-                ),
-            ),
-            (
-                "Requests/s (mean / max 1 s)",
-                format!(
-                    "{:.1} / {:.0}",
-                    self.requests_per_s, self.max_requests_per_s
-                ),
-            ),
-            (
-                "Max sustainable events/s",
-                format!("{:.0}", self.max_sustainable_per_s),
-            ),
-            (
-                "Breaking point",
-                self.breaking_point_per_s
-                    .map_or("—".into(), |b| format!("{b:.0} events/s offered")),
-            ),
-            ("Bound", self.bound.as_str().to_string()),
-            (
-                "429s",
-                format!(
-                    "{} ({:.2}% of requests)",
-                    self.throttled,
-                    self.throttled_rate * 100.0
-                ),
-            ),
-            (
-                "Limiter wait",
-                format!("{:.0}% of lane time", self.limiter_wait_share * 100.0),
-            ),
-            (
-                "Generator lateness p99 / late sends",
-                format!(
-                    "{:.1} ms / {}",
-                    self.loadgen.send_lateness_ms.p99, self.loadgen.late
-                ),
-            ),
-        ];
-        for (k, v) in rows {
-            md.push_str(&format!("| {k} | {v} |\n"));
-        }
-        if !self.thresholds.is_empty() {
-            md.push_str("\n### Thresholds\n\n| Threshold | Actual | Result |\n|---|---|---|\n");
-            for c in &self.thresholds {
-                md.push_str(&format!(
-                    "| `{}` | {:.3} | {} |\n",
-                    c.threshold.text,
-                    c.actual,
-                    if c.passed { "pass" } else { "**FAIL**" }
-                ));
-            }
-        }
-        md.push_str("\n### Observations\n\n");
-        for o in &self.observations {
-            md.push_str(&format!("- {o}\n"));
-        }
-        md
-    }
-
     /// Writes report.json, report.md and report.svg into `dir` (created).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
@@ -517,6 +290,35 @@ pub fn default_dir(kind: &str) -> std::path::PathBuf {
         "{}-{kind}",
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
     ))
+}
+
+/// Seconds from the first sample with traffic to the last (at least 1 ms).
+fn active_seconds(samples: &[Sample]) -> f64 {
+    let active: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.offered_per_s > 0.0 || s.delivered_per_s > 0.0)
+        .collect();
+    let seconds =
+        active.last().map_or(0.0, |s| s.t_s) - active.first().map_or(0.0, |s| s.t_s - 1.0);
+    seconds.max(1e-3)
+}
+
+/// The highest per-second figure `f` of `samples` (0 if none).
+fn peak(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    samples.iter().map(f).fold(0.0, f64::max)
+}
+
+/// The samples the bound is judged over: from the break to the end of the load for a
+/// stress run (what was full once delivery stopped following), else the busiest.
+fn bound_window(samples: &[Sample], broke: Option<&Break>) -> Vec<Sample> {
+    match broke {
+        Some(b) => samples
+            .iter()
+            .filter(|s| s.t_s >= b.at_s - 1.0 && s.offered_per_s > 0.0)
+            .cloned()
+            .collect(),
+        None => busiest(samples),
+    }
 }
 
 /// The three samples around the highest delivery rate.

@@ -12,6 +12,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::cpu_model::CpuModel;
+use super::scrapes::{increase, PodScrapes};
+
+mod markdown;
 
 /// The process's CPU seconds.
 const CPU: &str = "process_cpu_seconds_total";
@@ -57,122 +60,6 @@ pub struct ReportArgs {
     /// `./capacity-reports/`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-}
-
-/// One series' value in a scrape.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    /// Metric name.
-    pub metric: String,
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
-    /// Its value (counters and gauges; histograms as their `_bucket`/`_sum`/`_count`
-    /// series, or not at all).
-    pub value: f64,
-}
-
-/// One scrape of one pod.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// When it was taken, seconds (any origin; only differences count).
-    pub at_s: f64,
-    /// Its series.
-    pub samples: Vec<Sample>,
-}
-
-impl Snapshot {
-    /// Parses one scrape's text (the Prometheus exposition format), taken at `at_s`.
-    pub fn parse(text: &str, at_s: f64) -> anyhow::Result<Snapshot> {
-        use prometheus_parse::Value;
-        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
-        let samples = scrape
-            .samples
-            .into_iter()
-            .filter_map(|s| {
-                let value = match s.value {
-                    Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-                    _ => return None,
-                };
-                let labels = s
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                Some(Sample {
-                    metric: s.metric,
-                    labels,
-                    value,
-                })
-            })
-            .collect();
-        Ok(Snapshot { at_s, samples })
-    }
-
-    /// Sum of a metric's samples whose labels include every `(name, value)` of `filter`.
-    fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|s| s.metric == metric)
-            .filter(|s| {
-                filter
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| s.value)
-            .sum()
-    }
-
-    fn label_values(&self, metric: &str, label: &str) -> BTreeSet<String> {
-        self.samples
-            .iter()
-            .filter(|s| s.metric == metric)
-            .filter_map(|s| s.labels.get(label).cloned())
-            .collect()
-    }
-}
-
-/// One pod's scrapes, oldest first (at least two).
-#[derive(Debug, Clone)]
-pub struct PodScrapes {
-    /// Pod name (its URL, file or Prometheus `instance`).
-    pub name: String,
-    /// Its scrapes.
-    pub scrapes: Vec<Snapshot>,
-}
-
-impl PodScrapes {
-    fn first(&self) -> &Snapshot {
-        &self.scrapes[0]
-    }
-
-    fn last(&self) -> &Snapshot {
-        &self.scrapes[self.scrapes.len() - 1]
-    }
-
-    fn seconds(&self) -> f64 {
-        (self.last().at_s - self.first().at_s).max(1e-3)
-    }
-
-    /// A counter's increase per second from the first scrape to the last (a pod that
-    /// restarted in between counts from zero again, as Prometheus's `increase` does).
-    fn rate(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
-        let total: f64 = self
-            .scrapes
-            .windows(2)
-            .map(|w| increase(&w[0], &w[1], metric, filter))
-            .sum();
-        total / self.seconds()
-    }
-}
-
-/// How much a counter grew from `a` to `b` (from zero if it was reset in between).
-fn increase(a: &Snapshot, b: &Snapshot, metric: &str, filter: &[(&str, &str)]) -> f64 {
-    let (before, after) = (a.sum(metric, filter), b.sum(metric, filter));
-    if after >= before {
-        after - before
-    } else {
-        after
-    }
 }
 
 /// Per workspace.
@@ -281,15 +168,46 @@ fn full_batch(pods: &[PodScrapes], bytes_per_s: f64, events_per_s: f64) -> Optio
     Some(max_events.min(((max_bytes - 64.0) / per_event).floor().max(1.0)))
 }
 
-/// Reviews `pods`' scrapes taken `interval` apart, pods allowed `cores_per_pod` each.
-pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
-    let dt = pods.iter().map(PodScrapes::seconds).fold(1e-3, f64::max);
-    let rate = |metric: &str, filter: &[(&str, &str)]| -> f64 {
-        pods.iter().map(|p| p.rate(metric, filter)).sum()
-    };
-    let gauge = |metric: &str, filter: &[(&str, &str)]| -> f64 {
-        pods.iter().map(|p| p.last().sum(metric, filter)).sum()
-    };
+/// The sum over `pods` of a counter's rate.
+fn rate(pods: &[PodScrapes], metric: &str, filter: &[(&str, &str)]) -> f64 {
+    pods.iter().map(|p| p.rate(metric, filter)).sum()
+}
+
+/// One workspace's figures across `pods`.
+fn workspace_review(pods: &[PodScrapes], ws: &str) -> WorkspaceReview {
+    let f = [("workspace", ws)];
+    let delivered = rate(pods, "sluice_events_delivered_total", &f);
+    let requests = rate(pods, "sluice_http_requests_total", &f);
+    let ok = rate(
+        pods,
+        "sluice_http_requests_total",
+        &[("workspace", ws), ("status_class", "2xx")],
+    );
+    // Each pod reports the workspace's fleet-wide rate: the same figure, not a share.
+    let limit = pods
+        .iter()
+        .map(|p| p.last().sum("sluice_limiter_effective_rate", &f))
+        .fold(0.0, f64::max);
+    let mean_batch = if ok > 0.0 { delivered / ok } else { 0.0 };
+    let bytes = rate(pods, "sluice_batch_event_bytes_total", &f);
+    let full_batch =
+        full_batch(pods, bytes, delivered).map_or(mean_batch, |full| full.max(mean_batch));
+    WorkspaceReview {
+        delivered_per_s: delivered,
+        requests_per_s: requests,
+        limit_per_s: limit,
+        budget_used: if limit > 0.0 { requests / limit } else { 0.0 },
+        throttled_per_s: rate(pods, "sluice_throttled_total", &f),
+        retries_per_s: rate(pods, "sluice_retries_total", &f),
+        amplification: if ok > 0.0 { requests / ok } else { 1.0 },
+        mean_batch,
+        full_batch,
+        api_ceiling_per_s: limit * full_batch,
+    }
+}
+
+/// Every workspace any pod delivered for, reviewed.
+fn workspace_reviews(pods: &[PodScrapes]) -> BTreeMap<String, WorkspaceReview> {
     let workspaces: BTreeSet<String> = pods
         .iter()
         .flat_map(|p| {
@@ -297,57 +215,18 @@ pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
                 .label_values("sluice_events_delivered_total", "workspace")
         })
         .collect();
-    let mut per_ws = BTreeMap::new();
-    for ws in &workspaces {
-        let f = [("workspace", ws.as_str())];
-        let delivered = rate("sluice_events_delivered_total", &f);
-        let requests = rate("sluice_http_requests_total", &f);
-        let ok = rate(
-            "sluice_http_requests_total",
-            &[("workspace", ws.as_str()), ("status_class", "2xx")],
-        );
-        // Each pod reports the workspace's fleet-wide rate: the same figure, not a share.
-        let limit = pods
-            .iter()
-            .map(|p| p.last().sum("sluice_limiter_effective_rate", &f))
-            .fold(0.0, f64::max);
-        let mean_batch = if ok > 0.0 { delivered / ok } else { 0.0 };
-        let full_batch = full_batch(pods, rate("sluice_batch_event_bytes_total", &f), delivered)
-            .map_or(mean_batch, |full| full.max(mean_batch));
-        per_ws.insert(
-            ws.clone(),
-            WorkspaceReview {
-                delivered_per_s: delivered,
-                requests_per_s: requests,
-                limit_per_s: limit,
-                budget_used: if limit > 0.0 { requests / limit } else { 0.0 },
-                throttled_per_s: rate("sluice_throttled_total", &f),
-                retries_per_s: rate("sluice_retries_total", &f),
-                amplification: if ok > 0.0 { requests / ok } else { 1.0 },
-                mean_batch,
-                full_batch,
-                api_ceiling_per_s: limit * full_batch,
-            },
-        );
-    }
-    let delivered: f64 = per_ws.values().map(|w| w.delivered_per_s).sum();
-    let arrival = rate("sluice_events_consumed_total", &[]);
-    let lag = gauge("sluice_queue_depth", &[]);
-    // At today's mix, the fleet carries at most the rate at which the first workspace
-    // reaches its ceiling.
-    let api_ceiling = per_ws
-        .values()
-        .filter(|w| w.delivered_per_s > 0.0 && w.api_ceiling_per_s > 0.0)
-        .map(|w| w.api_ceiling_per_s / (w.delivered_per_s / delivered.max(1e-9)))
-        .fold(f64::INFINITY, f64::min);
-    let cpu: BTreeMap<String, f64> = pods
-        .iter()
-        .map(|p| (p.name.clone(), p.rate(CPU, &[])))
-        .filter(|c| c.1 > 0.0)
-        .collect();
-    // Each interval of each pod is an operating point: (events handled/s, cores).
-    let points: Vec<(f64, f64)> = pods
-        .iter()
+    workspaces
+        .into_iter()
+        .map(|ws| {
+            let review = workspace_review(pods, &ws);
+            (ws, review)
+        })
+        .collect()
+}
+
+/// Each interval of each pod as an operating point: (events handled/s, cores).
+fn operating_points(pods: &[PodScrapes]) -> Vec<(f64, f64)> {
+    pods.iter()
         .flat_map(|p| {
             p.scrapes.windows(2).map(|w| {
                 let dt = (w[1].at_s - w[0].at_s).max(1e-3);
@@ -358,39 +237,108 @@ pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
                 )
             })
         })
-        .collect();
-    let cpu_model = CpuModel::fit(&points);
-    let pod_ceiling = cpu_model.map(|m| m.ceiling(cores_per_pod));
-    let partitions: usize = pods
-        .iter()
+        .collect()
+}
+
+/// At today's mix, the fleet carries at most the rate at which the first workspace
+/// reaches its ceiling.
+fn api_ceiling(per_ws: &BTreeMap<String, WorkspaceReview>, delivered: f64) -> f64 {
+    per_ws
+        .values()
+        .filter(|w| w.delivered_per_s > 0.0 && w.api_ceiling_per_s > 0.0)
+        .map(|w| w.api_ceiling_per_s / (w.delivered_per_s / delivered.max(1e-9)))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Cores each pod used, by pod (pods that report no CPU left out).
+fn cpu_per_pod(pods: &[PodScrapes]) -> BTreeMap<String, f64> {
+    pods.iter()
+        .map(|p| (p.name.clone(), p.rate(CPU, &[])))
+        .filter(|c| c.1 > 0.0)
+        .collect()
+}
+
+/// Partitions the pods own (each reports a lag per partition it owns).
+fn owned_partitions(pods: &[PodScrapes]) -> usize {
+    pods.iter()
         .map(|p| {
             p.last()
                 .label_values("sluice_partition_lag", "partition")
                 .len()
         })
-        .sum();
-    let pods_ceiling = pod_ceiling.map(|c| c * pods.len() as f64);
-    let partitions_ceiling = pod_ceiling
-        .filter(|_| partitions > 0)
-        .map(|c| c * partitions as f64);
-    let mut ceilings = vec![("api_limit", api_ceiling)];
-    if let Some(c) = pods_ceiling {
-        ceilings.push(("cpu", c));
+        .sum()
+}
+
+/// What the setup can carry: each ceiling that applies, by name.
+struct Ceilings {
+    /// The API limits with full batches, at today's mix of workspaces.
+    api: f64,
+    /// One pod's ceiling from its CPU model, if one could be fitted.
+    pod: Option<f64>,
+    /// Pods × a pod's ceiling.
+    pods: Option<f64>,
+    /// Partitions × a pod's ceiling (one pod per partition at most).
+    partitions: Option<f64>,
+}
+
+impl Ceilings {
+    /// The lowest finite ceiling and its name (`delivered`, bound `cpu`, if none).
+    fn lowest(&self, delivered: f64) -> (&'static str, f64) {
+        let mut ceilings = vec![("api_limit", self.api)];
+        ceilings.extend(self.pods.map(|c| ("cpu", c)));
+        ceilings.extend(self.partitions.map(|c| ("partitions", c)));
+        ceilings
+            .into_iter()
+            .filter(|c| c.1.is_finite())
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or(("cpu", delivered))
     }
-    if let Some(c) = partitions_ceiling {
-        ceilings.push(("partitions", c));
+
+    /// The pods the API limits and the partitions let work (never more than the
+    /// partitions, at least one), if a pod's ceiling is known.
+    fn replicas(&self, partitions: usize, delivered: f64) -> Option<u64> {
+        self.pod.map(|c| {
+            let carry = self.api.min(self.partitions.unwrap_or(f64::INFINITY));
+            let carry = if carry.is_finite() { carry } else { delivered };
+            ((carry / c).ceil() as u64).clamp(1, (partitions.max(1)) as u64)
+        })
     }
-    let (bound, max) = ceilings
+}
+
+/// The seeds' bands: under 30% headroom scale now, under 50% monitor.
+fn headroom_band(headroom: f64) -> &'static str {
+    if headroom < 0.3 {
+        "scale now"
+    } else if headroom < 0.5 {
+        "monitor"
+    } else {
+        "adequate"
+    }
+}
+
+/// Reviews `pods`' scrapes taken `interval` apart, pods allowed `cores_per_pod` each.
+pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
+    let dt = pods.iter().map(PodScrapes::seconds).fold(1e-3, f64::max);
+    let per_ws = workspace_reviews(pods);
+    let delivered: f64 = per_ws.values().map(|w| w.delivered_per_s).sum();
+    let arrival = rate(pods, "sluice_events_consumed_total", &[]);
+    let lag: f64 = pods
         .iter()
-        .copied()
-        .filter(|c| c.1.is_finite())
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap_or(("cpu", delivered));
-    let replicas = pod_ceiling.map(|c| {
-        let carry = api_ceiling.min(partitions_ceiling.unwrap_or(f64::INFINITY));
-        let carry = if carry.is_finite() { carry } else { delivered };
-        ((carry / c).ceil() as u64).clamp(1, (partitions.max(1)) as u64)
-    });
+        .map(|p| p.last().sum("sluice_queue_depth", &[]))
+        .sum();
+    let api_ceiling = api_ceiling(&per_ws, delivered);
+    let cpu_model = CpuModel::fit(&operating_points(pods));
+    let pod_ceiling = cpu_model.map(|m| m.ceiling(cores_per_pod));
+    let partitions = owned_partitions(pods);
+    let ceilings = Ceilings {
+        api: api_ceiling,
+        pod: pod_ceiling,
+        pods: pod_ceiling.map(|c| c * pods.len() as f64),
+        partitions: pod_ceiling
+            .filter(|_| partitions > 0)
+            .map(|c| c * partitions as f64),
+    };
+    let (bound, max) = ceilings.lowest(delivered);
     let headroom = if delivered > 0.0 {
         (max - delivered) / delivered
     } else {
@@ -403,27 +351,21 @@ pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
         partitions,
         arrival_per_s: arrival,
         delivered_per_s: delivered,
-        dead_lettered_per_s: rate("sluice_events_dead_lettered_total", &[]),
-        requests_per_s: rate("sluice_http_requests_total", &[]),
+        dead_lettered_per_s: rate(pods, "sluice_events_dead_lettered_total", &[]),
+        requests_per_s: rate(pods, "sluice_http_requests_total", &[]),
         lag,
         time_to_drain_s: (delivered > arrival).then(|| lag / (delivered - arrival)),
-        cpu_cores_per_pod: cpu,
+        cpu_cores_per_pod: cpu_per_pod(pods),
         cpu_model,
         pod_ceiling_per_s: pod_ceiling,
         api_ceiling_per_s: api_ceiling,
-        pods_ceiling_per_s: pods_ceiling,
-        partitions_ceiling_per_s: partitions_ceiling,
+        pods_ceiling_per_s: ceilings.pods,
+        partitions_ceiling_per_s: ceilings.partitions,
         max_sustainable_per_s: max,
         bound,
-        replicas_justified: replicas,
+        replicas_justified: ceilings.replicas(partitions, delivered),
         headroom: if headroom.is_finite() { headroom } else { 0.0 },
-        headroom_band: if headroom < 0.3 {
-            "scale now"
-        } else if headroom < 0.5 {
-            "monitor"
-        } else {
-            "adequate"
-        },
+        headroom_band: headroom_band(headroom),
         daily_volume: delivered * 86_400.0,
         daily_volume_at_max: max * 86_400.0,
         workspaces: per_ws,
@@ -438,146 +380,6 @@ impl Review {
         std::fs::write(dir.join("report.md"), self.markdown())?;
         Ok(())
     }
-
-    /// report.md.
-    pub fn markdown(&self) -> String {
-        let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
-        let mut md = format!(
-            "## sluice capacity review\n\n{} pods, {} partitions, {:.0} s between scrapes\n\n| Fleet | Value |\n|---|---|\n",
-            self.pods, self.partitions, self.interval_s
-        );
-        for (k, v) in [
-            (
-                "Events in / delivered per s",
-                format!("{:.0} / {:.0}", self.arrival_per_s, self.delivered_per_s),
-            ),
-            ("Requests/s", format!("{:.1}", self.requests_per_s)),
-            ("Dead letters/s", format!("{:.2}", self.dead_lettered_per_s)),
-            (
-                "Lag / time to drain",
-                format!(
-                    "{:.0} events / {}",
-                    self.lag,
-                    self.time_to_drain_s
-                        .map_or("never (arrival ≥ delivery)".into(), |t| format!(
-                            "{t:.0} s"
-                        ))
-                ),
-            ),
-            (
-                "Ceiling: API limits, full batches, at today's mix",
-                format!("{:.0} events/s", self.api_ceiling_per_s),
-            ),
-            (
-                "CPU per pod",
-                self.cpu_model.map_or("—".into(), |m| {
-                    format!(
-                        "{:.3} cores fixed + {:.1} µs/event ({}, {} points)",
-                        m.fixed_cores, m.per_event_us, m.kind, m.points
-                    )
-                }),
-            ),
-            ("Ceiling: these pods", opt(self.pods_ceiling_per_s)),
-            (
-                "Ceiling: one pod per partition",
-                opt(self.partitions_ceiling_per_s),
-            ),
-            (
-                "Max sustainable",
-                format!(
-                    "{:.0} events/s, bound by {}",
-                    self.max_sustainable_per_s, self.bound
-                ),
-            ),
-            (
-                "Replicas justified",
-                self.replicas_justified
-                    .map_or("—".into(), |r| r.to_string()),
-            ),
-            (
-                "Headroom",
-                format!("{:.0}% ({})", self.headroom * 100.0, self.headroom_band),
-            ),
-            (
-                "Daily volume (now / at max)",
-                format!("{:.0} / {:.0}", self.daily_volume, self.daily_volume_at_max),
-            ),
-        ] {
-            md.push_str(&format!("| {k} | {v} |\n"));
-        }
-        md.push_str("\n| Workspace | delivered/s | requests/s | limit/s | budget used | 429s/s | retries/s | amplification | events/request (full) | ceiling/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
-        for (ws, w) in &self.workspaces {
-            md.push_str(&format!(
-                "| {ws} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1} ({:.0}) | {:.0} |\n",
-                w.delivered_per_s, w.requests_per_s, w.limit_per_s, w.budget_used * 100.0, w.throttled_per_s, w.retries_per_s, w.amplification, w.mean_batch, w.full_batch, w.api_ceiling_per_s
-            ));
-        }
-        md
-    }
-}
-
-/// Takes the scrapes `args` names: live ones over `--interval`, saved files, or a
-/// Prometheus range.
-pub async fn collect(args: &ReportArgs) -> anyhow::Result<Vec<PodScrapes>> {
-    if !args.scrapes.is_empty() {
-        let gap = args.interval.as_secs_f64() / (args.scrapes.len() - 1) as f64;
-        let scrapes = args
-            .scrapes
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                Snapshot::parse(&text, i as f64 * gap)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        return Ok(vec![PodScrapes {
-            name: args.scrapes[0].display().to_string(),
-            scrapes,
-        }]);
-    }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    if let Some(url) = &args.prometheus {
-        return super::prometheus_api::collect(&client, url, args).await;
-    }
-    let every = args
-        .every
-        .unwrap_or(args.interval / 10)
-        .max(Duration::from_secs(1))
-        .min(args.interval);
-    let started = tokio::time::Instant::now();
-    let mut pods: Vec<PodScrapes> = args
-        .metrics
-        .iter()
-        .map(|m| PodScrapes {
-            name: m.clone(),
-            scrapes: Vec::new(),
-        })
-        .collect();
-    let mut next = started;
-    loop {
-        for pod in &mut pods {
-            let at_s = started.elapsed().as_secs_f64();
-            let text = client
-                .get(&pod.name)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .map_err(|e| anyhow::anyhow!("scraping {}: {e}", pod.name))?
-                .text()
-                .await?;
-            pod.scrapes.push(Snapshot::parse(&text, at_s)?);
-        }
-        if next >= started + args.interval {
-            break;
-        }
-        next = (next + every).min(started + args.interval);
-        tokio::time::sleep_until(next).await;
-    }
-    Ok(pods)
 }
 
 #[cfg(test)]

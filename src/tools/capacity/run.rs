@@ -107,6 +107,17 @@ pub struct RunArgs {
     pub shape: ShapeArgs,
 }
 
+impl RunArgs {
+    /// The profile the report names: `--profile`, or `stages` when `--stage` was given.
+    fn profile_name(&self) -> String {
+        if self.stages.is_empty() {
+            self.profile.clone()
+        } else {
+            "stages".into()
+        }
+    }
+}
+
 /// A finished run: its report and where it was written.
 #[derive(Debug)]
 pub struct Outcome {
@@ -128,22 +139,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         None => embedded_config(api_limit)?,
     };
     let bench = Bench::set_up(&args, &run_id, &mut config).await?;
-    let api = match &args.api_url {
-        Some(_) => None,
-        None => Some(
-            MockApi::start(MockApiConfig {
-                limit_per_s: api_limit,
-                latency: args.api_latency,
-                ..MockApiConfig::default()
-            })
-            .await?,
-        ),
-    };
-    config.destination.base_url = Some(match (&args.api_url, &api) {
-        (Some(url), _) => url.clone(),
-        (None, Some(api)) => api.base_url(),
-        (None, None) => unreachable!("an API is embedded when none is given"),
-    });
+    let api = start_api(&args, api_limit, &mut config).await?;
     let stairs = stress
         .then(|| Stairs::new(args.max_rate * args.scale, args.steps, args.ramp))
         .transpose()?;
@@ -157,17 +153,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
     // The worker, then the load once it owns partitions.
     let metrics = Metrics::new();
     let worker_stop = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(
-        "worker under test serves http://{}/metrics",
-        listener.local_addr()?
-    );
-    let worker = tokio::spawn(crate::pipeline::run_on(
-        listener,
-        config.clone(),
-        metrics.clone(),
-        worker_stop.clone(),
-    ));
+    let worker = start_worker(args.listen, &config, &metrics, &worker_stop).await?;
     wait_for_assignment(&metrics, &stop).await?;
     if !bench.fresh_topic {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -177,22 +163,11 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
     let generated = load.task.await??;
     worker_stop.cancel();
     let worker_result = worker.await?;
-    let api_stats = match api {
-        Some(api) => {
-            let stats = api.stats();
-            api.stop().await;
-            Some(stats)
-        }
-        None => None,
-    };
+    let api_stats = stop_api(api).await;
     worker_result?;
     let report = Report::build(super::report::Inputs {
         run_id,
-        profile: if args.stages.is_empty() {
-            args.profile.clone()
-        } else {
-            "stages".into()
-        },
+        profile: args.profile_name(),
         seed,
         environment: bench.environment(&args, &config, api_limit, load.max_backlog),
         metrics: &metrics,
@@ -213,6 +188,59 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         .unwrap_or_else(|| super::report::default_dir(&report.profile));
     report.write(&dir)?;
     Ok(Outcome { report, dir })
+}
+
+/// Starts the embedded `sluice mock-api` unless `--api-url` names a real one, and
+/// points `config` at whichever it is.
+async fn start_api(
+    args: &RunArgs,
+    limit_per_s: u32,
+    config: &mut Config,
+) -> anyhow::Result<Option<MockApi>> {
+    let api = match &args.api_url {
+        Some(url) => {
+            config.destination.base_url = Some(url.clone());
+            return Ok(None);
+        }
+        None => {
+            MockApi::start(MockApiConfig {
+                limit_per_s,
+                latency: args.api_latency,
+                ..MockApiConfig::default()
+            })
+            .await?
+        }
+    };
+    config.destination.base_url = Some(api.base_url());
+    Ok(Some(api))
+}
+
+/// Stops the embedded API, if any, with what it counted.
+async fn stop_api(api: Option<MockApi>) -> Option<crate::tools::mock_api::Snapshot> {
+    let api = api?;
+    let stats = api.stats();
+    api.stop().await;
+    Some(stats)
+}
+
+/// The worker under test: the real pipeline on `listen`, until `stop`.
+async fn start_worker(
+    listen: std::net::SocketAddr,
+    config: &Config,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), crate::pipeline::WorkerError>>> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(
+        "worker under test serves http://{}/metrics",
+        listener.local_addr()?
+    );
+    Ok(tokio::spawn(crate::pipeline::run_on(
+        listener,
+        config.clone(),
+        metrics.clone(),
+        stop.clone(),
+    )))
 }
 
 /// The load generator of a run, on a blocking thread.
@@ -244,28 +272,9 @@ impl Load {
         )?;
         let sent = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
-        // The mock cluster keeps only so much per partition: the generator waits for
-        // the worker rather than outgrow it.
-        let gate = bench.embedded().then(|| {
-            let m = metrics.clone();
-            Gate {
-                done: Arc::new(move || m.delivered_count() + m.dead_lettered_total()),
-                max_backlog: MOCK_BACKLOG_PER_PARTITION * bench.partitions.max(1) as u64,
-                waited: Arc::new(AtomicU64::new(0)),
-            }
-        });
+        let gate = Self::gate(bench, metrics);
         let max_backlog = gate.as_ref().map(|g| g.max_backlog);
         let gate_waits = gate.as_ref().map(|g| g.waited.clone());
-        let mut client = crate::source::client_config(&config.kafka);
-        client.set("bootstrap.servers", bench.broker.bootstrap());
-        if bench.embedded() {
-            // The mock cluster finds a fetch's offset by walking every message set it
-            // keeps (up to 5 MB a partition): at the loadgen's 5 ms linger that walk
-            // took a third of a one-core run's CPU at 9 000 events/s (perf). Sets four
-            // times larger cost a quarter of it; the 20 ms is in the measured latency,
-            // as a real producer's linger would be.
-            client.set("linger.ms", EMBEDDED_LINGER_MS.to_string());
-        }
         let plan = Plan {
             max_pending: schedule
                 .peak()
@@ -275,7 +284,7 @@ impl Load {
             seed,
             run_id: run_id.to_string(),
             target: Target::Kafka {
-                client,
+                client: Self::producer_config(bench, config),
                 topic: bench.topic.clone(),
                 create: None,
             },
@@ -296,6 +305,34 @@ impl Load {
             max_backlog,
             gate_waits,
         })
+    }
+
+    /// The mock cluster keeps only so much per partition: on it the generator waits
+    /// for the worker rather than outgrow it.
+    fn gate(bench: &Bench, metrics: &Metrics) -> Option<Gate> {
+        bench.embedded().then(|| {
+            let m = metrics.clone();
+            Gate {
+                done: Arc::new(move || m.delivered_count() + m.dead_lettered_total()),
+                max_backlog: MOCK_BACKLOG_PER_PARTITION * bench.partitions.max(1) as u64,
+                waited: Arc::new(AtomicU64::new(0)),
+            }
+        })
+    }
+
+    /// The generator's producer: the worker's Kafka settings, on the bench's broker.
+    fn producer_config(bench: &Bench, config: &Config) -> rdkafka::ClientConfig {
+        let mut client = crate::source::client_config(&config.kafka);
+        client.set("bootstrap.servers", bench.broker.bootstrap());
+        if bench.embedded() {
+            // The mock cluster finds a fetch's offset by walking every message set it
+            // keeps (up to 5 MB a partition): at the loadgen's 5 ms linger that walk
+            // took a third of a one-core run's CPU at 9 000 events/s (perf). Sets four
+            // times larger cost a quarter of it; the 20 ms is in the measured latency,
+            // as a real producer's linger would be.
+            client.set("linger.ms", EMBEDDED_LINGER_MS.to_string());
+        }
+        client
     }
 }
 

@@ -235,6 +235,78 @@ impl std::fmt::Debug for Gate {
     }
 }
 
+impl Gate {
+    /// Waits while more than `max_backlog` of the `sent` events are not yet done (or
+    /// until `stop`), counting the send held back.
+    fn wait(&self, sent: u64, stop: &CancellationToken) {
+        if sent.saturating_sub((self.done)()) <= self.max_backlog {
+            return;
+        }
+        self.waited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        while sent.saturating_sub((self.done)()) > self.max_backlog && !stop.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch of `at` (0 before it).
+fn unix_us(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The sink `plan` writes to (its topic created first if asked) and its name.
+fn open_sink(plan: &Plan, start: Instant) -> anyhow::Result<(sink::Sink, String)> {
+    Ok(match &plan.target {
+        Target::Kafka {
+            client,
+            topic,
+            create,
+        } => {
+            if let Some(partitions) = create {
+                futures::executor::block_on(super::shared::create_topics(
+                    client,
+                    topic,
+                    *partitions,
+                ))?;
+            }
+            (
+                sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
+                topic.clone(),
+            )
+        }
+        Target::File(path) => (sink::Sink::file(path)?, path.display().to_string()),
+    })
+}
+
+/// A Kafka target from `--brokers`/`--topic`/`--producer-option`, else `config`.
+fn kafka_target(args: &LoadgenArgs, config: Option<&Config>) -> anyhow::Result<Target> {
+    let mut client = match config {
+        Some(c) => crate::source::client_config(&c.kafka),
+        None => rdkafka::ClientConfig::new(),
+    };
+    let brokers = args
+        .brokers
+        .clone()
+        .or_else(|| config.map(|c| c.kafka.brokers.clone()))
+        .ok_or_else(|| anyhow::anyhow!("give --brokers (or --config)"))?;
+    client.set("bootstrap.servers", brokers);
+    for (k, v) in &args.producer_options {
+        client.set(k, v);
+    }
+    let topic = args
+        .topic
+        .clone()
+        .or_else(|| config.and_then(|c| c.kafka.topics.first().cloned()))
+        .ok_or_else(|| anyhow::anyhow!("give --topic (or --config)"))?;
+    Ok(Target::Kafka {
+        client,
+        topic,
+        create: args.partitions,
+    })
+}
+
 impl Plan {
     /// Resolves `args` (reading `--config` if given).
     pub fn new(args: LoadgenArgs) -> anyhow::Result<Plan> {
@@ -255,35 +327,7 @@ impl Plan {
         );
         let target = match &args.to_file {
             Some(path) => Target::File(path.clone()),
-            None => {
-                let mut client = match &config {
-                    Some(c) => crate::source::client_config(&c.kafka),
-                    None => rdkafka::ClientConfig::new(),
-                };
-                let brokers = args
-                    .brokers
-                    .clone()
-                    .or_else(|| config.as_ref().map(|c| c.kafka.brokers.clone()))
-                    .ok_or_else(|| anyhow::anyhow!("give --brokers (or --config)"))?;
-                client.set("bootstrap.servers", brokers);
-                for (k, v) in &args.producer_options {
-                    client.set(k, v);
-                }
-                let topic = args
-                    .topic
-                    .clone()
-                    .or_else(|| {
-                        config
-                            .as_ref()
-                            .and_then(|c| c.kafka.topics.first().cloned())
-                    })
-                    .ok_or_else(|| anyhow::anyhow!("give --topic (or --config)"))?;
-                Target::Kafka {
-                    client,
-                    topic,
-                    create: args.partitions,
-                }
-            }
+            None => kafka_target(&args, config.as_ref())?,
         };
         let max_pending = args.max_pending.unwrap_or_else(|| {
             schedule
@@ -315,33 +359,14 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     let stages = plan.schedule.stages();
     let mut generator = Generator::new(plan.shape.clone(), plan.seed);
     let workspaces: Vec<String> = generator.workspaces().map(str::to_string).collect();
-    if let Target::Kafka {
-        client,
-        topic,
-        create: Some(partitions),
-    } = &plan.target
-    {
-        futures::executor::block_on(super::shared::create_topics(client, topic, *partitions))?;
-    }
     let wall_start = SystemTime::now();
     let start = Instant::now();
-    let (mut sink, destination) = match &plan.target {
-        Target::Kafka { client, topic, .. } => (
-            sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
-            topic.clone(),
-        ),
-        Target::File(path) => (sink::Sink::file(path)?, path.display().to_string()),
-    };
+    let (mut sink, destination) = open_sink(&plan, start)?;
     let paced = plan.schedule.paced() && matches!(plan.target, Target::Kafka { .. });
     let mut tally = summary::Tally::new(&plan, stages.len(), workspaces.len());
     let mut progress = match plan.progress_interval {
         Some(every) => super::progress::Progress::new("loadgen", plan.schedule.total(), every),
         None => super::progress::Progress::Hidden,
-    };
-    let unix_us = |offset: Duration| {
-        (wall_start + offset)
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64)
     };
     let mut i = 0u64;
     let mut stopped = false;
@@ -359,15 +384,7 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
         }
         let event = generator.next_event();
         if let Some(gate) = &plan.gate {
-            let sent = plan.sent.load(std::sync::atomic::Ordering::Relaxed);
-            if sent.saturating_sub((gate.done)()) > gate.max_backlog {
-                gate.waited
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                while sent.saturating_sub((gate.done)()) > gate.max_backlog && !stop.is_cancelled()
-                {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
+            gate.wait(plan.sent.load(std::sync::atomic::Ordering::Relaxed), stop);
         }
         if paced && !super::pace::wait_until(start, due, stop) {
             stopped = true;
@@ -378,7 +395,7 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
             value: &event.value,
             workspace: &workspaces[event.workspace],
             run_id: &plan.run_id,
-            due_us: unix_us(due),
+            due_us: unix_us(wall_start + due),
         };
         let outcome = sink.send(&message, stop);
         let sent_at = start.elapsed();
@@ -386,18 +403,14 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
             plan.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         // Unpaced (file) runs: everything is sent "now", so count it by schedule.
-        let sent_stage = if paced {
-            plan.schedule.stage_at(sent_at)
-        } else {
-            stage
+        let (sent_stage, late) = match paced {
+            true => (
+                plan.schedule.stage_at(sent_at),
+                Some(sent_at.saturating_sub(due)),
+            ),
+            false => (stage, None),
         };
-        tally.record(
-            &event,
-            stage,
-            sent_stage,
-            paced.then(|| sent_at.saturating_sub(due)),
-            outcome,
-        );
+        tally.record(&event, stage, sent_stage, late, outcome);
         i += 1;
         progress.update(i, || tally.status(start.elapsed(), sink.acked()));
     }

@@ -1,6 +1,7 @@
 //! Unit tests of [`super`].
 
 use super::*;
+use crate::tools::capacity::scrapes::Snapshot;
 
 fn pod(name: &str, delivered: (f64, f64), requests: (f64, f64)) -> PodScrapes {
     let text = |d: f64, r: f64| {

@@ -1,0 +1,107 @@
+//! The report's observations: sentences written from its figures.
+
+use super::super::sample;
+use super::Report;
+
+impl Report {
+    /// Sentences from the figures.
+    pub(super) fn observe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let lost = self
+            .sent
+            .saturating_sub(self.delivered + self.dead_lettered);
+        if lost == 0 {
+            out.push(format!(
+                "Every event sent was delivered ({}) or dead-lettered ({}).",
+                self.delivered, self.dead_lettered
+            ));
+        } else {
+            out.push(format!(
+                "{lost} events were still undelivered when the run ended (drain timeout or stop): they stay in the topic, uncommitted."
+            ));
+        }
+        if let Some(accepted) = self.api_accepted {
+            if accepted != self.delivered {
+                out.push(format!("The API counted {accepted} events accepted against {} delivered by the worker's count.", self.delivered));
+            }
+        }
+        if let Some(v) = self.order_violations.filter(|v| *v > 0) {
+            out.push(format!("The API saw {v} events out of per-user order."));
+        }
+        out.push(self.bound_sentence());
+        if let (Some(bp), Some(b)) = (self.breaking_point_per_s, &self.broke) {
+            out.push(format!(
+                "Broke at {bp:.0} events/s offered ({} at {:.0} s); the most it sustained was {:.0} events/s.",
+                b.reason.replace('_', " "),
+                b.at_s,
+                self.max_sustainable_per_s
+            ));
+        }
+        if !self.valid {
+            out.push(format!(
+                "Not a valid measurement: {}.",
+                self.loadgen.invalid_reasons.join("; ")
+            ));
+        }
+        if let Some(max) = self.environment.max_backlog {
+            if self.gate_waits > 0 {
+                out.push(format!(
+                    "The embedded broker holds at most {max} undelivered events (~5 MB a partition); the generator held {} sends back until the worker caught up. Use --brokers for a deeper backlog.",
+                    self.gate_waits
+                ));
+            }
+        }
+        out
+    }
+
+    /// What bound the run, with the figures that show it.
+    fn bound_sentence(&self) -> String {
+        let d = &self.diagnosis;
+        match self.bound {
+            sample::Bound::ApiLimit => format!(
+                "Bound by the API's limit: lanes waited on it {:.0}% of the time, at {:.0} requests/s × {:.0} events a request. More pods or CPU add nothing; bigger batches or a higher limit do.",
+                d.limiter_wait_share * 100.0,
+                self.max_requests_per_s,
+                self.delivered_per_s / self.requests_per_s.max(1e-9)
+            ),
+            sample::Bound::Cpu if d.cpu_share < 0.85 => format!(
+                "No resource was full; the nearest its ceiling was CPU: the process used {:.0}% of the machine's cores (worker, embedded broker and API share them; the in-flight window was {:.0}% used).",
+                d.cpu_share * 100.0,
+                d.in_flight_share * 100.0
+            ),
+            sample::Bound::Cpu => format!(
+                "Bound by CPU: the process used {:.0}% of the machine's cores (worker, embedded broker and API share them). More cores or pods raise it.",
+                d.cpu_share * 100.0
+            ),
+            sample::Bound::InFlight => format!(
+                "Bound by the in-flight window: {:.0}% of {} requests in flight; throughput ≈ window × batch ÷ API latency. Raise batch.max_in_flight or batch.max_events.",
+                d.in_flight_share * 100.0,
+                self.environment.in_flight_window
+            ),
+            sample::Bound::Broker if d.broker_late_share >= 0.05 => format!(
+                "Bound by the broker: {:.1}% of the generator's sends were late (the producer's queue stayed full).",
+                d.broker_late_share * 100.0
+            ),
+            sample::Bound::Broker => format!(
+                "Bound by the broker: delivery fell behind while nothing in the worker was full (limiter wait {:.0}%, CPU {:.0}% of the cores, in-flight window {:.0}% used, paused {:.0}% of the time): it waited for events its fetches did not bring.",
+                d.limiter_wait_share * 100.0,
+                d.cpu_share * 100.0,
+                d.in_flight_share * 100.0,
+                d.paused_share * 100.0
+            ),
+            sample::Bound::Partitions => "Bound by partitions.".to_string(),
+            sample::Bound::Buffer => format!(
+                "Bound by the consumer's buffer: paused by back-pressure in {:.0}% of the samples while the API's limit, the CPU ({:.0}%) and the in-flight window ({:.0}%) were not full; each resume costs a fetch round trip. Raise kafka.max_buffered_events.",
+                d.paused_share * 100.0,
+                d.cpu_share * 100.0,
+                d.in_flight_share * 100.0
+            ),
+            sample::Bound::OfferedLoad => format!(
+                "Nothing bound it: the pipeline carried all it was offered (limiter wait {:.0}%, CPU {:.0}% of the cores, in-flight window {:.0}% used).",
+                d.limiter_wait_share * 100.0,
+                d.cpu_share * 100.0,
+                d.in_flight_share * 100.0
+            ),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The scrapes a capacity review reads: each pod's `/metrics` text parsed into series,
+//! taken live over an interval, from saved files, or from a Prometheus range
+//! ([`super::prometheus_api`]), and the counter arithmetic over them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::review::ReportArgs;
+
+/// One series' value in a scrape.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Metric name.
+    pub metric: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value (counters and gauges; histograms as their `_bucket`/`_sum`/`_count`
+    /// series, or not at all).
+    pub value: f64,
+}
+
+/// One scrape of one pod.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// When it was taken, seconds (any origin; only differences count).
+    pub at_s: f64,
+    /// Its series.
+    pub samples: Vec<Sample>,
+}
+
+impl Snapshot {
+    /// Parses one scrape's text (the Prometheus exposition format), taken at `at_s`.
+    pub fn parse(text: &str, at_s: f64) -> anyhow::Result<Snapshot> {
+        use prometheus_parse::Value;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
+        let samples = scrape
+            .samples
+            .into_iter()
+            .filter_map(|s| {
+                let value = match s.value {
+                    Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+                    _ => return None,
+                };
+                let labels = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Some(Sample {
+                    metric: s.metric,
+                    labels,
+                    value,
+                })
+            })
+            .collect();
+        Ok(Snapshot { at_s, samples })
+    }
+
+    /// Sum of a metric's samples whose labels include every `(name, value)` of `filter`.
+    pub(super) fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .filter(|s| {
+                filter
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    pub(super) fn label_values(&self, metric: &str, label: &str) -> BTreeSet<String> {
+        self.samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .filter_map(|s| s.labels.get(label).cloned())
+            .collect()
+    }
+}
+
+/// One pod's scrapes, oldest first (at least two).
+#[derive(Debug, Clone)]
+pub struct PodScrapes {
+    /// Pod name (its URL, file or Prometheus `instance`).
+    pub name: String,
+    /// Its scrapes.
+    pub scrapes: Vec<Snapshot>,
+}
+
+impl PodScrapes {
+    pub(super) fn first(&self) -> &Snapshot {
+        &self.scrapes[0]
+    }
+
+    pub(super) fn last(&self) -> &Snapshot {
+        &self.scrapes[self.scrapes.len() - 1]
+    }
+
+    pub(super) fn seconds(&self) -> f64 {
+        (self.last().at_s - self.first().at_s).max(1e-3)
+    }
+
+    /// A counter's increase per second from the first scrape to the last (a pod that
+    /// restarted in between counts from zero again, as Prometheus's `increase` does).
+    pub(super) fn rate(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
+        let total: f64 = self
+            .scrapes
+            .windows(2)
+            .map(|w| increase(&w[0], &w[1], metric, filter))
+            .sum();
+        total / self.seconds()
+    }
+}
+
+/// How much a counter grew from `a` to `b` (from zero if it was reset in between).
+pub(super) fn increase(a: &Snapshot, b: &Snapshot, metric: &str, filter: &[(&str, &str)]) -> f64 {
+    let (before, after) = (a.sum(metric, filter), b.sum(metric, filter));
+    if after >= before {
+        after - before
+    } else {
+        after
+    }
+}
+
+/// Takes the scrapes `args` names: live ones over `--interval`, saved files, or a
+/// Prometheus range.
+pub async fn collect(args: &ReportArgs) -> anyhow::Result<Vec<PodScrapes>> {
+    if !args.scrapes.is_empty() {
+        let gap = args.interval.as_secs_f64() / (args.scrapes.len() - 1) as f64;
+        let scrapes = args
+            .scrapes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                Snapshot::parse(&text, i as f64 * gap)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        return Ok(vec![PodScrapes {
+            name: args.scrapes[0].display().to_string(),
+            scrapes,
+        }]);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    if let Some(url) = &args.prometheus {
+        return super::prometheus_api::collect(&client, url, args).await;
+    }
+    let every = args
+        .every
+        .unwrap_or(args.interval / 10)
+        .max(Duration::from_secs(1))
+        .min(args.interval);
+    let started = tokio::time::Instant::now();
+    let mut pods: Vec<PodScrapes> = args
+        .metrics
+        .iter()
+        .map(|m| PodScrapes {
+            name: m.clone(),
+            scrapes: Vec::new(),
+        })
+        .collect();
+    let mut next = started;
+    loop {
+        for pod in &mut pods {
+            let at_s = started.elapsed().as_secs_f64();
+            let text = client
+                .get(&pod.name)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| anyhow::anyhow!("scraping {}: {e}", pod.name))?
+                .text()
+                .await?;
+            pod.scrapes.push(Snapshot::parse(&text, at_s)?);
+        }
+        if next >= started + args.interval {
+            break;
+        }
+        next = (next + every).min(started + args.interval);
+        tokio::time::sleep_until(next).await;
+    }
+    Ok(pods)
+}
