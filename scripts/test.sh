@@ -161,7 +161,7 @@ skip=(); for t in "${timed[@]}"; do skip+=(--skip "$t"); done
 say "fast suite: unit + integration tests on the mock cluster, benches once each"
 cargo test --tests -- "${skip[@]}"
 # Criterion's harness takes no --skip: the benches run once each on their own.
-cargo test --benches
+cargo test --bench '*'
 say "fast suite, the tests that measure rates, one at a time: ${timed[*]}"
 cargo test --test it -- --test-threads 1 "${timed[@]}"
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"

@@ -274,39 +274,11 @@ fn decode_at(
     check_len("userId", person.as_str(), MAX_IDENTIFIER_BYTES)?;
 
     let kind = wire.kind.unwrap_or_default();
-    let action = match kind.as_str() {
-        "identify" => {
-            if matches!(person, Person::Anonymous(_)) {
-                return Err(InvalidEvent::MissingUserId);
-            }
-            let attributes = object(wire.traits, "traits")?;
-            check_attributes(&attributes)?;
-            Action::Identify { attributes }
-        }
-        "track" => {
-            let name = match wire.event {
-                Some(Value::String(s)) if !s.is_empty() => s,
-                _ => return Err(InvalidEvent::MissingEventName),
-            };
-            check_len("event", &name, MAX_EVENT_NAME_BYTES)?;
-            let data = object(wire.properties, "properties")?;
-            Action::Track { name, data }
-        }
-        other => return Err(InvalidEvent::UnknownType(other.to_string())),
-    };
+    let action = action(&kind, &person, wire.traits, wire.event, wire.properties)?;
 
     let timestamp = wire.timestamp.map(parse_timestamp).transpose()?;
     let message_id = id_text(wire.message_id);
-    let dedup_id = match (message_id.as_deref(), record) {
-        (None, Some(record)) => {
-            let mut keyed = Vec::with_capacity(record.len() + 1 + payload.len());
-            keyed.extend_from_slice(record.as_bytes());
-            keyed.push(0);
-            keyed.extend_from_slice(payload);
-            dedup_id(None, &keyed, timestamp)
-        }
-        (id, _) => dedup_id(id, payload, timestamp),
-    };
+    let dedup_id = record_dedup_id(message_id.as_deref(), record, payload, timestamp);
 
     Ok(Event {
         workspace: workspace.to_string(),
@@ -315,6 +287,57 @@ fn decode_at(
         timestamp,
         dedup_id,
     })
+}
+
+/// What an event of type `kind` does: an identify's attributes (for a known user
+/// only) or a track's name and data.
+fn action(
+    kind: &str,
+    person: &Person,
+    traits: Option<Value>,
+    event: Option<Value>,
+    properties: Option<Value>,
+) -> Result<Action, InvalidEvent> {
+    match kind {
+        "identify" => {
+            if matches!(person, Person::Anonymous(_)) {
+                return Err(InvalidEvent::MissingUserId);
+            }
+            let attributes = object(traits, "traits")?;
+            check_attributes(&attributes)?;
+            Ok(Action::Identify { attributes })
+        }
+        "track" => {
+            let name = match event {
+                Some(Value::String(s)) if !s.is_empty() => s,
+                _ => return Err(InvalidEvent::MissingEventName),
+            };
+            check_len("event", &name, MAX_EVENT_NAME_BYTES)?;
+            let data = object(properties, "properties")?;
+            Ok(Action::Track { name, data })
+        }
+        other => Err(InvalidEvent::UnknownType(other.to_string())),
+    }
+}
+
+/// The dedup id: from the message id, else from the payload — keyed by the record it
+/// was read at, when known, so byte-identical events at two records keep two ids.
+fn record_dedup_id(
+    message_id: Option<&str>,
+    record: Option<&str>,
+    payload: &[u8],
+    timestamp: Option<i64>,
+) -> String {
+    match (message_id, record) {
+        (None, Some(record)) => {
+            let mut keyed = Vec::with_capacity(record.len() + 1 + payload.len());
+            keyed.extend_from_slice(record.as_bytes());
+            keyed.push(0);
+            keyed.extend_from_slice(payload);
+            dedup_id(None, &keyed, timestamp)
+        }
+        (id, _) => dedup_id(id, payload, timestamp),
+    }
 }
 
 /// Identifiers may be strings or numbers in the wild; both become text.

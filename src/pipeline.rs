@@ -77,23 +77,8 @@ pub async fn run_on(
     let grace = Duration::from_millis(config.kafka.lag_refresh_ms * 3).max(Duration::from_secs(15));
     let health = Health::new(grace);
     stop.spawn_service(|end| server::serve(listener, metrics.clone(), health.clone(), end));
-    let limiter = Arc::new(build_limiter(&config, &metrics)?);
-    let share = limiter.share();
-    stop.spawn_service(|end| report_limits(limiter.clone(), metrics.clone(), end));
-    let shared = Arc::new(LaneShared::from_config(
-        &config,
-        Arc::new(CustomerIo::new(&config, limiter, metrics.clone())?),
-        Arc::new(DeadLetters::new(&config, metrics.clone()).map_err(SourceError::Kafka)?),
-        OffsetTracker::new(),
-        metrics.clone(),
-        Arc::new(Buffered::new(metrics)),
-        stop.hard_stop(),
-    ));
-    let intake = Arc::new(Intake::new(
-        Decoder::for_config(&config),
-        shared.clone(),
-        stop.dead_letter_tasks(),
-    ));
+    let built = build_delivery(&config, metrics, &stop)?;
+    let (shared, intake, share) = (built.shared, built.intake, built.share);
     let marks = ParkedMarks::default();
     let parking = ParkingSetup::new(
         &config,
@@ -146,6 +131,48 @@ pub async fn run_on(
     stop.stop_services().await;
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// The delivery side, built.
+struct Delivery {
+    /// What the lanes share: the API client (with the limiter), dead letters, offsets.
+    shared: Arc<LaneShared>,
+    /// Judges each record for its lane.
+    intake: Arc<Intake>,
+    /// The limiter's share of each limit, which the consumer's rebalances update.
+    share: Arc<Share>,
+}
+
+/// The delivery side: the limiter (its rates reported every second), the API client
+/// and the dead-letter producer in what the lanes share, and the intake that feeds
+/// the lanes.
+fn build_delivery(
+    config: &Config,
+    metrics: Metrics,
+    stop: &Shutdown,
+) -> Result<Delivery, WorkerError> {
+    let limiter = Arc::new(build_limiter(config, &metrics)?);
+    let share = limiter.share();
+    stop.spawn_service(|end| report_limits(limiter.clone(), metrics.clone(), end));
+    let shared = Arc::new(LaneShared::from_config(
+        config,
+        Arc::new(CustomerIo::new(config, limiter, metrics.clone())?),
+        Arc::new(DeadLetters::new(config, metrics.clone()).map_err(SourceError::Kafka)?),
+        OffsetTracker::new(),
+        metrics.clone(),
+        Arc::new(Buffered::new(metrics)),
+        stop.hard_stop(),
+    ));
+    let intake = Arc::new(Intake::new(
+        Decoder::for_config(config),
+        shared.clone(),
+        stop.dead_letter_tasks(),
+    ));
+    Ok(Delivery {
+        shared,
+        intake,
+        share,
+    })
 }
 
 /// The limiter `limits.mode` asks for: every pod the whole limit (`local`), its share

@@ -29,6 +29,14 @@ impl Config {
         if k.group_id.trim().is_empty() {
             return Err(ConfigError::key("kafka.group_id", "must not be empty"));
         }
+        self.check_kafka_topics()?;
+        self.check_kafka_buffer()?;
+        self.check_kafka_identity_and_options()
+    }
+
+    /// The source, dead-letter and parking topics: named, and each in its own role.
+    fn check_kafka_topics(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
         if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(ConfigError::key(
                 "kafka.topics",
@@ -58,6 +66,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The in-process buffer's bounds, the commit and lag periods.
+    fn check_kafka_buffer(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
         if k.max_buffered_events_per_workspace == Some(0) {
             return Err(ConfigError::key(
                 "kafka.max_buffered_events_per_workspace",
@@ -85,7 +99,7 @@ impl Config {
                 ),
             ));
         }
-        self.check_kafka_identity_and_options()
+        Ok(())
     }
 
     /// `kafka.group_instance_id`, and the librdkafka options sluice sets itself.
@@ -248,28 +262,7 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(r) = ws.rate_limit_per_s {
-                rate(&format!("workspaces[{i}].rate_limit_per_s"), r)?;
-            }
-            if ws.burst == Some(0) {
-                return Err(ConfigError::key(
-                    format!("workspaces[{i}].burst"),
-                    "must be at least 1",
-                ));
-            }
-            match env.get(&ws.api_key_env) {
-                Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
-                _ if !require_secrets => {}
-                _ => {
-                    return Err(ConfigError::key(
-                        format!("workspaces[{i}].api_key_env"),
-                        format!(
-                            "environment variable {} (API key of workspace `{}`) is not set",
-                            ws.api_key_env, ws.id
-                        ),
-                    ))
-                }
-            }
+            check_workspace(i, ws, env, require_secrets)?;
         }
         if let Some(default) = &self.lanes.default_workspace {
             if !seen.contains(default) {
@@ -281,6 +274,38 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// One workspace's own settings: its limit, burst, and API key read from `env`.
+fn check_workspace(
+    i: usize,
+    ws: &mut super::WorkspaceConfig,
+    env: &BTreeMap<String, String>,
+    require_secrets: bool,
+) -> Result<(), ConfigError> {
+    if let Some(r) = ws.rate_limit_per_s {
+        rate(&format!("workspaces[{i}].rate_limit_per_s"), r)?;
+    }
+    if ws.burst == Some(0) {
+        return Err(ConfigError::key(
+            format!("workspaces[{i}].burst"),
+            "must be at least 1",
+        ));
+    }
+    match env.get(&ws.api_key_env) {
+        Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
+        _ if !require_secrets => {}
+        _ => {
+            return Err(ConfigError::key(
+                format!("workspaces[{i}].api_key_env"),
+                format!(
+                    "environment variable {} (API key of workspace `{}`) is not set",
+                    ws.api_key_env, ws.id
+                ),
+            ))
+        }
+    }
+    Ok(())
 }
 
 fn positive(key: &str, value: u64) -> Result<(), ConfigError> {

@@ -124,8 +124,7 @@ impl Sender {
     }
 
     /// One attempt: a token from the workspace's bucket, the request, and its answer
-    /// judged — final, or worth asking again and on what terms. A 429 (or a 503 with a
-    /// `Retry-After`) also throttles the workspace's limiter.
+    /// judged ([`Self::judge`]).
     async fn attempt(&self, r: &Request<'_>, number: u32) -> Outcome {
         let (user, key) = r.credentials;
         let (waited, permit) = self.limiter.acquire(r.workspace).await;
@@ -160,15 +159,7 @@ impl Sender {
         let (status, headers, text) = match result {
             Err(e) => {
                 self.metrics.request(r.workspace, "error", sent.elapsed());
-                // A connect that timed out is unreachable too (a host that drops SYNs),
-                // not a slow answer.
-                let (reason, again) = if e.is_connect() {
-                    (FailureReason::Connect, Again::Unreachable)
-                } else if e.is_timeout() {
-                    (FailureReason::Timeout, Again::Transient { asked: None })
-                } else {
-                    (FailureReason::Network, Again::Transient { asked: None })
-                };
+                let (reason, again) = network_failure(&e);
                 let why = Why::new(reason, e.to_string(), None);
                 return Outcome::Again(again, why, sent.elapsed());
             }
@@ -176,15 +167,28 @@ impl Sender {
         };
         self.metrics
             .request(r.workspace, status_class(status), sent.elapsed());
+        self.judge(r.workspace, status, &headers, text, sent).await
+    }
+
+    /// An answer judged: final, or worth asking again and on what terms. A 429 (or a
+    /// 503 with a `Retry-After`) also throttles the workspace's limiter.
+    async fn judge(
+        &self,
+        workspace: &str,
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        text: String,
+        sent: tokio::time::Instant,
+    ) -> Outcome {
         let code = status.as_u16();
         let why = || Why::new(FailureReason::Http(code), excerpt(&text), Some(code));
         match classify(status) {
             Verdict::Success => {
-                self.succeeded(r.workspace);
+                self.succeeded(workspace);
                 Outcome::Accepted
             }
             Verdict::Partial => {
-                self.succeeded(r.workspace);
+                self.succeeded(workspace);
                 Outcome::Partial(text)
             }
             Verdict::Split => Outcome::TooLarge(why()),
@@ -192,15 +196,28 @@ impl Sender {
             Verdict::RetryAuth => Outcome::Again(Again::Auth, why(), sent.elapsed()),
             Verdict::Retry => {
                 let max = Duration::from_millis(self.retry.max_retry_after_ms);
-                let asked = retry_after(&headers, SystemTime::now()).map(|d| d.min(max));
+                let asked = retry_after(headers, SystemTime::now()).map(|d| d.min(max));
                 if is_throttle(status, asked) {
-                    self.limiter.throttled(r.workspace, asked, sent).await;
-                    self.metrics.throttled(r.workspace, asked);
-                    self.report_rate(r.workspace);
+                    self.limiter.throttled(workspace, asked, sent).await;
+                    self.metrics.throttled(workspace, asked);
+                    self.report_rate(workspace);
                 }
                 Outcome::Again(Again::Transient { asked }, why(), sent.elapsed())
             }
         }
+    }
+}
+
+/// Why a request got no answer, and whether to wait as for an unreachable API. A
+/// connect that timed out is unreachable too (a host that drops SYNs), not a slow
+/// answer.
+fn network_failure(e: &reqwest::Error) -> (FailureReason, Again) {
+    if e.is_connect() {
+        (FailureReason::Connect, Again::Unreachable)
+    } else if e.is_timeout() {
+        (FailureReason::Timeout, Again::Transient { asked: None })
+    } else {
+        (FailureReason::Network, Again::Transient { asked: None })
     }
 }
 

@@ -28,7 +28,10 @@ use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::Metrics;
 use crate::source::{Buffered, OffsetTracker, Origin, Raw};
 
+mod held;
 mod queues;
+
+use held::Held;
 
 pub use queues::Queues;
 
@@ -208,162 +211,6 @@ impl Router {
     }
 }
 
-/// A batch in flight, shared with its delivery task so that parking can take its
-/// events back.
-type Batch = Arc<Vec<Envelope>>;
-type BatchResult = (u64, Vec<ItemOutcome>);
-
-/// What a lane holds: queued events and batches in flight.
-struct Held {
-    queues: Queues,
-    in_flight: JoinSet<BatchResult>,
-    batches: HashMap<u64, Batch>,
-    /// The batch each delivery task carries, to fail it if the task panics.
-    tasks: HashMap<tokio::task::Id, u64>,
-    /// Batches whose task panicked and are being dead-lettered.
-    failed: std::collections::HashSet<u64>,
-    next_batch: u64,
-    /// Bytes of the events held, queued or in flight (`Envelope::held_bytes`).
-    bytes: usize,
-}
-
-impl Held {
-    /// Events held, queued or in flight.
-    fn events(&self) -> usize {
-        self.queues.total + self.batches.values().map(|b| b.len()).sum::<usize>()
-    }
-
-    /// Takes an event into the queues.
-    fn push(&mut self, envelope: Envelope, ordering: Ordering) {
-        self.bytes += envelope.held_bytes();
-        self.queues.push(envelope, ordering);
-    }
-
-    /// Sends every batch that is due (full, lingered long enough, or draining) while
-    /// the lane has room in flight.
-    fn send_ready(&mut self, workspace: &Arc<str>, shared: &Arc<LaneShared>, draining: bool) {
-        while self.in_flight.len() < shared.max_in_flight && self.queues.runnable_events > 0 {
-            let lingered = self
-                .queues
-                .oldest_runnable()
-                .is_some_and(|t| t + shared.linger <= Instant::now());
-            let ready = draining
-                || lingered
-                || self.queues.runnable_events >= shared.max_events
-                || self.queues.runnable_bytes >= shared.max_bytes;
-            if !ready {
-                break;
-            }
-            let batch =
-                self.queues
-                    .take_batch(shared.max_events, shared.max_bytes, shared.ordering);
-            if batch.is_empty() {
-                break;
-            }
-            let bytes = batch.iter().map(|e| e.encoded.len()).sum();
-            shared.metrics.batch(workspace, batch.len(), bytes);
-            let batch: Batch = Arc::new(batch);
-            let id = self.next_batch;
-            self.next_batch += 1;
-            self.batches.insert(id, batch.clone());
-            let shared = shared.clone();
-            let workspace = workspace.clone();
-            let task = self.in_flight.spawn(async move {
-                let items: Vec<Encoded> = batch.iter().map(|e| e.encoded.clone()).collect();
-                let outcomes = shared.destination.deliver(&workspace, &items).await;
-                // Refused events complete only once their dead letters are acknowledged.
-                let letters = batch.iter().zip(&outcomes).filter_map(|(e, o)| match o {
-                    ItemOutcome::Rejected(failure) => Some(shared.dead_letters.send(Letter {
-                        origin: &e.origin,
-                        raw: &e.raw,
-                        workspace: Some(&workspace),
-                        failure,
-                    })),
-                    ItemOutcome::Delivered => None,
-                });
-                futures::future::join_all(letters).await;
-                (id, outcomes)
-            });
-            self.tasks.insert(task.id(), id);
-        }
-    }
-
-    /// A delivery task panicked (a defect, never an answer from the API): its batch is
-    /// dead-lettered with the panic as the reason, so its offsets complete and its users
-    /// move on, rather than staying "in flight" for ever.
-    fn fail_batch(&mut self, workspace: &Arc<str>, shared: &Arc<LaneShared>, e: JoinError) {
-        let Some(id) = self.tasks.remove(&e.id()) else {
-            return;
-        };
-        let Some(batch) = self.batches.get(&id).cloned() else {
-            return;
-        };
-        if !self.failed.insert(id) {
-            // Dead-lettering it panicked too: nothing more can be done here without
-            // losing it. Its offsets stay uncommitted (the partition's commit holds
-            // there) and a restart delivers it again.
-            tracing::error!(
-                workspace = %workspace, events = batch.len(),
-                "dead-lettering a failed batch panicked as well; its events stay \
-                 uncommitted until the pod restarts"
-            );
-            return;
-        }
-        let panic = e.try_into_panic().map_or_else(
-            |e| e.to_string(),
-            |p| {
-                p.downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into())
-            },
-        );
-        tracing::error!(
-            workspace = %workspace, events = batch.len(),
-            "delivery task panicked ({panic}); its events are dead-lettered (reason internal_error)"
-        );
-        let failure = Failure::without_request(
-            crate::deliver::FailureReason::InternalError,
-            format!("delivery task panicked: {panic}"),
-        );
-        let (shared, workspace) = (shared.clone(), workspace.clone());
-        let task = self.in_flight.spawn(async move {
-            let letters = batch.iter().map(|e| {
-                shared.dead_letters.send(Letter {
-                    origin: &e.origin,
-                    raw: &e.raw,
-                    workspace: Some(&workspace),
-                    failure: &failure,
-                })
-            });
-            futures::future::join_all(letters).await;
-            let outcomes = vec![ItemOutcome::Rejected(failure.clone()); batch.len()];
-            (id, outcomes)
-        });
-        self.tasks.insert(task.id(), id);
-    }
-
-    /// Takes every event back, in an order that keeps each user's: a user's batch in
-    /// flight comes before its queued events. In-flight requests are abandoned (what
-    /// they may have delivered is delivered again later: at least once).
-    async fn take_all(&mut self) -> Vec<Envelope> {
-        self.in_flight.abort_all();
-        while self.in_flight.join_next().await.is_some() {}
-        self.tasks.clear();
-        self.failed.clear();
-        let mut ids: Vec<u64> = self.batches.keys().copied().collect();
-        ids.sort();
-        let mut out = Vec::new();
-        for id in ids {
-            let batch = self.batches.remove(&id).expect("listed");
-            out.extend(Arc::unwrap_or_clone(batch));
-        }
-        out.extend(std::mem::take(&mut self.queues).into_events());
-        self.bytes = 0;
-        out
-    }
-}
-
 /// Runs one workspace's lane until its sender is dropped and everything it held has a
 /// final answer, or until the hard stop. With `parking`, the lane also runs its
 /// workspace's side of the parking protocol (see [`crate::park`]).
@@ -375,15 +222,7 @@ pub async fn run_lane(
     closed: CancellationToken,
 ) {
     let workspace: Arc<str> = workspace.into();
-    let mut held = Held {
-        queues: Queues::default(),
-        in_flight: JoinSet::new(),
-        batches: HashMap::new(),
-        tasks: HashMap::new(),
-        failed: Default::default(),
-        next_batch: 0,
-        bytes: 0,
-    };
+    let mut held = Held::default();
     let mut draining = false;
     let mut park_tick = tokio::time::interval(Duration::from_millis(100));
     park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -404,25 +243,11 @@ pub async fn run_lane(
         tokio::select! {
             biased;
             _ = shared.hard_stop.cancelled() => {
-                held.in_flight.abort_all();
-                tracing::warn!(
-                    workspace = %workspace, held = held.queues.total,
-                    "drain deadline passed: abandoning undelivered events (left uncommitted)"
-                );
+                held.abandon(&workspace);
                 break;
             }
             Some(joined) = held.in_flight.join_next_with_id(), if !held.in_flight.is_empty() => match joined {
-                Ok((task, (id, outcomes))) => {
-                    held.tasks.remove(&task);
-                    held.failed.remove(&id);
-                    let batch = held.batches.remove(&id).expect("a batch in flight is listed");
-                    // Its task has ended, so this is the only handle left.
-                    let batch = Arc::unwrap_or_clone(batch);
-                    held.bytes = held
-                        .bytes
-                        .saturating_sub(batch.iter().map(Envelope::held_bytes).sum::<usize>());
-                    finish(&workspace, &shared, &mut held.queues, batch, outcomes);
-                }
+                Ok((task, (id, outcomes))) => held.answered(&workspace, &shared, task, id, outcomes),
                 Err(e) if e.is_cancelled() => {
                     held.tasks.remove(&e.id());
                 }
@@ -432,16 +257,8 @@ pub async fn run_lane(
                 Some(msg) => take_in(msg, &mut held, &mut parking, &shared).await,
                 None => draining = true,
             },
-            // The source is done (the router is gone). The parking side holds senders
-            // of this lane too, so the channel alone would never say so: stop the
-            // reader, take in what was sent, and drain.
             _ = closed.cancelled(), if !draining => {
-                if let Some(p) = &mut parking {
-                    p.stop_reader().await;
-                }
-                while let Ok(msg) = rx.try_recv() {
-                    take_in(msg, &mut held, &mut parking, &shared).await;
-                }
+                take_in_the_rest(&mut rx, &mut held, &mut parking, &shared).await;
                 draining = true;
             }
             _ = park_tick.tick(), if parking.is_some() && !draining => {
@@ -454,6 +271,23 @@ pub async fn run_lane(
     }
     if let Some(p) = parking {
         p.close().await;
+    }
+}
+
+/// The source is done (the router is gone). The parking side holds senders of this
+/// lane too, so the channel alone would never say so: stops the reader and takes in
+/// what was sent, before the lane drains.
+async fn take_in_the_rest(
+    rx: &mut mpsc::UnboundedReceiver<LaneMsg>,
+    held: &mut Held,
+    parking: &mut Option<crate::park::LaneParking>,
+    shared: &Arc<LaneShared>,
+) {
+    if let Some(p) = parking {
+        p.stop_reader().await;
+    }
+    while let Ok(msg) = rx.try_recv() {
+        take_in(msg, held, parking, shared).await;
     }
 }
 

@@ -25,11 +25,7 @@ pub(super) struct DeliveryMetrics {
     pub(super) retries: IntCounterVec,
     pub(super) batches: BatchMetrics,
     pub(super) in_flight: IntGauge,
-    pub(super) delivery_seconds: prometheus::Histogram,
-    /// Delivery latency in µs: since start, and since the last interval read.
-    pub(super) delivery_hdr:
-        Arc<std::sync::Mutex<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>>,
-    pub(super) end_to_end_seconds: prometheus::Histogram,
+    pub(super) latency: LatencyMetrics,
     /// Retry lines, one per workspace and reason per interval.
     pub(super) retry_lines: Arc<quiet::Quiet>,
 }
@@ -67,6 +63,48 @@ impl BatchMetrics {
                 r,
                 "sluice_batch_max_bytes",
                 "The most bytes one request body carries (batch.max_bytes).",
+            ),
+        }
+    }
+}
+
+/// How long delivered events took: from Kafka, and from their own timestamps.
+#[derive(Clone, Debug)]
+pub(super) struct LatencyMetrics {
+    delivery_seconds: prometheus::Histogram,
+    /// Delivery latency in µs: since start, and since the last interval read.
+    delivery_hdr:
+        Arc<std::sync::Mutex<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>>,
+    end_to_end_seconds: prometheus::Histogram,
+}
+
+impl LatencyMetrics {
+    fn new(r: &Registry) -> Self {
+        LatencyMetrics {
+            delivery_seconds: unlabelled_histogram(
+                r,
+                "sluice_delivery_latency_seconds",
+                "From the event entering Kafka (its record timestamp, or loadgen's \
+                         scheduled send time) to the API accepting it.",
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0,
+                ],
+            ),
+            delivery_hdr: {
+                let micros = || {
+                    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                        .expect("valid bounds")
+                };
+                Arc::new(std::sync::Mutex::new((micros(), micros())))
+            },
+            end_to_end_seconds: unlabelled_histogram(
+                r,
+                "sluice_end_to_end_latency_seconds",
+                "From the event's own timestamp to the API accepting it.",
+                vec![
+                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                ],
             ),
         }
     }
@@ -130,31 +168,7 @@ impl DeliveryMetrics {
                 "sluice_http_requests_in_flight",
                 "HTTP requests sent and not yet answered.",
             ),
-            delivery_seconds: unlabelled_histogram(
-                r,
-                "sluice_delivery_latency_seconds",
-                "From the event entering Kafka (its record timestamp, or loadgen's \
-                         scheduled send time) to the API accepting it.",
-                vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    300.0,
-                ],
-            ),
-            delivery_hdr: {
-                let micros = || {
-                    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                        .expect("valid bounds")
-                };
-                Arc::new(std::sync::Mutex::new((micros(), micros())))
-            },
-            end_to_end_seconds: unlabelled_histogram(
-                r,
-                "sluice_end_to_end_latency_seconds",
-                "From the event's own timestamp to the API accepting it.",
-                vec![
-                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-                ],
-            ),
+            latency: LatencyMetrics::new(r),
             retry_lines: Arc::new(quiet::Quiet::new(outage::REMINDER)),
         }
     }
@@ -343,10 +357,18 @@ impl Metrics {
         let now_us = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let mut hdr = self.delivery.delivery_hdr.lock().expect("not poisoned");
+        let mut hdr = self
+            .delivery
+            .latency
+            .delivery_hdr
+            .lock()
+            .expect("not poisoned");
         for entered in entered_us {
             let us = (now_us - entered).max(0) as u64;
-            self.delivery.delivery_seconds.observe(us as f64 / 1e6);
+            self.delivery
+                .latency
+                .delivery_seconds
+                .observe(us as f64 / 1e6);
             hdr.0.saturating_record(us);
             hdr.1.saturating_record(us);
         }
@@ -354,7 +376,12 @@ impl Metrics {
 
     /// Delivery latency (µs) since the last call, and reset.
     pub fn take_latency_interval(&self) -> hdrhistogram::Histogram<u64> {
-        let mut hdr = self.delivery.delivery_hdr.lock().expect("not poisoned");
+        let mut hdr = self
+            .delivery
+            .latency
+            .delivery_hdr
+            .lock()
+            .expect("not poisoned");
         let interval = hdr.1.clone();
         hdr.1.reset();
         interval
@@ -363,6 +390,7 @@ impl Metrics {
     /// Delivery latency (µs) since start.
     pub fn latency_total(&self) -> hdrhistogram::Histogram<u64> {
         self.delivery
+            .latency
             .delivery_hdr
             .lock()
             .expect("not poisoned")
@@ -378,7 +406,7 @@ impl Metrics {
         for event_time in event_times {
             let age = now - event_time as f64;
             if age >= 0.0 {
-                self.delivery.end_to_end_seconds.observe(age);
+                self.delivery.latency.end_to_end_seconds.observe(age);
             }
         }
     }

@@ -20,9 +20,45 @@ pub(super) struct SourceMetrics {
     pub(super) buffered: IntGauge,
     pub(super) buffered_bytes: IntGauge,
     pub(super) paused: IntGauge,
-    pub(super) queue_depth: IntGauge,
-    pub(super) partition_lag: prometheus::IntGaugeVec,
-    pub(super) scaling_depth: IntGauge,
+    pub(super) depth: DepthMetrics,
+}
+
+/// What waits for this pod: per-partition lag, the queue depth and the scaling signal.
+#[derive(Clone, Debug)]
+pub(super) struct DepthMetrics {
+    queue_depth: IntGauge,
+    partition_lag: prometheus::IntGaugeVec,
+    scaling_depth: IntGauge,
+}
+
+impl DepthMetrics {
+    fn new(r: &Registry) -> Self {
+        DepthMetrics {
+            queue_depth: gauge(
+                r,
+                "sluice_queue_depth",
+                "Events waiting for this pod: lag of its assigned partitions plus events \
+                 buffered in process. The autoscaling signal.",
+            ),
+            partition_lag: registered(
+                r,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "sluice_partition_lag",
+                        "Events in an assigned partition not yet read (high watermark - position).",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("valid metric"),
+            ),
+            scaling_depth: gauge(
+                r,
+                "sluice_scaling_queue_depth",
+                "The autoscaling signal: sluice_queue_depth times the share of lane time not \
+                 spent waiting on the API's limit — the work another pod could speed up.",
+            ),
+        }
+    }
 }
 
 impl SourceMetrics {
@@ -72,25 +108,7 @@ impl SourceMetrics {
                 "sluice_partitions_paused",
                 "1 while the assigned partitions are paused for back-pressure.",
             ),
-            queue_depth: gauge(
-                r,
-                "sluice_queue_depth",
-                "Events waiting for this pod: lag of its assigned partitions plus events \
-                 buffered in process. The autoscaling signal.",
-            ),
-            partition_lag: registered(r, prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "sluice_partition_lag",
-                        "Events in an assigned partition not yet read (high watermark - position).",
-                    ),
-                    &["topic", "partition"],
-                ).expect("valid metric")),
-            scaling_depth: gauge(
-                r,
-                "sluice_scaling_queue_depth",
-                "The autoscaling signal: sluice_queue_depth times the share of lane time not \
-                 spent waiting on the API's limit — the work another pod could speed up.",
-            ),
+            depth: DepthMetrics::new(r),
         }
     }
 }
@@ -129,13 +147,13 @@ impl Metrics {
     /// The autoscaling signal was computed: `depth` events another pod could help
     /// with, `bound` the limit-bound share of lane time.
     pub fn set_scaling(&self, depth: u64, bound: f64) {
-        self.source.scaling_depth.set(depth as i64);
+        self.source.depth.scaling_depth.set(depth as i64);
         self.limits.limit_bound.set(bound);
     }
 
     /// The last computed autoscaling signal.
     pub fn scaling_depth(&self) -> i64 {
-        self.source.scaling_depth.get()
+        self.source.depth.scaling_depth.get()
     }
 
     /// The brokers could not be reached (librdkafka's transport errors, a failed poll).
@@ -198,9 +216,10 @@ impl Metrics {
         partitions: &[(&str, i32, i64)],
         gone: &[(&str, i32)],
     ) {
-        self.source.queue_depth.set(depth as i64);
+        self.source.depth.queue_depth.set(depth as i64);
         for (topic, partition, lag) in partitions {
             self.source
+                .depth
                 .partition_lag
                 .with_label_values(&[*topic, partition.to_string().as_str()])
                 .set(*lag);
@@ -208,6 +227,7 @@ impl Metrics {
         for (topic, partition) in gone {
             let _ = self
                 .source
+                .depth
                 .partition_lag
                 .remove_label_values(&[*topic, partition.to_string().as_str()]);
         }
@@ -215,7 +235,7 @@ impl Metrics {
 
     /// The last measured queue depth.
     pub fn queue_depth(&self) -> i64 {
-        self.source.queue_depth.get()
+        self.source.depth.queue_depth.get()
     }
 
     /// Partition assignments (`assign`) or revocations (`revoke`) so far.

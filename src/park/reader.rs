@@ -268,27 +268,7 @@ impl Reader {
                 .send(LaneMsg::Park(Control::FenceRead { tp: source, epoch }));
             return;
         }
-        let raw = Raw {
-            key,
-            payload,
-            redrive_count: hs
-                .get(headers::REDRIVE_COUNT)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0),
-            replay: hs.get(headers::REPLAY).cloned(),
-            entered_us: hs.get(headers::DUE).and_then(|d| d.parse().ok()),
-            // Parked before copies carried it: the source record it was parked from.
-            first_written: crate::source::first_written(
-                (
-                    &*source.topic,
-                    source.partition,
-                    hs.get(headers::OFFSET)
-                        .and_then(|o| o.parse().ok())
-                        .unwrap_or(offset),
-                ),
-                |h| hs.get(h).cloned(),
-            ),
-        };
+        let raw = parked_raw(&source, offset, hs, key, payload);
         let record = Received {
             origin: Origin { tp, offset },
             raw,
@@ -387,5 +367,38 @@ impl Reader {
             .shared
             .metrics
             .set_parked_waiting(&self.setup.workspace, lag);
+    }
+}
+
+/// A parked copy (at `offset`, with headers `hs`) as the record it stands for: its
+/// key and payload, and what the parking wrote down of the source record it came from
+/// (`source`, `headers::OFFSET`) and of its history (redrives, replay, due time).
+fn parked_raw(
+    source: &TopicPartition,
+    offset: i64,
+    hs: &std::collections::BTreeMap<String, String>,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+) -> Raw {
+    Raw {
+        key,
+        payload,
+        redrive_count: hs
+            .get(headers::REDRIVE_COUNT)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        replay: hs.get(headers::REPLAY).cloned(),
+        entered_us: hs.get(headers::DUE).and_then(|d| d.parse().ok()),
+        // Parked before copies carried it: the source record it was parked from.
+        first_written: crate::source::first_written(
+            (
+                &*source.topic,
+                source.partition,
+                hs.get(headers::OFFSET)
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or(offset),
+            ),
+            |h| hs.get(h).cloned(),
+        ),
     }
 }

@@ -69,6 +69,36 @@ pub struct Source {
     owned: (u64, HashSet<TopicPartition>),
 }
 
+/// The group consumer's librdkafka settings: the shared ones, the group, offsets
+/// committed by sluice only, and the prefetch and assignment defaults.
+fn group_client_config(k: &crate::config::KafkaConfig) -> rdkafka::ClientConfig {
+    let mut client = super::client_config(k);
+    client
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            match k.auto_offset_reset {
+                OffsetReset::Earliest => "earliest",
+                OffsetReset::Latest => "latest",
+            },
+        );
+    if let Some(id) = &k.group_instance_id {
+        // Only the group's consumer: the lag monitor and park reader assign, never join.
+        client.set("group.instance.id", id);
+    }
+    if !k.options.contains_key("queued.max.messages.kbytes") {
+        // librdkafka's prefetch, outside the buffer's count: a quarter of its bytes.
+        let kbytes = (k.max_buffered_bytes / 4 / 1024).clamp(1, 2_097_151);
+        client.set("queued.max.messages.kbytes", kbytes.to_string());
+    }
+    if !k.options.contains_key("partition.assignment.strategy") {
+        client.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    client
+}
+
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Source").finish_non_exhaustive()
@@ -91,30 +121,7 @@ impl Source {
         let metrics = shared.metrics.clone();
         let buffered = shared.buffered.clone();
         let k = &config.kafka;
-        let mut client = super::client_config(k);
-        client
-            .set("group.id", &k.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set(
-                "auto.offset.reset",
-                match k.auto_offset_reset {
-                    OffsetReset::Earliest => "earliest",
-                    OffsetReset::Latest => "latest",
-                },
-            );
-        if let Some(id) = &k.group_instance_id {
-            // Only the group's consumer: the lag monitor and park reader assign, never join.
-            client.set("group.instance.id", id);
-        }
-        if !k.options.contains_key("queued.max.messages.kbytes") {
-            // librdkafka's prefetch, outside the buffer's count: a quarter of its bytes.
-            let kbytes = (k.max_buffered_bytes / 4 / 1024).clamp(1, 2_097_151);
-            client.set("queued.max.messages.kbytes", kbytes.to_string());
-        }
-        if !k.options.contains_key("partition.assignment.strategy") {
-            client.set("partition.assignment.strategy", "cooperative-sticky");
-        }
+        let client = group_client_config(k);
         let (rebalance_tx, rebalance_rx) = mpsc::unbounded_channel();
         let parking_on = k.park_topic.is_some();
         let context = SourceContext {

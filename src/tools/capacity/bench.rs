@@ -5,7 +5,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
 use super::report::Environment;
-use super::run::RunArgs;
+use super::run_args::RunArgs;
 use crate::config::Config;
 
 /// The API key the embedded worker sends (the embedded API accepts any).

@@ -11,6 +11,7 @@ pub mod prometheus_api;
 pub mod report;
 pub mod review;
 mod run;
+mod run_args;
 pub mod sample;
 pub mod scrapes;
 pub mod stairs;
@@ -18,7 +19,8 @@ pub mod threshold;
 
 pub use report::Report;
 pub use review::{ReportArgs, Review};
-pub use run::{run, Outcome, RunArgs};
+pub use run::{run, Outcome};
+pub use run_args::RunArgs;
 
 /// Exit code of a run whose thresholds failed (k6's).
 pub const EXIT_THRESHOLDS: u8 = 99;

@@ -193,11 +193,9 @@ impl Tally {
         )
     }
 
-    /// The summary.
-    pub(super) fn summary(self, end: Finish) -> Summary {
-        let elapsed = end.elapsed.as_secs_f64().max(1e-9);
-        let stages = end
-            .stages
+    /// Each stage's figures (a stage without a duration lasts the whole run).
+    fn stage_summaries(&self, end: &Finish, elapsed: f64) -> Vec<StageSummary> {
+        end.stages
             .iter()
             .enumerate()
             .map(|(i, w)| {
@@ -225,7 +223,13 @@ impl Tally {
                     late: self.late_by_stage[i],
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// The summary.
+    pub(super) fn summary(self, end: Finish) -> Summary {
+        let elapsed = end.elapsed.as_secs_f64().max(1e-9);
+        let stages = self.stage_summaries(&end, elapsed);
         let attempts = self.sent + self.refused;
         let late_share = if attempts == 0 {
             0.0

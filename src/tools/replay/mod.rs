@@ -8,6 +8,7 @@
 //! `sluice.replay` header (`RUN:TOPIC:PARTITION:OFFSET`) so dead letters and redrives
 //! can tell replayed traffic from fresh.
 
+mod args;
 mod range;
 mod sink;
 mod source;
@@ -24,89 +25,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::tools::dump::Raw;
 use crate::tools::latency::{micros, Percentiles};
+pub use args::{ReplayArgs, Timestamps};
 pub use range::{OffsetRange, Selection, Span, Time, TopicReader};
 use sink::Sink;
 use source::Source;
 
 /// The header every message replayed into a topic carries.
 pub const REPLAY_HEADER: &str = crate::dlq::headers::REPLAY;
-
-/// `sluice replay` options.
-#[derive(Debug, Clone, clap::Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["source_topic", "from_file"])))]
-#[command(group(clap::ArgGroup::new("destination").required(true).args(["to_topic", "to_file"])))]
-pub struct ReplayArgs {
-    /// Bootstrap brokers, `HOST:PORT,…` (default: `--config`'s `kafka.brokers`).
-    #[arg(long)]
-    pub brokers: Option<String>,
-    /// A worker configuration file: its `[kafka]` brokers and options are used, and its
-    /// `kafka.topics` are refused as a destination without `--force`.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
-    /// Read this topic.
-    #[arg(long)]
-    pub source_topic: Option<String>,
-    /// Only these partitions of the source topic.
-    #[arg(long, value_delimiter = ',')]
-    pub partitions: Vec<i32>,
-    /// An offset range `PARTITION:START-END` (END exclusive, empty for the end;
-    /// repeatable, one per partition); only the partitions named are read.
-    #[arg(long, conflicts_with = "partitions")]
-    pub offsets: Vec<OffsetRange>,
-    /// Only records at or after this time (RFC 3339 or unix ms).
-    #[arg(long)]
-    pub from: Option<Time>,
-    /// Only records before this time (RFC 3339 or unix ms).
-    #[arg(long)]
-    pub to: Option<Time>,
-    /// Read a record file (`--to-file` of replay or loadgen) instead of a topic.
-    #[arg(long, conflicts_with_all = ["partitions", "offsets"])]
-    pub from_file: Option<PathBuf>,
-    /// Write into this topic.
-    #[arg(long)]
-    pub to_topic: Option<String>,
-    /// Write a record file (lossless, JSON lines) instead.
-    #[arg(long)]
-    pub to_file: Option<PathBuf>,
-    /// Keep the original gaps between records (from their timestamps), divided by this
-    /// factor: 1 is real time, 10 ten times faster.
-    #[arg(long, conflicts_with = "rate")]
-    pub speed: Option<f64>,
-    /// A fixed rate in records/s instead.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Let the producer pick partitions by key instead of keeping each record's.
-    #[arg(long)]
-    pub repartition: bool,
-    /// Timestamps written: `keep` the originals, `now` (the broker's time), or `shift`
-    /// them so the first is now and the gaps are kept.
-    #[arg(long, value_enum, default_value = "keep")]
-    pub timestamps: Timestamps,
-    /// Write even into the topic being read or one the worker config consumes.
-    #[arg(long)]
-    pub force: bool,
-    /// A librdkafka producer property, `KEY=VALUE` (repeatable).
-    #[arg(long = "producer-option", value_parser = crate::tools::shared::parse_key_value)]
-    pub producer_options: Vec<(String, String)>,
-    /// Interval between progress lines when stderr is not a terminal.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
-    pub progress_interval: Duration,
-    /// The run id in each `sluice.replay` header (default: a new ULID).
-    #[arg(long)]
-    pub run_id: Option<String>,
-}
-
-/// Which timestamps are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Timestamps {
-    /// The originals.
-    Keep,
-    /// None (the producer's clock).
-    Now,
-    /// The originals moved so the first is the replay's start.
-    Shift,
-}
 
 /// Why a replay is refused before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -215,15 +140,7 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
     );
     let (written, failed) = sink.finish(stop, tally.refused, &mut tally.failures)?;
     let duration = start.elapsed().as_secs_f64();
-    let (pacing, pacing_value) = match (args.speed, args.rate) {
-        (Some(s), _) => ("speed", Some(s)),
-        (_, Some(r)) => ("rate", Some(r)),
-        _ => ("max", None),
-    };
-    let pacing_error_ms = match pacing {
-        "max" => Percentiles::default(),
-        _ => Percentiles::of_us(&tally.lateness),
-    };
+    let (pacing, pacing_value, pacing_error_ms) = pacing(&args, &tally.lateness);
     Ok(Summary {
         run_id,
         source: source_name,
@@ -244,6 +161,19 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
         stopped: tally.stopped,
         error: tally.error,
     })
+}
+
+/// How the replay was paced (`speed`, `rate` or `max`), at what, and how late its
+/// paced writes were.
+fn pacing(
+    args: &ReplayArgs,
+    lateness: &Histogram<u64>,
+) -> (&'static str, Option<f64>, Percentiles) {
+    match (args.speed, args.rate) {
+        (Some(s), _) => ("speed", Some(s), Percentiles::of_us(lateness)),
+        (_, Some(r)) => ("rate", Some(r), Percentiles::of_us(lateness)),
+        _ => ("max", None, Percentiles::default()),
+    }
 }
 
 /// Refuses a destination that would loop or re-deliver (unless `--force`) and pacing
@@ -313,6 +243,19 @@ impl Tally {
         }
     }
 
+    /// The source's next record; `None` at its end, or when it failed: a bad line or
+    /// a broken broker ends the replay, but what was written is still flushed and
+    /// counted, so the summary says where it stopped.
+    fn next_from(&mut self, source: &mut Source) -> Option<Raw> {
+        match source.next() {
+            Ok(next) => next,
+            Err(e) => {
+                self.error = Some(format!("{e:#}"));
+                None
+            }
+        }
+    }
+
     /// One write's outcome, for a record from `partition`.
     fn count(&mut self, outcome: Result<(), String>, partition: Option<i32>) {
         match outcome {
@@ -366,19 +309,9 @@ fn copy(
             t.stopped = true;
             break;
         }
-        let next = match first.take() {
-            Some(raw) => Some(raw),
-            // A bad line or a broken broker ends the replay, but what was written is
-            // still flushed and counted, so the summary says where it stopped.
-            None => match source.next() {
-                Ok(next) => next,
-                Err(e) => {
-                    t.error = Some(format!("{e:#}"));
-                    break;
-                }
-            },
+        let Some(mut raw) = first.take().or_else(|| t.next_from(source)) else {
+            break;
         };
-        let Some(mut raw) = next else { break };
         let ts = raw.timestamp;
         let base = *t.first_ts.get_or_insert(ts.unwrap_or(wall_start_ms));
         t.last_ts = ts.or(t.last_ts);
@@ -390,11 +323,7 @@ fn copy(
                 break;
             }
         }
-        raw.timestamp = match args.timestamps {
-            Timestamps::Keep => ts,
-            Timestamps::Now => None,
-            Timestamps::Shift => ts.map(|t| t - base + wall_start_ms),
-        };
+        raw.timestamp = args.timestamps.apply(ts, base, wall_start_ms);
         let source_partition = raw.partition;
         let outcome = sink.write(&mut raw, run_id, source_name, stop);
         if let Some(due) = due {

@@ -210,50 +210,8 @@ impl TopicReader {
     /// for), or `None` at the end.
     pub fn next_record(&mut self) -> anyhow::Result<Option<Raw>> {
         loop {
-            // Anything fetched before the split lands on the main queue: keep it, in
-            // order, ahead of the partition's own queue (dropping it would skip records).
-            while let Some(event) = self.consumer.poll(Duration::ZERO) {
-                match event {
-                    Ok(m) => {
-                        let m = m.detach();
-                        if let Some(part) = self
-                            .parts
-                            .iter_mut()
-                            .find(|p| p.span.partition == m.partition())
-                        {
-                            part.early.push_back(m);
-                        }
-                    }
-                    Err(KafkaError::PartitionEOF(p)) => {
-                        if let Some(part) = self.parts.iter_mut().find(|x| x.span.partition == p) {
-                            part.early_eof = true;
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let mut waiting = None;
-            for (i, part) in self.parts.iter_mut().enumerate() {
-                if part.head.is_none() && !part.done {
-                    part.fill(Duration::ZERO)?;
-                    if part.head.is_none() && !part.done {
-                        waiting.get_or_insert(i);
-                    }
-                }
-            }
-            if let Some(i) = waiting {
-                let part = &mut self.parts[i];
-                part.fill(Duration::from_millis(20))?;
-                if part.head.is_none() && !part.done && part.last_progress.elapsed() > STALL_LIMIT {
-                    anyhow::bail!(
-                        "{} partition {} gave nothing for {}s (offsets {}..{} wanted)",
-                        self.topic,
-                        part.span.partition,
-                        STALL_LIMIT.as_secs(),
-                        part.span.start,
-                        part.span.end
-                    );
-                }
+            self.keep_early_records()?;
+            if self.wait_for_a_head()? {
                 continue;
             }
             let Some(part) = self
@@ -288,6 +246,62 @@ impl TopicReader {
             }
             return Ok(Some(raw_of(&self.topic, &m)));
         }
+    }
+
+    /// Anything fetched before the split lands on the main queue: keeps it, in order,
+    /// ahead of the partition's own queue (dropping it would skip records).
+    fn keep_early_records(&mut self) -> anyhow::Result<()> {
+        while let Some(event) = self.consumer.poll(Duration::ZERO) {
+            match event {
+                Ok(m) => {
+                    let m = m.detach();
+                    if let Some(part) = self
+                        .parts
+                        .iter_mut()
+                        .find(|p| p.span.partition == m.partition())
+                    {
+                        part.early.push_back(m);
+                    }
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    if let Some(part) = self.parts.iter_mut().find(|x| x.span.partition == p) {
+                        part.early_eof = true;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills each partition's head; if one has none yet, waits a little for the first
+    /// such and returns `true` (ask again), failing once it has stalled too long.
+    fn wait_for_a_head(&mut self) -> anyhow::Result<bool> {
+        let mut waiting = None;
+        for (i, part) in self.parts.iter_mut().enumerate() {
+            if part.head.is_none() && !part.done {
+                part.fill(Duration::ZERO)?;
+                if part.head.is_none() && !part.done {
+                    waiting.get_or_insert(i);
+                }
+            }
+        }
+        if let Some(i) = waiting {
+            let part = &mut self.parts[i];
+            part.fill(Duration::from_millis(20))?;
+            if part.head.is_none() && !part.done && part.last_progress.elapsed() > STALL_LIMIT {
+                anyhow::bail!(
+                    "{} partition {} gave nothing for {}s (offsets {}..{} wanted)",
+                    self.topic,
+                    part.span.partition,
+                    STALL_LIMIT.as_secs(),
+                    part.span.start,
+                    part.span.end
+                );
+            }
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 
@@ -386,14 +400,26 @@ fn spans(
             until: (end == OPEN).then_some((high, now_ms)),
         });
     }
+    cut_by_time(consumer, topic, &mut spans, selection)?;
+    Ok(spans)
+}
+
+/// Narrows `spans` to `--from` (the first record at or after it) and `--to` (read up
+/// to the first record at or after it).
+fn cut_by_time(
+    consumer: &BaseConsumer<QuietEof>,
+    topic: &str,
+    spans: &mut [Span],
+    selection: &Selection,
+) -> anyhow::Result<()> {
     for (time, is_start) in [(selection.from, true), (selection.to, false)] {
         let Some(Time(ms)) = time else { continue };
         let mut tpl = TopicPartitionList::new();
-        for s in &spans {
+        for s in spans.iter() {
             tpl.add_partition_offset(topic, s.partition, Offset::Offset(ms))?;
         }
         let found = consumer.offsets_for_times(tpl, BROKER_TIMEOUT)?;
-        for s in &mut spans {
+        for s in spans.iter_mut() {
             let at = found
                 .find_partition(topic, s.partition)
                 .map(|e| e.offset())
@@ -410,7 +436,7 @@ fn spans(
             }
         }
     }
-    Ok(spans)
+    Ok(())
 }
 
 #[cfg(test)]
