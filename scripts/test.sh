@@ -160,8 +160,9 @@ timed=(fleet:: parking:: load::a_stage_achieves_its_target_rate load::replay_at_
 skip=(); for t in "${timed[@]}"; do skip+=(--skip "$t"); done
 say "fast suite: unit + integration tests on the mock cluster, benches once each"
 cargo test --tests -- "${skip[@]}"
-# Criterion's harness takes no --skip: the benches run once each on their own.
-cargo test --bench '*'
+# Criterion's harness takes no --skip: the benches run once each on their own (with
+# the lib's unit tests again, which --benches includes; the gate's bench needs its feature).
+cargo test --benches
 say "fast suite, the tests that measure rates, one at a time: ${timed[*]}"
 cargo test --test it -- --test-threads 1 "${timed[@]}"
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"

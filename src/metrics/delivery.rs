@@ -68,17 +68,24 @@ impl BatchMetrics {
     }
 }
 
+/// Delivery latency histograms in µs: since start, and since the last interval read.
+type Hdr = (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>);
+
 /// How long delivered events took: from Kafka, and from their own timestamps.
 #[derive(Clone, Debug)]
 pub(super) struct LatencyMetrics {
     delivery_seconds: prometheus::Histogram,
     /// Delivery latency in µs: since start, and since the last interval read.
-    delivery_hdr:
-        Arc<std::sync::Mutex<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>>,
+    delivery_hdr: Arc<std::sync::Mutex<Hdr>>,
     end_to_end_seconds: prometheus::Histogram,
 }
 
 impl LatencyMetrics {
+    /// The HDR histograms: since start, and since the last interval read.
+    fn hdr(&self) -> std::sync::MutexGuard<'_, Hdr> {
+        self.delivery_hdr.lock().expect("not poisoned")
+    }
+
     fn new(r: &Registry) -> Self {
         LatencyMetrics {
             delivery_seconds: unlabelled_histogram(
@@ -357,12 +364,7 @@ impl Metrics {
         let now_us = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let mut hdr = self
-            .delivery
-            .latency
-            .delivery_hdr
-            .lock()
-            .expect("not poisoned");
+        let mut hdr = self.delivery.latency.hdr();
         for entered in entered_us {
             let us = (now_us - entered).max(0) as u64;
             self.delivery
@@ -376,12 +378,7 @@ impl Metrics {
 
     /// Delivery latency (µs) since the last call, and reset.
     pub fn take_latency_interval(&self) -> hdrhistogram::Histogram<u64> {
-        let mut hdr = self
-            .delivery
-            .latency
-            .delivery_hdr
-            .lock()
-            .expect("not poisoned");
+        let mut hdr = self.delivery.latency.hdr();
         let interval = hdr.1.clone();
         hdr.1.reset();
         interval
@@ -389,13 +386,7 @@ impl Metrics {
 
     /// Delivery latency (µs) since start.
     pub fn latency_total(&self) -> hdrhistogram::Histogram<u64> {
-        self.delivery
-            .latency
-            .delivery_hdr
-            .lock()
-            .expect("not poisoned")
-            .0
-            .clone()
+        self.delivery.latency.hdr().0.clone()
     }
 
     /// Events with these timestamps (unix seconds) were accepted by the API at `now`.

@@ -1,5 +1,6 @@
-//! Small pieces the load tools share: `KEY=VALUE` options, a topic's partition count,
-//! and creating a topic with its dead-letter topic.
+//! Small pieces the load tools share: `KEY=VALUE` options, the Kafka client from
+//! `--brokers` or `--config`, a topic's partition count, and creating a topic with its
+//! dead-letter topic.
 
 use std::time::Duration;
 
@@ -12,6 +13,24 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+/// The Kafka client settings of a tool: the worker config's `[kafka]` if given, on
+/// `brokers` (default: the config's).
+pub fn kafka_client(
+    brokers: Option<&str>,
+    config: Option<&crate::config::Config>,
+) -> anyhow::Result<rdkafka::ClientConfig> {
+    let mut client = match config {
+        Some(c) => crate::source::client_config(&c.kafka),
+        None => rdkafka::ClientConfig::new(),
+    };
+    let brokers = brokers
+        .map(str::to_string)
+        .or_else(|| config.map(|c| c.kafka.brokers.clone()))
+        .ok_or_else(|| anyhow::anyhow!("give --brokers (or --config)"))?;
+    client.set("bootstrap.servers", brokers);
+    Ok(client)
 }
 
 /// The partitions of `topic` (0 when it does not exist).

@@ -157,16 +157,7 @@ fn open_sink(plan: &Plan, start: Instant) -> anyhow::Result<(sink::Sink, String)
 
 /// A Kafka target from `--brokers`/`--topic`/`--producer-option`, else `config`.
 fn kafka_target(args: &LoadgenArgs, config: Option<&Config>) -> anyhow::Result<Target> {
-    let mut client = match config {
-        Some(c) => crate::source::client_config(&c.kafka),
-        None => rdkafka::ClientConfig::new(),
-    };
-    let brokers = args
-        .brokers
-        .clone()
-        .or_else(|| config.map(|c| c.kafka.brokers.clone()))
-        .ok_or_else(|| anyhow::anyhow!("give --brokers (or --config)"))?;
-    client.set("bootstrap.servers", brokers);
+    let mut client = super::shared::kafka_client(args.brokers.as_deref(), config)?;
     for (k, v) in &args.producer_options {
         client.set(k, v);
     }

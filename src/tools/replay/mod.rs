@@ -200,17 +200,7 @@ fn check(args: &ReplayArgs, config: Option<&Config>) -> anyhow::Result<()> {
 
 /// The Kafka client settings: the worker config's `[kafka]` if given, and the brokers.
 fn client_config(args: &ReplayArgs, config: Option<&Config>) -> anyhow::Result<ClientConfig> {
-    let mut client = match config {
-        Some(c) => crate::source::client_config(&c.kafka),
-        None => ClientConfig::new(),
-    };
-    let brokers = args
-        .brokers
-        .clone()
-        .or_else(|| config.map(|c| c.kafka.brokers.clone()))
-        .ok_or_else(|| anyhow::anyhow!("give --brokers (or --config)"))?;
-    client.set("bootstrap.servers", brokers);
-    Ok(client)
+    super::shared::kafka_client(args.brokers.as_deref(), config)
 }
 
 /// What the copy loop counted.
