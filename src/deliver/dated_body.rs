@@ -64,7 +64,7 @@ mod tests {
     struct Log(Mutex<Vec<Ticket>>);
 
     impl SendLog for Log {
-        fn departed(&self, ticket: Ticket, _at: tokio::time::Instant) {
+        fn departed(&self, ticket: Ticket, _due: tokio::time::Instant, _at: tokio::time::Instant) {
             self.0.lock().unwrap().push(ticket);
         }
     }
@@ -78,7 +78,7 @@ mod tests {
     #[tokio::test]
     async fn the_first_read_reports_the_departure_and_yields_the_bytes_whole() {
         let log = Arc::new(Log::default());
-        let departure = Departure::new(log.clone(), 7);
+        let departure = Departure::new(log.clone(), 7, tokio::time::Instant::now());
         let mut body = DatedBody::new(
             Bytes::from_static(b"{\"batch\":[]}"),
             Some(departure.clone()),

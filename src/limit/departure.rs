@@ -14,8 +14,8 @@ use super::pacer::Ticket;
 
 /// A log a departure is reported to (the workspace's pacer, under its lock).
 pub(crate) trait SendLog: Send + Sync + std::fmt::Debug {
-    /// The send `ticket` left at `at`.
-    fn departed(&self, ticket: Ticket, at: Instant);
+    /// The send `ticket`, due at `due` (its token or its slot), left at `at`.
+    fn departed(&self, ticket: Ticket, due: Instant, at: Instant);
 }
 
 /// One request's departure, reported once: by the body when the connection first
@@ -28,14 +28,17 @@ pub struct Departure(Arc<Inner>);
 struct Inner {
     log: Arc<dyn SendLog>,
     ticket: Ticket,
+    /// When the send was due: its token, or its slot on the fleet's timeline.
+    due: Instant,
     reported: AtomicBool,
 }
 
 impl Departure {
-    pub(crate) fn new(log: Arc<dyn SendLog>, ticket: Ticket) -> Self {
+    pub(crate) fn new(log: Arc<dyn SendLog>, ticket: Ticket, due: Instant) -> Self {
         Departure(Arc::new(Inner {
             log,
             ticket,
+            due,
             reported: AtomicBool::new(false),
         }))
     }
@@ -43,7 +46,9 @@ impl Departure {
     /// The request's bytes are leaving now. Only the first call counts.
     pub fn now(&self) {
         if !self.0.reported.swap(true, Ordering::AcqRel) {
-            self.0.log.departed(self.0.ticket, Instant::now());
+            self.0
+                .log
+                .departed(self.0.ticket, self.0.due, Instant::now());
         }
     }
 }

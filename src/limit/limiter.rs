@@ -195,9 +195,9 @@ impl Limiter {
                 None => self.take_local(ws).await,
             };
             waited += token.elapsed();
-            if let Some(ticket) = taken {
+            if let Some((ticket, due)) = taken {
                 let log: Arc<dyn SendLog> = ws.state.clone();
-                let departure = Some(Departure::new(log, ticket));
+                let departure = Some(Departure::new(log, ticket, due));
                 return (
                     waited,
                     Permit {
@@ -274,7 +274,7 @@ impl Limiter {
     }
 
     /// A token from this pod's pacer. `None` if a pause began meanwhile.
-    async fn take_local(&self, ws: &Workspace) -> Option<Ticket> {
+    async fn take_local(&self, ws: &Workspace) -> Option<(Ticket, Instant)> {
         loop {
             let at = {
                 let mut st = lock(&ws.state);
@@ -286,7 +286,7 @@ impl Limiter {
                 }
                 let pace = self.pace(ws, &st, now);
                 match st.pacer.try_take(pace, now) {
-                    Ok(ticket) => return Some(ticket),
+                    Ok(ticket) => return Some((ticket, now)),
                     Err(Some(at)) => at,
                     Err(None) => now + ZERO_SHARE_RECHECK,
                 }
@@ -297,10 +297,10 @@ impl Limiter {
 
     /// How this pod asks for slots of the fleet's timeline for `st` at `now`: the
     /// learned rate with the fleet's headroom, and the longest its sends waited lately
-    /// between their slot's token and their bytes leaving (the fleet spaces every pod's
-    /// slots by the largest such wait any pod reported). A wake itself is no lateness
-    /// here: a slot woken later than `LATE_LIMIT` is dropped, never sent, and the
-    /// headroom covers the rest.
+    /// between their slot and their bytes leaving (the fleet spaces every pod's slots
+    /// by the largest such wait any pod reported). Only sends count: a slot woken later
+    /// than `LATE_LIMIT` is dropped, never sent, so a stall that sent nothing widens
+    /// nothing.
     fn fleet_spacing(&self, st: &State, now: Instant) -> Spacing {
         let pace = Pace {
             per_second: st.learned.rate(now - self.origin),
@@ -315,9 +315,9 @@ impl Limiter {
         }
     }
 
-    /// A slot of the fleet's timeline, leased from Redis. `None` if Redis failed (the
-    /// caller falls back) or a pause began.
-    async fn take_from_fleet(&self, ws: &Workspace, fleet: &Fleet) -> Option<Ticket> {
+    /// A slot of the fleet's timeline, leased from Redis, and when it was due. `None`
+    /// if Redis failed (the caller falls back) or a pause began.
+    async fn take_from_fleet(&self, ws: &Workspace, fleet: &Fleet) -> Option<(Ticket, Instant)> {
         loop {
             let mut leased = ws.leased.lock().await;
             let now = Instant::now();
@@ -335,7 +335,8 @@ impl Limiter {
                 if st.learned.paused(now - self.origin).is_some() {
                     return None;
                 }
-                return Some(st.pacer.record(Instant::now())); // dated under the lock, in order
+                // Dated under the lock, in order; the wait is counted from the slot.
+                return Some((st.pacer.record(Instant::now()), slot));
             }
             let (spacing, accepted) = {
                 let mut st = lock(&ws.state);
@@ -459,11 +460,10 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 impl SendLog for Mutex<State> {
-    fn departed(&self, ticket: Ticket, at: Instant) {
+    fn departed(&self, ticket: Ticket, due: Instant, at: Instant) {
         let mut st = lock(self);
-        if let Some(logged) = st.pacer.departed(ticket, at) {
-            st.departures.woke(logged, at);
-        }
+        st.pacer.departed(ticket, at);
+        st.departures.woke(due, at);
     }
 }
 

@@ -158,18 +158,18 @@ impl Pacer {
 
     /// The send `ticket` left at `at`: its entry, and any later one dated before
     /// `at`, move to `at` (later entries only ever move later, so the log stays in
-    /// order and no window is judged emptier than it was). Returns the instant the
-    /// entry had, when its token went; a ticket already out of the log is ignored.
-    pub fn departed(&mut self, ticket: Ticket, at: Instant) -> Option<Instant> {
-        let from = ticket.checked_sub(self.first)?;
-        let logged = *self.sent.get(from as usize)?;
+    /// order and no window is judged emptier than it was). A ticket already out of
+    /// the log is ignored.
+    pub fn departed(&mut self, ticket: Ticket, at: Instant) {
+        let Some(from) = ticket.checked_sub(self.first) else {
+            return;
+        };
         for sent in self.sent.iter_mut().skip(from as usize) {
             if *sent >= at {
                 break;
             }
             *sent = at;
         }
-        Some(logged)
     }
 
     fn push(&mut self, now: Instant) -> Ticket {

@@ -39,9 +39,9 @@ pub const LATE_LIMIT: Duration = Duration::from_millis(4);
 /// sends exactly, but across pods only the timeline does, so it leaves 1% more room for
 /// the jitter between pods' sends and the API's clock.
 pub const FLEET_HEADROOM: f64 = 0.99;
-/// How long the fleet remembers a pod's margin: as long as that pod remembers the
-/// lateness it came from (at most twice [`super::lateness::MEMORY`]).
-pub const MARGIN_MEMORY: Duration = Duration::from_secs(super::lateness::MEMORY.as_secs() * 2);
+/// How long the fleet remembers a pod's margin: one to two of these periods, as the pod
+/// remembers the waits it came from ([`super::lateness::MEMORY`]).
+pub const MARGIN_MEMORY: Duration = super::lateness::MEMORY;
 /// Most slots one lease asks for.
 pub const LEASE_SLOTS: u32 = 4;
 /// How often an unavailable Redis is tried again.
@@ -60,7 +60,8 @@ pub const RETURN_OVERLAP: Duration = Duration::from_millis(1_500);
 /// Reserves up to ARGV[2] slots apart by `ARGV[1]` µs plus the fleet's margin over
 /// ARGV[6] slots, starting at the TAT (or now), no further ahead than ARGV[3] µs;
 /// counts ARGV[4] accepted requests into a per-second tally. The fleet's margin is the
-/// largest ARGV[5] (µs) any pod reported over the last ARGV[7] µs. Returns granted
+/// largest ARGV[5] (µs) any pod reported in this period of ARGV[7] µs or the last one
+/// (so each report counts for one to two periods). Returns granted
 /// count, first slot and Redis' now (µs), the learned fields, the fleet's accepted
 /// requests over the last second, and the spacing used (µs).
 const LEASE: &str = r#"
@@ -69,14 +70,17 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
-local h = redis.call('HMGET', KEYS[1], 'tat', 'acc_sec', 'acc_n', 'acc_prev', 'margin', 'margin_at')
+local h = redis.call('HMGET', KEYS[1], 'tat', 'acc_sec', 'acc_n', 'acc_prev', 'm_cur', 'm_prev', 'm_from')
 local tat = tonumber(h[1] or '0')
-local margin, margin_at = tonumber(h[5] or '0'), tonumber(h[6] or '0')
-local mine = tonumber(ARGV[5])
-if mine >= margin or now - margin_at > tonumber(ARGV[7]) then
-  margin = mine
-  margin_at = now
+local m_cur, m_prev, m_from = tonumber(h[5] or '0'), tonumber(h[6] or '0'), tonumber(h[7] or '0')
+local period = tonumber(ARGV[7])
+if now - m_from >= 2 * period then
+  m_prev, m_cur, m_from = 0, 0, now
+elseif now - m_from >= period then
+  m_prev, m_cur, m_from = m_cur, 0, m_from + period
 end
+m_cur = math.max(m_cur, tonumber(ARGV[5]))
+local margin = math.max(m_cur, m_prev)
 interval = interval + math.floor(margin / math.max(tonumber(ARGV[6]), 1))
 local sec = math.floor(now / 1000000)
 local acc_sec, acc_n, acc_prev = tonumber(h[2] or '0'), tonumber(h[3] or '0'), tonumber(h[4] or '0')
@@ -94,7 +98,7 @@ if first - now <= horizon then
 end
 local f = function(x) return string.format('%.0f', x) end
 redis.call('HSET', KEYS[1], 'tat', f(tat), 'acc_sec', f(acc_sec), 'acc_n', f(acc_n), 'acc_prev', f(acc_prev),
-  'margin', f(margin), 'margin_at', f(margin_at))
+  'm_cur', f(m_cur), 'm_prev', f(m_prev), 'm_from', f(m_from))
 redis.call('PEXPIRE', KEYS[1], 86400000)
 local frac = (now % 1000000) / 1000000
 local accepted = acc_prev * (1 - frac) + acc_n
@@ -296,9 +300,10 @@ impl Fleet {
         self.offset_us
             .store(now as i64 - local_mid, Ordering::Release);
         let first_local = self.local(first as u64);
-        let interval = parse(9)
-            .map_or(spacing.interval, |us| Duration::from_micros(us as u64))
-            .max(Duration::from_micros(1));
+        let Some(interval) = parse(9) else {
+            return Err(SharedError::Answer(format!("{answer:?}")));
+        };
+        let interval = Duration::from_micros(interval as u64).max(Duration::from_micros(1));
         let slots = (0..n as u32).map(|i| first_local + interval * i).collect();
         let learned = FleetLearned {
             base: parse(3),

@@ -199,3 +199,26 @@ async fn the_pace_follows_the_partition_share() {
     assert!(times.len() >= 365, "{}", times.len());
     assert_eq!(limiter.current_share(), 3.0 / 8.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_fleet_margin_is_the_wait_from_token_to_wire_not_the_gap_between_sends() {
+    // Two sends queued behind each other: the second's token at 0, its bytes gone at
+    // 30 ms (after the first's at 25 ms). Its wait is 30 ms, not the 5 ms between the
+    // two departures.
+    let limiter = Limiter::new([("acme".to_string(), rate(100.0, 2))], 4, 1.0);
+    let (_, first) = limiter.acquire("acme").await;
+    let (_, second) = limiter.acquire("acme").await;
+    tokio::time::sleep(Duration::from_millis(25)).await;
+    first.departure().expect("a limited workspace").now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    second.departure().expect("a limited workspace").now();
+    let ws = &limiter.workspaces["acme"];
+    let st = lock(&ws.state);
+    let spacing = limiter.fleet_spacing(&st, Instant::now());
+    assert!(
+        spacing.margin >= Duration::from_millis(30),
+        "{:?}",
+        spacing.margin
+    );
+    assert_eq!(spacing.per_window, 100, "the limit as a count per window");
+}

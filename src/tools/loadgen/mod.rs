@@ -131,26 +131,27 @@ fn unix_us(at: SystemTime) -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// The sink `plan` writes to (its topic created first if asked) and its name.
+/// Creates the topic `plan` writes to, if asked (before the schedule's clock starts:
+/// the admin round trip is no part of the load).
+fn create_topic(plan: &Plan) -> anyhow::Result<()> {
+    if let Target::Kafka {
+        client,
+        topic,
+        create: Some(partitions),
+    } = &plan.target
+    {
+        futures::executor::block_on(super::shared::create_topics(client, topic, *partitions))?;
+    }
+    Ok(())
+}
+
+/// The sink `plan` writes to, and its name.
 fn open_sink(plan: &Plan, start: Instant) -> anyhow::Result<(sink::Sink, String)> {
     Ok(match &plan.target {
-        Target::Kafka {
-            client,
-            topic,
-            create,
-        } => {
-            if let Some(partitions) = create {
-                futures::executor::block_on(super::shared::create_topics(
-                    client,
-                    topic,
-                    *partitions,
-                ))?;
-            }
-            (
-                sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
-                topic.clone(),
-            )
-        }
+        Target::Kafka { client, topic, .. } => (
+            sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
+            topic.clone(),
+        ),
         Target::File(path) => (sink::Sink::file(path)?, path.display().to_string()),
     })
 }
@@ -233,6 +234,7 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     let stages = plan.schedule.stages();
     let mut generator = Generator::new(plan.shape.clone(), plan.seed);
     let workspaces: Vec<String> = generator.workspaces().map(str::to_string).collect();
+    create_topic(&plan)?;
     let wall_start = SystemTime::now();
     let start = Instant::now();
     let (mut sink, destination) = open_sink(&plan, start)?;
