@@ -96,16 +96,7 @@ pub async fn run_on(
         &mut lanes,
     );
     let assigned = Assigned::default();
-    let lag = LagMonitor::new(
-        &config,
-        assigned.clone(),
-        shared.tracker.clone(),
-        shared.buffered.clone(),
-        shared.metrics.clone(),
-        health.clone(),
-    )
-    .map_err(SourceError::Kafka)?;
-    stop.spawn_service(|end| lag.run(end));
+    start_lag_monitor(&config, &assigned, &shared, &health, &stop)?;
     let mut source = Source::new(
         &config,
         &shared,
@@ -130,6 +121,28 @@ pub async fn run_on(
     tokio::task::block_in_place(|| source.close());
     stop.stop_services().await;
     tracing::info!("sluice stopped");
+    Ok(())
+}
+
+/// Starts measuring the lag of the partitions `assigned` holds (the queue depth the
+/// autoscaler follows), as a service that stops last.
+fn start_lag_monitor(
+    config: &Config,
+    assigned: &Assigned,
+    shared: &LaneShared,
+    health: &Health,
+    stop: &Shutdown,
+) -> Result<(), WorkerError> {
+    let lag = LagMonitor::new(
+        config,
+        assigned.clone(),
+        shared.tracker.clone(),
+        shared.buffered.clone(),
+        shared.metrics.clone(),
+        health.clone(),
+    )
+    .map_err(SourceError::Kafka)?;
+    stop.spawn_service(|end| lag.run(end));
     Ok(())
 }
 

@@ -150,6 +150,15 @@ pub async fn collect(args: &ReportArgs) -> anyhow::Result<Vec<PodScrapes>> {
     if let Some(url) = &args.prometheus {
         return super::prometheus_api::collect(&client, url, args).await;
     }
+    scrape_live(&client, args).await
+}
+
+/// Scrapes each `--metrics` endpoint every `--every` (default a tenth of
+/// `--interval`, at least 1 s) from the start of `--interval` to its end.
+async fn scrape_live(
+    client: &reqwest::Client,
+    args: &ReportArgs,
+) -> anyhow::Result<Vec<PodScrapes>> {
     let every = args
         .every
         .unwrap_or(args.interval / 10)

@@ -121,13 +121,7 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
     // The first record is read before the clock starts, and the retention check (a
     // broker round trip, slow where unsupported) made on it, so pacing starts clean.
     let first = source.next()?;
-    if let (Some(topic), Some(t), Timestamps::Keep) = (
-        &args.to_topic,
-        first.as_ref().and_then(|r| r.timestamp),
-        args.timestamps,
-    ) {
-        sink::warn_if_older_than_retention(&client()?, topic, t);
-    }
+    warn_if_past_retention(&args, first.as_ref(), client)?;
     let start = Instant::now();
     let mut tally = copy(
         &args,
@@ -161,6 +155,23 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
         stopped: tally.stopped,
         error: tally.error,
     })
+}
+
+/// Warns when the copies keep timestamps older than the destination topic's
+/// retention (the broker would delete them at once), judged on the first record.
+fn warn_if_past_retention(
+    args: &ReplayArgs,
+    first: Option<&Raw>,
+    client: impl Fn() -> anyhow::Result<ClientConfig>,
+) -> anyhow::Result<()> {
+    if let (Some(topic), Some(t), Timestamps::Keep) = (
+        &args.to_topic,
+        first.and_then(|r| r.timestamp),
+        args.timestamps,
+    ) {
+        sink::warn_if_older_than_retention(&client()?, topic, t);
+    }
+    Ok(())
 }
 
 /// How the replay was paced (`speed`, `rate` or `max`), at what, and how late its
