@@ -209,7 +209,7 @@ def main():
                 api = f"http://127.0.0.1:{api_port}"
                 group = f"{topic}-group"
                 log = open(os.path.join(work, f"{name}-{rnd}.log"), "w")
-                env = dict(os.environ, BENCH_API_KEY=KEY, RUST_LOG="warn")
+                env = dict(os.environ, BENCH_API_KEY=KEY, RUST_LOG=os.environ.get("BENCH_WORKER_LOG", "warn"))
                 if cmd is None:
                     config = os.path.join(work, f"sluice-{rnd}.toml")
                     sluice_config(brokers, topic, group, api, config)
@@ -220,13 +220,20 @@ def main():
                 else:
                     argv = shlex.split(cmd.format(brokers=brokers, topic=topic, group=group,
                                                   api=api, site=SITE, key=KEY))
+                broker_cpu = cpu_seconds(tansu.pid) if tansu is not None else None
                 r = run_worker(name, argv, env, api, a.events, a.limit, log)
+                unique = max(a.events - r["lost"], 1)
+                # The other two processes sharing the machine's cores during the run.
+                r["api_cpu_us_per_event"] = cpu_seconds(api_proc.pid) / unique * 1e6
+                if broker_cpu is not None:
+                    r["broker_cpu_us_per_event"] = (cpu_seconds(tansu.pid) - broker_cpu) / unique * 1e6
                 stop(api_proc)
                 results[name].append(r)
                 print(f"  round {rnd + 1} {name}: {r['events_per_s']:,.0f} events/s, "
                       f"{r['cpu_us_per_event']:.1f} µs CPU/event, peak RSS {r['peak_rss_mb']:.0f} MB, "
                       f"order violations {r['order_violations']}, lost {r['lost']}, "
-                      f"re-delivered {r['redelivered']}", flush=True)
+                      f"re-delivered {r['redelivered']}; mock-api {r['api_cpu_us_per_event']:.1f} µs/event, "
+                      f"broker {r.get('broker_cpu_us_per_event', float('nan')):.1f} µs/event", flush=True)
     finally:
         if tansu is not None:
             stop(tansu)

@@ -60,13 +60,14 @@ pub struct KafkaConfig {
     /// Bytes held in process (each event as read plus its encoding) above which the
     /// assigned partitions are paused, whatever the event count; they resume below
     /// half of it. librdkafka's prefetch (`queued.max.messages.kbytes`) is sized to a
-    /// quarter of it unless set in `[kafka.options]`. The pod's memory needs this, the
-    /// prefetch and ~60 MB besides.
+    /// sixteenth of it unless set in `[kafka.options]`. The pod's memory needs this, the
+    /// prefetch ×4 (librdkafka's fetch buffers) and ~40 MB besides.
     #[serde(default = "defaults::max_buffered_bytes")]
     pub max_buffered_bytes: usize,
-    /// Events held in process below which paused partitions resume.
-    #[serde(default = "defaults::resume_buffered_events")]
-    pub resume_buffered_events: usize,
+    /// Events held in process below which paused partitions resume; unset: half of
+    /// `max_buffered_events`, which leaves work for the fetch round trip a resume costs.
+    #[serde(default)]
+    pub resume_buffered_events: Option<usize>,
     /// How long revoked partitions' in-flight work may finish before the rebalance goes
     /// on without it, in milliseconds.
     #[serde(default = "defaults::revoke_deadline_ms")]
@@ -78,6 +79,14 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties, passed through unchanged (SASL, TLS, timeouts...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Events held in process below which paused partitions resume.
+    pub fn resume_buffered(&self) -> usize {
+        self.resume_buffered_events
+            .unwrap_or(self.max_buffered_events / 2)
+    }
 }
 
 /// Where a consumer group without committed offsets starts reading.
@@ -379,13 +388,10 @@ mod defaults {
         100
     }
     pub(super) fn max_buffered_events() -> usize {
-        50_000
+        25_000
     }
     pub(super) fn max_buffered_bytes() -> usize {
         64 << 20
-    }
-    pub(super) fn resume_buffered_events() -> usize {
-        25_000
     }
     pub(super) fn revoke_deadline_ms() -> u64 {
         5_000

@@ -58,8 +58,8 @@ fn minimal_config_takes_documented_defaults() {
     assert_eq!(c.batch.max_bytes, 500_000);
     assert_eq!(c.lanes.max_in_flight, 4);
     assert_eq!(
-        (c.kafka.max_buffered_events, c.kafka.resume_buffered_events),
-        (50_000, 25_000)
+        (c.kafka.max_buffered_events, c.kafka.resume_buffered()),
+        (25_000, 12_500)
     );
     assert_eq!(c.kafka.max_buffered_bytes, 64 << 20);
     assert_eq!(c.lanes.ordering, Ordering::PerUser);

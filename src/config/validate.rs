@@ -90,7 +90,7 @@ impl Config {
                 ),
             ));
         }
-        if k.resume_buffered_events >= k.max_buffered_events {
+        if k.resume_buffered() >= k.max_buffered_events {
             return Err(ConfigError::key(
                 "kafka.resume_buffered_events",
                 format!(

@@ -16,10 +16,11 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::context::{commit_offsets, SourceContext};
+use super::group_config::group_client_config;
 use super::kafka_log::KafkaLog;
 use super::Buffered;
 use super::{Assigned, OffsetTracker, Origin, Raw, TopicPartition};
-use crate::config::{Config, OffsetReset};
+use crate::config::Config;
 use crate::dlq::headers;
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
 use crate::lane::{LaneShared, Router};
@@ -67,36 +68,6 @@ pub struct Source {
     rebalances: mpsc::UnboundedReceiver<Control>,
     /// The assignment as of a version of it (see [`Source::owns`]).
     owned: (u64, HashSet<TopicPartition>),
-}
-
-/// The group consumer's librdkafka settings: the shared ones, the group, offsets
-/// committed by sluice only, and the prefetch and assignment defaults.
-fn group_client_config(k: &crate::config::KafkaConfig) -> rdkafka::ClientConfig {
-    let mut client = super::client_config(k);
-    client
-        .set("group.id", &k.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set(
-            "auto.offset.reset",
-            match k.auto_offset_reset {
-                OffsetReset::Earliest => "earliest",
-                OffsetReset::Latest => "latest",
-            },
-        );
-    if let Some(id) = &k.group_instance_id {
-        // Only the group's consumer: the lag monitor and park reader assign, never join.
-        client.set("group.instance.id", id);
-    }
-    if !k.options.contains_key("queued.max.messages.kbytes") {
-        // librdkafka's prefetch, outside the buffer's count: a quarter of its bytes.
-        let kbytes = (k.max_buffered_bytes / 4 / 1024).clamp(1, 2_097_151);
-        client.set("queued.max.messages.kbytes", kbytes.to_string());
-    }
-    if !k.options.contains_key("partition.assignment.strategy") {
-        client.set("partition.assignment.strategy", "cooperative-sticky");
-    }
-    client
 }
 
 impl std::fmt::Debug for Source {
@@ -153,7 +124,7 @@ impl Source {
             metrics,
             buffered,
             max_buffered: (k.max_buffered_events, k.max_buffered_bytes),
-            resume_buffered: (k.resume_buffered_events, k.max_buffered_bytes / 2),
+            resume_buffered: (k.resume_buffered(), k.max_buffered_bytes / 2),
             commit_interval: config.commit_interval(),
             topics: HashMap::new(),
             marks,

@@ -3,6 +3,7 @@
 mod buffered;
 mod consumer;
 mod context;
+mod group_config;
 pub mod kafka_log;
 mod lag;
 mod offsets;
