@@ -248,6 +248,37 @@ pub struct Redriven {
     pub without_payload: Vec<String>,
 }
 
+/// The headers of `l` sent back: its redrive count plus one, and what it carried that
+/// the worker reads again.
+fn redrive_headers(l: &DeadLetter) -> OwnedHeaders {
+    let count = (l.redrive_count() + 1).to_string();
+    let mut h = OwnedHeaders::new().insert(Header {
+        key: headers::REDRIVE_COUNT,
+        value: Some(count.as_bytes()),
+    });
+    if let Some(replay) = l.header(headers::REPLAY) {
+        h = h.insert(Header {
+            key: headers::REPLAY,
+            value: Some(replay.as_bytes()),
+        });
+    }
+    // The event keeps its id (events without a messageId derive it from here).
+    if let Some(first) = l.header(headers::FIRST_WRITTEN) {
+        h = h.insert(Header {
+            key: headers::FIRST_WRITTEN,
+            value: Some(first.as_bytes()),
+        });
+    }
+    // The workspace header routes it again as the first time.
+    if let Some(ws) = l.header(headers::WORKSPACE) {
+        h = h.insert(Header {
+            key: "workspace",
+            value: Some(ws.as_bytes()),
+        });
+    }
+    h
+}
+
 /// Sends `letters` back: to `to`, or each to the topic it came from. A letter whose
 /// payload was omitted is never sent (it would arrive as an empty event); it is listed
 /// in [`Redriven::without_payload`] instead.
@@ -277,32 +308,8 @@ pub async fn redrive(
                 anyhow::bail!("dead letter at offset {} names no source topic", l.offset)
             }
         };
-        let count = (l.redrive_count() + 1).to_string();
-        let mut h = OwnedHeaders::new().insert(Header {
-            key: headers::REDRIVE_COUNT,
-            value: Some(count.as_bytes()),
-        });
-        if let Some(replay) = l.header(headers::REPLAY) {
-            h = h.insert(Header {
-                key: headers::REPLAY,
-                value: Some(replay.as_bytes()),
-            });
-        }
-        // The event keeps its id (events without a messageId derive it from here).
-        if let Some(first) = l.header(headers::FIRST_WRITTEN) {
-            h = h.insert(Header {
-                key: headers::FIRST_WRITTEN,
-                value: Some(first.as_bytes()),
-            });
-        }
-        // The workspace header routes it again as the first time.
-        if let Some(ws) = l.header(headers::WORKSPACE) {
-            h = h.insert(Header {
-                key: "workspace",
-                value: Some(ws.as_bytes()),
-            });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(h);
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).headers(redrive_headers(l));
         if let Some(key) = &l.key {
             record = record.key(key.as_slice());
         }

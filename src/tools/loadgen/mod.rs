@@ -229,6 +229,44 @@ impl Plan {
     }
 }
 
+/// Whether the next scheduled event goes out.
+enum Turn {
+    /// Send it (its time has come, or the run is unpaced).
+    Send,
+    /// `--duration` is over.
+    TimeUp,
+    /// `stop` was cancelled.
+    Stopped,
+}
+
+/// Waits for the event due at `due` after `start`: for the stop, the time limit, the
+/// gate (the embedded broker's backlog) and, paced, its moment.
+fn wait_for_turn(
+    plan: &Plan,
+    start: Instant,
+    due: std::time::Duration,
+    paced: bool,
+    stop: &CancellationToken,
+) -> Turn {
+    if stop.is_cancelled() {
+        return Turn::Stopped;
+    }
+    if plan
+        .schedule
+        .limit_time()
+        .is_some_and(|l| start.elapsed() >= l)
+    {
+        return Turn::TimeUp;
+    }
+    if let Some(gate) = &plan.gate {
+        gate.wait(plan.sent.load(std::sync::atomic::Ordering::Relaxed), stop);
+    }
+    if paced && !super::pace::wait_until(start, due, stop) {
+        return Turn::Stopped;
+    }
+    Turn::Send
+}
+
 /// Runs `plan` until its schedule ends or `stop` is cancelled; returns the summary.
 pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     let stages = plan.schedule.stages();
@@ -244,24 +282,15 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     let mut i = 0u64;
     let mut stopped = false;
     while let Some((due, stage)) = plan.schedule.due(i) {
-        if stop.is_cancelled() {
-            stopped = true;
-            break;
-        }
-        if plan
-            .schedule
-            .limit_time()
-            .is_some_and(|l| start.elapsed() >= l)
-        {
-            break;
-        }
+        // Made before the wait, so that its cost is not in the send's lateness.
         let event = generator.next_event();
-        if let Some(gate) = &plan.gate {
-            gate.wait(plan.sent.load(std::sync::atomic::Ordering::Relaxed), stop);
-        }
-        if paced && !super::pace::wait_until(start, due, stop) {
-            stopped = true;
-            break;
+        match wait_for_turn(&plan, start, due, paced, stop) {
+            Turn::Send => {}
+            Turn::TimeUp => break,
+            Turn::Stopped => {
+                stopped = true;
+                break;
+            }
         }
         let message = sink::Message {
             key: &event.key,

@@ -112,6 +112,28 @@ pub enum ScheduleError {
     Empty,
 }
 
+/// The stages as segments from `start` events/s, and the events they offer in all.
+fn segments(start: f64, stages: &[Stage]) -> (Vec<Segment>, f64) {
+    let mut segments = Vec::with_capacity(stages.len());
+    let (mut at, mut before, mut from) = (0.0, 0.0, start);
+    for stage in stages {
+        let seg = Segment {
+            start: at,
+            duration: stage.duration.as_secs_f64(),
+            from,
+            to: stage.target,
+            before,
+        };
+        at += seg.duration;
+        if seg.duration > 0.0 {
+            before += seg.events();
+            segments.push(seg);
+        }
+        from = stage.target;
+    }
+    (segments, before)
+}
+
 impl Schedule {
     /// The schedule for `pace`, cut at `events` and at `duration` where given.
     pub fn new(
@@ -152,23 +174,7 @@ impl Schedule {
         if let Some(limit) = duration {
             stages = cut(start, &stages, limit);
         }
-        let mut segments = Vec::with_capacity(stages.len());
-        let (mut at, mut before, mut from) = (0.0, 0.0, start);
-        for stage in &stages {
-            let seg = Segment {
-                start: at,
-                duration: stage.duration.as_secs_f64(),
-                from,
-                to: stage.target,
-                before,
-            };
-            at += seg.duration;
-            if seg.duration > 0.0 {
-                before += seg.events();
-                segments.push(seg);
-            }
-            from = stage.target;
-        }
+        let (segments, before) = segments(start, &stages);
         // A tolerance for float error: `--rate 3 --events 1000` offers 1000, not 999.
         let offered = (before + 1e-6).floor() as u64;
         if offered == 0 {
