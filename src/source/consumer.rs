@@ -353,15 +353,13 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
             t
         }
     };
+    let read = sluice_headers(message);
     let header = |name: &str| {
-        message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_string)
-        })
+        READ_HEADERS
+            .iter()
+            .position(|k| *k == name)
+            .and_then(|i| read[i])
+            .map(str::to_string)
     };
     let workspace = workspace_header(message);
     let redrive_count = header(headers::REDRIVE_COUNT)
@@ -397,6 +395,34 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
 }
 
 /// The record's `workspace` header: named, absent, or there but not UTF-8.
+/// The `sluice.*` headers a consumed event may carry, read in one pass.
+const READ_HEADERS: [&str; 4] = [
+    headers::REDRIVE_COUNT,
+    headers::REPLAY,
+    headers::FIRST_WRITTEN,
+    headers::DUE,
+];
+
+/// The value of each of [`READ_HEADERS`] in `message` (the first header of that name;
+/// `None` when absent, null or not UTF-8): one pass over its headers, where a lookup
+/// per name cost a scan each, on the consumer's thread that every event crosses.
+fn sluice_headers<'a>(message: &'a BorrowedMessage<'_>) -> [Option<&'a str>; 4] {
+    let mut found = [None; 4];
+    let mut seen = [false; 4];
+    for h in message.headers().into_iter().flat_map(|hs| hs.iter()) {
+        if !h.key.starts_with("sluice.") {
+            continue;
+        }
+        if let Some(i) = READ_HEADERS.iter().position(|k| *k == h.key) {
+            if !seen[i] {
+                seen[i] = true;
+                found[i] = h.value.and_then(|v| std::str::from_utf8(v).ok());
+            }
+        }
+    }
+    found
+}
+
 fn workspace_header(message: &BorrowedMessage<'_>) -> WorkspaceHeader {
     let Some(headers) = message.headers() else {
         return WorkspaceHeader::Absent;
