@@ -179,6 +179,8 @@ impl Config {
     /// `sluice config check` prints.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
+        // The value in effect, where the default is derived from another.
+        shown.kafka.resume_buffered_events = Some(shown.kafka.resume_buffered());
         for (key, value) in shown.kafka.options.iter_mut() {
             if is_secret_option(key) {
                 *value = "****".into();

@@ -394,7 +394,6 @@ fn detach(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>)
     }
 }
 
-/// The record's `workspace` header: named, absent, or there but not UTF-8.
 /// The `sluice.*` headers a consumed event may carry, read in one pass.
 const READ_HEADERS: [&str; 4] = [
     headers::REDRIVE_COUNT,
@@ -423,6 +422,7 @@ fn sluice_headers<'a>(message: &'a BorrowedMessage<'_>) -> [Option<&'a str>; 4] 
     found
 }
 
+/// The record's `workspace` header: named, absent, or there but not UTF-8.
 fn workspace_header(message: &BorrowedMessage<'_>) -> WorkspaceHeader {
     let Some(headers) = message.headers() else {
         return WorkspaceHeader::Absent;

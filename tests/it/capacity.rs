@@ -328,7 +328,7 @@ fn one_core_capacity_run(bin: &str, args: &[String]) -> std::process::Child {
 /// API-limited and CPU-limited. It measures CPU, so it runs alone, on the release
 /// binary (scripts/test.sh's last step).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "real broker and release binary, ~5 min, run alone: scripts/test.sh"]
+#[ignore = "real broker and release binary, ~7 min, run alone: scripts/test.sh"]
 async fn fidelity_a_review_predicts_the_breaking_point() {
     use crate::common::fleet::free_port;
     let bin = std::env::var("SLUICE_TEST_RELEASE_BIN")

@@ -498,21 +498,24 @@ async fn a_workspace_of_large_events_is_parked_on_bytes_before_the_buffer_pauses
     let positions = produce(&broker.brokers(), &topic, &records).await;
     let mut s = setup(&broker, &topic, &api, &["ok", "blocked"]);
     // 2 MiB for both: blocked's share (1 MiB) is ~60 of its events, its share of the
-    // event bound 1 000.
+    // event bound 2 000, twice its events, so only the bytes can park it. (With a share
+    // of exactly its 1 000 events, ok's whole backlog, fetched at once, reached it too.)
     s.kafka = format!(
-        "max_buffered_events = 2000\nresume_buffered_events = 1000\nmax_buffered_bytes = {}\n\
+        "max_buffered_events = 4000\nresume_buffered_events = 2000\nmax_buffered_bytes = {}\n\
          park_topic = \"{topic}.park\"\n",
         2 << 20
     );
     let worker = Worker::start(s.config());
     s.wait_committed(&positions, 4).await;
     let parked = worker.metrics.parked_count("blocked", "written");
+    let ok_parked = worker.metrics.parked_count("ok", "written");
     worker.stop().await;
     println!(
-        "{parked} of blocked's {N} large events parked; ok delivered {}",
+        "{parked} of blocked's {N} large events parked; ok delivered {}, parked {ok_parked}",
         accepted(&api, "site-ok")
     );
     assert!(parked >= N as u64, "{parked} parked");
+    assert_eq!(ok_parked, 0, "ok kept flowing, never parked");
     assert_eq!(accepted(&api, "site-ok"), N as u64);
     api.stop().await;
 }
