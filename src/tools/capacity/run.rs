@@ -39,27 +39,43 @@ pub struct Outcome {
     pub dir: PathBuf,
 }
 
+/// The worker's config: `--config` (with its API keys when `--api-url` names a real
+/// API), else the embedded one.
+fn worker_config(args: &RunArgs, api_limit: u32) -> anyhow::Result<Config> {
+    Ok(match &args.config {
+        Some(path) if args.api_url.is_some() => Config::load(path)?,
+        Some(path) => Config::load_without_secrets(path)?,
+        None => embedded_config(api_limit)?,
+    })
+}
+
+/// The generator's schedule: the stress staircase unless `--stage`s are given, else
+/// the profile's or the stages' pace.
+fn schedule(args: &RunArgs, stairs: Option<&Stairs>, throughput: bool) -> anyhow::Result<Schedule> {
+    let pace = match stairs {
+        Some(stairs) if args.stages.is_empty() => stairs.pace(),
+        _ => pace(args, throughput)?,
+    };
+    Ok(Schedule::new(
+        &pace,
+        args.events.or(throughput.then_some(200_000)),
+        None,
+    )?)
+}
+
 /// Runs the scenario `args` describes until it ends, breaks (`stress`) or `stop`.
 pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outcome> {
     let run_id = ulid::Ulid::new().to_string();
     let throughput = args.profile == "throughput";
     let stress = args.profile == "stress";
     let api_limit = if throughput { 0 } else { args.limit_per_s };
-    let mut config = match &args.config {
-        Some(path) if args.api_url.is_some() => Config::load(path)?,
-        Some(path) => Config::load_without_secrets(path)?,
-        None => embedded_config(api_limit)?,
-    };
+    let mut config = worker_config(&args, api_limit)?;
     let bench = Bench::set_up(&args, &run_id, &mut config).await?;
     let api = start_api(&args, api_limit, &mut config).await?;
     let stairs = stress
         .then(|| Stairs::new(args.max_rate * args.scale, args.steps, args.ramp))
         .transpose()?;
-    let pace = match &stairs {
-        Some(stairs) if args.stages.is_empty() => stairs.pace(),
-        _ => pace(&args, throughput)?,
-    };
-    let schedule = Schedule::new(&pace, args.events.or(throughput.then_some(200_000)), None)?;
+    let schedule = schedule(&args, stairs.as_ref(), throughput)?;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
 
     // The worker, then the load once it owns partitions.

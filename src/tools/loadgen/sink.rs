@@ -135,65 +135,15 @@ impl Sink {
     /// Sends one event; with the producer's queue full, waits for room (that wait is
     /// the event's lateness) unless `stop` is cancelled.
     pub(super) fn send(&mut self, m: &Message<'_>, stop: &CancellationToken) -> Outcome {
-        let due = m.due_us.to_string();
-        let headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: "workspace",
-                value: Some(m.workspace),
-            })
-            .insert(Header {
-                key: super::RUN_HEADER,
-                value: Some(m.run_id),
-            })
-            .insert(Header {
-                key: super::DUE_HEADER,
-                value: Some(&due),
-            });
         match self {
-            Sink::Kafka { producer, topic } => {
-                let sent_ns = producer.context().start.elapsed().as_nanos() as usize;
-                let mut record = BaseRecord::with_opaque_to(topic.as_str(), sent_ns)
-                    .key(m.key)
-                    .payload(m.value)
-                    .headers(headers)
-                    .timestamp(m.due_us / 1000);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => return Outcome::Sent,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                            if !stop.is_cancelled() =>
-                        {
-                            record = back;
-                            std::thread::sleep(Duration::from_millis(1));
-                            // Ack latency counts from the send that got in, not from
-                            // the wait for room (that wait is lateness).
-                            record.delivery_opaque =
-                                producer.context().start.elapsed().as_nanos() as usize;
-                        }
-                        Err((e, _)) => return Outcome::Failed(e.to_string()),
-                    }
+            Sink::Kafka { producer, topic } => produce(producer, topic, m, stop),
+            Sink::File { out, written } => match dump_raw(m).write_line(out) {
+                Ok(()) => {
+                    *written += 1;
+                    Outcome::Sent
                 }
-            }
-            Sink::File { out, written } => {
-                let raw = dump::Raw {
-                    timestamp: Some(m.due_us / 1000),
-                    key: Some(m.key.as_bytes().to_vec()),
-                    value: Some(m.value.to_vec()),
-                    headers: vec![
-                        ("workspace".into(), Some(m.workspace.as_bytes().to_vec())),
-                        (super::RUN_HEADER.into(), Some(m.run_id.as_bytes().to_vec())),
-                        (super::DUE_HEADER.into(), Some(due.into_bytes())),
-                    ],
-                    ..dump::Raw::default()
-                };
-                match raw.write_line(out) {
-                    Ok(()) => {
-                        *written += 1;
-                        Outcome::Sent
-                    }
-                    Err(e) => Outcome::Failed(e.to_string()),
-                }
-            }
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
         }
     }
 
@@ -297,5 +247,68 @@ impl ProducerContext for Acks {
                 *state.failures.entry(reason).or_default() += 1;
             }
         }
+    }
+}
+
+/// Sends `m` to `topic`, waiting for room in the producer's queue unless `stop` is
+/// cancelled.
+fn produce(
+    producer: &ThreadedProducer<Acks>,
+    topic: &str,
+    m: &Message<'_>,
+    stop: &CancellationToken,
+) -> Outcome {
+    let due = m.due_us.to_string();
+    let headers = OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "workspace",
+            value: Some(m.workspace),
+        })
+        .insert(Header {
+            key: super::RUN_HEADER,
+            value: Some(m.run_id),
+        })
+        .insert(Header {
+            key: super::DUE_HEADER,
+            value: Some(&due),
+        });
+    let sent_ns = producer.context().start.elapsed().as_nanos() as usize;
+    let mut record = BaseRecord::with_opaque_to(topic, sent_ns)
+        .key(m.key)
+        .payload(m.value)
+        .headers(headers)
+        .timestamp(m.due_us / 1000);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Outcome::Sent,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if !stop.is_cancelled() =>
+            {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+                // Ack latency counts from the send that got in, not from the wait for
+                // room (that wait is lateness).
+                record.delivery_opaque = producer.context().start.elapsed().as_nanos() as usize;
+            }
+            Err((e, _)) => return Outcome::Failed(e.to_string()),
+        }
+    }
+}
+
+/// `m` as a line of `sluice dump`'s format, with the headers a Kafka send carries.
+fn dump_raw(m: &Message<'_>) -> dump::Raw {
+    dump::Raw {
+        timestamp: Some(m.due_us / 1000),
+        key: Some(m.key.as_bytes().to_vec()),
+        value: Some(m.value.to_vec()),
+        headers: vec![
+            ("workspace".into(), Some(m.workspace.as_bytes().to_vec())),
+            (super::RUN_HEADER.into(), Some(m.run_id.as_bytes().to_vec())),
+            (
+                super::DUE_HEADER.into(),
+                Some(m.due_us.to_string().into_bytes()),
+            ),
+        ],
+        ..dump::Raw::default()
     }
 }

@@ -100,23 +100,7 @@ impl Sink {
                 topic,
                 repartition,
             } => {
-                let origin = format!(
-                    "{run_id}:{}:{}:{}",
-                    raw.topic.as_deref().unwrap_or(source),
-                    raw.partition.map_or("-".into(), |p| p.to_string()),
-                    raw.offset.map_or("-".into(), |o| o.to_string()),
-                );
-                let mut headers = OwnedHeaders::new_with_capacity(raw.headers.len() + 1);
-                for (name, value) in raw.headers.iter().filter(|(n, _)| n != REPLAY_HEADER) {
-                    headers = headers.insert(Header {
-                        key: name,
-                        value: value.as_deref(),
-                    });
-                }
-                headers = headers.insert(Header {
-                    key: REPLAY_HEADER,
-                    value: Some(&origin),
-                });
+                let headers = replay_headers(raw, run_id, source);
                 let mut record: BaseRecord<'_, [u8], [u8], ()> =
                     BaseRecord::to(topic).headers(headers);
                 if let Some(key) = &raw.key {
@@ -249,4 +233,26 @@ impl ProducerContext for Written {
             }
         }
     }
+}
+
+/// `raw`'s own headers and its `sluice.replay` header, `RUN:TOPIC:PARTITION:OFFSET` of
+/// the record it copies (one it already carried is replaced).
+fn replay_headers(raw: &Raw, run_id: &str, source: &str) -> OwnedHeaders {
+    let origin = format!(
+        "{run_id}:{}:{}:{}",
+        raw.topic.as_deref().unwrap_or(source),
+        raw.partition.map_or("-".into(), |p| p.to_string()),
+        raw.offset.map_or("-".into(), |o| o.to_string()),
+    );
+    let mut headers = OwnedHeaders::new_with_capacity(raw.headers.len() + 1);
+    for (name, value) in raw.headers.iter().filter(|(n, _)| n != REPLAY_HEADER) {
+        headers = headers.insert(Header {
+            key: name,
+            value: value.as_deref(),
+        });
+    }
+    headers.insert(Header {
+        key: REPLAY_HEADER,
+        value: Some(&origin),
+    })
 }
