@@ -63,6 +63,12 @@ fn schedule(args: &RunArgs, stairs: Option<&Stairs>, throughput: bool) -> anyhow
     )?)
 }
 
+/// Events the worker holds in the normal course of delivery: a full batch for each
+/// request each workspace may have in flight.
+fn working_set(config: &Config) -> f64 {
+    (config.batch.max_events * config.lanes.max_in_flight * config.workspaces.len().max(1)) as f64
+}
+
 /// Runs the scenario `args` describes until it ends, breaks (`stress`) or `stop`.
 pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outcome> {
     let run_id = ulid::Ulid::new().to_string();
@@ -74,7 +80,8 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
     let api = start_api(&args, api_limit, &mut config).await?;
     let stairs = stress
         .then(|| Stairs::new(args.max_rate * args.scale, args.steps, args.ramp))
-        .transpose()?;
+        .transpose()?
+        .map(|stairs| stairs.with_slack(working_set(&config)));
     let schedule = schedule(&args, stairs.as_ref(), throughput)?;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
 

@@ -36,6 +36,10 @@ pub struct Stairs {
     pub steps: u32,
     /// How long each step is held.
     pub hold: Duration,
+    /// Events the pipeline holds in the normal course of delivery (a full batch per
+    /// request in flight): a backlog that grew by less was carried. At low rates a
+    /// step's surplus is smaller than one batch, and batches leave in whole numbers.
+    pub slack: f64,
 }
 
 /// Where a stress run broke.
@@ -64,7 +68,20 @@ impl Stairs {
             hold.as_secs_f64() >= 2.0 * SETTLE_S + 1.0,
             "--ramp {ramp:?} over {steps} steps holds each for {hold:?}; a step needs at least 3 s to be judged"
         );
-        Ok(Stairs { top, steps, hold })
+        Ok(Stairs {
+            top,
+            steps,
+            hold,
+            slack: 0.0,
+        })
+    }
+
+    /// The same staircase, with `events` of [`Stairs::slack`].
+    pub fn with_slack(self, events: f64) -> Stairs {
+        Stairs {
+            slack: events.max(0.0),
+            ..self
+        }
     }
 
     /// Events/s of step `k` (from 0).
@@ -132,7 +149,8 @@ impl Stairs {
     }
 
     /// The step the newest sample closes, if its backlog grew by more than
-    /// [`SURPLUS`] of what it offered and most of its seconds fell short.
+    /// [`SURPLUS`] of what it offered (and more than the slack) and most of its seconds
+    /// fell short.
     fn step_not_held(&self, samples: &[Sample]) -> Option<Break> {
         let last = samples.last()?;
         let previous_t = samples.len().checked_sub(2).map_or(0.0, |i| samples[i].t_s);
@@ -157,7 +175,7 @@ impl Stairs {
             .iter()
             .filter(|s| s.done_per_s() < (1.0 - SURPLUS) * s.offered_per_s)
             .count();
-        (offered > 0.0 && grew > SURPLUS * offered && 2 * short >= judged.len())
+        (offered > 0.0 && grew > (SURPLUS * offered).max(self.slack) && 2 * short >= judged.len())
             .then(|| self.broken(k, done / judged.len() as f64, "delivery_fell_behind"))
     }
 

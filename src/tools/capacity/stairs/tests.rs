@@ -130,3 +130,35 @@ fn the_staircase_offers_each_rate_for_its_hold() {
     let too_short = Stairs::new(10_000.0, 50, Duration::from_secs(25));
     assert!(too_short.unwrap_err().to_string().contains("at least 3 s"));
 }
+
+/// At a low rate a step's surplus is less than one batch: batches of 500 leave in
+/// whole numbers, so a carried step's seconds deliver 2 500 or 3 500 of its 3 000
+/// and its backlog ends a batch above where it began. Within the pipeline's working
+/// set that is carried; a backlog that grows past it is not.
+#[test]
+fn a_backlog_within_the_working_set_is_carried() {
+    let stairs = Stairs::new(3_000.0, 1, Duration::from_secs(5)).unwrap();
+    let sawtooth = |extra: f64| {
+        let mut backlog = 60.0;
+        let mut samples = vec![s(1.002, 3_000.0, 3_000.0, backlog)];
+        for (i, d) in [2_500.0, 3_500.0, 2_500.0, 3_000.0 - extra]
+            .iter()
+            .enumerate()
+        {
+            backlog += 3_000.0 - d;
+            samples.push(s(2.002 + i as f64, 3_000.0, *d, backlog));
+        }
+        samples
+    };
+    assert!(
+        first_break(&stairs, &sawtooth(0.0)).is_some(),
+        "without slack, one batch over 3% of the step breaks it"
+    );
+    let stairs = stairs.with_slack(2_000.0);
+    assert!(
+        first_break(&stairs, &sawtooth(0.0)).is_none(),
+        "one batch behind"
+    );
+    let (_, b) = first_break(&stairs, &sawtooth(2_000.0)).unwrap();
+    assert_eq!(b.reason, "delivery_fell_behind");
+}
