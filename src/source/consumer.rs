@@ -179,6 +179,10 @@ impl Source {
                     // What else librdkafka holds ready goes to the lanes in the same
                     // hand-off. Nothing stays staged across an await.
                     for _ in 1..BURST {
+                        // The buffer's bound holds within a burst too.
+                        if self.full() {
+                            break;
+                        }
                         let Some(received) = self.consumer.recv().now_or_never() else {
                             break;
                         };
@@ -225,12 +229,18 @@ impl Source {
         }
     }
 
+    /// Whether the buffer has reached its bound (events or bytes).
+    fn full(&self) -> bool {
+        self.buffered.events() >= self.max_buffered.0
+            || self.buffered.bytes() >= self.max_buffered.1
+    }
+
     /// Pauses the assigned partitions above the high-water mark, resumes them below the
     /// low-water mark.
     fn apply_back_pressure(&self) {
         let (buffered, bytes) = (self.buffered.events(), self.buffered.bytes());
         let paused = self.consumer.context().paused.load(Ordering::Acquire);
-        let full = buffered >= self.max_buffered.0 || bytes >= self.max_buffered.1;
+        let full = self.full();
         let drained = buffered <= self.resume_buffered.0 && bytes <= self.resume_buffered.1;
         let change = if !paused && full {
             Some(true)
