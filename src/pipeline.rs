@@ -89,7 +89,7 @@ pub async fn run_on(
     )
     .map_err(SourceError::Kafka)?;
     let mut lanes = JoinSet::new();
-    let mut router = Router::start(
+    let router = Router::start(
         config.workspaces.iter().map(|w| w.id.clone()),
         shared.clone(),
         parking,
@@ -111,7 +111,7 @@ pub async fn run_on(
         workspaces = config.workspaces.len(), "sluice is running"
     );
     health.set_running(true);
-    source.run(&mut router, &shutdown).await;
+    source.run(&router, &shutdown).await;
 
     health.set_running(false);
     drop(router);

@@ -67,10 +67,10 @@ impl Envelope {
 /// the parking protocol's steps alike.
 #[derive(Debug)]
 pub enum LaneMsg {
-    /// New events from the source, in the order they were read.
-    Events(Vec<Envelope>),
+    /// A new event from the source.
+    Event(Envelope),
     /// A parked event read back from the parking topic: always delivered.
-    FromPark(Box<Envelope>),
+    FromPark(Envelope),
     /// A step of the parking protocol (rebalances, fences).
     Park(crate::park::Control),
 }
@@ -149,22 +149,11 @@ impl LaneShared {
 }
 
 /// Sends each event to its workspace's lane.
-///
-/// Events are staged per lane and handed over in one message per burst
-/// ([`Router::flush`]): a lane wakes once for what the consumer read in one go, not
-/// once per event (a wake-up per event cost a fifth of the consumer thread's time).
 #[derive(Debug, Default)]
 pub struct Router {
-    lanes: HashMap<String, Lane>,
+    lanes: HashMap<String, mpsc::UnboundedSender<LaneMsg>>,
     /// Cancelled when the router is dropped: the lanes drain.
     closed: CancellationToken,
-}
-
-/// One lane's sender and the events staged for it.
-#[derive(Debug)]
-struct Lane {
-    tx: mpsc::UnboundedSender<LaneMsg>,
-    staged: Vec<Envelope>,
 }
 
 impl Drop for Router {
@@ -197,56 +186,28 @@ impl Router {
                 park,
                 closed.clone(),
             ));
-            lanes.insert(
-                workspace,
-                Lane {
-                    tx,
-                    staged: Vec::new(),
-                },
-            );
+            lanes.insert(workspace, tx);
         }
         Router { lanes, closed }
     }
 
-    /// Stages an event for its lane, to go at the next [`Router::flush`]; if there is
-    /// no such lane, gives the event back so the caller can leave it uncommitted.
-    pub fn route(&mut self, workspace: &str, envelope: Envelope) -> Result<(), Box<Envelope>> {
-        match self.lanes.get_mut(workspace) {
-            Some(lane) => {
-                lane.staged.push(envelope);
-                Ok(())
-            }
-            None => Err(Box::new(envelope)),
+    /// Hands an event to its lane; if there is no such lane (or it has closed), returns
+    /// the event's origin so the caller can leave it uncommitted.
+    pub fn route(&self, workspace: &str, envelope: Envelope) -> Result<(), Origin> {
+        match self.lanes.get(workspace) {
+            Some(lane) => lane.send(LaneMsg::Event(envelope)).map_err(|e| match e.0 {
+                LaneMsg::Event(envelope) => envelope.origin,
+                _ => unreachable!("sent an event"),
+            }),
+            None => Err(envelope.origin),
         }
     }
 
-    /// Hands every lane what was staged for it; returns the events of lanes that have
-    /// closed (only while shutting down), for the caller to leave uncommitted.
-    pub fn flush(&mut self) -> Vec<Envelope> {
-        let mut undelivered = Vec::new();
-        for lane in self.lanes.values_mut() {
-            if lane.staged.is_empty() {
-                continue;
-            }
-            let events = std::mem::take(&mut lane.staged);
-            if let Err(e) = lane.tx.send(LaneMsg::Events(events)) {
-                if let LaneMsg::Events(events) = e.0 {
-                    undelivered.extend(events);
-                }
-            }
-        }
-        undelivered
-    }
-
-    /// Tells every lane a step of the parking protocol (a rebalance), after the events
-    /// staged before it; returns those of closed lanes, as [`Router::flush`] does.
-    #[must_use]
-    pub fn broadcast(&mut self, control: impl Fn() -> crate::park::Control) -> Vec<Envelope> {
-        let undelivered = self.flush();
+    /// Tells every lane a step of the parking protocol (a rebalance).
+    pub fn broadcast(&self, control: impl Fn() -> crate::park::Control) {
         for lane in self.lanes.values() {
-            let _ = lane.tx.send(LaneMsg::Park(control()));
+            let _ = lane.send(LaneMsg::Park(control()));
         }
-        undelivered
     }
 }
 
@@ -339,27 +300,21 @@ async fn take_in(
     shared: &LaneShared,
 ) {
     match msg {
-        LaneMsg::Events(events) => match parking {
+        LaneMsg::Event(envelope) => match parking {
             Some(p) => {
-                for envelope in events {
-                    if let Some(direct) = p.on_event(envelope) {
-                        held.push(direct, shared.ordering);
-                    }
-                    if p.should_park(held.events(), held.bytes) {
-                        let taken = held.take_all().await;
-                        for stays in p.park(taken) {
-                            held.push(stays, shared.ordering);
-                        }
+                if let Some(direct) = p.on_event(envelope) {
+                    held.push(direct, shared.ordering);
+                }
+                if p.should_park(held.events(), held.bytes) {
+                    let taken = held.take_all().await;
+                    for stays in p.park(taken) {
+                        held.push(stays, shared.ordering);
                     }
                 }
             }
-            None => {
-                for envelope in events {
-                    held.push(envelope, shared.ordering);
-                }
-            }
+            None => held.push(envelope, shared.ordering),
         },
-        LaneMsg::FromPark(envelope) => held.push(*envelope, shared.ordering),
+        LaneMsg::FromPark(envelope) => held.push(envelope, shared.ordering),
         LaneMsg::Park(control) => {
             if let crate::park::Control::Revoked(revoked) = &control {
                 let (dropped, bytes) = held.queues.drop_partitions(revoked, shared.ordering);

@@ -284,7 +284,7 @@ impl Reader {
                     .metrics
                     .parked_drained(&self.setup.workspace);
                 // Shutting down if the lane is gone: left uncommitted, read again later.
-                let _ = self.setup.lane.send(LaneMsg::FromPark(Box::new(envelope)));
+                let _ = self.setup.lane.send(LaneMsg::FromPark(envelope));
                 if in_lane >= self.setup.budget {
                     self.pace();
                 }

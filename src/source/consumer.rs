@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -24,17 +23,13 @@ use super::{Assigned, OffsetTracker, Origin, Raw, TopicPartition};
 use crate::config::Config;
 use crate::dlq::headers;
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
-use crate::lane::{Envelope, LaneShared, Router};
+use crate::lane::{LaneShared, Router};
 use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
 use crate::park::Control;
 use crate::server::Health;
 use tokio::sync::mpsc;
-
-/// Most messages taken from librdkafka's queue in one go before they are handed to
-/// the lanes (and the loop looks at back-pressure, commits and stop again).
-const BURST: usize = 256;
 
 /// How often the loop wakes while nothing arrives, so a paused consumer still polls
 /// (librdkafka evicts a member that stops polling for `max.poll.interval.ms`).
@@ -144,7 +139,7 @@ impl Source {
     /// per `kafka.commit_interval_ms`, so a crash re-delivers at most about
     /// rate × (interval + a commit's round trip) delivered events. A slower tick asks
     /// again for commits the broker refused or never answered.
-    pub async fn run(&mut self, router: &mut Router, stop: &CancellationToken) {
+    pub async fn run(&mut self, router: &Router, stop: &CancellationToken) {
         let advanced = self.tracker.advances();
         let mut recommit = tokio::time::interval(self.commit_interval.max(RECOMMIT_EVERY));
         recommit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -173,25 +168,15 @@ impl Source {
                     let at = next_allowed.max(tokio::time::Instant::now());
                     commit_timer.as_mut().reset(at);
                 }
-                received = self.consumer.recv() => {
-                    let received = received.map(|m| detach(&m, &mut self.topics));
-                    self.take(received, router);
-                    // What else librdkafka holds ready goes to the lanes in the same
-                    // hand-off. Nothing stays staged across an await.
-                    for _ in 1..BURST {
-                        // The buffer's bound holds within a burst too.
-                        if self.full() {
-                            break;
-                        }
-                        let Some(received) = self.consumer.recv().now_or_never() else {
-                            break;
-                        };
-                        let received = received.map(|m| detach(&m, &mut self.topics));
-                        self.take(received, router);
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        let detached = detach(&message, &mut self.topics);
+                        drop(message);
+                        self.metrics.kafka_ok();
+                        self.dispatch(detached, router);
                     }
-                    let undelivered = router.flush();
-                    self.left_for_redelivery(undelivered);
-                }
+                    Err(e) => self.consumer.context().log.error(&e, "reading"),
+                },
                 _ = recommit.tick() => self.commit_now(),
                 _ = idle_tick.tick() => self.forward_rebalances(router),
             }
@@ -199,40 +184,10 @@ impl Source {
     }
 
     /// Tells the lanes of rebalances before any message of the partitions concerned.
-    fn forward_rebalances(&mut self, router: &mut Router) {
+    fn forward_rebalances(&mut self, router: &Router) {
         while let Ok(change) = self.rebalances.try_recv() {
-            let undelivered = router.broadcast(|| change.clone());
-            self.left_for_redelivery(undelivered);
+            router.broadcast(|| change.clone());
         }
-    }
-
-    /// Events whose lane had closed (only while shutting down): out of the buffer,
-    /// uncommitted, read again by the next owner.
-    fn left_for_redelivery(&self, undelivered: Vec<Envelope>) {
-        for envelope in undelivered {
-            self.buffered.release(1, envelope.held_bytes());
-            tracing::warn!(
-                offset = envelope.origin.offset,
-                "lane closed; event left for redelivery"
-            );
-        }
-    }
-
-    /// A message read (or a read error), detached from librdkafka's buffer.
-    fn take(&mut self, received: Result<Received, KafkaError>, router: &mut Router) {
-        match received {
-            Ok(message) => {
-                self.metrics.kafka_ok();
-                self.dispatch(message, router);
-            }
-            Err(e) => self.consumer.context().log.error(&e, "reading"),
-        }
-    }
-
-    /// Whether the buffer has reached its bound (events or bytes).
-    fn full(&self) -> bool {
-        self.buffered.events() >= self.max_buffered.0
-            || self.buffered.bytes() >= self.max_buffered.1
     }
 
     /// Pauses the assigned partitions above the high-water mark, resumes them below the
@@ -240,7 +195,7 @@ impl Source {
     fn apply_back_pressure(&self) {
         let (buffered, bytes) = (self.buffered.events(), self.buffered.bytes());
         let paused = self.consumer.context().paused.load(Ordering::Acquire);
-        let full = self.full();
+        let full = buffered >= self.max_buffered.0 || bytes >= self.max_buffered.1;
         let drained = buffered <= self.resume_buffered.0 && bytes <= self.resume_buffered.1;
         let change = if !paused && full {
             Some(true)
@@ -269,7 +224,7 @@ impl Source {
         }
     }
 
-    fn dispatch(&mut self, message: Received, router: &mut Router) {
+    fn dispatch(&mut self, message: Received, router: &Router) {
         self.forward_rebalances(router);
         if !self.owns(&message.origin.tp) {
             // Fetched before its partition was revoked: the new owner reads it again
@@ -285,9 +240,15 @@ impl Source {
                 workspace,
                 envelope,
             }) => {
-                self.buffered.add(envelope.held_bytes());
-                if let Err(envelope) = router.route(&workspace, envelope) {
-                    self.left_for_redelivery(vec![*envelope]);
+                let bytes = envelope.held_bytes();
+                self.buffered.add(bytes);
+                if let Err(origin) = router.route(&workspace, envelope) {
+                    // Only possible while shutting down: leave it uncommitted.
+                    self.buffered.release(1, bytes);
+                    tracing::warn!(
+                        offset = origin.offset,
+                        "lane closed; event left for redelivery"
+                    );
                 }
             }
             Verdict::Refused(refused) => {
