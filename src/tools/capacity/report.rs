@@ -184,12 +184,7 @@ impl Report {
         let duration = active_seconds(&i.samples);
         let latency = Percentiles::of_us(&m.latency_total());
         let (wait, busy) = m.limit_time();
-        let diagnosis = sample::diagnose(
-            &bound_window(&i.samples, i.broke.as_ref()),
-            i.environment.in_flight_window,
-            i.generated.late_share,
-            i.broke.is_some(),
-        );
+        let diagnosis = diagnose(&i);
         let valid_sent = sent.saturating_sub(invalid_sent).max(1);
         let mut report = Report {
             schema: SCHEMA,
@@ -306,6 +301,16 @@ fn active_seconds(samples: &[Sample]) -> f64 {
 /// The highest per-second figure `f` of `samples` (0 if none).
 fn peak(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     samples.iter().map(f).fold(0.0, f64::max)
+}
+
+/// What bounded the run, judged on the samples around its break (or its end).
+fn diagnose(i: &Inputs<'_>) -> sample::Diagnosis {
+    sample::diagnose(
+        &bound_window(&i.samples, i.broke.as_ref()),
+        i.environment.in_flight_window,
+        i.generated.late_share,
+        i.broke.is_some(),
+    )
 }
 
 /// The samples the bound is judged over: from the break to the end of the load for a
