@@ -106,7 +106,7 @@ impl Bench {
         args: &RunArgs,
         config: &Config,
         api_limit: u32,
-        max_backlog: Option<u64>,
+        max_partition_backlog_bytes: Option<u64>,
     ) -> Environment {
         Environment {
             embedded_broker: self.embedded(),
@@ -124,7 +124,7 @@ impl Bench {
             }),
             topic: self.topic.clone(),
             partitions: self.partitions,
-            max_backlog,
+            max_partition_backlog_bytes,
             in_flight_window: (config.lanes.max_in_flight * config.workspaces.len())
                 .min(config.limits.max_in_flight_total) as f64,
             batch_max_events: config.batch.max_events,

@@ -35,8 +35,9 @@ pub struct Environment {
     pub topic: String,
     /// Its partitions (0: not known).
     pub partitions: i32,
-    /// The backlog bound of the embedded broker, events (none on a real one).
-    pub max_backlog: Option<u64>,
+    /// The most bytes of undelivered events the generator let one partition of the
+    /// embedded broker hold (none on a real one).
+    pub max_partition_backlog_bytes: Option<u64>,
     /// Requests the worker may have in flight at once.
     pub in_flight_window: f64,
     /// `batch.max_events`.

@@ -23,9 +23,11 @@ use crate::tools::loadgen::shape::Shape;
 use crate::tools::loadgen::{self, Gate, Plan, Target};
 use crate::tools::mock_api::{MockApi, MockApiConfig};
 
-/// Events of the embedded broker's backlog per partition: librdkafka's mock cluster
-/// keeps about 5 MB a partition, ~15 000 loadgen events of the default shape.
-const MOCK_BACKLOG_PER_PARTITION: u64 = 15_000;
+/// Bytes of undelivered events one partition of the embedded broker may hold.
+/// librdkafka's mock cluster keeps the last 5 MiB of a partition (rdkafka_mock.c,
+/// `max_size`), read or not; 3 MiB leaves room for what the gate's estimate misses
+/// (batch framing, partitions read unevenly between pauses).
+const MOCK_PARTITION_BUDGET_BYTES: u64 = 3 * 1024 * 1024;
 
 /// The load generator's `linger.ms` on the embedded broker.
 const EMBEDDED_LINGER_MS: u32 = 20;
@@ -104,7 +106,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         run_id,
         profile: args.profile_name(),
         seed,
-        environment: bench.environment(&args, &config, api_limit, load.max_backlog),
+        environment: bench.environment(&args, &config, api_limit, load.max_partition_backlog_bytes),
         metrics: &metrics,
         samples: watched.samples,
         generated,
@@ -186,7 +188,7 @@ struct Load {
     /// Ends it early (a break, a stop).
     stop: CancellationToken,
     /// On the mock cluster, the most events it lets wait in the topic.
-    max_backlog: Option<u64>,
+    max_partition_backlog_bytes: Option<u64>,
     /// How often that bound held it back.
     gate_waits: Option<Arc<AtomicU64>>,
 }
@@ -208,7 +210,7 @@ impl Load {
         let sent = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         let gate = Self::gate(bench, metrics);
-        let max_backlog = gate.as_ref().map(|g| g.max_backlog);
+        let max_partition_backlog_bytes = gate.as_ref().map(|g| g.max_partition_bytes);
         let gate_waits = gate.as_ref().map(|g| g.waited.clone());
         let plan = Plan {
             max_pending: schedule
@@ -237,7 +239,7 @@ impl Load {
             task,
             sent,
             stop,
-            max_backlog,
+            max_partition_backlog_bytes,
             gate_waits,
         })
     }
@@ -247,11 +249,11 @@ impl Load {
     fn gate(bench: &Bench, metrics: &Metrics) -> Option<Gate> {
         bench.embedded().then(|| {
             let m = metrics.clone();
-            Gate {
-                done: Arc::new(move || m.delivered_count() + m.dead_lettered_total()),
-                max_backlog: MOCK_BACKLOG_PER_PARTITION * bench.partitions.max(1) as u64,
-                waited: Arc::new(AtomicU64::new(0)),
-            }
+            Gate::new(
+                Arc::new(move || m.delivered_count() + m.dead_lettered_total()),
+                MOCK_PARTITION_BUDGET_BYTES,
+                bench.partitions.max(1) as usize,
+            )
         })
     }
 

@@ -15,6 +15,7 @@
 //! (no coordinated omission), and `sluice replay --speed 1` reproduces the curve.
 
 mod args;
+mod gate;
 pub mod profile;
 pub mod schedule;
 pub mod shape;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 pub use args::{LoadgenArgs, Rate};
+pub use gate::{Gate, PartitionBytes};
 use schedule::{Pace, Schedule, Stage};
 use shape::{Generator, Shape, ShapeArgs};
 pub use summary::{StageSummary, Summary};
@@ -84,45 +86,8 @@ pub struct Plan {
     pub progress_interval: Option<Duration>,
     /// Counts events sent, for a caller watching the run.
     pub sent: Arc<AtomicU64>,
-    /// Holds sends back while too many are undelivered (see [`Gate`]).
+    /// Holds sends back while a partition would hold too much undelivered (see [`Gate`]).
     pub gate: Option<Gate>,
-}
-
-/// Bounds the backlog: before each send, wait while more than `max_backlog` events
-/// are sent and not yet `done()` (delivered or dead-lettered downstream). `sluice
-/// capacity run` uses it so the embedded broker, which keeps only a few megabytes per
-/// partition, never holds more than it can; the waits are counted as lateness.
-#[derive(Clone)]
-pub struct Gate {
-    /// Events done downstream.
-    pub done: Arc<dyn Fn() -> u64 + Send + Sync>,
-    /// Most events sent and not done.
-    pub max_backlog: u64,
-    /// Sends that had to wait for the backlog to shrink.
-    pub waited: Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate")
-            .field("max_backlog", &self.max_backlog)
-            .finish()
-    }
-}
-
-impl Gate {
-    /// Waits while more than `max_backlog` of the `sent` events are not yet done (or
-    /// until `stop`), counting the send held back.
-    fn wait(&self, sent: u64, stop: &CancellationToken) {
-        if sent.saturating_sub((self.done)()) <= self.max_backlog {
-            return;
-        }
-        self.waited
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        while sent.saturating_sub((self.done)()) > self.max_backlog && !stop.is_cancelled() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 }
 
 /// Microseconds since the Unix epoch of `at` (0 before it).
@@ -149,7 +114,14 @@ fn create_topic(plan: &Plan) -> anyhow::Result<()> {
 fn open_sink(plan: &Plan, start: Instant) -> anyhow::Result<(sink::Sink, String)> {
     Ok(match &plan.target {
         Target::Kafka { client, topic, .. } => (
-            sink::Sink::kafka(client, topic, plan.max_pending, start, &plan.schedule)?,
+            sink::Sink::kafka(
+                client,
+                topic,
+                plan.max_pending,
+                start,
+                &plan.schedule,
+                plan.gate.as_ref().map(|g| g.acked.clone()),
+            )?,
             topic.clone(),
         ),
         Target::File(path) => (sink::Sink::file(path)?, path.display().to_string()),
@@ -245,6 +217,7 @@ fn wait_for_turn(
     plan: &Plan,
     start: Instant,
     due: std::time::Duration,
+    bytes: u64,
     paced: bool,
     stop: &CancellationToken,
 ) -> Turn {
@@ -259,7 +232,11 @@ fn wait_for_turn(
         return Turn::TimeUp;
     }
     if let Some(gate) = &plan.gate {
-        gate.wait(plan.sent.load(std::sync::atomic::Ordering::Relaxed), stop);
+        gate.wait(
+            plan.sent.load(std::sync::atomic::Ordering::Relaxed),
+            bytes,
+            stop,
+        );
     }
     if paced && !super::pace::wait_until(start, due, stop) {
         return Turn::Stopped;
@@ -284,14 +261,6 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     while let Some((due, stage)) = plan.schedule.due(i) {
         // Made before the wait, so that its cost is not in the send's lateness.
         let event = generator.next_event();
-        match wait_for_turn(&plan, start, due, paced, stop) {
-            Turn::Send => {}
-            Turn::TimeUp => break,
-            Turn::Stopped => {
-                stopped = true;
-                break;
-            }
-        }
         let message = sink::Message {
             key: &event.key,
             value: &event.value,
@@ -299,6 +268,14 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
             run_id: &plan.run_id,
             due_us: unix_us(wall_start + due),
         };
+        match wait_for_turn(&plan, start, due, message.record_bytes(), paced, stop) {
+            Turn::Send => {}
+            Turn::TimeUp => break,
+            Turn::Stopped => {
+                stopped = true;
+                break;
+            }
+        }
         let outcome = sink.send(&message, stop);
         let sent_at = start.elapsed();
         if outcome == sink::Outcome::Sent {

@@ -6,16 +6,17 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, Message as _};
 use tokio_util::sync::CancellationToken;
 
+use super::gate::{PartitionBytes, RECORD_OVERHEAD};
 use super::schedule::Schedule;
 use crate::tools::dump;
 
@@ -36,6 +37,30 @@ pub(super) struct Message<'a> {
     pub run_id: &'a str,
     /// Scheduled send time, unix microseconds (`sluice.due`, and the timestamp).
     pub due_us: i64,
+}
+
+impl Message<'_> {
+    /// Bytes it takes in a partition's log: key, value, headers and record framing.
+    pub(super) fn record_bytes(&self) -> u64 {
+        let headers = "workspace".len()
+            + self.workspace.len()
+            + super::RUN_HEADER.len()
+            + self.run_id.len()
+            + super::DUE_HEADER.len()
+            + 16;
+        (self.key.len() + self.value.len() + headers) as u64 + RECORD_OVERHEAD
+    }
+}
+
+/// Bytes an acknowledged message takes in its partition's log (as
+/// [`Message::record_bytes`]).
+fn logged_bytes(m: &rdkafka::message::BorrowedMessage<'_>) -> u64 {
+    let headers = m.headers().map_or(0, |h| {
+        h.iter()
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum::<usize>()
+    });
+    (m.key_len() + m.payload_len() + headers) as u64 + RECORD_OVERHEAD
 }
 
 /// What became of one send.
@@ -88,12 +113,14 @@ impl Sink {
         max_pending: usize,
         start: Instant,
         schedule: &Schedule,
+        partition_bytes: Option<Arc<PartitionBytes>>,
     ) -> anyhow::Result<Sink> {
         let stages = schedule.stages().len();
         let acks = Acks {
             start,
             schedule: schedule.clone(),
             acked: AtomicU64::new(0),
+            partition_bytes,
             state: Mutex::new(AckState {
                 latency: crate::tools::latency::micros(),
                 failed: 0,
@@ -207,6 +234,8 @@ pub(super) struct Acks {
     start: Instant,
     schedule: Schedule,
     acked: AtomicU64,
+    /// Bytes acknowledged per partition, for a [`super::Gate`].
+    partition_bytes: Option<Arc<PartitionBytes>>,
     state: Mutex<AckState>,
 }
 
@@ -229,8 +258,11 @@ impl ProducerContext for Acks {
         let now = self.start.elapsed();
         let mut state = self.state.lock().expect("not poisoned");
         match result {
-            Ok(_) => {
+            Ok(m) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = &self.partition_bytes {
+                    p.record(m.partition(), logged_bytes(m));
+                }
                 let latency = now.saturating_sub(Duration::from_nanos(sent_ns as u64));
                 state.latency.saturating_record(latency.as_micros() as u64);
                 let stage = self.schedule.stage_at(now);

@@ -43,10 +43,11 @@ impl Report {
                 self.loadgen.invalid_reasons.join("; ")
             ));
         }
-        if let Some(max) = self.environment.max_backlog {
+        if let Some(max) = self.environment.max_partition_backlog_bytes {
             if self.gate_waits > 0 {
                 out.push(format!(
-                    "The embedded broker holds at most {max} undelivered events (~5 MB a partition); the generator held {} sends back until the worker caught up. Use --brokers for a deeper backlog.",
+                    "The embedded broker keeps only the last 5 MiB of a partition, so the generator let none hold more than {:.1} MiB undelivered: it held {} sends back until the worker caught up, and those sends count as late. Use --brokers for a deeper backlog.",
+                    max as f64 / (1024.0 * 1024.0),
                     self.gate_waits
                 ));
             }
