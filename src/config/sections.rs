@@ -40,8 +40,8 @@ pub struct KafkaConfig {
     /// rate × (this + a commit's round trip) events already delivered.
     #[serde(default = "defaults::commit_interval_ms")]
     pub commit_interval_ms: u64,
-    /// Events held in process (consumed, not yet delivered) above which the assigned
-    /// partitions are paused.
+    /// Events held in process (consumed, not yet delivered) above which the consumer
+    /// stops reading (and pauses its partitions if that lasts 2 s).
     #[serde(default = "defaults::max_buffered_events")]
     pub max_buffered_events: usize,
     /// Most events one workspace may hold in process (in its lane, or held while it
@@ -58,14 +58,14 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub park_topic: Option<String>,
     /// Bytes held in process (each event as read plus its encoding) above which the
-    /// assigned partitions are paused, whatever the event count; they resume below
-    /// half of it. librdkafka's prefetch (`queued.max.messages.kbytes`) is sized to a
+    /// consumer stops reading, whatever the event count; it reads on below half of it. librdkafka's prefetch (`queued.max.messages.kbytes`) is sized to a
     /// sixteenth of it unless set in `[kafka.options]`. The pod's memory needs this, the
     /// prefetch ×4 (librdkafka's fetch buffers) and ~40 MB besides.
     #[serde(default = "defaults::max_buffered_bytes")]
     pub max_buffered_bytes: usize,
-    /// Events held in process below which paused partitions resume; unset: half of
-    /// `max_buffered_events`, which leaves work for the fetch round trip a resume costs.
+    /// Events held in process below which a stopped consumer reads on; unset: half of
+    /// `max_buffered_events`, which leaves work for the fetch a paused partition's
+    /// resume costs.
     #[serde(default)]
     pub resume_buffered_events: Option<usize>,
     /// How long revoked partitions' in-flight work may finish before the rebalance goes

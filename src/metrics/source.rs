@@ -106,7 +106,7 @@ impl SourceMetrics {
             paused: gauge(
                 r,
                 "sluice_partitions_paused",
-                "1 while the assigned partitions are paused for back-pressure.",
+                "1 while back-pressure stops the consumer reading (held, or its partitions paused).",
             ),
             depth: DepthMetrics::new(r),
         }
@@ -189,14 +189,19 @@ impl Metrics {
         self.source.buffered_bytes.set(bytes as i64);
     }
 
-    /// The consumer paused or resumed its partitions.
-    pub fn set_paused(&self, paused: bool, buffered: usize) {
-        if paused {
-            tracing::info!(buffered, "back-pressure: pausing partitions");
-        } else {
-            tracing::info!(buffered, "back-pressure released: resuming partitions");
+    /// Back-pressure stopped the source reading (`held`) or let it read again;
+    /// `partitions` when that meant pausing or resuming them in librdkafka (a long
+    /// hold), which is logged. Short holds are the steady state of a busy worker.
+    pub fn set_held_back(&self, held: bool, partitions: bool, buffered: usize) {
+        match (held, partitions) {
+            (true, true) => tracing::info!(buffered, "back-pressure held on: pausing partitions"),
+            (false, true) => {
+                tracing::info!(buffered, "back-pressure released: resuming partitions")
+            }
+            (true, false) => tracing::debug!(buffered, "back-pressure: holding"),
+            (false, false) => tracing::debug!(buffered, "back-pressure released: reading"),
         }
-        self.source.paused.set(paused.into());
+        self.source.paused.set(held.into());
     }
 
     /// Total invalid messages with this reason, for tests and reports.
@@ -253,7 +258,7 @@ impl Metrics {
         self.source.buffered_bytes.get()
     }
 
-    /// Whether the partitions are paused for back-pressure.
+    /// Whether back-pressure stops the consumer reading.
     pub fn paused(&self) -> bool {
         self.source.paused.get() == 1
     }

@@ -1,11 +1,13 @@
 //! What the process holds of the source: events read from Kafka and not yet done with
 //! (delivered, dead-lettered or parked), counted in events and in bytes. The consumer
-//! pauses its partitions when either bound is reached (`kafka.max_buffered_events`,
+//! stops reading when either bound is reached (`kafka.max_buffered_events`,
 //! `kafka.max_buffered_bytes`), so neither many small events nor a few large ones can
 //! outgrow the pod. One type owns both counts and their gauges, so every place that
 //! takes an event in or lets one go says so in one call.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
@@ -14,6 +16,8 @@ use crate::metrics::Metrics;
 pub struct Buffered {
     events: AtomicUsize,
     bytes: AtomicUsize,
+    /// Told of every release, for a consumer waiting to read again.
+    let_go: Notify,
     metrics: Metrics,
 }
 
@@ -23,6 +27,7 @@ impl Buffered {
         Buffered {
             events: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            let_go: Notify::new(),
             metrics,
         }
     }
@@ -42,6 +47,12 @@ impl Buffered {
         let events = self.events.fetch_sub(events, Ordering::AcqRel) - events;
         let bytes = self.bytes.fetch_sub(bytes, Ordering::AcqRel) - bytes;
         self.metrics.set_buffered(events, bytes);
+        self.let_go.notify_one();
+    }
+
+    /// Completes at the next release (or at once if one came since the last wait).
+    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.let_go.notified()
     }
 
     /// Events held.

@@ -1,6 +1,7 @@
 //! The Kafka consumer: reads messages, hands them to the [`intake`](crate::intake)
-//! for their lanes, pauses its partitions when too much is buffered, and commits the
-//! offsets the tracker says are complete.
+//! for their lanes, stops reading when too much is buffered (see
+//! [`back_pressure`](super::back_pressure)), and commits the offsets the tracker says are
+//! complete.
 //!
 //! Offsets are never stored automatically: a commit names explicit offsets taken from
 //! the [`OffsetTracker`], so nothing past an undelivered event is ever committed.
@@ -15,6 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::back_pressure::{BackPressure, Change};
 use super::context::{commit_offsets, SourceContext};
 use super::group_config::group_client_config;
 use super::kafka_log::KafkaLog;
@@ -57,10 +59,8 @@ pub struct Source {
     tracker: OffsetTracker,
     metrics: Metrics,
     buffered: Arc<Buffered>,
-    /// Pause at either bound: events, bytes.
-    max_buffered: (usize, usize),
-    /// Resume below both: events, bytes.
-    resume_buffered: (usize, usize),
+    /// Whether to read on, hold or pause, from the buffered count.
+    back_pressure: BackPressure,
     commit_interval: Duration,
     topics: HashMap<String, Arc<str>>,
     marks: ParkedMarks,
@@ -123,8 +123,10 @@ impl Source {
             tracker,
             metrics,
             buffered,
-            max_buffered: (k.max_buffered_events, k.max_buffered_bytes),
-            resume_buffered: (k.resume_buffered(), k.max_buffered_bytes / 2),
+            back_pressure: BackPressure::new(
+                (k.max_buffered_events, k.max_buffered_bytes),
+                (k.resume_buffered(), k.max_buffered_bytes / 2),
+            ),
             commit_interval: config.commit_interval(),
             topics: HashMap::new(),
             marks,
@@ -154,6 +156,10 @@ impl Source {
         let mut next_allowed = tokio::time::Instant::now();
         loop {
             self.apply_back_pressure();
+            let polling = self.back_pressure.polling();
+            let pause_at = self.back_pressure.pause_at();
+            let buffered = self.buffered.clone();
+            let released = buffered.released();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -168,7 +174,7 @@ impl Source {
                     let at = next_allowed.max(tokio::time::Instant::now());
                     commit_timer.as_mut().reset(at);
                 }
-                received = self.consumer.recv() => match received {
+                received = self.consumer.recv(), if polling => match received {
                     Ok(message) => {
                         let detached = detach(&message, &mut self.topics);
                         drop(message);
@@ -179,6 +185,11 @@ impl Source {
                 },
                 _ = recommit.tick() => self.commit_now(),
                 _ = idle_tick.tick() => self.forward_rebalances(router),
+                // Back-pressure: look again as the lanes let events go, and when a
+                // hold has lasted long enough to become a pause.
+                _ = released, if self.back_pressure.held_back() => {}
+                _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if pause_at.is_some() => {}
             }
         }
     }
@@ -190,37 +201,44 @@ impl Source {
         }
     }
 
-    /// Pauses the assigned partitions above the high-water mark, resumes them below the
-    /// low-water mark.
-    fn apply_back_pressure(&self) {
-        let (buffered, bytes) = (self.buffered.events(), self.buffered.bytes());
-        let paused = self.consumer.context().paused.load(Ordering::Acquire);
-        let full = buffered >= self.max_buffered.0 || bytes >= self.max_buffered.1;
-        let drained = buffered <= self.resume_buffered.0 && bytes <= self.resume_buffered.1;
-        let change = if !paused && full {
-            Some(true)
-        } else if paused && drained {
-            Some(false)
-        } else {
-            None
+    /// Holds, reads on, pauses or resumes as the buffered count calls for.
+    fn apply_back_pressure(&mut self) {
+        let buffered = (self.buffered.events(), self.buffered.bytes());
+        let now = tokio::time::Instant::now();
+        let Some(change) = self.back_pressure.step(buffered, now) else {
+            return;
         };
-        let Some(pause) = change else { return };
-        let result = self.consumer.assignment().and_then(|assigned| {
-            if pause {
-                self.consumer.pause(&assigned)
-            } else {
-                self.consumer.resume(&assigned)
-            }
-        });
+        let result = match change {
+            Change::Hold | Change::Read => Ok(()),
+            Change::Pause => self
+                .consumer
+                .assignment()
+                .and_then(|assigned| self.consumer.pause(&assigned)),
+            Change::Resume => self
+                .consumer
+                .assignment()
+                .and_then(|assigned| self.consumer.resume(&assigned)),
+        };
         match result {
             Ok(()) => {
-                self.consumer
-                    .context()
-                    .paused
-                    .store(pause, Ordering::Release);
-                self.metrics.set_paused(pause, buffered);
+                if matches!(change, Change::Pause | Change::Resume) {
+                    // Partitions assigned from now on must follow (see the context).
+                    let paused = change == Change::Pause;
+                    self.consumer
+                        .context()
+                        .paused
+                        .store(paused, Ordering::Release);
+                }
+                self.metrics.set_held_back(
+                    matches!(change, Change::Hold | Change::Pause),
+                    matches!(change, Change::Pause | Change::Resume),
+                    buffered.0,
+                );
             }
-            Err(e) => tracing::warn!("pause/resume failed: {e}"),
+            Err(e) => {
+                tracing::warn!("pause/resume failed: {e}");
+                self.back_pressure.failed(change, now);
+            }
         }
     }
 

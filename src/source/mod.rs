@@ -1,5 +1,6 @@
 //! The source: the Kafka consumer, and the record of which offsets may be committed.
 
+mod back_pressure;
 mod buffered;
 mod consumer;
 mod context;

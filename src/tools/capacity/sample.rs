@@ -58,7 +58,7 @@ pub struct Sample {
     pub in_flight: f64,
     /// p99 of end-to-end latency over the interval, ms.
     pub p99_ms: f64,
-    /// 1 when the consumer was paused by back-pressure at the sample.
+    /// 1 when back-pressure held the consumer back at the sample.
     pub paused: f64,
 }
 
@@ -154,10 +154,10 @@ pub enum Bound {
     Broker,
     /// Too few partitions for the consumers (not measured in one process).
     Partitions,
-    /// The consumer's buffer (`kafka.max_buffered_events`): it stayed paused by
-    /// back-pressure while neither the API's limit, the CPU nor the in-flight window
-    /// was full (each resume costs a fetch round trip).
-    Buffer,
+    /// The lanes: the consumer's buffer stayed full (back-pressure held it back) while
+    /// neither the API's limit, the CPU nor the in-flight window was, so events waited
+    /// on the lanes' own work.
+    Lanes,
     /// Nothing: every resource stayed under half its ceiling, so the pipeline carried
     /// all it was offered.
     OfferedLoad,
@@ -172,7 +172,7 @@ impl Bound {
             Bound::InFlight => "in_flight",
             Bound::Broker => "broker",
             Bound::Partitions => "partitions",
-            Bound::Buffer => "buffer",
+            Bound::Lanes => "lanes",
             Bound::OfferedLoad => "offered_load",
         }
     }
@@ -192,7 +192,7 @@ pub struct Diagnosis {
     /// Share of the load generator's sends that were late (a broker that fell
     /// behind).
     pub broker_late_share: f64,
-    /// Share of samples with the consumer paused by back-pressure.
+    /// Share of samples with the consumer held back by back-pressure.
     pub paused_share: f64,
 }
 
@@ -212,8 +212,8 @@ pub fn diagnose(
     let cpu_share = (mean(|s| s.cpu_cores) / cores).min(1.0);
     let in_flight_share = (mean(|s| s.in_flight) / in_flight_window.max(1.0)).min(1.0);
     let paused_share = mean(|s| s.paused);
-    // A full resource first; a paused consumer is only the bound when nothing it
-    // waits for is full; otherwise the resource nearest its ceiling.
+    // A full resource first; a held-back consumer names the lanes only when nothing
+    // they wait for is full; otherwise the resource nearest its ceiling.
     let bound = if limiter_wait_share >= 0.5 {
         Bound::ApiLimit
     } else if cpu_share >= 0.85 {
@@ -223,7 +223,7 @@ pub fn diagnose(
     } else if broker_late_share >= 0.05 {
         Bound::Broker
     } else if paused_share >= 0.5 {
-        Bound::Buffer
+        Bound::Lanes
     } else {
         [(Bound::Cpu, cpu_share), (Bound::InFlight, in_flight_share)]
             .into_iter()

@@ -84,15 +84,15 @@ impl Report {
                 d.broker_late_share * 100.0
             ),
             sample::Bound::Broker => format!(
-                "Bound by the broker: delivery fell behind while nothing in the worker was full (limiter wait {:.0}%, CPU {:.0}% of the cores, in-flight window {:.0}% used, paused {:.0}% of the time): it waited for events its fetches did not bring.",
+                "Bound by the broker: delivery fell behind while nothing in the worker was full (limiter wait {:.0}%, CPU {:.0}% of the cores, in-flight window {:.0}% used, held back {:.0}% of the time): it waited for events its fetches did not bring.",
                 d.limiter_wait_share * 100.0,
                 d.cpu_share * 100.0,
                 d.in_flight_share * 100.0,
                 d.paused_share * 100.0
             ),
             sample::Bound::Partitions => "Bound by partitions.".to_string(),
-            sample::Bound::Buffer => format!(
-                "Bound by the consumer's buffer: paused by back-pressure in {:.0}% of the samples while the API's limit, the CPU ({:.0}%) and the in-flight window ({:.0}%) were not full; each resume costs a fetch round trip. Raise kafka.max_buffered_events.",
+            sample::Bound::Lanes => format!(
+                "Bound by the lanes: the consumer's buffer stayed full (held back in {:.0}% of the samples), so events waited on the lanes' own work (batching, encoding, requests) while the API's limit, the CPU ({:.0}%) and the in-flight window ({:.0}%) were not full. More pods spread that work.",
                 d.paused_share * 100.0,
                 d.cpu_share * 100.0,
                 d.in_flight_share * 100.0
