@@ -11,18 +11,13 @@ use sha2::{Digest, Sha256};
 
 use crate::deliver::FailureReason;
 
-/// Customer.io's limit on an identifier, in bytes.
-pub const MAX_IDENTIFIER_BYTES: usize = 150;
-/// Customer.io's limit on an event name, in bytes.
-pub const MAX_EVENT_NAME_BYTES: usize = 100;
-/// Customer.io's limit on an attribute name, in bytes.
-pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 150;
-/// Customer.io's limit on an attribute value, in bytes.
-pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1_000;
-/// Customer.io's limit on the number of attributes in one identify.
-pub const MAX_ATTRIBUTES: usize = 300;
-/// Customer.io's limit on a v1 event's `data`, in bytes.
-pub const MAX_EVENT_DATA_BYTES: usize = 100_000;
+mod limits;
+
+use limits::{check_attributes, check_len};
+pub use limits::{
+    MAX_ATTRIBUTES, MAX_ATTRIBUTE_NAME_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_EVENT_DATA_BYTES,
+    MAX_EVENT_NAME_BYTES, MAX_IDENTIFIER_BYTES,
+};
 
 /// Why a message cannot be delivered. Each variant maps to one stable reason code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -357,39 +352,6 @@ fn object(value: Option<Value>, field: &str) -> Result<Map<String, Value>, Inval
             "{field} must be an object"
         ))),
     }
-}
-
-fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), InvalidEvent> {
-    if value.len() > limit {
-        return Err(InvalidEvent::OverLimit {
-            field,
-            detail: format!("{} bytes, limit {limit}", value.len()),
-        });
-    }
-    Ok(())
-}
-
-fn check_attributes(attributes: &Map<String, Value>) -> Result<(), InvalidEvent> {
-    if attributes.len() > MAX_ATTRIBUTES {
-        return Err(InvalidEvent::OverLimit {
-            field: "traits",
-            detail: format!("{} attributes, limit {MAX_ATTRIBUTES}", attributes.len()),
-        });
-    }
-    for (name, value) in attributes {
-        check_len("trait name", name, MAX_ATTRIBUTE_NAME_BYTES)?;
-        let size = match value {
-            Value::String(s) => s.len(),
-            other => other.to_string().len(),
-        };
-        if size > MAX_ATTRIBUTE_VALUE_BYTES {
-            return Err(InvalidEvent::OverLimit {
-                field: "trait value",
-                detail: format!("`{name}` is {size} bytes, limit {MAX_ATTRIBUTE_VALUE_BYTES}"),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// RFC 3339 text or unix seconds (integer or fractional) → unix seconds.

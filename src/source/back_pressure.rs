@@ -10,8 +10,9 @@
 //! API took).
 //!
 //! But a consumer that stops polling also stops serving rebalances (and is evicted after
-//! `max.poll.interval.ms`). So a hold that lasts [`HOLD_BEFORE_PAUSE`] becomes a pause, and
-//! the consumer polls again; a buffer that took that long to drain to its resume mark
+//! `max.poll.interval.ms`). So a hold that lasts [`HOLD_BEFORE_PAUSE`] (or half of
+//! `max.poll.interval.ms`, if that is shorter) becomes a pause, and the consumer polls
+//! again; a buffer that took that long to drain to its resume mark
 //! takes about as long again to empty, which covers the resume's second.
 
 use std::time::Duration;
@@ -21,6 +22,11 @@ use tokio::time::Instant;
 /// How long the consumer may go without polling before it pauses its partitions instead
 /// (a rebalance waits at most this long for it): twice librdkafka's resume delay.
 pub(super) const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
+
+/// The longest hold for a consumer evicted after `max_poll_interval` without a poll.
+pub(super) fn hold_for(max_poll_interval: Option<Duration>) -> Duration {
+    max_poll_interval.map_or(HOLD_BEFORE_PAUSE, |m| HOLD_BEFORE_PAUSE.min(m / 2))
+}
 
 /// Where the source stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +59,18 @@ pub(super) struct BackPressure {
     max: (usize, usize),
     /// Go on below both: events, bytes.
     resume: (usize, usize),
+    /// How long a hold lasts before it becomes a pause.
+    hold: Duration,
     state: State,
 }
 
 impl BackPressure {
-    /// Reading, with these bounds (events, bytes).
-    pub(super) fn new(max: (usize, usize), resume: (usize, usize)) -> Self {
+    /// Reading, with these bounds (events, bytes), holding at most `hold`.
+    pub(super) fn new(max: (usize, usize), resume: (usize, usize), hold: Duration) -> Self {
         BackPressure {
             max,
             resume,
+            hold,
             state: State::Reading,
         }
     }
@@ -79,7 +88,7 @@ impl BackPressure {
     /// When a hold turns into a pause, while holding.
     pub(super) fn pause_at(&self) -> Option<Instant> {
         match self.state {
-            State::Holding(since) => Some(since + HOLD_BEFORE_PAUSE),
+            State::Holding(since) => Some(since + self.hold),
             _ => None,
         }
     }
@@ -92,9 +101,7 @@ impl BackPressure {
         let (state, change) = match self.state {
             State::Reading if full => (State::Holding(now), Change::Hold),
             State::Holding(_) if drained => (State::Reading, Change::Read),
-            State::Holding(since) if now >= since + HOLD_BEFORE_PAUSE => {
-                (State::Paused, Change::Pause)
-            }
+            State::Holding(since) if now >= since + self.hold => (State::Paused, Change::Pause),
             State::Paused if drained => (State::Reading, Change::Resume),
             _ => return None,
         };
@@ -102,12 +109,12 @@ impl BackPressure {
         Some(change)
     }
 
-    /// librdkafka refused `change`: hold again from `now` (a pause), or stay paused (a
-    /// resume), so the next step asks again.
-    pub(super) fn failed(&mut self, change: Change, now: Instant) {
+    /// librdkafka refused `change`. A refused pause polls anyway (reading past the
+    /// bound, as a consumer that never held would) rather than go unpolled until it is
+    /// evicted; a refused resume stays paused, so the next step asks again.
+    pub(super) fn failed(&mut self, change: Change) {
         match change {
-            Change::Pause => self.state = State::Holding(now),
-            Change::Resume => self.state = State::Paused,
+            Change::Pause | Change::Resume => self.state = State::Paused,
             Change::Hold | Change::Read => {}
         }
     }
@@ -118,7 +125,7 @@ mod tests {
     use super::*;
 
     fn pressure() -> BackPressure {
-        BackPressure::new((100, 10_000), (50, 5_000))
+        BackPressure::new((100, 10_000), (50, 5_000), HOLD_BEFORE_PAUSE)
     }
 
     #[tokio::test(start_paused = true)]
@@ -152,18 +159,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refused_pause_holds_again_and_a_refused_resume_is_asked_again() {
+    async fn a_refused_pause_still_polls_and_a_refused_resume_is_asked_again() {
         let mut bp = pressure();
         bp.step((100, 0), Instant::now());
         tokio::time::advance(HOLD_BEFORE_PAUSE).await;
         assert_eq!(bp.step((100, 0), Instant::now()), Some(Change::Pause));
-        bp.failed(Change::Pause, Instant::now());
-        assert!(!bp.polling());
-        assert_eq!(bp.pause_at(), Some(Instant::now() + HOLD_BEFORE_PAUSE));
-        tokio::time::advance(HOLD_BEFORE_PAUSE).await;
-        assert_eq!(bp.step((100, 0), Instant::now()), Some(Change::Pause));
+        bp.failed(Change::Pause);
+        assert!(bp.polling() && bp.held_back());
         assert_eq!(bp.step((0, 0), Instant::now()), Some(Change::Resume));
-        bp.failed(Change::Resume, Instant::now());
+        bp.failed(Change::Resume);
         assert_eq!(bp.step((0, 0), Instant::now()), Some(Change::Resume));
+        assert!(!bp.held_back());
+    }
+
+    #[test]
+    fn a_short_poll_interval_shortens_the_hold() {
+        assert_eq!(hold_for(None), HOLD_BEFORE_PAUSE);
+        assert_eq!(hold_for(Some(Duration::from_secs(300))), HOLD_BEFORE_PAUSE);
+        assert_eq!(
+            hold_for(Some(Duration::from_secs(3))),
+            Duration::from_millis(1_500)
+        );
     }
 }

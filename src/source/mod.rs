@@ -4,6 +4,7 @@ mod back_pressure;
 mod buffered;
 mod consumer;
 mod context;
+mod detach;
 mod group_config;
 pub mod kafka_log;
 mod lag;

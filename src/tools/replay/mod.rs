@@ -10,6 +10,7 @@
 
 mod args;
 mod range;
+mod selection;
 mod sink;
 mod source;
 
