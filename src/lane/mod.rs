@@ -211,6 +211,9 @@ impl Router {
     }
 }
 
+/// Most messages a lane takes in before it looks again at what is due to send.
+const TAKE_AT_ONCE: usize = 1024;
+
 /// Runs one workspace's lane until its sender is dropped and everything it held has a
 /// final answer, or until the hard stop. With `parking`, the lane also runs its
 /// workspace's side of the parking protocol (see [`crate::park`]).
@@ -254,7 +257,15 @@ pub async fn run_lane(
                 Err(e) => held.fail_batch(&workspace, &shared, e),
             },
             received = rx.recv(), if !draining => match received {
-                Some(msg) => take_in(msg, &mut held, &mut parking, &shared).await,
+                Some(msg) => {
+                    take_in(msg, &mut held, &mut parking, &shared).await;
+                    // And what else is waiting, in order: one pass of this loop per
+                    // burst the consumer hands over, not one per event.
+                    for _ in 1..TAKE_AT_ONCE {
+                        let Ok(msg) = rx.try_recv() else { break };
+                        take_in(msg, &mut held, &mut parking, &shared).await;
+                    }
+                }
                 None => draining = true,
             },
             _ = closed.cancelled(), if !draining => {
