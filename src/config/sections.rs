@@ -199,7 +199,7 @@ pub struct LaneConfig {
 impl Default for LaneConfig {
     fn default() -> Self {
         LaneConfig {
-            max_in_flight: 4,
+            max_in_flight: 8,
             ordering: Ordering::default(),
             default_workspace: None,
         }

@@ -56,7 +56,7 @@ fn minimal_config_takes_documented_defaults() {
     let c = Config::from_toml(MINIMAL, "t", env(&[("ACME_KEY", "k")])).unwrap();
     assert_eq!(c.batch.max_events, 500);
     assert_eq!(c.batch.max_bytes, 500_000);
-    assert_eq!(c.lanes.max_in_flight, 4);
+    assert_eq!(c.lanes.max_in_flight, 8);
     assert_eq!(
         (c.kafka.max_buffered_events, c.kafka.resume_buffered()),
         (25_000, 12_500)

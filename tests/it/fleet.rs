@@ -24,7 +24,7 @@ struct Fleet {
 
 /// The broker, a backlog of `events` one-event requests for workspace `acme` over 8
 /// partitions, the limited API, and a config in `mode` with the shipped defaults
-/// otherwise (burst 2, headroom, 4 requests in flight per workspace).
+/// otherwise (burst 2, headroom, 8 requests in flight per workspace).
 async fn fleet(broker: Broker, mode: &str, limits: &str, users: usize, events: usize) -> Fleet {
     let api = MockApi::start(MockApiConfig {
         limit_per_s: LIMIT as u32,
@@ -359,7 +359,7 @@ async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
 async fn the_scaling_signal_leaves_out_what_only_the_limit_holds_back() {
     use sluice::tools::mock_api::Latency;
     // Held by its API limit (20/s): a deep backlog, but nothing another pod could
-    // speed up. Held by a slow API (200 ms a request, 4 in flight): another pod would
+    // speed up. Held by a slow API (200 ms a request, 8 in flight): another pod would
     // add its own in-flight window.
     for (what, limit, latency, limit_bound) in [
         ("limit-bound", 20, Latency::Fixed(0), true),
