@@ -257,15 +257,7 @@ pub async fn run_lane(
                 Err(e) => held.fail_batch(&workspace, &shared, e),
             },
             received = rx.recv(), if !draining => match received {
-                Some(msg) => {
-                    take_in(msg, &mut held, &mut parking, &shared).await;
-                    // And what else is waiting, in order: one pass of this loop per
-                    // burst the consumer hands over, not one per event.
-                    for _ in 1..TAKE_AT_ONCE {
-                        let Ok(msg) = rx.try_recv() else { break };
-                        take_in(msg, &mut held, &mut parking, &shared).await;
-                    }
-                }
+                Some(msg) => take_in_waiting(msg, &mut rx, &mut held, &mut parking, &shared).await,
                 None => draining = true,
             },
             _ = closed.cancelled(), if !draining => {
@@ -282,6 +274,22 @@ pub async fn run_lane(
     }
     if let Some(p) = parking {
         p.close().await;
+    }
+}
+
+/// `msg` and what else is waiting behind it, in order (up to [`TAKE_AT_ONCE`]): one
+/// pass of the lane's loop per burst the consumer hands over, not one per event.
+async fn take_in_waiting(
+    msg: LaneMsg,
+    rx: &mut mpsc::UnboundedReceiver<LaneMsg>,
+    held: &mut Held,
+    parking: &mut Option<crate::park::LaneParking>,
+    shared: &Arc<LaneShared>,
+) {
+    take_in(msg, held, parking, shared).await;
+    for _ in 1..TAKE_AT_ONCE {
+        let Ok(msg) = rx.try_recv() else { break };
+        take_in(msg, held, parking, shared).await;
     }
 }
 

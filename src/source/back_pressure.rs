@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::KafkaConfig;
+
 /// How long the consumer may go without polling before it pauses its partitions instead
 /// (a rebalance waits at most this long for it): twice librdkafka's resume delay.
 pub(super) const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 
 /// The longest hold for a consumer evicted after `max_poll_interval` without a poll.
-pub(super) fn hold_for(max_poll_interval: Option<Duration>) -> Duration {
+fn hold_for(max_poll_interval: Option<Duration>) -> Duration {
     max_poll_interval.map_or(HOLD_BEFORE_PAUSE, |m| HOLD_BEFORE_PAUSE.min(m / 2))
 }
 
@@ -65,6 +67,21 @@ pub(super) struct BackPressure {
 }
 
 impl BackPressure {
+    /// The source's bounds from `[kafka]`: its buffer, its resume marks, and a hold
+    /// that fits its `max.poll.interval.ms`.
+    pub(super) fn for_kafka(k: &KafkaConfig) -> Self {
+        let max_poll_interval = k
+            .options
+            .get("max.poll.interval.ms")
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis);
+        BackPressure::new(
+            (k.max_buffered_events, k.max_buffered_bytes),
+            (k.resume_buffered(), k.max_buffered_bytes / 2),
+            hold_for(max_poll_interval),
+        )
+    }
+
     /// Reading, with these bounds (events, bytes), holding at most `hold`.
     pub(super) fn new(max: (usize, usize), resume: (usize, usize), hold: Duration) -> Self {
         BackPressure {
@@ -93,15 +110,20 @@ impl BackPressure {
         }
     }
 
-    /// The change, if any, that `buffered` (events, bytes) calls for at `now`.
-    pub(super) fn step(&mut self, buffered: (usize, usize), now: Instant) -> Option<Change> {
+    /// The change, if any, that `buffered` (events, bytes) calls for at `now()` (read
+    /// only when a hold starts or may end: this runs once per message).
+    pub(super) fn step(
+        &mut self,
+        buffered: (usize, usize),
+        now: impl FnOnce() -> Instant,
+    ) -> Option<Change> {
         let (events, bytes) = buffered;
         let full = events >= self.max.0 || bytes >= self.max.1;
         let drained = events <= self.resume.0 && bytes <= self.resume.1;
         let (state, change) = match self.state {
-            State::Reading if full => (State::Holding(now), Change::Hold),
+            State::Reading if full => (State::Holding(now()), Change::Hold),
             State::Holding(_) if drained => (State::Reading, Change::Read),
-            State::Holding(since) if now >= since + self.hold => (State::Paused, Change::Pause),
+            State::Holding(since) if now() >= since + self.hold => (State::Paused, Change::Pause),
             State::Paused if drained => (State::Reading, Change::Resume),
             _ => return None,
         };
@@ -131,44 +153,44 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_short_hold_reads_on_without_pausing() {
         let mut bp = pressure();
-        assert_eq!(bp.step((99, 0), Instant::now()), None);
-        assert_eq!(bp.step((100, 0), Instant::now()), Some(Change::Hold));
+        assert_eq!(bp.step((99, 0), Instant::now), None);
+        assert_eq!(bp.step((100, 0), Instant::now), Some(Change::Hold));
         assert!(!bp.polling() && bp.held_back());
         tokio::time::advance(Duration::from_millis(500)).await;
         // Above the resume mark: still holding.
-        assert_eq!(bp.step((51, 0), Instant::now()), None);
-        assert_eq!(bp.step((50, 0), Instant::now()), Some(Change::Read));
+        assert_eq!(bp.step((51, 0), Instant::now), None);
+        assert_eq!(bp.step((50, 0), Instant::now), Some(Change::Read));
         assert!(bp.polling() && !bp.held_back());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_long_hold_pauses_and_polls_until_drained() {
         let mut bp = pressure();
-        bp.step((0, 10_000), Instant::now());
+        bp.step((0, 10_000), Instant::now);
         let due = bp.pause_at().expect("holding");
         tokio::time::advance(HOLD_BEFORE_PAUSE - Duration::from_millis(1)).await;
-        assert_eq!(bp.step((80, 0), Instant::now()), None);
+        assert_eq!(bp.step((80, 0), Instant::now), None);
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(Instant::now(), due);
-        assert_eq!(bp.step((80, 0), Instant::now()), Some(Change::Pause));
+        assert_eq!(bp.step((80, 0), Instant::now), Some(Change::Pause));
         assert!(bp.polling() && bp.held_back() && bp.pause_at().is_none());
         // Both marks must be met to resume.
-        assert_eq!(bp.step((10, 6_000), Instant::now()), None);
-        assert_eq!(bp.step((10, 10), Instant::now()), Some(Change::Resume));
+        assert_eq!(bp.step((10, 6_000), Instant::now), None);
+        assert_eq!(bp.step((10, 10), Instant::now), Some(Change::Resume));
         assert!(!bp.held_back());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_pause_still_polls_and_a_refused_resume_is_asked_again() {
         let mut bp = pressure();
-        bp.step((100, 0), Instant::now());
+        bp.step((100, 0), Instant::now);
         tokio::time::advance(HOLD_BEFORE_PAUSE).await;
-        assert_eq!(bp.step((100, 0), Instant::now()), Some(Change::Pause));
+        assert_eq!(bp.step((100, 0), Instant::now), Some(Change::Pause));
         bp.failed(Change::Pause);
         assert!(bp.polling() && bp.held_back());
-        assert_eq!(bp.step((0, 0), Instant::now()), Some(Change::Resume));
+        assert_eq!(bp.step((0, 0), Instant::now), Some(Change::Resume));
         bp.failed(Change::Resume);
-        assert_eq!(bp.step((0, 0), Instant::now()), Some(Change::Resume));
+        assert_eq!(bp.step((0, 0), Instant::now), Some(Change::Resume));
         assert!(!bp.held_back());
     }
 

@@ -15,7 +15,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
-use super::back_pressure::{hold_for, BackPressure, Change};
+use super::back_pressure::{BackPressure, Change};
 use super::context::{commit_offsets, SourceContext};
 use super::detach::detach;
 use super::group_config::group_client_config;
@@ -122,16 +122,7 @@ impl Source {
             tracker,
             metrics,
             buffered,
-            back_pressure: BackPressure::new(
-                (k.max_buffered_events, k.max_buffered_bytes),
-                (k.resume_buffered(), k.max_buffered_bytes / 2),
-                hold_for(
-                    k.options
-                        .get("max.poll.interval.ms")
-                        .and_then(|ms| ms.parse().ok())
-                        .map(Duration::from_millis),
-                ),
-            ),
+            back_pressure: BackPressure::for_kafka(k),
             commit_interval: config.commit_interval(),
             topics: HashMap::new(),
             marks,
@@ -157,13 +148,19 @@ impl Source {
         tokio::pin!(commit_timer);
         let wake = advanced.notified();
         tokio::pin!(wake);
+        // Likewise the timer that turns a long hold into a pause, re-armed as one starts.
+        let pause_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(pause_timer);
+        let buffered = self.buffered.clone();
         let mut due = false;
         let mut next_allowed = tokio::time::Instant::now();
         loop {
             self.apply_back_pressure();
             let polling = self.back_pressure.polling();
             let pause_at = self.back_pressure.pause_at();
-            let buffered = self.buffered.clone();
+            if let Some(at) = pause_at.filter(|at| *at != pause_timer.deadline()) {
+                pause_timer.as_mut().reset(at);
+            }
             let released = buffered.released();
             tokio::select! {
                 biased;
@@ -193,8 +190,7 @@ impl Source {
                 // Back-pressure: look again as the lanes let events go, and when a
                 // hold has lasted long enough to become a pause.
                 _ = released, if self.back_pressure.held_back() => {}
-                _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)),
-                    if pause_at.is_some() => {}
+                _ = &mut pause_timer, if pause_at.is_some() => {}
             }
         }
     }
@@ -209,8 +205,7 @@ impl Source {
     /// Holds, reads on, pauses or resumes as the buffered count calls for.
     fn apply_back_pressure(&mut self) {
         let buffered = (self.buffered.events(), self.buffered.bytes());
-        let now = tokio::time::Instant::now();
-        let Some(change) = self.back_pressure.step(buffered, now) else {
+        let Some(change) = self.back_pressure.step(buffered, tokio::time::Instant::now) else {
             return;
         };
         let result = match change {
