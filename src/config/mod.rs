@@ -87,9 +87,11 @@ pub struct Config {
 }
 
 mod overrides;
+mod secret;
 mod sections;
 mod validate;
 
+pub use secret::Secret;
 pub use sections::*;
 
 impl Config {

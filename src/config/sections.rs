@@ -4,10 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 
-use super::{CUSTOMERIO_MAX_BATCH_BYTES, CUSTOMERIO_MAX_ITEM_BYTES};
+use super::{Secret, CUSTOMERIO_MAX_BATCH_BYTES, CUSTOMERIO_MAX_ITEM_BYTES};
 
 /// `[kafka]`: the source topics and the consumer group.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -357,28 +356,6 @@ impl Default for ShutdownConfig {
         ShutdownConfig {
             drain_deadline_ms: 10_000,
         }
-    }
-}
-
-/// A credential: printed and logged only as `****`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a credential.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The credential itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"****\"")
     }
 }
 

@@ -9,6 +9,7 @@
 //! condition per interval; [`process`] is this process's CPU and memory.
 
 mod delivery;
+mod latency;
 mod limits;
 pub mod outage;
 mod parking;

@@ -13,18 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-
-use crate::source::kafka_log::KafkaLog;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::writer::{FENCE, WORKSPACE};
+use super::writer::{parked_raw, FENCE, WORKSPACE};
 use super::{blocking, Control};
 use crate::dlq::{header_map, headers};
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
 use crate::lane::{LaneMsg, LaneShared};
-use crate::source::{client_config, Origin, Raw, TopicPartition};
+use crate::source::kafka_log::KafkaLog;
+use crate::source::{client_config, Origin, TopicPartition};
 
 /// How long a committed-offset or watermark query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -367,38 +366,5 @@ impl Reader {
             .shared
             .metrics
             .set_parked_waiting(&self.setup.workspace, lag);
-    }
-}
-
-/// A parked copy (at `offset`, with headers `hs`) as the record it stands for: its
-/// key and payload, and what the parking wrote down of the source record it came from
-/// (`source`, `headers::OFFSET`) and of its history (redrives, replay, due time).
-fn parked_raw(
-    source: &TopicPartition,
-    offset: i64,
-    hs: &std::collections::BTreeMap<String, String>,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-) -> Raw {
-    Raw {
-        key,
-        payload,
-        redrive_count: hs
-            .get(headers::REDRIVE_COUNT)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0),
-        replay: hs.get(headers::REPLAY).cloned(),
-        entered_us: hs.get(headers::DUE).and_then(|d| d.parse().ok()),
-        // Parked before copies carried it: the source record it was parked from.
-        first_written: crate::source::first_written(
-            (
-                &*source.topic,
-                source.partition,
-                hs.get(headers::OFFSET)
-                    .and_then(|o| o.parse().ok())
-                    .unwrap_or(offset),
-            ),
-            |h| hs.get(h).cloned(),
-        ),
     }
 }

@@ -165,3 +165,36 @@ fn to_headers(pairs: &[(&str, String)]) -> OwnedHeaders {
         })
     })
 }
+
+/// What [`Parker`] wrote, read back: a parked copy (at `offset`, with headers `hs`) as the record it stands for: its
+/// key and payload, and what the parking wrote down of the source record it came from
+/// (`source`, `headers::OFFSET`) and of its history (redrives, replay, due time).
+pub(super) fn parked_raw(
+    source: &TopicPartition,
+    offset: i64,
+    hs: &std::collections::BTreeMap<String, String>,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+) -> Raw {
+    Raw {
+        key,
+        payload,
+        redrive_count: hs
+            .get(headers::REDRIVE_COUNT)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        replay: hs.get(headers::REPLAY).cloned(),
+        entered_us: hs.get(headers::DUE).and_then(|d| d.parse().ok()),
+        // Parked before copies carried it: the source record it was parked from.
+        first_written: crate::source::first_written(
+            (
+                &*source.topic,
+                source.partition,
+                hs.get(headers::OFFSET)
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or(offset),
+            ),
+            |h| hs.get(h).cloned(),
+        ),
+    }
+}

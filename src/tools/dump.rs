@@ -134,6 +134,28 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// A record as read from `topic`, whole.
+    pub fn of_message(topic: &str, m: &impl rdkafka::Message) -> Raw {
+        use rdkafka::message::Headers;
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Raw {
+            topic: Some(topic.to_string()),
+            partition: Some(m.partition()),
+            offset: Some(m.offset()),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
     /// The file form.
     pub fn to_record(&self) -> Record {
         Record {

@@ -2,10 +2,13 @@
 //! `--brokers` or `--config`, a topic's partition count, and creating a topic with its
 //! dead-letter topic.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::client::Client;
 use rdkafka::ClientContext;
+
+use crate::config::Config;
 
 /// Parses a `KEY=VALUE` command-line value (librdkafka properties).
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -15,22 +18,43 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
-/// The Kafka client settings of a tool: the worker config's `[kafka]` if given, on
-/// `brokers` (default: the config's).
-pub fn kafka_client(
-    brokers: Option<&str>,
-    config: Option<&crate::config::Config>,
-) -> anyhow::Result<rdkafka::ClientConfig> {
-    let mut client = match config {
-        Some(c) => crate::source::client_config(&c.kafka),
-        None => rdkafka::ClientConfig::new(),
-    };
-    let brokers = brokers
-        .map(str::to_string)
-        .or_else(|| config.map(|c| c.kafka.brokers.clone()))
-        .ok_or_else(|| anyhow::anyhow!("give --brokers (or --config)"))?;
-    client.set("bootstrap.servers", brokers);
-    Ok(client)
+/// Where a load tool connects: `--brokers`, or a worker config's `[kafka]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, `HOST:PORT,…` (default: `--config`'s `kafka.brokers`).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// A worker configuration file: its `[kafka]` brokers and options (SASL, TLS…) are
+    /// used (API keys are not read).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+impl KafkaArgs {
+    /// The worker config `--config` names, if any.
+    pub fn load_config(&self) -> anyhow::Result<Option<Config>> {
+        Ok(self
+            .config
+            .as_deref()
+            .map(Config::load_without_secrets)
+            .transpose()?)
+    }
+
+    /// The Kafka client settings: `config`'s `[kafka]` if given, on `--brokers`
+    /// (default: the config's).
+    pub fn client(&self, config: Option<&Config>) -> anyhow::Result<rdkafka::ClientConfig> {
+        let mut client = match config {
+            Some(c) => crate::source::client_config(&c.kafka),
+            None => rdkafka::ClientConfig::new(),
+        };
+        let brokers = self
+            .brokers
+            .clone()
+            .or_else(|| config.map(|c| c.kafka.brokers.clone()))
+            .ok_or_else(|| anyhow::anyhow!("give --brokers (or --config)"))?;
+        client.set("bootstrap.servers", brokers);
+        Ok(client)
+    }
 }
 
 /// The partitions of `topic` (0 when it does not exist).

@@ -201,14 +201,14 @@ struct HeldAtItsLimit {
 
 impl HeldAtItsLimit {
     async fn start(duration: &str) -> Self {
-        use crate::common::{unique, Broker, Setup, Worker};
-        use sluice::tools::mock_api::{MockApi, MockApiConfig};
-        let broker = Broker::mock();
-        let topic = unique("events");
-        broker.create_topic(&topic, 4).await;
-        broker.create_topic(&format!("{topic}.dlq"), 1).await;
-        let api = MockApi::start(MockApiConfig::default()).await.unwrap();
-        let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["local"]);
+        use crate::common::{TestEnv, Worker};
+        use sluice::tools::mock_api::MockApiConfig;
+        let (broker, api, topic, mut setup) = TestEnv::build(4, &["local"])
+            .api(MockApiConfig::default())
+            .dlq()
+            .start()
+            .await
+            .into_parts();
         setup.batch = "max_events = 50\nlinger_ms = 20\n".into();
         setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
         let (worker, url) = Worker::start_serving(setup.config()).await;

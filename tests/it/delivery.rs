@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::{
-    committed, end_offsets, identify, produce, produced_ends, read_topic, track, tracks, unique,
-    wait_committed_to_end, wait_until, Broker, Record, Setup, TestEnv, Worker,
+    committed, end_offsets, identify, produce, produced_ends, read_topic, track, tracks,
+    wait_committed_to_end, wait_until, Broker, Record, TestEnv, Worker,
 };
 use sluice::tools::mock_api::{Latency, Received};
 
@@ -27,12 +27,13 @@ fn key_of(r: &Received) -> (String, String, u64) {
 /// expected content, and the committed offsets reach the end. Shared with the
 /// real-broker suite.
 pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
     let partitions = 4;
-    broker.create_topic(&topic, partitions).await;
     let workspaces = ["acme", "globex", "initech"];
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &workspaces);
+    let (broker, api, topic, setup) = TestEnv::build(partitions, &workspaces)
+        .on(broker)
+        .start()
+        .await
+        .into_parts();
 
     let mut records = Vec::new();
     let mut expected = Vec::new();
@@ -166,17 +167,11 @@ async fn restart_after_clean_stop_resumes_from_committed_offsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_workspace_does_not_delay_another() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
+    let (broker, api, topic, setup) = TestEnv::build(1, &["slow", "fast"])
+        .start()
+        .await
+        .into_parts();
     api.slow_site("site-slow", Duration::from_secs(5));
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    let setup = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["slow", "fast"],
-    );
     // The slow workspace's events come first in the partition.
     let mut records: Vec<Record> = tracks("slow", "s", 5, 0..40);
     records.extend(tracks("fast", "f", 5, 0..100));
@@ -270,12 +265,7 @@ async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
     let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
-    wait_until(
-        "the stalled API holds requests",
-        Duration::from_secs(30),
-        || api.started() > 0,
-    )
-    .await;
+    until_the_stalled_api_holds_requests(&api).await;
     let stall_until = std::time::Instant::now() + Duration::from_secs(10);
     let mut saw_pause = false;
     while std::time::Instant::now() < stall_until {
@@ -333,12 +323,7 @@ async fn back_pressure_bounds_the_bytes_of_large_events_too() {
     let positions = produce(&broker.brokers(), &topic, &records).await;
 
     let worker = Worker::start(setup.config());
-    wait_until(
-        "the stalled API holds requests",
-        Duration::from_secs(30),
-        || api.started() > 0,
-    )
-    .await;
+    until_the_stalled_api_holds_requests(&api).await;
     let until = std::time::Instant::now() + Duration::from_secs(5);
     let (mut most_bytes, mut saw_pause) = (0, false);
     while std::time::Instant::now() < until {
@@ -532,16 +517,10 @@ async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
 /// `unknown_workspace`, never guessed into the default workspace (another tenant's lane).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    let mut setup = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["acme", "other"],
-    );
+    let (broker, api, topic, mut setup) = TestEnv::build(1, &["acme", "other"])
+        .start()
+        .await
+        .into_parts();
     setup.lanes = "max_in_flight = 4\ndefault_workspace = \"other\"\n".into();
     let mut event = track("acme", "u", 0);
     event.as_object_mut().unwrap().remove("workspace");
@@ -574,20 +553,20 @@ async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "drill: times a rebalance, run alone: scripts/test.sh"]
 async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
-    use sluice::tools::mock_api::{MockApi, MockApiConfig};
+    use sluice::tools::mock_api::MockApiConfig;
     // One pod holds a deep queue of both partitions behind its workspace's limit
     // (10 requests/s × 10 events). A second pod joins and takes one partition: what
     // the first still had queued of it is the new owner's to deliver now, not both's.
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
+    let (broker, api, topic, mut setup) = TestEnv::build(2, &["acme"])
+        .api(MockApiConfig::default())
+        .start()
+        .await
+        .into_parts();
     let n = 2_000;
     // A user an event, so batches go in offset order and the commit at the revocation
     // covers what was delivered (a user's events in one batch would leave the
     // contiguous offset behind them: delivered again, but by the commit's rule).
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", n, 0..n)).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     setup.batch = "max_events = 10\nlinger_ms = 0\n".into();
     setup.lanes = "max_in_flight = 2\n".into();
     setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
@@ -634,4 +613,14 @@ async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
         "only {dropped} queued events dropped at the revocation"
     );
     assert_eq!(stats.order_violations, 0);
+}
+
+/// Waits until `api` (stalled) holds the worker's first requests.
+async fn until_the_stalled_api_holds_requests(api: &sluice::tools::mock_api::MockApi) {
+    wait_until(
+        "the stalled API holds requests",
+        Duration::from_secs(30),
+        || api.started() > 0,
+    )
+    .await;
 }

@@ -204,9 +204,7 @@ fn loadgen_sent(load: Proc) -> u64 {
 /// mock-api`, and a worker setup at the shipped batch, window and limits.
 async fn at_shipped_defaults(bin: &str, prefix: &str) -> (Broker, String, Api, Setup) {
     let broker = Broker::real();
-    let topic = unique(prefix);
-    broker.create_topic(&topic, 8).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let topic = broker.fresh_topic_with_dlq(prefix, 8).await;
     let api = Api::start(bin).await;
     let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
     setup.batch = String::new();
@@ -421,9 +419,7 @@ async fn drill_api_outage_then_faults() {
     const LIMIT: u64 = 20;
     let bin = release_bin();
     let broker = Broker::real();
-    let topic = unique("drill-api");
-    broker.create_topic(&topic, 4).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let topic = broker.fresh_topic_with_dlq("drill-api", 4).await;
     let port = free_port();
     let mut setup = Setup::new(
         &broker.brokers(),
@@ -546,9 +542,7 @@ async fn drill_cpu_starvation_keeps_the_limit() {
     }
     let bin = release_bin();
     let broker = Broker::real();
-    let topic = unique("drill-cpu");
-    broker.create_topic(&topic, 4).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let topic = broker.fresh_topic_with_dlq("drill-cpu", 4).await;
     // The API enforces the limit over a sliding second and counts the worst second. It
     // runs on the other core, as a real API runs on another machine: on the starved
     // core its own clock readings would be late, and it would count its starvation.
@@ -630,17 +624,16 @@ async fn drill_cpu_starvation_keeps_the_limit() {
 async fn drill_a_flood_of_bad_input_is_dead_lettered_with_reasons() {
     use crate::common::fleet::value;
     use crate::common::{produce, scrape, wait_until, Record};
-    let broker = Broker::mock();
-    let topic = unique("flood");
-    broker.create_topic(&topic, 8).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let api = sluice::tools::mock_api::MockApi::start(sluice::tools::mock_api::MockApiConfig {
-        limit_per_s: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let (broker, api, topic, setup) = crate::common::TestEnv::build(8, &["acme"])
+        .named("flood")
+        .api(sluice::tools::mock_api::MockApiConfig {
+            limit_per_s: 0,
+            ..Default::default()
+        })
+        .dlq()
+        .start()
+        .await
+        .into_parts();
     let deep = format!(
         r#"{{"type":"track","userId":"u","event":"e","workspace":"acme","properties":{}{}}}"#,
         "[".repeat(10_000),

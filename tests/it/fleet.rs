@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sluice::tools::mock_api::{MockApi, MockApiConfig};
 
 use crate::common::fleet::{value, Pod, Redis, PROCESSES};
-use crate::common::{produce, tracks, unique, wait_until, Broker, Setup, Worker};
+use crate::common::{produce, tracks, wait_until, Broker, Setup, TestEnv, Worker};
 
 const LIMIT: u64 = 100;
 
@@ -26,24 +26,24 @@ struct Fleet {
 /// partitions, the limited API, and a config in `mode` with the shipped defaults
 /// otherwise (burst 2, headroom, 8 requests in flight per workspace).
 async fn fleet(broker: Broker, mode: &str, limits: &str, users: usize, events: usize) -> Fleet {
-    let api = MockApi::start(MockApiConfig {
-        limit_per_s: LIMIT as u32,
-        silent_throttle: true,
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 8).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let (broker, api, topic, mut setup) = TestEnv::build(8, &["acme"])
+        .on(broker)
+        .api(MockApiConfig {
+            limit_per_s: LIMIT as u32,
+            silent_throttle: true,
+            ..MockApiConfig::default()
+        })
+        .dlq()
+        .start()
+        .await
+        .into_parts();
     let positions = produce(
         &broker.brokers(),
         &topic,
         &tracks("acme", "u", users, 0..events),
     )
     .await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
-    setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+    setup.one_event_per_request();
     setup.limits = format!("mode = \"{mode}\"\ndefault_rate_limit_per_s = {LIMIT}\n{limits}");
     setup.lanes = String::new();
     Fleet {
@@ -287,24 +287,22 @@ async fn partition_share_blind_spot_a_workspace_on_one_partition_gets_its_owners
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
     let _alone = PROCESSES.lock().await;
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig {
-        limit_per_s: 50,
-        retry_after_s: 1,
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 4).await;
+    let (broker, api, topic, mut setup) = TestEnv::build(4, &["acme"])
+        .api(MockApiConfig {
+            limit_per_s: 50,
+            retry_after_s: 1,
+            ..MockApiConfig::default()
+        })
+        .start()
+        .await
+        .into_parts();
     produce(
         &broker.brokers(),
         &topic,
         &tracks("acme", "u", 200, 0..3_500),
     )
     .await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
-    setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+    setup.one_event_per_request();
     setup.limits = "default_rate_limit_per_s = 100\n".into();
     setup.lanes = String::new();
     let worker = Worker::start(setup.config());
@@ -365,23 +363,21 @@ async fn the_scaling_signal_leaves_out_what_only_the_limit_holds_back() {
         ("limit-bound", 20, Latency::Fixed(0), true),
         ("latency-bound", 1000, Latency::Fixed(200), false),
     ] {
-        let broker = Broker::mock();
-        let api = MockApi::start(MockApiConfig {
-            latency,
-            ..MockApiConfig::default()
-        })
-        .await
-        .unwrap();
-        let topic = unique("events");
-        broker.create_topic(&topic, 2).await;
+        let (broker, api, topic, mut setup) = TestEnv::build(2, &["acme"])
+            .api(MockApiConfig {
+                latency,
+                ..MockApiConfig::default()
+            })
+            .start()
+            .await
+            .into_parts();
         produce(
             &broker.brokers(),
             &topic,
             &tracks("acme", "u", 100, 0..2_000),
         )
         .await;
-        let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
-        setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+        setup.one_event_per_request();
         setup.limits = format!("default_rate_limit_per_s = {limit}\n");
         setup.lanes = String::new();
         let worker = Worker::start(setup.config());

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::{MockCluster, MockCoordinator};
 use serde_json::json;
-use sluice::tools::mock_api::{Fault, Latency, MockApi, MockApiConfig};
+use sluice::tools::mock_api::{Fault, Latency, MockApiConfig};
 
 use crate::common::{
     committed, end_offsets, produce, read_topic, track, tracks, unique, wait_committed_to_end,
@@ -14,18 +14,16 @@ use crate::common::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig {
-        limit_per_s: 100,
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let (broker, api, topic, mut setup) = TestEnv::build(2, &["acme"])
+        .api(MockApiConfig {
+            limit_per_s: 100,
+            ..MockApiConfig::default()
+        })
+        .start()
+        .await
+        .into_parts();
     // One event per request, so the backlog is thousands of requests.
-    setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+    setup.one_event_per_request();
     // The shipped defaults otherwise: burst 2, headroom 0.98.
     setup.limits = "default_rate_limit_per_s = 100\n".into();
     setup.lanes = "max_in_flight = 8\n".into();
@@ -140,19 +138,17 @@ async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_at_20_percent_lose_nothing() {
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig {
-        fault_rate: 0.2,
-        faults: vec![Fault::ServerError, Fault::Timeout, Fault::Reset],
-        hang_ms: 1_000,
-        latency: Latency::Uniform(0, 5),
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let (broker, api, topic, mut setup) = TestEnv::build(2, &["acme"])
+        .api(MockApiConfig {
+            fault_rate: 0.2,
+            faults: vec![Fault::ServerError, Fault::Timeout, Fault::Reset],
+            hang_ms: 1_000,
+            latency: Latency::Uniform(0, 5),
+            ..MockApiConfig::default()
+        })
+        .start()
+        .await
+        .into_parts();
     setup.destination = "request_timeout_ms = 300\n".into();
     setup.retry = "max_attempts = 30\ninitial_backoff_ms = 10\nmax_backoff_ms = 100\n".into();
     setup.batch = "max_events = 5\nlinger_ms = 5\n".into();
@@ -178,17 +174,12 @@ async fn transient_faults_at_20_percent_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_items_and_requests_are_dead_lettered_with_their_reasons() {
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let setup = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["acme", "strict"],
-    );
+    let (broker, api, topic, setup) = TestEnv::build(1, &["acme", "strict"])
+        .api(MockApiConfig::default())
+        .dlq()
+        .start()
+        .await
+        .into_parts();
     let mut records = tracks("acme", "u", 5, 0..50);
     for i in 0..3 {
         let mut bad = track("acme", "bad", 100 + i);
@@ -246,16 +237,14 @@ async fn refused_items_and_requests_are_dead_lettered_with_their_reasons() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_splits_the_batch_and_the_halves_arrive() {
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig {
-        max_batch_bytes: 3_000,
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
+    let (broker, api, topic, mut setup) = TestEnv::build(1, &["acme"])
+        .api(MockApiConfig {
+            max_batch_bytes: 3_000,
+            ..MockApiConfig::default()
+        })
+        .start()
+        .await
+        .into_parts();
     setup.batch = "max_events = 40\nlinger_ms = 200\n".into();
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 4, 0..120)).await;
 
@@ -331,17 +320,11 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_redrive_of_a_reason_sends_those_events_back_and_they_are_delivered() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let setup = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["acme", "broken"],
-    );
+    let (broker, api, topic, setup) = TestEnv::build(1, &["acme", "broken"])
+        .dlq()
+        .start()
+        .await
+        .into_parts();
     // The API refuses one workspace for a while (say its plan lapsed).
     api.refuse_site("site-broken", Some(400));
     let mut records = tracks("acme", "u", 3, 0..20);
@@ -411,9 +394,7 @@ async fn a_dead_letter_without_its_payload_is_not_redriven_as_an_empty_event() {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let broker = Broker::mock();
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let topic = broker.fresh_topic_with_dlq("events", 1).await;
     let setup = Setup::new(&broker.brokers(), &topic, "http://127.0.0.1:9", &["acme"]);
     // Two letters as the worker writes them: one whole, one whose 3 MB payload the
     // DLQ topic refused, so it carries only its headers.
@@ -483,18 +464,16 @@ async fn a_dead_letter_without_its_payload_is_not_redriven_as_an_empty_event() {
 async fn against_silent_throttling_the_limiter_alone_keeps_every_event() {
     // Customer.io documents no 429: over its limit it may just drop. The mock does that
     // with --silent-throttle; sluice must never go over, so nothing is dropped.
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig {
-        limit_per_s: 5,
-        silent_throttle: true,
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
-    setup.batch = "max_events = 1\nlinger_ms = 0\n".into();
+    let (broker, api, topic, mut setup) = TestEnv::build(1, &["acme"])
+        .api(MockApiConfig {
+            limit_per_s: 5,
+            silent_throttle: true,
+            ..MockApiConfig::default()
+        })
+        .start()
+        .await
+        .into_parts();
+    setup.one_event_per_request();
     setup.limits = "default_rate_limit_per_s = 5\ndefault_burst = 1\n".into();
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 3, 0..30)).await;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
@@ -82,23 +82,9 @@ fn read_all(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<Raw>> {
             continue;
         };
         remaining -= 1;
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ends.get_mut(&m.partition()).unwrap().push(Raw {
-            topic: Some(topic.to_string()),
-            partition: Some(m.partition()),
-            offset: Some(m.offset()),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers,
-        });
+        ends.get_mut(&m.partition())
+            .unwrap()
+            .push(Raw::of_message(topic, &m));
     }
     assert_eq!(remaining, 0, "{topic}: all records read");
     ends
@@ -114,8 +100,7 @@ fn header<'a>(raw: &'a Raw, name: &str) -> Option<&'a [u8]> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_produces_exactly_the_events_asked_for_keyed_and_numbered() {
     let broker = Broker::mock();
-    let topic = unique("lg");
-    broker.create_topic(&topic, 4).await;
+    let topic = broker.fresh_topic("lg", 4).await;
     let summary = run_loadgen(&[
         "--brokers",
         &broker.brokers(),
@@ -190,8 +175,7 @@ async fn loadgen_produces_exactly_the_events_asked_for_keyed_and_numbered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_achieves_its_target_rate() {
     let broker = Broker::mock();
-    let topic = unique("lg");
-    broker.create_topic(&topic, 4).await;
+    let topic = broker.fresh_topic("lg", 4).await;
     let summary = run_loadgen(&[
         "--brokers",
         &broker.brokers(),
@@ -522,8 +506,7 @@ async fn a_topic_file_topic_round_trip_keeps_every_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_refuses_to_write_into_what_it_reads_or_the_worker_consumes() {
     let broker = Broker::mock();
-    let topic = unique("src");
-    broker.create_topic(&topic, 1).await;
+    let topic = broker.fresh_topic("src", 1).await;
     let brokers = broker.brokers();
     let (code, _, stderr) = tokio::task::spawn_blocking({
         let (brokers, topic) = (brokers.clone(), topic.clone());
@@ -657,9 +640,7 @@ async fn replayed_events_that_fail_are_dead_lettered_as_replayed() {
     use crate::common::{Setup, Worker};
     use sluice::tools::mock_api::{MockApi, MockApiConfig};
     let broker = Broker::mock();
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let topic = broker.fresh_topic_with_dlq("events", 1).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.jsonl");
     let made = run_loadgen(&[

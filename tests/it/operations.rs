@@ -26,18 +26,12 @@ fn total(metrics: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
+    let (broker, api, topic, mut setup) = TestEnv::build(2, &["acme", "strict"])
+        .dlq()
+        .start()
+        .await
+        .into_parts();
     api.stall(true);
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let mut setup = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["acme", "strict"],
-    );
     setup.kafka = "max_buffered_events = 50\nresume_buffered_events = 20\n".into();
     let n = 300;
     let records: Vec<Record> = tracks("acme", "u", 10, 0..n);
@@ -192,18 +186,12 @@ async fn readyz_turns_false_when_shutdown_starts_and_healthz_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_appears_nowhere_in_logs_metrics_or_dead_letters() {
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
+    let (broker, api, topic, mut setup) = TestEnv::build(1, &["acme", "strict"])
+        .dlq()
+        .start()
+        .await
+        .into_parts();
     api.refuse_site("site-strict", Some(400));
-    let topic = unique("events");
-    broker.create_topic(&topic, 1).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
-    let mut setup = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["acme", "strict"],
-    );
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -372,14 +360,10 @@ async fn a_broker_away_is_one_line_not_a_flood() {
 async fn drill_broker_down_and_back_the_worker_waits_says_why_and_resumes() {
     // librdkafka's mock cluster takes its one broker down (connections cut, new ones
     // refused) for 25 s, then brings it back on the same address.
-    let broker = Broker::mock();
+    let (broker, api, topic, setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     let Broker::Mock(cluster) = &broker else {
         unreachable!()
     };
-    let api = crate::common::recording_api().await;
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &["acme"]);
     let first = produce(&broker.brokers(), &topic, &tracks("acme", "u", 20, 0..300)).await;
     let (worker, url) = Worker::start_serving(setup.config()).await;
     setup.wait_committed(&first, 2).await;

@@ -9,7 +9,9 @@ use rdkafka::mocking::{MockCluster, MockCoordinator};
 use sluice::tools::mock_api::{MockApi, MockApiConfig};
 
 use crate::common::fleet::PROCESSES;
-use crate::common::{produce, tracks, unique, wait_until, Broker, Record, Setup, Worker, API_KEY};
+use crate::common::{
+    produce, tracks, unique, wait_until, Broker, Record, Setup, TestEnv, Worker, API_KEY,
+};
 
 /// `ok` and `blocked` interleaved, `n` events each over 200 users apiece.
 fn two_workspaces(n: usize) -> Vec<Record> {
@@ -82,8 +84,7 @@ async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arri
     })
     .await
     .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 4).await;
+    let topic = broker.fresh_topic("events", 4).await;
     broker.create_topic(&format!("{topic}.park"), 4).await;
     let positions = produce(&broker.brokers(), &topic, &two_workspaces(N)).await;
     let s = setup(&broker, &topic, &api, &["ok", "blocked"]);
@@ -178,24 +179,18 @@ async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_limited_far_below_its_inflow_drains_through_the_parking_topic() {
     let _alone = PROCESSES.lock().await;
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig::default()).await.unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 4).await;
-    broker.create_topic(&format!("{topic}.park"), 4).await;
+    let (broker, api, topic, mut s) = TestEnv::build(4, &["slow", "fast"])
+        .api(MockApiConfig::default())
+        .parking()
+        .start()
+        .await
+        .into_parts();
     // slow: 10 requests/s of 5 events; fast: unlimited. 50× slow's pace arrives.
     let mut records = tracks("slow", "s", 100, 0..1_500);
     records.extend(tracks("fast", "f", 100, 0..10_000));
     let positions = produce(&broker.brokers(), &topic, &records).await;
-    let mut s = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["slow", "fast"],
-    );
-    s.kafka = format!(
-        "max_buffered_events = 1000\nresume_buffered_events = 500\npark_topic = \"{topic}.park\"\n"
-    );
+    s.kafka
+        .push_str("max_buffered_events = 1000\nresume_buffered_events = 500\n");
     s.batch = "max_events = 5\nlinger_ms = 20\n".into();
     s.limits = "default_rate_limit_per_s = 1000\n".into();
     let mut text = s.toml();
@@ -337,23 +332,16 @@ async fn kill_9_while_parking_and_while_returning_loses_nothing_and_keeps_order(
     use crate::common::fleet::{value, Pod};
     let _alone = PROCESSES.lock().await;
     const N: usize = 3_000;
-    let broker = Broker::mock();
-    let api = crate::common::recording_api().await;
+    let (broker, api, topic, mut s) = TestEnv::build(4, &["ok", "blocked"])
+        .parking()
+        .dlq()
+        .start()
+        .await
+        .into_parts();
     api.refuse_site("site-blocked", Some(401));
-    let topic = unique("events");
-    broker.create_topic(&topic, 4).await;
-    broker.create_topic(&format!("{topic}.park"), 4).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
     let positions = produce(&broker.brokers(), &topic, &two_workspaces(N)).await;
-    let mut s = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["ok", "blocked"],
-    );
-    s.kafka = format!(
-        "max_buffered_events = 1000\nresume_buffered_events = 500\npark_topic = \"{topic}.park\"\n"
-    );
+    s.kafka
+        .push_str("max_buffered_events = 1000\nresume_buffered_events = 500\n");
     s.limits = "default_rate_limit_per_s = 100\n".into();
     let dir = tempfile::tempdir().unwrap();
     let metric = |pod: &Pod, name: &'static str, labels: &'static [&'static str]| {
@@ -473,16 +461,15 @@ async fn a_workspace_of_large_events_is_parked_on_bytes_before_the_buffer_pauses
     // left to fill the whole byte bound and pause ok's partitions with it.
     let _alone = PROCESSES.lock().await;
     const N: usize = 1_000;
-    let broker = Broker::mock();
-    let api = MockApi::start(MockApiConfig {
-        keys: vec![format!("site-ok:{API_KEY}")],
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 4).await;
-    broker.create_topic(&format!("{topic}.park"), 4).await;
+    let (broker, api, topic, mut s) = TestEnv::build(4, &["ok", "blocked"])
+        .api(MockApiConfig {
+            keys: vec![format!("site-ok:{API_KEY}")],
+            ..MockApiConfig::default()
+        })
+        .parking()
+        .start()
+        .await
+        .into_parts();
     let filler = "x".repeat(8_000);
     let records: Vec<Record> = two_workspaces(N)
         .into_iter()
@@ -496,15 +483,14 @@ async fn a_workspace_of_large_events_is_parked_on_bytes_before_the_buffer_pauses
         })
         .collect();
     let positions = produce(&broker.brokers(), &topic, &records).await;
-    let mut s = setup(&broker, &topic, &api, &["ok", "blocked"]);
     // 2 MiB for both: blocked's share (1 MiB) is ~60 of its events, its share of the
     // event bound 2 000, twice its events, so only the bytes can park it. (With a share
     // of exactly its 1 000 events, ok's whole backlog, fetched at once, reached it too.)
-    s.kafka = format!(
-        "max_buffered_events = 4000\nresume_buffered_events = 2000\nmax_buffered_bytes = {}\n\
-         park_topic = \"{topic}.park\"\n",
+    s.kafka.push_str(&format!(
+        "max_buffered_events = 4000\nresume_buffered_events = 2000\nmax_buffered_bytes = {}\n",
         2 << 20
-    );
+    ));
+    s.limits = "default_rate_limit_per_s = 50\n".into();
     let worker = Worker::start(s.config());
     s.wait_committed(&positions, 4).await;
     let parked = worker.metrics.parked_count("blocked", "written");

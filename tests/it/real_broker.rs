@@ -23,32 +23,25 @@ async fn real_broker_without_commit_metadata_refuses_to_park() {
     // Tansu 0.6 drops offset-commit metadata, where the parking marks live: parking
     // there could orphan parked events after a restart, so sluice turns it off (one
     // error line) and keeps today's behaviour. Nothing is parked, nothing lost.
-    use crate::common::{produce, tracks, unique, wait_until, Setup, Worker, API_KEY};
-    use sluice::tools::mock_api::{MockApi, MockApiConfig};
+    use crate::common::{produce, tracks, wait_until, TestEnv, Worker, API_KEY};
+    use sluice::tools::mock_api::MockApiConfig;
     use std::time::Duration;
-    let broker = Broker::real();
-    let api = MockApi::start(MockApiConfig {
-        keys: vec![format!("site-ok:{API_KEY}")],
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
-    let topic = unique("events");
-    broker.create_topic(&topic, 2).await;
-    broker.create_topic(&format!("{topic}.park"), 2).await;
-    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let (broker, api, topic, mut s) = TestEnv::build(2, &["ok", "blocked"])
+        .on(Broker::real())
+        .api(MockApiConfig {
+            keys: vec![format!("site-ok:{API_KEY}")],
+            ..MockApiConfig::default()
+        })
+        .parking()
+        .dlq()
+        .start()
+        .await
+        .into_parts();
     let mut records = tracks("ok", "u", 20, 0..200);
     records.extend(tracks("blocked", "v", 20, 0..200));
     produce(&broker.brokers(), &topic, &records).await;
-    let mut s = Setup::new(
-        &broker.brokers(),
-        &topic,
-        &api.base_url(),
-        &["ok", "blocked"],
-    );
-    s.kafka = format!(
-        "max_buffered_events = 300\nresume_buffered_events = 100\npark_topic = \"{topic}.park\"\n"
-    );
+    s.kafka
+        .push_str("max_buffered_events = 300\nresume_buffered_events = 100\n");
     let worker = Worker::start(s.config());
     wait_until("ok's events", Duration::from_secs(60), || {
         api.stats()

@@ -175,8 +175,7 @@ pub struct Inputs<'a> {
 impl Report {
     /// Builds the report.
     pub fn build(i: Inputs<'_>) -> Report {
-        let m = i.metrics;
-        let sent = i.generated.acknowledged;
+        let (m, sent) = (i.metrics, i.generated.acknowledged);
         let invalid_sent: u64 = i.generated.invalid_events.values().sum();
         let delivered = m.delivered_count();
         let dead_lettered = m.dead_lettered_total();
@@ -186,7 +185,6 @@ impl Report {
         let latency = Percentiles::of_us(&m.latency_total());
         let (wait, busy) = m.limit_time();
         let diagnosis = diagnose(&i);
-        let valid_sent = sent.saturating_sub(invalid_sent).max(1);
         let mut report = Report {
             schema: SCHEMA,
             version: env!("CARGO_PKG_VERSION"),
@@ -214,7 +212,7 @@ impl Report {
             broke: i.broke,
             bound: diagnosis.bound,
             diagnosis,
-            delivered_ratio: delivered as f64 / valid_sent as f64,
+            delivered_ratio: delivered as f64 / sent.saturating_sub(invalid_sent).max(1) as f64,
             error_rate: dead_lettered.saturating_sub(invalid_sent) as f64 / sent.max(1) as f64,
             success_rate: delivered as f64 / sent.max(1) as f64,
             throttled_rate: throttled as f64 / requests.max(1) as f64,

@@ -6,16 +6,13 @@ use super::*;
 /// `sluice loadgen` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenArgs {
-    /// Bootstrap brokers, `HOST:PORT,…` (default: `--config`'s `kafka.brokers`).
-    #[arg(long)]
-    pub brokers: Option<String>,
+    /// Where to connect: `--brokers`, `--config` (whose topics and workspaces are also
+    /// the defaults here).
+    #[command(flatten)]
+    pub kafka: crate::tools::shared::KafkaArgs,
     /// Topic to produce into (default: the first of `--config`'s `kafka.topics`).
     #[arg(long)]
     pub topic: Option<String>,
-    /// A worker configuration file: its `[kafka]` brokers, options (SASL, TLS…) and
-    /// topics, and its workspaces, are the defaults.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
     /// Stop after this many events.
     #[arg(long)]
     pub events: Option<u64>,

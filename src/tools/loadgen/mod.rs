@@ -130,7 +130,7 @@ fn open_sink(plan: &Plan, start: Instant) -> anyhow::Result<(sink::Sink, String)
 
 /// A Kafka target from `--brokers`/`--topic`/`--producer-option`, else `config`.
 fn kafka_target(args: &LoadgenArgs, config: Option<&Config>) -> anyhow::Result<Target> {
-    let mut client = super::shared::kafka_client(args.brokers.as_deref(), config)?;
+    let mut client = args.kafka.client(config)?;
     for (k, v) in &args.producer_options {
         client.set(k, v);
     }
@@ -157,11 +157,7 @@ impl Plan {
 
     /// Resolves `args` (reading `--config` if given).
     pub fn new(args: LoadgenArgs) -> anyhow::Result<Plan> {
-        let config = args
-            .config
-            .as_deref()
-            .map(Config::load_without_secrets)
-            .transpose()?;
+        let config = args.kafka.load_config()?;
         let schedule = Schedule::new(&args.pace()?, args.events, args.duration)?;
         let workspaces = config
             .as_ref()

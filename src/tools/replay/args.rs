@@ -8,13 +8,10 @@ use super::*;
 #[command(group(clap::ArgGroup::new("source").required(true).args(["source_topic", "from_file"])))]
 #[command(group(clap::ArgGroup::new("destination").required(true).args(["to_topic", "to_file"])))]
 pub struct ReplayArgs {
-    /// Bootstrap brokers, `HOST:PORT,…` (default: `--config`'s `kafka.brokers`).
-    #[arg(long)]
-    pub brokers: Option<String>,
-    /// A worker configuration file: its `[kafka]` brokers and options are used, and its
-    /// `kafka.topics` are refused as a destination without `--force`.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
+    /// Where to connect: `--brokers`, `--config` (whose `kafka.topics` are refused as a
+    /// destination without `--force`).
+    #[command(flatten)]
+    pub kafka: crate::tools::shared::KafkaArgs,
     /// Read this topic.
     #[arg(long)]
     pub source_topic: Option<String>,
@@ -54,7 +51,8 @@ pub struct ReplayArgs {
     /// them so the first is now and the gaps are kept.
     #[arg(long, value_enum, default_value = "keep")]
     pub timestamps: Timestamps,
-    /// Write even into the topic being read or one the worker config consumes.
+    /// Write even into the topic being read or one the worker config (`--config`)
+    /// consumes.
     #[arg(long)]
     pub force: bool,
     /// A librdkafka producer property, `KEY=VALUE` (repeatable).

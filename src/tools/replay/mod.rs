@@ -99,11 +99,7 @@ pub struct Summary {
 
 /// Runs a replay until its source ends or `stop` is cancelled.
 pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary> {
-    let config = args
-        .config
-        .as_deref()
-        .map(Config::load_without_secrets)
-        .transpose()?;
+    let config = args.kafka.load_config()?;
     check(&args, config.as_ref())?;
     let run_id = args
         .run_id
@@ -212,7 +208,7 @@ fn check(args: &ReplayArgs, config: Option<&Config>) -> anyhow::Result<()> {
 
 /// The Kafka client settings: the worker config's `[kafka]` if given, and the brokers.
 fn client_config(args: &ReplayArgs, config: Option<&Config>) -> anyhow::Result<ClientConfig> {
-    super::shared::kafka_client(args.brokers.as_deref(), config)
+    args.kafka.client(config)
 }
 
 /// What the copy loop counted.

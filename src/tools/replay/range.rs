@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::selection::OPEN;
@@ -152,7 +152,7 @@ impl TopicReader {
                 self.skipped += 1;
                 continue;
             }
-            return Ok(Some(raw_of(&self.topic, &m)));
+            return Ok(Some(Raw::of_message(&self.topic, &m)));
         }
     }
 
@@ -239,26 +239,6 @@ impl Part {
         } else if m.offset() >= self.span.start {
             self.head = Some(m);
         }
-    }
-}
-
-fn raw_of(topic: &str, m: &OwnedMessage) -> Raw {
-    let headers = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
-        .unwrap_or_default();
-    Raw {
-        topic: Some(topic.to_string()),
-        partition: Some(m.partition()),
-        offset: Some(m.offset()),
-        timestamp: m.timestamp().to_millis(),
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-        headers,
     }
 }
 

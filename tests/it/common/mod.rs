@@ -54,27 +54,99 @@ pub struct TestEnv {
 impl TestEnv {
     /// A topic named `events-…` of `partitions`, for `workspaces`.
     pub async fn mock(partitions: i32, workspaces: &[&str]) -> Self {
-        Self::mock_named("events", partitions, workspaces).await
+        Self::build(partitions, workspaces).start().await
     }
 
-    /// As [`mock`](Self::mock), the topic named `prefix-…`.
-    pub async fn mock_named(prefix: &str, partitions: i32, workspaces: &[&str]) -> Self {
-        let broker = Broker::mock();
-        let api = recording_api().await;
-        let topic = unique(prefix);
-        broker.create_topic(&topic, partitions).await;
-        let setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), workspaces);
-        TestEnv {
-            broker,
-            api,
-            topic,
-            setup,
+    /// The same start with more choices: another API, a real broker, a parking or
+    /// dead-letter topic. Nothing starts before [`TestEnvBuilder::start`].
+    pub fn build(partitions: i32, workspaces: &[&str]) -> TestEnvBuilder {
+        TestEnvBuilder {
+            partitions,
+            workspaces: workspaces.iter().map(|w| w.to_string()).collect(),
+            prefix: "events".into(),
+            api: None,
+            broker: None,
+            park: false,
+            dlq: false,
         }
     }
 
     /// (broker, api, topic, setup), for a test's own names.
     pub fn into_parts(self) -> (Broker, sluice::tools::mock_api::MockApi, String, Setup) {
         (self.broker, self.api, self.topic, self.setup)
+    }
+}
+
+/// A [`TestEnv`] to be started; see [`TestEnv::build`].
+pub struct TestEnvBuilder {
+    partitions: i32,
+    workspaces: Vec<String>,
+    prefix: String,
+    api: Option<sluice::tools::mock_api::MockApiConfig>,
+    broker: Option<Broker>,
+    park: bool,
+    dlq: bool,
+}
+
+impl TestEnvBuilder {
+    /// The source topic is named `prefix-…`.
+    pub fn named(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// `sluice mock-api` with these settings instead of [`recording_api`].
+    pub fn api(mut self, config: sluice::tools::mock_api::MockApiConfig) -> Self {
+        self.api = Some(config);
+        self
+    }
+
+    /// This broker (e.g. [`Broker::real`]) instead of a fresh mock cluster.
+    pub fn on(mut self, broker: Broker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Creates `<topic>.park` with as many partitions as the source and sets it as
+    /// `kafka.park_topic` (in `setup.kafka`, which a test then extends).
+    pub fn parking(mut self) -> Self {
+        self.park = true;
+        self
+    }
+
+    /// Creates `<topic>.dlq` (one partition) before the worker does.
+    pub fn dlq(mut self) -> Self {
+        self.dlq = true;
+        self
+    }
+
+    /// Starts the broker and the API and creates the topics.
+    pub async fn start(self) -> TestEnv {
+        let broker = self.broker.unwrap_or_else(Broker::mock);
+        let api = match self.api {
+            Some(config) => sluice::tools::mock_api::MockApi::start(config)
+                .await
+                .expect("the mock API starts"),
+            None => recording_api().await,
+        };
+        let topic = broker.fresh_topic(&self.prefix, self.partitions).await;
+        let workspaces: Vec<&str> = self.workspaces.iter().map(String::as_str).collect();
+        let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &workspaces);
+        if self.park {
+            broker
+                .create_topic(&format!("{topic}.park"), self.partitions)
+                .await;
+            setup.kafka = format!("park_topic = \"{topic}.park\"\n");
+        }
+        if self.dlq {
+            broker.create_topic(&format!("{topic}.dlq"), 1).await;
+        }
+        TestEnv {
+            broker,
+            api,
+            topic,
+            setup,
+        }
     }
 }
 
@@ -106,6 +178,20 @@ impl Broker {
             Broker::Mock(cluster) => cluster.bootstrap_servers(),
             Broker::Real(brokers) => brokers.clone(),
         }
+    }
+
+    /// A new topic named `prefix-…` (see [`unique`]) of `partitions`.
+    pub async fn fresh_topic(&self, prefix: &str, partitions: i32) -> String {
+        let topic = unique(prefix);
+        self.create_topic(&topic, partitions).await;
+        topic
+    }
+
+    /// As [`fresh_topic`](Self::fresh_topic), with its `<topic>.dlq` of one partition.
+    pub async fn fresh_topic_with_dlq(&self, prefix: &str, partitions: i32) -> String {
+        let topic = self.fresh_topic(prefix, partitions).await;
+        self.create_topic(&format!("{topic}.dlq"), 1).await;
+        topic
     }
 
     /// Creates a topic with `partitions` partitions.
@@ -350,6 +436,11 @@ impl Setup {
             retry: "initial_backoff_ms = 20\nmax_backoff_ms = 200\n".into(),
             drain_deadline_ms: 5000,
         }
+    }
+
+    /// One event per request, sent at once: the backlog becomes that many requests.
+    pub fn one_event_per_request(&mut self) {
+        self.batch = "max_events = 1\nlinger_ms = 0\n".into();
     }
 
     /// The TOML text of this configuration.
