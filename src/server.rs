@@ -89,7 +89,7 @@ impl Health {
 }
 
 /// Serves the endpoints on `listener` until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
     health: Health,

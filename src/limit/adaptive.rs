@@ -14,23 +14,23 @@
 use std::time::Duration;
 
 /// Share of the measured ceiling the rate is set to after a 429.
-pub const BELOW_CEILING: f64 = 0.95;
+pub(crate) const BELOW_CEILING: f64 = 0.95;
 /// The smallest cut of one congestion event (the rate keeps at most 95%).
-pub const MIN_CUT: f64 = 0.95;
+pub(crate) const MIN_CUT: f64 = 0.95;
 /// The largest cut of one congestion event (the rate keeps at least half).
-pub const MAX_CUT: f64 = 0.5;
+pub(crate) const MAX_CUT: f64 = 0.5;
 /// The effective rate never drops below this share of the configured rate.
-pub const FLOOR_SHARE: f64 = 0.05;
+pub(crate) const FLOOR_SHARE: f64 = 0.05;
 /// How long a newly learned rate is held before probing, the first time.
-pub const FIRST_HOLD: Duration = Duration::from_secs(5);
+pub(crate) const FIRST_HOLD: Duration = Duration::from_secs(5);
 /// The longest hold, reached when the same ceiling is met again and again.
-pub const MAX_HOLD: Duration = Duration::from_secs(60);
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(60);
 /// Growth per second while probing near the last ceiling.
-pub const PROBE_PER_S: f64 = 0.01;
+pub(crate) const PROBE_PER_S: f64 = 0.01;
 /// Growth per second once well past the last ceiling (the limit was raised).
-pub const RECOVER_PER_S: f64 = 0.10;
+pub(crate) const RECOVER_PER_S: f64 = 0.10;
 /// Pause after a 429 that names no `Retry-After`.
-pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What one workspace has learned about its limit.
 #[derive(Debug, Clone, PartialEq)]

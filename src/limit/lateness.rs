@@ -17,18 +17,18 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a late wake is remembered: at least this, at most twice this.
-pub const MEMORY: Duration = Duration::from_secs(5);
+pub(crate) const MEMORY: Duration = Duration::from_secs(5);
 
 /// Task hops between a token and the request's bytes leaving (see [`Lateness::margin`]).
 const HOPS: u32 = 2;
 
 /// The largest margin a late wake may add to a window (a tenth of a one-second
 /// window): a process stalled for longer is not paced by widening windows.
-pub const MAX_JITTER: Duration = Duration::from_millis(100);
+pub(crate) const MAX_JITTER: Duration = Duration::from_millis(100);
 
 /// The worst lateness of the current and the previous [`MEMORY`] period.
 #[derive(Debug)]
-pub struct Lateness {
+pub(crate) struct Lateness {
     state: Mutex<Periods>,
 }
 
@@ -41,7 +41,7 @@ struct Periods {
 
 impl Lateness {
     /// No lateness seen yet; periods counted from `now`.
-    pub fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Lateness {
             state: Mutex::new(Periods {
                 started: now,
@@ -52,14 +52,14 @@ impl Lateness {
     }
 
     /// A wake at `now` of a timer due at `due`.
-    pub fn woke(&self, due: Instant, now: Instant) {
+    pub(crate) fn woke(&self, due: Instant, now: Instant) {
         let late = now.saturating_duration_since(due).min(MAX_JITTER);
         let mut p = self.lock(now);
         p.current = p.current.max(late);
     }
 
     /// The worst lateness of the last [`MEMORY`] (or up to twice that) before `now`.
-    pub fn recent(&self, now: Instant) -> Duration {
+    pub(crate) fn recent(&self, now: Instant) -> Duration {
         let p = self.lock(now);
         p.current.max(p.previous)
     }
@@ -67,7 +67,7 @@ impl Lateness {
     /// The margin a window needs at `now`: twice the recent worst, since a request
     /// crosses two tasks after its token (the sender's, then its connection's) and
     /// each may wait that long for the core; at most [`MAX_JITTER`].
-    pub fn margin(&self, now: Instant) -> Duration {
+    pub(crate) fn margin(&self, now: Instant) -> Duration {
         (self.recent(now) * HOPS).min(MAX_JITTER)
     }
 

@@ -17,12 +17,12 @@
 //!   falls back to partition-share while Redis is away.
 //! - [`limiter`]: the one type the delivery code calls, combining them.
 
-pub mod adaptive;
-pub mod departure;
-pub mod lateness;
-pub mod limiter;
-pub mod pacer;
-pub mod share;
+pub(crate) mod adaptive;
+pub(crate) mod departure;
+pub(crate) mod lateness;
+pub(crate) mod limiter;
+pub(crate) mod pacer;
+pub(crate) mod share;
 pub mod shared;
 
 pub use limiter::{Limiter, Permit, Rate};

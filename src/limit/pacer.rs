@@ -26,11 +26,11 @@ use tokio::time::Instant;
 
 /// Bounds of the lateness won back: two intervals, but at least the first and at
 /// most the second.
-pub const CATCH_UP: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(20));
+pub(crate) const CATCH_UP: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(20));
 
 /// The pace one workspace is held to right now.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pace {
+pub(crate) struct Pace {
     /// Requests per second allowed (this pod's part of the workspace's limit). Zero
     /// means none may go.
     pub per_second: f64,
@@ -47,7 +47,7 @@ pub struct Pace {
 
 impl Pace {
     /// The limit as a count per window: `(L, W)`, e.g. (100, 1 s) or (1, 2 s).
-    pub fn window(&self) -> (usize, Duration) {
+    pub(crate) fn window(&self) -> (usize, Duration) {
         if self.per_second >= 1.0 {
             // A strict window admits whole requests only: 37.5/s allows 37 per second.
             (
@@ -63,7 +63,7 @@ impl Pace {
     }
 
     /// The interval between two sends on the ideal timeline.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.timeline().2
     }
 
@@ -77,11 +77,11 @@ impl Pace {
 
 /// The longest a pace ever waits between two sends (a rate below one an hour,
 /// e.g. a fleet share of an already tiny limit, waits this long).
-pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
 /// One workspace's pacing state.
 #[derive(Debug, Default, Clone)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     /// Theoretical arrival time of the next request on the ideal timeline.
     tat: Option<Instant>,
     /// Send instants of (at least) the last guarded window, oldest first: when the
@@ -92,17 +92,17 @@ pub struct Pacer {
 }
 
 /// Names one logged send, to re-date it when its bytes leave.
-pub type Ticket = u64;
+pub(crate) type Ticket = u64;
 
 impl Pacer {
     /// A pacer with no history.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Pacer::default()
     }
 
     /// Takes a send slot at `now` under `pace`, or says when to ask again (`None`:
     /// the pace allows nothing at all).
-    pub fn try_take(&mut self, pace: Pace, now: Instant) -> Result<Ticket, Option<Instant>> {
+    pub(crate) fn try_take(&mut self, pace: Pace, now: Instant) -> Result<Ticket, Option<Instant>> {
         let earliest = self.ready_at(pace, now).ok_or(None)?;
         if earliest > now {
             return Err(Some(earliest));
@@ -131,7 +131,7 @@ impl Pacer {
 
     /// The earliest instant (`now` or later) a send may go under `pace`, without
     /// taking it; `None` while the pace allows nothing.
-    pub fn ready_at(&self, pace: Pace, now: Instant) -> Option<Instant> {
+    pub(crate) fn ready_at(&self, pace: Pace, now: Instant) -> Option<Instant> {
         if !(pace.per_second > 0.0 && pace.per_second.is_finite()) {
             return None;
         }
@@ -149,7 +149,7 @@ impl Pacer {
 
     /// Records a send made on a slot granted elsewhere (the shared limiter), so the
     /// local window stays true if this pod falls back to pacing alone.
-    pub fn record(&mut self, now: Instant) -> Ticket {
+    pub(crate) fn record(&mut self, now: Instant) -> Ticket {
         if self.sent.len() >= 100_000 {
             self.pop();
         }
@@ -160,7 +160,7 @@ impl Pacer {
     /// `at`, move to `at` (later entries only ever move later, so the log stays in
     /// order and no window is judged emptier than it was). A ticket already out of
     /// the log is ignored.
-    pub fn departed(&mut self, ticket: Ticket, at: Instant) {
+    pub(crate) fn departed(&mut self, ticket: Ticket, at: Instant) {
         let Some(from) = ticket.checked_sub(self.first) else {
             return;
         };

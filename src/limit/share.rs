@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long after an assignment the share grows: the API's counting window.
-pub const GROW_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const GROW_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct State {

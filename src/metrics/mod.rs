@@ -11,11 +11,11 @@
 mod delivery;
 mod latency;
 mod limits;
-pub mod outage;
+pub(crate) mod outage;
 mod parking;
 #[cfg(target_os = "linux")]
 pub mod process;
-pub mod quiet;
+pub(crate) mod quiet;
 mod register;
 mod source;
 

@@ -14,7 +14,7 @@ use prometheus::{IntCounterVec, IntGaugeVec};
 use tokio::time::Instant;
 
 /// Least time between two reminders that an outage goes on.
-pub const REMINDER: Duration = Duration::from_secs(30);
+pub(crate) const REMINDER: Duration = Duration::from_secs(30);
 
 /// One dependency down.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ struct Down {
 /// Outages of one kind of dependency (`kafka`, `api`), by target (the brokers, a
 /// workspace).
 #[derive(Debug)]
-pub struct Outages {
+pub(crate) struct Outages {
     dependency: &'static str,
     down: Mutex<HashMap<String, Down>>,
     /// How many targets are down: recoveries are checked on every success, so the
@@ -41,7 +41,7 @@ pub struct Outages {
 
 /// What [`Outages::failed`] did, for callers and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Logged {
+pub(crate) enum Logged {
     /// The first failure: logged.
     Started,
     /// A reminder: logged.
@@ -53,7 +53,7 @@ pub enum Logged {
 impl Outages {
     /// Outages of `dependency`, counted in `gauge` and `failures` (labels
     /// `dependency`, `target`).
-    pub fn new(dependency: &'static str, gauge: IntGaugeVec, failures: IntCounterVec) -> Self {
+    pub(crate) fn new(dependency: &'static str, gauge: IntGaugeVec, failures: IntCounterVec) -> Self {
         Outages {
             dependency,
             down: Mutex::new(HashMap::new()),
@@ -64,7 +64,7 @@ impl Outages {
     }
 
     /// `target` failed with `error`.
-    pub fn failed(&self, target: &str, error: &str) -> Logged {
+    pub(crate) fn failed(&self, target: &str, error: &str) -> Logged {
         let dependency = self.dependency;
         self.failures.with_label_values(&[dependency, target]).inc();
         let now = Instant::now();
@@ -111,7 +111,7 @@ impl Outages {
     }
 
     /// `target` answered: the end of its outage, if it had one.
-    pub fn recovered(&self, target: &str) -> bool {
+    pub(crate) fn recovered(&self, target: &str) -> bool {
         if self.count.load(Ordering::Acquire) == 0 {
             return false;
         }
@@ -135,7 +135,7 @@ impl Outages {
 
     /// `target`'s outage now, said for a person: for how long, how many failures, the
     /// last error.
-    pub fn describe(&self, target: &str) -> Option<String> {
+    pub(crate) fn describe(&self, target: &str) -> Option<String> {
         let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         let d = down.get(target)?;
         let last = if d.last_error == d.first_error {

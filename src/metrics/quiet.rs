@@ -10,14 +10,14 @@ use tokio::time::Instant;
 
 /// When each condition was last said, and how many times it happened since.
 #[derive(Debug)]
-pub struct Quiet {
+pub(crate) struct Quiet {
     every: Duration,
     said: Mutex<HashMap<String, (Instant, u64)>>,
 }
 
 impl Quiet {
     /// At most one line per condition per `every`.
-    pub fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration) -> Self {
         Quiet {
             every,
             said: Mutex::new(HashMap::new()),
@@ -26,7 +26,7 @@ impl Quiet {
 
     /// `Some(held back since the last line)` when a line about `condition` may be
     /// written now; `None` when it is too soon (the occurrence is counted).
-    pub fn allow(&self, condition: &str) -> Option<u64> {
+    pub(crate) fn allow(&self, condition: &str) -> Option<u64> {
         let now = Instant::now();
         let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
         match said.get_mut(condition) {

@@ -52,13 +52,13 @@
 //! If the parking topic is unavailable its writes pend; they count as buffered events,
 //! so the consumer pauses, as it does without parking.
 
-pub mod reader;
+pub(crate) mod reader;
 mod setup;
-pub mod table;
-pub mod writer;
+pub(crate) mod table;
+pub(crate) mod writer;
 
 pub(crate) use setup::blocking;
-pub use setup::ParkingSetup;
+pub(crate) use setup::ParkingSetup;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -114,7 +114,7 @@ pub struct LaneParking {
 }
 
 /// The shortest parking episode: a workspace does not flap between the two paths.
-pub const MIN_PARKED: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const MIN_PARKED: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl LaneParking {
     /// The parking side of `workspace`'s lane (`lane` is the lane's own sender, for

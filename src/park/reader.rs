@@ -30,7 +30,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the source asks of a reader.
 #[derive(Debug)]
-pub enum Ctrl {
+pub(crate) enum Ctrl {
     /// Read the parking partition of this source partition, from at least this offset.
     Assign(TopicPartition, i64),
     /// Stop reading it (revoked, or direct again).
@@ -39,13 +39,13 @@ pub enum Ctrl {
 
 /// The tracker's name for `workspace`'s parking offsets: its own, apart from the
 /// source's and other workspaces' readers'.
-pub fn synthetic_topic(park_topic: &str, workspace: &str) -> String {
+pub(crate) fn synthetic_topic(park_topic: &str, workspace: &str) -> String {
     format!("{park_topic}#{workspace}")
 }
 
 /// The source's handle on one workspace's reader.
 #[derive(Debug)]
-pub struct ReaderHandle {
+pub(crate) struct ReaderHandle {
     ctrl: mpsc::UnboundedSender<Ctrl>,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -56,12 +56,12 @@ pub struct ReaderHandle {
 
 impl ReaderHandle {
     /// Tells the reader.
-    pub fn send(&self, ctrl: Ctrl) {
+    pub(crate) fn send(&self, ctrl: Ctrl) {
         let _ = self.ctrl.send(ctrl);
     }
 
     /// Stops the reader after a last commit.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
     }
@@ -69,7 +69,7 @@ impl ReaderHandle {
 
 /// Everything a reader needs.
 #[derive(Debug)]
-pub struct ReaderSetup {
+pub(crate) struct ReaderSetup {
     /// The workspace.
     pub workspace: String,
     /// Its reader's consumer group.
@@ -105,7 +105,7 @@ struct Reader {
 }
 
 /// Starts a reader for `setup.workspace`.
-pub fn start(
+pub(crate) fn start(
     kafka: &crate::config::KafkaConfig,
     setup: ReaderSetup,
 ) -> rdkafka::error::KafkaResult<ReaderHandle> {

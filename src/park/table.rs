@@ -9,7 +9,7 @@ use crate::source::TopicPartition;
 
 /// What to do with a workspace's next event from a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// Straight to the workspace's lane.
     Lane,
     /// To the parking topic.
@@ -44,23 +44,23 @@ struct Entry {
 /// Per source partition: the workspaces that may have parked events waiting, and the
 /// parking-topic offset to read them from. Carried in the metadata of every offset
 /// commit of that partition, so whoever owns it next knows.
-pub type ParkedMarks = Arc<Mutex<HashMap<TopicPartition, BTreeMap<String, i64>>>>;
+pub(crate) type ParkedMarks = Arc<Mutex<HashMap<TopicPartition, BTreeMap<String, i64>>>>;
 
 /// The parking state of every (workspace, partition) this pod owns.
 #[derive(Debug, Default)]
-pub struct ParkTable {
+pub(crate) struct ParkTable {
     entries: HashMap<(String, TopicPartition), Entry>,
     next_epoch: u64,
     marks: ParkedMarks,
 }
 
 /// The commit metadata of a partition with these marks.
-pub fn marks_metadata(marks: &BTreeMap<String, i64>) -> String {
+pub(crate) fn marks_metadata(marks: &BTreeMap<String, i64>) -> String {
     serde_json::json!({ "sluice_parked": marks }).to_string()
 }
 
 /// The marks a partition's commit metadata carries (none if it is not sluice's).
-pub fn metadata_marks(metadata: &str) -> BTreeMap<String, i64> {
+pub(crate) fn metadata_marks(metadata: &str) -> BTreeMap<String, i64> {
     serde_json::from_str::<serde_json::Value>(metadata)
         .ok()
         .and_then(|v| {
@@ -71,7 +71,7 @@ pub fn metadata_marks(metadata: &str) -> BTreeMap<String, i64> {
 
 impl ParkTable {
     /// An empty table sharing `marks` with the commit paths.
-    pub fn new(marks: ParkedMarks) -> Self {
+    pub(crate) fn new(marks: ParkedMarks) -> Self {
         ParkTable {
             marks,
             ..ParkTable::default()
@@ -79,7 +79,7 @@ impl ParkTable {
     }
 
     /// Where `workspace`'s next event from `tp` goes.
-    pub fn route(&self, workspace: &str, tp: &TopicPartition) -> Route {
+    pub(crate) fn route(&self, workspace: &str, tp: &TopicPartition) -> Route {
         match self.entries.get(&(workspace.to_string(), tp.clone())) {
             None
             | Some(Entry {
@@ -98,7 +98,7 @@ impl ParkTable {
     }
 
     /// Keeps an event of a returning (workspace, partition).
-    pub fn hold(&mut self, workspace: &str, tp: &TopicPartition, envelope: Envelope) {
+    pub(crate) fn hold(&mut self, workspace: &str, tp: &TopicPartition, envelope: Envelope) {
         if let Some(Entry {
             phase: Phase::Returning { held, .. },
             ..
@@ -109,7 +109,7 @@ impl ParkTable {
     }
 
     /// Events held for `workspace`, over its partitions.
-    pub fn held(&self, workspace: &str) -> usize {
+    pub(crate) fn held(&self, workspace: &str) -> usize {
         self.entries
             .iter()
             .filter(|((w, _), _)| w == workspace)
@@ -121,7 +121,7 @@ impl ParkTable {
     }
 
     /// Whether `workspace` is off the direct path on any partition.
-    pub fn is_parked(&self, workspace: &str) -> bool {
+    pub(crate) fn is_parked(&self, workspace: &str) -> bool {
         self.entries.keys().any(|(w, _)| w == workspace)
     }
 
@@ -136,7 +136,7 @@ impl ParkTable {
 
     /// Parks `workspace` on `tp` (it was direct): its parked events will be found from
     /// parking-topic offset `start`.
-    pub fn park(&mut self, workspace: &str, tp: &TopicPartition, start: i64) {
+    pub(crate) fn park(&mut self, workspace: &str, tp: &TopicPartition, start: i64) {
         let key = (workspace.to_string(), tp.clone());
         match self.entries.get_mut(&key) {
             Some(entry) => {
@@ -158,7 +158,7 @@ impl ParkTable {
 
     /// A newly assigned partition's commit said `workspace` may have parked events
     /// there from `start`: it returns at once (fence, hold) so they come first.
-    pub fn inherit(&mut self, workspace: &str, tp: &TopicPartition, start: i64) -> u64 {
+    pub(crate) fn inherit(&mut self, workspace: &str, tp: &TopicPartition, start: i64) -> u64 {
         let epoch = self.epoch();
         self.entries.insert(
             (workspace.to_string(), tp.clone()),
@@ -175,12 +175,12 @@ impl ParkTable {
     }
 
     /// Parked partitions of `workspace` (to return, or to park held events of).
-    pub fn parked(&self, workspace: &str) -> Vec<TopicPartition> {
+    pub(crate) fn parked(&self, workspace: &str) -> Vec<TopicPartition> {
         self.partitions_where(workspace, |p| matches!(p, Phase::Parked))
     }
 
     /// Partitions of `workspace` off the direct path, with their start offsets.
-    pub fn off_direct(&self, workspace: &str) -> Vec<(TopicPartition, i64)> {
+    pub(crate) fn off_direct(&self, workspace: &str) -> Vec<(TopicPartition, i64)> {
         self.entries
             .iter()
             .filter(|((w, _), _)| w == workspace)
@@ -189,7 +189,7 @@ impl ParkTable {
     }
 
     /// Starts returning `workspace` on parked `tp`: returns the fence's epoch.
-    pub fn begin_return(&mut self, workspace: &str, tp: &TopicPartition) -> Option<u64> {
+    pub(crate) fn begin_return(&mut self, workspace: &str, tp: &TopicPartition) -> Option<u64> {
         let epoch = self.epoch();
         let entry = self.entries.get_mut(&(workspace.to_string(), tp.clone()))?;
         if !matches!(entry.phase, Phase::Parked) {
@@ -204,7 +204,7 @@ impl ParkTable {
 
     /// Gives up returning `workspace` on `tp` (too much held): back to parked; the held
     /// events, in order, are to be parked behind the (now stale) fence.
-    pub fn abort_return(&mut self, workspace: &str, tp: &TopicPartition) -> VecDeque<Envelope> {
+    pub(crate) fn abort_return(&mut self, workspace: &str, tp: &TopicPartition) -> VecDeque<Envelope> {
         let Some(entry) = self.entries.get_mut(&(workspace.to_string(), tp.clone())) else {
             return VecDeque::new();
         };
@@ -218,13 +218,13 @@ impl ParkTable {
     }
 
     /// Partitions where `workspace` is returning (holding new events).
-    pub fn returning(&self, workspace: &str) -> Vec<TopicPartition> {
+    pub(crate) fn returning(&self, workspace: &str) -> Vec<TopicPartition> {
         self.partitions_where(workspace, |p| matches!(p, Phase::Returning { .. }))
     }
 
     /// The reader met fence `epoch` of (`workspace`, `tp`): every event parked before it
     /// is in the lane. Returns the held events, in order, for the lane behind them.
-    pub fn fence_read(
+    pub(crate) fn fence_read(
         &mut self,
         workspace: &str,
         tp: &TopicPartition,
@@ -243,7 +243,7 @@ impl ParkTable {
 
     /// The reader committed past fence `epoch`: (`workspace`, `tp`) is direct again.
     /// Returns whether it was.
-    pub fn fence_committed(&mut self, workspace: &str, tp: &TopicPartition, epoch: u64) -> bool {
+    pub(crate) fn fence_committed(&mut self, workspace: &str, tp: &TopicPartition, epoch: u64) -> bool {
         let key = (workspace.to_string(), tp.clone());
         let done = matches!(
             self.entries.get(&key),
@@ -260,7 +260,7 @@ impl ParkTable {
     /// completed, so redelivered to the new owner). Their marks are the revocation's to
     /// clear (after its last commit), not this table's: by the time a lane hears of the
     /// revocation the partition may be this pod's again, with marks just read back.
-    pub fn revoked(&mut self, tps: &[TopicPartition]) -> Vec<Envelope> {
+    pub(crate) fn revoked(&mut self, tps: &[TopicPartition]) -> Vec<Envelope> {
         let mut dropped = Vec::new();
         self.entries.retain(|(_, tp), entry| {
             if !tps.contains(tp) {

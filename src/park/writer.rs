@@ -19,15 +19,15 @@ use crate::dlq::headers;
 use crate::source::{client_config, Origin, Raw, TopicPartition};
 
 /// Header naming a fence record's epoch (a fence carries no payload).
-pub const FENCE: &str = "sluice.fence";
+pub(crate) const FENCE: &str = "sluice.fence";
 /// Header with the workspace a parked record (or a fence) belongs to.
-pub const WORKSPACE: &str = headers::WORKSPACE;
+pub(crate) const WORKSPACE: &str = headers::WORKSPACE;
 
 /// How long reading the parking topic's end offset may take.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The parking topic's producer.
-pub struct Parker {
+pub(crate) struct Parker {
     producer: FutureProducer<KafkaLog>,
     topic: String,
 }
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Parker {
 impl Parker {
     /// A producer for `kafka.park_topic` on the source's brokers, or `None` when parking
     /// is not configured.
-    pub fn new(config: &Config, metrics: &Metrics) -> Result<Option<Self>, KafkaError> {
+    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Result<Option<Self>, KafkaError> {
         let k = &config.kafka;
         let Some(topic) = &k.park_topic else {
             return Ok(None);
@@ -73,13 +73,13 @@ impl Parker {
     }
 
     /// The parking topic.
-    pub fn topic(&self) -> &str {
+    pub(crate) fn topic(&self) -> &str {
         &self.topic
     }
 
     /// Enqueues one event of `workspace` read from `origin`, to the parking partition
     /// with the source partition's number.
-    pub fn park(
+    pub(crate) fn park(
         &self,
         workspace: &str,
         origin: &Origin,
@@ -115,7 +115,7 @@ impl Parker {
     }
 
     /// Enqueues fence `epoch` of (`workspace`, `tp`) behind everything parked for it.
-    pub fn fence(
+    pub(crate) fn fence(
         &self,
         workspace: &str,
         tp: &TopicPartition,
@@ -136,7 +136,7 @@ impl Parker {
 
     /// The parking partition's end offset now (blocks on the broker): where a
     /// workspace parked from now on will find its events.
-    pub fn end_offset(&self, partition: i32) -> Result<i64, KafkaError> {
+    pub(crate) fn end_offset(&self, partition: i32) -> Result<i64, KafkaError> {
         self.producer
             .client()
             .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
@@ -144,7 +144,7 @@ impl Parker {
     }
 
     /// Partitions of the parking topic (blocks on the broker).
-    pub fn partitions(&self) -> Result<usize, KafkaError> {
+    pub(crate) fn partitions(&self) -> Result<usize, KafkaError> {
         let metadata = self
             .producer
             .client()

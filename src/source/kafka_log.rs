@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 
 /// Least time between two copies of the same librdkafka line.
-pub const REPEAT: Duration = Duration::from_secs(30);
+pub(crate) const REPEAT: Duration = Duration::from_secs(30);
 
 /// Lines remembered for de-duplication; past this the oldest are forgotten.
 const REMEMBERED: usize = 256;

@@ -6,7 +6,7 @@ mod consumer;
 mod context;
 mod detach;
 mod group_config;
-pub mod kafka_log;
+pub(crate) mod kafka_log;
 mod lag;
 mod offsets;
 

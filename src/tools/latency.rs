@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// An empty histogram of microseconds, up to an hour (longer values count as an
 /// hour), three significant digits.
-pub fn micros() -> Histogram<u64> {
+pub(crate) fn micros() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 

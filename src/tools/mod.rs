@@ -4,11 +4,11 @@
 pub mod capacity;
 pub mod dlq_cli;
 pub mod dump;
-pub mod latency;
+pub(crate) mod latency;
 pub mod loadgen;
 pub mod mock_api;
-pub mod pace;
+pub(crate) mod pace;
 pub mod park_cli;
-pub mod progress;
+pub(crate) mod progress;
 pub mod replay;
-pub mod shared;
+pub(crate) mod shared;

@@ -10,7 +10,7 @@ const SLICE: Duration = Duration::from_millis(100);
 /// Sleeps until `start + due` (skipping waits under 200 µs, which cost more than they
 /// save at high rates), waking at least every 100 ms to see whether `stop` was
 /// cancelled; returns `false` if it was.
-pub fn wait_until(start: Instant, due: Duration, stop: &CancellationToken) -> bool {
+pub(crate) fn wait_until(start: Instant, due: Duration, stop: &CancellationToken) -> bool {
     loop {
         if stop.is_cancelled() {
             return false;

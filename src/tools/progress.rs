@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where progress goes.
 #[derive(Debug)]
-pub enum Progress {
+pub(crate) enum Progress {
     /// An indicatif bar (length known) or spinner, and when its status last changed.
     Bar(ProgressBar, Instant),
     /// Nothing (the caller shows progress its own way).
@@ -28,7 +28,7 @@ pub enum Progress {
 impl Progress {
     /// A bar on a terminal (out of `total` when known), plain lines every `every`
     /// otherwise.
-    pub fn new(tool: &'static str, total: Option<u64>, every: Duration) -> Progress {
+    pub(crate) fn new(tool: &'static str, total: Option<u64>, every: Duration) -> Progress {
         if !std::io::stderr().is_terminal() {
             return Progress::Lines {
                 tool,
@@ -55,7 +55,7 @@ impl Progress {
 
     /// Reports `done` items and a short status; cheap enough to call on every item
     /// (plain lines are rate-limited, the bar redraws at most 20 times a second).
-    pub fn update(&mut self, done: u64, status: impl FnOnce() -> String) {
+    pub(crate) fn update(&mut self, done: u64, status: impl FnOnce() -> String) {
         match self {
             Progress::Bar(bar, last) => {
                 bar.set_position(done);
@@ -75,7 +75,7 @@ impl Progress {
     }
 
     /// Ends the bar (plain lines need nothing).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Progress::Bar(bar, _) = self {
             bar.finish_and_clear();
         }

@@ -11,7 +11,7 @@ use rdkafka::ClientContext;
 use crate::config::Config;
 
 /// Parses a `KEY=VALUE` command-line value (librdkafka properties).
-pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty())
@@ -28,6 +28,10 @@ pub struct KafkaArgs {
     /// used (API keys are not read).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// A librdkafka producer property, `KEY=VALUE` (repeatable), e.g.
+    /// `--producer-option compression.type=lz4`.
+    #[arg(long = "producer-option", value_parser = parse_key_value)]
+    pub producer_options: Vec<(String, String)>,
 }
 
 impl KafkaArgs {
@@ -55,10 +59,18 @@ impl KafkaArgs {
         client.set("bootstrap.servers", brokers);
         Ok(client)
     }
+
+    /// Sets the `--producer-option`s on a producer's `client`, over the tool's own
+    /// settings.
+    pub fn set_producer_options(&self, client: &mut rdkafka::ClientConfig) {
+        for (k, v) in &self.producer_options {
+            client.set(k, v);
+        }
+    }
 }
 
 /// The partitions of `topic` (0 when it does not exist).
-pub fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> anyhow::Result<usize> {
+pub(crate) fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> anyhow::Result<usize> {
     Ok(client
         .fetch_metadata(Some(topic), Duration::from_secs(15))?
         .topics()
@@ -68,7 +80,7 @@ pub fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> any
 
 /// Creates `topic` with `partitions` partitions and `TOPIC.dlq` with one, on the
 /// brokers `client` names; topics that exist already are left as they are.
-pub async fn create_topics(
+pub(crate) async fn create_topics(
     client: &rdkafka::ClientConfig,
     topic: &str,
     partitions: i32,

@@ -6,7 +6,7 @@
 
 mod bench;
 mod chart;
-pub mod cpu_model;
+pub(crate) mod cpu_model;
 pub mod prometheus_api;
 pub mod report;
 pub mod review;
@@ -14,8 +14,8 @@ mod run;
 mod run_args;
 pub mod sample;
 pub mod scrapes;
-pub mod stairs;
-pub mod threshold;
+pub(crate) mod stairs;
+pub(crate) mod threshold;
 
 pub use report::Report;
 pub use review::{ReportArgs, Review};

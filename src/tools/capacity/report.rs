@@ -18,7 +18,7 @@ mod markdown;
 mod observe;
 
 /// The version of `report.json`'s field names.
-pub const SCHEMA: &str = "sluice.capacity.report/1";
+pub(crate) const SCHEMA: &str = "sluice.capacity.report/1";
 
 /// Where and how the run ran.
 #[derive(Debug, Clone, Serialize)]

@@ -22,14 +22,14 @@ use crate::tools::loadgen::schedule::{Pace, Stage};
 
 /// A step broke when its backlog grew by more than this share of the events it
 /// offered (delivery below 97% of the offered rate over the step).
-pub const SURPLUS: f64 = 0.03;
+pub(crate) const SURPLUS: f64 = 0.03;
 
 /// How long the change from one step to the next takes, and is left unjudged.
 const SETTLE_S: f64 = 1.0;
 
 /// The staircase: `steps` equal steps up to `top` events/s, each held `hold`.
 #[derive(Debug, Clone, Copy)]
-pub struct Stairs {
+pub(crate) struct Stairs {
     /// Events/s of the last step.
     pub top: f64,
     /// How many steps.
@@ -60,7 +60,7 @@ pub struct Break {
 
 impl Stairs {
     /// `steps` steps to `top` events/s in `ramp` in all.
-    pub fn new(top: f64, steps: u32, ramp: Duration) -> anyhow::Result<Stairs> {
+    pub(crate) fn new(top: f64, steps: u32, ramp: Duration) -> anyhow::Result<Stairs> {
         anyhow::ensure!(top.is_finite() && top > 0.0, "--max-rate must be above 0");
         anyhow::ensure!(steps > 0, "--steps must be at least 1");
         let hold = ramp / steps;
@@ -77,7 +77,7 @@ impl Stairs {
     }
 
     /// The same staircase, with `events` of [`Stairs::slack`].
-    pub fn with_slack(self, events: f64) -> Stairs {
+    pub(crate) fn with_slack(self, events: f64) -> Stairs {
         Stairs {
             slack: events.max(0.0),
             ..self
@@ -85,13 +85,13 @@ impl Stairs {
     }
 
     /// Events/s of step `k` (from 0).
-    pub fn rate(&self, k: u32) -> f64 {
+    pub(crate) fn rate(&self, k: u32) -> f64 {
         self.top * f64::from(k + 1) / f64::from(self.steps)
     }
 
     /// The load generator's schedule: a quick change to each step's rate, then the
     /// rate held.
-    pub fn pace(&self) -> Pace {
+    pub(crate) fn pace(&self) -> Pace {
         let change = Duration::from_millis(100);
         let stages = (0..self.steps)
             .flat_map(|k| {
@@ -124,7 +124,7 @@ impl Stairs {
     /// more than 5% of what was done over the last [`WINDOW`] samples dead-lettered
     /// (`error_rate`), or a backlog past five seconds of traffic and growing
     /// (`backlog_grew`: nothing gets through).
-    pub fn broke(&self, samples: &[Sample]) -> Option<Break> {
+    pub(crate) fn broke(&self, samples: &[Sample]) -> Option<Break> {
         self.sudden(samples).or_else(|| self.step_not_held(samples))
     }
 

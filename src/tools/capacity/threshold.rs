@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// The figures a threshold can name.
-pub const METRICS: [&str; 10] = [
+pub(crate) const METRICS: [&str; 10] = [
     "p50_latency",
     "p95_latency",
     "p99_latency",

@@ -59,10 +59,6 @@ pub struct LoadgenArgs {
     /// between 1 000 and 100 000.
     #[arg(long)]
     pub max_pending: Option<usize>,
-    /// A librdkafka producer property, `KEY=VALUE` (repeatable), e.g.
-    /// `--producer-option compression.type=lz4`.
-    #[arg(long = "producer-option", value_parser = crate::tools::shared::parse_key_value)]
-    pub producer_options: Vec<(String, String)>,
     /// Interval between progress lines when stderr is not a terminal.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub progress_interval: Duration,

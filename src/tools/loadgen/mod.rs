@@ -16,8 +16,8 @@
 
 mod args;
 mod gate;
-pub mod profile;
-pub mod schedule;
+pub(crate) mod profile;
+pub(crate) mod schedule;
 pub mod shape;
 mod sink;
 mod summary;
@@ -131,9 +131,7 @@ fn open_sink(plan: &Plan, start: Instant) -> anyhow::Result<(sink::Sink, String)
 /// A Kafka target from `--brokers`/`--topic`/`--producer-option`, else `config`.
 fn kafka_target(args: &LoadgenArgs, config: Option<&Config>) -> anyhow::Result<Target> {
     let mut client = args.kafka.client(config)?;
-    for (k, v) in &args.producer_options {
-        client.set(k, v);
-    }
+    args.kafka.set_producer_options(&mut client);
     let topic = args
         .topic
         .clone()

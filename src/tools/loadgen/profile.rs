@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::schedule::{Pace, Stage};
 
 /// The profiles shipped in `loadtests/profiles/`, by name.
-pub const BUILT_IN: [(&str, &str); 5] = [
+pub(crate) const BUILT_IN: [(&str, &str); 5] = [
     (
         "smoke",
         include_str!("../../../loadtests/profiles/smoke.toml"),
@@ -35,7 +35,7 @@ pub const BUILT_IN: [(&str, &str); 5] = [
 /// A profile file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// One line saying what it is for.
     pub description: String,
     /// Events/s at time 0.
@@ -47,7 +47,7 @@ pub struct Profile {
 
 impl Profile {
     /// A built-in profile by name, or a profile file by path.
-    pub fn load(name_or_path: &str) -> anyhow::Result<Profile> {
+    pub(crate) fn load(name_or_path: &str) -> anyhow::Result<Profile> {
         let (origin, text) = match BUILT_IN.iter().find(|(n, _)| *n == name_or_path) {
             Some((name, text)) => (format!("profile {name}"), text.to_string()),
             None if Path::new(name_or_path).exists() => (
@@ -68,7 +68,7 @@ impl Profile {
     }
 
     /// Its offered-load curve with every rate multiplied by `scale`.
-    pub fn pace(&self, scale: f64) -> Result<Pace, String> {
+    pub(crate) fn pace(&self, scale: f64) -> Result<Pace, String> {
         let stages = self
             .stages
             .iter()
@@ -87,7 +87,7 @@ impl Profile {
 }
 
 /// The built-in profiles, one line each, for `sluice loadgen --help`.
-pub fn help() -> String {
+pub(crate) fn help() -> String {
     let mut out = String::from("Profiles (--profile NAME; rates in events/s, × --scale):\n");
     for (name, _) in BUILT_IN {
         let p = Profile::load(name).expect("built-in profiles parse (tested)");

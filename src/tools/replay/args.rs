@@ -55,9 +55,6 @@ pub struct ReplayArgs {
     /// consumes.
     #[arg(long)]
     pub force: bool,
-    /// A librdkafka producer property, `KEY=VALUE` (repeatable).
-    #[arg(long = "producer-option", value_parser = crate::tools::shared::parse_key_value)]
-    pub producer_options: Vec<(String, String)>,
     /// Interval between progress lines when stderr is not a terminal.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub progress_interval: Duration,

@@ -42,9 +42,7 @@ impl Sink {
                 // Retries must not reorder a partition; a mistyped topic is not created.
                 client.set("enable.idempotence", "true");
                 client.set("allow.auto.create.topics", "false");
-                for (k, v) in &args.producer_options {
-                    client.set(k, v);
-                }
+                args.kafka.set_producer_options(&mut client);
                 let producer: ThreadedProducer<Written> =
                     client.create_with_context(Written::default())?;
                 let partitions = crate::tools::shared::partition_count(producer.client(), topic)?;
