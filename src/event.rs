@@ -202,7 +202,7 @@ impl Decoder {
     /// where it was first written): an event without a `messageId` gets an id from its
     /// bytes *and* that place, so two byte-identical events stay two events for the
     /// API, while a redelivered copy keeps its id.
-    pub fn decode_record(
+    pub(crate) fn decode_record(
         &self,
         payload: &[u8],
         header_workspace: Option<&str>,

@@ -19,7 +19,7 @@ use crate::source::{Origin, Raw};
 
 /// One record as read, before it is judged.
 #[derive(Debug)]
-pub struct Received {
+pub(crate) struct Received {
     /// Where it was read.
     pub origin: Origin,
     /// Its key, payload and the headers sluice keeps.
@@ -32,7 +32,7 @@ pub struct Received {
 
 /// A record's `workspace` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkspaceHeader {
+pub(crate) enum WorkspaceHeader {
     /// None: the payload's own field or the default workspace decides.
     Absent,
     /// This workspace.
@@ -53,7 +53,7 @@ impl WorkspaceHeader {
 
 /// What becomes of a record.
 #[derive(Debug)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Deliverable: on to its workspace's lane.
     Lane(ForLane),
     /// Never deliverable: a dead letter.
@@ -62,7 +62,7 @@ pub enum Verdict {
 
 /// A record for a lane: the workspace whose lane it goes to, and the envelope.
 #[derive(Debug)]
-pub struct ForLane {
+pub(crate) struct ForLane {
     /// The workspace the event belongs to.
     pub workspace: String,
     /// The event, encoded, with where it came from.
@@ -71,7 +71,7 @@ pub struct ForLane {
 
 /// A record that can never be delivered, and why.
 #[derive(Debug)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// Where it was read.
     pub origin: Origin,
     /// What was read, kept for the dead letter.
@@ -103,7 +103,7 @@ impl Intake {
     }
 
     /// Decodes, validates and encodes `record`: an envelope for its lane, or why not.
-    pub fn judge(&self, record: Received) -> Verdict {
+    pub(crate) fn judge(&self, record: Received) -> Verdict {
         let Received {
             origin,
             raw,
@@ -149,7 +149,7 @@ impl Intake {
     /// must keep reading meanwhile. Once the letter is acknowledged its offset is
     /// complete and `written` runs; past the drain deadline it is left uncommitted, to
     /// be read again.
-    pub fn dead_letter(&self, refused: Refused, written: impl FnOnce() + Send + 'static) {
+    pub(crate) fn dead_letter(&self, refused: Refused, written: impl FnOnce() + Send + 'static) {
         let Refused {
             origin,
             raw,

@@ -45,7 +45,7 @@ impl Health {
     }
 
     /// The worker consumes (`true`) or has started shutting down (`false`).
-    pub fn set_running(&self, running: bool) {
+    pub(crate) fn set_running(&self, running: bool) {
         self.inner.running.store(running, Ordering::Release);
     }
 
@@ -55,7 +55,7 @@ impl Health {
     }
 
     /// A broker answered just now.
-    pub fn broker_reachable(&self) {
+    pub(crate) fn broker_reachable(&self) {
         *self
             .inner
             .broker_seen
@@ -64,7 +64,7 @@ impl Health {
     }
 
     /// Whether the worker is ready, and if not, why.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         let mut missing = Vec::new();
         if !self.inner.running.load(Ordering::Acquire) {
             missing.push("not running (starting or shutting down)");

@@ -42,7 +42,7 @@ pub async fn on_signal(token: CancellationToken) {
 /// One root token, cancelled last, for the services; the hard stop is its child, so
 /// it is cancelled at the drain deadline or at the very end, whichever comes first.
 #[derive(Debug)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     /// Cancelled once the pipeline has drained and committed: the services stop.
     root: CancellationToken,
     /// Cancelled at the drain deadline: in-flight requests are abandoned.
@@ -61,7 +61,7 @@ impl Default for Shutdown {
 
 impl Shutdown {
     /// Nothing stopped yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let root = CancellationToken::new();
         Shutdown {
             hard: root.child_token(),
@@ -72,18 +72,18 @@ impl Shutdown {
     }
 
     /// The token cancelled at the drain deadline (what in-flight work selects on).
-    pub fn hard_stop(&self) -> CancellationToken {
+    pub(crate) fn hard_stop(&self) -> CancellationToken {
         self.hard.clone()
     }
 
     /// Where dead letters are written: the drain waits for them like for the lanes.
-    pub fn dead_letter_tasks(&self) -> TaskTracker {
+    pub(crate) fn dead_letter_tasks(&self) -> TaskTracker {
         self.dead_letters.clone()
     }
 
     /// Runs a service until the pipeline has stopped: `service` gets the token that
     /// tells it to end.
-    pub fn spawn_service<F>(&self, service: impl FnOnce(CancellationToken) -> F)
+    pub(crate) fn spawn_service<F>(&self, service: impl FnOnce(CancellationToken) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -92,7 +92,7 @@ impl Shutdown {
 
     /// Waits for the lanes and the dead letters being written; past `deadline`,
     /// cancels the hard stop and waits for them to give up.
-    pub async fn drain(&self, lanes: &mut JoinSet<()>, deadline: Duration) {
+    pub(crate) async fn drain(&self, lanes: &mut JoinSet<()>, deadline: Duration) {
         tracing::info!(?deadline, "shutting down: draining lanes");
         self.dead_letters.close();
         let everything = async {
@@ -107,7 +107,7 @@ impl Shutdown {
     }
 
     /// Stops the services and waits for them.
-    pub async fn stop_services(self) {
+    pub(crate) async fn stop_services(self) {
         self.root.cancel();
         self.services.close();
         self.services.wait().await;

@@ -12,11 +12,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Customer.io's limit on a whole v2 batch request body, in bytes.
-pub const CUSTOMERIO_MAX_BATCH_BYTES: usize = 500_000;
+pub(crate) const CUSTOMERIO_MAX_BATCH_BYTES: usize = 500_000;
 /// Customer.io's limit on one v2 batch item, in bytes.
-pub const CUSTOMERIO_MAX_ITEM_BYTES: usize = 32_000;
+pub(crate) const CUSTOMERIO_MAX_ITEM_BYTES: usize = 32_000;
 /// Prefix of the environment variables that override configuration keys.
-pub const ENV_PREFIX: &str = "SLUICE__";
+pub(crate) const ENV_PREFIX: &str = "SLUICE__";
 
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +222,7 @@ impl Config {
     }
 
     /// The most events one workspace may hold in process.
-    pub fn workspace_budget(&self) -> usize {
+    pub(crate) fn workspace_budget(&self) -> usize {
         self.kafka
             .max_buffered_events_per_workspace
             .unwrap_or_else(|| {
@@ -231,13 +231,13 @@ impl Config {
     }
 
     /// How often completed offsets are committed.
-    pub fn commit_interval(&self) -> Duration {
+    pub(crate) fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.kafka.commit_interval_ms)
     }
 }
 
 /// librdkafka properties whose values are credentials.
-pub fn is_secret_option(key: &str) -> bool {
+pub(crate) fn is_secret_option(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password")
         || k.contains("secret")

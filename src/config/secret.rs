@@ -13,7 +13,7 @@ impl Secret {
     }
 
     /// The credential itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

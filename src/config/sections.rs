@@ -82,7 +82,7 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     /// Events held in process below which paused partitions resume.
-    pub fn resume_buffered(&self) -> usize {
+    pub(crate) fn resume_buffered(&self) -> usize {
         self.resume_buffered_events
             .unwrap_or(self.max_buffered_events / 2)
     }

@@ -132,7 +132,7 @@ impl Backoff {
     }
 
     /// The next wait.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         use backoff::backoff::Backoff as _;
         let ceiling = self.ceiling.next_backoff().unwrap_or(self.max);
         ceiling.mul_f64(fastrand::f64())

@@ -58,7 +58,7 @@ pub struct Envelope {
 impl Envelope {
     /// What it holds in memory, as counted against `kafka.max_buffered_bytes`: the
     /// bytes as read (key and payload) and as encoded for the API.
-    pub fn held_bytes(&self) -> usize {
+    pub(crate) fn held_bytes(&self) -> usize {
         self.raw.held_bytes() + self.encoded.len()
     }
 }
@@ -66,7 +66,7 @@ impl Envelope {
 /// What a lane receives, in one FIFO channel: its order is the order of events and of
 /// the parking protocol's steps alike.
 #[derive(Debug)]
-pub enum LaneMsg {
+pub(crate) enum LaneMsg {
     /// A new event from the source.
     Event(Envelope),
     /// A parked event read back from the parking topic: always delivered.
@@ -118,7 +118,7 @@ impl std::fmt::Debug for LaneShared {
 
 impl LaneShared {
     /// Lane settings from the configuration.
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &Config,
         destination: Arc<dyn Destination>,
         dead_letters: Arc<DeadLetters>,
@@ -193,7 +193,7 @@ impl Router {
 
     /// Hands an event to its lane; if there is no such lane (or it has closed), returns
     /// the event's origin so the caller can leave it uncommitted.
-    pub fn route(&self, workspace: &str, envelope: Envelope) -> Result<(), Origin> {
+    pub(crate) fn route(&self, workspace: &str, envelope: Envelope) -> Result<(), Origin> {
         match self.lanes.get(workspace) {
             Some(lane) => lane.send(LaneMsg::Event(envelope)).map_err(|e| match e.0 {
                 LaneMsg::Event(envelope) => envelope.origin,
@@ -204,7 +204,7 @@ impl Router {
     }
 
     /// Tells every lane a step of the parking protocol (a rebalance).
-    pub fn broadcast(&self, control: impl Fn() -> crate::park::Control) {
+    pub(crate) fn broadcast(&self, control: impl Fn() -> crate::park::Control) {
         for lane in self.lanes.values() {
             let _ = lane.send(LaneMsg::Park(control()));
         }
@@ -217,7 +217,7 @@ const TAKE_AT_ONCE: usize = 1024;
 /// Runs one workspace's lane until its sender is dropped and everything it held has a
 /// final answer, or until the hard stop. With `parking`, the lane also runs its
 /// workspace's side of the parking protocol (see [`crate::park`]).
-pub async fn run_lane(
+pub(crate) async fn run_lane(
     workspace: String,
     mut rx: mpsc::UnboundedReceiver<LaneMsg>,
     shared: Arc<LaneShared>,

@@ -34,7 +34,7 @@ pub struct Queues {
 
 impl Queues {
     /// Every event still queued, users in no particular order.
-    pub fn into_events(self) -> impl Iterator<Item = Envelope> {
+    pub(crate) fn into_events(self) -> impl Iterator<Item = Envelope> {
         self.users.into_values().flat_map(|queue| queue.events)
     }
 
@@ -60,7 +60,7 @@ impl Queues {
     }
 
     /// When the oldest event that could go now arrived (the linger timer's start).
-    pub fn oldest_runnable(&self) -> Option<Instant> {
+    pub(crate) fn oldest_runnable(&self) -> Option<Instant> {
         let user = self.runnable.front()?;
         self.users.get(user)?.events.front().map(|e| e.arrived)
     }
@@ -119,7 +119,7 @@ impl Queues {
     /// here too would only duplicate them, and, were a partition to come back, send a
     /// user's older copies after newer ones. Batches in flight are left to finish; a
     /// user in flight stays so (its later events still wait for that answer).
-    pub fn drop_partitions(
+    pub(crate) fn drop_partitions(
         &mut self,
         revoked: &[TopicPartition],
         ordering: Ordering,

@@ -34,7 +34,7 @@ pub(crate) const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What one workspace has learned about its limit.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Learned {
+pub(crate) struct Learned {
     /// The configured limit, requests per second: never exceeded.
     pub configured: f64,
     /// The rate set by the last cut.
@@ -51,7 +51,7 @@ pub struct Learned {
 
 impl Learned {
     /// Nothing learned yet: the configured rate.
-    pub fn new(configured: f64) -> Self {
+    pub(crate) fn new(configured: f64) -> Self {
         Learned {
             configured,
             base: configured,
@@ -63,7 +63,7 @@ impl Learned {
     }
 
     /// The workspace's whole (fleet-wide) rate at `now`, requests per second.
-    pub fn rate(&self, now: Duration) -> f64 {
+    pub(crate) fn rate(&self, now: Duration) -> f64 {
         let Some(cut_at) = self.cut_at else {
             return self.configured;
         };
@@ -83,7 +83,7 @@ impl Learned {
     }
 
     /// Whether a 429's pause still holds at `now`; when it ends if so.
-    pub fn paused(&self, now: Duration) -> Option<Duration> {
+    pub(crate) fn paused(&self, now: Duration) -> Option<Duration> {
         self.paused_until.filter(|p| *p > now)
     }
 
@@ -91,7 +91,7 @@ impl Learned {
     /// accepted `accepted_per_s` requests per second of this workspace (fleet-wide)
     /// over the last second. Pauses until `retry_after`, and cuts the rate once per
     /// congestion event. Returns whether the rate was cut.
-    pub fn throttled(
+    pub(crate) fn throttled(
         &mut self,
         now: Duration,
         sent_at: Duration,

@@ -22,7 +22,7 @@ pub(crate) trait SendLog: Send + Sync + std::fmt::Debug {
 /// reads it, or when its permit is dropped if it never was (a refused connection, an
 /// answer before the body): then "now" is a time the API had it by, if ever.
 #[derive(Debug, Clone)]
-pub struct Departure(Arc<Inner>);
+pub(crate) struct Departure(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
@@ -44,7 +44,7 @@ impl Departure {
     }
 
     /// The request's bytes are leaving now. Only the first call counts.
-    pub fn now(&self) {
+    pub(crate) fn now(&self) {
         if !self.0.reported.swap(true, Ordering::AcqRel) {
             self.0
                 .log

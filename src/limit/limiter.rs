@@ -49,7 +49,7 @@ pub struct Permit {
 impl Permit {
     /// What the request body reports when the connection first reads it (`None` for
     /// a workspace without a limit).
-    pub fn departure(&self) -> Option<Departure> {
+    pub(crate) fn departure(&self) -> Option<Departure> {
         self.departure.clone()
     }
 }
@@ -149,14 +149,14 @@ impl Limiter {
     }
 
     /// Paces each workspace at `share` of its limit (partition-share).
-    pub fn with_share(mut self, share: Arc<Share>) -> Self {
+    pub(crate) fn with_share(mut self, share: Arc<Share>) -> Self {
         self.share = share;
         self
     }
 
     /// Takes tokens from the fleet's budget in Redis while it answers; the share is the
     /// fallback.
-    pub fn with_fleet(mut self, fleet: Arc<Fleet>) -> Self {
+    pub(crate) fn with_fleet(mut self, fleet: Arc<Fleet>) -> Self {
         self.fleet = Some(fleet);
         self
     }
@@ -353,7 +353,7 @@ impl Limiter {
 
     /// The share of each workspace's limit this pod uses right now: 1 while it takes
     /// tokens from the fleet's budget (which is exact), else its partition share.
-    pub fn current_share(&self) -> f64 {
+    pub(crate) fn current_share(&self) -> f64 {
         if self.fleet.as_ref().is_some_and(|f| f.is_up()) {
             1.0
         } else {

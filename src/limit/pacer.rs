@@ -26,7 +26,8 @@ use tokio::time::Instant;
 
 /// Bounds of the lateness won back: two intervals, but at least the first and at
 /// most the second.
-pub(crate) const CATCH_UP: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(20));
+pub(crate) const CATCH_UP: (Duration, Duration) =
+    (Duration::from_millis(5), Duration::from_millis(20));
 
 /// The pace one workspace is held to right now.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -46,7 +46,7 @@ impl Share {
     }
 
     /// A share that follows the partitions owned, starting with none.
-    pub fn of_partitions() -> Self {
+    pub(crate) fn of_partitions() -> Self {
         Share {
             fixed: false,
             state: Mutex::new(State {
@@ -69,7 +69,7 @@ impl Share {
     }
 
     /// Partitions were revoked: `owned` of `total` remain. Shrinks at once.
-    pub fn revoked(&self, owned: usize, total: usize) {
+    pub(crate) fn revoked(&self, owned: usize, total: usize) {
         if self.fixed {
             return;
         }
@@ -83,7 +83,7 @@ impl Share {
 
     /// Partitions were assigned at `now`: `owned` of `total` are this pod's. Grows
     /// [`GROW_AFTER`] later (shrinks at once if the total grew instead).
-    pub fn assigned(&self, owned: usize, total: usize, now: Instant) {
+    pub(crate) fn assigned(&self, owned: usize, total: usize, now: Instant) {
         if self.fixed {
             return;
         }

@@ -32,26 +32,26 @@ use super::adaptive::Learned;
 use crate::metrics::Metrics;
 
 /// Longest a Redis call may take before the limiter falls back.
-pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// How late after its slot a leased send may still go.
-pub const LATE_LIMIT: Duration = Duration::from_millis(4);
+pub(crate) const LATE_LIMIT: Duration = Duration::from_millis(4);
 /// Share of the pacer's timeline the fleet uses: the local window log guards one pod's
 /// sends exactly, but across pods only the timeline does, so it leaves 1% more room for
 /// the jitter between pods' sends and the API's clock.
-pub const FLEET_HEADROOM: f64 = 0.99;
+pub(crate) const FLEET_HEADROOM: f64 = 0.99;
 /// How long the fleet remembers a pod's margin: one to two of these periods, as the pod
 /// remembers the waits it came from ([`super::lateness::MEMORY`]).
-pub const MARGIN_MEMORY: Duration = super::lateness::MEMORY;
+pub(crate) const MARGIN_MEMORY: Duration = super::lateness::MEMORY;
 /// Most slots one lease asks for.
-pub const LEASE_SLOTS: u32 = 4;
+pub(crate) const LEASE_SLOTS: u32 = 4;
 /// How often an unavailable Redis is tried again.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// Longest a lease reaches ahead.
-pub const MAX_HORIZON: Duration = Duration::from_millis(250);
+pub(crate) const MAX_HORIZON: Duration = Duration::from_millis(250);
 /// After Redis is lost, how long a pod waits before pacing on its own: the API's
 /// window plus the longest lease, so the fleet's last leased sends have left every
 /// window its partition-share sends fall in.
-pub const FALLBACK_AFTER: Duration = Duration::from_millis(1_250);
+pub(crate) const FALLBACK_AFTER: Duration = Duration::from_millis(1_250);
 /// After Redis is back, how long a pod keeps its partition-share pace *as well*: the
 /// API's window plus one probe period, by when every pod has seen Redis back and its
 /// partition-share-only sends have left the window.
@@ -182,12 +182,12 @@ impl Fleet {
     }
 
     /// Whether the fleet budget is in use (Redis answered last time).
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 
     /// While Redis is away: when this pod may start pacing on its own.
-    pub fn fallback_from(&self) -> Option<Instant> {
+    pub(crate) fn fallback_from(&self) -> Option<Instant> {
         let (down, _) = *self.changed.lock().unwrap_or_else(|e| e.into_inner());
         down.map(|d| d + FALLBACK_AFTER)
     }
@@ -320,13 +320,18 @@ impl Fleet {
     }
 
     /// This pod's instant in Redis time (µs since the epoch).
-    pub fn remote(&self, local: Instant) -> u64 {
+    pub(crate) fn remote(&self, local: Instant) -> u64 {
         let us = local.saturating_duration_since(self.origin).as_micros() as i64;
         (us + self.offset_us.load(Ordering::Acquire)).max(0) as u64
     }
 
     /// The fleet's learned state, in this pod's terms.
-    pub fn to_local(&self, fleet: &FleetLearned, configured: f64, origin: Instant) -> Learned {
+    pub(crate) fn to_local(
+        &self,
+        fleet: &FleetLearned,
+        configured: f64,
+        origin: Instant,
+    ) -> Learned {
         let since = |us: u64| self.local(us).saturating_duration_since(origin);
         let mut l = Learned::new(configured);
         if let (Some(base), Some(cut_at)) = (fleet.base, fleet.cut_at) {
@@ -340,7 +345,7 @@ impl Fleet {
     }
 
     /// This pod's learned state in the fleet's terms.
-    pub fn to_fleet(&self, learned: &Learned, origin: Instant) -> FleetLearned {
+    pub(crate) fn to_fleet(&self, learned: &Learned, origin: Instant) -> FleetLearned {
         let at = |d: Duration| self.remote(origin + d);
         FleetLearned {
             base: learned.cut_at.map(|_| learned.base),

@@ -147,7 +147,7 @@ impl Metrics {
     }
 
     /// An event was written to the dead-letter topic (the write is acknowledged).
-    pub fn dead_lettered(
+    pub(crate) fn dead_lettered(
         &self,
         workspace: Option<&str>,
         origin: &Origin,
@@ -167,7 +167,7 @@ impl Metrics {
     }
 
     /// Writing a dead letter failed; it is tried again and its offset stays uncommitted.
-    pub fn dlq_error(&self, origin: &Origin, error: &dyn std::fmt::Display) {
+    pub(crate) fn dlq_error(&self, origin: &Origin, error: &dyn std::fmt::Display) {
         tracing::error!(
             topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
             "dead-letter topic unavailable, retrying (offsets stay uncommitted): {error}"
@@ -205,7 +205,7 @@ impl Metrics {
     }
 
     /// The API refused a workspace's credentials.
-    pub fn auth_failure(&self, workspace: &str, status: u16) {
+    pub(crate) fn auth_failure(&self, workspace: &str, status: u16) {
         tracing::error!(
             workspace,
             status,
@@ -294,7 +294,7 @@ impl Metrics {
 
     /// The batch bounds the lanes fill requests to, for capacity reviews: at an
     /// API's limit, batches fill to them.
-    pub fn batch_limits(&self, max_events: usize, max_bytes: usize) {
+    pub(crate) fn batch_limits(&self, max_events: usize, max_bytes: usize) {
         let g = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.delivery.batches.max_events.set(g(max_events));
         self.delivery.batches.max_bytes.set(g(max_bytes));

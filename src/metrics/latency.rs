@@ -63,7 +63,11 @@ impl Metrics {
     /// Events that entered Kafka at `entered_us` (unix µs) were accepted by the API at
     /// `now`: the Prometheus histogram, and the exact HDR ones `sluice capacity run`
     /// reads. One clock reading and one lock per batch, not per event.
-    pub fn delivery_latency(&self, entered_us: impl IntoIterator<Item = i64>, now: SystemTime) {
+    pub(crate) fn delivery_latency(
+        &self,
+        entered_us: impl IntoIterator<Item = i64>,
+        now: SystemTime,
+    ) {
         let now_us = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
@@ -80,7 +84,7 @@ impl Metrics {
     }
 
     /// Delivery latency (µs) since the last call, and reset.
-    pub fn take_latency_interval(&self) -> hdrhistogram::Histogram<u64> {
+    pub(crate) fn take_latency_interval(&self) -> hdrhistogram::Histogram<u64> {
         let mut hdr = self.delivery.latency.hdr();
         let interval = hdr.1.clone();
         hdr.1.reset();
@@ -88,12 +92,12 @@ impl Metrics {
     }
 
     /// Delivery latency (µs) since start.
-    pub fn latency_total(&self) -> hdrhistogram::Histogram<u64> {
+    pub(crate) fn latency_total(&self) -> hdrhistogram::Histogram<u64> {
         self.delivery.latency.hdr().0.clone()
     }
 
     /// Events with these timestamps (unix seconds) were accepted by the API at `now`.
-    pub fn end_to_end(&self, event_times: impl IntoIterator<Item = i64>, now: SystemTime) {
+    pub(crate) fn end_to_end(&self, event_times: impl IntoIterator<Item = i64>, now: SystemTime) {
         let now = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

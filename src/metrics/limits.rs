@@ -79,7 +79,7 @@ impl LimitMetrics {
 
 impl Metrics {
     /// An attempt waited this long for the limiter.
-    pub fn limiter_wait(&self, workspace: &str, waited: Duration) {
+    pub(crate) fn limiter_wait(&self, workspace: &str, waited: Duration) {
         self.limits
             .limiter_wait_seconds
             .with_label_values(&[workspace])
@@ -97,7 +97,7 @@ impl Metrics {
 
     /// Seconds attempts have waited on workspace limits, and spent waiting or in
     /// flight in all, since start.
-    pub fn limit_time(&self) -> (f64, f64) {
+    pub(crate) fn limit_time(&self) -> (f64, f64) {
         let (wait, busy) = &*self.limits.limit_nanos;
         (
             wait.load(Ordering::Relaxed) as f64 / 1e9,
@@ -106,7 +106,7 @@ impl Metrics {
     }
 
     /// This pod's share of a workspace's limit.
-    pub fn set_share(&self, workspace: &str, share: f64) {
+    pub(crate) fn set_share(&self, workspace: &str, share: f64) {
         self.limits
             .limiter_share
             .with_label_values(&[workspace])
@@ -114,7 +114,7 @@ impl Metrics {
     }
 
     /// The fleet budget became unreachable: the limiter falls back to partition-share.
-    pub fn limiter_fallback(&self, error: &dyn std::fmt::Display) {
+    pub(crate) fn limiter_fallback(&self, error: &dyn std::fmt::Display) {
         tracing::warn!(
             "fleet rate limit unavailable, falling back to partition-share until Redis \
              answers: {error}"
@@ -124,18 +124,18 @@ impl Metrics {
     }
 
     /// The fleet budget answers again.
-    pub fn limiter_fleet_back(&self) {
+    pub(crate) fn limiter_fleet_back(&self) {
         tracing::info!("fleet rate limit (Redis) is back: leaving partition-share");
         self.limits.limiter_fleet_up.set(1);
     }
 
     /// Whether the fleet budget is in use.
-    pub fn set_fleet_up(&self, up: bool) {
+    pub(crate) fn set_fleet_up(&self, up: bool) {
         self.limits.limiter_fleet_up.set(up as i64);
     }
 
     /// The limiter's current rate for a workspace.
-    pub fn set_effective_rate(&self, workspace: &str, rate: f64) {
+    pub(crate) fn set_effective_rate(&self, workspace: &str, rate: f64) {
         self.limits
             .effective_rate
             .with_label_values(&[workspace])

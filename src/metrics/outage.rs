@@ -53,7 +53,11 @@ pub(crate) enum Logged {
 impl Outages {
     /// Outages of `dependency`, counted in `gauge` and `failures` (labels
     /// `dependency`, `target`).
-    pub(crate) fn new(dependency: &'static str, gauge: IntGaugeVec, failures: IntCounterVec) -> Self {
+    pub(crate) fn new(
+        dependency: &'static str,
+        gauge: IntGaugeVec,
+        failures: IntCounterVec,
+    ) -> Self {
         Outages {
             dependency,
             down: Mutex::new(HashMap::new()),

@@ -54,7 +54,7 @@ impl ParkingMetrics {
 
 impl Metrics {
     /// A workspace could not keep up and is parked (logged once per episode).
-    pub fn workspace_parked(&self, workspace: &str, budget: usize) {
+    pub(crate) fn workspace_parked(&self, workspace: &str, budget: usize) {
         let gauge = self
             .parking
             .workspace_parked
@@ -71,7 +71,7 @@ impl Metrics {
     }
 
     /// A parked workspace is back on the direct path everywhere on this pod.
-    pub fn workspace_returned(&self, workspace: &str) {
+    pub(crate) fn workspace_returned(&self, workspace: &str) {
         tracing::info!(
             workspace,
             "workspace back on the direct path: its parked events are delivered"
@@ -87,7 +87,7 @@ impl Metrics {
     }
 
     /// One event of a parked workspace was written to the parking topic.
-    pub fn parked_written(&self, workspace: &str) {
+    pub(crate) fn parked_written(&self, workspace: &str) {
         self.parking
             .parked
             .with_label_values(&[workspace, "written"])
@@ -95,7 +95,7 @@ impl Metrics {
     }
 
     /// One parked event was read back into its lane.
-    pub fn parked_drained(&self, workspace: &str) {
+    pub(crate) fn parked_drained(&self, workspace: &str) {
         self.parking
             .parked
             .with_label_values(&[workspace, "drained"])
@@ -103,7 +103,7 @@ impl Metrics {
     }
 
     /// Records behind a parked workspace's reader.
-    pub fn set_parked_waiting(&self, workspace: &str, records: i64) {
+    pub(crate) fn set_parked_waiting(&self, workspace: &str, records: i64) {
         self.parking
             .parked_waiting
             .with_label_values(&[workspace])

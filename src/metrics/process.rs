@@ -11,7 +11,7 @@ use prometheus::{Counter, Gauge, Opts};
 
 /// Collects this process's `process_*` metrics.
 #[derive(Debug)]
-pub struct ProcessCollector {
+pub(crate) struct ProcessCollector {
     cpu: Counter,
     resident: Gauge,
     resident_peak: Gauge,
@@ -24,7 +24,7 @@ pub struct ProcessCollector {
 
 /// CPU seconds (user + system) this process has used, to the kernel's tick (`None`
 /// off Linux or when /proc cannot be read).
-pub fn cpu_seconds() -> Option<f64> {
+pub(crate) fn cpu_seconds() -> Option<f64> {
     let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
     Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
@@ -37,7 +37,7 @@ pub fn peak_resident_bytes() -> Option<u64> {
 
 impl ProcessCollector {
     /// A collector for this process.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let gauge =
             |name: &str, help: &str| Gauge::with_opts(Opts::new(name, help)).expect("valid metric");
         let cpu = Counter::with_opts(Opts::new(

@@ -120,12 +120,12 @@ impl Metrics {
     }
 
     /// A message of a partition no longer assigned here arrived and was left alone.
-    pub fn stale_after_revoke(&self) {
+    pub(crate) fn stale_after_revoke(&self) {
         self.source.stale.inc();
     }
 
     /// A lane dropped `events` queued events of revoked partitions.
-    pub fn revoked_dropped(&self, events: usize) {
+    pub(crate) fn revoked_dropped(&self, events: usize) {
         self.source.revoked_dropped.inc_by(events as u64);
     }
 
@@ -146,7 +146,7 @@ impl Metrics {
 
     /// The autoscaling signal was computed: `depth` events another pod could help
     /// with, `bound` the limit-bound share of lane time.
-    pub fn set_scaling(&self, depth: u64, bound: f64) {
+    pub(crate) fn set_scaling(&self, depth: u64, bound: f64) {
         self.source.depth.scaling_depth.set(depth as i64);
         self.limits.limit_bound.set(bound);
     }
@@ -157,17 +157,17 @@ impl Metrics {
     }
 
     /// The brokers could not be reached (librdkafka's transport errors, a failed poll).
-    pub fn kafka_failed(&self, error: &str) {
+    pub(crate) fn kafka_failed(&self, error: &str) {
         self.kafka_outages.failed("brokers", error);
     }
 
     /// The brokers' outage now, if they are away (for `/readyz`).
-    pub fn kafka_outage(&self) -> Option<String> {
+    pub(crate) fn kafka_outage(&self) -> Option<String> {
         self.kafka_outages.describe("brokers")
     }
 
     /// The brokers answered (a message read, a commit confirmed, watermarks read).
-    pub fn kafka_ok(&self) {
+    pub(crate) fn kafka_ok(&self) {
         self.kafka_outages.recovered("brokers");
     }
 
@@ -184,7 +184,7 @@ impl Metrics {
     }
 
     /// Buffered events (and their bytes) changed.
-    pub fn set_buffered(&self, events: usize, bytes: usize) {
+    pub(crate) fn set_buffered(&self, events: usize, bytes: usize) {
         self.source.buffered.set(events as i64);
         self.source.buffered_bytes.set(bytes as i64);
     }
@@ -192,7 +192,7 @@ impl Metrics {
     /// Back-pressure stopped the source reading (`held`) or let it read again;
     /// `partitions` when that meant pausing or resuming them in librdkafka (a long
     /// hold), which is logged. Short holds are the steady state of a busy worker.
-    pub fn set_held_back(&self, held: bool, partitions: bool, buffered: usize) {
+    pub(crate) fn set_held_back(&self, held: bool, partitions: bool, buffered: usize) {
         match (held, partitions) {
             (true, true) => tracing::info!(buffered, "back-pressure held on: pausing partitions"),
             (false, true) => {
@@ -215,7 +215,7 @@ impl Metrics {
     }
 
     /// The autoscaling signal and per-partition lag were measured.
-    pub fn set_queue_depth(
+    pub(crate) fn set_queue_depth(
         &self,
         depth: u64,
         partitions: &[(&str, i32, i64)],

@@ -75,7 +75,7 @@ use table::{ParkTable, Route};
 
 /// A step of the protocol that reaches a lane between its events.
 #[derive(Debug, Clone)]
-pub enum Control {
+pub(crate) enum Control {
     /// These partitions are this pod's now, with the marks their commits carried.
     Assigned(Vec<(TopicPartition, BTreeMap<String, i64>)>),
     /// These partitions left.
@@ -98,7 +98,7 @@ pub enum Control {
 
 /// One workspace's side of the protocol, run by its lane.
 #[derive(Debug)]
-pub struct LaneParking {
+pub(crate) struct LaneParking {
     setup: ParkingSetup,
     workspace: String,
     lane: mpsc::UnboundedSender<LaneMsg>,
@@ -119,7 +119,7 @@ pub(crate) const MIN_PARKED: std::time::Duration = std::time::Duration::from_sec
 impl LaneParking {
     /// The parking side of `workspace`'s lane (`lane` is the lane's own sender, for
     /// its reader).
-    pub fn new(
+    pub(crate) fn new(
         setup: &ParkingSetup,
         workspace: &str,
         lane: mpsc::UnboundedSender<LaneMsg>,
@@ -140,7 +140,7 @@ impl LaneParking {
     }
 
     /// A new event: returned if it goes straight into the lane; parked or held if not.
-    pub fn on_event(&mut self, envelope: Envelope) -> Option<Envelope> {
+    pub(crate) fn on_event(&mut self, envelope: Envelope) -> Option<Envelope> {
         let tp = envelope.origin.tp.clone();
         match self.table.route(&self.workspace, &tp) {
             Route::Lane => Some(envelope),
@@ -165,7 +165,7 @@ impl LaneParking {
 
     /// Whether the lane, holding `events` of `bytes`, is over budget (in events or in
     /// bytes) with partitions to park.
-    pub fn should_park(&self, events: usize, bytes: usize) -> bool {
+    pub(crate) fn should_park(&self, events: usize, bytes: usize) -> bool {
         (events + self.table.held(&self.workspace) >= self.setup.budget
             || bytes >= self.setup.byte_budget)
             && self
@@ -177,7 +177,7 @@ impl LaneParking {
     /// Parks the workspace on every partition it is direct on, then parks `taken` (all
     /// the lane held, in per-user order). Returns what stays in the lane: events read
     /// back from the parking topic, and those of partitions that could not be parked.
-    pub fn park(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
+    pub(crate) fn park(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
         let partitions = self.partitions();
         let mut parked_any = false;
         for tp in self.owned.clone() {
@@ -218,7 +218,7 @@ impl LaneParking {
     }
 
     /// Stops the reader (the lane is draining: nothing more is read back).
-    pub async fn stop_reader(&mut self) {
+    pub(crate) async fn stop_reader(&mut self) {
         if let Some(reader) = self.reader.take() {
             reader.stop().await;
         }
@@ -226,7 +226,7 @@ impl LaneParking {
 
     /// Starts returning when the lane is nearly empty and the reader nearly caught up;
     /// restarts a reader that could not start before.
-    pub fn maybe_return(&mut self, events: usize, bytes: usize) {
+    pub(crate) fn maybe_return(&mut self, events: usize, bytes: usize) {
         if self.reader.is_none() {
             for (tp, start) in self.table.off_direct(&self.workspace) {
                 self.reader_send(Ctrl::Assign(tp, start));
@@ -255,7 +255,7 @@ impl LaneParking {
     }
 
     /// A rebalance or a fence; returns events now due in the lane, in order.
-    pub async fn on_control(&mut self, control: Control) -> Vec<Envelope> {
+    pub(crate) async fn on_control(&mut self, control: Control) -> Vec<Envelope> {
         match control {
             Control::FenceRead { tp, epoch } => self
                 .table
@@ -305,7 +305,7 @@ impl LaneParking {
     }
 
     /// Stops the reader (it holds a sender of this lane: the lane drains once it is gone).
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         if let Some(reader) = self.reader.take() {
             reader.stop().await;
         }

@@ -204,7 +204,11 @@ impl ParkTable {
 
     /// Gives up returning `workspace` on `tp` (too much held): back to parked; the held
     /// events, in order, are to be parked behind the (now stale) fence.
-    pub(crate) fn abort_return(&mut self, workspace: &str, tp: &TopicPartition) -> VecDeque<Envelope> {
+    pub(crate) fn abort_return(
+        &mut self,
+        workspace: &str,
+        tp: &TopicPartition,
+    ) -> VecDeque<Envelope> {
         let Some(entry) = self.entries.get_mut(&(workspace.to_string(), tp.clone())) else {
             return VecDeque::new();
         };
@@ -243,7 +247,12 @@ impl ParkTable {
 
     /// The reader committed past fence `epoch`: (`workspace`, `tp`) is direct again.
     /// Returns whether it was.
-    pub(crate) fn fence_committed(&mut self, workspace: &str, tp: &TopicPartition, epoch: u64) -> bool {
+    pub(crate) fn fence_committed(
+        &mut self,
+        workspace: &str,
+        tp: &TopicPartition,
+        epoch: u64,
+    ) -> bool {
         let key = (workspace.to_string(), tp.clone());
         let done = matches!(
             self.entries.get(&key),

@@ -348,7 +348,7 @@ impl Source {
     }
 
     /// Final commit and leaving the group: revocations from here on do not wait.
-    pub fn close(self) {
+    pub(crate) fn close(self) {
         self.consumer
             .context()
             .closing

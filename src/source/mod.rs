@@ -18,7 +18,7 @@ pub use offsets::{OffsetTracker, TopicPartition};
 /// A librdkafka client configuration for `kafka`'s brokers with its pass-through
 /// `options` (SASL, TLS...): the start of every client sluice makes — consumer,
 /// dead-letter producer, lag monitor, dlq tools.
-pub fn client_config(kafka: &crate::config::KafkaConfig) -> rdkafka::ClientConfig {
+pub(crate) fn client_config(kafka: &crate::config::KafkaConfig) -> rdkafka::ClientConfig {
     let mut client = rdkafka::ClientConfig::new();
     for (key, value) in &kafka.options {
         client.set(key, value);
@@ -38,7 +38,7 @@ pub struct Origin {
 
 impl Raw {
     /// Its key and payload bytes.
-    pub fn held_bytes(&self) -> usize {
+    pub(crate) fn held_bytes(&self) -> usize {
         self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len)
     }
 }

@@ -97,7 +97,7 @@ impl OffsetTracker {
 
     /// Notified (`notify_one`) when some partition's committable offset advances; an
     /// advance while nobody waits is remembered for the next wait.
-    pub fn advances(&self) -> Arc<Notify> {
+    pub(crate) fn advances(&self) -> Arc<Notify> {
         self.advanced.clone()
     }
 
@@ -123,7 +123,7 @@ impl OffsetTracker {
     }
 
     /// Remembers that these commits were asked for (an asynchronous commit on its way).
-    pub fn mark_requested(&self, offsets: &[(TopicPartition, i64)]) {
+    pub(crate) fn mark_requested(&self, offsets: &[(TopicPartition, i64)]) {
         let mut map = self.lock();
         let now = Instant::now();
         for (tp, next) in offsets {
@@ -135,7 +135,7 @@ impl OffsetTracker {
 
     /// Forgets that these commits were asked for (the broker refused them), so the next
     /// commit asks again.
-    pub fn mark_failed(&self, offsets: &[(TopicPartition, i64)]) {
+    pub(crate) fn mark_failed(&self, offsets: &[(TopicPartition, i64)]) {
         let mut map = self.lock();
         for (tp, next) in offsets {
             if let Some(state) = map.get_mut(tp) {
@@ -147,7 +147,7 @@ impl OffsetTracker {
     }
 
     /// Committable offsets of just these partitions, whether or not already committed.
-    pub fn committable_for(&self, tps: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+    pub(crate) fn committable_for(&self, tps: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
         let map = self.lock();
         tps.iter()
             .filter_map(|tp| Some((tp.clone(), map.get(tp)?.committable()?)))
@@ -155,7 +155,7 @@ impl OffsetTracker {
     }
 
     /// Remembers a commit the broker confirmed so it is not repeated.
-    pub fn mark_committed(&self, offsets: &[(TopicPartition, i64)]) {
+    pub(crate) fn mark_committed(&self, offsets: &[(TopicPartition, i64)]) {
         let mut map = self.lock();
         for (tp, next) in offsets {
             if let Some(state) = map.get_mut(tp) {
@@ -169,7 +169,7 @@ impl OffsetTracker {
     }
 
     /// Events of these partitions still pending.
-    pub fn pending_in(&self, tps: &[TopicPartition]) -> usize {
+    pub(crate) fn pending_in(&self, tps: &[TopicPartition]) -> usize {
         let map = self.lock();
         tps.iter()
             .filter_map(|tp| map.get(tp))
@@ -178,7 +178,7 @@ impl OffsetTracker {
     }
 
     /// Forgets revoked partitions; their late completions are ignored from now on.
-    pub fn forget(&self, tps: &[TopicPartition]) {
+    pub(crate) fn forget(&self, tps: &[TopicPartition]) {
         let mut map = self.lock();
         for tp in tps {
             map.remove(tp);
@@ -186,7 +186,7 @@ impl OffsetTracker {
     }
 
     /// The next offset to read in `tp` (one past the highest seen), if any was seen.
-    pub fn next_offset(&self, tp: &TopicPartition) -> Option<i64> {
+    pub(crate) fn next_offset(&self, tp: &TopicPartition) -> Option<i64> {
         self.lock().get(tp)?.highest_seen.map(|h| h + 1)
     }
 

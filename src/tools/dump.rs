@@ -157,7 +157,7 @@ impl Raw {
     }
 
     /// The file form.
-    pub fn to_record(&self) -> Record {
+    pub(crate) fn to_record(&self) -> Record {
         Record {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -177,7 +177,7 @@ impl Raw {
     }
 
     /// Writes it as one line.
-    pub fn write_line(&self, out: &mut impl Write) -> std::io::Result<()> {
+    pub(crate) fn write_line(&self, out: &mut impl Write) -> std::io::Result<()> {
         serde_json::to_writer(&mut *out, &self.to_record())?;
         out.write_all(b"\n")
     }

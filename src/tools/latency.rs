@@ -26,7 +26,7 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// Of a microsecond histogram.
-    pub fn of_us(h: &Histogram<u64>) -> Percentiles {
+    pub(crate) fn of_us(h: &Histogram<u64>) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }

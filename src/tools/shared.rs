@@ -36,7 +36,7 @@ pub struct KafkaArgs {
 
 impl KafkaArgs {
     /// The worker config `--config` names, if any.
-    pub fn load_config(&self) -> anyhow::Result<Option<Config>> {
+    pub(crate) fn load_config(&self) -> anyhow::Result<Option<Config>> {
         Ok(self
             .config
             .as_deref()
@@ -62,7 +62,7 @@ impl KafkaArgs {
 
     /// Sets the `--producer-option`s on a producer's `client`, over the tool's own
     /// settings.
-    pub fn set_producer_options(&self, client: &mut rdkafka::ClientConfig) {
+    pub(crate) fn set_producer_options(&self, client: &mut rdkafka::ClientConfig) {
         for (k, v) in &self.producer_options {
             client.set(k, v);
         }
@@ -70,7 +70,10 @@ impl KafkaArgs {
 }
 
 /// The partitions of `topic` (0 when it does not exist).
-pub(crate) fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> anyhow::Result<usize> {
+pub(crate) fn partition_count<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+) -> anyhow::Result<usize> {
     Ok(client
         .fetch_metadata(Some(topic), Duration::from_secs(15))?
         .topics()

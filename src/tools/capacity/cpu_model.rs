@@ -24,7 +24,7 @@ pub struct CpuModel {
 
 impl CpuModel {
     /// The model for `points` of (events/s, cores used); `None` without any load.
-    pub fn fit(points: &[(f64, f64)]) -> Option<CpuModel> {
+    pub(crate) fn fit(points: &[(f64, f64)]) -> Option<CpuModel> {
         let points: Vec<(f64, f64)> = points
             .iter()
             .copied()

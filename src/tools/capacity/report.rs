@@ -252,7 +252,7 @@ impl Report {
     }
 
     /// The figure a threshold names.
-    pub fn figure(&self, name: &str) -> f64 {
+    pub(crate) fn figure(&self, name: &str) -> f64 {
         match name {
             "p50_latency" => self.latency_ms.p50,
             "p95_latency" => self.latency_ms.p95,

@@ -144,7 +144,7 @@ pub struct Review {
 }
 
 /// The version of the review's field names.
-pub const SCHEMA: &str = "sluice.capacity.review/1";
+pub(crate) const SCHEMA: &str = "sluice.capacity.review/1";
 
 /// Events in a full batch: `batch.max_events`, or fewer when `batch.max_bytes` fills
 /// first at `bytes_per_s ÷ events_per_s` bytes an event (`None` when the pods do not

@@ -64,7 +64,7 @@ pub struct Sample {
 
 impl Sample {
     /// Events/s done: delivered or dead-lettered.
-    pub fn done_per_s(&self) -> f64 {
+    pub(crate) fn done_per_s(&self) -> f64 {
         self.delivered_per_s + self.dead_lettered_per_s
     }
 }
@@ -111,7 +111,7 @@ pub fn between(a: &Counters, b: &Counters, metrics: &Metrics, p99_ms: f64) -> Sa
 }
 
 /// Sum of every sample of a metric family in the registry (counters and gauges).
-pub fn family_sum(metrics: &Metrics, name: &str) -> f64 {
+pub(crate) fn family_sum(metrics: &Metrics, name: &str) -> f64 {
     metrics
         .registry()
         .gather()
@@ -199,7 +199,7 @@ pub struct Diagnosis {
 /// Names the bound over `samples`: the resource closest to its ceiling. `broke`: the
 /// samples are of a run that stopped keeping up, so something was full — when nothing
 /// the worker holds was, the events did not reach it fast enough: the broker.
-pub fn diagnose(
+pub(crate) fn diagnose(
     samples: &[Sample],
     in_flight_window: f64,
     broker_late_share: f64,
@@ -250,10 +250,10 @@ pub fn diagnose(
 
 /// Samples averaged per window: the most a run sustained, and a stress run's
 /// error-rate and runaway-backlog checks.
-pub const WINDOW: usize = 3;
+pub(crate) const WINDOW: usize = 3;
 
 /// The highest delivery rate sustained over a window, events/s.
-pub fn max_sustained(samples: &[Sample]) -> f64 {
+pub(crate) fn max_sustained(samples: &[Sample]) -> f64 {
     samples
         .windows(WINDOW)
         .map(|w| w.iter().map(Sample::done_per_s).sum::<f64>() / WINDOW as f64)
@@ -280,7 +280,7 @@ pub(crate) fn test_sample(t_s: f64, offered: f64, delivered: f64, backlog: f64) 
 }
 
 /// Sleeps until `start + n` seconds (so samples stay one second apart).
-pub async fn tick(start: Instant, n: u64) {
+pub(crate) async fn tick(start: Instant, n: u64) {
     tokio::time::sleep_until((start + Duration::from_secs(n)).into()).await;
 }
 

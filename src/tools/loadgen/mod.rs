@@ -42,9 +42,9 @@ pub use summary::{StageSummary, Summary};
 pub const EXIT_INVALID: u8 = 3;
 
 /// Header naming the run an event belongs to.
-pub const RUN_HEADER: &str = "sluice.run";
+pub(crate) const RUN_HEADER: &str = "sluice.run";
 /// Header holding an event's scheduled send time, unix microseconds.
-pub const DUE_HEADER: &str = crate::dlq::headers::DUE;
+pub(crate) const DUE_HEADER: &str = crate::dlq::headers::DUE;
 
 /// Where the events go.
 #[derive(Debug)]

@@ -193,12 +193,12 @@ impl Schedule {
     }
 
     /// Whether events are paced at all.
-    pub fn paced(&self) -> bool {
+    pub(crate) fn paced(&self) -> bool {
         !self.segments.is_empty()
     }
 
     /// Time limit of an unpaced run.
-    pub fn limit_time(&self) -> Option<Duration> {
+    pub(crate) fn limit_time(&self) -> Option<Duration> {
         self.limit_time
     }
 
@@ -248,7 +248,7 @@ impl Schedule {
     }
 
     /// The stage running at `t` from the start (the last one after the end).
-    pub fn stage_at(&self, t: Duration) -> usize {
+    pub(crate) fn stage_at(&self, t: Duration) -> usize {
         let t = t.as_secs_f64();
         self.segments
             .partition_point(|s| s.start + s.duration <= t)

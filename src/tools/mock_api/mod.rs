@@ -28,9 +28,9 @@ use stats::Stats;
 pub use stats::{Snapshot, WorkspaceSnapshot};
 
 /// Customer.io's and Segment's limit on a batch request body, in bytes.
-pub const MAX_BATCH_BYTES: usize = 500_000;
+pub(crate) const MAX_BATCH_BYTES: usize = 500_000;
 /// Segment's limit on events per `/v1/batch`.
-pub const MAX_SEGMENT_BATCH_EVENTS: usize = 2_500;
+pub(crate) const MAX_SEGMENT_BATCH_EVENTS: usize = 2_500;
 
 /// How the emulator behaves.
 #[derive(Debug, Clone, clap::Args)]
@@ -218,7 +218,7 @@ impl MockApi {
     }
 
     /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 

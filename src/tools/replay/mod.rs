@@ -36,7 +36,7 @@ pub const REPLAY_HEADER: &str = crate::dlq::headers::REPLAY;
 
 /// Why a replay is refused before it starts.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Writing into the topic being read would loop.
     #[error("refusing to write into {0}: it is the topic being read (the replay would read its own writes); add --force to do it anyway")]
     SourceTopic(String),

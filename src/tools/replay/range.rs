@@ -102,7 +102,7 @@ impl TopicReader {
     }
 
     /// The spans being read.
-    pub fn spans(&self) -> Vec<Span> {
+    pub(crate) fn spans(&self) -> Vec<Span> {
         self.parts.iter().map(|p| p.span).collect()
     }
 
@@ -116,7 +116,7 @@ impl TopicReader {
 
     /// The next record: the earliest-timestamped head of the partitions (each waited
     /// for), or `None` at the end.
-    pub fn next_record(&mut self) -> anyhow::Result<Option<Raw>> {
+    pub(crate) fn next_record(&mut self) -> anyhow::Result<Option<Raw>> {
         loop {
             self.keep_early_records()?;
             if self.wait_for_a_head()? {
