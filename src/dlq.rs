@@ -86,7 +86,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// One event on its way to the dead-letter topic.
 #[derive(Debug)]
-pub struct Letter<'a> {
+pub struct DeadLetter<'a> {
     /// Where it came from.
     pub origin: &'a Origin,
     /// The original key and bytes.
@@ -183,7 +183,7 @@ impl DeadLetters {
 
     /// Writes one dead letter and returns once the broker acknowledged it, trying again
     /// for as long as it takes.
-    pub async fn send(&self, letter: Letter<'_>) {
+    pub async fn send(&self, letter: DeadLetter<'_>) {
         let mut headers = letter_headers(&letter);
         let mut payload = letter.raw.payload.as_deref();
         loop {
@@ -264,7 +264,7 @@ fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn letter_headers(letter: &Letter<'_>) -> OwnedHeaders {
+fn letter_headers(letter: &DeadLetter<'_>) -> OwnedHeaders {
     let f = letter.failure;
     let mut pairs: Vec<(&str, String)> = vec![
         (headers::REASON, f.reason.to_string()),

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::deliver::Failure;
-use crate::dlq::Letter;
+use crate::dlq::DeadLetter;
 use crate::event::{Decoder, InvalidEvent};
-use crate::lane::{Envelope, LaneShared};
+use crate::lane::{Envelope, LaneContext};
 use crate::source::{Origin, Raw};
 
 /// One record as read, before it is judged.
@@ -86,7 +86,7 @@ pub(crate) struct Refused {
 #[derive(Debug)]
 pub struct Intake {
     decoder: Decoder,
-    shared: Arc<LaneShared>,
+    shared: Arc<LaneContext>,
     /// Dead letters being written, off the reader's path.
     dead_letter_tasks: TaskTracker,
 }
@@ -94,7 +94,7 @@ pub struct Intake {
 impl Intake {
     /// Judges with `decoder`, encodes for `shared`'s destination, writes dead letters
     /// to its dead-letter topic on `dead_letter_tasks`.
-    pub fn new(decoder: Decoder, shared: Arc<LaneShared>, dead_letter_tasks: TaskTracker) -> Self {
+    pub fn new(decoder: Decoder, shared: Arc<LaneContext>, dead_letter_tasks: TaskTracker) -> Self {
         Intake {
             decoder,
             shared,
@@ -162,7 +162,7 @@ impl Intake {
         let failure = Failure::without_request(invalid.reason(), invalid.to_string());
         let shared = self.shared.clone();
         self.dead_letter_tasks.spawn(async move {
-            let letter = Letter {
+            let letter = DeadLetter {
                 origin: &origin,
                 raw: &raw,
                 workspace: workspace.as_deref(),

@@ -14,7 +14,7 @@ use crate::deliver::CustomerIo;
 use crate::dlq::DeadLetters;
 use crate::event::Decoder;
 use crate::intake::Intake;
-use crate::lane::{LaneShared, Router};
+use crate::lane::{LaneContext, Router};
 use crate::limit::{Fleet, Limiter, Share};
 use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
@@ -129,7 +129,7 @@ pub async fn run_on(
 fn start_lag_monitor(
     config: &Config,
     assigned: &Assigned,
-    shared: &LaneShared,
+    shared: &LaneContext,
     health: &Health,
     stop: &Shutdown,
 ) -> Result<(), WorkerError> {
@@ -149,7 +149,7 @@ fn start_lag_monitor(
 /// The delivery side, built.
 struct Delivery {
     /// What the lanes share: the API client (with the limiter), dead letters, offsets.
-    shared: Arc<LaneShared>,
+    shared: Arc<LaneContext>,
     /// Judges each record for its lane.
     intake: Arc<Intake>,
     /// The limiter's share of each limit, which the consumer's rebalances update.
@@ -167,7 +167,7 @@ fn build_delivery(
     let limiter = Arc::new(build_limiter(config, &metrics)?);
     let share = limiter.share();
     stop.spawn_service(|end| report_limits(limiter.clone(), metrics.clone(), end));
-    let shared = Arc::new(LaneShared::from_config(
+    let shared = Arc::new(LaneContext::from_config(
         config,
         Arc::new(CustomerIo::new(config, limiter, metrics.clone())?),
         Arc::new(DeadLetters::new(config, metrics.clone()).map_err(SourceError::Kafka)?),

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::http::{excerpt, Final, Sender};
+use super::http::{excerpt, Answer, RetryingClient};
 use super::{Destination, Failure, FailureReason, ItemOutcome};
 use crate::config::{ApiMode, Config, Region, Secret};
 use crate::event::{Action, Event, InvalidEvent, Person, MAX_EVENT_DATA_BYTES};
@@ -83,7 +83,7 @@ struct Identifiers<'a> {
 /// Customer.io Track API client shared by every lane.
 #[derive(Debug)]
 pub struct CustomerIo {
-    sender: Sender,
+    sender: RetryingClient,
     base_url: String,
     api: ApiMode,
     credentials: HashMap<String, (String, Secret)>,
@@ -100,7 +100,7 @@ impl CustomerIo {
             (None, Region::Eu) => "https://track-eu.customer.io".into(),
         };
         Ok(CustomerIo {
-            sender: Sender::new(d, config.retry.clone(), limiter, metrics)?,
+            sender: RetryingClient::new(d, config.retry.clone(), limiter, metrics)?,
             base_url,
             api: d.api,
             credentials: config
@@ -202,16 +202,16 @@ impl CustomerIo {
                 .send(workspace, (site_id, key), Method::POST, &url, body.into())
                 .await;
             match answer {
-                Final::Accepted => vec![ItemOutcome::Delivered; items.len()],
-                Final::Partial(text) => partial_outcomes(&text, items.len()),
-                Final::Rejected(failure) => vec![ItemOutcome::Rejected(failure); items.len()],
-                Final::TooLarge(failure) if items.len() == 1 => {
+                Answer::Accepted => vec![ItemOutcome::Delivered; items.len()],
+                Answer::Partial(text) => partial_outcomes(&text, items.len()),
+                Answer::Rejected(failure) => vec![ItemOutcome::Rejected(failure); items.len()],
+                Answer::TooLarge(failure) if items.len() == 1 => {
                     vec![ItemOutcome::Rejected(Failure {
                         reason: FailureReason::TooLarge,
                         ..failure
                     })]
                 }
-                Final::TooLarge(_) => {
+                Answer::TooLarge(_) => {
                     let (left, right) = items.split_at(items.len() / 2);
                     let mut outcomes = self.send_batch(workspace, left).await;
                     outcomes.extend(self.send_batch(workspace, right).await);
@@ -246,9 +246,9 @@ impl CustomerIo {
                 )
                 .await;
             outcomes.push(match answer {
-                Final::Accepted | Final::Partial(_) => ItemOutcome::Delivered,
-                Final::Rejected(failure) => ItemOutcome::Rejected(failure),
-                Final::TooLarge(failure) => ItemOutcome::Rejected(Failure {
+                Answer::Accepted | Answer::Partial(_) => ItemOutcome::Delivered,
+                Answer::Rejected(failure) => ItemOutcome::Rejected(failure),
+                Answer::TooLarge(failure) => ItemOutcome::Rejected(Failure {
                     reason: FailureReason::TooLarge,
                     ..failure
                 }),

@@ -26,7 +26,7 @@ pub(super) const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// The final answer to one request.
 #[derive(Debug)]
-pub enum Final {
+pub enum Answer {
     /// 2xx.
     Accepted,
     /// 207, with the body listing the refused items.
@@ -39,14 +39,14 @@ pub enum Final {
 
 /// Sends requests through the shared client, the limiter and the retry policy.
 #[derive(Debug)]
-pub struct Sender {
+pub struct RetryingClient {
     client: reqwest::Client,
     limiter: Arc<Limiter>,
     retry: RetryConfig,
     metrics: Metrics,
 }
 
-impl Sender {
+impl RetryingClient {
     /// The one HTTP client a destination shares across all its lanes: keep-alive pool,
     /// connect and request timeouts, rustls TLS.
     pub fn new(
@@ -61,7 +61,7 @@ impl Sender {
             .pool_max_idle_per_host(config.pool_size)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Sender {
+        Ok(RetryingClient {
             client,
             limiter,
             retry,
@@ -78,7 +78,7 @@ impl Sender {
         method: Method,
         url: &str,
         body: Bytes,
-    ) -> Final {
+    ) -> Answer {
         let request = Request {
             workspace,
             credentials,
@@ -100,10 +100,10 @@ impl Sender {
                 last_attempt: SystemTime::now(),
             };
             let (again, why, took) = match self.attempt(&request, attempts).await {
-                Outcome::Accepted => return Final::Accepted,
-                Outcome::Partial(text) => return Final::Partial(text),
-                Outcome::TooLarge(why) => return Final::TooLarge(failure(why)),
-                Outcome::Rejected(why) => return Final::Rejected(failure(why)),
+                Outcome::Accepted => return Answer::Accepted,
+                Outcome::Partial(text) => return Answer::Partial(text),
+                Outcome::TooLarge(why) => return Answer::TooLarge(failure(why)),
+                Outcome::Rejected(why) => return Answer::Rejected(failure(why)),
                 Outcome::Again(again, why, took) => (again, why, took),
             };
             if again == Again::Auth {
@@ -112,7 +112,7 @@ impl Sender {
             }
             let Some(wait) = budget.next_wait(again, took) else {
                 let detail = format!("{attempts} attempts; last: {}: {}", why.reason, why.detail);
-                return Final::Rejected(failure(Why {
+                return Answer::Rejected(failure(Why {
                     reason: FailureReason::RetriesExhausted,
                     detail,
                     status: why.status,
@@ -261,7 +261,7 @@ impl Why {
     }
 }
 
-impl Sender {
+impl RetryingClient {
     fn succeeded(&self, workspace: &str) {
         self.limiter.succeeded(workspace);
         self.report_rate(workspace);

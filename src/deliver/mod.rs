@@ -15,7 +15,7 @@ mod retry;
 use std::time::SystemTime;
 
 pub use customerio::{CustomerIo, Encoded};
-pub use http::{excerpt, Final, Sender};
+pub use http::{excerpt, Answer, RetryingClient};
 pub use reason::FailureReason;
 pub use retry::{classify, retry_after, Backoff, Verdict};
 

@@ -40,7 +40,7 @@ impl Held {
     pub(super) fn send_ready(
         &mut self,
         workspace: &Arc<str>,
-        shared: &Arc<LaneShared>,
+        shared: &Arc<LaneContext>,
         draining: bool,
     ) {
         while self.in_flight.len() < shared.max_in_flight && self.queues.runnable_events > 0 {
@@ -74,7 +74,7 @@ impl Held {
                 let outcomes = shared.destination.deliver(&workspace, &items).await;
                 // Refused events complete only once their dead letters are acknowledged.
                 let letters = batch.iter().zip(&outcomes).filter_map(|(e, o)| match o {
-                    ItemOutcome::Rejected(failure) => Some(shared.dead_letters.send(Letter {
+                    ItemOutcome::Rejected(failure) => Some(shared.dead_letters.send(DeadLetter {
                         origin: &e.origin,
                         raw: &e.raw,
                         workspace: Some(&workspace),
@@ -94,7 +94,7 @@ impl Held {
     pub(super) fn answered(
         &mut self,
         workspace: &Arc<str>,
-        shared: &Arc<LaneShared>,
+        shared: &Arc<LaneContext>,
         task: tokio::task::Id,
         id: u64,
         outcomes: Vec<ItemOutcome>,
@@ -129,7 +129,7 @@ impl Held {
     pub(super) fn fail_batch(
         &mut self,
         workspace: &Arc<str>,
-        shared: &Arc<LaneShared>,
+        shared: &Arc<LaneContext>,
         e: JoinError,
     ) {
         let Some(id) = self.tasks.remove(&e.id()) else {
@@ -169,7 +169,7 @@ impl Held {
         let (shared, workspace) = (shared.clone(), workspace.clone());
         let task = self.in_flight.spawn(async move {
             let letters = batch.iter().map(|e| {
-                shared.dead_letters.send(Letter {
+                shared.dead_letters.send(DeadLetter {
                     origin: &e.origin,
                     raw: &e.raw,
                     workspace: Some(&workspace),

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Ordering};
 use crate::deliver::{Destination, Encoded, Failure, ItemOutcome};
-use crate::dlq::{DeadLetters, Letter};
+use crate::dlq::{DeadLetter, DeadLetters};
 use crate::metrics::Metrics;
 use crate::source::{Buffered, OffsetTracker, Origin, Raw};
 
@@ -76,7 +76,7 @@ pub(crate) enum LaneMsg {
 }
 
 /// What the lanes (and the source, for dead letters and back-pressure) share.
-pub struct LaneShared {
+pub struct LaneContext {
     /// The API.
     pub destination: Arc<dyn Destination>,
     /// Where refused events go.
@@ -104,9 +104,9 @@ pub struct LaneShared {
     pub ordering: Ordering,
 }
 
-impl std::fmt::Debug for LaneShared {
+impl std::fmt::Debug for LaneContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LaneShared")
+        f.debug_struct("LaneContext")
             .field("max_events", &self.max_events)
             .field("max_bytes", &self.max_bytes)
             .field("linger", &self.linger)
@@ -116,7 +116,7 @@ impl std::fmt::Debug for LaneShared {
     }
 }
 
-impl LaneShared {
+impl LaneContext {
     /// Lane settings from the configuration.
     pub(crate) fn from_config(
         config: &Config,
@@ -127,7 +127,7 @@ impl LaneShared {
         buffered: Arc<Buffered>,
         hard_stop: CancellationToken,
     ) -> Self {
-        LaneShared {
+        LaneContext {
             destination,
             dead_letters,
             tracker,
@@ -166,7 +166,7 @@ impl Router {
     /// Starts one lane per workspace on `tasks`.
     pub fn start(
         workspaces: impl IntoIterator<Item = String>,
-        shared: Arc<LaneShared>,
+        shared: Arc<LaneContext>,
         parking: Option<crate::park::ParkingSetup>,
         tasks: &mut JoinSet<()>,
     ) -> Self {
@@ -220,7 +220,7 @@ const TAKE_AT_ONCE: usize = 1024;
 pub(crate) async fn run_lane(
     workspace: String,
     mut rx: mpsc::UnboundedReceiver<LaneMsg>,
-    shared: Arc<LaneShared>,
+    shared: Arc<LaneContext>,
     mut parking: Option<crate::park::LaneParking>,
     closed: CancellationToken,
 ) {
@@ -284,7 +284,7 @@ async fn take_in_waiting(
     rx: &mut mpsc::UnboundedReceiver<LaneMsg>,
     held: &mut Held,
     parking: &mut Option<crate::park::LaneParking>,
-    shared: &Arc<LaneShared>,
+    shared: &Arc<LaneContext>,
 ) {
     take_in(msg, held, parking, shared).await;
     for _ in 1..TAKE_AT_ONCE {
@@ -300,7 +300,7 @@ async fn take_in_the_rest(
     rx: &mut mpsc::UnboundedReceiver<LaneMsg>,
     held: &mut Held,
     parking: &mut Option<crate::park::LaneParking>,
-    shared: &Arc<LaneShared>,
+    shared: &Arc<LaneContext>,
 ) {
     if let Some(p) = parking {
         p.stop_reader().await;
@@ -316,7 +316,7 @@ async fn take_in(
     msg: LaneMsg,
     held: &mut Held,
     parking: &mut Option<crate::park::LaneParking>,
-    shared: &LaneShared,
+    shared: &LaneContext,
 ) {
     match msg {
         LaneMsg::Event(envelope) => match parking {
@@ -365,7 +365,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Records a batch's final answer: counts, completes offsets, releases its users.
 fn finish(
     workspace: &str,
-    shared: &LaneShared,
+    shared: &LaneContext,
     queues: &mut Queues,
     batch: Vec<Envelope>,
     outcomes: Vec<ItemOutcome>,

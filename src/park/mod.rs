@@ -67,8 +67,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::deliver::Failure;
-use crate::dlq::Letter;
-use crate::lane::{Envelope, LaneMsg, LaneShared};
+use crate::dlq::DeadLetter;
+use crate::lane::{Envelope, LaneContext, LaneMsg};
 use crate::source::TopicPartition;
 use reader::{Ctrl, ReaderHandle, ReaderSetup};
 use table::{ParkTable, Route};
@@ -102,7 +102,7 @@ pub(crate) struct LaneParking {
     setup: ParkingSetup,
     workspace: String,
     lane: mpsc::UnboundedSender<LaneMsg>,
-    shared: Arc<LaneShared>,
+    shared: Arc<LaneContext>,
     table: ParkTable,
     reader: Option<ReaderHandle>,
     owned: BTreeSet<TopicPartition>,
@@ -123,7 +123,7 @@ impl LaneParking {
         setup: &ParkingSetup,
         workspace: &str,
         lane: mpsc::UnboundedSender<LaneMsg>,
-        shared: &Arc<LaneShared>,
+        shared: &Arc<LaneContext>,
     ) -> Self {
         LaneParking {
             table: ParkTable::new(setup.marks.clone()),
@@ -380,7 +380,7 @@ impl LaneParking {
                     // cannot be parked, so it is dead-lettered rather than lost.
                     let failure =
                         Failure::without_request(crate::deliver::FailureReason::ParkFailed, e);
-                    let letter = Letter {
+                    let letter = DeadLetter {
                         origin: &envelope.origin,
                         raw: &envelope.raw,
                         workspace: Some(&workspace),

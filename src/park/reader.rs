@@ -21,7 +21,7 @@ use super::writer::{parked_raw, FENCE, WORKSPACE};
 use super::{blocking, Control};
 use crate::dlq::{header_map, headers};
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
-use crate::lane::{LaneMsg, LaneShared};
+use crate::lane::{LaneContext, LaneMsg};
 use crate::source::kafka_log::KafkaLog;
 use crate::source::{client_config, Origin, TopicPartition};
 
@@ -83,7 +83,7 @@ pub(crate) struct ReaderSetup {
     /// The workspace's buffer budget.
     pub budget: usize,
     /// What lanes share (tracker, buffered count, destination, dead letters, metrics).
-    pub shared: Arc<LaneShared>,
+    pub shared: Arc<LaneContext>,
     /// Judges parked payloads as the source judges fresh ones.
     pub intake: Arc<Intake>,
 }

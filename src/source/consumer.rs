@@ -24,7 +24,7 @@ use super::Buffered;
 use super::{Assigned, OffsetTracker, TopicPartition};
 use crate::config::Config;
 use crate::intake::{ForLane, Intake, Received, Verdict};
-use crate::lane::{LaneShared, Router};
+use crate::lane::{LaneContext, Router};
 use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
@@ -80,7 +80,7 @@ impl Source {
     /// the lanes share (tracker, metrics, buffered count); `intake` judges each record.
     pub fn new(
         config: &Config,
-        shared: &LaneShared,
+        shared: &LaneContext,
         intake: Arc<Intake>,
         assigned: Assigned,
         health: Health,

@@ -38,9 +38,9 @@ pub struct Filter {
     pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
-/// One dead letter read back.
+/// One record of the dead-letter (or parking) topic, read back.
 #[derive(Debug, Clone)]
-pub struct DeadLetter {
+pub struct StoredRecord {
     /// Partition of the dead-letter topic.
     pub partition: i32,
     /// Offset in the dead-letter topic.
@@ -53,7 +53,7 @@ pub struct DeadLetter {
     pub headers: BTreeMap<String, String>,
 }
 
-impl DeadLetter {
+impl StoredRecord {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
@@ -110,7 +110,7 @@ impl ConsumerContext for QuietEof {}
 
 /// Reads the whole dead-letter topic (from the start to its current end) and returns
 /// the letters matching `filter`.
-pub fn read(kafka: &KafkaConfig, filter: &Filter) -> anyhow::Result<Vec<DeadLetter>> {
+pub fn read(kafka: &KafkaConfig, filter: &Filter) -> anyhow::Result<Vec<StoredRecord>> {
     read_topic(kafka, &kafka.dlq_topic, filter)
 }
 
@@ -120,7 +120,7 @@ pub fn read_topic(
     kafka: &KafkaConfig,
     topic: &str,
     filter: &Filter,
-) -> anyhow::Result<Vec<DeadLetter>> {
+) -> anyhow::Result<Vec<StoredRecord>> {
     let consumer: BaseConsumer<QuietEof> = client_config(kafka)
         .set("group.id", "sluice-dlq-reader")
         .set("enable.auto.commit", "false")
@@ -147,7 +147,7 @@ pub fn read_topic(
             Some(Ok(m)) => {
                 last_progress = Instant::now();
                 let headers = crate::dlq::header_map(&m);
-                let letter = DeadLetter {
+                let letter = StoredRecord {
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
@@ -177,7 +177,7 @@ pub(crate) fn partitions_of<C: rdkafka::consumer::ConsumerContext>(
 }
 
 /// The `inspect` report: counts by reason and workspace, redrive loops, samples.
-pub fn report(letters: &[DeadLetter], samples: usize) -> String {
+pub fn report(letters: &[StoredRecord], samples: usize) -> String {
     let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     let (mut redriven, mut replayed) = (0, 0);
     for l in letters {
@@ -250,7 +250,7 @@ pub struct Redriven {
 
 /// The headers of `l` sent back: its redrive count plus one, and what it carried that
 /// the worker reads again.
-fn redrive_headers(l: &DeadLetter) -> OwnedHeaders {
+fn redrive_headers(l: &StoredRecord) -> OwnedHeaders {
     let count = (l.redrive_count() + 1).to_string();
     let mut h = OwnedHeaders::new().insert(Header {
         key: headers::REDRIVE_COUNT,
@@ -284,7 +284,7 @@ fn redrive_headers(l: &DeadLetter) -> OwnedHeaders {
 /// in [`Redriven::without_payload`] instead.
 pub async fn redrive(
     kafka: &KafkaConfig,
-    letters: &[DeadLetter],
+    letters: &[StoredRecord],
     to: Option<&str>,
 ) -> anyhow::Result<Redriven> {
     let producer: FutureProducer = client_config(kafka)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::dlq_cli::{read_topic, DeadLetter, Filter};
+use super::dlq_cli::{read_topic, Filter, StoredRecord};
 use crate::config::Config;
 use crate::dlq::headers;
 use crate::park::writer::{FENCE, WORKSPACE};
@@ -35,7 +35,7 @@ pub fn inspect(config: &Config, samples: usize) -> anyhow::Result<BTreeMap<Strin
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("kafka.park_topic is not set in this configuration"))?;
     let records = read_topic(k, topic, &Filter::default())?;
-    let mut by_workspace: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
+    let mut by_workspace: BTreeMap<String, Vec<&StoredRecord>> = BTreeMap::new();
     for r in &records {
         let workspace = r
             .headers

@@ -502,7 +502,7 @@ async fn a_fatally_failed_dead_letter_producer_is_replaced_and_the_letter_still_
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::Producer;
     use sluice::deliver::Failure;
-    use sluice::dlq::{DeadLetters, Letter};
+    use sluice::dlq::{DeadLetter, DeadLetters};
     use sluice::metrics::Metrics;
     use sluice::source::{Origin, Raw, TopicPartition};
     let cluster = MockCluster::new(1).unwrap();
@@ -518,7 +518,7 @@ async fn a_fatally_failed_dead_letter_producer_is_replaced_and_the_letter_still_
         payload: Some(b"{}".to_vec()),
         ..Raw::default()
     };
-    let letter = || Letter {
+    let letter = || DeadLetter {
         origin: &origin,
         raw: &raw,
         workspace: Some("w"),

@@ -27,7 +27,7 @@ async fn endless_body_server() -> String {
     format!("http://{addr}/api/v2/batch")
 }
 
-fn sender(destination_timeout_ms: u64, retry: RetryConfig) -> Sender {
+fn sender(destination_timeout_ms: u64, retry: RetryConfig) -> RetryingClient {
     let destination = DestinationConfig {
         kind: DestinationKind::Customerio,
         region: Region::Us,
@@ -43,11 +43,11 @@ fn sender(destination_timeout_ms: u64, retry: RetryConfig) -> Sender {
         burst: 10,
     };
     let limiter = Arc::new(Limiter::new([("ws".to_string(), rate)], 4, 1.0));
-    Sender::new(&destination, retry, limiter, Metrics::new()).unwrap()
+    RetryingClient::new(&destination, retry, limiter, Metrics::new()).unwrap()
 }
 
 /// One small batch for workspace `ws`, sent until its answer is final.
-async fn post(sender: &Sender, url: &str) -> Final {
+async fn post(sender: &RetryingClient, url: &str) -> Answer {
     let body = Bytes::from_static(b"{}");
     sender
         .send("ws", ("s", &Secret::new("k")), Method::POST, url, body)
@@ -94,7 +94,7 @@ async fn refused_connections_do_not_spend_the_retry_budget() {
         .await
         .expect("answered")
         .unwrap();
-    assert!(matches!(answer, Final::Accepted), "{answer:?}");
+    assert!(matches!(answer, Answer::Accepted), "{answer:?}");
     server.await.unwrap();
 }
 
@@ -108,7 +108,7 @@ async fn an_endless_answer_is_cut_off_and_judged_by_its_status() {
         .await
         .expect("the read stops at the cap, not at the request timeout");
     match answer {
-        Final::Rejected(f) => {
+        Answer::Rejected(f) => {
             assert_eq!(f.reason, FailureReason::Http(400));
             assert_eq!(f.attempts, 1);
             assert!(f.detail.starts_with("xxx") && f.detail.len() <= EXCERPT_BYTES);
