@@ -74,7 +74,7 @@ pub async fn run_on(
     let stop = Shutdown::new();
     metrics.batch_limits(config.batch.max_events, config.batch.max_bytes);
     // A broker contact stays fresh for three lag measurements (at least 15 s).
-    let grace = Duration::from_millis(config.kafka.lag_refresh_ms * 3).max(Duration::from_secs(15));
+    let grace = (config.kafka.lag_refresh_ms.duration() * 3).max(Duration::from_secs(15));
     let health = Health::new(grace);
     stop.spawn_service(|end| server::serve(listener, metrics.clone(), health.clone(), end));
     let built = build_delivery(&config, metrics, &stop)?;
@@ -115,7 +115,7 @@ pub async fn run_on(
 
     health.set_running(false);
     drop(router);
-    let deadline = Duration::from_millis(config.shutdown.drain_deadline_ms);
+    let deadline = config.shutdown.drain_deadline_ms.duration();
     stop.drain(&mut lanes, deadline).await;
     // The final commit and group leave block on the broker.
     tokio::task::block_in_place(|| source.close());

@@ -86,11 +86,13 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
 }
 
+mod millis;
 mod overrides;
 mod secret;
 mod sections;
 mod validate;
 
+pub use millis::Millis;
 pub use secret::Secret;
 pub use sections::*;
 
@@ -232,7 +234,7 @@ impl Config {
 
     /// How often completed offsets are committed.
     pub(crate) fn commit_interval(&self) -> Duration {
-        Duration::from_millis(self.kafka.commit_interval_ms)
+        self.kafka.commit_interval_ms.duration()
     }
 }
 

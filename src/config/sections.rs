@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::{Secret, CUSTOMERIO_MAX_BATCH_BYTES, CUSTOMERIO_MAX_ITEM_BYTES};
+use super::{Millis, Secret, CUSTOMERIO_MAX_BATCH_BYTES, CUSTOMERIO_MAX_ITEM_BYTES};
 
 /// `[kafka]`: the source topics and the consumer group.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -38,7 +38,7 @@ pub struct KafkaConfig {
     /// as they advance, at most this often, so a crash re-delivers at most about
     /// rate × (this + a commit's round trip) events already delivered.
     #[serde(default = "defaults::commit_interval_ms")]
-    pub commit_interval_ms: u64,
+    pub commit_interval_ms: Millis,
     /// Events held in process (consumed, not yet delivered) above which the consumer
     /// stops reading (and pauses its partitions if that lasts 2 s).
     #[serde(default = "defaults::max_buffered_events")]
@@ -70,11 +70,11 @@ pub struct KafkaConfig {
     /// How long revoked partitions' in-flight work may finish before the rebalance goes
     /// on without it, in milliseconds.
     #[serde(default = "defaults::revoke_deadline_ms")]
-    pub revoke_deadline_ms: u64,
+    pub revoke_deadline_ms: Millis,
     /// How often the lag of the assigned partitions (and so `sluice_queue_depth`) is
     /// measured, in milliseconds.
     #[serde(default = "defaults::lag_refresh_ms")]
-    pub lag_refresh_ms: u64,
+    pub lag_refresh_ms: Millis,
     /// Extra librdkafka properties, passed through unchanged (SASL, TLS, timeouts...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -117,10 +117,10 @@ pub struct DestinationConfig {
     pub api: ApiMode,
     /// TCP connect timeout, in milliseconds.
     #[serde(default = "defaults::connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
+    pub connect_timeout_ms: Millis,
     /// Whole-request timeout (send and read the response), in milliseconds.
     #[serde(default = "defaults::request_timeout_ms")]
-    pub request_timeout_ms: u64,
+    pub request_timeout_ms: Millis,
     /// Idle keep-alive connections kept per host.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
@@ -168,7 +168,7 @@ pub struct BatchConfig {
     /// larger events are rejected as `too_large`.
     pub max_event_bytes: usize,
     /// How long a partly filled batch waits for more events, in milliseconds.
-    pub linger_ms: u64,
+    pub linger_ms: Millis,
 }
 
 impl Default for BatchConfig {
@@ -177,7 +177,7 @@ impl Default for BatchConfig {
             max_events: 500,
             max_bytes: CUSTOMERIO_MAX_BATCH_BYTES,
             max_event_bytes: CUSTOMERIO_MAX_ITEM_BYTES,
-            linger_ms: 200,
+            linger_ms: Millis::new(200),
         }
     }
 }
@@ -305,23 +305,23 @@ pub struct RetryConfig {
     /// an API refusing connections (an outage: waited out at the longest backoff).
     pub max_attempts: u32,
     /// Time since the first attempt after which no further attempt starts, in ms.
-    pub max_elapsed_ms: u64,
+    pub max_elapsed_ms: Millis,
     /// Backoff ceiling of the first retry, in ms; it doubles per retry.
-    pub initial_backoff_ms: u64,
+    pub initial_backoff_ms: Millis,
     /// Largest backoff ceiling, in ms (also the wait between 401/403 retries).
-    pub max_backoff_ms: u64,
+    pub max_backoff_ms: Millis,
     /// Longest `Retry-After` honoured, in ms; longer asks are cut to this.
-    pub max_retry_after_ms: u64,
+    pub max_retry_after_ms: Millis,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
             max_attempts: 10,
-            max_elapsed_ms: 300_000,
-            initial_backoff_ms: 200,
-            max_backoff_ms: 30_000,
-            max_retry_after_ms: 300_000,
+            max_elapsed_ms: Millis::new(300_000),
+            initial_backoff_ms: Millis::new(200),
+            max_backoff_ms: Millis::new(30_000),
+            max_retry_after_ms: Millis::new(300_000),
         }
     }
 }
@@ -348,21 +348,22 @@ impl Default for ServerConfig {
 pub struct ShutdownConfig {
     /// How long buffered and in-flight events may take to deliver after SIGTERM before
     /// the worker gives up on them (they stay uncommitted), in milliseconds.
-    pub drain_deadline_ms: u64,
+    pub drain_deadline_ms: Millis,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
-            drain_deadline_ms: 10_000,
+            drain_deadline_ms: Millis::new(10_000),
         }
     }
 }
 
 mod defaults {
+    use super::Millis;
 
-    pub(super) fn commit_interval_ms() -> u64 {
-        100
+    pub(super) fn commit_interval_ms() -> Millis {
+        Millis::new(100)
     }
     pub(super) fn max_buffered_events() -> usize {
         25_000
@@ -370,17 +371,17 @@ mod defaults {
     pub(super) fn max_buffered_bytes() -> usize {
         64 << 20
     }
-    pub(super) fn revoke_deadline_ms() -> u64 {
-        5_000
+    pub(super) fn revoke_deadline_ms() -> Millis {
+        Millis::new(5_000)
     }
-    pub(super) fn lag_refresh_ms() -> u64 {
-        5_000
+    pub(super) fn lag_refresh_ms() -> Millis {
+        Millis::new(5_000)
     }
-    pub(super) fn connect_timeout_ms() -> u64 {
-        5_000
+    pub(super) fn connect_timeout_ms() -> Millis {
+        Millis::new(5_000)
     }
-    pub(super) fn request_timeout_ms() -> u64 {
-        10_000
+    pub(super) fn request_timeout_ms() -> Millis {
+        Millis::new(10_000)
     }
     pub(super) fn pool_size() -> usize {
         32

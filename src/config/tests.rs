@@ -310,3 +310,43 @@ fn a_stable_replica_name_turns_on_static_membership() {
     let err = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
     assert!(err.to_string().contains("kafka.group_instance_id"), "{err}");
 }
+
+#[test]
+fn durations_take_milliseconds_or_a_unit_and_print_as_milliseconds() {
+    let text = format!(
+        "{MINIMAL}\n[batch]\nlinger_ms = \"1s 500ms\"\n[retry]\ninitial_backoff_ms = 250\nmax_backoff_ms = \"2m\"\n"
+    );
+    let c = Config::from_toml(
+        &text,
+        "t",
+        env(&[
+            ("ACME_KEY", "k"),
+            ("SLUICE__SHUTDOWN__DRAIN_DEADLINE_MS", "30s"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.batch.linger_ms.duration(), Duration::from_millis(1_500));
+    assert_eq!(c.retry.initial_backoff_ms.ms(), 250);
+    assert_eq!(c.retry.max_backoff_ms.duration(), Duration::from_secs(120));
+    assert_eq!(
+        c.shutdown.drain_deadline_ms.duration(),
+        Duration::from_secs(30)
+    );
+    let shown = c.to_masked_toml();
+    assert!(shown.contains("linger_ms = 1500\n"), "{shown}");
+    assert!(shown.contains("drain_deadline_ms = 30000\n"), "{shown}");
+}
+
+#[test]
+fn a_duration_that_is_not_one_is_named_with_an_example() {
+    for bad in ["\"soon\"", "-5", "\"5 parsecs\""] {
+        let text = format!("{MINIMAL}\n[batch]\nlinger_ms = {bad}\n");
+        let err = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("batch.linger_ms"), "{bad}: {msg}");
+        assert!(
+            msg.contains("\"5s\"") || msg.contains("negative"),
+            "{bad}: {msg}"
+        );
+    }
+}

@@ -78,8 +78,8 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
-        positive("kafka.lag_refresh_ms", k.lag_refresh_ms)?;
+        positive("kafka.commit_interval_ms", k.commit_interval_ms.ms())?;
+        positive("kafka.lag_refresh_ms", k.lag_refresh_ms.ms())?;
         positive("kafka.max_buffered_events", k.max_buffered_events as u64)?;
         let least = 2 * self.batch.max_bytes;
         if k.max_buffered_bytes < least {
@@ -145,8 +145,8 @@ impl Config {
                 ));
             }
         }
-        positive("destination.connect_timeout_ms", d.connect_timeout_ms)?;
-        positive("destination.request_timeout_ms", d.request_timeout_ms)?;
+        positive("destination.connect_timeout_ms", d.connect_timeout_ms.ms())?;
+        positive("destination.request_timeout_ms", d.request_timeout_ms.ms())?;
         Ok(())
     }
 
@@ -208,7 +208,7 @@ impl Config {
     fn check_retry(&self) -> Result<(), ConfigError> {
         let r = &self.retry;
         positive("retry.max_attempts", r.max_attempts.into())?;
-        positive("retry.initial_backoff_ms", r.initial_backoff_ms)?;
+        positive("retry.initial_backoff_ms", r.initial_backoff_ms.ms())?;
         if r.max_backoff_ms < r.initial_backoff_ms {
             return Err(ConfigError::key(
                 "retry.max_backoff_ms",

@@ -50,7 +50,7 @@ impl Budget {
         Budget {
             backoff: Backoff::new(config),
             max_attempts: config.max_attempts,
-            max_elapsed: Duration::from_millis(config.max_elapsed_ms),
+            max_elapsed: config.max_elapsed_ms.duration(),
             started: Instant::now(),
             away: Duration::ZERO,
             counted: 0,
@@ -90,9 +90,9 @@ mod tests {
     fn config(max_attempts: u32, max_elapsed_ms: u64) -> RetryConfig {
         RetryConfig {
             max_attempts,
-            max_elapsed_ms,
-            initial_backoff_ms: 100,
-            max_backoff_ms: 2_000,
+            max_elapsed_ms: crate::config::Millis::new(max_elapsed_ms),
+            initial_backoff_ms: crate::config::Millis::new(100),
+            max_backoff_ms: crate::config::Millis::new(2_000),
             ..RetryConfig::default()
         }
     }
@@ -158,7 +158,7 @@ mod tests {
     async fn an_unreachable_api_costs_nothing_and_is_probed_every_few_seconds() {
         let mut config = config(3, 600_000);
         // A backoff that would grow to a minute: an outage is still probed every 5 s.
-        config.max_backoff_ms = 60_000;
+        config.max_backoff_ms = crate::config::Millis::new(60_000);
         let mut budget = Budget::new(&config);
         // An hour of refused connections (connect timeouts of 1 s each)...
         let refused = (Again::Unreachable, 1_000);

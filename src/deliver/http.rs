@@ -56,8 +56,8 @@ impl RetryingClient {
         metrics: Metrics,
     ) -> reqwest::Result<Self> {
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .connect_timeout(config.connect_timeout_ms.duration())
+            .timeout(config.request_timeout_ms.duration())
             .pool_max_idle_per_host(config.pool_size)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -195,7 +195,7 @@ impl RetryingClient {
             Verdict::Reject => Outcome::Rejected(why()),
             Verdict::RetryAuth => Outcome::Again(Again::Auth, why(), sent.elapsed()),
             Verdict::Retry => {
-                let max = Duration::from_millis(self.retry.max_retry_after_ms);
+                let max = self.retry.max_retry_after_ms.duration();
                 let asked = retry_after(headers, SystemTime::now()).map(|d| d.min(max));
                 if is_throttle(status, asked) {
                     self.limiter.throttled(workspace, asked, sent).await;

@@ -117,10 +117,10 @@ pub struct Backoff {
 impl Backoff {
     /// A fresh policy from the `[retry]` settings.
     pub fn new(config: &RetryConfig) -> Self {
-        let max = Duration::from_millis(config.max_backoff_ms);
+        let max = config.max_backoff_ms.duration();
         let ceiling = backoff::ExponentialBackoff {
-            current_interval: Duration::from_millis(config.initial_backoff_ms),
-            initial_interval: Duration::from_millis(config.initial_backoff_ms),
+            current_interval: config.initial_backoff_ms.duration(),
+            initial_interval: config.initial_backoff_ms.duration(),
             randomization_factor: 0.0,
             multiplier: 2.0,
             max_interval: max,
@@ -234,8 +234,8 @@ mod tests {
     #[test]
     fn backoff_has_full_jitter_under_a_doubling_ceiling() {
         let config = RetryConfig {
-            initial_backoff_ms: 100,
-            max_backoff_ms: 1_000,
+            initial_backoff_ms: crate::config::Millis::new(100),
+            max_backoff_ms: crate::config::Millis::new(1_000),
             ..RetryConfig::default()
         };
         let mut b = Backoff::new(&config);

@@ -141,7 +141,7 @@ impl LaneContext {
             hard_stop,
             max_events: config.batch.max_events,
             max_bytes: config.batch.max_bytes,
-            linger: Duration::from_millis(config.batch.linger_ms),
+            linger: config.batch.linger_ms.duration(),
             max_in_flight: config.lanes.max_in_flight,
             ordering: config.lanes.ordering,
         }

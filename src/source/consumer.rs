@@ -100,7 +100,7 @@ impl Source {
             assignment_version: AtomicU64::new(0),
             health,
             metrics: metrics.clone(),
-            revoke_deadline: Duration::from_millis(k.revoke_deadline_ms),
+            revoke_deadline: k.revoke_deadline_ms.duration(),
             paused: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             share,

@@ -76,7 +76,7 @@ impl LagMonitor {
             buffered,
             metrics,
             health,
-            interval: Duration::from_millis(k.lag_refresh_ms),
+            interval: k.lag_refresh_ms.duration(),
             reported: BTreeSet::new(),
             limit_time: (0.0, 0.0),
             bound: 0.0,

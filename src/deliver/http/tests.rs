@@ -33,8 +33,8 @@ fn sender(destination_timeout_ms: u64, retry: RetryConfig) -> RetryingClient {
         region: Region::Us,
         base_url: None,
         api: ApiMode::Batch,
-        connect_timeout_ms: 1_000,
-        request_timeout_ms: destination_timeout_ms,
+        connect_timeout_ms: crate::config::Millis::new(1_000),
+        request_timeout_ms: crate::config::Millis::new(destination_timeout_ms),
         pool_size: 1,
     };
     let rate = Rate {
@@ -65,8 +65,8 @@ async fn refused_connections_do_not_spend_the_retry_budget() {
     };
     let retry = RetryConfig {
         max_attempts: 3,
-        initial_backoff_ms: 5,
-        max_backoff_ms: 20,
+        initial_backoff_ms: crate::config::Millis::new(5),
+        max_backoff_ms: crate::config::Millis::new(20),
         ..RetryConfig::default()
     };
     let sender = sender(5_000, retry);

@@ -128,7 +128,7 @@ impl Bench {
             in_flight_window: (config.lanes.max_in_flight * config.workspaces.len())
                 .min(config.limits.max_in_flight_total) as f64,
             batch_max_events: config.batch.max_events,
-            linger_ms: config.batch.linger_ms,
+            linger_ms: config.batch.linger_ms.ms(),
             max_in_flight: config.lanes.max_in_flight,
             workspaces: config.workspaces.iter().map(|w| w.id.clone()).collect(),
         }
