@@ -109,7 +109,7 @@ async fn wait_for_shares(pods: &[&Pod], limit: Duration) {
         let mut shares = Vec::new();
         for pod in pods {
             let m = pod.metrics().await.unwrap_or_default();
-            shares.push(value(&m, "sluice_limiter_share", &["workspace=\"acme\""]));
+            shares.push(value(&m, "sluice_limiter_share", &[("workspace", "acme")]));
         }
         let sum: f64 = shares.iter().sum();
         if (sum - 1.0).abs() < 1e-6 && shares.iter().all(|s| *s > 0.0) {
@@ -169,8 +169,9 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
         for pod in &pods {
             let m = pod.metrics().await.unwrap_or_default();
             owned.push(
-                m.keys()
-                    .filter(|k| k.starts_with("sluice_partition_lag{"))
+                m.samples
+                    .iter()
+                    .filter(|s| s.metric == "sluice_partition_lag")
                     .count(),
             );
         }
@@ -262,8 +263,13 @@ async fn partition_share_blind_spot_a_workspace_on_one_partition_gets_its_owners
     let mut owner_share = 0.0;
     for pod in &pods {
         let m = pod.metrics().await.unwrap();
-        if value(&m, "sluice_events_delivered_total", &["workspace=\"acme\""]) > 0.0 {
-            owner_share = value(&m, "sluice_limiter_share", &["workspace=\"acme\""]);
+        if value(
+            &m,
+            "sluice_events_delivered_total",
+            &[("workspace", "acme")],
+        ) > 0.0
+        {
+            owner_share = value(&m, "sluice_limiter_share", &[("workspace", "acme")]);
         }
     }
     for pod in &mut pods {

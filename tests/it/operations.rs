@@ -7,22 +7,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::common::fleet::value;
 use crate::common::{
     committed, produce, produced_ends, read_topic, scrape, track, tracks, unique,
     wait_committed_to_end, wait_until, Broker, Record, Setup, TestEnv, Worker, API_KEY,
     API_KEY_ENV,
 };
-
-/// Sum of every sample of `name` whose labels contain all of `labels`.
-fn total(metrics: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .iter()
-        .filter(|(series, _)| {
-            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
@@ -51,7 +41,7 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
     assert_eq!(lag, n as i64);
     let mut depth = 0.0;
     for _ in 0..40 {
-        depth = total(&scrape(&url).await, "sluice_queue_depth", &[]);
+        depth = value(&scrape(&url).await, "sluice_queue_depth", &[]);
         if depth == lag as f64 {
             break;
         }
@@ -62,9 +52,9 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
         "queue depth is the real lag while stalled"
     );
     let metrics = scrape(&url).await;
-    let partition_lag = total(&metrics, "sluice_partition_lag", &[]);
+    let partition_lag = value(&metrics, "sluice_partition_lag", &[]);
     assert_eq!(
-        partition_lag + total(&metrics, "sluice_buffered_events", &[]),
+        partition_lag + value(&metrics, "sluice_buffered_events", &[]),
         lag as f64
     );
 
@@ -91,48 +81,48 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
     let metrics = scrape(&url).await;
     worker.stop().await;
 
-    assert_eq!(total(&metrics, "sluice_queue_depth", &[]), 0.0);
+    assert_eq!(value(&metrics, "sluice_queue_depth", &[]), 0.0);
     assert_eq!(
-        total(&metrics, "sluice_events_consumed_total", &[]),
+        value(&metrics, "sluice_events_consumed_total", &[]),
         (n + 3) as f64
     );
     assert_eq!(
-        total(&metrics, "sluice_events_delivered_total", &[]),
+        value(&metrics, "sluice_events_delivered_total", &[]),
         n as f64
     );
     assert_eq!(
-        total(
+        value(
             &metrics,
             "sluice_events_delivered_total",
-            &["workspace=\"acme\""]
+            &[("workspace", "acme")]
         ),
         n as f64
     );
-    assert_eq!(total(&metrics, "sluice_events_invalid_total", &[]), 2.0);
+    assert_eq!(value(&metrics, "sluice_events_invalid_total", &[]), 2.0);
     assert_eq!(
-        total(&metrics, "sluice_events_dead_lettered_total", &[]),
+        value(&metrics, "sluice_events_dead_lettered_total", &[]),
         3.0
     );
     assert_eq!(
-        total(
+        value(
             &metrics,
             "sluice_events_dead_lettered_total",
-            &["workspace=\"strict\"", "reason=\"http_400\""]
+            &[("workspace", "strict"), ("reason", "http_400")]
         ),
         1.0
     );
-    assert_eq!(total(&metrics, "sluice_http_requests_in_flight", &[]), 0.0);
-    assert!(total(&metrics, "sluice_batch_size_count", &[]) >= 1.0);
-    assert!(total(&metrics, "sluice_commits_total", &[]) >= 1.0);
+    assert_eq!(value(&metrics, "sluice_http_requests_in_flight", &[]), 0.0);
+    assert!(value(&metrics, "sluice_batch_size_count", &[]) >= 1.0);
+    assert!(value(&metrics, "sluice_commits_total", &[]) >= 1.0);
     assert_eq!(
-        total(&metrics, "sluice_end_to_end_latency_seconds_count", &[]),
+        value(&metrics, "sluice_end_to_end_latency_seconds_count", &[]),
         n as f64
     );
-    assert_eq!(total(&metrics, "sluice_build_info", &[]), 1.0);
-    let answered: f64 = total(
+    assert_eq!(value(&metrics, "sluice_build_info", &[]), 1.0);
+    let answered: f64 = value(
         &metrics,
         "sluice_http_requests_total",
-        &["status_class=\"2xx\""],
+        &[("status_class", "2xx")],
     );
     assert!(
         answered >= (n / 20) as f64,
@@ -333,18 +323,18 @@ async fn a_broker_away_is_one_line_not_a_flood() {
         "{log}"
     );
     assert_eq!(
-        total(
+        value(
             &metrics,
             "sluice_dependency_down",
-            &["dependency=\"kafka\""]
+            &[("dependency", "kafka")]
         ),
         1.0
     );
     assert!(
-        total(
+        value(
             &metrics,
             "sluice_dependency_failures_total",
-            &["dependency=\"kafka\""]
+            &[("dependency", "kafka")]
         ) > 10.0
     );
     assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{why}");
@@ -377,7 +367,7 @@ async fn drill_broker_down_and_back_the_worker_waits_says_why_and_resumes() {
     assert!(readyz().await.0, "ready before");
 
     cluster.broker_down(1).unwrap();
-    let commits_then = total(
+    let commits_then = value(
         &scrape(&format!("{url}/metrics")).await,
         "sluice_commits_total",
         &[],
@@ -391,7 +381,7 @@ async fn drill_broker_down_and_back_the_worker_waits_says_why_and_resumes() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let commits_away = total(
+    let commits_away = value(
         &scrape(&format!("{url}/metrics")).await,
         "sluice_commits_total",
         &[],

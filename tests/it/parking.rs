@@ -344,15 +344,16 @@ async fn kill_9_while_parking_and_while_returning_loses_nothing_and_keeps_order(
         .push_str("max_buffered_events = 1000\nresume_buffered_events = 500\n");
     s.limits = "default_rate_limit_per_s = 100\n".into();
     let dir = tempfile::tempdir().unwrap();
-    let metric = |pod: &Pod, name: &'static str, labels: &'static [&'static str]| {
-        let url = pod.url.clone();
-        async move {
-            let m = crate::common::scrape(&url).await;
-            value(&m, name, labels)
-        }
-    };
-    const PARKED_GAUGE: &[&str] = &["workspace=\"blocked\""];
-    const WRITTEN: &[&str] = &["workspace=\"blocked\"", "kind=\"written\""];
+    let metric =
+        |pod: &Pod, name: &'static str, labels: &'static [(&'static str, &'static str)]| {
+            let url = pod.url.clone();
+            async move {
+                let m = crate::common::scrape(&url).await;
+                value(&m, name, labels)
+            }
+        };
+    const PARKED_GAUGE: &[(&str, &str)] = &[("workspace", "blocked")];
+    const WRITTEN: &[(&str, &str)] = &[("workspace", "blocked"), ("kind", "written")];
 
     // 1. Killed while parking: blocked's events are being written to the parking topic.
     let mut pod = Pod::start(&s.toml(), dir.path(), "first");

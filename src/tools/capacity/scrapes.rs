@@ -19,8 +19,8 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// One scrape of one pod.
-#[derive(Debug, Clone)]
+/// One scrape of one pod (the default: one that found nothing).
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// When it was taken, seconds (any origin; only differences count).
     pub at_s: f64,
@@ -57,7 +57,7 @@ impl Snapshot {
     }
 
     /// Sum of a metric's samples whose labels include every `(name, value)` of `filter`.
-    pub(super) fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
+    pub fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|s| s.metric == metric)

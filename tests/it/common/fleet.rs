@@ -2,13 +2,12 @@
 //! consumer group, and a real Redis (Debian's `redis-server` on a free loopback port)
 //! for the shared limit.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{scrape, API_KEY, API_KEY_ENV};
+use super::{scrape, Snapshot, API_KEY, API_KEY_ENV};
 
 /// Held by tests that start several worker processes, so two of them never share the
 /// machine's two cores (the limits they check are per window, in real time).
@@ -69,7 +68,7 @@ impl Pod {
     }
 
     /// Its metrics now, or `None` if it does not answer.
-    pub async fn metrics(&self) -> Option<BTreeMap<String, f64>> {
+    pub async fn metrics(&self) -> Option<Snapshot> {
         let probe = reqwest::Client::new()
             .get(format!("{}/healthz", self.url))
             .timeout(Duration::from_secs(2))
@@ -115,17 +114,9 @@ impl Drop for Pod {
     }
 }
 
-/// A metric's value summed over every series of `name` whose labels contain all of
-/// `labels` (`key="value"` strings).
-pub fn value(metrics: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .iter()
-        .filter(|(series, _)| {
-            let base = series.split('{').next().unwrap_or_default();
-            base == name && labels.iter().all(|l| series.contains(l))
-        })
-        .map(|(_, v)| v)
-        .sum()
+/// The sum of `name`'s series carrying all of `labels` (`(name, value)` pairs).
+pub fn value(metrics: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics.sum(name, labels)
 }
 
 /// A Redis server of this test's own.

@@ -17,6 +17,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sluice::config::Config;
 use sluice::metrics::Metrics;
+pub use sluice::tools::capacity::scrapes::Snapshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -666,50 +667,13 @@ pub fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
     out
 }
 
-/// Parses the Prometheus text format strictly: `# HELP`/`# TYPE` comments and
-/// `name{labels} value` samples; anything else fails the test.
-pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(comment) = line.strip_prefix("# ") {
-            assert!(
-                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
-                "bad comment: {line}"
-            );
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("bad sample: {line}"));
-        let name_end = series.find('{').unwrap_or(series.len());
-        let name = &series[..name_end];
-        assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name in {line}"
-        );
-        if name_end < series.len() {
-            assert!(series.ends_with('}'), "unclosed labels in {line}");
-        }
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-        };
-        out.insert(series.to_string(), value);
-    }
-    out
-}
-
-/// `GET {url}/metrics`, parsed.
-pub async fn scrape(url: &str) -> BTreeMap<String, f64> {
+/// `GET {url}/metrics`, parsed as `sluice capacity report` parses it (prometheus-parse).
+pub async fn scrape(url: &str) -> Snapshot {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    parse_metrics(&text)
+    Snapshot::parse(&text, 0.0).expect("the exposition format")
 }
