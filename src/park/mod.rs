@@ -2,6 +2,8 @@
 //! go to the parking topic (`kafka.park_topic`) instead of the in-process buffer, so the
 //! source partitions keep moving for every other workspace — and comes back once it has
 //! caught up. Nothing is lost and one user's events stay in order in both directions.
+//! (This file runs a little over 400 lines because the protocol is described here, beside
+//! the code that runs each of its steps.)
 //!
 //! # The protocol
 //!

@@ -840,9 +840,7 @@ async fn drill_broker_stopped_and_restarted_on_the_same_port() {
     let bin = release_bin();
     let mut broker = DurableTansu::start().await;
     let admin = Broker::Real(broker.brokers());
-    let topic = unique("drill-broker");
-    admin.create_topic(&topic, PARTITIONS).await;
-    admin.create_topic(&format!("{topic}.dlq"), 1).await;
+    let topic = admin.fresh_topic_with_dlq("drill-broker", PARTITIONS).await;
     drop(admin);
     let backlog = crate::common::tracks("local", "u", 100, 1..BEFORE + 1);
     let mut positions = crate::common::produce(&broker.brokers(), &topic, &backlog).await;

@@ -44,6 +44,17 @@ async fn run_loadgen(args: &[&str]) -> loadgen::Summary {
         .unwrap()
 }
 
+/// `sluice loadgen` with `args` into a new 4-partition topic on a fresh mock cluster.
+async fn loadgen_into_a_fresh_topic(args: &[&str]) -> (Broker, String, loadgen::Summary) {
+    let broker = Broker::mock();
+    let topic = broker.fresh_topic("lg", 4).await;
+    let brokers = broker.brokers();
+    let mut argv = vec!["--brokers", &brokers, "--topic", &topic];
+    argv.extend_from_slice(args);
+    let summary = run_loadgen(&argv).await;
+    (broker, topic, summary)
+}
+
 async fn run_replay(args: &[&str]) -> replay::Summary {
     let args = replay_args(args);
     tokio::task::spawn_blocking(move || replay::run(args, &CancellationToken::new()))
@@ -99,13 +110,7 @@ fn header<'a>(raw: &'a Raw, name: &str) -> Option<&'a [u8]> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_produces_exactly_the_events_asked_for_keyed_and_numbered() {
-    let broker = Broker::mock();
-    let topic = broker.fresh_topic("lg", 4).await;
-    let summary = run_loadgen(&[
-        "--brokers",
-        &broker.brokers(),
-        "--topic",
-        &topic,
+    let (broker, topic, summary) = loadgen_into_a_fresh_topic(&[
         "--events",
         "5000",
         "--users",
@@ -174,19 +179,8 @@ async fn loadgen_produces_exactly_the_events_asked_for_keyed_and_numbered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_achieves_its_target_rate() {
-    let broker = Broker::mock();
-    let topic = broker.fresh_topic("lg", 4).await;
-    let summary = run_loadgen(&[
-        "--brokers",
-        &broker.brokers(),
-        "--topic",
-        &topic,
-        "--stage",
-        "1s:2000",
-        "--stage",
-        "10s:2000",
-    ])
-    .await;
+    let (_broker, _topic, summary) =
+        loadgen_into_a_fresh_topic(&["--stage", "1s:2000", "--stage", "10s:2000"]).await;
     println!("{}", serde_json::to_string(&summary.stages).unwrap());
     let hold = &summary.stages[1];
     assert_eq!(hold.target_per_s, Some(2000.0));
