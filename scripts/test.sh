@@ -113,6 +113,8 @@ say "cargo fmt --check"
 cargo fmt --check
 say "cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
+# The shipped library and binary alone, without the tests' test-support feature.
+cargo clippy --quiet --lib --bins -- -D warnings
 # RustSec's database, offline (this machine reaches only the package registries):
 # SLUICE_ADVISORY_DB, else the project's shared reference copy.
 advisory_db=${SLUICE_ADVISORY_DB:-}

@@ -9,7 +9,9 @@ use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 use super::latency::LatencyMetrics;
 use super::register::*;
-use super::{outage, quiet, sum, sum_where, Metrics};
+#[cfg(feature = "test-support")]
+use super::sum_where;
+use super::{outage, quiet, sum, Metrics};
 use crate::deliver::FailureReason;
 use crate::source::Origin;
 
@@ -256,6 +258,7 @@ impl Metrics {
     }
 
     /// Events dead-lettered with this reason, over all workspaces.
+    #[cfg(feature = "test-support")]
     pub fn dead_lettered_count(&self, reason: &str) -> u64 {
         sum_where(&self.delivery.dead_lettered, "reason", reason)
     }
@@ -266,6 +269,7 @@ impl Metrics {
     }
 
     /// Answers that throttled `workspace`.
+    #[cfg(feature = "test-support")]
     pub fn throttled_count(&self, workspace: &str) -> u64 {
         self.delivery
             .throttled
@@ -274,11 +278,13 @@ impl Metrics {
     }
 
     /// Failed dead-letter writes.
+    #[cfg(feature = "test-support")]
     pub fn dlq_error_count(&self) -> u64 {
         self.delivery.dlq_errors.get()
     }
 
     /// Total retries.
+    #[cfg(feature = "test-support")]
     pub fn retry_count(&self) -> u64 {
         sum(&self.delivery.retries)
     }

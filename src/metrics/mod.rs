@@ -108,6 +108,7 @@ impl Metrics {
     }
 }
 
+#[cfg(feature = "test-support")]
 fn sum_where(vec: &IntCounterVec, label: &str, value: &str) -> u64 {
     use prometheus::core::Collector;
     vec.collect()

@@ -111,6 +111,7 @@ impl Metrics {
     }
 
     /// Parked events written or drained so far (`kind`), for one workspace.
+    #[cfg(feature = "test-support")]
     pub fn parked_count(&self, workspace: &str, kind: &str) -> u64 {
         self.parking
             .parked

@@ -130,6 +130,7 @@ impl Metrics {
     }
 
     /// Queued events of revoked partitions dropped so far.
+    #[cfg(feature = "test-support")]
     pub fn revoked_dropped_count(&self) -> u64 {
         self.source.revoked_dropped.get()
     }
@@ -205,11 +206,13 @@ impl Metrics {
     }
 
     /// Total invalid messages with this reason, for tests and reports.
+    #[cfg(feature = "test-support")]
     pub fn invalid_count(&self, reason: &str) -> u64 {
         self.source.invalid.with_label_values(&[reason]).get()
     }
 
     /// Total messages read.
+    #[cfg(feature = "test-support")]
     pub fn consumed_count(&self) -> u64 {
         self.source.consumed.get()
     }
