@@ -64,6 +64,11 @@ impl Visitor<'_> for MillisVisitor {
     fn visit_str<E: de::Error>(self, text: &str) -> Result<Millis, E> {
         let d = humantime::parse_duration(text.trim())
             .map_err(|e| E::custom(format!("{text:?}: {e} (e.g. \"200ms\", \"5s\", \"2m\")")))?;
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            return Err(E::custom(format!(
+                "{text:?}: not a whole number of milliseconds"
+            )));
+        }
         u64::try_from(d.as_millis())
             .map(Millis)
             .map_err(|_| E::custom(format!("{text:?}: too long")))

@@ -339,13 +339,13 @@ fn durations_take_milliseconds_or_a_unit_and_print_as_milliseconds() {
 
 #[test]
 fn a_duration_that_is_not_one_is_named_with_an_example() {
-    for bad in ["\"soon\"", "-5", "\"5 parsecs\""] {
+    for bad in ["\"soon\"", "-5", "\"5 parsecs\"", "\"1500us\""] {
         let text = format!("{MINIMAL}\n[batch]\nlinger_ms = {bad}\n");
         let err = Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")])).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("batch.linger_ms"), "{bad}: {msg}");
         assert!(
-            msg.contains("\"5s\"") || msg.contains("negative"),
+            msg.contains("\"5s\"") || msg.contains("negative") || msg.contains("whole"),
             "{bad}: {msg}"
         );
     }

@@ -60,8 +60,8 @@ impl KafkaArgs {
         Ok(client)
     }
 
-    /// Sets the `--producer-option`s on a producer's `client`, over the tool's own
-    /// settings.
+    /// Sets the `--producer-option`s on a producer's `client` (over whatever it
+    /// already holds; settings a tool makes afterwards win).
     pub(crate) fn set_producer_options(&self, client: &mut rdkafka::ClientConfig) {
         for (k, v) in &self.producer_options {
             client.set(k, v);

@@ -1,7 +1,11 @@
 //! `sluice capacity run` end to end on the embedded default (mock cluster, mock API,
 //! load generator, the real pipeline): its counts agree with the API's own, its report
 //! follows its schema, thresholds and invalid runs give k6's exit codes.
+//!
+//! Over 400 lines by design: 6 scenarios of one area, each test a whole story
+//! against the real parts, read top to bottom; what they share is in `common/`.
 
+use sluice::config::{BatchConfig, LimitsConfig, Millis};
 use std::process::Command;
 
 use clap::Parser;
@@ -209,8 +213,16 @@ impl HeldAtItsLimit {
             .start()
             .await
             .into_parts();
-        setup.batch = "max_events = 50\nlinger_ms = 20\n".into();
-        setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
+        setup.worker.batch = BatchConfig {
+            max_events: 50,
+            linger_ms: Millis::new(20),
+            ..Default::default()
+        };
+        setup.worker.limits = LimitsConfig {
+            default_rate_limit_per_s: 10.0,
+            default_burst: 1,
+            ..Default::default()
+        };
         let (worker, url) = Worker::start_serving(setup.config()).await;
         let argv = [
             "sluice",

@@ -1,7 +1,11 @@
 //! The delivery core end to end on librdkafka's mock cluster and a local API:
 //! everything arrives, offsets are committed only behind delivered events, lanes are
 //! independent, per-user order holds, back-pressure bounds memory, shutdown drains.
+//!
+//! Over 400 lines by design: 11 scenarios of one area, each test a whole story
+//! against the real parts, read top to bottom; what they share is in `common/`.
 
+use sluice::config::{ApiMode, BatchConfig, LaneConfig, LimitsConfig, Millis, Ordering};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -84,7 +88,7 @@ pub async fn delivers_everything_and_commits_to_the_end(broker: Broker) {
         api.received().len() >= n
     })
     .await;
-    wait_committed_to_end(&broker.brokers(), &setup.group, &topic, &ends).await;
+    wait_committed_to_end(&broker.brokers(), setup.group(), &topic, &ends).await;
     let metrics = worker.stop().await;
 
     let received = api.received();
@@ -215,8 +219,16 @@ async fn a_slow_workspace_does_not_delay_another() {
 async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() {
     let (broker, api, topic, mut setup) = TestEnv::mock(3, &["acme"]).await.into_parts();
     api.set_latency(Latency::Uniform(0, 40));
-    setup.batch = "max_events = 5\nlinger_ms = 1\n".into();
-    setup.lanes = "max_in_flight = 8\nordering = \"per-user\"\n".into();
+    setup.worker.batch = BatchConfig {
+        max_events: 5,
+        linger_ms: Millis::new(1),
+        ..Default::default()
+    };
+    setup.worker.lanes = LaneConfig {
+        max_in_flight: 8,
+        ordering: Ordering::PerUser,
+        ..Default::default()
+    };
     let users = 12;
     let per_user = 40;
     let records: Vec<Record> = (0..per_user)
@@ -257,9 +269,14 @@ async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() 
 async fn back_pressure_bounds_buffered_events_and_keeps_the_group() {
     let (broker, api, topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     api.stall(true);
-    setup.kafka = "max_buffered_events = 100\nresume_buffered_events = 50\n".into();
+    setup.worker.kafka.max_buffered_events = 100;
+    setup.worker.kafka.resume_buffered_events = Some(50);
     // Far below the stall below: a consumer that stopped polling would be evicted.
-    setup.kafka_options = "\"max.poll.interval.ms\" = \"7000\"\n".into();
+    setup
+        .worker
+        .kafka
+        .options
+        .insert("max.poll.interval.ms".into(), "7000".into());
     let n = 1000;
     let records: Vec<Record> = tracks("acme", "u", 20, 0..n);
     let positions = produce(&broker.brokers(), &topic, &records).await;
@@ -308,8 +325,13 @@ async fn back_pressure_bounds_the_bytes_of_large_events_too() {
     let (broker, api, topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     api.stall(true);
     let bound = 4 << 20;
-    setup.kafka = format!("max_buffered_bytes = {bound}\n");
-    setup.batch = "max_events = 10\nlinger_ms = 20\nmax_event_bytes = 30000\n".into();
+    setup.worker.kafka.max_buffered_bytes = bound;
+    setup.worker.batch = BatchConfig {
+        max_events: 10,
+        linger_ms: Millis::new(20),
+        max_event_bytes: 30_000,
+        ..Default::default()
+    };
     let filler = "x".repeat(20_000);
     let n = 400;
     let records: Vec<Record> = (0..n)
@@ -358,8 +380,11 @@ async fn back_pressure_bounds_the_bytes_of_large_events_too() {
 async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_after_restart() {
     let (broker, api, topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     api.set_latency(Latency::Fixed(1500));
-    setup.drain_deadline_ms = 500;
-    setup.lanes = "max_in_flight = 2\n".into();
+    setup.worker.shutdown.drain_deadline_ms = Millis::new(500);
+    setup.worker.lanes = LaneConfig {
+        max_in_flight: 2,
+        ..Default::default()
+    };
     let n = 200;
     let records: Vec<Record> = tracks("acme", "u", 10, 0..n);
     let positions = produce(&broker.brokers(), &topic, &records).await;
@@ -373,7 +398,7 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
 
     let delivered: HashSet<u64> = api.received().iter().map(|r| key_of(r).2).collect();
     assert!(delivered.len() < n, "the stop really interrupted delivery");
-    let committed = committed(&broker.brokers(), &setup.group, &topic, 2);
+    let committed = committed(&broker.brokers(), setup.group(), &topic, 2);
     for (seq, (partition, offset)) in positions.iter().enumerate() {
         if let Some(next) = committed[partition] {
             if *offset < next {
@@ -485,7 +510,7 @@ async fn bad_input_is_counted_with_reasons_and_the_worker_keeps_going() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_api_mode_sends_v1_calls_with_encoded_ids() {
     let (broker, api, topic, mut setup) = TestEnv::mock(1, &["acme"]).await.into_parts();
-    setup.destination.push_str("api = \"single\"\n");
+    setup.worker.destination.api = ApiMode::Single;
     let user = "ann@example.com/1";
     let records = vec![
         Record::json(user, &identify("acme", user, 0)),
@@ -521,7 +546,11 @@ async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
         .start()
         .await
         .into_parts();
-    setup.lanes = "max_in_flight = 4\ndefault_workspace = \"other\"\n".into();
+    setup.worker.lanes = LaneConfig {
+        max_in_flight: 4,
+        default_workspace: Some("other".into()),
+        ..Default::default()
+    };
     let mut event = track("acme", "u", 0);
     event.as_object_mut().unwrap().remove("workspace");
     let mut garbled = Record::json("u", &event);
@@ -567,10 +596,21 @@ async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
     // covers what was delivered (a user's events in one batch would leave the
     // contiguous offset behind them: delivered again, but by the commit's rule).
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", n, 0..n)).await;
-    setup.batch = "max_events = 10\nlinger_ms = 0\n".into();
-    setup.lanes = "max_in_flight = 2\n".into();
-    setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
-    setup.kafka = "revoke_deadline_ms = 300\n".into();
+    setup.worker.batch = BatchConfig {
+        max_events: 10,
+        linger_ms: Millis::new(0),
+        ..Default::default()
+    };
+    setup.worker.lanes = LaneConfig {
+        max_in_flight: 2,
+        ..Default::default()
+    };
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 10.0,
+        default_burst: 1,
+        ..Default::default()
+    };
+    setup.worker.kafka.revoke_deadline_ms = Millis::new(300);
 
     let first = Worker::start(setup.config());
     wait_until(

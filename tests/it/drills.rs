@@ -1,7 +1,11 @@
 //! Crash and fault drills: the release binary under load on a real broker, killed and
 //! faulted; each drill prints its figures. scripts/test.sh runs them alone (they time
 //! recoveries), after the real-broker suite, with `SLUICE_TEST_RELEASE_BIN`.
+//!
+//! Over 400 lines by design: 6 scenarios of one area, each test a whole story
+//! against the real parts, read top to bottom; what they share is in `common/`.
 
+use sluice::config::{BatchConfig, LaneConfig, LimitsConfig, Millis, RetryConfig};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::common::fleet::{free_port, Pod};
-use crate::common::{unique, Broker, Setup};
+use crate::common::{shipped_defaults, unique, Broker, Setup};
 
 /// A child process, killed when dropped (a failed drill leaves nothing running).
 struct Proc(Option<Child>);
@@ -207,9 +211,9 @@ async fn at_shipped_defaults(bin: &str, prefix: &str) -> (Broker, String, Api, S
     let topic = broker.fresh_topic_with_dlq(prefix, 8).await;
     let api = Api::start(bin).await;
     let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
-    setup.batch = String::new();
-    setup.lanes = String::new();
-    setup.limits = String::new();
+    setup.worker.batch = BatchConfig::default();
+    setup.worker.lanes = LaneConfig::default();
+    setup.worker.limits = LimitsConfig::default();
     (broker, topic, api, setup)
 }
 
@@ -233,9 +237,10 @@ async fn drill_kill_9_under_load() {
     let (broker, topic, api, mut setup) = at_shipped_defaults(&bin, "drill-kill").await;
     // Restarted in place under its name, as a crashed container is: static membership
     // hands it its partitions back without waiting for its old session to expire.
-    setup.kafka.push_str("group_instance_id = \"drill-pod\"\n");
+    setup.worker.kafka.group_instance_id = Some("drill-pod".into());
     // The shipped commit interval too.
-    let toml = setup.toml().replace("commit_interval_ms = 200\n", "");
+    setup.worker.kafka.commit_interval_ms = shipped_defaults().kafka.commit_interval_ms;
+    let toml = setup.toml();
     let dir = tempfile::tempdir().unwrap();
     let seed = 20261201;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -428,10 +433,18 @@ async fn drill_api_outage_then_faults() {
         &["local"],
     );
     // 20 requests/s × 10 events: 200 events/s at most, twice the offered 100/s.
-    setup.batch = "max_events = 10\nlinger_ms = 50\n".into();
-    setup.limits = format!("default_rate_limit_per_s = {LIMIT}\ndefault_burst = 1\n");
-    setup.destination = "request_timeout_ms = 1000\n".into();
-    setup.retry = String::new();
+    setup.worker.batch = BatchConfig {
+        max_events: 10,
+        linger_ms: Millis::new(50),
+        ..Default::default()
+    };
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: LIMIT as f64,
+        default_burst: 1,
+        ..Default::default()
+    };
+    setup.worker.destination.request_timeout_ms = Millis::new(1000);
+    setup.worker.retry = RetryConfig::default();
     let dir = tempfile::tempdir().unwrap();
     let mut pod = Pod::start_binary(&bin, &setup.toml(), dir.path(), "pod");
     let ready = |pod: &Pod| {
@@ -553,9 +566,19 @@ async fn drill_cpu_starvation_keeps_the_limit() {
     )
     .await;
     let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
-    setup.batch = "max_events = 5\nlinger_ms = 5\n".into();
-    setup.limits = format!("default_rate_limit_per_s = {LIMIT}\n");
-    setup.lanes = "max_in_flight = 16\n".into();
+    setup.worker.batch = BatchConfig {
+        max_events: 5,
+        linger_ms: Millis::new(5),
+        ..Default::default()
+    };
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: LIMIT as f64,
+        ..Default::default()
+    };
+    setup.worker.lanes = LaneConfig {
+        max_in_flight: 16,
+        ..Default::default()
+    };
     // 2 000 events/s offered against 250 events/s allowed: the limiter is always busy.
     let load = loadgen(&bin, &broker.brokers(), &topic, 2_000, "20s", 11);
     let sent = tokio::task::spawn_blocking(move || loadgen_sent(load))
@@ -848,11 +871,20 @@ async fn drill_broker_stopped_and_restarted_on_the_same_port() {
     let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
     // 1 000 events/s at most, and at most ~2 000 held in process (buffer + prefetch):
     // the backlog (16 s of delivery) outlasts the outage and must be fetched after it.
-    setup.batch = "max_events = 100\n".into();
-    setup.limits = "default_rate_limit_per_s = 10\ndefault_burst = 1\n".into();
-    setup.kafka = "max_buffered_events = 1000\nresume_buffered_events = 500\n".into();
-    setup.kafka_options =
-        "\"queued.max.messages.kbytes\" = \"256\"\n\"queued.min.messages\" = \"200\"\n".into();
+    setup.worker.batch = BatchConfig {
+        max_events: 100,
+        ..Default::default()
+    };
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 10.0,
+        default_burst: 1,
+        ..Default::default()
+    };
+    setup.worker.kafka.max_buffered_events = 1000;
+    setup.worker.kafka.resume_buffered_events = Some(500);
+    let options = &mut setup.worker.kafka.options;
+    options.insert("queued.max.messages.kbytes".into(), "256".into());
+    options.insert("queued.min.messages".into(), "200".into());
     let dir = tempfile::tempdir().unwrap();
     let mut pod = Pod::start_binary(&bin, &setup.toml(), dir.path(), "pod");
     let readyz = |pod: &Pod| {

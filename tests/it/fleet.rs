@@ -4,7 +4,11 @@
 //! Customer.io may), a deep backlog of one-event requests. The API must never see
 //! more than 100 requests in any one-second window, nothing may be dropped, and the
 //! budget must be used — whatever the mode, a pod dying, or Redis going away.
+//!
+//! Over 400 lines by design: 6 scenarios of one area, each test a whole story
+//! against the real parts, read top to bottom; what they share is in `common/`.
 
+use sluice::config::{LaneConfig, LimitMode, LimitsConfig};
 use std::time::{Duration, Instant};
 
 use sluice::tools::mock_api::{MockApi, MockApiConfig};
@@ -23,9 +27,15 @@ struct Fleet {
 }
 
 /// The broker, a backlog of `events` one-event requests for workspace `acme` over 8
-/// partitions, the limited API, and a config in `mode` with the shipped defaults
-/// otherwise (burst 2, headroom, 8 requests in flight per workspace).
-async fn fleet(broker: Broker, mode: &str, limits: &str, users: usize, events: usize) -> Fleet {
+/// partitions, the limited API, and a config in `mode` (on `redis_url`, if given) with
+/// the shipped defaults otherwise (burst 2, headroom, 8 requests in flight per workspace).
+async fn fleet(
+    broker: Broker,
+    mode: LimitMode,
+    redis_url: Option<String>,
+    users: usize,
+    events: usize,
+) -> Fleet {
     let (broker, api, topic, mut setup) = TestEnv::build(8, &["acme"])
         .on(broker)
         .api(MockApiConfig {
@@ -44,8 +54,13 @@ async fn fleet(broker: Broker, mode: &str, limits: &str, users: usize, events: u
     )
     .await;
     setup.one_event_per_request();
-    setup.limits = format!("mode = \"{mode}\"\ndefault_rate_limit_per_s = {LIMIT}\n{limits}");
-    setup.lanes = String::new();
+    setup.worker.limits = LimitsConfig {
+        mode,
+        redis_url,
+        default_rate_limit_per_s: LIMIT as f64,
+        ..Default::default()
+    };
+    setup.worker.lanes = LaneConfig::default();
     Fleet {
         _broker: broker,
         api,
@@ -129,7 +144,7 @@ async fn three_pods_share_one_limit_by_partitions_and_a_dying_pod_changes_nothin
 /// Also run on Tansu by the real-broker suite.
 pub async fn partition_share_holds_with_three_pods_and_one_killed(broker: Broker) {
     let _alone = PROCESSES.lock().await;
-    let f = fleet(broker, "partition-share", "", 400, 9_000).await;
+    let f = fleet(broker, LimitMode::PartitionShare, None, 400, 9_000).await;
     let mut pods = f.pods(3);
     wait_for_shares(&[&pods[0], &pods[1], &pods[2]], Duration::from_secs(90)).await;
     let three = f.use_over("partition-share, 3 pods", 10).await;
@@ -155,8 +170,8 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
     let events = 4_500;
     let f = fleet(
         Broker::mock(),
-        "redis",
-        &format!("redis_url = \"{}\"\n", redis.url()),
+        LimitMode::Redis,
+        Some(redis.url()),
         400,
         events,
     )
@@ -253,7 +268,7 @@ async fn partition_share_blind_spot_a_workspace_on_one_partition_gets_its_owners
     let _alone = PROCESSES.lock().await;
     // The documented limitation, measured: all of acme's events belong to one user, so
     // they sit on one partition; only its owner sends, at its share of the limit.
-    let f = fleet(Broker::mock(), "partition-share", "", 1, 3_000).await;
+    let f = fleet(Broker::mock(), LimitMode::PartitionShare, None, 1, 3_000).await;
     let mut pods = f.pods(3);
     wait_for_shares(&[&pods[0], &pods[1], &pods[2]], Duration::from_secs(90)).await;
     let used = f
@@ -309,8 +324,11 @@ async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
     )
     .await;
     setup.one_event_per_request();
-    setup.limits = "default_rate_limit_per_s = 100\n".into();
-    setup.lanes = String::new();
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 100.0,
+        ..Default::default()
+    };
+    setup.worker.lanes = LaneConfig::default();
     let worker = Worker::start(setup.config());
     let counts = || {
         let s = api.stats();
@@ -384,8 +402,11 @@ async fn the_scaling_signal_leaves_out_what_only_the_limit_holds_back() {
         )
         .await;
         setup.one_event_per_request();
-        setup.limits = format!("default_rate_limit_per_s = {limit}\n");
-        setup.lanes = String::new();
+        setup.worker.limits = LimitsConfig {
+            default_rate_limit_per_s: limit as f64,
+            ..Default::default()
+        };
+        setup.worker.lanes = LaneConfig::default();
         let worker = Worker::start(setup.config());
         wait_until("a backlog is measured", Duration::from_secs(30), || {
             worker.metrics.queue_depth() > 1_000

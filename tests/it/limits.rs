@@ -1,6 +1,10 @@
 //! Rate limits, retries and dead letters end to end: the mock API (`sluice mock-api`)
-//! or the recording test API on one side, librdkafka's mock cluster on the other.
+//! (limited, faulty or recording) on one side, librdkafka's mock cluster on the other.
+//!
+//! Over 400 lines by design: 10 scenarios of one area, each test a whole story
+//! against the real parts, read top to bottom; what they share is in `common/`.
 
+use sluice::config::{BatchConfig, LaneConfig, LimitsConfig, Millis, RetryConfig};
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::{MockCluster, MockCoordinator};
@@ -25,8 +29,14 @@ async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
     // One event per request, so the backlog is thousands of requests.
     setup.one_event_per_request();
     // The shipped defaults otherwise: burst 2, headroom 0.98.
-    setup.limits = "default_rate_limit_per_s = 100\n".into();
-    setup.lanes = "max_in_flight = 8\n".into();
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 100.0,
+        ..Default::default()
+    };
+    setup.worker.lanes = LaneConfig {
+        max_in_flight: 8,
+        ..Default::default()
+    };
     produce(&broker.brokers(), &topic, &tracks("acme", "u", 50, 0..3000)).await;
 
     let worker = Worker::start(setup.config());
@@ -76,8 +86,17 @@ async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
     let (broker, api, topic, mut setup) = TestEnv::mock(2, &["hot", "calm"]).await.into_parts();
-    setup.batch = "max_events = 2\nlinger_ms = 5\n".into();
-    setup.limits = "default_rate_limit_per_s = 50\ndefault_burst = 1\nheadroom = 1.0\n".into();
+    setup.worker.batch = BatchConfig {
+        max_events: 2,
+        linger_ms: Millis::new(5),
+        ..Default::default()
+    };
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 50.0,
+        default_burst: 1,
+        headroom: 1.0,
+        ..Default::default()
+    };
     api.throttle_site("site-hot", 3, 2);
     let mut records = tracks("hot", "u", 10, 0..200);
     records.extend(tracks("calm", "u", 10, 0..200));
@@ -149,9 +168,18 @@ async fn transient_faults_at_20_percent_lose_nothing() {
         .start()
         .await
         .into_parts();
-    setup.destination = "request_timeout_ms = 300\n".into();
-    setup.retry = "max_attempts = 30\ninitial_backoff_ms = 10\nmax_backoff_ms = 100\n".into();
-    setup.batch = "max_events = 5\nlinger_ms = 5\n".into();
+    setup.worker.destination.request_timeout_ms = Millis::new(300);
+    setup.worker.retry = RetryConfig {
+        max_attempts: 30,
+        initial_backoff_ms: Millis::new(10),
+        max_backoff_ms: Millis::new(100),
+        ..Default::default()
+    };
+    setup.worker.batch = BatchConfig {
+        max_events: 5,
+        linger_ms: Millis::new(5),
+        ..Default::default()
+    };
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 20, 0..300)).await;
 
     let worker = Worker::start(setup.config());
@@ -245,7 +273,11 @@ async fn a_413_splits_the_batch_and_the_halves_arrive() {
         .start()
         .await
         .into_parts();
-    setup.batch = "max_events = 40\nlinger_ms = 200\n".into();
+    setup.worker.batch = BatchConfig {
+        max_events: 40,
+        linger_ms: Millis::new(200),
+        ..Default::default()
+    };
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 4, 0..120)).await;
 
     let worker = Worker::start(setup.config());
@@ -277,7 +309,7 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
     cluster.partition_leader(&dlq, 0, Some(2)).unwrap();
     let setup = Setup::new(&brokers, &topic, &api.base_url(), &["acme"]);
     cluster
-        .coordinator(MockCoordinator::Group(setup.group.clone()), 1)
+        .coordinator(MockCoordinator::Group(setup.group().to_string()), 1)
         .unwrap();
     let mut records = tracks("acme", "u", 3, 0..5);
     records.push(Record {
@@ -303,7 +335,7 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
     .await;
     // The invalid event is offset 5: nothing at or past it may be committed.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let held = committed(&brokers, &setup.group, &topic, 1)[&0];
+    let held = committed(&brokers, setup.group(), &topic, 1)[&0];
     assert!(
         held.unwrap_or(0) <= 5,
         "committed {held:?} past the undead-lettered offset 5"
@@ -311,7 +343,7 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
 
     cluster.broker_up(2).unwrap();
     let ends = [(0, 11)].into_iter().collect();
-    wait_committed_to_end(&brokers, &setup.group, &topic, &ends).await;
+    wait_committed_to_end(&brokers, setup.group(), &topic, &ends).await;
     let metrics = worker.stop().await;
     assert_eq!(metrics.dead_lettered_count("malformed_json"), 1);
     let letters = read_topic(&brokers, &dlq, 1);
@@ -474,7 +506,11 @@ async fn against_silent_throttling_the_limiter_alone_keeps_every_event() {
         .await
         .into_parts();
     setup.one_event_per_request();
-    setup.limits = "default_rate_limit_per_s = 5\ndefault_burst = 1\n".into();
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 5.0,
+        default_burst: 1,
+        ..Default::default()
+    };
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 3, 0..30)).await;
 
     let worker = Worker::start(setup.config());

@@ -1,5 +1,8 @@
 //! The load tools end to end: `sluice loadgen` and `sluice replay` against librdkafka's
 //! mock cluster (and Tansu for time ranges), read back with a plain consumer.
+//!
+//! Over 400 lines by design: 10 scenarios of one area, each test a whole story
+//! against the real parts, read top to bottom; what they share is in `common/`.
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -2,7 +2,11 @@
 //! its API away) is parked — its events go to the parking topic — and the others keep
 //! their pace; the source's commits keep moving; the parked events come back, in
 //! per-user order, once the workspace can take them.
+//!
+//! Over 400 lines by design: 5 scenarios of one area, each test a whole story
+//! against the real parts, read top to bottom; what they share is in `common/`.
 
+use sluice::config::{BatchConfig, LimitsConfig, Millis};
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::{MockCluster, MockCoordinator};
@@ -46,12 +50,13 @@ async fn ok_rate(api: &MockApi, n: u64) -> f64 {
 
 fn setup(broker: &Broker, topic: &str, api: &MockApi, workspaces: &[&str]) -> Setup {
     let mut setup = Setup::new(&broker.brokers(), topic, &api.base_url(), workspaces);
-    setup.kafka = format!(
-        "max_buffered_events = 2000\nresume_buffered_events = 1000\npark_topic = \"{topic}.park\"\n"
-    );
+    setup.parking(&format!("{topic}.park"), 2000, 1000);
     // ok: 50 requests/s of 20 events, 1 000 events/s: its rate is its limit's, alone
     // or not, so "unaffected" can be measured on a noisy machine.
-    setup.limits = "default_rate_limit_per_s = 50\n".into();
+    setup.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 50.0,
+        ..Default::default()
+    };
     setup
 }
 
@@ -115,7 +120,7 @@ async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arri
     assert_eq!(inspected["blocked"].waiting, N, "{inspected:?}");
     assert_eq!(inspected.get("ok").map_or(0, |p| p.waiting), 0);
     // Every source commit says where blocked's parked events wait.
-    let marks = crate::common::committed_metadata(&broker.brokers(), &s.group, &topic, 4);
+    let marks = crate::common::committed_metadata(&broker.brokers(), s.group(), &topic, 4);
     assert!(
         marks.values().all(|m| m.contains("\"blocked\"")),
         "{marks:?}"
@@ -125,7 +130,7 @@ async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arri
     // in per-user order.
     let fixed = MockApi::start(MockApiConfig::default()).await.unwrap();
     let mut s2 = s.clone();
-    s2.base_url = fixed.base_url();
+    s2.worker.destination.base_url = Some(fixed.base_url());
     let worker = Worker::start(s2.config());
     let deadline = Instant::now() + Duration::from_secs(120);
     while accepted(&fixed, "site-blocked") < N as u64 {
@@ -189,21 +194,21 @@ async fn a_workspace_limited_far_below_its_inflow_drains_through_the_parking_top
     let mut records = tracks("slow", "s", 100, 0..1_500);
     records.extend(tracks("fast", "f", 100, 0..10_000));
     let positions = produce(&broker.brokers(), &topic, &records).await;
-    s.kafka
-        .push_str("max_buffered_events = 1000\nresume_buffered_events = 500\n");
-    s.batch = "max_events = 5\nlinger_ms = 20\n".into();
-    s.limits = "default_rate_limit_per_s = 1000\n".into();
-    let mut text = s.toml();
-    text = text.replace(
-        "id = \"slow\"\nsite_id = \"site-slow\"",
-        "id = \"slow\"\nsite_id = \"site-slow\"\nrate_limit_per_s = 10\nburst = 1",
-    );
-    let config = sluice::config::Config::from_toml(
-        &text,
-        "test",
-        [(crate::common::API_KEY_ENV.to_string(), API_KEY.to_string())],
-    )
-    .unwrap();
+    s.worker.kafka.max_buffered_events = 1000;
+    s.worker.kafka.resume_buffered_events = Some(500);
+    s.worker.batch = BatchConfig {
+        max_events: 5,
+        linger_ms: Millis::new(20),
+        ..Default::default()
+    };
+    s.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 1000.0,
+        ..Default::default()
+    };
+    let slow = s.workspace("slow");
+    slow.rate_limit_per_s = Some(10.0);
+    slow.burst = Some(1);
+    let config = s.config();
     let started = Instant::now();
     let worker = Worker::start(config);
     wait_until("every fast event", Duration::from_secs(60), || {
@@ -268,12 +273,10 @@ async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
     // parking readers', the start-up probe's) is coordinated by broker 1.
     for group in ["", ".park.probe", ".park.ok", ".park.blocked"] {
         cluster
-            .coordinator(MockCoordinator::Group(format!("{}{group}", s.group)), 1)
+            .coordinator(MockCoordinator::Group(format!("{}{group}", s.group())), 1)
             .unwrap();
     }
-    s.kafka = format!(
-        "max_buffered_events = 600\nresume_buffered_events = 300\npark_topic = \"{park}\"\n"
-    );
+    s.parking(&park, 600, 300);
     let positions = produce(&brokers, &topic, &two_workspaces(2_000)).await;
     cluster.broker_down(2).unwrap();
     let worker = Worker::start(s.config());
@@ -340,9 +343,12 @@ async fn kill_9_while_parking_and_while_returning_loses_nothing_and_keeps_order(
         .into_parts();
     api.refuse_site("site-blocked", Some(401));
     let positions = produce(&broker.brokers(), &topic, &two_workspaces(N)).await;
-    s.kafka
-        .push_str("max_buffered_events = 1000\nresume_buffered_events = 500\n");
-    s.limits = "default_rate_limit_per_s = 100\n".into();
+    s.worker.kafka.max_buffered_events = 1000;
+    s.worker.kafka.resume_buffered_events = Some(500);
+    s.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 100.0,
+        ..Default::default()
+    };
     let dir = tempfile::tempdir().unwrap();
     let metric =
         |pod: &Pod, name: &'static str, labels: &'static [(&'static str, &'static str)]| {
@@ -487,11 +493,13 @@ async fn a_workspace_of_large_events_is_parked_on_bytes_before_the_buffer_pauses
     // 2 MiB for both: blocked's share (1 MiB) is ~60 of its events, its share of the
     // event bound 2 000, twice its events, so only the bytes can park it. (With a share
     // of exactly its 1 000 events, ok's whole backlog, fetched at once, reached it too.)
-    s.kafka.push_str(&format!(
-        "max_buffered_events = 4000\nresume_buffered_events = 2000\nmax_buffered_bytes = {}\n",
-        2 << 20
-    ));
-    s.limits = "default_rate_limit_per_s = 50\n".into();
+    s.worker.kafka.max_buffered_events = 4000;
+    s.worker.kafka.resume_buffered_events = Some(2000);
+    s.worker.kafka.max_buffered_bytes = 2 << 20;
+    s.worker.limits = LimitsConfig {
+        default_rate_limit_per_s: 50.0,
+        ..Default::default()
+    };
     let worker = Worker::start(s.config());
     s.wait_committed(&positions, 4).await;
     let parked = worker.metrics.parked_count("blocked", "written");

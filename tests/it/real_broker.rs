@@ -40,8 +40,8 @@ async fn real_broker_without_commit_metadata_refuses_to_park() {
     let mut records = tracks("ok", "u", 20, 0..200);
     records.extend(tracks("blocked", "v", 20, 0..200));
     produce(&broker.brokers(), &topic, &records).await;
-    s.kafka
-        .push_str("max_buffered_events = 300\nresume_buffered_events = 100\n");
+    s.worker.kafka.max_buffered_events = 300;
+    s.worker.kafka.resume_buffered_events = Some(100);
     let worker = Worker::start(s.config());
     wait_until("ok's events", Duration::from_secs(60), || {
         api.stats()
