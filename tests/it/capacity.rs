@@ -5,7 +5,6 @@
 //! Over 400 lines by design: 6 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::{BatchConfig, LimitsConfig, Millis};
 use std::process::Command;
 
 use clap::Parser;
@@ -213,16 +212,8 @@ impl HeldAtItsLimit {
             .start()
             .await
             .into_parts();
-        setup.worker.batch = BatchConfig {
-            max_events: 50,
-            linger_ms: Millis::new(20),
-            ..Default::default()
-        };
-        setup.worker.limits = LimitsConfig {
-            default_rate_limit_per_s: 10.0,
-            default_burst: 1,
-            ..Default::default()
-        };
+        setup.batch(50, 20);
+        setup.limit_with_burst(10.0, 1);
         let (worker, url) = Worker::start_serving(setup.config()).await;
         let argv = [
             "sluice",

@@ -5,7 +5,7 @@
 //! Over 400 lines by design: 11 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::{ApiMode, BatchConfig, LaneConfig, LimitsConfig, Millis, Ordering};
+use sluice::config::{ApiMode, BatchConfig, LaneConfig, Millis, Ordering};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -219,11 +219,7 @@ async fn a_slow_workspace_does_not_delay_another() {
 async fn per_user_order_holds_with_many_requests_in_flight_and_random_latency() {
     let (broker, api, topic, mut setup) = TestEnv::mock(3, &["acme"]).await.into_parts();
     api.set_latency(Latency::Uniform(0, 40));
-    setup.worker.batch = BatchConfig {
-        max_events: 5,
-        linger_ms: Millis::new(1),
-        ..Default::default()
-    };
+    setup.batch(5, 1);
     setup.worker.lanes = LaneConfig {
         max_in_flight: 8,
         ordering: Ordering::PerUser,
@@ -381,10 +377,7 @@ async fn shutdown_mid_batch_commits_only_delivered_events_and_the_rest_arrives_a
     let (broker, api, topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
     api.set_latency(Latency::Fixed(1500));
     setup.worker.shutdown.drain_deadline_ms = Millis::new(500);
-    setup.worker.lanes = LaneConfig {
-        max_in_flight: 2,
-        ..Default::default()
-    };
+    setup.in_flight(2);
     let n = 200;
     let records: Vec<Record> = tracks("acme", "u", 10, 0..n);
     let positions = produce(&broker.brokers(), &topic, &records).await;
@@ -596,20 +589,9 @@ async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
     // covers what was delivered (a user's events in one batch would leave the
     // contiguous offset behind them: delivered again, but by the commit's rule).
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", n, 0..n)).await;
-    setup.worker.batch = BatchConfig {
-        max_events: 10,
-        linger_ms: Millis::new(0),
-        ..Default::default()
-    };
-    setup.worker.lanes = LaneConfig {
-        max_in_flight: 2,
-        ..Default::default()
-    };
-    setup.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 10.0,
-        default_burst: 1,
-        ..Default::default()
-    };
+    setup.batch(10, 0);
+    setup.in_flight(2);
+    setup.limit_with_burst(10.0, 1);
     setup.worker.kafka.revoke_deadline_ms = Millis::new(300);
 
     let first = Worker::start(setup.config());

@@ -433,16 +433,8 @@ async fn drill_api_outage_then_faults() {
         &["local"],
     );
     // 20 requests/s × 10 events: 200 events/s at most, twice the offered 100/s.
-    setup.worker.batch = BatchConfig {
-        max_events: 10,
-        linger_ms: Millis::new(50),
-        ..Default::default()
-    };
-    setup.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: LIMIT as f64,
-        default_burst: 1,
-        ..Default::default()
-    };
+    setup.batch(10, 50);
+    setup.limit_with_burst(LIMIT as f64, 1);
     setup.worker.destination.request_timeout_ms = Millis::new(1000);
     setup.worker.retry = RetryConfig::default();
     let dir = tempfile::tempdir().unwrap();
@@ -566,19 +558,9 @@ async fn drill_cpu_starvation_keeps_the_limit() {
     )
     .await;
     let mut setup = Setup::new(&broker.brokers(), &topic, &api.url, &["local"]);
-    setup.worker.batch = BatchConfig {
-        max_events: 5,
-        linger_ms: Millis::new(5),
-        ..Default::default()
-    };
-    setup.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: LIMIT as f64,
-        ..Default::default()
-    };
-    setup.worker.lanes = LaneConfig {
-        max_in_flight: 16,
-        ..Default::default()
-    };
+    setup.batch(5, 5);
+    setup.limit(LIMIT as f64);
+    setup.in_flight(16);
     // 2 000 events/s offered against 250 events/s allowed: the limiter is always busy.
     let load = loadgen(&bin, &broker.brokers(), &topic, 2_000, "20s", 11);
     let sent = tokio::task::spawn_blocking(move || loadgen_sent(load))
@@ -875,11 +857,7 @@ async fn drill_broker_stopped_and_restarted_on_the_same_port() {
         max_events: 100,
         ..Default::default()
     };
-    setup.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 10.0,
-        default_burst: 1,
-        ..Default::default()
-    };
+    setup.limit_with_burst(10.0, 1);
     setup.worker.kafka.max_buffered_events = 1000;
     setup.worker.kafka.resume_buffered_events = Some(500);
     let options = &mut setup.worker.kafka.options;

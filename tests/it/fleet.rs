@@ -324,10 +324,7 @@ async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
     )
     .await;
     setup.one_event_per_request();
-    setup.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 100.0,
-        ..Default::default()
-    };
+    setup.limit(100.0);
     setup.worker.lanes = LaneConfig::default();
     let worker = Worker::start(setup.config());
     let counts = || {
@@ -402,10 +399,7 @@ async fn the_scaling_signal_leaves_out_what_only_the_limit_holds_back() {
         )
         .await;
         setup.one_event_per_request();
-        setup.worker.limits = LimitsConfig {
-            default_rate_limit_per_s: limit as f64,
-            ..Default::default()
-        };
+        setup.limit(limit as f64);
         setup.worker.lanes = LaneConfig::default();
         let worker = Worker::start(setup.config());
         wait_until("a backlog is measured", Duration::from_secs(30), || {

@@ -4,7 +4,7 @@
 //! Over 400 lines by design: 10 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::{BatchConfig, LaneConfig, LimitsConfig, Millis, RetryConfig};
+use sluice::config::{LimitsConfig, Millis, RetryConfig};
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::{MockCluster, MockCoordinator};
@@ -29,14 +29,8 @@ async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
     // One event per request, so the backlog is thousands of requests.
     setup.one_event_per_request();
     // The shipped defaults otherwise: burst 2, headroom 0.98.
-    setup.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 100.0,
-        ..Default::default()
-    };
-    setup.worker.lanes = LaneConfig {
-        max_in_flight: 8,
-        ..Default::default()
-    };
+    setup.limit(100.0);
+    setup.in_flight(8);
     produce(&broker.brokers(), &topic, &tracks("acme", "u", 50, 0..3000)).await;
 
     let worker = Worker::start(setup.config());
@@ -86,11 +80,7 @@ async fn a_100_per_second_limit_is_used_fully_and_never_exceeded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_429s_pauses_and_slows_only_that_workspace() {
     let (broker, api, topic, mut setup) = TestEnv::mock(2, &["hot", "calm"]).await.into_parts();
-    setup.worker.batch = BatchConfig {
-        max_events: 2,
-        linger_ms: Millis::new(5),
-        ..Default::default()
-    };
+    setup.batch(2, 5);
     setup.worker.limits = LimitsConfig {
         default_rate_limit_per_s: 50.0,
         default_burst: 1,
@@ -175,11 +165,7 @@ async fn transient_faults_at_20_percent_lose_nothing() {
         max_backoff_ms: Millis::new(100),
         ..Default::default()
     };
-    setup.worker.batch = BatchConfig {
-        max_events: 5,
-        linger_ms: Millis::new(5),
-        ..Default::default()
-    };
+    setup.batch(5, 5);
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 20, 0..300)).await;
 
     let worker = Worker::start(setup.config());
@@ -273,11 +259,7 @@ async fn a_413_splits_the_batch_and_the_halves_arrive() {
         .start()
         .await
         .into_parts();
-    setup.worker.batch = BatchConfig {
-        max_events: 40,
-        linger_ms: Millis::new(200),
-        ..Default::default()
-    };
+    setup.batch(40, 200);
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 4, 0..120)).await;
 
     let worker = Worker::start(setup.config());
@@ -506,11 +488,7 @@ async fn against_silent_throttling_the_limiter_alone_keeps_every_event() {
         .await
         .into_parts();
     setup.one_event_per_request();
-    setup.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 5.0,
-        default_burst: 1,
-        ..Default::default()
-    };
+    setup.limit_with_burst(5.0, 1);
     let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 3, 0..30)).await;
 
     let worker = Worker::start(setup.config());

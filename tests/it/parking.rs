@@ -6,7 +6,6 @@
 //! Over 400 lines by design: 5 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::{BatchConfig, LimitsConfig, Millis};
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::{MockCluster, MockCoordinator};
@@ -53,10 +52,7 @@ fn setup(broker: &Broker, topic: &str, api: &MockApi, workspaces: &[&str]) -> Se
     setup.parking(&format!("{topic}.park"), 2000, 1000);
     // ok: 50 requests/s of 20 events, 1 000 events/s: its rate is its limit's, alone
     // or not, so "unaffected" can be measured on a noisy machine.
-    setup.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 50.0,
-        ..Default::default()
-    };
+    setup.limit(50.0);
     setup
 }
 
@@ -196,15 +192,8 @@ async fn a_workspace_limited_far_below_its_inflow_drains_through_the_parking_top
     let positions = produce(&broker.brokers(), &topic, &records).await;
     s.worker.kafka.max_buffered_events = 1000;
     s.worker.kafka.resume_buffered_events = Some(500);
-    s.worker.batch = BatchConfig {
-        max_events: 5,
-        linger_ms: Millis::new(20),
-        ..Default::default()
-    };
-    s.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 1000.0,
-        ..Default::default()
-    };
+    s.batch(5, 20);
+    s.limit(1000.0);
     let slow = s.workspace("slow");
     slow.rate_limit_per_s = Some(10.0);
     slow.burst = Some(1);
@@ -345,10 +334,7 @@ async fn kill_9_while_parking_and_while_returning_loses_nothing_and_keeps_order(
     let positions = produce(&broker.brokers(), &topic, &two_workspaces(N)).await;
     s.worker.kafka.max_buffered_events = 1000;
     s.worker.kafka.resume_buffered_events = Some(500);
-    s.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 100.0,
-        ..Default::default()
-    };
+    s.limit(100.0);
     let dir = tempfile::tempdir().unwrap();
     let metric =
         |pod: &Pod, name: &'static str, labels: &'static [(&'static str, &'static str)]| {
@@ -496,10 +482,7 @@ async fn a_workspace_of_large_events_is_parked_on_bytes_before_the_buffer_pauses
     s.worker.kafka.max_buffered_events = 4000;
     s.worker.kafka.resume_buffered_events = Some(2000);
     s.worker.kafka.max_buffered_bytes = 2 << 20;
-    s.worker.limits = LimitsConfig {
-        default_rate_limit_per_s: 50.0,
-        ..Default::default()
-    };
+    s.limit(50.0);
     let worker = Worker::start(s.config());
     s.wait_committed(&positions, 4).await;
     let parked = worker.metrics.parked_count("blocked", "written");

@@ -1,6 +1,6 @@
 //! A worker's configuration for one test, as values.
 
-use sluice::config::{Config, Millis};
+use sluice::config::{BatchConfig, Config, LaneConfig, LimitsConfig, Millis};
 
 use super::{produced_ends, unique, wait_committed_to_end, API_KEY, API_KEY_ENV};
 
@@ -99,6 +99,39 @@ drain_deadline_ms = 5000
     pub fn one_event_per_request(&mut self) {
         self.worker.batch.max_events = 1;
         self.worker.batch.linger_ms = Millis::new(0);
+    }
+
+    /// Requests of at most `max_events`, a partly filled one waiting `linger_ms`; the
+    /// shipped `[batch]` otherwise.
+    pub fn batch(&mut self, max_events: usize, linger_ms: u64) {
+        self.worker.batch = BatchConfig {
+            max_events,
+            linger_ms: Millis::new(linger_ms),
+            ..BatchConfig::default()
+        };
+    }
+
+    /// `max_in_flight` requests per workspace; the shipped `[lanes]` otherwise.
+    pub fn in_flight(&mut self, max_in_flight: usize) {
+        self.worker.lanes = LaneConfig {
+            max_in_flight,
+            ..LaneConfig::default()
+        };
+    }
+
+    /// `per_s` requests a second per workspace; the shipped `[limits]` otherwise
+    /// (burst 2, headroom 0.995).
+    pub fn limit(&mut self, per_s: f64) {
+        self.worker.limits = LimitsConfig {
+            default_rate_limit_per_s: per_s,
+            ..LimitsConfig::default()
+        };
+    }
+
+    /// As [`limit`](Self::limit), with this burst.
+    pub fn limit_with_burst(&mut self, per_s: f64, burst: u32) {
+        self.limit(per_s);
+        self.worker.limits.default_burst = burst;
     }
 
     /// Parks a workspace that cannot keep up in `park_topic`, holding at most
