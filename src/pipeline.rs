@@ -201,7 +201,7 @@ fn build_limiter(config: &Config, metrics: &Metrics) -> Result<Limiter, WorkerEr
         .with_share(Arc::new(share));
     match (&l.mode, &l.redis_url) {
         (LimitMode::Redis, Some(url)) => {
-            let fleet = Fleet::connect(url, &l.redis_prefix, metrics.clone())?;
+            let fleet = Fleet::connect(url.expose(), &l.redis_prefix, metrics.clone())?;
             metrics.set_fleet_up(true);
             tracing::info!(prefix = %l.redis_prefix, "rate limits shared by the fleet through Redis");
             Ok(limiter.with_fleet(fleet))

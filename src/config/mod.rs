@@ -93,7 +93,7 @@ mod sections;
 mod validate;
 
 pub use millis::Millis;
-pub use secret::Secret;
+pub use secret::{Secret, SecretUrl};
 pub use sections::*;
 
 impl Config {
@@ -137,7 +137,7 @@ impl Config {
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
                     path: origin.to_string(),
-                    message: one_line(&e.to_string()),
+                    message: syntax_message(text, &e),
                 })?;
         let env: BTreeMap<String, String> = env.into_iter().collect();
         let mut overrides = env
@@ -189,6 +189,9 @@ impl Config {
             if is_secret_option(key) {
                 *value = "****".into();
             }
+        }
+        if let Some(url) = &mut shown.limits.redis_url {
+            *url = SecretUrl::new(url.masked());
         }
         let mut out = toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# {e}\n"));
         out.push_str("\n# API keys (read from the environment)\n");
@@ -248,6 +251,21 @@ pub(crate) fn is_secret_option(key: &str) -> bool {
         || k.contains("token")
         || k.contains("sasl.oauthbearer.config")
         || k.contains("credentials")
+}
+
+/// A TOML syntax error as its place and what is wrong, never the text around it: the
+/// line may hold a credential (`sasl.password = "…`).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let what = one_line(e.message());
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what,
+    }
 }
 
 fn one_line(message: &str) -> String {

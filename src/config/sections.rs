@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::{Millis, Secret, CUSTOMERIO_MAX_BATCH_BYTES, CUSTOMERIO_MAX_ITEM_BYTES};
+use super::{Millis, Secret, SecretUrl, CUSTOMERIO_MAX_BATCH_BYTES, CUSTOMERIO_MAX_ITEM_BYTES};
 
 /// `[kafka]`: the source topics and the consumer group.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -251,7 +251,7 @@ pub struct LimitsConfig {
     pub mode: LimitMode,
     /// Redis for `mode = "redis"`, e.g. `redis://redis:6379/0` (any Redis-compatible
     /// server); `rediss://` for TLS.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     /// Prefix of the Redis keys (one hash per site id): pods sharing a prefix share
     /// budgets.
     pub redis_prefix: String,

@@ -190,7 +190,7 @@ impl Config {
                 ))
             }
             (_, Some(url)) => {
-                let parsed = reqwest::Url::parse(url)
+                let parsed = reqwest::Url::parse(url.expose())
                     .map_err(|e| ConfigError::key("limits.redis_url", e.to_string()))?;
                 if !matches!(parsed.scheme(), "redis" | "rediss" | "unix" | "redis+unix") {
                     return Err(ConfigError::key(

@@ -202,7 +202,7 @@ impl CustomerIo {
                 .send(workspace, (site_id, key), Method::POST, &url, body.into())
                 .await;
             match answer {
-                Answer::Accepted => vec![ItemOutcome::Delivered; items.len()],
+                Answer::Accepted(text) => accepted_outcomes(&text, items.len()),
                 Answer::Partial(text) => partial_outcomes(&text, items.len()),
                 Answer::Rejected(failure) => vec![ItemOutcome::Rejected(failure); items.len()],
                 Answer::TooLarge(failure) if items.len() == 1 => {
@@ -246,7 +246,7 @@ impl CustomerIo {
                 )
                 .await;
             outcomes.push(match answer {
-                Answer::Accepted | Answer::Partial(_) => ItemOutcome::Delivered,
+                Answer::Accepted(_) | Answer::Partial(_) => ItemOutcome::Delivered,
                 Answer::Rejected(failure) => ItemOutcome::Rejected(failure),
                 Answer::TooLarge(failure) => ItemOutcome::Rejected(Failure {
                     reason: FailureReason::TooLarge,
@@ -266,9 +266,9 @@ fn unknown_workspace(workspace: &str, count: usize) -> Vec<ItemOutcome> {
     vec![ItemOutcome::Rejected(failure); count]
 }
 
+/// The per-item error list Customer.io sends with a 207 (and may send with a 200).
 #[derive(Deserialize)]
-struct PartialBody {
-    #[serde(default)]
+struct ItemErrors {
     errors: Vec<ItemError>,
 }
 
@@ -283,33 +283,64 @@ struct ItemError {
     message: Option<String>,
 }
 
+/// The items of a batch of `count` that `text` lists as refused, with why; `None` when
+/// `text` holds no readable `errors` list naming at least one of them.
+fn listed_errors(text: &str, status: u16, count: usize) -> Option<Vec<(usize, Failure)>> {
+    let body = serde_json::from_str::<ItemErrors>(text).ok()?;
+    let listed: Vec<(usize, Failure)> = body
+        .errors
+        .into_iter()
+        .filter(|e| e.batch_index < count)
+        .map(|e| {
+            let detail = [
+                e.reason.as_deref(),
+                e.field.as_deref(),
+                e.message.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+            let failure = Failure {
+                status: Some(status),
+                ..Failure::without_request(FailureReason::InvalidItem, excerpt(&detail))
+            };
+            (e.batch_index, failure)
+        })
+        .collect();
+    (!listed.is_empty()).then_some(listed)
+}
+
 /// Maps a 207 body to per-item outcomes: listed items are refused, the rest accepted.
+/// A 207 says some items were refused; without a list naming them (no `errors`, an
+/// empty one, only indexes outside the batch, not JSON) accepted cannot be told from
+/// refused, so every item is refused: nothing counts as delivered that may not be.
 fn partial_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
-    let mut outcomes = vec![ItemOutcome::Delivered; count];
-    match serde_json::from_str::<PartialBody>(text) {
-        Ok(body) => {
-            for e in body.errors.into_iter().filter(|e| e.batch_index < count) {
-                let detail = [
-                    e.reason.as_deref(),
-                    e.field.as_deref(),
-                    e.message.as_deref(),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(": ");
-                outcomes[e.batch_index] = ItemOutcome::Rejected(Failure {
-                    status: Some(207),
-                    ..Failure::without_request(FailureReason::InvalidItem, excerpt(&detail))
-                });
+    match listed_errors(text, 207, count) {
+        Some(listed) => {
+            let mut outcomes = vec![ItemOutcome::Delivered; count];
+            for (index, failure) in listed {
+                outcomes[index] = ItemOutcome::Rejected(failure);
             }
+            outcomes
         }
-        // Without the list we cannot tell accepted from refused: refuse all, so
-        // nothing counts as delivered that may not have been.
-        Err(_) => outcomes.fill(ItemOutcome::Rejected(Failure {
-            status: Some(207),
-            ..Failure::without_request(FailureReason::Unreadable207, excerpt(text))
-        })),
+        None => vec![
+            ItemOutcome::Rejected(Failure {
+                status: Some(207),
+                ..Failure::without_request(FailureReason::Unreadable207, excerpt(text))
+            });
+            count
+        ],
+    }
+}
+
+/// Maps a 200 body to per-item outcomes: every item is accepted unless the body lists
+/// refused ones in an `errors` list, as a 207 does (an API that reports per-item errors
+/// on a 200 is believed).
+fn accepted_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
+    let mut outcomes = vec![ItemOutcome::Delivered; count];
+    for (index, failure) in listed_errors(text, 200, count).unwrap_or_default() {
+        outcomes[index] = ItemOutcome::Rejected(failure);
     }
     outcomes
 }

@@ -27,8 +27,8 @@ pub(super) const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// The final answer to one request.
 #[derive(Debug)]
 pub enum Answer {
-    /// 2xx.
-    Accepted,
+    /// 2xx (but 207), with the body (an API may list refused items there too).
+    Accepted(String),
     /// 207, with the body listing the refused items.
     Partial(String),
     /// 413: the caller should split the request.
@@ -100,7 +100,7 @@ impl RetryingClient {
                 last_attempt: SystemTime::now(),
             };
             let (again, why, took) = match self.attempt(&request, attempts).await {
-                Outcome::Accepted => return Answer::Accepted,
+                Outcome::Accepted(text) => return Answer::Accepted(text),
                 Outcome::Partial(text) => return Answer::Partial(text),
                 Outcome::TooLarge(why) => return Answer::TooLarge(failure(why)),
                 Outcome::Rejected(why) => return Answer::Rejected(failure(why)),
@@ -185,7 +185,7 @@ impl RetryingClient {
         match classify(status) {
             Verdict::Success => {
                 self.succeeded(workspace);
-                Outcome::Accepted
+                Outcome::Accepted(text)
             }
             Verdict::Partial => {
                 self.succeeded(workspace);
@@ -232,8 +232,8 @@ struct Request<'a> {
 
 /// What one attempt came to.
 enum Outcome {
-    /// 2xx.
-    Accepted,
+    /// 2xx, with its body.
+    Accepted(String),
     /// 207, with its body.
     Partial(String),
     /// 413.

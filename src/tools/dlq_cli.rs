@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::KafkaConfig;
 use crate::dlq::headers;
 use crate::source::client_config;
+use crate::tools::printable::{printable, printable_bytes};
 
 /// How long reading waits for more letters before deciding it reached the end.
 const IDLE_END: Duration = Duration::from_secs(3);
@@ -195,6 +196,7 @@ pub fn report(letters: &[StoredRecord], samples: usize) -> String {
         "REASON", "WORKSPACE", "COUNT"
     ));
     for ((reason, workspace), count) in &counts {
+        let (reason, workspace) = (printable(reason), printable(workspace));
         out.push_str(&format!("{reason:<24} {workspace:<20} {count:>8}\n"));
     }
     if redriven > 0 {
@@ -219,17 +221,18 @@ pub fn report(letters: &[StoredRecord], samples: usize) -> String {
             let payload = l
                 .payload
                 .as_deref()
-                .map(|p| String::from_utf8_lossy(&p[..p.len().min(160)]).into_owned())
+                .map(|p| printable_bytes(&p[..p.len().min(160)]))
                 .unwrap_or_default();
+            let header = |name| printable(l.header(name).unwrap_or("?"));
             out.push_str(&format!(
                 "- [{}] {}/{}@{} (dlq {}@{}): {}\n    {}\n",
-                l.reason(),
-                l.header(headers::TOPIC).unwrap_or("?"),
-                l.header(headers::PARTITION).unwrap_or("?"),
-                l.header(headers::OFFSET).unwrap_or("?"),
+                printable(l.reason()),
+                header(headers::TOPIC),
+                header(headers::PARTITION),
+                header(headers::OFFSET),
                 l.partition,
                 l.offset,
-                l.header(headers::MESSAGE).unwrap_or(""),
+                printable(l.header(headers::MESSAGE).unwrap_or("")),
                 payload
             ));
         }
@@ -324,3 +327,6 @@ pub async fn redrive(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::dlq::headers;
 use crate::park::writer::{FENCE, WORKSPACE};
 use crate::source::client_config;
+use crate::tools::printable::{printable, printable_bytes};
 
 /// One workspace's part of the parking topic.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,7 +61,7 @@ pub fn inspect(config: &Config, samples: usize) -> anyhow::Result<BTreeMap<Strin
             if !read_back {
                 parked.waiting += 1;
                 if parked.samples.len() < samples {
-                    let h = |name: &str| r.headers.get(name).map_or("?", String::as_str);
+                    let h = |name: &str| printable(r.headers.get(name).map_or("?", String::as_str));
                     parked.samples.push(format!(
                         "parking {}@{} from {}[{}]@{} key {}",
                         r.partition,
@@ -68,9 +69,7 @@ pub fn inspect(config: &Config, samples: usize) -> anyhow::Result<BTreeMap<Strin
                         h(headers::TOPIC),
                         h(headers::PARTITION),
                         h(headers::OFFSET),
-                        r.key
-                            .as_deref()
-                            .map_or("-".into(), |k| String::from_utf8_lossy(k).into_owned()),
+                        r.key.as_deref().map_or("-".into(), printable_bytes),
                     ));
                 }
             }
@@ -87,6 +86,7 @@ pub fn report(parked: &BTreeMap<String, Parked>) -> String {
         "WORKSPACE", "PARKED", "WAITING", "FENCES"
     );
     for (workspace, p) in parked {
+        let workspace = printable(workspace);
         out.push_str(&format!(
             "{workspace:<20} {:>10} {:>10} {:>8}\n",
             p.records, p.waiting, p.fences
@@ -94,7 +94,7 @@ pub fn report(parked: &BTreeMap<String, Parked>) -> String {
     }
     for (workspace, p) in parked {
         for sample in &p.samples {
-            out.push_str(&format!("  {workspace}: {sample}\n"));
+            out.push_str(&format!("  {}: {sample}\n", printable(workspace)));
         }
     }
     if parked.is_empty() {

@@ -56,7 +56,7 @@ async fn fleet(
     setup.one_event_per_request();
     setup.worker.limits = LimitsConfig {
         mode,
-        redis_url,
+        redis_url: redis_url.map(sluice::config::SecretUrl::new),
         default_rate_limit_per_s: LIMIT as f64,
         ..Default::default()
     };

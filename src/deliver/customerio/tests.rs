@@ -102,3 +102,36 @@ fn a_207_refuses_only_the_listed_items() {
         if f.reason == FailureReason::InvalidItem && f.detail.contains("identifiers")));
     assert_eq!(outcomes[2], ItemOutcome::Delivered);
 }
+
+#[test]
+fn a_207_without_an_errors_list_counts_nothing_delivered() {
+    for body in [
+        "{}",
+        r#"{"errors":[]}"#,
+        r#"{"errors":[{"batch_index":7}]}"#,
+        "not json",
+    ] {
+        let outcomes = partial_outcomes(body, 2);
+        assert!(
+            outcomes.iter().all(|o| matches!(o, ItemOutcome::Rejected(f)
+                if f.reason == FailureReason::Unreadable207)),
+            "{body}: {outcomes:?}"
+        );
+    }
+}
+
+#[test]
+fn errors_listed_on_a_200_refuse_those_items() {
+    let body = r#"{"errors":[{"batch_index":0,"reason":"invalid","message":"no id"}]}"#;
+    let outcomes = accepted_outcomes(body, 2);
+    assert!(matches!(&outcomes[0], ItemOutcome::Rejected(f)
+        if f.reason == FailureReason::InvalidItem && f.status == Some(200)));
+    assert_eq!(outcomes[1], ItemOutcome::Delivered);
+    for body in ["", "{}", r#"{"errors":[]}"#, "ok"] {
+        assert_eq!(
+            accepted_outcomes(body, 2),
+            vec![ItemOutcome::Delivered; 2],
+            "{body}"
+        );
+    }
+}
