@@ -166,8 +166,8 @@ impl Limiter {
         self.share.clone()
     }
 
-    /// Waits until `workspace` may send one request: past any 429 pause, with a global
-    /// slot, then a token. Returns how long it waited on the workspace's limit (pause
+    /// Waits until `workspace` may send one request: past any 429 pause, then its token
+    /// with a global slot (never a slot held while waiting for the token). Returns how long it waited on the workspace's limit (pause
     /// and token, not the slot) and the permit to hold while the request runs.
     pub async fn acquire(&self, workspace: &str) -> (Duration, Permit) {
         let Some(ws) = self.workspaces.get(workspace) else {
@@ -181,21 +181,25 @@ impl Limiter {
                 self.sleep_until(at).await;
             }
             waited += before.elapsed();
-            let slot = self.in_flight_slot().await;
             let token = Instant::now();
             let fleet = self.fleet.as_ref().filter(|f| f.is_up());
+            // The global slot is taken only once the token is due (inside each): a
+            // workspace waiting for its limit holds no slot another could use.
             let taken = match fleet {
                 // Just back: pods still on partition-share may be sending, so this one
                 // keeps within its share too until they cannot be.
                 Some(fleet) if fleet.returning(Instant::now()) => match self.take_local(ws).await {
-                    Some(_) => self.take_from_fleet(ws, fleet).await,
+                    Some((_, _, slot)) => {
+                        drop(slot);
+                        self.take_from_fleet(ws, fleet).await
+                    }
                     None => None,
                 },
                 Some(fleet) => self.take_from_fleet(ws, fleet).await,
                 None => self.take_local(ws).await,
             };
             waited += token.elapsed();
-            if let Some((ticket, due)) = taken {
+            if let Some((ticket, due, slot)) = taken {
                 let log: Arc<dyn SendLog> = ws.state.clone();
                 let departure = Some(Departure::new(log, ticket, due));
                 return (
@@ -273,9 +277,12 @@ impl Limiter {
         self.lateness.woke(at, Instant::now());
     }
 
-    /// A token from this pod's pacer. `None` if a pause began meanwhile.
-    async fn take_local(&self, ws: &Workspace) -> Option<(Ticket, Instant)> {
+    /// A token from this pod's pacer, with a global in-flight slot. `None` if a pause
+    /// began meanwhile.
+    async fn take_local(&self, ws: &Workspace) -> Option<(Ticket, Instant, OwnedSemaphorePermit)> {
         loop {
+            // The slot first, then the token at once, or neither while waiting for it.
+            let slot = self.in_flight_slot().await;
             let at = {
                 let mut st = lock(&ws.state);
                 // Dated under the lock: the pacer's log stays in send order even when
@@ -286,11 +293,12 @@ impl Limiter {
                 }
                 let pace = self.pace(ws, &st, now);
                 match st.pacer.try_take(pace, now) {
-                    Ok(ticket) => return Some((ticket, now)),
+                    Ok(ticket) => return Some((ticket, now, slot)),
                     Err(Some(at)) => at,
                     Err(None) => now + ZERO_SHARE_RECHECK,
                 }
             };
+            drop(slot);
             self.sleep_until(at).await;
         }
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::{lock, Limiter, State, Workspace};
@@ -36,7 +37,7 @@ impl Limiter {
         &self,
         ws: &Workspace,
         fleet: &Fleet,
-    ) -> Option<(Ticket, Instant)> {
+    ) -> Option<(Ticket, Instant, OwnedSemaphorePermit)> {
         loop {
             let mut leased = ws.leased.lock().await;
             let now = Instant::now();
@@ -46,16 +47,18 @@ impl Limiter {
             if let Some(slot) = leased.pop_front() {
                 drop(leased);
                 tokio::time::sleep_until(slot).await;
+                // The global in-flight slot only now that the send is due.
+                let permit = self.in_flight_slot().await;
                 let now = Instant::now();
                 if now > slot + LATE_LIMIT {
-                    continue; // woke too late for it: dropped, never sent late
+                    continue; // too late for it: dropped, never sent late
                 }
                 let mut st = lock(&ws.state);
                 if st.learned.paused(now - self.origin).is_some() {
                     return None;
                 }
                 // Dated under the lock, in order; the wait is counted from the slot.
-                return Some((st.pacer.record(Instant::now()), slot));
+                return Some((st.pacer.record(Instant::now()), slot, permit));
             }
             let (spacing, accepted) = {
                 let mut st = lock(&ws.state);

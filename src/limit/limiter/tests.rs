@@ -222,3 +222,45 @@ async fn the_fleet_margin_is_the_wait_from_token_to_wire_not_the_gap_between_sen
     );
     assert_eq!(spacing.per_window, 100, "the limit as a count per window");
 }
+
+/// The global in-flight slots bound requests in flight, not requests waiting for their
+/// workspace's token: a workspace held to 1 request/s must not keep a slot while it
+/// waits, or a few rate-bound workspaces hold every slot and the others queue behind.
+#[tokio::test(start_paused = true)]
+async fn a_workspace_waiting_for_its_token_holds_no_in_flight_slot() {
+    let limiter = Arc::new(Limiter::new(
+        [
+            ("slow".to_string(), rate(1.0, 1)),
+            ("fast".to_string(), rate(1000.0, 10)),
+        ],
+        1,
+        1.0,
+    ));
+    // The one slot is busy with a request of fast.
+    let (_, busy) = limiter.acquire("fast").await;
+    // Two requests of slow, its token ready: both wait for the slot.
+    let acquire = |ws: &'static str| {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire(ws).await })
+    };
+    let first = acquire("slow");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = acquire("slow");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    drop(busy);
+    // The first takes the slot and slow's token, sends and is done.
+    let (_, sent) = first.await.unwrap();
+    drop(sent);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The second now waits about a second for slow's next token. Meanwhile fast needs
+    // the slot, which is free unless the waiting request holds it.
+    let start = Instant::now();
+    let got = tokio::time::timeout(Duration::from_millis(500), limiter.acquire("fast")).await;
+    assert!(
+        got.is_ok(),
+        "fast queued {:?} behind slow's wait for a token",
+        start.elapsed()
+    );
+    drop(got);
+    second.abort();
+}
