@@ -188,6 +188,11 @@ impl Decoder {
         }
     }
 
+    /// Whether `workspace` is one of the configured workspaces.
+    pub(crate) fn knows(&self, workspace: &str) -> bool {
+        self.workspaces.contains(workspace)
+    }
+
     /// Decodes and validates one message; `header_workspace` is its `workspace` Kafka
     /// header, if any.
     pub fn decode(

@@ -84,7 +84,7 @@ pub(crate) struct Refused {
 
 /// Judges records for their lanes; writes the dead letters of those it refuses.
 #[derive(Debug)]
-pub struct Intake {
+pub(crate) struct Intake {
     decoder: Decoder,
     shared: Arc<LaneContext>,
     /// Dead letters being written, off the reader's path.
@@ -94,7 +94,11 @@ pub struct Intake {
 impl Intake {
     /// Judges with `decoder`, encodes for `shared`'s destination, writes dead letters
     /// to its dead-letter topic on `dead_letter_tasks`.
-    pub fn new(decoder: Decoder, shared: Arc<LaneContext>, dead_letter_tasks: TaskTracker) -> Self {
+    pub(crate) fn new(
+        decoder: Decoder,
+        shared: Arc<LaneContext>,
+        dead_letter_tasks: TaskTracker,
+    ) -> Self {
         Intake {
             decoder,
             shared,
@@ -134,9 +138,14 @@ impl Intake {
                 workspace: event.workspace,
             }),
             Err(invalid) => Verdict::Refused(Refused {
+                // A header naming no configured workspace is input, not a workspace: it
+                // becomes no metric label (the letter keeps the record's headers).
                 workspace: match invalid {
                     InvalidEvent::UnknownWorkspace(_) => None,
-                    _ => workspace.name().map(str::to_string),
+                    _ => workspace
+                        .name()
+                        .filter(|w| self.decoder.knows(w))
+                        .map(str::to_string),
                 },
                 origin,
                 raw,

@@ -569,6 +569,31 @@ async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
     );
 }
 
+/// A `workspace` header is input: bad records naming workspaces that are not configured
+/// are dead-lettered, and no metric series is made from the names they carry (a topic of
+/// garbage would otherwise grow the metrics without bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_records_workspace_header_never_becomes_a_metric_label() {
+    let (broker, _api, topic, setup) = TestEnv::mock(1, &["acme"]).await.into_parts();
+    let records: Vec<Record> = (0..20)
+        .map(|i| Record {
+            key: "k".into(),
+            payload: b"{not json".to_vec(),
+            workspace_header: Some(format!("intruder-{i}").into_bytes()),
+        })
+        .collect();
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    setup.wait_committed(&positions, 1).await;
+    let metrics = worker.stop().await;
+    assert_eq!(metrics.dead_lettered_count("malformed_json"), 20);
+    let text = metrics.render();
+    assert!(
+        !text.contains("intruder-"),
+        "a header became a label:\n{text}"
+    );
+}
+
 /// Run alone (scripts/test.sh's drill step), so the re-deliveries it prints are this
 /// rebalance's: on a machine loaded by the rest of the suite the mock cluster's
 /// rebalance stretches over seconds and refused commits add hundreds.
