@@ -21,7 +21,9 @@ use crate::park::table::ParkedMarks;
 use crate::park::ParkingSetup;
 use crate::server::{self, Health};
 use crate::shutdown::Shutdown;
-use crate::source::{Assigned, Buffered, LagMonitor, OffsetTracker, Source, SourceError};
+use crate::source::{
+    Assigned, Buffered, LagMonitor, OffsetTracker, Source, SourceError, SourceParking,
+};
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,10 @@ pub enum WorkerError {
     /// The Redis URL of the fleet limit is not usable.
     #[error("limits.redis_url: {0}")]
     Redis(#[from] crate::limit::shared::SharedError),
+    /// The parking topic exists but could not be made ready (its parked events must be
+    /// read before the worker delivers anything of their partitions).
+    #[error("parking: {0}")]
+    Parking(String),
     /// The metrics/health listener could not bind.
     #[error("server: cannot listen on {addr}: {source}")]
     Listen {
@@ -87,7 +93,13 @@ pub async fn run_on(
         stop.dead_letter_tasks(),
         &shared.metrics,
     )
-    .map_err(SourceError::Kafka)?;
+    .await
+    .map_err(|e| WorkerError::Parking(e.to_string()))?;
+    let ledger = parking.as_ref().map(|p| p.ledger.clone());
+    if let Some(ledger) = &ledger {
+        let (ledger, marks) = (ledger.clone(), marks.clone());
+        stop.spawn_service(|end| ledger.run(marks, end));
+    }
     let mut lanes = JoinSet::new();
     let router = Router::start(
         config.workspaces.iter().map(|w| w.id.clone()),
@@ -104,7 +116,7 @@ pub async fn run_on(
         assigned,
         health.clone(),
         share,
-        marks,
+        SourceParking { marks, ledger },
     )?;
     tracing::info!(
         topics = ?config.kafka.topics, group = %config.kafka.group_id,

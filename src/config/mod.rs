@@ -235,6 +235,18 @@ impl Config {
             })
     }
 
+    /// The parking topic in effect: `kafka.park_topic`, or `<source topic>.park` when it
+    /// is unset and there is one source topic; `None` when parking is off (`""`, or
+    /// several source topics and no name).
+    pub fn parking_topic(&self) -> Option<String> {
+        match (&self.kafka.park_topic, self.kafka.topics.as_slice()) {
+            (Some(topic), _) if topic.is_empty() => None,
+            (Some(topic), _) => Some(topic.clone()),
+            (None, [source]) => Some(format!("{source}.park")),
+            (None, _) => None,
+        }
+    }
+
     /// How often completed offsets are committed.
     pub(crate) fn commit_interval(&self) -> Duration {
         self.kafka.commit_interval_ms.duration()

@@ -45,15 +45,16 @@ pub struct KafkaConfig {
     pub max_buffered_events: usize,
     /// Most events one workspace may hold in process (in its lane, or held while it
     /// returns from the parking topic); unset: `max_buffered_events` ÷ the number of
-    /// workspaces. Over it, with `park_topic` set, the workspace is parked.
+    /// workspaces. Over it the workspace is parked (unless parking is off).
     #[serde(default)]
     pub max_buffered_events_per_workspace: Option<usize>,
     /// Topic for the events of a workspace that cannot keep up (API refusing, down,
     /// retrying, or limited below its inflow): written there instead of held in
     /// process, so the source keeps moving for the other workspaces, and read back at
-    /// the workspace's pace. Needs at least as many partitions as the source topic.
-    /// Unset: no parking (one blocked workspace's events can fill the buffer and pause
-    /// every partition).
+    /// the workspace's pace. Unset: `<source topic>.park`. Created at start when
+    /// missing, and grown to the source topic's partitions when it has fewer. `""`
+    /// turns parking off (one blocked workspace's events can then fill the buffer and
+    /// pause every partition).
     #[serde(default)]
     pub park_topic: Option<String>,
     /// Bytes held in process (each event as read plus its encoding) above which the

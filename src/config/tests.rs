@@ -350,3 +350,26 @@ fn a_duration_that_is_not_one_is_named_with_an_example() {
         );
     }
 }
+
+#[test]
+fn parking_is_on_by_default_beside_the_source_topic() {
+    let keys = env(&[("ACME_KEY", "k")]);
+    let minimal = Config::from_toml(MINIMAL, "t", keys.clone()).unwrap();
+    assert_eq!(minimal.parking_topic().as_deref(), Some("events.park"));
+    let named = MINIMAL.replace("dlq_topic", "park_topic = \"waiting\"\ndlq_topic");
+    let named = Config::from_toml(&named, "t", keys.clone()).unwrap();
+    assert_eq!(named.parking_topic().as_deref(), Some("waiting"));
+    let off = MINIMAL.replace("dlq_topic", "park_topic = \"\"\ndlq_topic");
+    let off = Config::from_toml(&off, "t", keys.clone()).unwrap();
+    assert_eq!(off.parking_topic(), None);
+    // Two source topics would share one parking partition per number: name it or none.
+    let two = MINIMAL.replace(r#"topics = ["events"]"#, r#"topics = ["events", "more"]"#);
+    let two = Config::from_toml(&two, "t", keys.clone()).unwrap();
+    assert_eq!(two.parking_topic(), None);
+    // The parking topic must not be a source topic (events would loop).
+    let looped = MINIMAL.replace("dlq_topic", "park_topic = \"events\"\ndlq_topic");
+    let err = Config::from_toml(&looped, "t", keys)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kafka.park_topic"), "{err}");
+}

@@ -52,8 +52,9 @@ impl Config {
                 "must not be one of kafka.topics (dead letters would loop)",
             ));
         }
-        if let Some(park) = &k.park_topic {
-            if park.trim().is_empty() || k.topics.contains(park) || park == &k.dlq_topic {
+        if let Some(park) = self.parking_topic() {
+            // The derived `<topic>.park` is checked too: it may be a source or the dlq.
+            if park.trim().is_empty() || k.topics.contains(&park) || park == k.dlq_topic {
                 return Err(ConfigError::key(
                     "kafka.park_topic",
                     "must be a topic of its own (not a source topic, not the dlq topic)",

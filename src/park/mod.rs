@@ -1,7 +1,7 @@
 //! Tenant isolation: a workspace that cannot keep up is *parked* — its newly read events
-//! go to the parking topic (`kafka.park_topic`) instead of the in-process buffer, so the
-//! source partitions keep moving for every other workspace — and comes back once it has
-//! caught up. Nothing is lost and one user's events stay in order in both directions.
+//! go to the parking topic (`kafka.park_topic`, by default `<topic>.park`, created at
+//! start) instead of the in-process buffer, so the source partitions keep moving for
+//! every other workspace — and comes back once it has caught up. Nothing is lost and one user's events stay in order in both directions.
 //! (This file runs a little over 400 lines because the protocol is described here, beside
 //! the code that runs each of its steps.)
 //!
@@ -27,10 +27,11 @@
 //!    the order read (enqueued at once; idempotent producer, no delivery timeout, so
 //!    retries never reorder). Its source offset completes when the write is
 //!    acknowledged.
-//! 3. *Marks.* Every source offset commit of p carries, in its metadata, the workspaces
-//!    that may have parked events of p waiting and their `start`. A parked event's source
-//!    offset is committed only after it was acknowledged, in a commit that carries W's
-//!    mark; the mark leaves only after W's reader has committed past W's fence.
+//! 3. *Marks.* The pod keeps, per owned p, the workspaces that may have parked events
+//!    of p waiting and their `start` (a mark, set before the first event is parked).
+//!    The parking ledger (`ledger.rs`) commits, for parking partition p, a *floor* at or
+//!    below every mark's `start` (offsets only, so every broker keeps it); a mark leaves
+//!    only after W's reader has committed past W's fence.
 //! 4. *Read.* W's reader (consumer group `{group}.park.{W}`, partitions assigned by
 //!    hand) reads parking partition p from `max(its committed offset, start)` and hands
 //!    W's records of p to W's lane — only while the lane is under budget — skipping the
@@ -44,25 +45,28 @@
 //!    fence, in order) and W is parked again; the fence is then stale and ignored.
 //! 6. *Rebalance.* A revoked partition's states and held events are dropped: held
 //!    events were never completed, so the new owner reads them again. A newly assigned
-//!    partition whose committed metadata marks W starts W as *returning* — a fence,
-//!    held events — so W's parked events there come first.
+//!    partition is read in the parking topic from its floor to its end: each workspace
+//!    with a parked record of p there starts *returning* — a fence, held events — so
+//!    its parked events come first.
 //! 7. *Crash.* Everything in process is uncommitted and read again; parked events whose
-//!    source offsets were committed are in the parking topic behind a mark; the next
+//!    source offsets were committed are in the parking topic above the floor; the next
 //!    owner reads them first (step 6). Duplicates are possible (at-least-once), gaps
 //!    and reorders are not.
 //!
 //! If the parking topic is unavailable its writes pend; they count as buffered events,
 //! so the consumer pauses, as it does without parking.
 
+pub(crate) mod ledger;
 pub(crate) mod reader;
 mod setup;
 pub(crate) mod table;
+mod topic;
 pub(crate) mod writer;
 
 pub(crate) use setup::blocking;
 pub(crate) use setup::ParkingSetup;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -108,12 +112,17 @@ pub(crate) struct LaneParking {
     table: ParkTable,
     reader: Option<ReaderHandle>,
     owned: BTreeSet<TopicPartition>,
-    park_partitions: Option<usize>,
+    /// Partitions where parking failed (the parking topic unavailable), and until when
+    /// they are not tried again: the lane keeps their events meanwhile.
+    unparkable: HashMap<TopicPartition, tokio::time::Instant>,
     /// The tracker's name for this workspace's parking offsets (its reader's).
     synthetic: String,
     /// When the workspace was last parked: it stays so for at least [`MIN_PARKED`].
     parked_at: Option<tokio::time::Instant>,
 }
+
+/// How long a partition whose parking failed is left unparked before it is tried again.
+const PARK_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The shortest parking episode: a workspace does not flap between the two paths.
 pub(crate) const MIN_PARKED: std::time::Duration = std::time::Duration::from_secs(1);
@@ -136,7 +145,7 @@ impl LaneParking {
             shared: shared.clone(),
             reader: None,
             owned: BTreeSet::new(),
-            park_partitions: None,
+            unparkable: HashMap::new(),
             parked_at: None,
         }
     }
@@ -166,39 +175,53 @@ impl LaneParking {
     }
 
     /// Whether the lane, holding `events` of `bytes`, is over budget (in events or in
-    /// bytes) with partitions to park.
+    /// bytes) with partitions it can park: a lane that cannot park any keeps its events
+    /// (the source's back-pressure bounds them) instead of taking them all back for
+    /// nothing at every new one.
     pub(crate) fn should_park(&self, events: usize, bytes: usize) -> bool {
-        (events + self.table.held(&self.workspace) >= self.setup.budget
-            || bytes >= self.setup.byte_budget)
+        self.setup.isolating
+            && (events + self.table.held(&self.workspace) >= self.setup.budget
+                || bytes >= self.setup.byte_budget)
+            && self.owned.iter().any(|tp| self.parkable(tp))
+    }
+
+    /// Whether `tp` is direct and could be parked now: it has a parking partition, and
+    /// parking it has not failed lately.
+    fn parkable(&self, tp: &TopicPartition) -> bool {
+        self.table.route(&self.workspace, tp) == Route::Lane
+            && self.setup.ledger.covers(tp)
             && self
-                .owned
-                .iter()
-                .any(|tp| self.table.route(&self.workspace, tp) == Route::Lane)
+                .unparkable
+                .get(tp)
+                .is_none_or(|until| *until <= tokio::time::Instant::now())
     }
 
     /// Parks the workspace on every partition it is direct on, then parks `taken` (all
     /// the lane held, in per-user order). Returns what stays in the lane: events read
     /// back from the parking topic, and those of partitions that could not be parked.
     pub(crate) fn park(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
-        let partitions = self.partitions();
         let mut parked_any = false;
         for tp in self.owned.clone() {
-            if self.table.route(&self.workspace, &tp) != Route::Lane {
+            if !self.parkable(&tp) {
                 continue;
-            }
-            if partitions.is_none_or(|n| tp.partition as usize >= n) {
-                continue; // no parking partition of that number: it stays direct
             }
             match blocking(|| self.setup.parker.end_offset(tp.partition)) {
                 Ok(start) => {
+                    self.unparkable.remove(&tp);
                     self.table.park(&self.workspace, &tp, start);
                     self.reader_send(Ctrl::Assign(tp, start));
                     parked_any = true;
                 }
-                Err(e) => tracing::warn!(
-                    workspace = %self.workspace,
-                    "cannot park (parking topic unavailable): {e}"
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        workspace = %self.workspace,
+                        partition = tp.partition,
+                        "cannot park (parking topic unavailable), tried again in {}s: {e}",
+                        PARK_RETRY.as_secs()
+                    );
+                    self.unparkable
+                        .insert(tp, tokio::time::Instant::now() + PARK_RETRY);
+                }
             }
         }
         if parked_any {
@@ -282,6 +305,7 @@ impl LaneParking {
                 self.shared.buffered.release(dropped.len(), bytes);
                 for tp in tps {
                     self.owned.remove(&tp);
+                    self.unparkable.remove(&tp);
                     if let Some(r) = &self.reader {
                         r.send(Ctrl::Unassign(tp));
                     }
@@ -320,17 +344,6 @@ impl LaneParking {
                 self.write(held);
             }
         }
-    }
-
-    fn partitions(&mut self) -> Option<usize> {
-        if self.park_partitions.is_none() {
-            match blocking(|| self.setup.parker.partitions()) {
-                Ok(n) if n > 0 => self.park_partitions = Some(n),
-                Ok(_) => tracing::warn!("the parking topic has no partitions (does it exist?)"),
-                Err(e) => tracing::warn!("parking topic metadata: {e}"),
-            }
-        }
-        self.park_partitions
     }
 
     fn reader_send(&mut self, ctrl: Ctrl) {

@@ -1,11 +1,13 @@
-//! What every lane's parking side shares, and the start-up check that the brokers can
-//! carry the protocol's marks.
+//! What every lane's parking side shares, made ready at start: the parking topic
+//! (created or grown), its producer and its ledger.
 
 use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
+use super::ledger::Ledger;
 use super::table::ParkedMarks;
+use super::topic::{self, TopicError};
 use super::writer::Parker;
 use crate::config::{Config, KafkaConfig};
 use crate::intake::Intake;
@@ -14,6 +16,7 @@ use crate::intake::Intake;
 #[derive(Debug, Clone)]
 pub struct ParkingSetup {
     pub(super) parker: Arc<Parker>,
+    pub(crate) ledger: Arc<Ledger>,
     pub(super) marks: ParkedMarks,
     pub(super) kafka: KafkaConfig,
     pub(super) budget: usize,
@@ -22,77 +25,75 @@ pub struct ParkingSetup {
     pub(super) byte_budget: usize,
     pub(super) intake: Arc<Intake>,
     pub(super) writes: TaskTracker,
+    /// Whether there is another workspace to protect: a lone workspace is never parked
+    /// (the source's back-pressure holds it, and its lag is what the autoscaler sees);
+    /// events parked earlier are still read back.
+    pub(super) isolating: bool,
 }
 
+/// Parking could not be made ready, and the worker must not run without it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (parked events may wait there; not starting without them)")]
+pub(crate) struct ParkingError(String);
+
 impl ParkingSetup {
-    /// The parking side for `config`, or `None` without `kafka.park_topic`. `marks` is
-    /// shared with the source's commits; parking writes run on `writes`; parked events
-    /// read back are judged by `intake`.
-    pub fn new(
+    /// The parking side for `config`: `None` when parking is off, or when its topic
+    /// does not exist and cannot be created (said at start in one line; nothing can be
+    /// waiting in a topic that does not exist). `marks` is shared with the source;
+    /// parking writes run on `writes`; parked events read back are judged by `intake`.
+    pub(crate) async fn new(
         config: &Config,
         intake: Arc<Intake>,
         marks: ParkedMarks,
         writes: TaskTracker,
         metrics: &crate::metrics::Metrics,
-    ) -> Result<Option<Self>, rdkafka::error::KafkaError> {
-        let Some(parker) = Parker::new(config, metrics)? else {
-            return Ok(None);
-        };
-        if let Err(why) = blocking(|| keeps_commit_metadata(config, parker.topic())) {
-            tracing::error!(
-                "parking disabled ({why}): without it, a workspace that cannot keep up \
-                 pauses every partition once the buffer is full"
+    ) -> Result<Option<Self>, ParkingError> {
+        let Some(topic) = config.parking_topic() else {
+            tracing::warn!(
+                "parking is off (kafka.park_topic = \"\", or several source topics): a \
+                 workspace that cannot keep up fills the buffer and pauses every partition"
             );
             return Ok(None);
-        }
+        };
+        let source = &config.kafka.topics[0];
+        let coverage = match topic::ensure(&config.kafka, source, &topic).await {
+            Ok(coverage) => coverage,
+            Err(e @ TopicError::Missing { .. }) => {
+                tracing::error!(
+                    "parking is off ({e}): a workspace that cannot keep up fills the \
+                     buffer and pauses every partition; create it, or set kafka.park_topic"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(ParkingError(e.to_string())),
+        };
+        let isolating = config.workspaces.len() > 1;
+        tracing::info!(
+            topic,
+            partitions = coverage.parking,
+            source_partitions = coverage.source,
+            "{}",
+            if isolating {
+                "parking on: a workspace that cannot keep up is parked there"
+            } else {
+                "parking on for events parked earlier (one workspace: nothing to isolate it from)"
+            }
+        );
+        let parker =
+            Parker::new(config, &topic, metrics).map_err(|e| ParkingError(e.to_string()))?;
+        let ledger = Ledger::new(&config.kafka, &topic, coverage.parking)
+            .map_err(|e| ParkingError(e.to_string()))?;
         Ok(Some(ParkingSetup {
             parker: Arc::new(parker),
+            ledger: Arc::new(ledger),
             marks,
             kafka: config.kafka.clone(),
             budget: config.workspace_budget(),
             byte_budget: (config.kafka.max_buffered_bytes / config.workspaces.len().max(1)).max(1),
             intake,
             writes,
+            isolating,
         }))
-    }
-}
-
-/// Whether the brokers keep offset-commit metadata, which the marks live in (Kafka
-/// does; Tansu 0.6 drops it): a probe commit on the parking topic, read back.
-fn keeps_commit_metadata(config: &Config, topic: &str) -> Result<(), String> {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    const PROBE: &str = "sluice-parking-probe";
-    let timeout = std::time::Duration::from_secs(10);
-    let consumer: BaseConsumer = crate::source::client_config(&config.kafka)
-        .set("group.id", format!("{}.park.probe", config.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(0))
-        .map_err(|e| e.to_string())?;
-    if let Some(mut elem) = tpl.find_partition(topic, 0) {
-        elem.set_metadata(PROBE);
-    }
-    consumer
-        .commit(&tpl, CommitMode::Sync)
-        .map_err(|e| format!("cannot commit on the parking topic {topic}: {e}"))?;
-    drop(tpl);
-    let mut ask = TopicPartitionList::new();
-    ask.add_partition(topic, 0);
-    let committed = consumer
-        .committed_offsets(ask, timeout)
-        .map_err(|e| e.to_string())?;
-    let kept = committed
-        .elements()
-        .first()
-        .is_some_and(|e| e.metadata() == PROBE);
-    drop(committed);
-    if kept {
-        Ok(())
-    } else {
-        Err("the brokers do not keep offset-commit metadata".into())
     }
 }
 

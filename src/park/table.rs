@@ -41,9 +41,12 @@ struct Entry {
     start: i64,
 }
 
-/// Per source partition: the workspaces that may have parked events waiting, and the
-/// parking-topic offset to read them from. Carried in the metadata of every offset
-/// commit of that partition, so whoever owns it next knows.
+/// Per source partition this pod owns: the workspaces that may have parked events
+/// waiting, and the parking-topic offset to read them from. A partition has an entry
+/// (empty or not) from the moment its marks were inherited on assignment until it is
+/// revoked, and only then: the parking ledger keeps the partition's floor from it (see
+/// [`super::ledger`]), so a table never creates one (a lane that has not yet heard of a
+/// revocation must not bring a partition back).
 pub(crate) type ParkedMarks = Arc<Mutex<HashMap<TopicPartition, BTreeMap<String, i64>>>>;
 
 /// The parking state of every (workspace, partition) this pod owns.
@@ -52,21 +55,6 @@ pub(crate) struct ParkTable {
     entries: HashMap<(String, TopicPartition), Entry>,
     next_epoch: u64,
     marks: ParkedMarks,
-}
-
-/// The commit metadata of a partition with these marks.
-pub(crate) fn marks_metadata(marks: &BTreeMap<String, i64>) -> String {
-    serde_json::json!({ "sluice_parked": marks }).to_string()
-}
-
-/// The marks a partition's commit metadata carries (none if it is not sluice's).
-pub(crate) fn metadata_marks(metadata: &str) -> BTreeMap<String, i64> {
-    serde_json::from_str::<serde_json::Value>(metadata)
-        .ok()
-        .and_then(|v| {
-            serde_json::from_value::<BTreeMap<String, i64>>(v.get("sluice_parked")?.clone()).ok()
-        })
-        .unwrap_or_default()
 }
 
 impl ParkTable {
@@ -298,14 +286,16 @@ impl ParkTable {
     }
 
     /// Brings the shared marks of `tp` up to date for `workspace` (other workspaces'
-    /// tables keep theirs in the same map).
+    /// tables keep theirs in the same map), if `tp` is still this pod's.
     fn sync_mark(&self, workspace: &str, tp: &TopicPartition) {
         let start = self
             .entries
             .get(&(workspace.to_string(), tp.clone()))
             .map(|e| e.start);
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        let of_tp = marks.entry(tp.clone()).or_default();
+        let Some(of_tp) = marks.get_mut(tp) else {
+            return; // not (or no longer) this pod's
+        };
         match start {
             Some(start) => {
                 of_tp.insert(workspace.to_string(), start);
@@ -313,9 +303,6 @@ impl ParkTable {
             None => {
                 of_tp.remove(workspace);
             }
-        }
-        if of_tp.is_empty() {
-            marks.remove(tp);
         }
     }
 }

@@ -41,13 +41,9 @@ impl std::fmt::Debug for Parker {
 }
 
 impl Parker {
-    /// A producer for `kafka.park_topic` on the source's brokers, or `None` when parking
-    /// is not configured.
-    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Result<Option<Self>, KafkaError> {
+    /// A producer for parking topic `topic` on the source's brokers.
+    pub(crate) fn new(config: &Config, topic: &str, metrics: &Metrics) -> Result<Self, KafkaError> {
         let k = &config.kafka;
-        let Some(topic) = &k.park_topic else {
-            return Ok(None);
-        };
         let mut client = client_config(k);
         for key in k
             .options
@@ -66,10 +62,10 @@ impl Parker {
                 "queue.buffering.max.messages",
                 (k.max_buffered_events * 2 + 10_000).to_string(),
             );
-        Ok(Some(Parker {
+        Ok(Parker {
             producer: client.create_with_context(KafkaLog::new(metrics.clone()))?,
-            topic: topic.clone(),
-        }))
+            topic: topic.to_string(),
+        })
     }
 
     /// The parking topic.
@@ -141,19 +137,6 @@ impl Parker {
             .client()
             .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
             .map(|(_, high)| high)
-    }
-
-    /// Partitions of the parking topic (blocks on the broker).
-    pub(crate) fn partitions(&self) -> Result<usize, KafkaError> {
-        let metadata = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic), WATERMARK_TIMEOUT)?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == self.topic)
-            .map_or(0, |t| t.partitions().len()))
     }
 }
 

@@ -62,7 +62,6 @@ pub struct Source {
     back_pressure: BackPressure,
     commit_interval: Duration,
     topics: HashMap<String, Arc<str>>,
-    marks: ParkedMarks,
     /// Rebalances for the lanes, forwarded before the next message.
     rebalances: mpsc::UnboundedReceiver<Control>,
     /// The assignment as of a version of it (see [`Source::owns`]).
@@ -75,25 +74,35 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// What the source keeps of parking: the marks of the partitions it owns, and the
+/// ledger where a newly assigned partition's marks are read (`None`: parking is off).
+#[derive(Debug)]
+pub(crate) struct SourceParking {
+    /// Parked workspaces per owned partition.
+    pub(crate) marks: ParkedMarks,
+    /// The parking ledger.
+    pub(crate) ledger: Option<Arc<crate::park::ledger::Ledger>>,
+}
+
 impl Source {
     /// Builds the consumer for `config` and subscribes to its topics. `shared` is what
     /// the lanes share (tracker, metrics, buffered count); `intake` judges each record.
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         shared: &LaneContext,
         intake: Arc<Intake>,
         assigned: Assigned,
         health: Health,
         share: Arc<Share>,
-        marks: ParkedMarks,
+        parking: SourceParking,
     ) -> Result<Self, SourceError> {
+        let SourceParking { marks, ledger } = parking;
         let tracker = shared.tracker.clone();
         let metrics = shared.metrics.clone();
         let buffered = shared.buffered.clone();
         let k = &config.kafka;
         let client = group_client_config(k);
         let (rebalance_tx, rebalance_rx) = mpsc::unbounded_channel();
-        let parking_on = k.park_topic.is_some();
         let context = SourceContext {
             tracker: tracker.clone(),
             assigned,
@@ -104,11 +113,12 @@ impl Source {
             paused: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             share,
-            partition_counts: Mutex::new(HashMap::new()),
+            partition_counts: Mutex::default(),
+            share_pending: AtomicBool::new(false),
             topics: k.topics.clone(),
-            marks: marks.clone(),
+            marks,
             rebalances: rebalance_tx,
-            parking_on,
+            ledger,
             workspaces: config.workspaces.iter().map(|w| w.id.clone()).collect(),
             log: KafkaLog::new(metrics.clone()),
         };
@@ -125,7 +135,6 @@ impl Source {
             back_pressure: BackPressure::for_kafka(k),
             commit_interval: config.commit_interval(),
             topics: HashMap::new(),
-            marks,
             rebalances: rebalance_rx,
             owned: (u64::MAX, HashSet::new()),
         })
@@ -185,7 +194,11 @@ impl Source {
                     }
                     Err(e) => self.consumer.context().log.error(&e, "reading"),
                 },
-                _ = recommit.tick() => self.commit_now(),
+                _ = recommit.tick() => {
+                    self.commit_now();
+                    let consumer = &*self.consumer;
+                    crate::park::blocking(|| consumer.context().settle_share(consumer));
+                }
                 _ = idle_tick.tick() => self.forward_rebalances(router),
                 // Back-pressure: look again as the lanes let events go, and when a
                 // hold has lasted long enough to become a pause.
@@ -320,7 +333,7 @@ impl Source {
         }
         let n = offsets.len();
         if matches!(mode, CommitMode::Sync) {
-            let result = commit_offsets(&*self.consumer, &offsets, mode, &self.marks);
+            let result = commit_offsets(&*self.consumer, &offsets, mode);
             self.consumer
                 .context()
                 .answered(&offsets, result.as_ref().err());
@@ -334,13 +347,9 @@ impl Source {
             return Ok(0);
         }
         self.tracker.mark_requested(&offsets);
-        let (consumer, marks, committing) = (
-            self.consumer.clone(),
-            self.marks.clone(),
-            self.committing.clone(),
-        );
+        let (consumer, committing) = (self.consumer.clone(), self.committing.clone());
         tokio::task::spawn_blocking(move || {
-            let result = commit_offsets(&*consumer, &offsets, CommitMode::Sync, &marks);
+            let result = commit_offsets(&*consumer, &offsets, CommitMode::Sync);
             consumer.context().answered(&offsets, result.as_ref().err());
             committing.store(false, Ordering::Release);
         });

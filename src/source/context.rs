@@ -3,7 +3,7 @@
 //! rest let go; assigned ones their parking marks and this pod's share of the limit),
 //! the broker's answers to commits, and librdkafka's log lines in sluice's terms.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,10 +14,12 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::kafka_log::KafkaLog;
+use super::partition_counts::PartitionCounts;
 use super::{Assigned, OffsetTracker, TopicPartition};
 use crate::limit::Share;
 use crate::metrics::Metrics;
-use crate::park::table::{marks_metadata, metadata_marks, ParkedMarks};
+use crate::park::ledger::Ledger;
+use crate::park::table::ParkedMarks;
 use crate::park::Control;
 use crate::server::Health;
 
@@ -40,16 +42,19 @@ pub(super) struct SourceContext {
     /// This pod's share of every workspace's limit, kept by these hooks.
     pub(super) share: Arc<Share>,
     /// Partitions of each source topic, as last read from the brokers.
-    pub(super) partition_counts: Mutex<HashMap<String, usize>>,
+    pub(super) partition_counts: Mutex<PartitionCounts>,
+    /// Set while the share waits for a partition count the brokers have not given
+    /// (asked again on the source's recommit tick).
+    pub(super) share_pending: AtomicBool,
     /// The source topics.
     pub(super) topics: Vec<String>,
-    /// Parked workspaces per partition, carried in every commit's metadata.
+    /// Parked workspaces per owned partition (the ledger keeps their floors).
     pub(super) marks: ParkedMarks,
     /// Where rebalances are reported to the lanes (revocations always; assignments,
     /// with their parking marks, when parking is on).
     pub(super) rebalances: mpsc::UnboundedSender<Control>,
-    /// Whether `kafka.park_topic` is set.
-    pub(super) parking_on: bool,
+    /// The parking ledger, when parking is on: where assigned partitions' marks are read.
+    pub(super) ledger: Option<Arc<Ledger>>,
     /// The workspaces (for the safe assumption when marks cannot be read).
     pub(super) workspaces: Vec<String>,
     /// librdkafka's lines, in sluice's terms.
@@ -66,11 +71,11 @@ impl SourceContext {
             self.wait_for(&revoked);
         }
         let offsets = self.tracker.committable_for(&revoked);
-        if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync, &self.marks) {
+        if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync) {
             tracing::warn!("commit of revoked partitions failed: {e}");
         }
-        // The rest is redelivered to the new owner, who reads the marks just
-        // committed; this pod's are no longer its to write.
+        // The rest is redelivered to the new owner, who reads the parking topic from
+        // its floor; this pod's marks are no longer its to keep.
         self.tracker.forget(&revoked);
         {
             let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,9 +88,15 @@ impl SourceContext {
             assigned.remove(tp);
         }
         self.assignment_version.fetch_add(1, Ordering::AcqRel);
-        // Shrunk before the partitions are handed over.
-        let total = self.total_partitions(consumer, &assigned, false);
-        self.share.revoked(assigned.len(), total);
+        // Shrunk before the partitions are handed over (to nothing while the count is
+        // unknown: asked again shortly).
+        match self.total_partitions(consumer, &assigned, false) {
+            Some(total) => self.share.revoked(assigned.len(), total),
+            None => {
+                self.share.revoked(0, 1);
+                self.share_pending.store(true, Ordering::Release);
+            }
+        }
         drop(assigned);
         // The lanes drop what they still queue of these partitions: the new
         // owner reads it again from the commit just made.
@@ -130,12 +141,22 @@ impl ConsumerContext for SourceContext {
                 assigned.extend(partitions(tpl));
                 self.assignment_version.fetch_add(1, Ordering::AcqRel);
                 // Grown a window after they arrive.
-                let total = self.total_partitions(consumer, &assigned, true);
-                self.share
-                    .assigned(assigned.len(), total, tokio::time::Instant::now());
+                match self.total_partitions(consumer, &assigned, true) {
+                    Some(total) => {
+                        self.share_pending.store(false, Ordering::Release);
+                        self.share
+                            .assigned(assigned.len(), total, tokio::time::Instant::now())
+                    }
+                    None => {
+                        tracing::warn!(
+                            "source partition count unknown: this pod's share of the limit                              stays as it was until the brokers say"
+                        );
+                        self.share_pending.store(true, Ordering::Release);
+                    }
+                }
                 drop(assigned);
-                if self.parking_on {
-                    let inherited = self.inherit_marks(consumer, tpl);
+                if let Some(ledger) = &self.ledger {
+                    let inherited = self.inherit_marks(ledger, tpl);
                     let _ = self.rebalances.send(Control::Assigned(inherited));
                 }
                 self.health.joined();
@@ -182,34 +203,31 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
-    /// Reads the parking marks of newly assigned partitions and puts them in the commits
-    /// from now on, before any lane has taken them in: a commit without them would
-    /// orphan the parked events they point at. Returns them for the lanes.
+    /// Reads the parking marks of newly assigned partitions from the parking topic and
+    /// keeps them (the ledger keeps each partition's floor from them from now on), before
+    /// any lane has taken them in. Returns them for the lanes.
     fn inherit_marks(
         &self,
-        consumer: &BaseConsumer<Self>,
+        ledger: &Ledger,
         assigned: &TopicPartitionList,
     ) -> Vec<(TopicPartition, BTreeMap<String, i64>)> {
-        let inherited = parked_marks(consumer, assigned, &self.workspaces);
+        let tps = partitions(assigned);
+        let inherited = crate::park::blocking(|| ledger.inherit(&tps, &self.workspaces));
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
         for (tp, of_tp) in &inherited {
-            if of_tp.is_empty() {
-                marks.remove(tp);
-            } else {
-                marks.insert(tp.clone(), of_tp.clone());
-            }
+            marks.insert(tp.clone(), of_tp.clone());
         }
         inherited
     }
 
     /// Partitions of all source topics: read from the brokers when `refresh` (an
-    /// assignment), else as last read. Never less than what the assignment shows.
+    /// assignment), else as last read; `None` while unknown.
     fn total_partitions(
         &self,
-        consumer: &BaseConsumer<Self>,
+        consumer: &impl Consumer<Self>,
         assigned: &BTreeSet<TopicPartition>,
         refresh: bool,
-    ) -> usize {
+    ) -> Option<usize> {
         let mut counts = self
             .partition_counts
             .lock()
@@ -219,24 +237,32 @@ impl SourceContext {
                 match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
                     Ok(metadata) => {
                         if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
-                            if !t.partitions().is_empty() {
-                                counts.insert(topic.clone(), t.partitions().len());
-                            }
+                            counts.learn(topic, t.partitions().len());
                         }
                     }
                     Err(e) => tracing::warn!(topic, "partition count unknown: {e}"),
                 }
             }
         }
-        for tp in assigned {
-            let seen = tp.partition.max(0) as usize + 1;
-            let count = counts.entry(tp.topic.to_string()).or_insert(seen);
-            *count = (*count).max(seen);
+        counts.total(&self.topics, assigned)
+    }
+
+    /// When the share waits for the partition count (see `share_pending`): asks the
+    /// brokers again and sets it. Blocks on the brokers (a metadata request).
+    pub(super) fn settle_share(&self, consumer: &impl Consumer<Self>) {
+        if !self.share_pending.load(Ordering::Acquire) {
+            return;
         }
-        self.topics
-            .iter()
-            .map(|t| counts.get(t).copied().unwrap_or(0))
-            .sum()
+        let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(total) = self.total_partitions(consumer, &assigned, true) {
+            self.share_pending.store(false, Ordering::Release);
+            self.share
+                .assigned(assigned.len(), total, tokio::time::Instant::now());
+            tracing::info!(
+                total,
+                "source partition count known: share of the limit set"
+            );
+        }
     }
 
     /// Gives in-flight work of revoked partitions a short deadline to finish.
@@ -265,73 +291,18 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-/// Commits `offsets`, each with the parking marks of its partition as metadata (so the
-/// partition's next owner knows which workspaces may have parked events waiting).
+/// Commits `offsets` (plain offsets: the parking marks live in the parking ledger).
 pub(super) fn commit_offsets<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     offsets: &[(TopicPartition, i64)],
     mode: CommitMode,
-    marks: &ParkedMarks,
 ) -> Result<(), KafkaError> {
     if offsets.is_empty() {
         return Ok(());
     }
-    let marks = marks.lock().unwrap_or_else(|e| e.into_inner());
     let mut tpl = TopicPartitionList::new();
     for (tp, next) in offsets {
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next))?;
-        if let Some(parked) = marks.get(tp) {
-            if let Some(mut elem) = tpl.find_partition(&tp.topic, tp.partition) {
-                elem.set_metadata(marks_metadata(parked));
-            }
-        }
     }
-    drop(marks);
     consumer.commit(&tpl, mode)
-}
-
-/// The parking marks the committed offsets of newly assigned partitions carry. If they
-/// cannot be read (three tries), every workspace is assumed to have parked events
-/// waiting from the start of the parking partition: duplicates at worst, never a loss.
-fn parked_marks(
-    consumer: &BaseConsumer<SourceContext>,
-    assigned: &TopicPartitionList,
-    workspaces: &[String],
-) -> Vec<(TopicPartition, BTreeMap<String, i64>)> {
-    let tps = partitions(assigned);
-    let mut out: Vec<(TopicPartition, BTreeMap<String, i64>)> =
-        tps.iter().map(|tp| (tp.clone(), BTreeMap::new())).collect();
-    for attempt in 1..=3 {
-        match consumer.committed_offsets(assigned.clone(), METADATA_TIMEOUT) {
-            Ok(committed) => {
-                // Plain data at once: a live list can hold up dropping the consumer.
-                let found: Vec<(TopicPartition, String)> = committed
-                    .elements()
-                    .iter()
-                    .map(|e| {
-                        let tp = TopicPartition::new(e.topic(), e.partition());
-                        (tp, e.metadata().to_string())
-                    })
-                    .collect();
-                drop(committed);
-                for (tp, metadata) in found {
-                    if let Some(slot) = out.iter_mut().find(|(t, _)| *t == tp) {
-                        slot.1 = metadata_marks(&metadata);
-                    }
-                }
-                return out;
-            }
-            Err(e) => {
-                tracing::warn!(
-                    attempt,
-                    "committed offsets of the new partitions unknown: {e}"
-                )
-            }
-        }
-    }
-    tracing::error!("parking marks unreadable: assuming every workspace may have parked events");
-    for (_, marks) in &mut out {
-        *marks = workspaces.iter().map(|w| (w.clone(), 0)).collect();
-    }
-    out
 }

@@ -9,8 +9,10 @@ mod group_config;
 pub(crate) mod kafka_log;
 mod lag;
 mod offsets;
+mod partition_counts;
 
 pub use buffered::Buffered;
+pub(crate) use consumer::SourceParking;
 pub use consumer::{Source, SourceError};
 pub use lag::{Assigned, LagMonitor};
 pub use offsets::{OffsetTracker, TopicPartition};

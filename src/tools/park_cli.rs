@@ -31,11 +31,10 @@ pub struct Parked {
 /// Reads the parking topic of `config` and each workspace reader's committed offsets.
 pub fn inspect(config: &Config, samples: usize) -> anyhow::Result<BTreeMap<String, Parked>> {
     let k = &config.kafka;
-    let topic = k
-        .park_topic
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("kafka.park_topic is not set in this configuration"))?;
-    let records = read_topic(k, topic, &Filter::default())?;
+    let topic = config
+        .parking_topic()
+        .ok_or_else(|| anyhow::anyhow!("parking is off in this configuration"))?;
+    let records = read_topic(k, &topic, &Filter::default())?;
     let mut by_workspace: BTreeMap<String, Vec<&StoredRecord>> = BTreeMap::new();
     for r in &records {
         let workspace = r
@@ -47,7 +46,7 @@ pub fn inspect(config: &Config, samples: usize) -> anyhow::Result<BTreeMap<Strin
     }
     let mut out = BTreeMap::new();
     for (workspace, records) in by_workspace {
-        let committed = committed(config, topic, &workspace)?;
+        let committed = committed(config, &topic, &workspace)?;
         let mut parked = Parked::default();
         for r in records {
             if r.headers.contains_key(FENCE) {

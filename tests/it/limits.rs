@@ -289,6 +289,10 @@ async fn an_unavailable_dlq_holds_commits_until_it_returns() {
     cluster.create_topic(&dlq, 1, 1).unwrap();
     cluster.partition_leader(&topic, 0, Some(1)).unwrap();
     cluster.partition_leader(&dlq, 0, Some(2)).unwrap();
+    // The parking topic beside the source, where the worker would create it.
+    let park = format!("{topic}.park");
+    cluster.create_topic(&park, 1, 1).unwrap();
+    cluster.partition_leader(&park, 0, Some(1)).unwrap();
     let setup = Setup::new(&brokers, &topic, &api.base_url(), &["acme"]);
     cluster
         .coordinator(MockCoordinator::Group(setup.group().to_string()), 1)

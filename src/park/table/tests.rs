@@ -19,15 +19,24 @@ fn env(offset: i64) -> Envelope {
     }
 }
 
+/// Marks of a pod that owns `tps` (their marks inherited, none found).
+fn owning(tps: &[&TopicPartition]) -> ParkedMarks {
+    let marks = ParkedMarks::default();
+    for tp in tps {
+        marks.lock().unwrap().insert((*tp).clone(), BTreeMap::new());
+    }
+    marks
+}
+
 fn offsets(held: &VecDeque<Envelope>) -> Vec<i64> {
     held.iter().map(|e| e.origin.offset).collect()
 }
 
 #[test]
-fn a_workspace_parks_returns_through_its_fence_and_the_commits_say_so() {
-    let marks = ParkedMarks::default();
-    let mut t = ParkTable::new(marks.clone());
+fn a_workspace_parks_returns_through_its_fence_and_its_mark_goes_once_committed_past() {
     let tp = TopicPartition::new("t", 0);
+    let marks = owning(&[&tp]);
+    let mut t = ParkTable::new(marks.clone());
     assert_eq!(t.route("a", &tp), Route::Lane);
     t.park("a", &tp, 40);
     assert_eq!(t.route("a", &tp), Route::Park);
@@ -44,18 +53,18 @@ fn a_workspace_parks_returns_through_its_fence_and_the_commits_say_so() {
     let held = t.fence_read("a", &tp, epoch).unwrap();
     assert_eq!(offsets(&held), vec![7, 8]);
     assert_eq!(t.route("a", &tp), Route::Lane);
-    // Until the reader's commit passes the fence, commits still mark it.
-    assert!(marks.lock().unwrap().contains_key(&tp));
+    // Until the reader's commit passes the fence, the mark stays (the floor waits).
+    assert!(marks.lock().unwrap()[&tp].contains_key("a"));
     assert!(t.fence_committed("a", &tp, epoch));
-    assert!(!marks.lock().unwrap().contains_key(&tp));
+    assert!(marks.lock().unwrap()[&tp].is_empty());
     assert!(!t.is_parked("a"));
 }
 
 #[test]
 fn two_workspaces_tables_share_one_partitions_marks() {
-    let marks = ParkedMarks::default();
-    let (mut a, mut b) = (ParkTable::new(marks.clone()), ParkTable::new(marks.clone()));
     let tp = TopicPartition::new("t", 0);
+    let marks = owning(&[&tp]);
+    let (mut a, mut b) = (ParkTable::new(marks.clone()), ParkTable::new(marks.clone()));
     a.park("a", &tp, 10);
     b.park("b", &tp, 20);
     assert_eq!(marks.lock().unwrap()[&tp].len(), 2);
@@ -69,6 +78,18 @@ fn two_workspaces_tables_share_one_partitions_marks() {
     let epoch = a.begin_return("a", &tp).unwrap();
     a.fence_read("a", &tp, epoch);
     a.fence_committed("a", &tp, epoch);
+    assert!(marks.lock().unwrap()[&tp].is_empty());
+}
+
+#[test]
+fn a_table_never_marks_a_partition_this_pod_does_not_own() {
+    // A lane that has not yet heard of a revocation parks on the partition: the
+    // revoked partition must not come back into the marks the ledger keeps floors of.
+    let marks = ParkedMarks::default();
+    let mut t = ParkTable::new(marks.clone());
+    let tp = TopicPartition::new("t", 2);
+    t.park("a", &tp, 7);
+    assert_eq!(t.route("a", &tp), Route::Park);
     assert!(marks.lock().unwrap().is_empty());
 }
 
@@ -106,22 +127,18 @@ fn too_much_held_goes_back_to_parked_in_order() {
 
 #[test]
 fn a_revoked_partition_drops_what_it_held_and_an_inherited_one_returns_at_once() {
-    let marks = ParkedMarks::default();
-    let mut t = ParkTable::new(marks.clone());
     let tp = TopicPartition::new("t", 1);
+    let marks = owning(&[&tp]);
+    let mut t = ParkTable::new(marks.clone());
     t.park("a", &tp, 5);
     t.begin_return("a", &tp).unwrap();
     t.hold("a", &tp, env(1));
     assert_eq!(t.revoked(std::slice::from_ref(&tp)).len(), 1);
     assert_eq!(t.route("a", &tp), Route::Lane);
-    // The revocation's commit carried the mark; clearing it is the consumer's.
-    assert!(marks.lock().unwrap().contains_key(&tp));
+    // Clearing the partition's marks is the revocation's (the consumer's), not the table's.
+    assert!(marks.lock().unwrap()[&tp].contains_key("a"));
 
-    let meta = marks_metadata(&BTreeMap::from([("a".to_string(), 5)]));
-    let inherited = metadata_marks(&meta);
-    assert_eq!(inherited["a"], 5);
-    let epoch = t.inherit("a", &tp, inherited["a"]);
+    let epoch = t.inherit("a", &tp, 5);
     assert_eq!(t.route("a", &tp), Route::Hold);
     assert!(t.fence_read("a", &tp, epoch).is_some());
-    assert!(metadata_marks("").is_empty() && metadata_marks("{\"x\":1}").is_empty());
 }

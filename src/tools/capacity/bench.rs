@@ -61,6 +61,9 @@ impl Bench {
             Broker::Embedded(c) => {
                 c.create_topic(&topic, args.partitions, 1)?;
                 c.create_topic(&format!("{topic}.dlq"), 1, 1)?;
+                // The mock cluster has no admin API to create it with the source's
+                // partitions; a real broker's is created by the worker.
+                c.create_topic(&format!("{topic}.park"), args.partitions, 1)?;
                 args.partitions
             }
             Broker::Real(b) if fresh_topic => {
@@ -82,6 +85,7 @@ impl Bench {
         }
         config.kafka.topics = vec![topic.clone()];
         config.kafka.dlq_topic = format!("{topic}.dlq");
+        // The parking topic the worker derives, `<topic>.park`.
         config.kafka.park_topic = None;
         config.kafka.group_id = format!("sluice-capacity-{run_id}");
         if !fresh_topic {

@@ -110,9 +110,11 @@ impl TestEnvBuilder {
         let workspaces: Vec<&str> = self.workspaces.iter().map(String::as_str).collect();
         let mut setup = Setup::new(&broker.brokers(), &topic, &api.base_url(), &workspaces);
         if self.park {
-            broker
-                .create_topic(&format!("{topic}.park"), self.partitions)
-                .await;
+            if matches!(broker, crate::common::Broker::Real(_)) {
+                broker
+                    .create_topic(&format!("{topic}.park"), self.partitions)
+                    .await;
+            }
             setup.worker.kafka.park_topic = Some(format!("{topic}.park"));
         }
         if self.dlq {

@@ -59,10 +59,18 @@ impl Broker {
         topic
     }
 
-    /// Creates a topic with `partitions` partitions.
+    /// Creates a topic with `partitions` partitions. On the mock cluster, a source
+    /// topic comes with its `<topic>.park` of as many partitions: the mock has no admin
+    /// API for the worker to create it with (on a real broker the worker does).
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
         match self {
-            Broker::Mock(cluster) => cluster.create_topic(topic, partitions, 1).unwrap(),
+            Broker::Mock(cluster) => {
+                cluster.create_topic(topic, partitions, 1).unwrap();
+                if !topic.ends_with(".dlq") && !topic.ends_with(".park") {
+                    let park = format!("{topic}.park");
+                    cluster.create_topic(&park, partitions, 1).unwrap();
+                }
+            }
             Broker::Real(brokers) => {
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                     .set("bootstrap.servers", brokers)
@@ -124,19 +132,6 @@ pub fn committed(
     committed_with_metadata(brokers, group, topic, partitions)
         .into_iter()
         .map(|(p, (offset, _))| (p, offset))
-        .collect()
-}
-
-/// The metadata of `group`'s committed offsets on `topic`, by partition.
-pub fn committed_metadata(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-) -> BTreeMap<i32, String> {
-    committed_with_metadata(brokers, group, topic, partitions)
-        .into_iter()
-        .map(|(p, (_, metadata))| (p, metadata))
         .collect()
 }
 

@@ -13,8 +13,8 @@ pub mod worker;
 pub use env::{recording_api, TestEnv};
 pub use events::{identify, track, tracks, Record};
 pub use kafka::{
-    committed, committed_metadata, end_offsets, produce, produced_ends, read_topic, unique,
-    wait_committed_to_end, Broker,
+    committed, end_offsets, produce, produced_ends, read_topic, unique, wait_committed_to_end,
+    Broker,
 };
 pub use setup::{shipped_defaults, Setup};
 pub use sluice::tools::capacity::scrapes::Snapshot;

@@ -9,6 +9,20 @@ use sluice::tools::capacity::scrapes::Snapshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// With `SLUICE_TEST_LOG=FILTER` (e.g. `sluice=debug`), the in-process workers' log
+/// lines go to the test's output: the way to see why a scenario stalled.
+fn log_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
+        ONCE.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        });
+    }
+}
+
 /// A worker running in this process.
 pub struct Worker {
     /// Its metrics.
@@ -37,6 +51,7 @@ impl Worker {
     where
         F: std::future::Future<Output = Result<(), sluice::pipeline::WorkerError>> + Send + 'static,
     {
+        log_if_asked();
         let metrics = Metrics::new();
         let stop = CancellationToken::new();
         let running = run(metrics.clone(), stop.clone());

@@ -1,0 +1,267 @@
+//! The parking ledger: how the next owner of a source partition learns which
+//! workspaces may have parked events of it waiting. It is kept in committed offsets
+//! alone, so it holds on every broker (Tansu drops offset-commit metadata; Kafka caps
+//! it at `offset.metadata.max.bytes`, 4 KB by default) and for any number of
+//! workspaces.
+//!
+//! For each parking partition p (the one source partition p parks into), the consumer
+//! group `{group}.park` commits a *floor*: every parked record below it is finished
+//! (delivered through its workspace's reader, or dead-lettered). The pod that owns
+//! source partition p keeps it, every second: the lowest `start` of the workspaces
+//! marked on p, or — none being marked — the partition's end, read *before* the marks
+//! (a workspace parked after that read writes at or above it).
+//!
+//! On assignment, the new owner reads parking partition p from its floor to its end:
+//! every workspace with a parked record of p there is inherited, from its first such
+//! offset (its reader then starts from the later of that and its own commit). A floor
+//! committed late by a former owner is still a floor: it was at most the end when it
+//! was read, and everything parked after that lies above it; a floor lower than need be
+//! only makes the next read longer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::table::ParkedMarks;
+use super::writer::{FENCE, WORKSPACE};
+use crate::config::KafkaConfig;
+use crate::dlq::{header_map, headers};
+use crate::source::{client_config, TopicPartition};
+
+/// How long one broker query may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reading one parking partition from its floor may take before the new owner
+/// assumes the worst (every workspace marked from the floor).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The floors of the parking topic's partitions, and the read that finds the marks.
+pub(crate) struct Ledger {
+    topic: String,
+    partitions: usize,
+    /// Group `{group}.park`: commits the floors and reads them back.
+    keeper: BaseConsumer,
+    /// Reads a parking partition from its floor (assigned by hand, never commits).
+    reader: Mutex<BaseConsumer>,
+    /// The floor last committed (or read) per parking partition.
+    committed: Mutex<HashMap<i32, i64>>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// The ledger of parking topic `topic` (of `partitions`), for `kafka.group_id`.
+    pub(crate) fn new(
+        kafka: &KafkaConfig,
+        topic: &str,
+        partitions: usize,
+    ) -> Result<Self, KafkaError> {
+        let consumer = |group: String, eof: bool| -> Result<BaseConsumer, KafkaError> {
+            client_config(kafka)
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("enable.partition.eof", eof.to_string())
+                .create()
+        };
+        Ok(Ledger {
+            topic: topic.to_string(),
+            partitions,
+            keeper: consumer(format!("{}.park", kafka.group_id), false)?,
+            reader: Mutex::new(consumer(format!("{}.park.ledger", kafka.group_id), true)?),
+            committed: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether source partition `tp` has a parking partition.
+    pub(crate) fn covers(&self, tp: &TopicPartition) -> bool {
+        tp.partition >= 0 && (tp.partition as usize) < self.partitions
+    }
+
+    /// The marks of newly assigned source partitions (blocks on the brokers): for each,
+    /// the workspaces with parked records at or above its floor, from the first. Where
+    /// the partition cannot be read, every one of `workspaces` is marked from the floor
+    /// (duplicates at worst, never a loss or a reorder).
+    pub(crate) fn inherit(
+        &self,
+        assigned: &[TopicPartition],
+        workspaces: &[String],
+    ) -> Vec<(TopicPartition, BTreeMap<String, i64>)> {
+        assigned
+            .iter()
+            .filter(|tp| self.covers(tp))
+            .map(|tp| {
+                let marks = match self.read_marks(tp) {
+                    Ok(marks) => marks,
+                    Err((floor, e)) => {
+                        tracing::error!(
+                            partition = tp.partition,
+                            "parked events of this partition unreadable ({e}): every \
+                             workspace returns through the parking topic from offset {floor}"
+                        );
+                        workspaces.iter().map(|w| (w.clone(), floor)).collect()
+                    }
+                };
+                (tp.clone(), marks)
+            })
+            .collect()
+    }
+
+    /// Reads parking partition `tp.partition` from its floor to its end; on failure, the
+    /// floor (or 0) and why.
+    fn read_marks(&self, tp: &TopicPartition) -> Result<BTreeMap<String, i64>, (i64, String)> {
+        let p = tp.partition;
+        let floor = self.floor(p).map_err(|e| (0, e))?;
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let (low, high) = reader
+            .fetch_watermarks(&self.topic, p, QUERY_TIMEOUT)
+            .map_err(|e| (floor.unwrap_or(0), e.to_string()))?;
+        let from = floor.unwrap_or(low).max(low);
+        let mut marks = BTreeMap::new();
+        if from >= high {
+            return Ok(marks);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))
+            .map_err(|e| (from, e.to_string()))?;
+        reader.assign(&tpl).map_err(|e| (from, e.to_string()))?;
+        let deadline = Instant::now() + READ_TIMEOUT;
+        // Tansu reports the end as the start of the last batch + 1: past it, whatever
+        // else that batch holds comes in the same fetch, so a short quiet wait ends it.
+        let mut reached = false;
+        let result = loop {
+            if Instant::now() > deadline {
+                break Err((from, "timed out".to_string()));
+            }
+            let wait = if reached { 100 } else { 500 };
+            match reader.poll(Duration::from_millis(wait)) {
+                Some(Ok(m)) if m.partition() == p => {
+                    reached |= m.offset() >= high - 1;
+                    let hs = header_map(&m);
+                    let ours = hs.get(headers::TOPIC).map(String::as_str) == Some(&*tp.topic)
+                        && hs.get(headers::PARTITION) == Some(&p.to_string())
+                        && !hs.contains_key(FENCE);
+                    if let Some(workspace) = hs.get(WORKSPACE).filter(|_| ours) {
+                        marks.entry(workspace.clone()).or_insert(m.offset());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(e)) => tracing::warn!(partition = p, "reading the parking topic: {e}"),
+                None if reached => break Ok(()),
+                None => {}
+            }
+        };
+        let _ = reader.unassign();
+        result.map(|()| marks)
+    }
+
+    /// The floor committed for parking partition `p`, if any.
+    fn floor(&self, p: i32) -> Result<Option<i64>, String> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, p);
+        let committed = self
+            .keeper
+            .committed_offsets(tpl, QUERY_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        // Plain data at once: a live list can hold up dropping the consumer.
+        let floor = committed.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        });
+        drop(committed);
+        if let Some(floor) = floor {
+            self.committed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p, floor);
+        }
+        Ok(floor)
+    }
+
+    /// One round of keeping the floors of the partitions `marks` holds (this pod's):
+    /// computes each and commits those that changed (blocks on the brokers).
+    pub(crate) fn keep(&self, marks: &ParkedMarks) {
+        let owned: Vec<TopicPartition> = {
+            let marks = marks.lock().unwrap_or_else(|e| e.into_inner());
+            marks.keys().filter(|tp| self.covers(tp)).cloned().collect()
+        };
+        // The ends first, then the marks: a workspace parked after its end was read
+        // writes at or above it.
+        let ends: HashMap<i32, i64> = owned
+            .iter()
+            .filter_map(|tp| {
+                let (_, high) = self
+                    .keeper
+                    .fetch_watermarks(&self.topic, tp.partition, QUERY_TIMEOUT)
+                    .ok()?;
+                Some((tp.partition, high))
+            })
+            .collect();
+        let floors: Vec<(i32, i64)> = {
+            let marks = marks.lock().unwrap_or_else(|e| e.into_inner());
+            owned
+                .iter()
+                .filter_map(|tp| {
+                    let lowest = marks.get(tp)?.values().min().copied();
+                    let floor = match (lowest, ends.get(&tp.partition)) {
+                        (Some(start), Some(end)) => start.min(*end),
+                        (Some(start), None) => start,
+                        (None, Some(end)) => *end,
+                        (None, None) => return None,
+                    };
+                    Some((tp.partition, floor))
+                })
+                .collect()
+        };
+        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        let changed: Vec<(i32, i64)> = floors
+            .into_iter()
+            .filter(|(p, floor)| committed.get(p) != Some(floor))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, floor) in &changed {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*floor));
+        }
+        match self.keeper.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => committed.extend(changed),
+            Err(e) => tracing::warn!("parking floors not committed (asked again): {e}"),
+        }
+    }
+
+    /// Keeps the floors every second until `stop`, and once more at the end.
+    pub(crate) async fn run(
+        self: std::sync::Arc<Self>,
+        marks: ParkedMarks,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let done = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            let (ledger, marks) = (self.clone(), marks.clone());
+            let _ = tokio::task::spawn_blocking(move || ledger.keep(&marks)).await;
+            if done {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The parking topic made ready at start: created when missing, with as many
+//! partitions as the source topic (parking partition n holds source partition n), and
+//! grown when the source has grown past it.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+use crate::source::client_config;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the parking topic covers, once made ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Coverage {
+    /// Partitions of the parking topic.
+    pub parking: usize,
+    /// Partitions of the source topic (0: unknown).
+    pub source: usize,
+}
+
+/// The parking topic could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TopicError {
+    /// It does not exist and could not be created: nothing can be parked there, and
+    /// nothing is waiting there either.
+    #[error("cannot create the parking topic {topic}: {why}")]
+    Missing {
+        /// The topic.
+        topic: String,
+        /// Why.
+        why: String,
+    },
+    /// The brokers could not be asked (they may hold parked events: the worker must
+    /// not run without reading them).
+    #[error("parking topic {topic}: {why}")]
+    Unknown {
+        /// The topic.
+        topic: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Partitions of `topic` (0 if it does not exist), without creating it.
+fn partitions(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<usize, String> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len()))
+}
+
+/// Makes `park` ready for source topic `source`: created with the source's partitions
+/// (the brokers' default replication) when missing, grown to them when it has fewer.
+pub(crate) async fn ensure(
+    kafka: &KafkaConfig,
+    source: &str,
+    park: &str,
+) -> Result<Coverage, TopicError> {
+    let unknown = |why: String| TopicError::Unknown {
+        topic: park.to_string(),
+        why,
+    };
+    let mut client = producer_side(kafka);
+    // Asking for a missing topic must not create it with the brokers' default count.
+    client.set("allow.auto.create.topics", "false");
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(|e| unknown(e.to_string()))?;
+    let source_n = super::blocking(|| partitions(&admin, source)).map_err(unknown)?;
+    let mut parking = super::blocking(|| partitions(&admin, park)).map_err(unknown)?;
+    let options = AdminOptions::new()
+        .operation_timeout(Some(TIMEOUT))
+        .request_timeout(Some(TIMEOUT));
+    if parking == 0 {
+        let want = source_n.max(1) as i32;
+        let created = admin
+            .create_topics(
+                [&NewTopic::new(park, want, TopicReplication::Fixed(-1))],
+                &options,
+            )
+            .await;
+        let why = match created.as_deref() {
+            Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => None,
+            Ok([Err((_, code))]) => Some(code.to_string()),
+            Ok(_) => Some("no answer".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            // Brokers without the admin API (librdkafka's mock cluster) create a topic
+            // on first use: ask a client that may.
+            auto_create(kafka, park);
+            parking = super::blocking(|| partitions(&admin, park)).map_err(unknown)?;
+            if parking == 0 {
+                return Err(TopicError::Missing {
+                    topic: park.to_string(),
+                    why,
+                });
+            }
+        } else {
+            parking = wait_for_partitions(&admin, park, 1).await;
+            tracing::info!(topic = park, partitions = parking, "parking topic created");
+        }
+    }
+    if parking < source_n {
+        let grown = admin
+            .create_partitions([&NewPartitions::new(park, source_n)], &options)
+            .await;
+        match grown.as_deref() {
+            Ok([Ok(_)]) => {
+                parking = wait_for_partitions(&admin, park, source_n).await;
+                tracing::info!(topic = park, partitions = parking, "parking topic grown");
+            }
+            other => tracing::warn!(
+                topic = park,
+                "the parking topic has {parking} partitions, the source {source_n}, and \
+                 cannot grow ({}): workspaces are not parked from source partitions \
+                 {parking} and up",
+                match other {
+                    Ok([Err((_, code))]) => code.to_string(),
+                    Err(e) => e.to_string(),
+                    _ => "no answer".into(),
+                }
+            ),
+        }
+    }
+    Ok(Coverage {
+        parking,
+        source: source_n,
+    })
+}
+
+/// Partitions of `topic` once the metadata shows at least `want` (a few seconds at
+/// most after creating or growing it), else what it shows.
+async fn wait_for_partitions(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    want: usize,
+) -> usize {
+    let mut seen = 0;
+    for _ in 0..50 {
+        seen = super::blocking(|| partitions(admin, topic)).unwrap_or(0);
+        if seen >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+/// Asks for `topic`'s metadata from a client that lets the brokers create it.
+fn auto_create(kafka: &KafkaConfig, topic: &str) {
+    let producer: Result<rdkafka::producer::BaseProducer, _> = producer_side(kafka)
+        .set("allow.auto.create.topics", "true")
+        .create();
+    if let Ok(producer) = producer {
+        let _ = super::blocking(|| {
+            rdkafka::producer::Producer::client(&producer).fetch_metadata(Some(topic), TIMEOUT)
+        });
+    }
+}
+
+/// The brokers' client settings without the consumer's own (which a producer or an
+/// admin client would warn about).
+fn producer_side(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
+    let mut client = client_config(kafka);
+    for key in kafka
+        .options
+        .keys()
+        .filter(|key| crate::dlq::is_consumer_only(key))
+    {
+        client.remove(key);
+    }
+    client
+}
