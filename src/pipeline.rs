@@ -41,6 +41,10 @@ pub enum WorkerError {
     /// read before the worker delivers anything of their partitions).
     #[error("parking: {0}")]
     Parking(String),
+    /// A lane stopped while the worker ran (a bug): the worker stopped so that it is
+    /// restarted.
+    #[error("a lane stopped unexpectedly ({0}); the worker stopped")]
+    LaneFailed(String),
     /// The metrics/health listener could not bind.
     #[error("server: cannot listen on {addr}: {source}")]
     Listen {
@@ -123,7 +127,8 @@ pub async fn run_on(
         workspaces = config.workspaces.len(), "sluice is running"
     );
     health.set_running(true);
-    source.run(&router, &shutdown).await;
+    let lane_failed =
+        Shutdown::run_watching_lanes(source.run(&router, &shutdown), &mut lanes, &shutdown).await;
 
     health.set_running(false);
     drop(router);
@@ -133,7 +138,10 @@ pub async fn run_on(
     tokio::task::block_in_place(|| source.close());
     stop.stop_services().await;
     tracing::info!("sluice stopped");
-    Ok(())
+    match lane_failed {
+        Some(why) => Err(WorkerError::LaneFailed(why)),
+        None => Ok(()),
+    }
 }
 
 /// Starts measuring the lag of the partitions `assigned` holds (the queue depth the

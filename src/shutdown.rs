@@ -12,6 +12,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long past the drain deadline the hard stop is waited for before the rest is
+/// abandoned (the shipped 45 s grace period holds the 10 s drain deadline, this and
+/// the final commit).
+const GIVE_UP: Duration = Duration::from_secs(5);
+
 /// Cancels `token` on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn on_signal(token: CancellationToken) {
     #[cfg(unix)]
@@ -101,8 +106,59 @@ impl Shutdown {
         };
         if tokio::time::timeout(deadline, everything).await.is_err() {
             self.hard.cancel();
-            while lanes.join_next().await.is_some() {}
-            self.dead_letters.wait().await;
+            let gave_up = async {
+                while lanes.join_next().await.is_some() {}
+                self.dead_letters.wait().await;
+            };
+            if tokio::time::timeout(GIVE_UP, gave_up).await.is_err() {
+                // Something did not heed the hard stop (a blocking broker call): what it
+                // held is uncommitted and read again after the restart; nothing is lost.
+                tracing::error!(
+                    lanes = lanes.len(),
+                    "{}s past the drain deadline, still not stopped: abandoned",
+                    GIVE_UP.as_secs()
+                );
+                lanes.abort_all();
+            }
+        }
+    }
+
+    /// Runs `pipeline` until it returns. A lane ends only once the pipeline has let go
+    /// of it, so one that ends before is a failure (a panic: a bug): it is logged, the
+    /// worker is stopped through `stop` (its partitions would never commit again while
+    /// `/readyz` said ready) and why is returned, for the exit status.
+    pub(crate) async fn run_watching_lanes(
+        pipeline: impl Future<Output = ()>,
+        lanes: &mut JoinSet<()>,
+        stop: &CancellationToken,
+    ) -> Option<String> {
+        tokio::pin!(pipeline);
+        let mut failed = None;
+        loop {
+            tokio::select! {
+                _ = &mut pipeline => return failed,
+                Some(ended) = lanes.join_next(), if failed.is_none() => {
+                    let why = match ended {
+                        Err(e) if e.is_panic() => {
+                            let payload = e.into_panic();
+                            let text = payload
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| payload.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "a panic".into());
+                            format!("panicked: {text}")
+                        }
+                        Err(e) => e.to_string(),
+                        Ok(()) => "ended".into(),
+                    };
+                    tracing::error!(
+                        "a lane stopped unexpectedly ({why}): stopping the worker, to be \
+                         restarted; what it held is uncommitted and read again"
+                    );
+                    failed = Some(why);
+                    stop.cancel();
+                }
+            }
         }
     }
 
@@ -145,6 +201,42 @@ mod tests {
         );
         shutdown.stop_services().await;
         assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_that_ignores_the_hard_stop_is_abandoned_within_a_bound() {
+        let shutdown = Shutdown::new();
+        let mut lanes = JoinSet::new();
+        // A lane stuck in something that does not heed the hard stop.
+        lanes.spawn(tokio::time::sleep(Duration::from_secs(3600)));
+        // And a dead letter that never gets written.
+        shutdown
+            .dead_letter_tasks()
+            .spawn(tokio::time::sleep(Duration::from_secs(3600)));
+        let started = tokio::time::Instant::now();
+        shutdown.drain(&mut lanes, Duration::from_secs(10)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(10) + GIVE_UP);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_that_panics_stops_the_worker_at_once() {
+        let stop = CancellationToken::new();
+        let mut lanes = JoinSet::new();
+        lanes.spawn(async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            panic!("lane bug");
+        });
+        lanes.spawn(tokio::time::sleep(Duration::from_secs(3600)));
+        // The pipeline: runs until stopped.
+        let pipeline = {
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        };
+        let started = tokio::time::Instant::now();
+        let failed = Shutdown::run_watching_lanes(pipeline, &mut lanes, &stop).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(failed.as_deref(), Some("panicked: lane bug"));
+        assert!(stop.is_cancelled());
     }
 
     #[tokio::test(start_paused = true)]
