@@ -61,6 +61,9 @@ pub mod headers {
     /// large for the dead-letter topic: the letter then carries no payload, and the
     /// original stays at `sluice.topic/partition/offset` until retention removes it.
     pub(crate) const PAYLOAD_OMITTED: &str = "sluice.payload_omitted";
+    /// Set (to the original key's size in bytes) when the letter was still too large
+    /// without its payload: it then carries no key either.
+    pub(crate) const KEY_OMITTED: &str = "sluice.key_omitted";
 }
 
 /// A message's headers as text (a dead letter's, for reading them back).
@@ -83,6 +86,28 @@ pub fn header_map(message: &impl rdkafka::Message) -> std::collections::BTreeMap
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between failed writes.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause between two tries of one letter.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
+
+/// Whether a dead-letter write failing with `code` waits for an operator (rights, a
+/// missing topic, a record the topic refuses) rather than for the brokers to return.
+fn needs_operator(code: Option<RDKafkaErrorCode>) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        Some(
+            C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::UnknownTopic
+                | C::UnknownTopicOrPartition
+                | C::InvalidTopic
+                | C::InvalidRecord
+                | C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::PolicyViolation
+        )
+    )
+}
 
 /// One event on its way to the dead-letter topic.
 #[derive(Debug)]
@@ -186,11 +211,13 @@ impl DeadLetters {
     pub async fn send(&self, letter: DeadLetter<'_>) {
         let mut headers = letter_headers(&letter);
         let mut payload = letter.raw.payload.as_deref();
+        let mut key = letter.raw.key.as_deref();
+        let mut pause = RETRY_PAUSE;
         loop {
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers.clone());
-            if let Some(key) = &letter.raw.key {
-                record = record.key(key.as_slice());
+            if let Some(key) = key {
+                record = record.key(key);
             }
             if let Some(payload) = payload {
                 record = record.payload(payload);
@@ -225,10 +252,33 @@ impl DeadLetters {
                     });
                     payload = None;
                 }
+                Err((error, _))
+                    if key.is_some()
+                        && error.rdkafka_error_code()
+                            == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+                {
+                    // Still too large without the payload: the key is what is left.
+                    let size = key.map_or(0, <[u8]>::len);
+                    tracing::error!(
+                        size,
+                        offset = letter.origin.offset,
+                        "dead letter still too large without its payload: sending it without its key"
+                    );
+                    headers = headers.insert(Header {
+                        key: headers::KEY_OMITTED,
+                        value: Some(size.to_string().as_bytes()),
+                    });
+                    key = None;
+                }
                 Err((error, _)) => {
-                    self.metrics.dlq_error(letter.origin, &error);
+                    // Nothing may be lost: the letter is tried again whatever the error.
+                    // One that only an operator can fix says so, and is tried less often.
+                    let needs_operator = needs_operator(error.rdkafka_error_code());
+                    self.metrics
+                        .dlq_error(letter.origin, &error, needs_operator);
                     self.replace_if_fatal(&producer);
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
             }
         }

@@ -169,11 +169,27 @@ impl Metrics {
     }
 
     /// Writing a dead letter failed; it is tried again and its offset stays uncommitted.
-    pub(crate) fn dlq_error(&self, origin: &Origin, error: &dyn std::fmt::Display) {
-        tracing::error!(
-            topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
-            "dead-letter topic unavailable, retrying (offsets stay uncommitted): {error}"
-        );
+    /// `needs_operator`: the error is one retrying alone will not clear (rights, a
+    /// missing topic, a record the topic refuses).
+    pub(crate) fn dlq_error(
+        &self,
+        origin: &Origin,
+        error: &dyn std::fmt::Display,
+        needs_operator: bool,
+    ) {
+        if needs_operator {
+            tracing::error!(
+                topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
+                "the dead-letter topic refuses this letter ({error}): it is kept and tried \
+                 again, and this partition's commits wait, until the topic or the worker's \
+                 rights are fixed"
+            );
+        } else {
+            tracing::error!(
+                topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
+                "dead-letter topic unavailable, retrying (offsets stay uncommitted): {error}"
+            );
+        }
         self.delivery.dlq_errors.inc();
     }
 

@@ -569,6 +569,36 @@ async fn an_unreadable_workspace_header_is_dead_lettered_not_defaulted() {
     );
 }
 
+/// A bad record whose dead letter is too large even without its payload (a 1.2 MB key)
+/// is written without its key too, saying so: before, the writer tried it again forever
+/// and the partition's commits never moved past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_too_large_without_its_payload_is_written_without_its_key() {
+    let (broker, api, topic, setup) = TestEnv::mock(1, &["acme"]).await.into_parts();
+    let key_size = 1_200_000;
+    let records = vec![
+        Record {
+            key: "k".repeat(key_size),
+            payload: b"{not json".to_vec(),
+            workspace_header: None,
+        },
+        Record::json("u", &track("acme", "u", 1)),
+    ];
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    setup.wait_committed(&positions, 1).await;
+    let metrics = worker.stop().await;
+    assert_eq!(metrics.dead_lettered_count("malformed_json"), 1);
+    assert_eq!(api.received().len(), 1);
+    let letters = read_topic(&broker.brokers(), &format!("{topic}.dlq"), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.key, None);
+    assert_eq!(letter.payload, None);
+    assert_eq!(letter.headers["sluice.key_omitted"], key_size.to_string());
+    assert_eq!(letter.headers["sluice.offset"], "0");
+    assert_eq!(letter.headers["sluice.reason"], "malformed_json");
+}
+
 /// A `workspace` header is input: bad records naming workspaces that are not configured
 /// are dead-lettered, and no metric series is made from the names they carry (a topic of
 /// garbage would otherwise grow the metrics without bound).
