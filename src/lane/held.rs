@@ -16,6 +16,8 @@ pub(super) struct Held {
     pub(super) batches: HashMap<u64, Batch>,
     /// The batch each delivery task carries, to fail it if the task panics.
     pub(super) tasks: HashMap<tokio::task::Id, u64>,
+    /// Each delivery task by its batch, to abandon it when its partition is revoked.
+    pub(super) aborts: HashMap<u64, tokio::task::AbortHandle>,
     /// Batches whose task panicked and are being dead-lettered.
     pub(super) failed: std::collections::HashSet<u64>,
     pub(super) next_batch: u64,
@@ -86,6 +88,7 @@ impl Held {
                 (id, outcomes)
             });
             self.tasks.insert(task.id(), id);
+            self.aborts.insert(id, task);
         }
     }
 
@@ -101,10 +104,12 @@ impl Held {
     ) {
         self.tasks.remove(&task);
         self.failed.remove(&id);
-        let batch = self
-            .batches
-            .remove(&id)
-            .expect("a batch in flight is listed");
+        self.aborts.remove(&id);
+        // A batch taken back (its partition revoked) as its answer came: what it
+        // carried was queued again or left to the new owner (at least once).
+        let Some(batch) = self.batches.remove(&id) else {
+            return;
+        };
         // Its task has ended, so this is the only handle left.
         let batch = Arc::unwrap_or_clone(batch);
         self.bytes = self
@@ -135,6 +140,7 @@ impl Held {
         let Some(id) = self.tasks.remove(&e.id()) else {
             return;
         };
+        self.aborts.remove(&id);
         let Some(batch) = self.batches.get(&id).cloned() else {
             return;
         };
@@ -183,6 +189,48 @@ impl Held {
         self.tasks.insert(task.id(), id);
     }
 
+    /// Source partitions `revoked` went to another pod: the batches in flight that carry
+    /// their events are abandoned — the new owner sends those again, and a retry here
+    /// (for up to `retry.max_elapsed_ms`) could land a user's older event after its
+    /// newer ones. Their other events go back ahead of their users' queued ones.
+    /// Returns the abandoned events of the revoked partitions.
+    pub(super) fn revoke_in_flight(
+        &mut self,
+        revoked: &[TopicPartition],
+        ordering: Ordering,
+    ) -> Vec<Envelope> {
+        let mut ids: Vec<u64> = self
+            .batches
+            .iter()
+            .filter(|(id, batch)| {
+                self.aborts.contains_key(id) && batch.iter().any(|e| e.read_from(revoked))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        let (mut gone, mut kept, mut users) = (Vec::new(), Vec::new(), Vec::new());
+        for id in ids {
+            if let Some(task) = self.aborts.remove(&id) {
+                task.abort();
+                self.tasks.remove(&task.id());
+            }
+            let batch = self.batches.remove(&id).expect("listed");
+            for envelope in Arc::unwrap_or_clone(batch) {
+                users.push(envelope.user.clone());
+                if envelope.read_from(revoked) {
+                    gone.push(envelope);
+                } else {
+                    kept.push(envelope);
+                }
+            }
+        }
+        self.bytes = self
+            .bytes
+            .saturating_sub(gone.iter().map(Envelope::held_bytes).sum::<usize>());
+        self.queues.requeue_front(kept, users, ordering);
+        gone
+    }
+
     /// Takes every event back, in an order that keeps each user's: a user's batch in
     /// flight comes before its queued events. In-flight requests are abandoned (what
     /// they may have delivered is delivered again later: at least once).
@@ -190,6 +238,7 @@ impl Held {
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         self.tasks.clear();
+        self.aborts.clear();
         self.failed.clear();
         let mut ids: Vec<u64> = self.batches.keys().copied().collect();
         ids.sort();

@@ -26,7 +26,7 @@ use crate::config::{Config, Ordering};
 use crate::deliver::{Destination, Encoded, Failure, ItemOutcome};
 use crate::dlq::{DeadLetter, DeadLetters};
 use crate::metrics::Metrics;
-use crate::source::{Buffered, OffsetTracker, Origin, Raw};
+use crate::source::{Buffered, OffsetTracker, Origin, Raw, TopicPartition};
 
 mod held;
 mod queues;
@@ -56,6 +56,17 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// Whether it was read from one of source partitions `tps`: from the partition
+    /// itself, or back from the parking partition of its number (which holds it).
+    pub(crate) fn read_from(&self, tps: &[TopicPartition]) -> bool {
+        if self.from_park {
+            tps.iter()
+                .any(|tp| tp.partition == self.origin.tp.partition)
+        } else {
+            tps.contains(&self.origin.tp)
+        }
+    }
+
     /// What it holds in memory, as counted against `kafka.max_buffered_bytes`: the
     /// bytes as read (key and payload) and as encoded for the API.
     pub(crate) fn held_bytes(&self) -> usize {
@@ -75,6 +86,16 @@ pub(crate) enum LaneMsg {
     Park(crate::park::Control),
 }
 
+/// What a workspace's lane holds, in events and bytes (as read plus encoded): what
+/// its parked-events reader paces itself by.
+#[derive(Debug, Default)]
+pub struct LaneLoad {
+    /// Events queued or in flight.
+    pub events: AtomicUsize,
+    /// Their bytes.
+    pub bytes: AtomicUsize,
+}
+
 /// What the lanes (and the source, for dead letters and back-pressure) share.
 pub struct LaneContext {
     /// The API.
@@ -88,8 +109,8 @@ pub struct LaneContext {
     /// Events (and bytes) consumed and not yet completed, over all lanes: the
     /// back-pressure signal.
     pub buffered: Arc<Buffered>,
-    /// Events in each workspace's lane (its part of the buffer, held to its budget).
-    pub in_lane: HashMap<String, Arc<AtomicUsize>>,
+    /// What each workspace's lane holds (its part of the buffer, held to its budget).
+    pub in_lane: HashMap<String, Arc<LaneLoad>>,
     /// Cancelled when the drain deadline passes: in-flight requests are abandoned.
     pub hard_stop: CancellationToken,
     /// Most events per request.
@@ -136,7 +157,7 @@ impl LaneContext {
             in_lane: config
                 .workspaces
                 .iter()
-                .map(|w| (w.id.clone(), Arc::new(AtomicUsize::new(0))))
+                .map(|w| (w.id.clone(), Arc::default()))
                 .collect(),
             hard_stop,
             max_events: config.batch.max_events,
@@ -232,8 +253,9 @@ pub(crate) async fn run_lane(
 
     loop {
         held.send_ready(&workspace, &shared, draining);
-        if let Some(count) = shared.in_lane.get(&*workspace) {
-            count.store(held.events(), AtomicOrdering::Release);
+        if let Some(load) = shared.in_lane.get(&*workspace) {
+            load.events.store(held.events(), AtomicOrdering::Release);
+            load.bytes.store(held.bytes, AtomicOrdering::Release);
         }
 
         if draining && held.queues.total == 0 && held.in_flight.is_empty() {
@@ -336,10 +358,18 @@ async fn take_in(
         LaneMsg::FromPark(envelope) => held.push(envelope, shared.ordering),
         LaneMsg::Park(control) => {
             if let crate::park::Control::Revoked(revoked) = &control {
-                let (dropped, bytes) = held.queues.drop_partitions(revoked, shared.ordering);
+                let mut dropped = held.queues.drop_partitions(revoked, shared.ordering);
+                dropped.extend(held.revoke_in_flight(revoked, shared.ordering));
+                let bytes = dropped.iter().map(Envelope::held_bytes).sum::<usize>();
                 held.bytes = held.bytes.saturating_sub(bytes);
+                // Events read back from the parking topic are not in the buffer's count.
+                let (fresh, fresh_bytes) = dropped
+                    .iter()
+                    .filter(|e| !e.from_park)
+                    .fold((0, 0), |(n, b), e| (n + 1, b + e.held_bytes()));
+                shared.buffered.release(fresh, fresh_bytes);
+                let dropped = dropped.len();
                 if dropped > 0 {
-                    shared.buffered.release(dropped, bytes);
                     shared.metrics.revoked_dropped(dropped);
                     tracing::debug!(
                         dropped,

@@ -113,23 +113,22 @@ impl Queues {
         batch
     }
 
-    /// Drops the queued events read from `revoked` partitions (never those read back
-    /// from the parking topic: the parking side owns them) and returns how many: the
+    /// Drops the queued events read from `revoked` partitions and returns them: the
     /// partitions' new owner reads them again from the last commit, so delivering them
     /// here too would only duplicate them, and, were a partition to come back, send a
-    /// user's older copies after newer ones. Batches in flight are left to finish; a
-    /// user in flight stays so (its later events still wait for that answer).
+    /// user's older copies after newer ones. Batches in flight are left to the caller;
+    /// a user in flight stays so (its later events still wait for that answer).
     pub(crate) fn drop_partitions(
         &mut self,
         revoked: &[TopicPartition],
         ordering: Ordering,
-    ) -> (usize, usize) {
-        let gone = |e: &Envelope| !e.from_park && revoked.contains(&e.origin.tp);
+    ) -> Vec<Envelope> {
+        let gone = |e: &Envelope| e.read_from(revoked);
         if !self.users.values().any(|q| q.events.iter().any(gone)) {
-            return (0, 0);
+            return Vec::new();
         }
         let mut old = std::mem::take(self);
-        let (mut dropped, mut bytes) = (0, 0);
+        let mut dropped = Vec::new();
         // Runnable users first, in their order; then the users in flight.
         let mut order: Vec<String> = old.runnable.drain(..).collect();
         order.extend(
@@ -153,14 +152,47 @@ impl Queues {
             }
             for envelope in queue.events {
                 if gone(&envelope) {
-                    dropped += 1;
-                    bytes += envelope.held_bytes();
+                    dropped.push(envelope);
                 } else {
                     self.push(envelope, ordering);
                 }
             }
         }
-        (dropped, bytes)
+        dropped
+    }
+
+    /// Batches carrying `users` were taken back: `events` (theirs, in batch order) go
+    /// back ahead of those users' queued events, and the users may send again. Users
+    /// still in flight with other batches stay so.
+    pub(crate) fn requeue_front(
+        &mut self,
+        events: Vec<Envelope>,
+        users: impl IntoIterator<Item = String>,
+        ordering: Ordering,
+    ) {
+        let released: std::collections::HashSet<String> = users.into_iter().collect();
+        let mut old = std::mem::take(self);
+        for envelope in events {
+            self.push(envelope, ordering);
+        }
+        let mut order: Vec<String> = old.runnable.drain(..).collect();
+        order.extend(
+            old.users
+                .iter()
+                .filter(|(_, q)| q.in_flight)
+                .map(|(k, _)| k.clone()),
+        );
+        for key in order {
+            let Some(queue) = old.users.remove(&key) else {
+                continue;
+            };
+            if queue.in_flight && !released.contains(&key) {
+                self.users.entry(key).or_default().in_flight = true;
+            }
+            for envelope in queue.events {
+                self.push(envelope, ordering);
+            }
+        }
     }
 
     /// A batch carrying these users has its final answer: they may send again.

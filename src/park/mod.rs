@@ -355,6 +355,7 @@ impl LaneParking {
                 lane: self.lane.clone(),
                 in_lane: self.shared.in_lane[&self.workspace].clone(),
                 budget: self.setup.budget,
+                byte_budget: self.setup.byte_budget,
                 shared: self.shared.clone(),
                 intake: self.setup.intake.clone(),
             };

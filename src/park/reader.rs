@@ -8,7 +8,7 @@
 //! fences are reported to the source when read and again once committed past.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use super::writer::{parked_raw, FENCE, WORKSPACE};
 use super::{blocking, Control};
 use crate::dlq::{header_map, headers};
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
-use crate::lane::{LaneContext, LaneMsg};
+use crate::lane::{LaneContext, LaneLoad, LaneMsg};
 use crate::source::kafka_log::KafkaLog;
 use crate::source::{client_config, Origin, TopicPartition};
 
@@ -78,10 +78,13 @@ pub(crate) struct ReaderSetup {
     pub topic: String,
     /// The workspace's lane: parked events and fences go there, in order.
     pub lane: mpsc::UnboundedSender<LaneMsg>,
-    /// Events in the workspace's lane.
-    pub in_lane: Arc<AtomicUsize>,
-    /// The workspace's buffer budget.
+    /// What the workspace's lane holds.
+    pub in_lane: Arc<LaneLoad>,
+    /// The workspace's buffer budget, in events.
     pub budget: usize,
+    /// Its share of `kafka.max_buffered_bytes`: parked events read back are held to it
+    /// as fresh ones are (25 000 of 64 KB would otherwise be 1.6 GB).
+    pub byte_budget: usize,
     /// What lanes share (tracker, buffered count, destination, dead letters, metrics).
     pub shared: Arc<LaneContext>,
     /// Judges parked payloads as the source judges fresh ones.
@@ -277,14 +280,16 @@ impl Reader {
         match self.setup.intake.judge(record) {
             Verdict::Lane(ForLane { envelope, .. }) => {
                 // Counted at once, so pacing sees it before the lane does.
-                let in_lane = self.setup.in_lane.fetch_add(1, Ordering::AcqRel) + 1;
+                let events = self.setup.in_lane.events.fetch_add(1, Ordering::AcqRel) + 1;
+                let size = envelope.held_bytes();
+                let bytes = self.setup.in_lane.bytes.fetch_add(size, Ordering::AcqRel) + size;
                 self.setup
                     .shared
                     .metrics
                     .parked_drained(&self.setup.workspace);
                 // Shutting down if the lane is gone: left uncommitted, read again later.
                 let _ = self.setup.lane.send(LaneMsg::FromPark(envelope));
-                if in_lane >= self.setup.budget {
+                if events >= self.setup.budget || bytes >= self.setup.byte_budget {
                     self.pace();
                 }
             }
@@ -329,12 +334,12 @@ impl Reader {
 
     /// Reads only while the workspace's lane is under its budget.
     fn pace(&mut self) {
-        let in_lane = self.setup.in_lane.load(Ordering::Acquire);
-        let pause = if !self.paused && in_lane >= self.setup.budget {
-            true
-        } else if self.paused && in_lane <= self.setup.budget * 3 / 4 {
-            false
-        } else {
+        let held = (
+            self.setup.in_lane.events.load(Ordering::Acquire),
+            self.setup.in_lane.bytes.load(Ordering::Acquire),
+        );
+        let budget = (self.setup.budget, self.setup.byte_budget);
+        let Some(pause) = pacing(self.paused, held, budget) else {
             return;
         };
         let Ok(assigned) = self.consumer.assignment() else {
@@ -366,5 +371,38 @@ impl Reader {
             .shared
             .metrics
             .set_parked_waiting(&self.setup.workspace, lag);
+    }
+}
+
+/// Whether a reader, `paused` or not, whose lane holds `held` (events, bytes) against
+/// `budget` (events, bytes) should now pause (`Some(true)`) or resume (`Some(false)`):
+/// it pauses at either budget and resumes below three quarters of both.
+fn pacing(paused: bool, held: (usize, usize), budget: (usize, usize)) -> Option<bool> {
+    let over = held.0 >= budget.0 || held.1 >= budget.1;
+    let low = held.0 <= budget.0 * 3 / 4 && held.1 <= budget.1 * 3 / 4;
+    match paused {
+        false if over => Some(true),
+        true if low => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pacing;
+
+    #[test]
+    fn parked_events_read_back_are_held_to_the_byte_budget_too() {
+        // 64 KB events against 4 MB (64 MB / 16 workspaces) and 1 562 events.
+        let budget = (1_562, 4 << 20);
+        let event = 64 << 10;
+        // 64 of them fill the bytes long before the count.
+        assert_eq!(pacing(false, (63, 63 * event), budget), None);
+        assert_eq!(pacing(false, (64, 64 * event), budget), Some(true));
+        assert_eq!(pacing(true, (60, 60 * event), budget), None);
+        assert_eq!(pacing(true, (48, 48 * event), budget), Some(false));
+        // Small events: the count, as before.
+        assert_eq!(pacing(false, (1_562, 1_562 * 200), budget), Some(true));
+        assert_eq!(pacing(true, (1_171, 1_171 * 200), budget), Some(false));
     }
 }
