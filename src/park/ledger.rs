@@ -38,6 +38,8 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long reading one parking partition from its floor may take before the new owner
 /// assumes the worst (every workspace marked from the floor).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often every floor is committed again, changed or not.
+const RECOMMIT_EVERY: Duration = Duration::from_secs(60);
 
 /// The floors of the parking topic's partitions, and the read that finds the marks.
 pub(crate) struct Ledger {
@@ -49,6 +51,15 @@ pub(crate) struct Ledger {
     reader: Mutex<BaseConsumer>,
     /// The floor last committed (or read) per parking partition.
     committed: Mutex<HashMap<i32, i64>>,
+    /// When every floor was last committed, changed or not.
+    recommitted: Mutex<Option<Instant>>,
+}
+
+/// A parking partition read that stopped short: `found` before offset `from`.
+struct Unread {
+    from: i64,
+    found: BTreeMap<String, i64>,
+    why: String,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -82,6 +93,7 @@ impl Ledger {
             keeper: consumer(format!("{}.park", kafka.group_id), false)?,
             reader: Mutex::new(consumer(format!("{}.park.ledger", kafka.group_id), true)?),
             committed: Mutex::new(HashMap::new()),
+            recommitted: Mutex::new(None),
         })
     }
 
@@ -103,15 +115,23 @@ impl Ledger {
             .iter()
             .filter(|tp| self.covers(tp))
             .map(|tp| {
-                let marks = match self.read_marks(tp) {
+                let marks = match self.read_marks(tp, workspaces) {
                     Ok(marks) => marks,
-                    Err((floor, e)) => {
+                    Err(Unread {
+                        from,
+                        mut found,
+                        why,
+                    }) => {
                         tracing::error!(
                             partition = tp.partition,
-                            "parked events of this partition unreadable ({e}): every \
-                             workspace returns through the parking topic from offset {floor}"
+                            "parked events of this partition unreadable past offset {from} \
+                             ({why}): every workspace not seen before it returns through the \
+                             parking topic from there"
                         );
-                        workspaces.iter().map(|w| (w.clone(), floor)).collect()
+                        for w in workspaces {
+                            found.entry(w.clone()).or_insert(from);
+                        }
+                        found
                     }
                 };
                 (tp.clone(), marks)
@@ -119,15 +139,22 @@ impl Ledger {
             .collect()
     }
 
-    /// Reads parking partition `tp.partition` from its floor to its end; on failure, the
-    /// floor (or 0) and why.
-    fn read_marks(&self, tp: &TopicPartition) -> Result<BTreeMap<String, i64>, (i64, String)> {
+    /// Reads parking partition `tp.partition` from its floor to its end: the configured
+    /// `workspaces` with parked records of `tp` there, from the first; on failure, what
+    /// was found before the offset it stopped at.
+    fn read_marks(
+        &self,
+        tp: &TopicPartition,
+        workspaces: &[String],
+    ) -> Result<BTreeMap<String, i64>, Unread> {
         let p = tp.partition;
-        let floor = self.floor(p).map_err(|e| (0, e))?;
+        let unread =
+            |from: i64, found: BTreeMap<String, i64>, why: String| Unread { from, found, why };
+        let floor = self.floor(p).map_err(|e| unread(0, BTreeMap::new(), e))?;
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let (low, high) = reader
             .fetch_watermarks(&self.topic, p, QUERY_TIMEOUT)
-            .map_err(|e| (floor.unwrap_or(0), e.to_string()))?;
+            .map_err(|e| unread(floor.unwrap_or(0), BTreeMap::new(), e.to_string()))?;
         let from = floor.unwrap_or(low).max(low);
         let mut marks = BTreeMap::new();
         if from >= high {
@@ -135,26 +162,44 @@ impl Ledger {
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))
-            .map_err(|e| (from, e.to_string()))?;
-        reader.assign(&tpl).map_err(|e| (from, e.to_string()))?;
+            .map_err(|e| unread(from, BTreeMap::new(), e.to_string()))?;
+        reader
+            .assign(&tpl)
+            .map_err(|e| unread(from, BTreeMap::new(), e.to_string()))?;
+        // Past every record read so far: where a failed read leaves off.
+        let mut next = from;
+        let mut unknown = std::collections::BTreeSet::new();
         let deadline = Instant::now() + READ_TIMEOUT;
         // Tansu reports the end as the start of the last batch + 1: past it, whatever
         // else that batch holds comes in the same fetch, so a short quiet wait ends it.
         let mut reached = false;
         let result = loop {
             if Instant::now() > deadline {
-                break Err((from, "timed out".to_string()));
+                break Err("timed out".to_string());
             }
             let wait = if reached { 100 } else { 500 };
             match reader.poll(Duration::from_millis(wait)) {
                 Some(Ok(m)) if m.partition() == p => {
                     reached |= m.offset() >= high - 1;
+                    next = next.max(m.offset() + 1);
                     let hs = header_map(&m);
                     let ours = hs.get(headers::TOPIC).map(String::as_str) == Some(&*tp.topic)
                         && hs.get(headers::PARTITION) == Some(&p.to_string())
                         && !hs.contains_key(FENCE);
                     if let Some(workspace) = hs.get(WORKSPACE).filter(|_| ours) {
-                        marks.entry(workspace.clone()).or_insert(m.offset());
+                        if workspaces.contains(workspace) {
+                            marks.entry(workspace.clone()).or_insert(m.offset());
+                        } else if unknown.insert(workspace.clone()) {
+                            // No lane would ever read them, and a mark would hold the
+                            // floor there for good: said, and left in the topic.
+                            tracing::error!(
+                                partition = p,
+                                offset = m.offset(),
+                                "parked events of workspace {} wait in the parking topic, \
+                                 and it is no longer configured: they are not delivered",
+                                crate::tools::printable::printable(workspace)
+                            );
+                        }
                     }
                 }
                 Some(Ok(_)) => {}
@@ -165,7 +210,10 @@ impl Ledger {
             }
         };
         let _ = reader.unassign();
-        result.map(|()| marks)
+        match result {
+            Ok(()) => Ok(marks),
+            Err(why) => Err(unread(next, marks, why)),
+        }
     }
 
     /// The floor committed for parking partition `p`, if any.
@@ -227,12 +275,22 @@ impl Ledger {
                 .collect()
         };
         let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        // Every floor again now and then: a group without members loses its offsets
+        // after `offsets.retention.minutes`, and a former owner's late commit is undone.
+        let again = self
+            .recommitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= RECOMMIT_EVERY);
         let changed: Vec<(i32, i64)> = floors
             .into_iter()
-            .filter(|(p, floor)| committed.get(p) != Some(floor))
+            .filter(|(p, floor)| again || committed.get(p) != Some(floor))
             .collect();
         if changed.is_empty() {
             return;
+        }
+        if again {
+            *self.recommitted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }
         let mut tpl = TopicPartitionList::new();
         for (p, floor) in &changed {

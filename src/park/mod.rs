@@ -21,6 +21,9 @@
 //!    (`start`). The lane then takes back everything it holds — requests in flight are
 //!    abandoned — and parks those events first, a user's in-flight events before its
 //!    queued ones, so their source offsets complete and the source's commits move on.
+//!    (Even a lane still delivering gives them back: kept in the lane, they would stay
+//!    uncommitted below events already parked, and after a crash the next owner would
+//!    read them again from the source and deliver them after those: a reorder.)
 //!    (Events read back from the parking topic earlier stay in the lane: they are older
 //!    than anything parked now.)
 //! 2. *While parked*, each new event of W from p is written to parking partition p, in

@@ -47,6 +47,11 @@ pub(crate) enum TopicError {
 
 /// Partitions of `topic` (0 if it does not exist), without creating it.
 fn partitions(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<usize, String> {
+    shape(admin, topic).map(|(partitions, _)| partitions)
+}
+
+/// Partitions and replicas of `topic` ((0, 0) if it does not exist).
+fn shape(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<(usize, usize), String> {
     let metadata = admin
         .inner()
         .fetch_metadata(Some(topic), TIMEOUT)
@@ -55,11 +60,14 @@ fn partitions(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<
         .topics()
         .iter()
         .find(|t| t.name() == topic && t.error().is_none())
-        .map_or(0, |t| t.partitions().len()))
+        .map_or((0, 0), |t| {
+            let replicas = t.partitions().first().map_or(0, |p| p.replicas().len());
+            (t.partitions().len(), replicas)
+        }))
 }
 
 /// Makes `park` ready for source topic `source`: created with the source's partitions
-/// (the brokers' default replication) when missing, grown to them when it has fewer.
+/// and replication when missing, grown to the partitions when it has fewer.
 pub(crate) async fn ensure(
     kafka: &KafkaConfig,
     source: &str,
@@ -74,16 +82,26 @@ pub(crate) async fn ensure(
     client.set("allow.auto.create.topics", "false");
     let admin: AdminClient<DefaultClientContext> =
         client.create().map_err(|e| unknown(e.to_string()))?;
-    let source_n = super::blocking(|| partitions(&admin, source)).map_err(unknown)?;
+    let (source_n, source_replicas) = super::blocking(|| shape(&admin, source)).map_err(unknown)?;
     let mut parking = super::blocking(|| partitions(&admin, park)).map_err(unknown)?;
     let options = AdminOptions::new()
         .operation_timeout(Some(TIMEOUT))
         .request_timeout(Some(TIMEOUT));
     if parking == 0 {
         let want = source_n.max(1) as i32;
+        // As safe as the source: parked events' source offsets are committed, so the
+        // parking topic is their only copy. (Unknown: the brokers' default.)
+        let replication = match source_replicas {
+            0 => -1,
+            n => n as i32,
+        };
         let created = admin
             .create_topics(
-                [&NewTopic::new(park, want, TopicReplication::Fixed(-1))],
+                [&NewTopic::new(
+                    park,
+                    want,
+                    TopicReplication::Fixed(replication),
+                )],
                 &options,
             )
             .await;

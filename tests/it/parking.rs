@@ -180,7 +180,8 @@ async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arri
 
 /// Isolation with the minimal configuration a new user writes (no parking settings,
 /// no parking topic: the worker derives `<topic>.park` and creates it) on `broker`:
-/// `ok` alone, then beside `blocked`, which the API refuses (401) for good. `ok` keeps
+/// `ok` alone (only its events), then beside `blocked`, which the API refuses (401)
+/// for good. `ok` keeps
 /// at least 90% of its rate alone, every source offset commits, nothing of `blocked` is
 /// lost (all parked) — and once its key is fixed, every one of its events arrives in
 /// per-user order. Returns (alone, beside) in events/s.
@@ -198,6 +199,8 @@ pub(crate) async fn minimal_config_isolates_a_refused_workspace(broker: Broker) 
         );
         s
     };
+    // Alone: the same configuration (both workspaces, so the same budgets: ok, bound
+    // by its limit, is parked in both runs), only ok's events.
     let api = MockApi::start(MockApiConfig::default()).await.unwrap();
     let alone_topic = broker.fresh_topic("alone", 4).await;
     produce(
@@ -206,7 +209,7 @@ pub(crate) async fn minimal_config_isolates_a_refused_workspace(broker: Broker) 
         &tracks("ok", "u", 200, 0..N),
     )
     .await;
-    let worker = Worker::start(minimal(&alone_topic, &api, &["ok"]).config());
+    let worker = Worker::start(minimal(&alone_topic, &api, &["ok", "blocked"]).config());
     let alone = ok_rate(&api, N as u64).await;
     worker.stop().await;
     api.stop().await;
@@ -384,6 +387,56 @@ async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
         metrics.parked_count("blocked", "written")
     );
     assert!(metrics.parked_count("blocked", "written") >= 1_500);
+    api.stop().await;
+}
+
+/// A workspace over its budget that cannot be parked on some partitions (the parking
+/// topic has fewer partitions than the source, and cannot grow) keeps those events in
+/// its lane: it does not take back everything it holds — aborting its requests in flight
+/// and sending them again — at every new event. The others keep going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_that_cannot_be_parked_keeps_its_events_without_resending_them() {
+    let _alone = PROCESSES.lock().await;
+    // librdkafka's mock cluster cannot add partitions: the parking topic stays at 2.
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let topic = unique("events");
+    cluster.create_topic(&topic, 4, 1).unwrap();
+    cluster
+        .create_topic(&format!("{topic}.park"), 2, 1)
+        .unwrap();
+    cluster.create_topic(&format!("{topic}.dlq"), 1, 1).unwrap();
+    let api = MockApi::start(MockApiConfig {
+        keys: vec![format!("site-ok:{API_KEY}")],
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut s = Setup::new(&brokers, &topic, &api.base_url(), &["ok", "blocked"]);
+    s.worker.kafka.max_buffered_events_per_workspace = Some(300);
+    produce(&brokers, &topic, &two_workspaces(1_500)).await;
+    let worker = Worker::start(s.config());
+    wait_until("every ok event", Duration::from_secs(90), || {
+        accepted(&api, "site-ok") >= 1_500
+    })
+    .await;
+    // blocked's events of partitions 2 and 3 wait in its lane, retried at the longest
+    // backoff: a few requests, not one burst per event it read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = api
+        .stats()
+        .requests_by_status
+        .get(&401)
+        .copied()
+        .unwrap_or(0);
+    let metrics = worker.stop().await;
+    let parked = metrics.parked_count("blocked", "written");
+    println!("cannot park 2 of 4 partitions: {parked} parked, {refused} refused requests");
+    assert!(parked > 0, "partitions 0 and 1 were parked");
+    assert!(
+        refused <= 60,
+        "{refused} requests refused: sent again and again"
+    );
     api.stop().await;
 }
 
