@@ -187,7 +187,7 @@ fn auto_create(kafka: &KafkaConfig, topic: &str) {
 
 /// The brokers' client settings without the consumer's own (which a producer or an
 /// admin client would warn about).
-fn producer_side(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
+pub(super) fn producer_side(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
     let mut client = client_config(kafka);
     for key in kafka
         .options

@@ -16,7 +16,7 @@ use crate::source::kafka_log::KafkaLog;
 
 use crate::config::Config;
 use crate::dlq::headers;
-use crate::source::{client_config, Origin, Raw, TopicPartition};
+use crate::source::{Origin, Raw, TopicPartition};
 
 /// Header naming a fence record's epoch (a fence carries no payload).
 pub(crate) const FENCE: &str = "sluice.fence";
@@ -44,14 +44,7 @@ impl Parker {
     /// A producer for parking topic `topic` on the source's brokers.
     pub(crate) fn new(config: &Config, topic: &str, metrics: &Metrics) -> Result<Self, KafkaError> {
         let k = &config.kafka;
-        let mut client = client_config(k);
-        for key in k
-            .options
-            .keys()
-            .filter(|key| crate::dlq::is_consumer_only(key))
-        {
-            client.remove(key);
-        }
+        let mut client = super::topic::producer_side(k);
         client
             .set("enable.idempotence", "true")
             .set("acks", "all")
