@@ -288,6 +288,9 @@ pub(crate) async fn run_lane(
             }
             _ = park_tick.tick(), if parking.is_some() && !draining => {
                 if let Some(p) = &mut parking {
+                    // Also here, not only when an event arrives: a workspace that could
+                    // not be parked may hold the whole buffer, the source paused.
+                    park_if_over_budget(&mut held, p, &shared).await;
                     p.maybe_return(held.events(), held.bytes);
                 }
             }
@@ -346,12 +349,7 @@ async fn take_in(
                 if let Some(direct) = p.on_event(envelope) {
                     held.push(direct, shared.ordering);
                 }
-                if p.should_park(held.events(), held.bytes) {
-                    let taken = held.take_all().await;
-                    for stays in p.park(taken) {
-                        held.push(stays, shared.ordering);
-                    }
-                }
+                park_if_over_budget(held, p, shared).await;
             }
             None => held.push(envelope, shared.ordering),
         },
@@ -382,6 +380,21 @@ async fn take_in(
                     held.push(direct, shared.ordering);
                 }
             }
+        }
+    }
+}
+
+/// Parks the workspace if its lane is over budget and it has partitions it can park:
+/// takes back everything the lane holds and keeps what cannot be parked.
+async fn park_if_over_budget(
+    held: &mut Held,
+    parking: &mut crate::park::LaneParking,
+    shared: &LaneContext,
+) {
+    if parking.should_park(held.events(), held.bytes) {
+        let taken = held.take_all().await;
+        for stays in parking.park(taken) {
+            held.push(stays, shared.ordering);
         }
     }
 }

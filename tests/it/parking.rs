@@ -332,18 +332,19 @@ async fn a_workspace_limited_far_below_its_inflow_drains_through_the_parking_top
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
-    let _alone = PROCESSES.lock().await;
-    // Two brokers: the source and the group on 1, the parking topic on 2, which is down.
+/// A mock cluster of two brokers: the source, the DLQ and every group on broker 1, the
+/// parking topic (2 partitions) on broker 2, which is down once `records` are produced.
+/// Returns the cluster, the setup (budget 300 of 600 buffered) and the produced positions.
+async fn parking_broker_down(
+    api: &MockApi,
+    records: &[Record],
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Setup,
+    Vec<(i32, i64)>,
+) {
     let cluster = MockCluster::new(2).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let api = MockApi::start(MockApiConfig {
-        keys: vec![format!("site-ok:{API_KEY}")],
-        ..MockApiConfig::default()
-    })
-    .await
-    .unwrap();
     let topic = unique("events");
     let park = format!("{topic}.park");
     cluster.create_topic(&topic, 2, 1).unwrap();
@@ -362,8 +363,21 @@ async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
             .unwrap();
     }
     s.parking(&park, 600, 300);
-    let positions = produce(&brokers, &topic, &two_workspaces(2_000)).await;
+    let positions = produce(&brokers, &topic, records).await;
     cluster.broker_down(2).unwrap();
+    (cluster, s, positions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
+    let _alone = PROCESSES.lock().await;
+    let api = MockApi::start(MockApiConfig {
+        keys: vec![format!("site-ok:{API_KEY}")],
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    let (cluster, s, positions) = parking_broker_down(&api, &two_workspaces(2_000)).await;
     let worker = Worker::start(s.config());
     wait_until("the consumer pauses", Duration::from_secs(60), || {
         worker.metrics.paused()
@@ -387,6 +401,34 @@ async fn an_unavailable_parking_topic_pauses_as_before_and_loses_nothing() {
         metrics.parked_count("blocked", "written")
     );
     assert!(metrics.parked_count("blocked", "written") >= 1_500);
+    api.stop().await;
+}
+
+/// A workspace that could not be parked while the parking topic was away, and whose
+/// events then filled the whole buffer (the source paused: no new event comes), is
+/// parked once the topic is back: the lane tries again on its own, not only when an
+/// event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_that_filled_the_buffer_while_parking_was_away_is_parked_once_it_is_back() {
+    let _alone = PROCESSES.lock().await;
+    let api = MockApi::start(MockApiConfig {
+        keys: vec![format!("site-ok:{API_KEY}")],
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    // Only the refused workspace's events: nothing else will wake its lane.
+    let records = tracks("blocked", "v", 200, 0..2_000);
+    let (cluster, s, positions) = parking_broker_down(&api, &records).await;
+    let worker = Worker::start(s.config());
+    wait_until("the consumer pauses", Duration::from_secs(60), || {
+        worker.metrics.paused()
+    })
+    .await;
+    cluster.broker_up(2).unwrap();
+    s.wait_committed(&positions, 2).await;
+    let metrics = worker.stop().await;
+    assert_eq!(metrics.parked_count("blocked", "written"), 2_000);
     api.stop().await;
 }
 
