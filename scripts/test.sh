@@ -167,7 +167,10 @@ say "fast suite, the tests that measure rates, one at a time: ${timed[*]}"
 cargo test --test it -- --test-threads 1 "${timed[@]}"
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"
 SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_K6="$k6" SLUICE_TEST_PROMETHEUS="$prometheus" \
-  cargo test --test it -- --ignored --skip fidelity --skip drill
+  cargo test --test it -- --ignored --skip fidelity --skip drill --skip real_broker_minimal_config
+# It compares two rates: alone, like the timed tests above.
+SLUICE_TEST_BROKERS="127.0.0.1:$port" \
+  cargo test --test it -- --ignored --test-threads 1 real_broker_minimal_config
 # The capacity-fidelity test compares two one-core measurements that vary by more than
 # its tolerance between runs on a shared 2-core machine; it runs only when asked:
 # SLUICE_TEST_FIDELITY=1 scripts/test.sh

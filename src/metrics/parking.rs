@@ -22,7 +22,8 @@ impl ParkingMetrics {
                 r,
                 "sluice_parked_events_total",
                 "Events of parked workspaces written to the parking topic (kind=written) and \
-                 read back into their lanes (kind=drained).",
+                 read back into their lanes (kind=drained), and parked records deleted by the \
+                 parking topic's retention before they were read back (kind=expired: lost).",
                 &["workspace", "kind"],
             ),
             parked_waiting: registered(
@@ -100,6 +101,15 @@ impl Metrics {
             .parked
             .with_label_values(&[workspace, "drained"])
             .inc();
+    }
+
+    /// `records` parked records were deleted (the parking topic's retention) before
+    /// they were read back.
+    pub(crate) fn parked_expired(&self, workspace: &str, records: u64) {
+        self.parking
+            .parked
+            .with_label_values(&[workspace, "expired"])
+            .inc_by(records);
     }
 
     /// Records behind a parked workspace's reader.

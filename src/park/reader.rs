@@ -91,6 +91,15 @@ pub(crate) struct ReaderSetup {
     pub intake: Arc<Intake>,
 }
 
+/// Whether `m` has header `key` with exactly `value`.
+fn header_is(m: &impl Message, key: &str, value: &str) -> bool {
+    use rdkafka::message::Headers;
+    m.headers().is_some_and(|hs| {
+        hs.iter()
+            .any(|h| h.key == key && h.value == Some(value.as_bytes()))
+    })
+}
+
 struct Part {
     source: TopicPartition,
     next: i64,
@@ -98,7 +107,8 @@ struct Part {
 
 struct Reader {
     setup: ReaderSetup,
-    consumer: StreamConsumer<KafkaLog>,
+    /// Shared with the reading loop, whose borrowed messages outlive a `&mut self`.
+    consumer: Arc<StreamConsumer<KafkaLog>>,
     parts: HashMap<i32, Part>,
     /// Fences read and not yet committed past: (parking partition, offset, epoch).
     fences: Vec<(i32, i64, u64)>,
@@ -128,7 +138,7 @@ pub(crate) fn start(
     let synthetic: Arc<str> = synthetic_topic(&setup.topic, &setup.workspace).into();
     let reader = Reader {
         setup,
-        consumer,
+        consumer: Arc::new(consumer),
         parts: HashMap::new(),
         fences: Vec::new(),
         synthetic,
@@ -152,6 +162,7 @@ impl Reader {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut lag_tick = tokio::time::interval(Duration::from_secs(1));
+        let consumer = self.consumer.clone();
         loop {
             tokio::select! {
                 biased;
@@ -161,15 +172,8 @@ impl Reader {
                     Some(Ctrl::Unassign(tp)) => self.unassign(&tp),
                     None => break,
                 },
-                m = self.consumer.recv(), if !self.parts.is_empty() && !self.paused => match m {
-                    Ok(m) => {
-                        let (p, offset) = (m.partition(), m.offset());
-                        let hs = header_map(&m);
-                        let key = m.key().map(<[u8]>::to_vec);
-                        let payload = m.payload().map(<[u8]>::to_vec);
-                        drop(m);
-                        self.handle(p, offset, &hs, key, payload);
-                    }
+                m = consumer.recv(), if !self.parts.is_empty() && !self.paused => match m {
+                    Ok(m) => self.handle(&m),
                     Err(e) => tracing::warn!(workspace = %self.setup.workspace, "parking topic: {e}"),
                 },
                 _ = tick.tick() => {
@@ -238,24 +242,50 @@ impl Reader {
         self.pace();
     }
 
-    fn handle(
-        &mut self,
-        p: i32,
-        offset: i64,
-        hs: &std::collections::BTreeMap<String, String>,
-        key: Option<Vec<u8>>,
-        payload: Option<Vec<u8>>,
-    ) {
-        let Some(part) = self.parts.get_mut(&p) else {
+    /// Moves partition `p`'s reading past `offset`: the source partition it stands
+    /// for, or `None` if `p` is not read any more. A gap before it is said and counted.
+    fn advance(&mut self, p: i32, offset: i64) -> Option<TopicPartition> {
+        let part = self.parts.get_mut(&p)?;
+        if offset > part.next {
+            // The parking topic is written without transactions or compaction: a gap
+            // is records deleted before they were read back (its retention).
+            let gone = offset - part.next;
+            tracing::error!(
+                workspace = %self.setup.workspace,
+                partition = p,
+                "{gone} parked records (offsets {} to {}) were deleted from the parking \
+                 topic before they were read back, by its retention: their events are not \
+                 delivered",
+                part.next,
+                offset - 1
+            );
+            self.setup
+                .shared
+                .metrics
+                .parked_expired(&self.setup.workspace, gone as u64);
+        }
+        part.next = offset + 1;
+        Some(part.source.clone())
+    }
+
+    /// One record of the parking topic: this workspace's parked event or fence of the
+    /// partition it reads for, or another's (completed at once, without a copy).
+    fn handle(&mut self, m: &impl Message) {
+        let (p, offset) = (m.partition(), m.offset());
+        let Some(source) = self.advance(p, offset) else {
             return;
         };
-        part.next = offset + 1;
-        let source = part.source.clone();
         let tp = self.synthetic(p);
         let tracker = &self.setup.shared.tracker;
         tracker.track(&tp, offset);
-        let ours = hs.get(WORKSPACE) == Some(&self.setup.workspace)
-            && hs.get(headers::TOPIC).map(String::as_str) == Some(&*source.topic)
+        // Most records of a busy parking partition are other workspaces': looked at
+        // by their workspace header alone.
+        if !header_is(m, WORKSPACE, &self.setup.workspace) {
+            tracker.complete([(&tp, offset)]);
+            return;
+        }
+        let hs = header_map(m);
+        let ours = hs.get(headers::TOPIC).map(String::as_str) == Some(&*source.topic)
             && hs.get(headers::PARTITION) == Some(&source.partition.to_string());
         if !ours {
             tracker.complete([(&tp, offset)]);
@@ -270,7 +300,9 @@ impl Reader {
                 .send(LaneMsg::Park(Control::FenceRead { tp: source, epoch }));
             return;
         }
-        let raw = parked_raw(&source, offset, hs, key, payload);
+        let key = m.key().map(<[u8]>::to_vec);
+        let payload = m.payload().map(<[u8]>::to_vec);
+        let raw = parked_raw(&source, offset, &hs, key, payload);
         let record = Received {
             origin: Origin { tp, offset },
             raw,

@@ -1,10 +1,12 @@
 //! The parking topic made ready at start: created when missing, with as many
-//! partitions as the source topic (parking partition n holds source partition n), and
-//! grown when the source has grown past it.
+//! partitions as the source topic (parking partition n holds source partition n) and
+//! the source's replication and retention, and grown when the source has grown past it.
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -95,16 +97,14 @@ pub(crate) async fn ensure(
             0 => -1,
             n => n as i32,
         };
-        let created = admin
-            .create_topics(
-                [&NewTopic::new(
-                    park,
-                    want,
-                    TopicReplication::Fixed(replication),
-                )],
-                &options,
-            )
-            .await;
+        // Kept as long as the source keeps events: parked, they wait no less long than
+        // they would have waited there, uncommitted.
+        let retention = retention_ms(&admin, source, &options).await.ok().flatten();
+        let mut new = NewTopic::new(park, want, TopicReplication::Fixed(replication));
+        if let Some(ms) = &retention {
+            new = new.set(RETENTION, ms);
+        }
+        let created = admin.create_topics([&new], &options).await;
         let why = match created.as_deref() {
             Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => None,
             Ok([Err((_, code))]) => Some(code.to_string()),
@@ -126,6 +126,8 @@ pub(crate) async fn ensure(
             parking = wait_for_partitions(&admin, park, 1).await;
             tracing::info!(topic = park, partitions = parking, "parking topic created");
         }
+    } else {
+        warn_if_kept_shorter(&admin, source, park, &options).await;
     }
     if parking < source_n {
         let grown = admin
@@ -153,6 +155,63 @@ pub(crate) async fn ensure(
         parking,
         source: source_n,
     })
+}
+
+/// The topic setting that says how long records are kept.
+const RETENTION: &str = "retention.ms";
+
+/// `topic`'s `retention.ms` as the brokers describe it (`None`: not described, as by
+/// brokers without the admin API).
+async fn retention_ms(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    options: &AdminOptions,
+) -> Result<Option<String>, String> {
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], options)
+        .await
+        .map_err(|e| e.to_string())?;
+    match described.into_iter().next() {
+        Some(Ok(resource)) => Ok(resource.get(RETENTION).and_then(|e| e.value.clone())),
+        Some(Err(code)) => Err(code.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// Warns at start when an existing parking topic deletes records sooner than the
+/// source does: a workspace parked longer than that loses events.
+async fn warn_if_kept_shorter(
+    admin: &AdminClient<DefaultClientContext>,
+    source: &str,
+    park: &str,
+    options: &AdminOptions,
+) {
+    let ms = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
+    let (Ok(source_ms), Ok(park_ms)) = (
+        retention_ms(admin, source, options).await.map(ms),
+        retention_ms(admin, park, options).await.map(ms),
+    ) else {
+        return;
+    };
+    if let Some(shorter) = kept_shorter(source_ms, park_ms) {
+        tracing::warn!(
+            topic = park,
+            "the parking topic keeps records {shorter}, less than the source topic: \
+             a workspace parked longer than that loses the events it parked; raise its \
+             retention.ms"
+        );
+    }
+}
+
+/// How long the parking topic keeps records, if shorter than the source (`-1`: for
+/// ever; `None`: unknown, assumed long enough).
+fn kept_shorter(source_ms: Option<i64>, park_ms: Option<i64>) -> Option<String> {
+    let park = park_ms.filter(|ms| *ms >= 0)?;
+    let shorter = match source_ms {
+        Some(source) => source < 0 || park < source,
+        None => false,
+    };
+    shorter.then(|| format!("{} h", park / 3_600_000))
 }
 
 /// Partitions of `topic` once the metadata shows at least `want` (a few seconds at
@@ -197,4 +256,23 @@ pub(super) fn producer_side(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
         client.remove(key);
     }
     client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_shorter;
+
+    #[test]
+    fn a_parking_topic_kept_shorter_than_its_source_is_told() {
+        let day = 86_400_000;
+        assert_eq!(
+            kept_shorter(Some(7 * day), Some(day)).as_deref(),
+            Some("24 h")
+        );
+        assert_eq!(kept_shorter(Some(-1), Some(day)).as_deref(), Some("24 h"));
+        assert_eq!(kept_shorter(Some(day), Some(7 * day)), None);
+        assert_eq!(kept_shorter(Some(day), Some(-1)), None);
+        assert_eq!(kept_shorter(Some(day), None), None);
+        assert_eq!(kept_shorter(None, Some(day)), None);
+    }
 }

@@ -149,7 +149,8 @@ impl ConsumerContext for SourceContext {
                     }
                     None => {
                         tracing::warn!(
-                            "source partition count unknown: this pod's share of the limit                              stays as it was until the brokers say"
+                            "source partition count unknown: this pod's share of the limit stays as it \
+                             was until the brokers say"
                         );
                         self.share_pending.store(true, Ordering::Release);
                     }
