@@ -80,6 +80,19 @@ pub(crate) struct Refused {
     pub workspace: Option<String>,
     /// Why.
     pub invalid: InvalidEvent,
+    /// Read back from the parking topic (not in the buffer's count).
+    pub from_park: bool,
+}
+
+impl Refused {
+    /// It as the books know it.
+    pub(crate) fn entry(&self) -> crate::source::Entry<'_> {
+        crate::source::Entry {
+            origin: &self.origin,
+            bytes: self.raw.held_bytes(),
+            counted: !self.from_park,
+        }
+    }
 }
 
 /// Judges records for their lanes; writes the dead letters of those it refuses.
@@ -150,38 +163,30 @@ impl Intake {
                 origin,
                 raw,
                 invalid,
+                from_park,
             }),
         }
     }
 
     /// Counts `refused` and writes its dead letter without blocking the caller, which
-    /// must keep reading meanwhile. Once the letter is acknowledged its offset is
-    /// complete and `written` runs; past the drain deadline it is left uncommitted, to
-    /// be read again.
-    pub(crate) fn dead_letter(&self, refused: Refused, written: impl FnOnce() + Send + 'static) {
-        let Refused {
-            origin,
-            raw,
-            workspace,
-            invalid,
-        } = refused;
+    /// must keep reading meanwhile. Once the letter is acknowledged the event is done;
+    /// past the drain deadline it is left uncommitted, to be read again.
+    pub(crate) fn dead_letter(&self, refused: Refused) {
         self.shared
             .metrics
-            .invalid(&origin, invalid.reason(), &invalid);
-        let failure = Failure::without_request(invalid.reason(), invalid.to_string());
+            .invalid(&refused.origin, refused.invalid.reason(), &refused.invalid);
+        let failure =
+            Failure::without_request(refused.invalid.reason(), refused.invalid.to_string());
         let shared = self.shared.clone();
         self.dead_letter_tasks.spawn(async move {
             let letter = DeadLetter {
-                origin: &origin,
-                raw: &raw,
-                workspace: workspace.as_deref(),
+                origin: &refused.origin,
+                raw: &refused.raw,
+                workspace: refused.workspace.as_deref(),
                 failure: &failure,
             };
             tokio::select! {
-                _ = shared.dead_letters.send(letter) => {
-                    shared.tracker.complete([(&origin.tp, origin.offset)]);
-                    written();
-                }
+                _ = shared.dead_letters.send(letter) => shared.books.done([refused.entry()]),
                 _ = shared.hard_stop.cancelled() => {}
             }
         });

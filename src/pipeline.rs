@@ -22,7 +22,7 @@ use crate::park::ParkingSetup;
 use crate::server::{self, Health};
 use crate::shutdown::Shutdown;
 use crate::source::{
-    Assigned, Buffered, LagMonitor, OffsetTracker, Source, SourceError, SourceParking,
+    Assigned, Books, Buffered, LagMonitor, OffsetTracker, Source, SourceError, SourceParking,
 };
 
 /// Why the worker could not start.
@@ -156,8 +156,8 @@ fn start_lag_monitor(
     let lag = LagMonitor::new(
         config,
         assigned.clone(),
-        shared.tracker.clone(),
-        shared.buffered.clone(),
+        shared.books.tracker().clone(),
+        shared.books.buffered().clone(),
         shared.metrics.clone(),
         health.clone(),
     )
@@ -191,9 +191,11 @@ fn build_delivery(
         config,
         Arc::new(CustomerIo::new(config, limiter, metrics.clone())?),
         Arc::new(DeadLetters::new(config, metrics.clone()).map_err(SourceError::Kafka)?),
-        OffsetTracker::new(),
-        metrics.clone(),
-        Arc::new(Buffered::new(metrics)),
+        Books::new(
+            OffsetTracker::new(),
+            Arc::new(Buffered::new(metrics.clone())),
+        ),
+        metrics,
         stop.hard_stop(),
     ));
     let intake = Arc::new(Intake::new(

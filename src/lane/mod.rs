@@ -26,7 +26,7 @@ use crate::config::{Config, Ordering};
 use crate::deliver::{Destination, Encoded, Failure, ItemOutcome};
 use crate::dlq::{DeadLetter, DeadLetters};
 use crate::metrics::Metrics;
-use crate::source::{Buffered, OffsetTracker, Origin, Raw, TopicPartition};
+use crate::source::{Books, Entry, Origin, Raw, TopicPartition};
 
 mod held;
 mod queues;
@@ -72,6 +72,15 @@ impl Envelope {
     pub(crate) fn held_bytes(&self) -> usize {
         self.raw.held_bytes() + self.encoded.len()
     }
+
+    /// It as the books know it.
+    pub(crate) fn entry(&self) -> Entry<'_> {
+        Entry {
+            origin: &self.origin,
+            bytes: self.held_bytes(),
+            counted: !self.from_park,
+        }
+    }
 }
 
 /// What a lane receives, in one FIFO channel: its order is the order of events and of
@@ -102,13 +111,10 @@ pub struct LaneContext {
     pub destination: Arc<dyn Destination>,
     /// Where refused events go.
     pub dead_letters: Arc<DeadLetters>,
-    /// Completed offsets go here.
-    pub tracker: OffsetTracker,
+    /// Where every event ends: done (its offset completes) or let go.
+    pub books: Books,
     /// Counts and logs outcomes.
     pub metrics: Metrics,
-    /// Events (and bytes) consumed and not yet completed, over all lanes: the
-    /// back-pressure signal.
-    pub buffered: Arc<Buffered>,
     /// What each workspace's lane holds (its part of the buffer, held to its budget).
     pub in_lane: HashMap<String, Arc<LaneLoad>>,
     /// Cancelled when the drain deadline passes: in-flight requests are abandoned.
@@ -143,17 +149,15 @@ impl LaneContext {
         config: &Config,
         destination: Arc<dyn Destination>,
         dead_letters: Arc<DeadLetters>,
-        tracker: OffsetTracker,
+        books: Books,
         metrics: Metrics,
-        buffered: Arc<Buffered>,
         hard_stop: CancellationToken,
     ) -> Self {
         LaneContext {
             destination,
             dead_letters,
-            tracker,
+            books,
             metrics,
-            buffered,
             in_lane: config
                 .workspaces
                 .iter()
@@ -360,12 +364,7 @@ async fn take_in(
                 dropped.extend(held.revoke_in_flight(revoked, shared.ordering));
                 let bytes = dropped.iter().map(Envelope::held_bytes).sum::<usize>();
                 held.bytes = held.bytes.saturating_sub(bytes);
-                // Events read back from the parking topic are not in the buffer's count.
-                let (fresh, fresh_bytes) = dropped
-                    .iter()
-                    .filter(|e| !e.from_park)
-                    .fold((0, 0), |(n, b), e| (n + 1, b + e.held_bytes()));
-                shared.buffered.release(fresh, fresh_bytes);
+                shared.books.let_go(dropped.iter().map(Envelope::entry));
                 let dropped = dropped.len();
                 if dropped > 0 {
                     shared.metrics.revoked_dropped(dropped);
@@ -425,12 +424,7 @@ fn finish(
     metrics.end_to_end(accepted().filter_map(|e| e.event_time), now);
     metrics.delivery_latency(accepted().filter_map(|e| e.raw.entered_us), now);
     metrics.delivered(workspace, accepted().count());
-    shared
-        .tracker
-        .complete(batch.iter().map(|e| (&e.origin.tp, e.origin.offset)));
-    let from_source = batch.iter().filter(|e| !e.from_park);
-    let (events, bytes) = from_source.fold((0, 0), |(n, b), e| (n + 1, b + e.held_bytes()));
-    shared.buffered.release(events, bytes);
+    shared.books.done(batch.iter().map(Envelope::entry));
     if shared.ordering == Ordering::PerUser {
         queues.release(batch.into_iter().map(|e| e.user));
     }

@@ -304,8 +304,9 @@ impl LaneParking {
             }
             Control::Revoked(tps) => {
                 let dropped = self.table.revoked(&tps);
-                let bytes = dropped.iter().map(Envelope::held_bytes).sum();
-                self.shared.buffered.release(dropped.len(), bytes);
+                self.shared
+                    .books
+                    .let_go(dropped.iter().map(Envelope::entry));
                 for tp in tps {
                     self.owned.remove(&tp);
                     self.unparkable.remove(&tp);
@@ -411,10 +412,7 @@ impl LaneParking {
                     }
                 }
             }
-            shared
-                .tracker
-                .complete([(&envelope.origin.tp, envelope.origin.offset)]);
-            shared.buffered.release(1, envelope.held_bytes());
+            shared.books.done([envelope.entry()]);
         });
     }
 }

@@ -23,7 +23,7 @@ use crate::dlq::{header_map, headers};
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
 use crate::lane::{LaneContext, LaneLoad, LaneMsg};
 use crate::source::kafka_log::KafkaLog;
-use crate::source::{client_config, Origin, TopicPartition};
+use crate::source::{client_config, Entry, Origin, TopicPartition};
 
 /// How long a committed-offset or watermark query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -220,7 +220,11 @@ impl Reader {
             self.commit(CommitMode::Async);
             self.parts.remove(&p);
             self.fences.retain(|(fp, _, _)| *fp != p);
-            self.setup.shared.tracker.forget(&[self.synthetic(p)]);
+            self.setup
+                .shared
+                .books
+                .tracker()
+                .forget(&[self.synthetic(p)]);
             self.reassign();
         }
     }
@@ -276,23 +280,30 @@ impl Reader {
             return;
         };
         let tp = self.synthetic(p);
-        let tracker = &self.setup.shared.tracker;
-        tracker.track(&tp, offset);
+        let books = &self.setup.shared.books;
+        let origin = Origin { tp, offset };
+        // Not in the buffer's count: the workspace's budget bounds what is read back.
+        let entry = Entry {
+            origin: &origin,
+            bytes: 0,
+            counted: false,
+        };
+        books.taken_in(entry);
         // Most records of a busy parking partition are other workspaces': looked at
         // by their workspace header alone.
         if !header_is(m, WORKSPACE, &self.setup.workspace) {
-            tracker.complete([(&tp, offset)]);
+            books.done([entry]);
             return;
         }
         let hs = header_map(m);
         let ours = hs.get(headers::TOPIC).map(String::as_str) == Some(&*source.topic)
             && hs.get(headers::PARTITION) == Some(&source.partition.to_string());
         if !ours {
-            tracker.complete([(&tp, offset)]);
+            books.done([entry]);
             return;
         }
         if let Some(epoch) = hs.get(FENCE).and_then(|e| e.parse::<u64>().ok()) {
-            tracker.complete([(&tp, offset)]);
+            books.done([entry]);
             self.fences.push((p, offset, epoch));
             let _ = self
                 .setup
@@ -304,7 +315,7 @@ impl Reader {
         let payload = m.payload().map(<[u8]>::to_vec);
         let raw = parked_raw(&source, offset, &hs, key, payload);
         let record = Received {
-            origin: Origin { tp, offset },
+            origin,
             raw,
             workspace: WorkspaceHeader::Named(self.setup.workspace.clone()),
             from_park: true,
@@ -326,13 +337,13 @@ impl Reader {
                 }
             }
             // It was valid when parked; a later version may decode differently.
-            Verdict::Refused(refused) => self.setup.intake.dead_letter(refused, || {}),
+            Verdict::Refused(refused) => self.setup.intake.dead_letter(refused),
         }
     }
 
     fn commit(&mut self, mode: CommitMode) {
         let tps: Vec<TopicPartition> = self.parts.keys().map(|p| self.synthetic(*p)).collect();
-        let offsets = self.setup.shared.tracker.committable_for(&tps);
+        let offsets = self.setup.shared.books.tracker().committable_for(&tps);
         if offsets.is_empty() {
             return;
         }
@@ -345,7 +356,7 @@ impl Reader {
             tracing::warn!(workspace = %self.setup.workspace, "parking offsets commit failed: {e}");
             return;
         }
-        self.setup.shared.tracker.mark_committed(&offsets);
+        self.setup.shared.books.tracker().mark_committed(&offsets);
         let committed: HashMap<i32, i64> =
             offsets.iter().map(|(tp, n)| (tp.partition, *n)).collect();
         let parts = &self.parts;

@@ -20,8 +20,8 @@ use super::context::{commit_offsets, SourceContext};
 use super::detach::detach;
 use super::group_config::group_client_config;
 use super::kafka_log::KafkaLog;
-use super::Buffered;
 use super::{Assigned, OffsetTracker, TopicPartition};
+use super::{Books, Buffered, Entry};
 use crate::config::Config;
 use crate::intake::{ForLane, Intake, Received, Verdict};
 use crate::lane::{LaneContext, Router};
@@ -58,6 +58,8 @@ pub struct Source {
     tracker: OffsetTracker,
     metrics: Metrics,
     buffered: Arc<Buffered>,
+    /// Where each event read is taken in, and let go if its lane is closed.
+    books: Books,
     /// Whether to read on, hold or pause, from the buffered count.
     back_pressure: BackPressure,
     commit_interval: Duration,
@@ -97,9 +99,10 @@ impl Source {
         parking: SourceParking,
     ) -> Result<Self, SourceError> {
         let SourceParking { marks, ledger } = parking;
-        let tracker = shared.tracker.clone();
+        let books = shared.books.clone();
+        let tracker = books.tracker().clone();
         let metrics = shared.metrics.clone();
-        let buffered = shared.buffered.clone();
+        let buffered = books.buffered().clone();
         let k = &config.kafka;
         let client = group_client_config(k);
         let (rebalance_tx, rebalance_rx) = mpsc::unbounded_channel();
@@ -132,6 +135,7 @@ impl Source {
             tracker,
             metrics,
             buffered,
+            books,
             back_pressure: BackPressure::for_kafka(k),
             commit_interval: config.commit_interval(),
             topics: HashMap::new(),
@@ -264,18 +268,20 @@ impl Source {
             return;
         }
         self.metrics.consumed();
-        self.tracker
-            .track(&message.origin.tp, message.origin.offset);
         match self.intake.judge(message) {
             Verdict::Lane(ForLane {
                 workspace,
                 envelope,
             }) => {
                 let bytes = envelope.held_bytes();
-                self.buffered.add(bytes);
+                self.books.taken_in(envelope.entry());
                 if let Err(origin) = router.route(&workspace, envelope) {
                     // Only possible while shutting down: leave it uncommitted.
-                    self.buffered.release(1, bytes);
+                    self.books.let_go([Entry {
+                        origin: &origin,
+                        bytes,
+                        counted: true,
+                    }]);
                     tracing::warn!(
                         offset = origin.offset,
                         "lane closed; event left for redelivery"
@@ -283,11 +289,8 @@ impl Source {
                 }
             }
             Verdict::Refused(refused) => {
-                let bytes = refused.raw.held_bytes();
-                self.buffered.add(bytes);
-                let buffered = self.buffered.clone();
-                self.intake
-                    .dead_letter(refused, move || buffered.release(1, bytes));
+                self.books.taken_in(refused.entry());
+                self.intake.dead_letter(refused);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The source: the Kafka consumer, and the record of which offsets may be committed.
 
 mod back_pressure;
+mod books;
 mod buffered;
 mod consumer;
 mod context;
@@ -11,6 +12,7 @@ mod lag;
 mod offsets;
 mod partition_counts;
 
+pub use books::{Books, Entry};
 pub use buffered::Buffered;
 pub(crate) use consumer::SourceParking;
 pub use consumer::{Source, SourceError};
