@@ -78,8 +78,11 @@ impl OffsetTracker {
         state.highest_seen = Some(state.highest_seen.map_or(offset, |h| h.max(offset)));
     }
 
-    /// Records that these offsets are delivered or dead-lettered. Offsets of partitions
-    /// no longer assigned are ignored.
+    /// Records that these offsets are delivered, dead-lettered or parked. Offsets of
+    /// partitions no longer assigned are ignored. Every completion is a final outcome of
+    /// that very record, so one that arrives after its partition was revoked and
+    /// assigned here again (a request answered as it was being abandoned) marks an
+    /// offset that is indeed finished: committing past it loses nothing.
     pub fn complete<'a>(&self, done: impl IntoIterator<Item = (&'a TopicPartition, i64)>) {
         let mut map = self.lock();
         let mut advanced = false;
