@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use rdkafka::admin::{
-    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
@@ -82,8 +83,8 @@ pub(crate) async fn ensure(
     let mut client = producer_side(kafka);
     // Asking for a missing topic must not create it with the brokers' default count.
     client.set("allow.auto.create.topics", "false");
-    let admin: AdminClient<DefaultClientContext> =
-        client.create().map_err(|e| unknown(e.to_string()))?;
+    let admin: std::sync::Arc<AdminClient<DefaultClientContext>> =
+        std::sync::Arc::new(client.create().map_err(|e| unknown(e.to_string()))?);
     let (source_n, source_replicas) = super::blocking(|| shape(&admin, source)).map_err(unknown)?;
     let mut parking = super::blocking(|| partitions(&admin, park)).map_err(unknown)?;
     let options = AdminOptions::new()
@@ -97,13 +98,7 @@ pub(crate) async fn ensure(
             0 => -1,
             n => n as i32,
         };
-        // Kept as long as the source keeps events: parked, they wait no less long than
-        // they would have waited there, uncommitted.
-        let retention = retention_ms(&admin, source, &options).await.ok().flatten();
-        let mut new = NewTopic::new(park, want, TopicReplication::Fixed(replication));
-        if let Some(ms) = &retention {
-            new = new.set(RETENTION, ms);
-        }
+        let new = NewTopic::new(park, want, TopicReplication::Fixed(replication));
         let created = admin.create_topics([&new], &options).await;
         let why = match created.as_deref() {
             Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => None,
@@ -125,9 +120,13 @@ pub(crate) async fn ensure(
         } else {
             parking = wait_for_partitions(&admin, park, 1).await;
             tracing::info!(topic = park, partitions = parking, "parking topic created");
+            copy_retention(&admin, source, park).await;
         }
     } else {
-        warn_if_kept_shorter(&admin, source, park, &options).await;
+        // Not worth holding up the start for: said once the brokers answer.
+        let admin = admin.clone();
+        let (source, park) = (source.to_string(), park.to_string());
+        tokio::spawn(async move { warn_if_kept_shorter(&admin, &source, &park).await });
     }
     if parking < source_n {
         let grown = admin
@@ -160,15 +159,18 @@ pub(crate) async fn ensure(
 /// The topic setting that says how long records are kept.
 const RETENTION: &str = "retention.ms";
 
-/// `topic`'s `retention.ms` as the brokers describe it (`None`: not described, as by
-/// brokers without the admin API).
+/// How long asking for a topic's retention may take (brokers without the API never
+/// answer).
+const RETENTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `topic`'s `retention.ms` as the brokers describe it (`None`: not set).
 async fn retention_ms(
     admin: &AdminClient<DefaultClientContext>,
     topic: &str,
-    options: &AdminOptions,
 ) -> Result<Option<String>, String> {
+    let options = AdminOptions::new().request_timeout(Some(RETENTION_TIMEOUT));
     let described = admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], options)
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
         .await
         .map_err(|e| e.to_string())?;
     match described.into_iter().next() {
@@ -178,18 +180,48 @@ async fn retention_ms(
     }
 }
 
-/// Warns at start when an existing parking topic deletes records sooner than the
-/// source does: a workspace parked longer than that loses events.
-async fn warn_if_kept_shorter(
-    admin: &AdminClient<DefaultClientContext>,
-    source: &str,
-    park: &str,
-    options: &AdminOptions,
-) {
+/// Gives the newly created parking topic the source's retention: parked, events wait
+/// no less long than they would have waited there, uncommitted.
+async fn copy_retention(admin: &AdminClient<DefaultClientContext>, source: &str, park: &str) {
+    let ms = match retention_ms(admin, source).await {
+        Ok(Some(ms)) => ms,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(
+                topic = park,
+                "parking topic kept for the brokers' default retention (the source's \
+                 could not be read: {e}); keep it at least as long as the source's"
+            );
+            return;
+        }
+    };
+    let options = AdminOptions::new().request_timeout(Some(RETENTION_TIMEOUT));
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(park)).set(RETENTION, &ms);
+    match admin.alter_configs([&alter], &options).await.as_deref() {
+        Ok([Ok(_)]) => tracing::info!(
+            topic = park,
+            "parking topic kept as long as the source: retention.ms = {ms}"
+        ),
+        other => tracing::warn!(
+            topic = park,
+            "parking topic kept for the brokers' default retention, not the source's \
+             {ms} ms ({}); keep it at least as long as the source's",
+            match other {
+                Ok([Err((_, code))]) => code.to_string(),
+                Err(e) => e.to_string(),
+                _ => "no answer".into(),
+            }
+        ),
+    }
+}
+
+/// Warns when an existing parking topic deletes records sooner than the source does:
+/// a workspace parked longer than that loses events.
+async fn warn_if_kept_shorter(admin: &AdminClient<DefaultClientContext>, source: &str, park: &str) {
     let ms = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
     let (Ok(source_ms), Ok(park_ms)) = (
-        retention_ms(admin, source, options).await.map(ms),
-        retention_ms(admin, park, options).await.map(ms),
+        retention_ms(admin, source).await.map(ms),
+        retention_ms(admin, park).await.map(ms),
     ) else {
         return;
     };
