@@ -18,7 +18,7 @@ use crate::lane::{LaneContext, Router};
 use crate::limit::{Fleet, Limiter, Share};
 use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
-use crate::park::ParkingSetup;
+use crate::park::{LaneParking, ParkingSetup};
 use crate::server::{self, Health};
 use crate::shutdown::Shutdown;
 use crate::source::{
@@ -108,7 +108,11 @@ pub async fn run_on(
     let router = Router::start(
         config.workspaces.iter().map(|w| w.id.clone()),
         shared.clone(),
-        parking,
+        |workspace, lane| {
+            parking
+                .as_ref()
+                .map(|p| LaneParking::new(p, workspace, lane, &shared))
+        },
         &mut lanes,
     );
     let assigned = Assigned::default();

@@ -29,10 +29,12 @@ use crate::metrics::Metrics;
 use crate::source::{Books, Entry, Origin, Raw, TopicPartition};
 
 mod held;
+mod isolation;
 mod queues;
 
 use held::Held;
 
+pub(crate) use isolation::{Control, Isolation};
 pub use queues::Queues;
 
 /// One event on its way to the API.
@@ -92,7 +94,7 @@ pub(crate) enum LaneMsg {
     /// A parked event read back from the parking topic: always delivered.
     FromPark(Envelope),
     /// A step of the parking protocol (rebalances, fences).
-    Park(crate::park::Control),
+    Park(Control),
 }
 
 /// What a workspace's lane holds, in events and bytes (as read plus encoded): what
@@ -188,11 +190,12 @@ impl Drop for Router {
 }
 
 impl Router {
-    /// Starts one lane per workspace on `tasks`.
-    pub fn start(
+    /// Starts one lane per workspace on `tasks`, each with the isolation `isolation`
+    /// makes for it (given the workspace and its lane's sender), if any.
+    pub(crate) fn start<P: Isolation>(
         workspaces: impl IntoIterator<Item = String>,
         shared: Arc<LaneContext>,
-        parking: Option<crate::park::ParkingSetup>,
+        isolation: impl Fn(&str, mpsc::UnboundedSender<LaneMsg>) -> Option<P>,
         tasks: &mut JoinSet<()>,
     ) -> Self {
         let mut lanes = HashMap::new();
@@ -201,9 +204,7 @@ impl Router {
             // Unbounded on purpose: the consumer must never block (it has to keep
             // polling); the bound is the buffered-events count, enforced by pausing.
             let (tx, rx) = mpsc::unbounded_channel();
-            let park = parking
-                .as_ref()
-                .map(|p| crate::park::LaneParking::new(p, &workspace, tx.clone(), &shared));
+            let park = isolation(&workspace, tx.clone());
             tasks.spawn(run_lane(
                 workspace.clone(),
                 rx,
@@ -229,7 +230,7 @@ impl Router {
     }
 
     /// Tells every lane a step of the parking protocol (a rebalance).
-    pub(crate) fn broadcast(&self, control: impl Fn() -> crate::park::Control) {
+    pub(crate) fn broadcast(&self, control: impl Fn() -> Control) {
         for lane in self.lanes.values() {
             let _ = lane.send(LaneMsg::Park(control()));
         }
@@ -241,12 +242,12 @@ const TAKE_AT_ONCE: usize = 1024;
 
 /// Runs one workspace's lane until its sender is dropped and everything it held has a
 /// final answer, or until the hard stop. With `parking`, the lane also runs its
-/// workspace's side of the parking protocol (see [`crate::park`]).
-pub(crate) async fn run_lane(
+/// workspace's side of the parking protocol (see [`Isolation`]).
+pub(crate) async fn run_lane<P: Isolation>(
     workspace: String,
     mut rx: mpsc::UnboundedReceiver<LaneMsg>,
     shared: Arc<LaneContext>,
-    mut parking: Option<crate::park::LaneParking>,
+    mut parking: Option<P>,
     closed: CancellationToken,
 ) {
     let workspace: Arc<str> = workspace.into();
@@ -308,11 +309,11 @@ pub(crate) async fn run_lane(
 
 /// `msg` and what else is waiting behind it, in order (up to [`TAKE_AT_ONCE`]): one
 /// pass of the lane's loop per burst the consumer hands over, not one per event.
-async fn take_in_waiting(
+async fn take_in_waiting<P: Isolation>(
     msg: LaneMsg,
     rx: &mut mpsc::UnboundedReceiver<LaneMsg>,
     held: &mut Held,
-    parking: &mut Option<crate::park::LaneParking>,
+    parking: &mut Option<P>,
     shared: &Arc<LaneContext>,
 ) {
     take_in(msg, held, parking, shared).await;
@@ -325,14 +326,14 @@ async fn take_in_waiting(
 /// The source is done (the router is gone). The parking side holds senders of this
 /// lane too, so the channel alone would never say so: stops the reader and takes in
 /// what was sent, before the lane drains.
-async fn take_in_the_rest(
+async fn take_in_the_rest<P: Isolation>(
     rx: &mut mpsc::UnboundedReceiver<LaneMsg>,
     held: &mut Held,
-    parking: &mut Option<crate::park::LaneParking>,
+    parking: &mut Option<P>,
     shared: &Arc<LaneContext>,
 ) {
     if let Some(p) = parking {
-        p.stop_reader().await;
+        p.stop_reading().await;
     }
     while let Ok(msg) = rx.try_recv() {
         take_in(msg, held, parking, shared).await;
@@ -341,10 +342,10 @@ async fn take_in_the_rest(
 
 /// One message into the lane: an event (direct, parked or held), an event read back
 /// from the parking topic, or a step of the parking protocol.
-async fn take_in(
+async fn take_in<P: Isolation>(
     msg: LaneMsg,
     held: &mut Held,
-    parking: &mut Option<crate::park::LaneParking>,
+    parking: &mut Option<P>,
     shared: &LaneContext,
 ) {
     match msg {
@@ -359,7 +360,7 @@ async fn take_in(
         },
         LaneMsg::FromPark(envelope) => held.push(envelope, shared.ordering),
         LaneMsg::Park(control) => {
-            if let crate::park::Control::Revoked(revoked) = &control {
+            if let Control::Revoked(revoked) = &control {
                 let mut dropped = held.queues.drop_partitions(revoked, shared.ordering);
                 dropped.extend(held.revoke_in_flight(revoked, shared.ordering));
                 let bytes = dropped.iter().map(Envelope::held_bytes).sum::<usize>();
@@ -385,11 +386,7 @@ async fn take_in(
 
 /// Parks the workspace if its lane is over budget and it has partitions it can park:
 /// takes back everything the lane holds and keeps what cannot be parked.
-async fn park_if_over_budget(
-    held: &mut Held,
-    parking: &mut crate::park::LaneParking,
-    shared: &LaneContext,
-) {
+async fn park_if_over_budget<P: Isolation>(held: &mut Held, parking: &mut P, shared: &LaneContext) {
     if parking.should_park(held.events(), held.bytes) {
         let taken = held.take_all().await;
         for stays in parking.park(taken) {

@@ -69,7 +69,7 @@ pub(crate) mod writer;
 pub(crate) use setup::blocking;
 pub(crate) use setup::ParkingSetup;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -77,33 +77,10 @@ use tokio::sync::mpsc;
 
 use crate::deliver::Failure;
 use crate::dlq::DeadLetter;
-use crate::lane::{Envelope, LaneContext, LaneMsg};
+use crate::lane::{Control, Envelope, Isolation, LaneContext, LaneMsg};
 use crate::source::TopicPartition;
 use reader::{Ctrl, ReaderHandle, ReaderSetup};
 use table::{ParkTable, Route};
-
-/// A step of the protocol that reaches a lane between its events.
-#[derive(Debug, Clone)]
-pub(crate) enum Control {
-    /// These partitions are this pod's now, with the marks their commits carried.
-    Assigned(Vec<(TopicPartition, BTreeMap<String, i64>)>),
-    /// These partitions left.
-    Revoked(Vec<TopicPartition>),
-    /// The reader met this workspace's fence `epoch` of `tp`.
-    FenceRead {
-        /// The source partition.
-        tp: TopicPartition,
-        /// The fence's epoch.
-        epoch: u64,
-    },
-    /// The reader committed past it.
-    FenceCommitted {
-        /// The source partition.
-        tp: TopicPartition,
-        /// The fence's epoch.
-        epoch: u64,
-    },
-}
 
 /// One workspace's side of the protocol, run by its lane.
 #[derive(Debug)]
@@ -153,41 +130,6 @@ impl LaneParking {
         }
     }
 
-    /// A new event: returned if it goes straight into the lane; parked or held if not.
-    pub(crate) fn on_event(&mut self, envelope: Envelope) -> Option<Envelope> {
-        let tp = envelope.origin.tp.clone();
-        match self.table.route(&self.workspace, &tp) {
-            Route::Lane => Some(envelope),
-            Route::Park => {
-                self.write(envelope);
-                None
-            }
-            Route::Hold => {
-                self.table.hold(&self.workspace, &tp, envelope);
-                if self.table.held(&self.workspace) >= self.setup.budget {
-                    // Returning takes too long (the workspace is behind again): park.
-                    for tp in self.table.returning(&self.workspace) {
-                        for held in self.table.abort_return(&self.workspace, &tp) {
-                            self.write(held);
-                        }
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    /// Whether the lane, holding `events` of `bytes`, is over budget (in events or in
-    /// bytes) with partitions it can park: a lane that cannot park any keeps its events
-    /// (the source's back-pressure bounds them) instead of taking them all back for
-    /// nothing at every new one.
-    pub(crate) fn should_park(&self, events: usize, bytes: usize) -> bool {
-        self.setup.isolating
-            && (events + self.table.held(&self.workspace) >= self.setup.budget
-                || bytes >= self.setup.byte_budget)
-            && self.owned.iter().any(|tp| self.parkable(tp))
-    }
-
     /// Whether `tp` is direct and could be parked now: it has a parking partition, and
     /// parking it has not failed lately.
     fn parkable(&self, tp: &TopicPartition) -> bool {
@@ -197,148 +139,6 @@ impl LaneParking {
                 .unparkable
                 .get(tp)
                 .is_none_or(|until| *until <= tokio::time::Instant::now())
-    }
-
-    /// Parks the workspace on every partition it is direct on, then parks `taken` (all
-    /// the lane held, in per-user order). Returns what stays in the lane: events read
-    /// back from the parking topic, and those of partitions that could not be parked.
-    pub(crate) fn park(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
-        let mut parked_any = false;
-        for tp in self.owned.clone() {
-            if !self.parkable(&tp) {
-                continue;
-            }
-            match blocking(|| self.setup.parker.end_offset(tp.partition)) {
-                Ok(start) => {
-                    self.unparkable.remove(&tp);
-                    self.table.park(&self.workspace, &tp, start);
-                    self.reader_send(Ctrl::Assign(tp, start));
-                    parked_any = true;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        workspace = %self.workspace,
-                        partition = tp.partition,
-                        "cannot park (parking topic unavailable), tried again in {}s: {e}",
-                        PARK_RETRY.as_secs()
-                    );
-                    self.unparkable
-                        .insert(tp, tokio::time::Instant::now() + PARK_RETRY);
-                }
-            }
-        }
-        if parked_any {
-            self.parked_at = Some(tokio::time::Instant::now());
-            self.shared
-                .metrics
-                .workspace_parked(&self.workspace, self.setup.budget);
-        }
-        let mut stay = Vec::new();
-        for envelope in taken {
-            let from_park = *envelope.origin.tp.topic == *self.synthetic;
-            if !from_park && self.table.route(&self.workspace, &envelope.origin.tp) == Route::Park {
-                self.write(envelope);
-            } else {
-                stay.push(envelope);
-            }
-        }
-        stay
-    }
-
-    /// Stops the reader (the lane is draining: nothing more is read back).
-    pub(crate) async fn stop_reader(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            reader.stop().await;
-        }
-    }
-
-    /// Starts returning when the lane is nearly empty and the reader nearly caught up;
-    /// restarts a reader that could not start before.
-    pub(crate) fn maybe_return(&mut self, events: usize, bytes: usize) {
-        if self.reader.is_none() {
-            for (tp, start) in self.table.off_direct(&self.workspace) {
-                self.reader_send(Ctrl::Assign(tp, start));
-            }
-        }
-        let parked = self.table.parked(&self.workspace);
-        let settled = self
-            .parked_at
-            .is_none_or(|at| at + MIN_PARKED <= tokio::time::Instant::now());
-        if parked.is_empty() || !settled {
-            return;
-        }
-        let low = self.setup.budget / 4;
-        let behind = self
-            .reader
-            .as_ref()
-            .map_or(0, |r| r.lag.load(Ordering::Acquire).max(0) as usize);
-        if events > low || behind > low || bytes > self.setup.byte_budget / 4 {
-            return;
-        }
-        for tp in parked {
-            if let Some(epoch) = self.table.begin_return(&self.workspace, &tp) {
-                self.fence(&tp, epoch);
-            }
-        }
-    }
-
-    /// A rebalance or a fence; returns events now due in the lane, in order.
-    pub(crate) async fn on_control(&mut self, control: Control) -> Vec<Envelope> {
-        match control {
-            Control::FenceRead { tp, epoch } => self
-                .table
-                .fence_read(&self.workspace, &tp, epoch)
-                .map(Vec::from)
-                .unwrap_or_default(),
-            Control::FenceCommitted { tp, epoch } => {
-                if self.table.fence_committed(&self.workspace, &tp, epoch) {
-                    self.reader_send(Ctrl::Unassign(tp));
-                    if !self.table.is_parked(&self.workspace) {
-                        if let Some(reader) = self.reader.take() {
-                            reader.stop().await;
-                        }
-                        self.shared.metrics.workspace_returned(&self.workspace);
-                    }
-                }
-                Vec::new()
-            }
-            Control::Revoked(tps) => {
-                let dropped = self.table.revoked(&tps);
-                self.shared
-                    .books
-                    .let_go(dropped.iter().map(Envelope::entry));
-                for tp in tps {
-                    self.owned.remove(&tp);
-                    self.unparkable.remove(&tp);
-                    if let Some(r) = &self.reader {
-                        r.send(Ctrl::Unassign(tp));
-                    }
-                }
-                Vec::new()
-            }
-            Control::Assigned(assigned) => {
-                for (tp, marks) in assigned {
-                    self.owned.insert(tp.clone());
-                    if let Some(start) = marks.get(&self.workspace) {
-                        // Parked events of ours may wait there: they come first.
-                        let epoch = self.table.inherit(&self.workspace, &tp, *start);
-                        self.reader_send(Ctrl::Assign(tp.clone(), *start));
-                        self.fence(&tp, epoch);
-                        self.shared
-                            .metrics
-                            .workspace_parked(&self.workspace, self.setup.budget);
-                    }
-                }
-                Vec::new()
-            }
-        }
-    }
-
-    /// Stops the reader (it holds a sender of this lane: the lane drains once it is gone).
-    pub(crate) async fn close(mut self) {
-        if let Some(reader) = self.reader.take() {
-            reader.stop().await;
-        }
     }
 
     fn fence(&mut self, tp: &TopicPartition, epoch: u64) {
@@ -414,5 +214,184 @@ impl LaneParking {
             }
             shared.books.done([envelope.entry()]);
         });
+    }
+}
+
+impl Isolation for LaneParking {
+    /// A new event: returned if it goes straight into the lane; parked or held if not.
+    fn on_event(&mut self, envelope: Envelope) -> Option<Envelope> {
+        let tp = envelope.origin.tp.clone();
+        match self.table.route(&self.workspace, &tp) {
+            Route::Lane => Some(envelope),
+            Route::Park => {
+                self.write(envelope);
+                None
+            }
+            Route::Hold => {
+                self.table.hold(&self.workspace, &tp, envelope);
+                if self.table.held(&self.workspace) >= self.setup.budget {
+                    // Returning takes too long (the workspace is behind again): park.
+                    for tp in self.table.returning(&self.workspace) {
+                        for held in self.table.abort_return(&self.workspace, &tp) {
+                            self.write(held);
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether the lane, holding `events` of `bytes`, is over budget (in events or in
+    /// bytes) with partitions it can park: a lane that cannot park any keeps its events
+    /// (the source's back-pressure bounds them) instead of taking them all back for
+    /// nothing at every new one.
+    fn should_park(&self, events: usize, bytes: usize) -> bool {
+        self.setup.isolating
+            && (events + self.table.held(&self.workspace) >= self.setup.budget
+                || bytes >= self.setup.byte_budget)
+            && self.owned.iter().any(|tp| self.parkable(tp))
+    }
+
+    /// Parks the workspace on every partition it is direct on, then parks `taken` (all
+    /// the lane held, in per-user order). Returns what stays in the lane: events read
+    /// back from the parking topic, and those of partitions that could not be parked.
+    fn park(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
+        let mut parked_any = false;
+        for tp in self.owned.clone() {
+            if !self.parkable(&tp) {
+                continue;
+            }
+            match blocking(|| self.setup.parker.end_offset(tp.partition)) {
+                Ok(start) => {
+                    self.unparkable.remove(&tp);
+                    self.table.park(&self.workspace, &tp, start);
+                    self.reader_send(Ctrl::Assign(tp, start));
+                    parked_any = true;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        workspace = %self.workspace,
+                        partition = tp.partition,
+                        "cannot park (parking topic unavailable), tried again in {}s: {e}",
+                        PARK_RETRY.as_secs()
+                    );
+                    self.unparkable
+                        .insert(tp, tokio::time::Instant::now() + PARK_RETRY);
+                }
+            }
+        }
+        if parked_any {
+            self.parked_at = Some(tokio::time::Instant::now());
+            self.shared
+                .metrics
+                .workspace_parked(&self.workspace, self.setup.budget);
+        }
+        let mut stay = Vec::new();
+        for envelope in taken {
+            let from_park = *envelope.origin.tp.topic == *self.synthetic;
+            if !from_park && self.table.route(&self.workspace, &envelope.origin.tp) == Route::Park {
+                self.write(envelope);
+            } else {
+                stay.push(envelope);
+            }
+        }
+        stay
+    }
+
+    /// Stops the reader (the lane is draining: nothing more is read back).
+    async fn stop_reading(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.stop().await;
+        }
+    }
+
+    /// Starts returning when the lane is nearly empty and the reader nearly caught up;
+    /// restarts a reader that could not start before.
+    fn maybe_return(&mut self, events: usize, bytes: usize) {
+        if self.reader.is_none() {
+            for (tp, start) in self.table.off_direct(&self.workspace) {
+                self.reader_send(Ctrl::Assign(tp, start));
+            }
+        }
+        let parked = self.table.parked(&self.workspace);
+        let settled = self
+            .parked_at
+            .is_none_or(|at| at + MIN_PARKED <= tokio::time::Instant::now());
+        if parked.is_empty() || !settled {
+            return;
+        }
+        let low = self.setup.budget / 4;
+        let behind = self
+            .reader
+            .as_ref()
+            .map_or(0, |r| r.lag.load(Ordering::Acquire).max(0) as usize);
+        if events > low || behind > low || bytes > self.setup.byte_budget / 4 {
+            return;
+        }
+        for tp in parked {
+            if let Some(epoch) = self.table.begin_return(&self.workspace, &tp) {
+                self.fence(&tp, epoch);
+            }
+        }
+    }
+
+    /// A rebalance or a fence; returns events now due in the lane, in order.
+    async fn on_control(&mut self, control: Control) -> Vec<Envelope> {
+        match control {
+            Control::FenceRead { tp, epoch } => self
+                .table
+                .fence_read(&self.workspace, &tp, epoch)
+                .map(Vec::from)
+                .unwrap_or_default(),
+            Control::FenceCommitted { tp, epoch } => {
+                if self.table.fence_committed(&self.workspace, &tp, epoch) {
+                    self.reader_send(Ctrl::Unassign(tp));
+                    if !self.table.is_parked(&self.workspace) {
+                        if let Some(reader) = self.reader.take() {
+                            reader.stop().await;
+                        }
+                        self.shared.metrics.workspace_returned(&self.workspace);
+                    }
+                }
+                Vec::new()
+            }
+            Control::Revoked(tps) => {
+                let dropped = self.table.revoked(&tps);
+                self.shared
+                    .books
+                    .let_go(dropped.iter().map(Envelope::entry));
+                for tp in tps {
+                    self.owned.remove(&tp);
+                    self.unparkable.remove(&tp);
+                    if let Some(r) = &self.reader {
+                        r.send(Ctrl::Unassign(tp));
+                    }
+                }
+                Vec::new()
+            }
+            Control::Assigned(assigned) => {
+                for (tp, marks) in assigned {
+                    self.owned.insert(tp.clone());
+                    if let Some(start) = marks.get(&self.workspace) {
+                        // Parked events of ours may wait there: they come first.
+                        let epoch = self.table.inherit(&self.workspace, &tp, *start);
+                        self.reader_send(Ctrl::Assign(tp.clone(), *start));
+                        self.fence(&tp, epoch);
+                        self.shared
+                            .metrics
+                            .workspace_parked(&self.workspace, self.setup.budget);
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stops the reader (it holds a sender of this lane: the lane drains once it is gone).
+    async fn close(mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.stop().await;
+        }
     }
 }

@@ -17,11 +17,11 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::blocking;
 use super::writer::{parked_raw, FENCE, WORKSPACE};
-use super::{blocking, Control};
 use crate::dlq::{header_map, headers};
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
-use crate::lane::{LaneContext, LaneLoad, LaneMsg};
+use crate::lane::{Control, LaneContext, LaneLoad, LaneMsg};
 use crate::source::kafka_log::KafkaLog;
 use crate::source::{client_config, Entry, Origin, TopicPartition};
 

@@ -14,7 +14,7 @@ use crate::intake::Intake;
 
 /// What every lane's parking side shares.
 #[derive(Debug, Clone)]
-pub struct ParkingSetup {
+pub(crate) struct ParkingSetup {
     pub(super) parker: Arc<Parker>,
     pub(crate) ledger: Arc<Ledger>,
     pub(super) marks: ParkedMarks,

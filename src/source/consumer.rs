@@ -24,11 +24,11 @@ use super::{Assigned, OffsetTracker, TopicPartition};
 use super::{Books, Buffered, Entry};
 use crate::config::Config;
 use crate::intake::{ForLane, Intake, Received, Verdict};
+use crate::lane::Control;
 use crate::lane::{LaneContext, Router};
 use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
-use crate::park::Control;
 use crate::server::Health;
 use tokio::sync::mpsc;
 

@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 use super::kafka_log::KafkaLog;
 use super::partition_counts::PartitionCounts;
 use super::{Assigned, OffsetTracker, TopicPartition};
+use crate::lane::Control;
 use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::park::ledger::Ledger;
 use crate::park::table::ParkedMarks;
-use crate::park::Control;
 use crate::server::Health;
 
 /// How long reading a topic's partition count may take in a rebalance.
