@@ -11,7 +11,9 @@
 3. Checks consistency with the code: the ConfigMap's sluice.toml is config/sluice.toml,
    every sluice_* metric the alerts, adapter, KEDA and dashboard use is one that
    src/metrics/ defines, and the HPA and ScaledObject agree on maxReplicas.
-4. Checks that no two environments (overlays in different namespaces) share a consumer
+4. Checks that every alert's runbook_url leads to a heading that exists and a
+   document that names the alert.
+5. Checks that no two environments (overlays in different namespaces) share a consumer
    group or a topic (source, dead letters, parking).
 """
 import copy
@@ -239,6 +241,29 @@ def main():
             if other[0] != namespace:
                 fail(f"{where} (namespace {namespace}) and {other[1]} (namespace {other[0]}) "
                      f"both use {name}")
+
+    # Every alert has a runbook_url into a document and heading that exist, and the
+    # document's table names the alert.
+    for doc in builds["k8s/base"]:
+        if doc["kind"] != "PrometheusRule":
+            continue
+        for group in doc["spec"]["groups"]:
+            for rule in group["rules"]:
+                if "alert" not in rule:
+                    continue
+                url = rule.get("annotations", {}).get("runbook_url", "")
+                path, _, anchor = url.partition("#")
+                target = ROOT / path
+                if not path or not target.is_file():
+                    fail(f"alert {rule['alert']}: runbook_url {url!r} names no file")
+                    continue
+                text = target.read_text()
+                anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+                           for h in re.findall(r"^#+ (.+)$", text, re.M)}
+                if anchor not in anchors:
+                    fail(f"alert {rule['alert']}: {path} has no heading #{anchor}")
+                if f"`{rule['alert']}`" not in text:
+                    fail(f"alert {rule['alert']}: {path} does not say what to do about it")
 
     for dashboard in K8S.rglob("*.json"):
         data = json.loads(dashboard.read_text())
