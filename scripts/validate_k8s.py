@@ -224,6 +224,11 @@ def main():
     so = next(d for d in builds["k8s/keda"] if d["kind"] == "ScaledObject")
     if hpa["spec"]["maxReplicas"] != so["spec"]["maxReplicaCount"]:
         fail("hpa.yaml maxReplicas and scaledobject.yaml maxReplicaCount differ")
+    keda_behavior = so["spec"].get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
+    if keda_behavior != hpa["spec"].get("behavior"):
+        fail("scaledobject.yaml's behavior differs from hpa.yaml's (KEDA would scale in one step)")
+    if "fallback" not in so["spec"]:
+        fail("scaledobject.yaml has no fallback for when Prometheus cannot be read")
     if any(d["kind"] == "HorizontalPodAutoscaler" for d in builds["k8s/overlays/keda"]):
         fail("overlays/keda still has the HPA: KEDA would fight it")
 
