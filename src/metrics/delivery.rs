@@ -30,7 +30,9 @@ pub(super) struct DeliveryMetrics {
     pub(super) in_flight: IntGauge,
     pub(super) latency: LatencyMetrics,
     /// Retry lines, one per workspace and reason per interval.
-    pub(super) retry_lines: Arc<quiet::Quiet>,
+    /// Lines that would repeat per event or per request (retries, dead letters, invalid
+    /// events, refused credentials, throttling): one per condition per interval.
+    pub(super) lines: Arc<quiet::Quiet>,
 }
 
 /// What a lane puts into requests, and the bounds it fills them to.
@@ -130,7 +132,7 @@ impl DeliveryMetrics {
                 "HTTP requests sent and not yet answered.",
             ),
             latency: LatencyMetrics::new(r),
-            retry_lines: Arc::new(quiet::Quiet::new(outage::REMINDER)),
+            lines: Arc::new(quiet::Quiet::new(outage::REMINDER)),
         }
     }
 }
@@ -158,10 +160,17 @@ impl Metrics {
     ) {
         let workspace = workspace.unwrap_or("unknown");
         let reason = reason.code();
-        tracing::warn!(
-            workspace, topic = %origin.tp.topic, partition = origin.tp.partition,
-            offset = origin.offset, reason = %reason, "dead-lettered: {detail}"
-        );
+        if let Some(held_back) = self
+            .delivery
+            .lines
+            .allow(&format!("dead/{workspace}/{reason}"))
+        {
+            tracing::warn!(
+                workspace, topic = %origin.tp.topic, partition = origin.tp.partition,
+                offset = origin.offset, reason = %reason,
+                "dead-lettered: {detail}{}", more_like_it(held_back)
+            );
+        }
         self.delivery
             .dead_lettered
             .with_label_values(&[workspace, &reason])
@@ -211,11 +220,14 @@ impl Metrics {
 
     /// The API throttled a workspace.
     pub fn throttled(&self, workspace: &str, retry_after: Option<Duration>) {
-        tracing::warn!(
-            workspace,
-            ?retry_after,
-            "throttled by the API: pausing and slowing down"
-        );
+        if let Some(held_back) = self.delivery.lines.allow(&format!("throttled/{workspace}")) {
+            tracing::warn!(
+                workspace,
+                ?retry_after,
+                "throttled by the API: pausing and slowing down{}",
+                more_like_it(held_back)
+            );
+        }
         self.delivery
             .throttled
             .with_label_values(&[workspace])
@@ -224,12 +236,15 @@ impl Metrics {
 
     /// The API refused a workspace's credentials.
     pub(crate) fn auth_failure(&self, workspace: &str, status: u16) {
-        tracing::error!(
-            workspace,
-            status,
-            "the API refuses this workspace's credentials; check its site_id and API key \
-             (events are kept and retried at the longest backoff)"
-        );
+        if let Some(held_back) = self.delivery.lines.allow(&format!("auth/{workspace}")) {
+            tracing::error!(
+                workspace,
+                status,
+                "the API refuses this workspace's credentials; check its site_id and API key \
+                 (events are kept and retried at the longest backoff){}",
+                more_like_it(held_back)
+            );
+        }
         self.delivery
             .auth_failures
             .with_label_values(&[workspace])
@@ -253,8 +268,8 @@ impl Metrics {
                 .failed(workspace, &format!("{reason}: {detail}"));
         } else if let Some(held_back) = self
             .delivery
-            .retry_lines
-            .allow(&format!("{workspace}/{reason}"))
+            .lines
+            .allow(&format!("retry/{workspace}/{reason}"))
         {
             if held_back == 0 {
                 tracing::info!(workspace, reason, "request failed, retrying: {detail}");
@@ -329,5 +344,13 @@ impl Metrics {
         } else {
             self.delivery.in_flight.dec();
         }
+    }
+}
+
+/// What a line says of the lines like it held back since the last one.
+pub(super) fn more_like_it(held_back: u64) -> String {
+    match held_back {
+        0 => String::new(),
+        n => format!(" ({n} more like it since the last line)"),
     }
 }

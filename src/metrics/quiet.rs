@@ -63,4 +63,60 @@ mod tests {
         assert_eq!(quiet.allow("w/http_503"), Some(99));
         assert_eq!(quiet.allow("w/http_503"), None);
     }
+
+    /// A shared buffer a test's log lines are written to.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn a_hundred_thousand_bad_records_write_a_handful_of_lines_and_count_every_one() {
+        use crate::deliver::FailureReason;
+        use crate::metrics::Metrics;
+        use crate::source::{Origin, TopicPartition};
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(lines.clone())
+            .with_ansi(false)
+            .finish();
+        let metrics = Metrics::new();
+        let reasons = [
+            FailureReason::MalformedJson,
+            FailureReason::UnknownWorkspace,
+        ];
+        tracing::subscriber::with_default(subscriber, || {
+            for offset in 0..100_000 {
+                let origin = Origin {
+                    tp: TopicPartition::new("t", 0),
+                    offset,
+                };
+                let reason = reasons[offset as usize % 2];
+                metrics.invalid(&origin, reason, &"bad");
+                metrics.dead_lettered(None, &origin, reason, "bad");
+                metrics.auth_failure("w", 401);
+            }
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        // The first of each: two reasons invalid, two dead-lettered, one refused key.
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.contains("offset=0") && text.contains("reason=malformed_json"));
+        let dead = metrics.dead_lettered_total();
+        assert_eq!(dead, 100_000, "the counters keep every one");
+    }
 }

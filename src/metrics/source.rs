@@ -138,10 +138,13 @@ impl Metrics {
     /// A message could not be decoded or validated.
     pub fn invalid(&self, origin: &Origin, reason: FailureReason, detail: &dyn std::fmt::Display) {
         let reason = reason.code();
-        tracing::warn!(
-            topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
-            reason = %reason, "invalid event: {detail}"
-        );
+        if let Some(held_back) = self.delivery.lines.allow(&format!("invalid/{reason}")) {
+            tracing::warn!(
+                topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.offset,
+                reason = %reason, "invalid event: {detail}{}",
+                super::delivery::more_like_it(held_back)
+            );
+        }
         self.source.invalid.with_label_values(&[&reason]).inc();
     }
 
