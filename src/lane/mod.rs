@@ -293,10 +293,7 @@ pub(crate) async fn run_lane<P: Isolation>(
             }
             _ = park_tick.tick(), if parking.is_some() && !draining => {
                 if let Some(p) = &mut parking {
-                    // Also here, not only when an event arrives: a workspace that could
-                    // not be parked may hold the whole buffer, the source paused.
-                    park_if_over_budget(&mut held, p, &shared).await;
-                    p.maybe_return(held.events(), held.bytes);
+                    on_park_tick(&mut held, p, &shared).await;
                 }
             }
             _ = sleep_until(linger_deadline), if linger_deadline.is_some() => {}
@@ -382,6 +379,14 @@ async fn take_in<P: Isolation>(
             }
         }
     }
+}
+
+/// The parking side's look every 100 ms: park (also here, not only when an event
+/// arrives: a workspace that could not be parked may hold the whole buffer, the source
+/// paused), or come back.
+async fn on_park_tick<P: Isolation>(held: &mut Held, parking: &mut P, shared: &LaneContext) {
+    park_if_over_budget(held, parking, shared).await;
+    parking.maybe_return(held.events(), held.bytes);
 }
 
 /// Parks the workspace if its lane is over budget and it has partitions it can park:

@@ -314,12 +314,18 @@ impl Reader {
         let key = m.key().map(<[u8]>::to_vec);
         let payload = m.payload().map(<[u8]>::to_vec);
         let raw = parked_raw(&source, offset, &hs, key, payload);
-        let record = Received {
+        self.hand_over(Received {
             origin,
             raw,
             workspace: WorkspaceHeader::Named(self.setup.workspace.clone()),
             from_park: true,
-        };
+        });
+    }
+
+    /// One of this workspace's parked events, read back: to its lane (the reader
+    /// pauses when the lane reaches its budget), or a dead letter if it no longer
+    /// decodes.
+    fn hand_over(&mut self, record: Received) {
         match self.setup.intake.judge(record) {
             Verdict::Lane(ForLane { envelope, .. }) => {
                 // Counted at once, so pacing sees it before the lane does.

@@ -91,37 +91,15 @@ pub(crate) async fn ensure(
         .operation_timeout(Some(TIMEOUT))
         .request_timeout(Some(TIMEOUT));
     if parking == 0 {
-        let want = source_n.max(1) as i32;
-        // As safe as the source: parked events' source offsets are committed, so the
-        // parking topic is their only copy. (Unknown: the brokers' default.)
-        let replication = match source_replicas {
-            0 => -1,
-            n => n as i32,
-        };
-        let new = NewTopic::new(park, want, TopicReplication::Fixed(replication));
-        let created = admin.create_topics([&new], &options).await;
-        let why = match created.as_deref() {
-            Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => None,
-            Ok([Err((_, code))]) => Some(code.to_string()),
-            Ok(_) => Some("no answer".to_string()),
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(why) = why {
-            // Brokers without the admin API (librdkafka's mock cluster) create a topic
-            // on first use: ask a client that may.
-            auto_create(kafka, park);
-            parking = super::blocking(|| partitions(&admin, park)).map_err(unknown)?;
-            if parking == 0 {
-                return Err(TopicError::Missing {
-                    topic: park.to_string(),
-                    why,
-                });
-            }
-        } else {
-            parking = wait_for_partitions(&admin, park, 1).await;
-            tracing::info!(topic = park, partitions = parking, "parking topic created");
-            copy_retention(&admin, source, park).await;
-        }
+        parking = create(
+            kafka,
+            &admin,
+            source,
+            park,
+            (source_n, source_replicas),
+            &options,
+        )
+        .await?;
     } else {
         // Not worth holding up the start for: said once the brokers answer.
         let admin = admin.clone();
@@ -129,31 +107,99 @@ pub(crate) async fn ensure(
         tokio::spawn(async move { warn_if_kept_shorter(&admin, &source, &park).await });
     }
     if parking < source_n {
-        let grown = admin
-            .create_partitions([&NewPartitions::new(park, source_n)], &options)
-            .await;
-        match grown.as_deref() {
-            Ok([Ok(_)]) => {
-                parking = wait_for_partitions(&admin, park, source_n).await;
-                tracing::info!(topic = park, partitions = parking, "parking topic grown");
-            }
-            other => tracing::warn!(
-                topic = park,
-                "the parking topic has {parking} partitions, the source {source_n}, and \
-                 cannot grow ({}): workspaces are not parked from source partitions \
-                 {parking} and up",
-                match other {
-                    Ok([Err((_, code))]) => code.to_string(),
-                    Err(e) => e.to_string(),
-                    _ => "no answer".into(),
-                }
-            ),
-        }
+        parking = grow(&admin, park, parking, source_n, &options).await;
     }
     Ok(Coverage {
         parking,
         source: source_n,
     })
+}
+
+/// Creates `park` with the source's shape (partitions, replicas) and retention;
+/// returns its partitions.
+async fn create(
+    kafka: &KafkaConfig,
+    admin: &AdminClient<DefaultClientContext>,
+    source: &str,
+    park: &str,
+    (partitions_n, replicas): (usize, usize),
+    options: &AdminOptions,
+) -> Result<usize, TopicError> {
+    // As safe as the source: parked events' source offsets are committed, so the
+    // parking topic is their only copy. (Unknown: the brokers' default.)
+    let replication = match replicas {
+        0 => -1,
+        n => n as i32,
+    };
+    let new = NewTopic::new(
+        park,
+        partitions_n.max(1) as i32,
+        TopicReplication::Fixed(replication),
+    );
+    let created = admin.create_topics([&new], options).await;
+    let why = match created.as_deref() {
+        Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => None,
+        _ => failure(&created),
+    };
+    let Some(why) = why else {
+        let parking = wait_for_partitions(admin, park, 1).await;
+        tracing::info!(topic = park, partitions = parking, "parking topic created");
+        copy_retention(admin, source, park).await;
+        return Ok(parking);
+    };
+    // Brokers without the admin API (librdkafka's mock cluster) create a topic on first
+    // use: ask a client that may.
+    auto_create(kafka, park);
+    let parking =
+        super::blocking(|| partitions(admin, park)).map_err(|why| TopicError::Unknown {
+            topic: park.to_string(),
+            why,
+        })?;
+    if parking == 0 {
+        return Err(TopicError::Missing {
+            topic: park.to_string(),
+            why,
+        });
+    }
+    Ok(parking)
+}
+
+/// Grows `park` from `parking` to the source's `source_n` partitions; returns its
+/// partitions (as they were if it cannot grow, said in one line).
+async fn grow(
+    admin: &AdminClient<DefaultClientContext>,
+    park: &str,
+    parking: usize,
+    source_n: usize,
+    options: &AdminOptions,
+) -> usize {
+    let grown = admin
+        .create_partitions([&NewPartitions::new(park, source_n)], options)
+        .await;
+    if let Some(why) = failure(&grown) {
+        tracing::warn!(
+            topic = park,
+            "the parking topic has {parking} partitions, the source {source_n}, and \
+             cannot grow ({why}): workspaces are not parked from source partitions \
+             {parking} and up"
+        );
+        return parking;
+    }
+    let parking = wait_for_partitions(admin, park, source_n).await;
+    tracing::info!(topic = park, partitions = parking, "parking topic grown");
+    parking
+}
+
+/// Why an admin request on one resource failed, or `None` if it did not.
+fn failure<T, N>(
+    result: &rdkafka::error::KafkaResult<Vec<Result<T, (N, RDKafkaErrorCode)>>>,
+) -> Option<String> {
+    match result.as_deref() {
+        Ok([Ok(_)]) => None,
+        Ok([Err((_, code))]) => Some(code.to_string()),
+        Ok(_) => Some("no answer".to_string()),
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// The topic setting that says how long records are kept.
@@ -197,20 +243,15 @@ async fn copy_retention(admin: &AdminClient<DefaultClientContext>, source: &str,
     };
     let options = AdminOptions::new().request_timeout(Some(RETENTION_TIMEOUT));
     let alter = AlterConfig::new(ResourceSpecifier::Topic(park)).set(RETENTION, &ms);
-    match admin.alter_configs([&alter], &options).await.as_deref() {
-        Ok([Ok(_)]) => tracing::info!(
+    match failure(&admin.alter_configs([&alter], &options).await) {
+        None => tracing::info!(
             topic = park,
             "parking topic kept as long as the source: retention.ms = {ms}"
         ),
-        other => tracing::warn!(
+        Some(why) => tracing::warn!(
             topic = park,
             "parking topic kept for the brokers' default retention, not the source's \
-             {ms} ms ({}); keep it at least as long as the source's",
-            match other {
-                Ok([Err((_, code))]) => code.to_string(),
-                Err(e) => e.to_string(),
-                _ => "no answer".into(),
-            }
+             {ms} ms ({why}); keep it at least as long as the source's"
         ),
     }
 }

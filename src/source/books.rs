@@ -50,24 +50,24 @@ impl Books {
     }
 
     /// These are finished (delivered, dead-lettered or parked): their offsets complete
-    /// and the counted ones leave the buffer.
+    /// and the counted ones leave the buffer (one pass, no copy: a batch's answer is
+    /// on the delivery path).
     pub(crate) fn done<'a>(&self, entries: impl IntoIterator<Item = Entry<'a>>) {
-        let entries: Vec<Entry<'a>> = entries.into_iter().collect();
-        self.tracker
-            .complete(entries.iter().map(|e| (&e.origin.tp, e.origin.offset)));
-        self.release(&entries);
+        let (mut events, mut bytes) = (0, 0);
+        self.tracker.complete(entries.into_iter().map(|e| {
+            if e.counted {
+                (events, bytes) = (events + 1, bytes + e.bytes);
+            }
+            (&e.origin.tp, e.origin.offset)
+        }));
+        self.buffered.release(events, bytes);
     }
 
     /// These leave the process unfinished (their partition revoked, their lane
     /// closed): the counted ones leave the buffer, their offsets stay uncommitted.
     pub(crate) fn let_go<'a>(&self, entries: impl IntoIterator<Item = Entry<'a>>) {
-        let entries: Vec<Entry<'a>> = entries.into_iter().collect();
-        self.release(&entries);
-    }
-
-    fn release(&self, entries: &[Entry<'_>]) {
         let (events, bytes) = entries
-            .iter()
+            .into_iter()
             .filter(|e| e.counted)
             .fold((0, 0), |(n, b), e| (n + 1, b + e.bytes));
         self.buffered.release(events, bytes);
