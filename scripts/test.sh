@@ -170,8 +170,7 @@ say "fast suite, the tests that measure rates, one at a time: ${timed[*]}"
 cargo test --test it -- --test-threads 1 "${timed[@]}"
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"
 SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_K6="$k6" SLUICE_TEST_PROMETHEUS="$prometheus" \
-  cargo test --test it -- --ignored --skip fidelity --skip drill --skip real_broker_minimal_config \
-    --skip a_workspace_that_filled_the_buffer
+  cargo test --test it -- --ignored --skip fidelity --skip drill --skip real_broker_minimal_config
 # It compares two rates: alone, like the timed tests above.
 SLUICE_TEST_BROKERS="127.0.0.1:$port" \
   cargo test --test it -- --ignored --test-threads 1 real_broker_minimal_config

@@ -104,6 +104,9 @@ pub(crate) struct LaneParking {
 /// How long a partition whose parking failed is left unparked before it is tried again.
 const PARK_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The longest a return may hold new events while its reader has not met the fence.
+const RETURN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The shortest parking episode: a workspace does not flap between the two paths.
 pub(crate) const MIN_PARKED: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -148,6 +151,27 @@ impl LaneParking {
                 self.write(held);
             }
         }
+    }
+
+    /// Parks again, behind their stale fences, the events held by returns that did not
+    /// meet their fence within [`RETURN_LIMIT`]: they hold their partitions' commits.
+    fn give_up_overdue_returns(&mut self) {
+        let overdue = self.table.overdue(&self.workspace, RETURN_LIMIT);
+        if overdue.is_empty() {
+            return;
+        }
+        tracing::info!(
+            workspace = %self.workspace,
+            partitions = overdue.len(),
+            "return not done within {}s (its parked events are not read back yet): parked again",
+            RETURN_LIMIT.as_secs()
+        );
+        for tp in overdue {
+            for held in self.table.abort_return(&self.workspace, &tp) {
+                self.write(held);
+            }
+        }
+        self.parked_at = Some(tokio::time::Instant::now());
     }
 
     fn reader_send(&mut self, ctrl: Ctrl) {
@@ -314,6 +338,7 @@ impl Isolation for LaneParking {
                 self.reader_send(Ctrl::Assign(tp, start));
             }
         }
+        self.give_up_overdue_returns();
         let parked = self.table.parked(&self.workspace);
         let settled = self
             .parked_at

@@ -408,18 +408,25 @@ impl Reader {
     fn measure_lag(&mut self) {
         let mut lag = 0;
         for (p, part) in &self.parts {
-            if let Ok((_, high)) = blocking(|| {
+            match blocking(|| {
                 self.consumer
                     .fetch_watermarks(&self.setup.topic, *p, QUERY_TIMEOUT)
             }) {
-                lag += (high - part.next).max(0);
+                Ok((_, high)) => lag += (high - part.next).max(0),
+                // Unknown, not nothing: a workspace must not start returning on it.
+                Err(_) => lag = i64::MAX,
+            }
+            if lag == i64::MAX {
+                break;
             }
         }
         self.lag.store(lag, Ordering::Release);
-        self.setup
-            .shared
-            .metrics
-            .set_parked_waiting(&self.setup.workspace, lag);
+        if lag != i64::MAX {
+            self.setup
+                .shared
+                .metrics
+                .set_parked_waiting(&self.setup.workspace, lag);
+        }
     }
 }
 

@@ -27,6 +27,8 @@ enum Phase {
     Returning {
         epoch: u64,
         held: VecDeque<Envelope>,
+        /// When the fence was written: a return that takes too long is given up.
+        since: tokio::time::Instant,
     },
     /// Back on the direct path; the reader's commit has not yet passed the fence, so
     /// the source's commits keep saying that parked events may wait.
@@ -154,6 +156,7 @@ impl ParkTable {
                 phase: Phase::Returning {
                     epoch,
                     held: VecDeque::new(),
+                    since: tokio::time::Instant::now(),
                 },
                 start,
             },
@@ -186,6 +189,7 @@ impl ParkTable {
         entry.phase = Phase::Returning {
             epoch,
             held: VecDeque::new(),
+            since: tokio::time::Instant::now(),
         };
         Some(epoch)
     }
@@ -214,6 +218,20 @@ impl ParkTable {
         self.partitions_where(workspace, |p| matches!(p, Phase::Returning { .. }))
     }
 
+    /// Partitions where `workspace` has been returning for `limit` or longer and holds
+    /// events: their source offsets wait on a reader that has not met the fence (its
+    /// lane not taking more, the parking topic away), so the return is to be given up.
+    pub(crate) fn overdue(
+        &self,
+        workspace: &str,
+        limit: std::time::Duration,
+    ) -> Vec<TopicPartition> {
+        let now = tokio::time::Instant::now();
+        self.partitions_where(workspace, |p| {
+            matches!(p, Phase::Returning { held, since, .. } if !held.is_empty() && *since + limit <= now)
+        })
+    }
+
     /// The reader met fence `epoch` of (`workspace`, `tp`): every event parked before it
     /// is in the lane. Returns the held events, in order, for the lane behind them.
     pub(crate) fn fence_read(
@@ -224,7 +242,7 @@ impl ParkTable {
     ) -> Option<VecDeque<Envelope>> {
         let entry = self.entries.get_mut(&(workspace.to_string(), tp.clone()))?;
         match &mut entry.phase {
-            Phase::Returning { epoch: e, held } if *e == epoch => {
+            Phase::Returning { epoch: e, held, .. } if *e == epoch => {
                 let held = std::mem::take(held);
                 entry.phase = Phase::Draining { epoch };
                 Some(held)

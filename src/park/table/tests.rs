@@ -142,3 +142,31 @@ fn a_revoked_partition_drops_what_it_held_and_an_inherited_one_returns_at_once()
     assert_eq!(t.route("a", &tp), Route::Hold);
     assert!(t.fence_read("a", &tp, epoch).is_some());
 }
+
+/// A return whose fence the reader does not meet (its lane refused by the API and full,
+/// the parking topic away) must not hold the events that arrived meanwhile — and with
+/// them the source partition's commits — for ever: after the limit they are due to be
+/// parked behind the stale fence.
+#[tokio::test(start_paused = true)]
+async fn a_return_that_does_not_meet_its_fence_in_time_is_overdue_while_it_holds_events() {
+    let tp = TopicPartition::new("t", 0);
+    let other = TopicPartition::new("t", 1);
+    let mut t = ParkTable::new(owning(&[&tp, &other]));
+    t.park("a", &tp, 0);
+    t.park("a", &other, 0);
+    t.begin_return("a", &tp).unwrap();
+    t.begin_return("a", &other).unwrap();
+    t.hold("a", &tp, env(7));
+    let limit = std::time::Duration::from_secs(5);
+    tokio::time::advance(std::time::Duration::from_secs(4)).await;
+    assert!(t.overdue("a", limit).is_empty(), "not yet");
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        t.overdue("a", limit),
+        vec![tp.clone()],
+        "only where events are held"
+    );
+    assert_eq!(offsets(&t.abort_return("a", &tp)), vec![7]);
+    assert_eq!(t.route("a", &tp), Route::Park);
+    assert!(t.overdue("a", limit).is_empty());
+}
