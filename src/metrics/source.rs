@@ -28,7 +28,8 @@ pub(super) struct SourceMetrics {
 pub(super) struct DepthMetrics {
     queue_depth: IntGauge,
     partition_lag: prometheus::IntGaugeVec,
-    scaling_depth: IntGauge,
+    lag_seconds: prometheus::Gauge,
+    scaling_lag: prometheus::Gauge,
 }
 
 impl DepthMetrics {
@@ -38,7 +39,7 @@ impl DepthMetrics {
                 r,
                 "sluice_queue_depth",
                 "Events waiting for this pod: lag of its assigned partitions plus events \
-                 buffered in process. The autoscaling signal.",
+                 buffered in process.",
             ),
             partition_lag: registered(
                 r,
@@ -51,11 +52,25 @@ impl DepthMetrics {
                 )
                 .expect("valid metric"),
             ),
-            scaling_depth: gauge(
+            lag_seconds: registered(
                 r,
-                "sluice_scaling_queue_depth",
-                "The autoscaling signal: sluice_queue_depth times the share of lane time not \
-                 spent waiting on the API's limit — the work another pod could speed up.",
+                prometheus::Gauge::new(
+                    "sluice_lag_seconds",
+                    "How long the events waiting for this pod (sluice_queue_depth) take at \
+                     the rate it finished events since the last measurement: the backlog, \
+                     in seconds.",
+                )
+                .expect("valid metric"),
+            ),
+            scaling_lag: registered(
+                r,
+                prometheus::Gauge::new(
+                    "sluice_scaling_lag_seconds",
+                    "The autoscaling signal: sluice_lag_seconds times the share of lane \
+                     time not spent waiting on the API's limit — the backlog another pod \
+                     could drain faster.",
+                )
+                .expect("valid metric"),
             ),
         }
     }
@@ -148,16 +163,22 @@ impl Metrics {
         self.source.invalid.with_label_values(&[&reason]).inc();
     }
 
-    /// The autoscaling signal was computed: `depth` events another pod could help
-    /// with, `bound` the limit-bound share of lane time.
-    pub(crate) fn set_scaling(&self, depth: u64, bound: f64) {
-        self.source.depth.scaling_depth.set(depth as i64);
+    /// The backlog was measured: `lag` seconds to read it at the current rate, `bound`
+    /// the limit-bound share of lane time, `scaling` the part another pod would help with.
+    pub(crate) fn set_scaling(&self, lag: f64, bound: f64, scaling: f64) {
+        self.source.depth.lag_seconds.set(lag);
+        self.source.depth.scaling_lag.set(scaling);
         self.limits.limit_bound.set(bound);
     }
 
-    /// The last computed autoscaling signal.
-    pub fn scaling_depth(&self) -> i64 {
-        self.source.depth.scaling_depth.get()
+    /// The last computed autoscaling signal, in seconds.
+    pub fn scaling_lag_seconds(&self) -> f64 {
+        self.source.depth.scaling_lag.get()
+    }
+
+    /// The last measured backlog, in seconds at the current rate.
+    pub fn lag_seconds(&self) -> f64 {
+        self.source.depth.lag_seconds.get()
     }
 
     /// The brokers could not be reached (librdkafka's transport errors, a failed poll).
@@ -220,7 +241,7 @@ impl Metrics {
         self.source.consumed.get()
     }
 
-    /// The autoscaling signal and per-partition lag were measured.
+    /// The queue depth and per-partition lag were measured.
     pub(crate) fn set_queue_depth(
         &self,
         depth: u64,

@@ -18,6 +18,8 @@ pub struct Buffered {
     bytes: AtomicUsize,
     /// Told of every release, for a consumer waiting to read again.
     let_go: Notify,
+    /// Events released since start: the rate the pod gets through its work.
+    finished: std::sync::atomic::AtomicU64,
     metrics: Metrics,
 }
 
@@ -28,6 +30,7 @@ impl Buffered {
             events: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             let_go: Notify::new(),
+            finished: Default::default(),
             metrics,
         }
     }
@@ -44,10 +47,16 @@ impl Buffered {
         if events == 0 && bytes == 0 {
             return;
         }
+        self.finished.fetch_add(events as u64, Ordering::Relaxed);
         let events = self.events.fetch_sub(events, Ordering::AcqRel) - events;
         let bytes = self.bytes.fetch_sub(bytes, Ordering::AcqRel) - bytes;
         self.metrics.set_buffered(events, bytes);
         self.let_go.notify_one();
+    }
+
+    /// Events released since start (delivered, dead-lettered, parked or let go).
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
     }
 
     /// Completes at the next release (or at once if one came since the last wait).

@@ -1,6 +1,12 @@
-//! The autoscaling signal: every few seconds, how many events wait for this pod —
-//! for each assigned partition the high watermark minus the next offset to read, plus
-//! the events buffered in process (read, not yet delivered or dead-lettered).
+//! Every few seconds, how many events wait for this pod — for each assigned partition
+//! the high watermark minus the next offset to read, plus the events buffered in process
+//! (read, not yet delivered or dead-lettered) — and the autoscaling signal: how long the
+//! unread part takes at the pod's current rate.
+//!
+//! The signal is in seconds, not events, because events in process at a steady rate are
+//! rate × (linger + round trip): a pod carrying 2 000 events/s with nothing waiting holds
+//! a few hundred, and a count target would add pods to a healthy fleet. Seconds of
+//! backlog are near 0 there, whatever the rate, and grow only when reading falls behind.
 //!
 //! Watermarks come from a ListOffsets query on a separate client, so the figure stays
 //! true while the partitions are paused for back-pressure (a paused consumer's own
@@ -23,6 +29,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server::Health;
 
+/// The rate a pod gets through events is measured over this long: requests finish
+/// in bursts, and one refresh's window may see none.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
 /// How long one watermark query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,6 +53,9 @@ pub struct LagMonitor {
     /// Limit-bound and total lane seconds at the last measurement, and the share then.
     limit_time: (f64, f64),
     bound: f64,
+    /// Events finished in all, and when, at the measurements of the last
+    /// [`RATE_WINDOW`]: the current rate.
+    finished: std::collections::VecDeque<(u64, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for LagMonitor {
@@ -73,13 +86,14 @@ impl LagMonitor {
             client: client.create_with_context(KafkaLog::new(metrics.clone()))?,
             assigned,
             tracker,
+            finished: [(buffered.finished(), std::time::Instant::now())].into(),
             buffered,
-            metrics,
             health,
             interval: k.lag_refresh_ms.duration(),
             reported: BTreeSet::new(),
             limit_time: (0.0, 0.0),
             bound: 0.0,
+            metrics,
         })
     }
 
@@ -175,11 +189,12 @@ impl LagMonitor {
         Ok(())
     }
 
-    /// `sluice_scaling_queue_depth`: the queue depth times the share of lane time since
-    /// the last measurement that was *not* spent waiting on workspace limits. A backlog
-    /// that only the API's limit holds back is not a reason to add pods: they would
-    /// share the same limit. (Parked workspaces' backlog is in the parking topic, not
-    /// in the queue depth.)
+    /// `sluice_lag_seconds`: the queue depth over the rate events finished over the last
+    /// [`RATE_WINDOW`] (at least one a second: a stopped pod's backlog still counts).
+    /// `sluice_scaling_lag_seconds`: that times the share of lane time *not* spent
+    /// waiting on workspace limits. A backlog that only the API's limit holds back is
+    /// not a reason to add pods: they would share the same limit. (Parked workspaces'
+    /// backlog is in the parking topic, not in the lag.)
     fn set_scaling_signal(&mut self, depth: u64) {
         let (wait, busy) = self.metrics.limit_time();
         let (d_wait, d_busy) = (wait - self.limit_time.0, busy - self.limit_time.1);
@@ -187,7 +202,41 @@ impl LagMonitor {
         if d_busy > 0.0 {
             self.bound = (d_wait / d_busy).clamp(0.0, 1.0);
         }
-        let scalable = (depth as f64 * (1.0 - self.bound)).round() as u64;
-        self.metrics.set_scaling(scalable, self.bound);
+        let (finished, now) = (self.buffered.finished(), std::time::Instant::now());
+        self.finished.push_back((finished, now));
+        // Keep the newest measurement at least a window old as the window's start.
+        while self
+            .finished
+            .get(1)
+            .is_some_and(|(_, at)| now.duration_since(*at) >= RATE_WINDOW)
+        {
+            self.finished.pop_front();
+        }
+        let (then, at) = self.finished[0];
+        let rate = (finished - then) as f64 / now.duration_since(at).as_secs_f64().max(1e-3);
+        let lag = lag_seconds(depth, rate);
+        self.metrics
+            .set_scaling(lag, self.bound, lag * (1.0 - self.bound));
+    }
+}
+
+/// Seconds to get through `depth` events at `rate` events a second (at least one).
+fn lag_seconds(depth: u64, rate: f64) -> f64 {
+    depth as f64 / rate.max(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag_seconds;
+
+    #[test]
+    fn the_same_few_events_waiting_are_no_backlog_at_a_high_rate_and_a_long_one_at_a_stop() {
+        assert!(lag_seconds(300, 2_000.0) < 0.2);
+        assert_eq!(lag_seconds(0, 0.0), 0.0);
+        assert_eq!(
+            lag_seconds(300, 0.0),
+            300.0,
+            "a stopped pod's backlog still counts"
+        );
     }
 }

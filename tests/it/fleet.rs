@@ -374,12 +374,81 @@ async fn a_real_limit_half_the_configured_one_is_learned_within_ten_seconds() {
     );
 }
 
+/// The shipped HPA's target for `sluice_scaling_lag_seconds` (k8s/base/hpa.yaml).
+fn hpa_target_seconds() -> f64 {
+    let hpa = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/base/hpa.yaml"))
+        .expect("k8s/base/hpa.yaml");
+    let after = &hpa[hpa
+        .find("name: sluice_scaling_lag_seconds")
+        .expect("the HPA scales on it")..];
+    let line = after
+        .lines()
+        .find(|l| l.trim_start().starts_with("averageValue:"))
+        .expect("an averageValue target");
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_matches('"')
+        .parse()
+        .unwrap()
+}
+
+/// What the HPA sees, in the three cases that matter: a pod keeping up with a steady
+/// 2 000 events/s (hundreds of events in process, nothing waiting) reads below the
+/// target; a backlog another pod would drain faster (a slow API: each pod adds its own
+/// requests in flight) reads above it; a backlog that only the API's limit holds back
+/// (pods added would share the same limit) reads below it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scaling_signal_leaves_out_what_only_the_limit_holds_back() {
+async fn the_scaling_signal_is_below_target_when_keeping_up_or_limit_bound_and_above_with_a_backlog(
+) {
     use sluice::tools::mock_api::Latency;
-    // Held by its API limit (20/s): a deep backlog, but nothing another pod could
-    // speed up. Held by a slow API (200 ms a request, 8 in flight): another pod would
-    // add its own in-flight window.
+    let target = hpa_target_seconds();
+    // Steady: 200 events every 100 ms for 15 s into a running worker at shipped batch
+    // settings, an unlimited API.
+    let (broker, api, topic, setup) = TestEnv::build(2, &["acme"]).start().await.into_parts();
+    let worker = Worker::start(setup.config());
+    let brokers = broker.brokers();
+    let feeding = {
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            for round in 0..150 {
+                tick.tick().await;
+                produce(
+                    &brokers,
+                    &topic,
+                    &tracks("acme", "u", 100, round * 200..(round + 1) * 200),
+                )
+                .await;
+            }
+        })
+    };
+    // Past the start (the group's join, the few seconds of events it found waiting).
+    wait_until("the worker keeps up", Duration::from_secs(30), || {
+        api.stats()
+            .workspaces
+            .get("site-acme")
+            .is_some_and(|w| w.events_accepted >= 10_000)
+    })
+    .await;
+    let (mut steady, mut depth) = (0f64, 0i64);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        steady = steady.max(worker.metrics.scaling_lag_seconds());
+        depth = depth.max(worker.metrics.queue_depth());
+    }
+    feeding.await.unwrap();
+    worker.stop().await;
+    api.stop().await;
+    println!(
+        "keeping up with 2 000 events/s: scaling signal at most {steady:.2} s (queue depth \
+         up to {depth} events), target {target} s"
+    );
+    assert!(steady < target, "a pod keeping up reads {steady} s");
+
+    // Backlogs: 2 000 events waiting, one event per request. Held by its API limit
+    // (20/s), or by a slow API (200 ms a request, 8 in flight: ~40/s).
     for (what, limit, latency, limit_bound) in [
         ("limit-bound", 20, Latency::Fixed(0), true),
         ("latency-bound", 1000, Latency::Fixed(200), false),
@@ -407,14 +476,18 @@ async fn the_scaling_signal_leaves_out_what_only_the_limit_holds_back() {
         })
         .await;
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let (depth, scaling) = (worker.metrics.queue_depth(), worker.metrics.scaling_depth());
+        let (lag, scaling) = (
+            worker.metrics.lag_seconds(),
+            worker.metrics.scaling_lag_seconds(),
+        );
         worker.stop().await;
         api.stop().await;
-        println!("{what}: queue depth {depth}, scaling signal {scaling}");
+        println!("{what}: {lag:.0} s behind, scaling signal {scaling:.1} s, target {target} s");
+        assert!(lag > target, "{what}: a backlog of {lag} s");
         if limit_bound {
-            assert!(scaling * 5 < depth, "{what}: {scaling} of {depth}");
+            assert!(scaling < target, "{what}: {scaling} s would add pods");
         } else {
-            assert!(scaling * 10 > depth * 8, "{what}: {scaling} of {depth}");
+            assert!(scaling > target, "{what}: {scaling} s would not add pods");
         }
     }
 }
