@@ -1,7 +1,9 @@
-//! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process
-//! is alive) and `/readyz` (the worker is consuming; false once shutdown starts).
+//! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the worker
+//! is alive: its consumer loop turns and the group has not fenced it — what the
+//! kubelet restarts the pod on) and `/readyz` (the worker is consuming: joined, not
+//! evicted, brokers reached; false once shutdown starts).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,19 @@ struct HealthState {
     broker_seen: Mutex<Option<Instant>>,
     /// How long a broker contact counts as fresh.
     broker_grace: Duration,
+    /// When the consumer loop last turned, in milliseconds after `since` plus one (0
+    /// before it first does): an atomic, as it is set at every turn.
+    turned: AtomicU64,
+    since: tokio::time::Instant,
+    /// Why the consumer can never consume again (fenced, a fatal client error).
+    fatal: Mutex<Option<String>>,
 }
+
+/// A consumer loop that has not turned for this long is wedged: it turns at least every
+/// 100 ms when idle, and its longest bounded step (the parking marks read on an
+/// assignment) takes 30 s. librdkafka evicts a member that does not poll for
+/// `max.poll.interval.ms` (300 s by default): the kubelet restarts it well before.
+pub(crate) const WEDGED_AFTER: Duration = Duration::from_secs(60);
 
 impl Health {
     /// Readiness that trusts a broker contact for `broker_grace`.
@@ -40,8 +54,57 @@ impl Health {
                 joined: AtomicBool::new(false),
                 broker_seen: Mutex::new(None),
                 broker_grace,
+                turned: AtomicU64::new(0),
+                since: tokio::time::Instant::now(),
+                fatal: Mutex::new(None),
             }),
         }
+    }
+
+    /// The consumer loop turned: it is not wedged.
+    pub(crate) fn turned(&self) {
+        let ms = self.inner.since.elapsed().as_millis() as u64 + 1;
+        self.inner.turned.store(ms, Ordering::Relaxed);
+    }
+
+    /// The group took the partitions away (evicted for not polling in time, or its
+    /// session lost): not ready until they are assigned again.
+    pub(crate) fn evicted(&self) {
+        if self.inner.joined.swap(false, Ordering::AcqRel) {
+            tracing::warn!("evicted from the consumer group: not ready until it rejoins");
+        }
+    }
+
+    /// The consumer can never consume again (`why`): not alive, so the kubelet
+    /// restarts the pod.
+    pub(crate) fn fatal(&self, why: &str) {
+        let mut fatal = lock(&self.inner.fatal);
+        if fatal.is_none() {
+            tracing::error!(
+                "the consumer cannot go on ({why}): /healthz fails so the pod is restarted"
+            );
+            *fatal = Some(why.to_string());
+        }
+    }
+
+    /// Whether the worker is alive, and if not, why.
+    pub(crate) fn liveness(&self) -> Result<(), String> {
+        if let Some(why) = &*lock(&self.inner.fatal) {
+            return Err(format!("the consumer failed for good: {why}"));
+        }
+        let turned = self.inner.turned.load(Ordering::Relaxed);
+        let idle = self
+            .inner
+            .since
+            .elapsed()
+            .saturating_sub(Duration::from_millis(turned.saturating_sub(1)));
+        if turned > 0 && self.inner.running.load(Ordering::Acquire) && idle > WEDGED_AFTER {
+            return Err(format!(
+                "the consumer loop has not turned for {} s (wedged)",
+                idle.as_secs()
+            ));
+        }
+        Ok(())
     }
 
     /// The worker consumes (`true`) or has started shutting down (`false`).
@@ -56,11 +119,7 @@ impl Health {
 
     /// A broker answered just now.
     pub(crate) fn broker_reachable(&self) {
-        *self
-            .inner
-            .broker_seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *lock(&self.inner.broker_seen) = Some(Instant::now());
     }
 
     /// Whether the worker is ready, and if not, why.
@@ -72,20 +131,20 @@ impl Health {
         if !self.inner.joined.load(Ordering::Acquire) {
             missing.push("not yet in its consumer group");
         }
-        let seen = *self
-            .inner
-            .broker_seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let seen = *lock(&self.inner.broker_seen);
         if seen.is_none_or(|t| t.elapsed() > self.inner.broker_grace) {
             missing.push("brokers not reached recently");
         }
         if missing.is_empty() {
-            Ok(())
+            self.liveness()
         } else {
             Err(missing.join("; "))
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Serves the endpoints on `listener` until `stop` is cancelled.
@@ -100,7 +159,7 @@ pub(crate) async fn serve(
     }
     let app = Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(alive))
         .route("/readyz", get(ready))
         .with_state((metrics, health));
     let result = axum::serve(listener, app)
@@ -116,6 +175,16 @@ async fn render_metrics(State((metrics, _)): State<(Metrics, Health)>) -> impl I
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),
     )
+}
+
+async fn alive(State((_, health)): State<(Metrics, Health)>) -> impl IntoResponse {
+    match health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not alive: {why}\n"),
+        ),
+    }
 }
 
 async fn ready(State((metrics, health)): State<(Metrics, Health)>) -> impl IntoResponse {
@@ -134,5 +203,54 @@ async fn ready(State((metrics, health)): State<(Metrics, Health)>) -> impl IntoR
                 format!("not ready: {why}\n"),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_consumer_loop_that_stops_turning_is_not_alive_after_a_minute() {
+        let health = Health::new(Duration::from_secs(30));
+        health.set_running(true);
+        assert!(
+            health.liveness().is_ok(),
+            "alive while starting (no turn yet)"
+        );
+        health.turned();
+        tokio::time::advance(WEDGED_AFTER).await;
+        assert!(health.liveness().is_ok(), "not yet");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let why = health.liveness().unwrap_err();
+        assert!(why.contains("wedged"), "{why}");
+        health.turned();
+        assert!(health.liveness().is_ok(), "turning again");
+        tokio::time::advance(WEDGED_AFTER * 2).await;
+        health.set_running(false);
+        assert!(
+            health.liveness().is_ok(),
+            "a drain does not turn the loop: not wedged"
+        );
+    }
+
+    #[test]
+    fn a_fenced_consumer_is_not_alive_and_an_evicted_one_not_ready_until_it_rejoins() {
+        let health = Health::new(Duration::from_secs(30));
+        health.set_running(true);
+        health.joined();
+        health.broker_reachable();
+        assert!(health.readiness().is_ok());
+        health.evicted();
+        assert!(health.readiness().unwrap_err().contains("group"));
+        assert!(
+            health.liveness().is_ok(),
+            "an evicted member rejoins by itself"
+        );
+        health.joined();
+        assert!(health.readiness().is_ok());
+        health.fatal("Static consumer fenced by other consumer with same group.instance.id");
+        assert!(health.liveness().unwrap_err().contains("fenced"));
+        assert!(health.readiness().is_err());
     }
 }

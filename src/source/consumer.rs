@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio_util::sync::CancellationToken;
 
 use super::back_pressure::{BackPressure, Change};
@@ -168,6 +168,7 @@ impl Source {
         let mut due = false;
         let mut next_allowed = tokio::time::Instant::now();
         loop {
+            self.consumer.context().health.turned();
             self.apply_back_pressure();
             let polling = self.back_pressure.polling();
             let pause_at = self.back_pressure.pause_at();
@@ -196,7 +197,7 @@ impl Source {
                         self.metrics.kafka_ok();
                         self.dispatch(detached, router);
                     }
-                    Err(e) => self.consumer.context().log.error(&e, "reading"),
+                    Err(e) => self.read_failed(&e),
                 },
                 _ = recommit.tick() => {
                     self.commit_now();
@@ -209,6 +210,26 @@ impl Source {
                 _ = released, if self.back_pressure.held_back() => {}
                 _ = &mut pause_timer, if pause_at.is_some() => {}
             }
+        }
+    }
+
+    /// A failed read: logged; an eviction clears readiness, a fatal error liveness.
+    fn read_failed(&self, e: &KafkaError) {
+        let context = self.consumer.context();
+        match e {
+            KafkaError::MessageConsumptionFatal(code) => {
+                let why = self
+                    .consumer
+                    .client()
+                    .fatal_error()
+                    .map_or_else(|| code.to_string(), |(_, why)| why);
+                context.health.fatal(&why);
+            }
+            KafkaError::MessageConsumption(RDKafkaErrorCode::PollExceeded) => {
+                context.health.evicted();
+                context.log.error(e, "reading");
+            }
+            _ => context.log.error(e, "reading"),
         }
     }
 

@@ -127,6 +127,11 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::Fatal) {
+            // E.g. a static member fenced by another with its group.instance.id.
+            self.health.fatal(reason);
+            return;
+        }
         self.log.error(&error, reason);
     }
 }
@@ -134,7 +139,13 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Revoke(tpl) => self.revoke(consumer, partitions(tpl), true),
+            Rebalance::Revoke(tpl) => {
+                if consumer.assignment_lost() {
+                    // Evicted (no poll within max.poll.interval.ms) or its session lost.
+                    self.health.evicted();
+                }
+                self.revoke(consumer, partitions(tpl), true)
+            }
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalance("assign", tpl.count());
                 let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());

@@ -184,6 +184,78 @@ async fn readyz_turns_false_when_shutdown_starts_and_healthz_stays_up() {
     worker.stop().await;
 }
 
+/// `(status, body)` of `url`.
+async fn probe(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Waits until `url` answers `status`; returns its body.
+async fn until_status(url: &str, status: u16, within: Duration) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let (got, body) = probe(url).await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{url} still {got} ({body}) after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A member the coordinator no longer knows (evicted after its session, or for not
+/// polling within `max.poll.interval.ms`) has lost its partitions: `/readyz` says so
+/// until the member has rejoined and has them again; `/healthz` stays up (it rejoins by
+/// itself, a restart would not help).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_member_is_not_ready_until_it_rejoins_and_stays_alive() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    let (broker, _api, _topic, setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
+    let (worker, url) = Worker::start_serving(setup.config()).await;
+    until_status(&format!("{url}/readyz"), 200, Duration::from_secs(30)).await;
+    let crate::common::Broker::Mock(cluster) = &broker else {
+        unreachable!("the mock cluster")
+    };
+    // The coordinator answers the next heartbeats: unknown member.
+    cluster.request_errors(
+        RDKafkaApiKey::Heartbeat,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID; 3],
+    );
+    let why = until_status(&format!("{url}/readyz"), 503, Duration::from_secs(20)).await;
+    assert!(why.contains("group"), "{why}");
+    assert_eq!(probe(&format!("{url}/healthz")).await.0, 200);
+    until_status(&format!("{url}/readyz"), 200, Duration::from_secs(60)).await;
+    worker.stop().await;
+}
+
+/// A static member fenced by another with its `group.instance.id` can never consume
+/// again: `/healthz` fails, so the kubelet restarts the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_static_member_fails_healthz() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    let (broker, _api, _topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
+    setup.worker.kafka.group_instance_id = Some("sluice-0".into());
+    let (worker, url) = Worker::start_serving(setup.config()).await;
+    until_status(&format!("{url}/readyz"), 200, Duration::from_secs(30)).await;
+    let crate::common::Broker::Mock(cluster) = &broker else {
+        unreachable!("the mock cluster")
+    };
+    cluster.request_errors(
+        RDKafkaApiKey::Heartbeat,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID; 3],
+    );
+    let why = until_status(&format!("{url}/healthz"), 503, Duration::from_secs(20)).await;
+    assert!(why.contains("fenced"), "{why}");
+    assert_eq!(probe(&format!("{url}/readyz")).await.0, 503);
+    worker.signal_stop();
+    drop(worker);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_appears_nowhere_in_logs_metrics_or_dead_letters() {
     let (broker, api, topic, mut setup) = TestEnv::build(1, &["acme", "strict"])
