@@ -35,6 +35,8 @@ command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The fleet-wide limit's tests start their own redis-server on a free loopback port.
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+# ...one of them over TLS, with a throwaway CA and certificate made by openssl.
+command -v openssl >/dev/null || need+=(openssl)
 # The instruction-count gate runs the benches under valgrind's callgrind.
 command -v valgrind >/dev/null || need+=(valgrind)
 # `sluice capacity report --prometheus` is tested against a real Prometheus (Debian's,

@@ -37,6 +37,9 @@ pub enum WorkerError {
     /// The Redis URL of the fleet limit is not usable.
     #[error("limits.redis_url: {0}")]
     Redis(#[from] crate::limit::shared::SharedError),
+    /// The CA certificate for the Redis server could not be read.
+    #[error("limits.redis_ca_file: {0}")]
+    RedisCa(String),
     /// The parking topic exists but could not be made ready (its parked events must be
     /// read before the worker delivers anything of their partitions).
     #[error("parking: {0}")]
@@ -227,7 +230,15 @@ fn build_limiter(config: &Config, metrics: &Metrics) -> Result<Limiter, WorkerEr
         .with_share(Arc::new(share));
     match (&l.mode, &l.redis_url) {
         (LimitMode::Redis, Some(url)) => {
-            let fleet = Fleet::connect(url.expose(), &l.redis_prefix, metrics.clone())?;
+            let ca = match &l.redis_ca_file {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| WorkerError::RedisCa(format!("{}: {e}", path.display())))?,
+                ),
+                None => None,
+            };
+            let fleet =
+                Fleet::connect_trusting(url.expose(), ca, &l.redis_prefix, metrics.clone())?;
             metrics.set_fleet_up(true);
             tracing::info!(prefix = %l.redis_prefix, "rate limits shared by the fleet through Redis");
             Ok(limiter.with_fleet(fleet))

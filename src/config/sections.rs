@@ -253,6 +253,9 @@ pub struct LimitsConfig {
     /// Redis for `mode = "redis"`, e.g. `redis://redis:6379/0` (any Redis-compatible
     /// server); `rediss://` for TLS.
     pub redis_url: Option<SecretUrl>,
+    /// For `rediss://` to a server whose certificate a private CA signed: that CA's
+    /// certificate (PEM), trusted instead of the system's roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Prefix of the Redis keys (one hash per site id): pods sharing a prefix share
     /// budgets.
     pub redis_prefix: String,
@@ -275,6 +278,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             mode: LimitMode::default(),
             redis_url: None,
+            redis_ca_file: None,
             redis_prefix: "sluice:limit".into(),
             default_rate_limit_per_s: 100.0,
             default_burst: 2,

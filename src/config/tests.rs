@@ -214,6 +214,39 @@ fn the_limit_is_shared_by_partitions_unless_told_otherwise() {
 }
 
 #[test]
+fn a_redis_ca_file_must_be_a_readable_pem_for_a_rediss_url() {
+    let with = |url: &str, ca: &str| {
+        format!("{MINIMAL}\n[limits]\nmode = \"redis\"\nredis_url = \"{url}\"\nredis_ca_file = \"{ca}\"\n")
+    };
+    let check = |text: String| Config::from_toml(&text, "t", env(&[("ACME_KEY", "k")]));
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, junk) = (dir.path().join("ca.pem"), dir.path().join("junk"));
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let (pem, junk) = (pem.display().to_string(), junk.display().to_string());
+    assert!(check(with("rediss://r:6380/0", &pem)).is_ok());
+    for (url, ca, says) in [
+        ("redis://r:6379/0", pem.as_str(), "rediss://"),
+        ("rediss://r:6380/0", junk.as_str(), "no PEM certificate"),
+        (
+            "rediss://r:6380/0",
+            "/nonexistent/ca.pem",
+            "/nonexistent/ca.pem",
+        ),
+    ] {
+        let err = check(with(url, ca)).unwrap_err().to_string();
+        assert!(
+            err.contains("limits.redis_ca_file") && err.contains(says),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn one_site_listed_twice_is_refused() {
     let text = format!(
         "{MINIMAL}\n[[workspaces]]\nid = \"acme-eu\"\nsite_id = \"site-1\"\napi_key_env = \"ACME_KEY\"\n"

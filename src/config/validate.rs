@@ -199,6 +199,23 @@ impl Config {
                         "must be a redis://, rediss:// or unix:// URL",
                     ));
                 }
+                if let Some(ca) = &l.redis_ca_file {
+                    if parsed.scheme() != "rediss" {
+                        return Err(ConfigError::key(
+                            "limits.redis_ca_file",
+                            "is for a rediss:// (TLS) limits.redis_url",
+                        ));
+                    }
+                    let pem = std::fs::read_to_string(ca).map_err(|e| {
+                        ConfigError::key("limits.redis_ca_file", format!("{}: {e}", ca.display()))
+                    })?;
+                    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                        return Err(ConfigError::key(
+                            "limits.redis_ca_file",
+                            format!("{}: no PEM certificate in it", ca.display()),
+                        ));
+                    }
+                }
             }
             _ => {}
         }

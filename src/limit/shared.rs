@@ -159,7 +159,27 @@ impl Fleet {
     /// Connects lazily to `url` (a worker starts while Redis is away, on the fallback)
     /// and starts the probe that notices Redis coming back.
     pub fn connect(url: &str, prefix: &str, metrics: Metrics) -> Result<Arc<Self>, SharedError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_trusting(url, None, prefix, metrics)
+    }
+
+    /// As [`connect`](Self::connect); a `rediss://` server's certificate is checked
+    /// against `ca` (PEM) instead of the system's roots when given.
+    pub fn connect_trusting(
+        url: &str,
+        ca: Option<Vec<u8>>,
+        prefix: &str,
+        metrics: Metrics,
+    ) -> Result<Arc<Self>, SharedError> {
+        let client = match ca {
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))

@@ -492,6 +492,62 @@ async fn the_scaling_signal_is_below_target_when_keeping_up_or_limit_bound_and_a
     }
 }
 
+/// `limits.mode = "redis"` over `rediss://` to a Redis that speaks only TLS (as
+/// managed services do), its certificate signed by a private CA named in
+/// `limits.redis_ca_file`: the budget is taken from Redis (no fallback) and every event
+/// arrives. Without the CA the certificate is refused — the worker falls back to
+/// partition-share, keeps delivering, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_limit_reaches_redis_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, ca) = Redis::start_tls(dir.path());
+    let url = format!("rediss://127.0.0.1:{}/", redis.port);
+    for trusted in [true, false] {
+        let (broker, api, topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
+        let positions = produce(&broker.brokers(), &topic, &tracks("acme", "u", 50, 0..400)).await;
+        setup.one_event_per_request();
+        setup.worker.limits = LimitsConfig {
+            mode: LimitMode::Redis,
+            redis_url: Some(sluice::config::SecretUrl::new(url.clone())),
+            redis_ca_file: trusted.then(|| ca.clone()),
+            default_rate_limit_per_s: 200.0,
+            ..Default::default()
+        };
+        let worker = Worker::start(setup.config());
+        setup.wait_committed(&positions, 2).await;
+        let text = worker.stop().await.render();
+        let m = sluice::tools::capacity::scrapes::Snapshot::parse(&text, 0.0).unwrap();
+        let fallbacks = value(&m, "sluice_limiter_fallback_total", &[]);
+        let accepted = api.stats().workspaces["site-acme"].events_accepted;
+        println!(
+            "rediss:// with the CA {trusted}: {accepted} events accepted, {fallbacks} fallbacks"
+        );
+        assert!(accepted >= 400);
+        if trusted {
+            assert_eq!(fallbacks, 0.0, "the budget came from Redis over TLS");
+        } else {
+            assert!(fallbacks >= 1.0, "an untrusted certificate was accepted");
+        }
+        api.stop().await;
+    }
+    // The budget is in Redis: its key, read over TLS.
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&ca).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sluice:limit*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "no budget in Redis");
+}
+
 /// The fleet's timeline, one Redis and two pods' links to it: a pod whose sends leave
 /// late widens the slots of every pod, since the API's window sees its late request
 /// and another pod's punctual one a window of slots later.

@@ -132,8 +132,100 @@ impl Redis {
         Self::start_on(free_port())
     }
 
+    /// Starts `redis-server` on a free loopback port speaking only TLS, with a server
+    /// certificate for 127.0.0.1 that a throwaway CA signed (made with `openssl` in
+    /// `dir`); returns it and the CA's PEM file.
+    pub fn start_tls(dir: &Path) -> (Self, std::path::PathBuf) {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl is installed (scripts/test.sh installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=sluice test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let port = free_port();
+        let file = |name: &str| dir.join(name).display().to_string();
+        let redis = Self::spawn(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &file("server.pem"),
+                "--tls-key-file",
+                &file("server.key"),
+                "--tls-ca-cert-file",
+                &file("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        (redis, dir.join("ca.pem"))
+    }
+
     /// Starts `redis-server` on `port` and waits until it accepts connections.
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, &["--port", &port.to_string()])
+    }
+
+    /// `redis-server` with `args`, waiting until `port` accepts connections.
+    fn spawn(port: u16, args: &[&str]) -> Self {
         let binary = [
             "redis-server",
             "/usr/bin/redis-server",
@@ -149,7 +241,8 @@ impl Redis {
         })
         .expect("redis-server is installed (scripts/test.sh installs Debian's)");
         let child = Command::new(binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
