@@ -18,7 +18,7 @@ use crate::source::kafka_log::KafkaLog;
 use crate::config::Config;
 use crate::deliver::Failure;
 use crate::metrics::Metrics;
-use crate::source::{client_config, Origin, Raw};
+use crate::source::{Origin, Raw};
 
 /// Header names on every dead letter (and the redrive counter `sluice dlq redrive`
 /// adds to what it sends back).
@@ -145,11 +145,7 @@ impl DeadLetters {
     /// A producer on the same brokers (and security options) as the source.
     pub fn new(config: &Config, metrics: Metrics) -> rdkafka::error::KafkaResult<Self> {
         let k = &config.kafka;
-        let mut client = client_config(k);
-        // Consumer-only properties would only draw warnings from a producer.
-        for key in k.options.keys().filter(|key| is_consumer_only(key)) {
-            client.remove(key);
-        }
+        let mut client = crate::source::producer_config(k);
         client
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -285,31 +281,6 @@ impl DeadLetters {
     }
 }
 
-/// Whether librdkafka's property `key` applies to consumers only (a producer given it
-/// logs a warning at every start).
-pub(crate) fn is_consumer_only(key: &str) -> bool {
-    [
-        "session.",
-        "heartbeat.",
-        "max.poll.",
-        "fetch.",
-        "group.",
-        "queued.",
-        "enable.auto.",
-        "auto.commit.",
-    ]
-    .iter()
-    .any(|p| key.starts_with(p))
-        || [
-            "partition.assignment.strategy",
-            "auto.offset.reset",
-            "enable.partition.eof",
-            "check.crcs",
-            "isolation.level",
-        ]
-        .contains(&key)
-}
-
 fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -355,32 +326,5 @@ fn message(f: &Failure) -> String {
     match f.status {
         Some(status) => format!("the API answered {status} ({}): {}", f.reason, f.detail),
         None => format!("{}: {}", f.reason, f.detail),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_consumer_only;
-
-    #[test]
-    fn consumer_properties_are_kept_from_producers() {
-        for key in [
-            "session.timeout.ms",
-            "queued.max.messages.kbytes",
-            "queued.min.messages",
-            "fetch.max.bytes",
-            "isolation.level",
-            "partition.assignment.strategy",
-        ] {
-            assert!(is_consumer_only(key), "{key}");
-        }
-        for key in [
-            "security.protocol",
-            "sasl.mechanism",
-            "socket.timeout.ms",
-            "linger.ms",
-        ] {
-            assert!(!is_consumer_only(key), "{key}");
-        }
     }
 }

@@ -12,7 +12,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
-use crate::source::client_config;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,7 +79,7 @@ pub(crate) async fn ensure(
         topic: park.to_string(),
         why,
     };
-    let mut client = producer_side(kafka);
+    let mut client = crate::source::producer_config(kafka);
     // Asking for a missing topic must not create it with the brokers' default count.
     client.set("allow.auto.create.topics", "false");
     let admin: std::sync::Arc<AdminClient<DefaultClientContext>> =
@@ -307,28 +306,15 @@ async fn wait_for_partitions(
 
 /// Asks for `topic`'s metadata from a client that lets the brokers create it.
 fn auto_create(kafka: &KafkaConfig, topic: &str) {
-    let producer: Result<rdkafka::producer::BaseProducer, _> = producer_side(kafka)
-        .set("allow.auto.create.topics", "true")
-        .create();
+    let producer: Result<rdkafka::producer::BaseProducer, _> =
+        crate::source::producer_config(kafka)
+            .set("allow.auto.create.topics", "true")
+            .create();
     if let Ok(producer) = producer {
         let _ = super::blocking(|| {
             rdkafka::producer::Producer::client(&producer).fetch_metadata(Some(topic), TIMEOUT)
         });
     }
-}
-
-/// The brokers' client settings without the consumer's own (which a producer or an
-/// admin client would warn about).
-pub(super) fn producer_side(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
-    let mut client = client_config(kafka);
-    for key in kafka
-        .options
-        .keys()
-        .filter(|key| crate::dlq::is_consumer_only(key))
-    {
-        client.remove(key);
-    }
-    client
 }
 
 #[cfg(test)]

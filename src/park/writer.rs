@@ -44,7 +44,7 @@ impl Parker {
     /// A producer for parking topic `topic` on the source's brokers.
     pub(crate) fn new(config: &Config, topic: &str, metrics: &Metrics) -> Result<Self, KafkaError> {
         let k = &config.kafka;
-        let mut client = super::topic::producer_side(k);
+        let mut client = crate::source::producer_config(k);
         client
             .set("enable.idempotence", "true")
             .set("acks", "all")

@@ -19,9 +19,9 @@ pub use consumer::{Source, SourceError};
 pub use lag::{Assigned, LagMonitor};
 pub use offsets::{OffsetTracker, TopicPartition};
 
-/// A librdkafka client configuration for `kafka`'s brokers with its pass-through
-/// `options` (SASL, TLS...): the start of every client sluice makes — consumer,
-/// dead-letter producer, lag monitor, dlq tools.
+/// A librdkafka consumer configuration for `kafka`'s brokers with its pass-through
+/// `options` (SASL, TLS...): the start of every consumer sluice makes — the source, the
+/// lag monitor, the parking readers and ledger, the dlq tools.
 pub(crate) fn client_config(kafka: &crate::config::KafkaConfig) -> rdkafka::ClientConfig {
     let mut client = rdkafka::ClientConfig::new();
     for (key, value) in &kafka.options {
@@ -29,6 +29,45 @@ pub(crate) fn client_config(kafka: &crate::config::KafkaConfig) -> rdkafka::Clie
     }
     client.set("bootstrap.servers", &kafka.brokers);
     client
+}
+
+/// The same for a producer or an admin client (which librdkafka makes a producer):
+/// without the consumer-only options, which would draw a `CONFWARN` at every start.
+pub(crate) fn producer_config(kafka: &crate::config::KafkaConfig) -> rdkafka::ClientConfig {
+    let mut client = client_config(kafka);
+    for key in kafka.options.keys().filter(|key| is_consumer_only(key)) {
+        client.remove(key);
+    }
+    client
+}
+
+/// Whether librdkafka's property `key` applies to consumers only (its CONFIGURATION.md
+/// marks it `C`).
+fn is_consumer_only(key: &str) -> bool {
+    [
+        "session.",
+        "heartbeat.",
+        "max.poll.",
+        "fetch.",
+        "group.",
+        "queued.",
+        "enable.auto.",
+        "auto.commit.",
+        "coordinator.",
+        "max.partition.fetch.",
+        "consume.callback.",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+        || [
+            "partition.assignment.strategy",
+            "auto.offset.reset",
+            "enable.partition.eof",
+            "check.crcs",
+            "isolation.level",
+            "offset.store.method",
+        ]
+        .contains(&key)
 }
 
 /// Where one event came from.
@@ -102,5 +141,42 @@ mod tests {
             _ => None,
         };
         assert_eq!(first_written(("park", 5, 100), carried), "src:3:42");
+    }
+
+    /// The capacity run's generator (a producer) was given the consumer's
+    /// `fetch.wait.max.ms`: librdkafka warned at every start (CONFWARN), the first thing
+    /// the README's first command showed a new user.
+    #[test]
+    fn a_producer_gets_the_shared_options_and_none_of_the_consumers_own() {
+        use super::{client_config, producer_config};
+        let mut kafka: crate::config::KafkaConfig = toml::from_str(
+            "brokers = \"b:9092\"\ntopics = [\"t\"]\ngroup_id = \"g\"\ndlq_topic = \"d\"\n",
+        )
+        .unwrap();
+        let shared = [
+            "security.protocol",
+            "sasl.mechanism",
+            "socket.timeout.ms",
+            "linger.ms",
+        ];
+        for key in [
+            "session.timeout.ms",
+            "queued.max.messages.kbytes",
+            "fetch.wait.max.ms",
+            "isolation.level",
+            "partition.assignment.strategy",
+        ]
+        .into_iter()
+        .chain(shared)
+        {
+            kafka.options.insert(key.into(), "1".into());
+        }
+        let (consumer, producer) = (client_config(&kafka), producer_config(&kafka));
+        for key in kafka.options.keys() {
+            assert!(consumer.get(key).is_some(), "the consumer lacks {key}");
+            let is_shared = shared.contains(&key.as_str());
+            assert_eq!(producer.get(key).is_some(), is_shared, "{key}");
+        }
+        assert_eq!(producer.get("bootstrap.servers"), Some("b:9092"));
     }
 }

@@ -290,7 +290,7 @@ pub async fn redrive(
     letters: &[StoredRecord],
     to: Option<&str>,
 ) -> anyhow::Result<Redriven> {
-    let producer: FutureProducer = client_config(kafka)
+    let producer: FutureProducer = crate::source::producer_config(kafka)
         .set("enable.idempotence", "true")
         .set("message.max.bytes", "100000000")
         .create()?;
