@@ -406,3 +406,27 @@ fn parking_is_on_by_default_beside_the_source_topic() {
         .to_string();
     assert!(err.contains("kafka.park_topic"), "{err}");
 }
+
+proptest::proptest! {
+    /// A config file is input too: any text, or the minimal config with any line
+    /// replaced by anything, is loaded or refused with an error naming the problem —
+    /// never a panic — and a secret on a broken line never appears in the error.
+    #[test]
+    fn any_config_text_is_loaded_or_refused_without_panic_or_secret(
+        text in "\\PC{0,200}",
+        line in 0usize..20,
+        replacement in "\\PC{0,60}|[a-z_.]{1,20} = .{0,30}|\\[[a-z_]{1,12}\\]",
+    ) {
+        let env = || env(&[("ACME_KEY", "k")]);
+        let _ = Config::from_toml(&text, "t", env());
+        let mut lines: Vec<String> = MINIMAL.lines().map(str::to_string).collect();
+        let at = line % lines.len();
+        lines[at] = replacement.clone();
+        lines.push("[kafka.options]".into());
+        lines.push("\"sasl.password\" = \"SEKRIT-MARKER\" x".into());
+        let broken = lines.join("\n");
+        if let Err(e) = Config::from_toml(&broken, "t", env()) {
+            proptest::prop_assert!(!e.to_string().contains("SEKRIT-MARKER"), "{}", e);
+        }
+    }
+}

@@ -200,6 +200,30 @@ mod tests {
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
+    proptest::proptest! {
+        /// Every header value is hostile input: whatever `Retry-After` and
+        /// `X-RateLimit-Reset` say, reading them never panics and never asks for more
+        /// than [`MAX_ASKED_WAIT`].
+        #[test]
+        fn any_wait_header_is_read_without_panic_and_within_the_cap(
+            retry in "\\PC{0,40}|[0-9]{1,25}|-?[0-9.e+]{1,30}",
+            reset in "\\PC{0,40}|[0-9]{1,25}|-?[0-9.eE+-]{1,30}|NaN|inf",
+            now_s in 0u64..=4_102_444_800,
+        ) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now_s);
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&retry) {
+                h.insert("retry-after", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&reset) {
+                h.insert("x-ratelimit-reset", v);
+            }
+            if let Some(wait) = retry_after(&h, now) {
+                proptest::prop_assert!(wait <= MAX_ASKED_WAIT);
+            }
+        }
+    }
+
     #[test]
     fn absurd_waits_are_not_believed_and_never_panic() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);

@@ -143,6 +143,31 @@ mod tests {
         assert_eq!(first_written(("park", 5, 100), carried), "src:3:42");
     }
 
+    proptest::proptest! {
+        /// Hostile `sluice.first_written` and `sluice.replay` headers (any text,
+        /// colons or none) never panic, and a record's own place is used when they
+        /// say nothing usable.
+        #[test]
+        fn any_sluice_header_gives_a_first_written_place(
+            first in proptest::option::of("\\PC{0,30}"),
+            replay in proptest::option::of("\\PC{0,30}"),
+            partition in proptest::prelude::any::<i32>(),
+            offset in proptest::prelude::any::<i64>(),
+        ) {
+            let header = |h: &str| match h {
+                crate::dlq::headers::FIRST_WRITTEN => first.clone(),
+                crate::dlq::headers::REPLAY => replay.clone(),
+                _ => None,
+            };
+            let place = first_written(("t", partition, offset), header);
+            match (&first, replay.as_deref().and_then(|r| r.split_once(':'))) {
+                (Some(f), _) => proptest::prop_assert_eq!(&place, f),
+                (None, Some((_, p))) => proptest::prop_assert_eq!(place, p),
+                (None, None) => proptest::prop_assert_eq!(place, format!("t:{partition}:{offset}")),
+            }
+        }
+    }
+
     /// The capacity run's generator (a producer) was given the consumer's
     /// `fetch.wait.max.ms`: librdkafka warned at every start (CONFWARN), the first thing
     /// the README's first command showed a new user.

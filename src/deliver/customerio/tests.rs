@@ -135,3 +135,34 @@ fn errors_listed_on_a_200_refuse_those_items() {
         );
     }
 }
+
+proptest::proptest! {
+    /// Whatever a 207 or a 200 carries — any text, any JSON shaped like an `errors`
+    /// list, indexes in or out of the batch — every item gets one outcome, no panic,
+    /// and a 207 counts an item delivered only when a readable list names another one.
+    #[test]
+    fn any_answer_body_gives_one_outcome_per_item_and_never_panics(
+        text in proptest::prelude::any::<String>(),
+        indexes in proptest::collection::vec(proptest::prelude::any::<i64>(), 0..8),
+        reason in "\\PC{0,40}",
+        count in 0usize..12,
+    ) {
+        let listed = serde_json::json!({
+            "errors": indexes
+                .iter()
+                .map(|i| serde_json::json!({"batch_index": i, "reason": reason, "field": reason}))
+                .collect::<Vec<_>>()
+        })
+        .to_string();
+        for body in [text.as_str(), listed.as_str()] {
+            let partial = partial_outcomes(body, count);
+            proptest::prop_assert_eq!(partial.len(), count);
+            let named = listed_errors(body, 207, count).map_or(0, |l| l.len());
+            let delivered = partial.iter().filter(|o| **o == ItemOutcome::Delivered).count();
+            if named == 0 {
+                proptest::prop_assert_eq!(delivered, 0, "an unreadable 207 delivered items");
+            }
+            proptest::prop_assert_eq!(accepted_outcomes(body, count).len(), count);
+        }
+    }
+}
