@@ -26,9 +26,9 @@ pub struct KafkaConfig {
     /// restarted under the same name gets its partitions back at once instead of
     /// waiting `session.timeout.ms` for its old self to expire and the group to
     /// rebalance. A static member does not leave the group when it stops, so a replica
-    /// replaced under a new name leaves its partitions idle until its session expires:
-    /// set it where names are stable (a StatefulSet, or container restarts in place).
-    /// Unset: dynamic membership.
+    /// replaced under a new name leaves its partitions idle until its session expires
+    /// (10 s for a static member unless `session.timeout.ms` is set). The shipped
+    /// Deployment sets it to the pod's name. Unset: dynamic membership.
     #[serde(default)]
     pub group_instance_id: Option<String>,
     /// Where a group with no committed offset starts: `earliest` or `latest`.

@@ -9,6 +9,13 @@ const PREFETCH_SHARE: usize = 16;
 /// How long librdkafka waits to fetch again for a partition whose prefetch was full.
 const FETCH_QUEUE_BACKOFF_MS: u64 = 20;
 
+/// A static member's session, unless set: how long the partitions of a member that
+/// stopped for good (a pod replaced under a new name: it does not leave the group) stay
+/// idle before the group hands them on. A member restarted under its name rejoins at
+/// once whatever its session. (librdkafka's default, 45 s, is for dynamic members,
+/// which leave the group when they stop.)
+const STATIC_SESSION_MS: u64 = 10_000;
+
 /// The group consumer's librdkafka settings: the shared ones, the group, offsets
 /// committed by sluice only, and the prefetch and assignment defaults.
 pub(super) fn group_client_config(k: &KafkaConfig) -> rdkafka::ClientConfig {
@@ -27,6 +34,9 @@ pub(super) fn group_client_config(k: &KafkaConfig) -> rdkafka::ClientConfig {
     if let Some(id) = &k.group_instance_id {
         // Only the group's consumer: the lag monitor and park reader assign, never join.
         client.set("group.instance.id", id);
+        if !k.options.contains_key("session.timeout.ms") {
+            client.set("session.timeout.ms", STATIC_SESSION_MS.to_string());
+        }
     }
     if !k.options.contains_key("queued.max.messages.kbytes") {
         // librdkafka's prefetch, outside the buffer's count: a sixteenth of its bytes
@@ -74,6 +84,20 @@ mod tests {
         assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
         let sized = group_client_config(&kafka("max_buffered_bytes = 16777216\n"));
         assert_eq!(sized.get("queued.max.messages.kbytes"), Some("1024"));
+    }
+
+    #[test]
+    fn a_static_member_gets_a_short_session_unless_the_operator_sets_one() {
+        let dynamic = group_client_config(&kafka(""));
+        assert_eq!(dynamic.get("group.instance.id"), None);
+        assert_eq!(dynamic.get("session.timeout.ms"), None, "librdkafka's 45 s");
+        let named = group_client_config(&kafka("group_instance_id = \"sluice-0\"\n"));
+        assert_eq!(named.get("group.instance.id"), Some("sluice-0"));
+        assert_eq!(named.get("session.timeout.ms"), Some("10000"));
+        let set = group_client_config(&kafka(
+            "group_instance_id = \"sluice-0\"\n[kafka.options]\n\"session.timeout.ms\" = \"30000\"\n",
+        ));
+        assert_eq!(set.get("session.timeout.ms"), Some("30000"));
     }
 
     #[test]

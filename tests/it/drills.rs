@@ -230,7 +230,11 @@ fn median(v: &mut [f64]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "drill: real broker and release binary, ~4 min, run alone: scripts/test.sh"]
 async fn drill_kill_9_under_load() {
-    const KILLS: usize = 20;
+    // SLUICE_DRILL_KILLS=N for a shorter (or longer) drill.
+    let kills: usize = std::env::var("SLUICE_DRILL_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
     const RATE: u32 = 2000;
     const SESSION_TIMEOUT_S: f64 = 6.0;
     let bin = release_bin();
@@ -251,7 +255,7 @@ async fn drill_kill_9_under_load() {
     let mut resumes = Vec::new();
     let mut per_crash = Vec::new();
     let mut started = Instant::now();
-    for kill in 0..KILLS {
+    for kill in 0..kills {
         // Running and delivering, then a random moment later: kill -9.
         let before = api.stats().await.accepted;
         while api.stats().await.accepted == before {
@@ -295,6 +299,9 @@ async fn drill_kill_9_under_load() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s = api.stats().await;
     pod.stop();
+    if std::env::var("SLUICE_DRILL_SHOW_LOG").is_ok() {
+        println!("the last pod's log:\n{}", pod.log());
+    }
     // Duplicates between crashes: each crash's re-sends land after its restart.
     per_crash.push(s.redelivered);
     let mut dups: Vec<f64> = per_crash.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
@@ -304,7 +311,7 @@ async fn drill_kill_9_under_load() {
     let max_resume = resumes.iter().copied().fold(0.0, f64::max);
     let median_resume = median(&mut resumes);
     println!(
-        "kill -9 drill: {KILLS} kills at {RATE} events/s, seed {seed}: sent {sent}, delivered {} \
+        "kill -9 drill: {kills} kills at {RATE} events/s, seed {seed}: sent {sent}, delivered {} \
          (unique), duplicates {total_dups} ({:.1}%; per crash median {median_dups:.0}, max \
          {max_dups:.0}), per-user order violations {}, delivery back after a restart: median \
          {median_resume:.1} s, max {max_resume:.1} s",
