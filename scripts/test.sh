@@ -172,9 +172,9 @@ cargo test --tests -- "${skip[@]}"
 cargo test --benches
 # The property tests over hostile input (event bytes, sluice.* headers, Retry-After and
 # X-RateLimit-Reset, 207/200 bodies, config files) ran 256 cases each above; a longer,
-# bounded run of each (~30 s). A failure is saved under proptest-regressions/: commit it.
-say "fuzzing the parsers: 20 000 cases each"
-PROPTEST_CASES=20000 cargo test --lib -- any_ arbitrary_input
+# bounded run of each (~15 s). A failure is saved under proptest-regressions/: commit it.
+say "fuzzing the parsers: 10 000 cases each"
+PROPTEST_CASES=10000 cargo test --lib -- any_ arbitrary_input
 say "fast suite, the tests that measure rates, one at a time: ${timed[*]}"
 cargo test --test it -- --test-threads 1 "${timed[@]}"
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"

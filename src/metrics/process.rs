@@ -29,6 +29,12 @@ pub(crate) fn cpu_seconds() -> Option<f64> {
     Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
+/// The memory this process holds resident now, bytes (`VmRSS`).
+pub fn resident_bytes() -> Option<u64> {
+    let status = procfs::process::Process::myself().ok()?.status().ok()?;
+    status.vmrss.map(|kb| kb * 1024)
+}
+
 /// The most memory this process has held resident, bytes (`VmHWM`).
 pub fn peak_resident_bytes() -> Option<u64> {
     let status = procfs::process::Process::myself().ok()?.status().ok()?;

@@ -264,8 +264,15 @@ impl Report {
             "throttled_rate" => self.throttled_rate,
             "delivered_per_s" => self.delivered_per_s,
             "requests_per_s" => self.requests_per_s,
+            "rss_growth" => self.rss_growth().unwrap_or(f64::NAN),
             _ => f64::NAN,
         }
+    }
+
+    /// How much resident memory grew from the first minute (warm-up) to the end, as a
+    /// share of the first: `None` for runs shorter than two minutes or without it.
+    pub(crate) fn rss_growth(&self) -> Option<f64> {
+        sample::rss_growth(&self.timeline)
     }
 
     /// Writes report.json, report.md and report.svg into `dir` (created).

@@ -60,6 +60,9 @@ pub struct Sample {
     pub p99_ms: f64,
     /// 1 when back-pressure held the consumer back at the sample.
     pub paused: f64,
+    /// The process's resident memory at the sample, MB (worker, and with the embedded
+    /// parts the broker, API and generator too): flat over a soak, or something leaks.
+    pub rss_mb: f64,
 }
 
 impl Sample {
@@ -107,7 +110,24 @@ pub fn between(a: &Counters, b: &Counters, metrics: &Metrics, p99_ms: f64) -> Sa
         in_flight: family_sum(metrics, "sluice_http_requests_in_flight"),
         p99_ms,
         paused: if metrics.paused() { 1.0 } else { 0.0 },
+        rss_mb: resident_mb().unwrap_or(0.0),
     }
+}
+
+/// How much resident memory grew from the first minute (warm-up) to the end of
+/// `timeline`, as a share of the first: `None` under two minutes or without figures.
+pub(crate) fn rss_growth(timeline: &[Sample]) -> Option<f64> {
+    let first = timeline.iter().find(|s| s.t_s >= 60.0 && s.rss_mb > 0.0)?;
+    let end = timeline.iter().rev().find(|s| s.rss_mb > 0.0)?;
+    (end.t_s >= 120.0).then(|| (end.rss_mb - first.rss_mb) / first.rss_mb)
+}
+
+/// This process's resident memory, MB (`None` off Linux).
+fn resident_mb() -> Option<f64> {
+    #[cfg(target_os = "linux")]
+    return crate::metrics::process::resident_bytes().map(|b| b as f64 / 1e6);
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// Sum of every sample of a metric family in the registry (counters and gauges).
@@ -276,6 +296,7 @@ pub(crate) fn test_sample(t_s: f64, offered: f64, delivered: f64, backlog: f64) 
         in_flight: 0.0,
         p99_ms: 0.0,
         paused: 0.0,
+        rss_mb: 0.0,
     }
 }
 

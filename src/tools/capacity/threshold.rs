@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// The figures a threshold can name.
-pub(crate) const METRICS: [&str; 10] = [
+pub(crate) const METRICS: [&str; 11] = [
     "p50_latency",
     "p95_latency",
     "p99_latency",
@@ -17,6 +17,8 @@ pub(crate) const METRICS: [&str; 10] = [
     "throttled_rate",
     "delivered_per_s",
     "requests_per_s",
+    // Resident memory's growth from the first minute to the end (a soak's leak check).
+    "rss_growth",
 ];
 
 /// A comparison.

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use serde::Serialize;
 
+/// Ids kept per generation of [`Workspace::event_ids`] (~70 bytes each).
+const IDS_PER_GENERATION: usize = 500_000;
+
 /// Per-workspace bookkeeping.
 #[derive(Debug, Default)]
 struct Workspace {
@@ -22,12 +25,29 @@ struct Workspace {
     duplicates: u64,
     order_violations: u64,
     redelivered: u64,
-    event_ids: HashSet<String>,
+    /// Ids of events without a `seq` (those with one are told apart by it), in two
+    /// generations of at most [`IDS_PER_GENERATION`]: a duplicate is seen within the
+    /// last half to one million such events, and a run of any length stays bounded.
+    event_ids: [HashSet<String>; 2],
     /// The `attributes.seq` values seen per user.
     seqs: HashMap<String, Seen>,
     /// When the first and the latest accepted events arrived, unix ms.
     first_accepted_ms: Option<u64>,
     last_accepted_ms: Option<u64>,
+}
+
+impl Workspace {
+    /// Counts a duplicate if `id` was seen in the last two generations.
+    fn seen_id(&mut self, id: &str) {
+        if self.event_ids.iter().any(|ids| ids.contains(id)) {
+            self.duplicates += 1;
+            return;
+        }
+        if self.event_ids[0].len() >= IDS_PER_GENERATION {
+            self.event_ids[1] = std::mem::take(&mut self.event_ids[0]);
+        }
+        self.event_ids[0].insert(id.to_string());
+    }
 }
 
 /// The `seq` values one user's events arrived with: everything from 1 (where `sluice
@@ -169,10 +189,8 @@ impl Stats {
         let before = ws.events;
         for event in events {
             ws.events += 1;
-            if let Some(id) = event.event_id {
-                if !ws.event_ids.insert(id.to_string()) {
-                    ws.duplicates += 1;
-                }
+            if let (Some(id), None) = (event.event_id, event.seq) {
+                ws.seen_id(id);
             }
             // Per-user order is judged on first deliveries: a `seq` seen before is a
             // re-delivery (after a crash or a timeout; identifies carry no id, so this
@@ -185,6 +203,10 @@ impl Stats {
                 let highest = seen.highest;
                 if !seen.insert(seq) {
                     ws.redelivered += 1;
+                    // The same user and seq: the same event, so its id again.
+                    if event.event_id.is_some() {
+                        ws.duplicates += 1;
+                    }
                 } else if seq < highest {
                     ws.order_violations += 1;
                 }
@@ -299,5 +321,32 @@ mod tests {
         stats.accept("a", false, [ev(0), ev(200), ev(0), ev(400)]);
         let a = &stats.snapshot().workspaces["a"];
         assert_eq!((a.redelivered_events, a.order_violations), (1, 0));
+    }
+
+    /// A soak runs for hours: the ids of events without a `seq` are kept in two
+    /// bounded generations (they grew by ~70 bytes an event, for ever), and a duplicate
+    /// within the last generation is still counted.
+    #[test]
+    fn ids_are_remembered_in_bounded_generations() {
+        let stats = Stats::default();
+        fn ev(id: &str) -> Accepted<'_> {
+            Accepted {
+                user: None,
+                event_id: Some(id),
+                seq: None,
+            }
+        }
+        let ids: Vec<String> = (0..IDS_PER_GENERATION * 2 + 10)
+            .map(|i| i.to_string())
+            .collect();
+        stats.accept("a", false, ids.iter().map(|id| ev(id)));
+        stats.accept("a", false, [ev(&ids[ids.len() - 1]), ev("new")]);
+        let kept: usize = {
+            let ws = stats.workspaces.get("a").unwrap();
+            let ws = ws.lock().unwrap();
+            ws.event_ids.iter().map(HashSet::len).sum()
+        };
+        assert!(kept <= 2 * IDS_PER_GENERATION, "{kept} ids kept");
+        assert_eq!(stats.snapshot().workspaces["a"].duplicate_event_ids, 1);
     }
 }

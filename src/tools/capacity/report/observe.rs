@@ -37,6 +37,9 @@ impl Report {
                 self.max_sustainable_per_s
             ));
         }
+        if let Some(memory) = self.memory_sentence() {
+            out.push(memory);
+        }
         if !self.valid {
             out.push(format!(
                 "Not a valid measurement: {}.",
@@ -53,6 +56,30 @@ impl Report {
             }
         }
         out
+    }
+
+    /// Resident memory over the run — after the first minute (warm-up) and at 10, 30
+    /// and 60 minutes when it ran that long, and at the end — with its growth since
+    /// the first minute: flat over a soak, or something keeps what it should not.
+    fn memory_sentence(&self) -> Option<String> {
+        let growth = self.rss_growth()?;
+        let at = |minute: f64| {
+            self.timeline
+                .iter()
+                .find(|s| s.t_s >= minute * 60.0 && s.rss_mb > 0.0)
+                .map(|s| format!("{:.0} MB at {minute:.0} min", s.rss_mb))
+        };
+        let mut points: Vec<String> = [1.0, 10.0, 30.0, 60.0].into_iter().filter_map(at).collect();
+        let end = self.timeline.iter().rev().find(|s| s.rss_mb > 0.0)?;
+        points.push(format!(
+            "{:.0} MB at the end ({:.0} s)",
+            end.rss_mb, end.t_s
+        ));
+        Some(format!(
+            "Resident memory: {}; {:+.1}% since the first minute.",
+            points.join(", "),
+            growth * 100.0
+        ))
     }
 
     /// What bound the run, with the figures that show it.

@@ -39,3 +39,28 @@ fn the_bound_is_the_resource_nearest_its_ceiling() {
     );
     assert_eq!(diagnose(&[a], 4.0, 0.0, true).bound, Bound::Broker);
 }
+
+/// A soak's leak check: memory after the warm-up minute against the end, not the
+/// start-up climb (the first minute fills buffers and pools).
+#[test]
+fn memory_growth_is_counted_from_the_first_minute_to_the_end() {
+    let at = |t: f64, rss_mb: f64| Sample {
+        rss_mb,
+        ..s(t, 1_000.0, 1_000.0, 0.0)
+    };
+    let flat: Vec<Sample> = [
+        (1.0, 20.0),
+        (30.0, 80.0),
+        (60.0, 94.0),
+        (150.0, 93.0),
+        (300.0, 98.7),
+    ]
+    .into_iter()
+    .map(|(t, m)| at(t, m))
+    .collect();
+    let growth = rss_growth(&flat).unwrap();
+    assert!((growth - 0.05).abs() < 1e-9, "{growth}");
+    assert_eq!(rss_growth(&flat[..3]), None, "shorter than two minutes");
+    let leaking = [at(60.0, 100.0), at(570.0, 777.0)];
+    assert!(rss_growth(&leaking).unwrap() > 6.0);
+}
