@@ -47,6 +47,7 @@ pub mod limit;
 pub mod metrics;
 pub(crate) mod park;
 pub mod pipeline;
+pub(crate) mod printable;
 pub(crate) mod server;
 pub mod shutdown;
 pub mod source;

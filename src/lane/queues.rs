@@ -127,20 +127,8 @@ impl Queues {
         if !self.users.values().any(|q| q.events.iter().any(gone)) {
             return Vec::new();
         }
-        let mut old = std::mem::take(self);
         let mut dropped = Vec::new();
-        // Runnable users first, in their order; then the users in flight.
-        let mut order: Vec<String> = old.runnable.drain(..).collect();
-        order.extend(
-            old.users
-                .iter()
-                .filter(|(_, q)| q.in_flight)
-                .map(|(k, _)| k.clone()),
-        );
-        for key in order {
-            let Some(queue) = old.users.remove(&key) else {
-                continue;
-            };
+        for (key, queue) in self.take_users() {
             if queue.in_flight {
                 self.users.insert(
                     key,
@@ -171,21 +159,11 @@ impl Queues {
         ordering: Ordering,
     ) {
         let released: std::collections::HashSet<String> = users.into_iter().collect();
-        let mut old = std::mem::take(self);
+        let old = self.take_users();
         for envelope in events {
             self.push(envelope, ordering);
         }
-        let mut order: Vec<String> = old.runnable.drain(..).collect();
-        order.extend(
-            old.users
-                .iter()
-                .filter(|(_, q)| q.in_flight)
-                .map(|(k, _)| k.clone()),
-        );
-        for key in order {
-            let Some(queue) = old.users.remove(&key) else {
-                continue;
-            };
+        for (key, queue) in old {
             if queue.in_flight && !released.contains(&key) {
                 self.users.entry(key).or_default().in_flight = true;
             }
@@ -193,6 +171,26 @@ impl Queues {
                 self.push(envelope, ordering);
             }
         }
+    }
+
+    /// Empties the queues and returns every user's queue in the order a rebuild pushes
+    /// them back: runnable users first, in their order, then the users in flight.
+    fn take_users(&mut self) -> Vec<(String, UserQueue)> {
+        let mut old = std::mem::take(self);
+        let mut order: Vec<String> = old.runnable.drain(..).collect();
+        order.extend(
+            old.users
+                .iter()
+                .filter(|(_, q)| q.in_flight)
+                .map(|(k, _)| k.clone()),
+        );
+        order
+            .into_iter()
+            .filter_map(|key| {
+                let queue = old.users.remove(&key)?;
+                Some((key, queue))
+            })
+            .collect()
     }
 
     /// A batch carrying these users has its final answer: they may send again.

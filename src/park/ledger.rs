@@ -197,7 +197,7 @@ impl Ledger {
                                 offset = m.offset(),
                                 "parked events of workspace {} wait in the parking topic, \
                                  and it is no longer configured: they are not delivered",
-                                crate::tools::printable::printable(workspace)
+                                crate::printable::printable(workspace)
                             );
                         }
                     }

@@ -16,8 +16,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::dlq::headers;
+use crate::printable::{printable, printable_bytes};
 use crate::source::client_config;
-use crate::tools::printable::{printable, printable_bytes};
 
 /// How long reading waits for more letters before deciding it reached the end.
 const IDLE_END: Duration = Duration::from_secs(3);

@@ -9,7 +9,6 @@ pub mod loadgen;
 pub mod mock_api;
 pub(crate) mod pace;
 pub mod park_cli;
-pub(crate) mod printable;
 pub(crate) mod progress;
 pub mod replay;
 pub(crate) mod shared;

@@ -230,7 +230,7 @@ fn median(v: &mut [f64]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "drill: real broker and release binary, ~4 min, run alone: scripts/test.sh"]
 async fn drill_kill_9_under_load() {
-    // SLUICE_DRILL_KILLS=N for a shorter (or longer) drill.
+    // SLUICE_DRILL_KILLS=N for a shorter (or longer) drill (scripts/test.sh: 10).
     let kills: usize = std::env::var("SLUICE_DRILL_KILLS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -250,7 +250,8 @@ async fn drill_kill_9_under_load() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     // Long enough for the kills (~21 s each on Tansu, which takes ~12 s to hand a dead
     // pod's partitions to its successor).
-    let load = loadgen(&bin, &broker.brokers(), &topic, RATE, "420s", seed);
+    let load_for = format!("{}s", kills * 21);
+    let load = loadgen(&bin, &broker.brokers(), &topic, RATE, &load_for, seed);
     let mut pod = Pod::start_binary(&bin, &toml, dir.path(), "pod-0");
     let mut resumes = Vec::new();
     let mut per_crash = Vec::new();
