@@ -40,8 +40,9 @@ struct HealthState {
 }
 
 /// A consumer loop that has not turned for this long is wedged: it turns at least every
-/// 100 ms when idle, and its longest bounded step (the parking marks read on an
-/// assignment) takes 30 s. librdkafka evicts a member that does not poll for
+/// 100 ms when idle, and a rebalance callback marks each of its bounded steps (the
+/// revoke wait, the revoked partitions' commit, the parking marks read of up to 30 s)
+/// as a turn. librdkafka evicts a member that does not poll for
 /// `max.poll.interval.ms` (300 s by default): the kubelet restarts it well before.
 pub(crate) const WEDGED_AFTER: Duration = Duration::from_secs(60);
 

@@ -244,6 +244,12 @@ fn a_redis_ca_file_must_be_a_readable_pem_for_a_rediss_url() {
             "{err}"
         );
     }
+    let without_url = format!("{MINIMAL}\n[limits]\nredis_ca_file = \"{pem}\"\n");
+    let err = check(without_url).unwrap_err().to_string();
+    assert!(
+        err.contains("limits.redis_ca_file") && err.contains("none is set"),
+        "{err}"
+    );
 }
 
 #[test]

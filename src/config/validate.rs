@@ -183,6 +183,12 @@ impl Config {
             return Err(ConfigError::key("limits.headroom", "must be in (0, 1]"));
         }
         positive("limits.max_in_flight_total", l.max_in_flight_total as u64)?;
+        if l.redis_ca_file.is_some() && l.redis_url.is_none() {
+            return Err(ConfigError::key(
+                "limits.redis_ca_file",
+                "is for a rediss:// limits.redis_url, and none is set",
+            ));
+        }
         match (&l.mode, &l.redis_url) {
             (super::LimitMode::Redis, None) => {
                 return Err(ConfigError::key(

@@ -57,8 +57,8 @@ impl DepthMetrics {
                 prometheus::Gauge::new(
                     "sluice_lag_seconds",
                     "How long the events waiting for this pod (sluice_queue_depth) take at \
-                     the rate it finished events since the last measurement: the backlog, \
-                     in seconds.",
+                     the rate it finished events over the last 10 s: the backlog, in \
+                     seconds.",
                 )
                 .expect("valid metric"),
             ),
@@ -67,8 +67,8 @@ impl DepthMetrics {
                 prometheus::Gauge::new(
                     "sluice_scaling_lag_seconds",
                     "The autoscaling signal: sluice_lag_seconds times the share of lane \
-                     time not spent waiting on the API's limit — the backlog another pod \
-                     could drain faster.",
+                     time not spent waiting on the API's limit (0 while no event \
+                     finishes) — the backlog another pod could drain faster.",
                 )
                 .expect("valid metric"),
             ),

@@ -27,7 +27,8 @@ enum Phase {
     Returning {
         epoch: u64,
         held: VecDeque<Envelope>,
-        /// When the fence was written: a return that takes too long is given up.
+        /// When it began holding events (the fence was written, or its first event
+        /// held since): a return that holds them too long is given up.
         since: tokio::time::Instant,
     },
     /// Back on the direct path; the reader's commit has not yet passed the fence, so
@@ -90,10 +91,14 @@ impl ParkTable {
     /// Keeps an event of a returning (workspace, partition).
     pub(crate) fn hold(&mut self, workspace: &str, tp: &TopicPartition, envelope: Envelope) {
         if let Some(Entry {
-            phase: Phase::Returning { held, .. },
+            phase: Phase::Returning { held, since, .. },
             ..
         }) = self.entries.get_mut(&(workspace.to_string(), tp.clone()))
         {
+            if held.is_empty() {
+                // What a return costs is how long it holds events: from the first.
+                *since = tokio::time::Instant::now();
+            }
             held.push_back(envelope);
         }
     }

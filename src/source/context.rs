@@ -74,6 +74,7 @@ impl SourceContext {
         if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync) {
             tracing::warn!("commit of revoked partitions failed: {e}");
         }
+        self.health.turned();
         // The rest is redelivered to the new owner, who reads the parking topic from
         // its floor; this pod's marks are no longer its to keep.
         self.tracker.forget(&revoked);
@@ -138,6 +139,10 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // The callback runs inside one turn of the consumer loop and may take its
+        // bounded steps in turn (the revoke wait, a commit, metadata, the marks read):
+        // each counts as the loop turning, so /healthz does not take it for a wedge.
+        self.health.turned();
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 if consumer.assignment_lost() {
@@ -178,6 +183,7 @@ impl ConsumerContext for SourceContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.health.turned();
         if let Rebalance::Error(_) = rebalance {
             // rust-rdkafka has just unassigned what the failed rebalance concerned
             // (all of it under the eager protocol): whatever sluice still counts as
@@ -282,8 +288,10 @@ impl SourceContext {
         let wait = || {
             let deadline = Instant::now() + self.revoke_deadline;
             while self.tracker.pending_in(revoked) > 0 && Instant::now() < deadline {
+                self.health.turned();
                 std::thread::sleep(Duration::from_millis(10));
             }
+            self.health.turned();
         };
         // The callback runs inside a poll on a runtime thread: hand that thread's other
         // tasks (the lanes doing the work) to another one while waiting. A

@@ -185,7 +185,7 @@ impl LagMonitor {
             .collect();
         self.metrics.set_queue_depth(depth, &shown, &gone);
         self.reported = current;
-        self.set_scaling_signal(depth);
+        self.set_scaling_signal(depth, !assigned.is_empty());
         Ok(())
     }
 
@@ -195,7 +195,7 @@ impl LagMonitor {
     /// waiting on workspace limits. A backlog that only the API's limit holds back is
     /// not a reason to add pods: they would share the same limit. (Parked workspaces'
     /// backlog is in the parking topic, not in the lag.)
-    fn set_scaling_signal(&mut self, depth: u64) {
+    fn set_scaling_signal(&mut self, depth: u64, owns_partitions: bool) {
         let (wait, busy) = self.metrics.limit_time();
         let (d_wait, d_busy) = (wait - self.limit_time.0, busy - self.limit_time.1);
         self.limit_time = (wait, busy);
@@ -203,6 +203,11 @@ impl LagMonitor {
             self.bound = (d_wait / d_busy).clamp(0.0, 1.0);
         }
         let (finished, now) = (self.buffered.finished(), std::time::Instant::now());
+        if !owns_partitions {
+            // The rate is measured from the first assignment on, not diluted by a wait
+            // for one.
+            self.finished.clear();
+        }
         self.finished.push_back((finished, now));
         // Keep the newest measurement at least a window old as the window's start.
         while self
@@ -216,7 +221,7 @@ impl LagMonitor {
         let rate = (finished - then) as f64 / now.duration_since(at).as_secs_f64().max(1e-3);
         let lag = lag_seconds(depth, rate);
         self.metrics
-            .set_scaling(lag, self.bound, lag * (1.0 - self.bound));
+            .set_scaling(lag, self.bound, scaling_seconds(lag, rate, self.bound));
     }
 }
 
@@ -225,9 +230,31 @@ fn lag_seconds(depth: u64, rate: f64) -> f64 {
     depth as f64 / rate.max(1.0)
 }
 
+/// The part of `lag` more pods would drain faster: none of what waits on the API's
+/// limit (`bound`, the limit-bound share of lane time), and nothing while no event
+/// finishes at all — the API down or refusing every request, the brokers away: more
+/// pods would wait the same (the alerts on `sluice_lag_seconds` still see it).
+fn scaling_seconds(lag: f64, rate: f64, bound: f64) -> f64 {
+    if rate < 1.0 {
+        return 0.0;
+    }
+    lag * (1.0 - bound)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::lag_seconds;
+    use super::{lag_seconds, scaling_seconds};
+
+    #[test]
+    fn a_backlog_scales_only_while_events_flow_and_not_for_the_limits_share() {
+        assert_eq!(scaling_seconds(50.0, 40.0, 0.0), 50.0);
+        assert!((scaling_seconds(100.0, 20.0, 0.99) - 1.0).abs() < 1e-9);
+        assert_eq!(
+            scaling_seconds(300.0, 0.0, 0.0),
+            0.0,
+            "nothing finishes: an outage"
+        );
+    }
 
     #[test]
     fn the_same_few_events_waiting_are_no_backlog_at_a_high_rate_and_a_long_one_at_a_stop() {

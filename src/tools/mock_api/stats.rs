@@ -25,7 +25,7 @@ struct Workspace {
     duplicates: u64,
     order_violations: u64,
     redelivered: u64,
-    /// Ids of events without a `seq` (those with one are told apart by it), in two
+    /// Ids of events without a user and a `seq` (those are told apart by them), in two
     /// generations of at most [`IDS_PER_GENERATION`]: a duplicate is seen within the
     /// last half to one million such events, and a run of any length stays bounded.
     event_ids: [HashSet<String>; 2],
@@ -189,7 +189,10 @@ impl Stats {
         let before = ws.events;
         for event in events {
             ws.events += 1;
-            if let (Some(id), None) = (event.event_id, event.seq) {
+            // An event with a user and a seq is told apart by them (below); any other
+            // by its id.
+            if let (Some(id), false) = (event.event_id, event.user.is_some() && event.seq.is_some())
+            {
                 ws.seen_id(id);
             }
             // Per-user order is judged on first deliveries: a `seq` seen before is a
