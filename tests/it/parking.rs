@@ -59,7 +59,10 @@ fn setup(broker: &Broker, topic: &str, api: &MockApi, workspaces: &[&str]) -> Se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arrive_once_fixed() {
     let _alone = PROCESSES.lock().await;
-    const N: usize = 6_000;
+    // ~10 s of ok's events in each run: a one-second hiccup of this shared machine
+    // moves the ratio by a tenth, not a sixth (6 000 read 84% once in CI, 97-100%
+    // alone and in sequence).
+    const N: usize = 10_000;
     let broker = Broker::mock();
     // The rate ok reaches alone.
     let api = MockApi::start(MockApiConfig::default()).await.unwrap();
