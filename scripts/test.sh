@@ -140,6 +140,8 @@ say "the image's build stage from exactly what the Dockerfile copies (no Docker 
 scripts/docker-context.sh
 say "Kubernetes manifests (offline)"
 python3 scripts/validate_k8s.py
+say "import circles between sibling modules: none beyond the known ones (scripts/import_cycles.known)"
+python3 scripts/import_cycles.py
 say "instruction counts (valgrind) of decode, encode, offsets and lanes vs benches/baseline (fails above +10%)"
 # gungraun's runner must match the gungraun library in Cargo.lock.
 gungraun_version=$(awk '/^name = "gungraun"$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
