@@ -105,6 +105,14 @@ struct Part {
     next: i64,
 }
 
+/// One partition's change of a reader's assignment.
+enum Change {
+    /// Read it from this offset.
+    Add(i64),
+    /// Stop reading it.
+    Remove,
+}
+
 struct Reader {
     setup: ReaderSetup,
     /// Shared with the reading loop, whose borrowed messages outlive a `&mut self`.
@@ -204,10 +212,14 @@ impl Reader {
             Some(Offset::Offset(c)) => c.max(start),
             _ => start,
         };
-        self.parts.insert(p, Part { source, next: from });
+        let again = self.parts.insert(p, Part { source, next: from }).is_some();
         // Unknown until measured: no return decision on an old figure.
         self.lag.store(i64::MAX, Ordering::Release);
-        self.reassign();
+        if again {
+            self.change_assignment(p, Change::Remove);
+        }
+        self.change_assignment(p, Change::Add(from));
+        self.resume_all();
     }
 
     fn unassign(&mut self, source: &TopicPartition) {
@@ -225,17 +237,37 @@ impl Reader {
                 .books
                 .tracker()
                 .forget(&[self.synthetic(p)]);
-            self.reassign();
+            self.change_assignment(p, Change::Remove);
+            self.resume_all();
         }
     }
 
-    fn reassign(&mut self) {
+    /// Adds partition `p` (read from an offset) to the reader's assignment, or removes
+    /// it — one partition at a time. (Replacing the whole assignment at each change,
+    /// as this did, stops every partition and starts it again; two replacements close
+    /// together hit librdkafka's duplicate FETCH_STOP race, confluentinc/librdkafka
+    /// #5573, fixed after the 2.12 this links: an assertion that aborts the process.)
+    fn change_assignment(&mut self, p: i32, change: Change) {
+        let mut one = TopicPartitionList::new();
+        let result = match change {
+            Change::Add(from) => {
+                let _ = one.add_partition_offset(&self.setup.topic, p, Offset::Offset(from));
+                self.consumer.incremental_assign(&one)
+            }
+            Change::Remove => {
+                one.add_partition(&self.setup.topic, p);
+                self.consumer.incremental_unassign(&one)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(workspace = %self.setup.workspace, partition = p, "parking topic assignment failed: {e}");
+        }
+    }
+
+    fn resume_all(&mut self) {
         let mut tpl = TopicPartitionList::new();
         for (p, part) in &self.parts {
             let _ = tpl.add_partition_offset(&self.setup.topic, *p, Offset::Offset(part.next));
-        }
-        if let Err(e) = self.consumer.assign(&tpl) {
-            tracing::warn!(workspace = %self.setup.workspace, "parking topic assignment failed: {e}");
         }
         // A partition paused before keeps its pause through a new assignment: resume
         // them all, and let the pacing pause again if the lane is full.
