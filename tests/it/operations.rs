@@ -206,25 +206,35 @@ async fn until_status(url: &str, status: u16, within: Duration) -> String {
     }
 }
 
+/// A ready worker on the mock cluster (a static member named `sluice-0` when
+/// `named`), whose coordinator then answers its next heartbeats with `error`; returns
+/// the worker and its URL.
+async fn heartbeats_answered_with(
+    error: rdkafka::types::RDKafkaRespErr,
+    named: bool,
+) -> (Worker, String, crate::common::Broker) {
+    let (broker, _api, _topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
+    if named {
+        setup.worker.kafka.group_instance_id = Some("sluice-0".into());
+    }
+    let (worker, url) = Worker::start_serving(setup.config()).await;
+    until_status(&format!("{url}/readyz"), 200, Duration::from_secs(30)).await;
+    let crate::common::Broker::Mock(cluster) = &broker else {
+        unreachable!("the mock cluster")
+    };
+    cluster.request_errors(rdkafka::types::RDKafkaApiKey::Heartbeat, &[error; 3]);
+    (worker, url, broker)
+}
+
 /// A member the coordinator no longer knows (evicted after its session, or for not
 /// polling within `max.poll.interval.ms`) has lost its partitions: `/readyz` says so
 /// until the member has rejoined and has them again; `/healthz` stays up (it rejoins by
 /// itself, a restart would not help).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_member_is_not_ready_until_it_rejoins_and_stays_alive() {
-    use rdkafka::types::RDKafkaApiKey;
     use rdkafka::types::RDKafkaRespErr;
-    let (broker, _api, _topic, setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
-    let (worker, url) = Worker::start_serving(setup.config()).await;
-    until_status(&format!("{url}/readyz"), 200, Duration::from_secs(30)).await;
-    let crate::common::Broker::Mock(cluster) = &broker else {
-        unreachable!("the mock cluster")
-    };
-    // The coordinator answers the next heartbeats: unknown member.
-    cluster.request_errors(
-        RDKafkaApiKey::Heartbeat,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID; 3],
-    );
+    let (worker, url, _broker) =
+        heartbeats_answered_with(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID, false).await;
     let why = until_status(&format!("{url}/readyz"), 503, Duration::from_secs(20)).await;
     assert!(why.contains("group"), "{why}");
     assert_eq!(probe(&format!("{url}/healthz")).await.0, 200);
@@ -236,19 +246,9 @@ async fn an_evicted_member_is_not_ready_until_it_rejoins_and_stays_alive() {
 /// again: `/healthz` fails, so the kubelet restarts the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_static_member_fails_healthz() {
-    use rdkafka::types::RDKafkaApiKey;
     use rdkafka::types::RDKafkaRespErr;
-    let (broker, _api, _topic, mut setup) = TestEnv::mock(2, &["acme"]).await.into_parts();
-    setup.worker.kafka.group_instance_id = Some("sluice-0".into());
-    let (worker, url) = Worker::start_serving(setup.config()).await;
-    until_status(&format!("{url}/readyz"), 200, Duration::from_secs(30)).await;
-    let crate::common::Broker::Mock(cluster) = &broker else {
-        unreachable!("the mock cluster")
-    };
-    cluster.request_errors(
-        RDKafkaApiKey::Heartbeat,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID; 3],
-    );
+    let (worker, url, _broker) =
+        heartbeats_answered_with(RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID, true).await;
     let why = until_status(&format!("{url}/healthz"), 503, Duration::from_secs(20)).await;
     assert!(why.contains("fenced"), "{why}");
     assert_eq!(probe(&format!("{url}/readyz")).await.0, 503);
