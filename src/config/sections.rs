@@ -57,6 +57,12 @@ pub struct KafkaConfig {
     /// pause every partition).
     #[serde(default)]
     pub park_topic: Option<String>,
+    /// How many parked workspaces one pod reads back from the parking topic at once
+    /// (a Kafka consumer each). More wait their turn in order; while any waits, a
+    /// workspace that has read for 10 s hands its reader on (what it read back and
+    /// has not delivered is read again on its next turn).
+    #[serde(default = "defaults::park_readers")]
+    pub park_readers: usize,
     /// Bytes held in process (each event as read plus its encoding) above which the
     /// consumer stops reading, whatever the event count; it reads on below half of it. librdkafka's prefetch (`queued.max.messages.kbytes`) is sized to a
     /// sixteenth of it unless set in `[kafka.options]`. The pod's memory needs this, the
@@ -369,6 +375,9 @@ mod defaults {
 
     pub(super) fn commit_interval_ms() -> Millis {
         Millis::new(100)
+    }
+    pub(super) fn park_readers() -> usize {
+        16
     }
     pub(super) fn max_buffered_events() -> usize {
         25_000

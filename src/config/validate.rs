@@ -82,6 +82,7 @@ impl Config {
         positive("kafka.commit_interval_ms", k.commit_interval_ms.ms())?;
         positive("kafka.lag_refresh_ms", k.lag_refresh_ms.ms())?;
         positive("kafka.max_buffered_events", k.max_buffered_events as u64)?;
+        positive("kafka.park_readers", k.park_readers as u64)?;
         let least = 2 * self.batch.max_bytes;
         if k.max_buffered_bytes < least {
             return Err(ConfigError::key(

@@ -47,6 +47,18 @@ pub(crate) trait Isolation: Send + 'static {
     /// stays in the lane.
     fn park(&mut self, taken: Vec<Envelope>) -> Vec<Envelope>;
 
+    /// A parked event read back: returned if it is for the lane (not a leftover of a
+    /// reader that stepped aside).
+    fn read_back(&mut self, envelope: Envelope) -> Option<Envelope>;
+
+    /// Whether the side path wants the lane's events back now, to hand its reading on
+    /// to another workspace.
+    fn should_step_aside(&self) -> bool;
+
+    /// Hands the reading on; `taken` is everything the lane held, in per-user order.
+    /// Returns what stays in the lane.
+    fn step_aside(&mut self, taken: Vec<Envelope>) -> impl Future<Output = Vec<Envelope>> + Send;
+
     /// A look, every 100 ms, at whether the workspace may come back to the direct path.
     fn maybe_return(&mut self, events: usize, bytes: usize);
 

@@ -355,7 +355,11 @@ async fn take_in<P: Isolation>(
             }
             None => held.push(envelope, shared.ordering),
         },
-        LaneMsg::FromPark(envelope) => held.push(envelope, shared.ordering),
+        LaneMsg::FromPark(envelope) => {
+            if let Some(envelope) = parking.as_mut().and_then(|p| p.read_back(envelope)) {
+                held.push(envelope, shared.ordering);
+            }
+        }
         LaneMsg::Park(control) => {
             if let Control::Revoked(revoked) = &control {
                 let mut dropped = held.queues.drop_partitions(revoked, shared.ordering);
@@ -383,9 +387,15 @@ async fn take_in<P: Isolation>(
 
 /// The parking side's look every 100 ms: park (also here, not only when an event
 /// arrives: a workspace that could not be parked may hold the whole buffer, the source
-/// paused), or come back.
+/// paused), hand the reading on to a workspace waiting for a reader, or come back.
 async fn on_park_tick<P: Isolation>(held: &mut Held, parking: &mut P, shared: &LaneContext) {
     park_if_over_budget(held, parking, shared).await;
+    if parking.should_step_aside() {
+        let taken = held.take_all().await;
+        for stays in parking.step_aside(taken).await {
+            held.push(stays, shared.ordering);
+        }
+    }
     parking.maybe_return(held.events(), held.bytes);
 }
 

@@ -12,6 +12,8 @@ pub(super) struct ParkingMetrics {
     pub(super) parked: IntCounterVec,
     pub(super) parked_waiting: prometheus::IntGaugeVec,
     pub(super) workspace_parked: prometheus::IntGaugeVec,
+    pub(super) readers_waiting: prometheus::IntGauge,
+    pub(super) handed_on: IntCounterVec,
 }
 
 impl ParkingMetrics {
@@ -48,6 +50,21 @@ impl ParkingMetrics {
                     &["workspace"],
                 )
                 .expect("valid metric"),
+            ),
+            readers_waiting: registered(
+                r,
+                prometheus::IntGauge::new(
+                    "sluice_park_readers_waiting",
+                    "Parked workspaces waiting for a turn at reading their events back \
+                     (kafka.park_readers run at once on a pod).",
+                )
+                .expect("valid metric"),
+            ),
+            handed_on: counter_vec(
+                r,
+                "sluice_park_reader_handed_on_total",
+                "Times a parked workspace handed its reader on to one waiting, after its turn.",
+                &["workspace"],
             ),
         }
     }
@@ -110,6 +127,16 @@ impl Metrics {
             .parked
             .with_label_values(&[workspace, "expired"])
             .inc_by(records);
+    }
+
+    /// A parked workspace handed its reader on after its turn.
+    pub(crate) fn reader_handed_on(&self, workspace: &str) {
+        self.parking.handed_on.with_label_values(&[workspace]).inc();
+    }
+
+    /// Parked workspaces waiting for a reader.
+    pub(crate) fn set_readers_waiting(&self, workspaces: usize) {
+        self.parking.readers_waiting.set(workspaces as i64);
     }
 
     /// Records behind a parked workspace's reader.

@@ -38,7 +38,13 @@
 //! 4. *Read.* W's reader (consumer group `{group}.park.{W}`, partitions assigned by
 //!    hand) reads parking partition p from `max(its committed offset, start)` and hands
 //!    W's records of p to W's lane — only while the lane is under budget — skipping the
-//!    rest. Its offsets complete as the lane delivers them.
+//!    rest. Its offsets complete as the lane delivers them. A pod runs at most
+//!    `kafka.park_readers` readers (`turns.rs`): W waits for a turn, in the order asked,
+//!    and while another waits, W hands its reader on after its turn if it is parked
+//!    everywhere (no return under way): the reader commits what was delivered and
+//!    stops; the lane lets go of what it read back and has not delivered, which W's
+//!    next reader reads again from the committed offset (under a new tracker name,
+//!    so a leftover of the old reader is told apart and let go of too).
 //! 5. *Return.* When W's lane is nearly empty and the reader nearly caught up, the pod
 //!    writes a fence (W, p, epoch) to parking partition p — behind every parked event of
 //!    W from p — and from then on *holds* W's new events from p. When the reader reads
@@ -64,6 +70,7 @@ pub(crate) mod reader;
 mod setup;
 pub(crate) mod table;
 mod topic;
+pub(crate) mod turns;
 pub(crate) mod writer;
 
 pub(crate) use setup::blocking;
@@ -79,8 +86,9 @@ use crate::deliver::Failure;
 use crate::dlq::DeadLetter;
 use crate::lane::{Control, Envelope, Isolation, LaneContext, LaneMsg};
 use crate::source::TopicPartition;
-use reader::{Ctrl, ReaderHandle, ReaderSetup};
+use reader::{Ctrl, ReaderHandle};
 use table::{ParkTable, Route};
+use turns::Asking;
 
 /// One workspace's side of the protocol, run by its lane.
 #[derive(Debug)]
@@ -91,12 +99,16 @@ pub(crate) struct LaneParking {
     shared: Arc<LaneContext>,
     table: ParkTable,
     reader: Option<ReaderHandle>,
+    /// Its place in the queue for a reader, while it waits for one.
+    asking: Option<Asking>,
+    /// Readers it has had: each keeps its offsets under a name of its own.
+    readers_had: u64,
     owned: BTreeSet<TopicPartition>,
     /// Partitions where parking failed (the parking topic unavailable), and until when
     /// they are not tried again: the lane keeps their events meanwhile.
     unparkable: HashMap<TopicPartition, tokio::time::Instant>,
-    /// The tracker's name for this workspace's parking offsets (its reader's).
-    synthetic: String,
+    /// The tracker's name for the parking offsets of its reader (the latest one).
+    synthetic: Arc<str>,
     /// When the workspace was last parked: it stays so for at least [`MIN_PARKED`].
     parked_at: Option<tokio::time::Instant>,
 }
@@ -106,6 +118,12 @@ const PARK_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The longest a return may hold new events while its reader has not met the fence.
 const RETURN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Parking-topic records behind its reader (any workspace's) that still count as
+/// caught up: read (most skipped as others') in milliseconds. A small budget's quarter
+/// would otherwise ask for none at all, which readers of other workspaces writing
+/// their fences rarely leave.
+const NEARLY_CAUGHT_UP: usize = 500;
 
 /// The shortest parking episode: a workspace does not flap between the two paths.
 pub(crate) const MIN_PARKED: std::time::Duration = std::time::Duration::from_secs(1);
@@ -121,12 +139,14 @@ impl LaneParking {
     ) -> Self {
         LaneParking {
             table: ParkTable::new(setup.marks.clone()),
-            synthetic: reader::synthetic_topic(setup.parker.topic(), workspace),
+            synthetic: reader::synthetic_topic(setup.parker.topic(), workspace, 0).into(),
             setup: setup.clone(),
             workspace: workspace.to_string(),
             lane,
             shared: shared.clone(),
             reader: None,
+            asking: None,
+            readers_had: 0,
             owned: BTreeSet::new(),
             unparkable: HashMap::new(),
             parked_at: None,
@@ -172,32 +192,6 @@ impl LaneParking {
             }
         }
         self.parked_at = Some(tokio::time::Instant::now());
-    }
-
-    fn reader_send(&mut self, ctrl: Ctrl) {
-        if self.reader.is_none() {
-            let setup = ReaderSetup {
-                workspace: self.workspace.clone(),
-                group: format!("{}.park.{}", self.setup.kafka.group_id, self.workspace),
-                topic: self.setup.parker.topic().to_string(),
-                lane: self.lane.clone(),
-                in_lane: self.shared.in_lane[&self.workspace].clone(),
-                budget: self.setup.budget,
-                byte_budget: self.setup.byte_budget,
-                shared: self.shared.clone(),
-                intake: self.setup.intake.clone(),
-            };
-            match reader::start(&self.setup.kafka, setup) {
-                Ok(handle) => self.reader = Some(handle),
-                Err(e) => {
-                    tracing::error!(workspace = %self.workspace, "cannot start the parked-events reader: {e}");
-                    return;
-                }
-            }
-        }
-        if let Some(reader) = &self.reader {
-            reader.send(ctrl);
-        }
     }
 
     /// Writes one event to the parking topic; its offset completes on the ack.
@@ -313,8 +307,9 @@ impl Isolation for LaneParking {
         }
         let mut stay = Vec::new();
         for envelope in taken {
-            let from_park = *envelope.origin.tp.topic == *self.synthetic;
-            if !from_park && self.table.route(&self.workspace, &envelope.origin.tp) == Route::Park {
+            if !envelope.from_park
+                && self.table.route(&self.workspace, &envelope.origin.tp) == Route::Park
+            {
                 self.write(envelope);
             } else {
                 stay.push(envelope);
@@ -323,8 +318,52 @@ impl Isolation for LaneParking {
         stay
     }
 
+    /// A parked event read back: for the lane if its reader is the current one; let go
+    /// of if an earlier reader handed it over before stepping aside (the current one
+    /// reads it again, in order).
+    fn read_back(&mut self, envelope: Envelope) -> Option<Envelope> {
+        if *envelope.origin.tp.topic == *self.synthetic {
+            return Some(envelope);
+        }
+        self.shared.books.let_go([envelope.entry()]);
+        None
+    }
+
+    /// Whether its reader has had its turn while another workspace waits for one, and
+    /// it can hand it on now (see [`ParkTable::can_wait_for_reader`]: a workspace that
+    /// inherited its marks is returning, and may never hold anything).
+    fn should_step_aside(&self) -> bool {
+        self.reader.as_ref().is_some_and(ReaderHandle::turn_is_over)
+            && self.setup.turns.anyone_waiting()
+            && self.table.can_wait_for_reader(&self.workspace)
+    }
+
+    /// Hands its reader on: stops it (a last commit of what was delivered), lets go
+    /// of the events it read back and `taken` holds (their offsets are not committed:
+    /// the next reader reads them again, before anything newer), and asks for another
+    /// turn. Returns what stays in the lane: events not read back.
+    async fn step_aside(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
+        if let Some(reader) = self.reader.take() {
+            reader.stop().await;
+        }
+        let (read_back, stay): (Vec<Envelope>, Vec<Envelope>) =
+            taken.into_iter().partition(|e| e.from_park);
+        self.shared
+            .books
+            .let_go(read_back.iter().map(Envelope::entry));
+        tracing::debug!(
+            workspace = %self.workspace,
+            let_go = read_back.len(),
+            "reader handed on to a workspace waiting for one"
+        );
+        self.shared.metrics.reader_handed_on(&self.workspace);
+        self.ask_for_reader();
+        stay
+    }
+
     /// Stops the reader (the lane is draining: nothing more is read back).
     async fn stop_reading(&mut self) {
+        self.asking = None;
         if let Some(reader) = self.reader.take() {
             reader.stop().await;
         }
@@ -333,11 +372,7 @@ impl Isolation for LaneParking {
     /// Starts returning when the lane is nearly empty and the reader nearly caught up;
     /// restarts a reader that could not start before.
     fn maybe_return(&mut self, events: usize, bytes: usize) {
-        if self.reader.is_none() {
-            for (tp, start) in self.table.off_direct(&self.workspace) {
-                self.reader_send(Ctrl::Assign(tp, start));
-            }
-        }
+        self.take_turn();
         self.give_up_overdue_returns();
         let parked = self.table.parked(&self.workspace);
         let settled = self
@@ -346,12 +381,14 @@ impl Isolation for LaneParking {
         if parked.is_empty() || !settled {
             return;
         }
+        // No return without a reader to meet the fence.
+        let Some(reader) = &self.reader else {
+            return;
+        };
         let low = self.setup.budget / 4;
-        let behind = self
-            .reader
-            .as_ref()
-            .map_or(0, |r| r.lag.load(Ordering::Acquire).max(0) as usize);
-        if events > low || behind > low || bytes > self.setup.byte_budget / 4 {
+        let behind = reader.lag.load(Ordering::Acquire).max(0) as usize;
+        if events > low || behind > low.max(NEARLY_CAUGHT_UP) || bytes > self.setup.byte_budget / 4
+        {
             return;
         }
         for tp in parked {
@@ -371,7 +408,9 @@ impl Isolation for LaneParking {
                 .unwrap_or_default(),
             Control::FenceCommitted { tp, epoch } => {
                 if self.table.fence_committed(&self.workspace, &tp, epoch) {
-                    self.reader_send(Ctrl::Unassign(tp));
+                    if let Some(reader) = &self.reader {
+                        reader.send(Ctrl::Unassign(tp));
+                    }
                     if !self.table.is_parked(&self.workspace) {
                         if let Some(reader) = self.reader.take() {
                             reader.stop().await;
@@ -415,6 +454,7 @@ impl Isolation for LaneParking {
 
     /// Stops the reader (it holds a sender of this lane: the lane drains once it is gone).
     async fn close(mut self) {
+        self.asking = None;
         if let Some(reader) = self.reader.take() {
             reader.stop().await;
         }

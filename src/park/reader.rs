@@ -18,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::blocking;
+use super::turns::Turn;
 use super::writer::{parked_raw, FENCE, WORKSPACE};
 use crate::dlq::{header_map, headers};
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
@@ -37,10 +38,11 @@ pub(crate) enum Ctrl {
     Unassign(TopicPartition),
 }
 
-/// The tracker's name for `workspace`'s parking offsets: its own, apart from the
-/// source's and other workspaces' readers'.
-pub(crate) fn synthetic_topic(park_topic: &str, workspace: &str) -> String {
-    format!("{park_topic}#{workspace}")
+/// The tracker's name for the parking offsets of `workspace`'s reader number `turn`:
+/// its own, apart from the source's, other workspaces' and its earlier readers' (what an
+/// earlier reader handed over and its lane had not yet taken in is told apart by it).
+pub(crate) fn synthetic_topic(park_topic: &str, workspace: &str, turn: u64) -> String {
+    format!("{park_topic}#{workspace}#{turn}")
 }
 
 /// The source's handle on one workspace's reader.
@@ -49,6 +51,8 @@ pub(crate) struct ReaderHandle {
     ctrl: mpsc::UnboundedSender<Ctrl>,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Its turn at reading: given back when it stops.
+    turn: Turn,
     /// Parking-topic records (any workspace's) behind this reader, last measured;
     /// `i64::MAX` until first measured.
     pub lag: Arc<AtomicI64>,
@@ -60,10 +64,15 @@ impl ReaderHandle {
         let _ = self.ctrl.send(ctrl);
     }
 
-    /// Stops the reader after a last commit.
+    /// Stops the reader after a last commit, and gives its turn back.
     pub(crate) async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
+    }
+
+    /// Whether it has read for a whole turn.
+    pub(crate) fn turn_is_over(&self) -> bool {
+        self.turn.is_over()
     }
 }
 
@@ -72,6 +81,8 @@ impl ReaderHandle {
 pub(crate) struct ReaderSetup {
     /// The workspace.
     pub workspace: String,
+    /// The tracker's name for its offsets ([`synthetic_topic`]).
+    pub synthetic: Arc<str>,
     /// Its reader's consumer group.
     pub group: String,
     /// The parking topic.
@@ -120,15 +131,15 @@ struct Reader {
     parts: HashMap<i32, Part>,
     /// Fences read and not yet committed past: (parking partition, offset, epoch).
     fences: Vec<(i32, i64, u64)>,
-    synthetic: Arc<str>,
     paused: bool,
     lag: Arc<AtomicI64>,
 }
 
-/// Starts a reader for `setup.workspace`.
+/// Starts a reader for `setup.workspace`, for its `turn`.
 pub(crate) fn start(
     kafka: &crate::config::KafkaConfig,
     setup: ReaderSetup,
+    turn: Turn,
 ) -> rdkafka::error::KafkaResult<ReaderHandle> {
     let mut client = client_config(kafka);
     client
@@ -141,15 +152,11 @@ pub(crate) fn start(
     let (ctrl, rx) = mpsc::unbounded_channel();
     let lag = Arc::new(AtomicI64::new(i64::MAX));
     let stop = tokio_util::sync::CancellationToken::new();
-    // The tracker keeps this reader's parking offsets under a name of their own, apart
-    // from the source's and other workspaces' readers'.
-    let synthetic: Arc<str> = synthetic_topic(&setup.topic, &setup.workspace).into();
     let reader = Reader {
         setup,
         consumer: Arc::new(consumer),
         parts: HashMap::new(),
         fences: Vec::new(),
-        synthetic,
         paused: false,
         lag: lag.clone(),
     };
@@ -158,6 +165,7 @@ pub(crate) fn start(
         ctrl,
         stop,
         task,
+        turn,
         lag,
     })
 }
@@ -192,11 +200,15 @@ impl Reader {
             }
         }
         self.commit(CommitMode::Sync);
+        // What is still in process of this reader's is let go of: a later reader
+        // reads it again from the committed offset, under a name of its own.
+        let tps: Vec<TopicPartition> = self.parts.keys().map(|p| self.synthetic(*p)).collect();
+        self.setup.shared.books.tracker().forget(&tps);
     }
 
     fn synthetic(&self, partition: i32) -> TopicPartition {
         TopicPartition {
-            topic: self.synthetic.clone(),
+            topic: self.setup.synthetic.clone(),
             partition,
         }
     }

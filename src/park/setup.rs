@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 use super::ledger::Ledger;
 use super::table::ParkedMarks;
 use super::topic::{self, TopicError};
+use super::turns::ReaderTurns;
 use super::writer::Parker;
 use crate::config::{Config, KafkaConfig};
 use crate::intake::Intake;
@@ -29,6 +30,8 @@ pub(crate) struct ParkingSetup {
     /// (the source's back-pressure holds it, and its lag is what the autoscaler sees);
     /// events parked earlier are still read back.
     pub(super) isolating: bool,
+    /// The pod's turns at reading parked events back (`kafka.park_readers`).
+    pub(super) turns: ReaderTurns,
 }
 
 /// Parking could not be made ready, and the worker must not run without it.
@@ -93,6 +96,7 @@ impl ParkingSetup {
             intake,
             writes,
             isolating,
+            turns: ReaderTurns::new(config.kafka.park_readers),
         }))
     }
 }

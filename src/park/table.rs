@@ -129,6 +129,25 @@ impl ParkTable {
             .collect()
     }
 
+    /// Whether `workspace`, off the direct path somewhere, can do without its reader
+    /// for a while: parked, or returning with nothing held (its fence, not yet read,
+    /// waits in the parking topic for the next reader), wherever it is off it. Not
+    /// while it holds new events, nor while a fence read waits to be committed past.
+    pub(crate) fn can_wait_for_reader(&self, workspace: &str) -> bool {
+        let mut phases = self
+            .entries
+            .iter()
+            .filter(|((w, _), _)| w == workspace)
+            .map(|(_, e)| &e.phase)
+            .peekable();
+        phases.peek().is_some()
+            && phases.all(|p| match p {
+                Phase::Parked => true,
+                Phase::Returning { held, .. } => held.is_empty(),
+                Phase::Draining { .. } => false,
+            })
+    }
+
     /// Parks `workspace` on `tp` (it was direct): its parked events will be found from
     /// parking-topic offset `start`.
     pub(crate) fn park(&mut self, workspace: &str, tp: &TopicPartition, start: i64) {

@@ -170,3 +170,28 @@ async fn a_return_that_does_not_meet_its_fence_in_time_is_overdue_while_it_holds
     assert_eq!(t.route("a", &tp), Route::Park);
     assert!(t.overdue("a", limit).is_empty());
 }
+
+#[test]
+fn a_workspace_hands_its_reader_on_only_where_no_return_needs_it() {
+    let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+    let mut t = ParkTable::new(owning(&[&p0, &p1]));
+    assert!(
+        !t.can_wait_for_reader("a"),
+        "not parked: no reader to hand on"
+    );
+    t.park("a", &p0, 10);
+    // An inherited mark returns at once; with nothing held, its fence waits in the
+    // parking topic for the next reader (a refused workspace may never hold anything).
+    let inherited = t.inherit("a", &p1, 20);
+    assert!(t.can_wait_for_reader("a"));
+    // Holding new events: they wait on this reader meeting the fence.
+    t.hold("a", &p1, env(5));
+    assert!(!t.can_wait_for_reader("a"));
+    // Fence read, not yet committed past: this reader's commit is what moves it on.
+    let held = t.fence_read("a", &p1, inherited).unwrap();
+    assert_eq!(offsets(&held), vec![5]);
+    assert!(!t.can_wait_for_reader("a"));
+    assert!(t.fence_committed("a", &p1, inherited));
+    assert!(t.can_wait_for_reader("a"), "parked on p0 alone");
+    assert!(!t.can_wait_for_reader("b"));
+}

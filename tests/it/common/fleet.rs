@@ -67,6 +67,27 @@ impl Pod {
         }
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its Kafka clients now: librdkafka names each client's main thread `rdk:main`.
+    pub fn kafka_clients(&self) -> usize {
+        let Some(pid) = self.pid() else { return 0 };
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == "rdk:main")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Its metrics now, or `None` if it does not answer.
     pub async fn metrics(&self) -> Option<Snapshot> {
         let probe = reqwest::Client::new()
