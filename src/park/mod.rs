@@ -67,6 +67,7 @@
 
 pub(crate) mod ledger;
 pub(crate) mod reader;
+mod reading;
 mod setup;
 pub(crate) mod table;
 mod topic;
@@ -280,7 +281,7 @@ impl Isolation for LaneParking {
             if !self.parkable(&tp) {
                 continue;
             }
-            match blocking(|| self.setup.parker.end_offset(tp.partition)) {
+            match self.setup.parker.start_offset(tp.partition) {
                 Ok(start) => {
                     self.unparkable.remove(&tp);
                     self.table.park(&self.workspace, &tp, start);

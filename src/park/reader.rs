@@ -8,7 +8,7 @@
 //! fences are reported to the source when read and again once committed past.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +87,9 @@ pub(crate) struct ReaderSetup {
     pub group: String,
     /// The parking topic.
     pub topic: String,
+    /// Its librdkafka prefetch (`queued.max.messages.kbytes`), see
+    /// [`prefetch_kbytes`].
+    pub prefetch_kbytes: usize,
     /// The workspace's lane: parked events and fences go there, in order.
     pub lane: mpsc::UnboundedSender<LaneMsg>,
     /// What the workspace's lane holds.
@@ -100,6 +103,16 @@ pub(crate) struct ReaderSetup {
     pub shared: Arc<LaneContext>,
     /// Judges parked payloads as the source judges fresh ones.
     pub intake: Arc<Intake>,
+}
+
+/// A reader's librdkafka prefetch, in KiB, when `active` readers run (this one among
+/// them): librdkafka's default is 64 MiB a consumer, and a reader scans the whole
+/// parking partition (mostly others' records), so 16 readers held hundreds of MB. They
+/// share a quarter of `kafka.max_buffered_bytes` (16 MiB at the default), each between
+/// 1 and 4 MiB, the source's own: 1 MiB alone cost a workspace read back beside a
+/// refused one a fifth of its rate.
+pub(crate) fn prefetch_kbytes(max_buffered_bytes: usize, active: usize) -> usize {
+    (max_buffered_bytes / 4 / active.max(1) / 1024).clamp(1024, 4096)
 }
 
 /// Whether `m` has header `key` with exactly `value`.
@@ -133,6 +146,10 @@ struct Reader {
     fences: Vec<(i32, i64, u64)>,
     paused: bool,
     lag: Arc<AtomicI64>,
+    /// Whether a lag measure is under way.
+    measuring: Arc<AtomicBool>,
+    /// Changes of its assignment so far: a lag measured for an earlier one is dropped.
+    assignments: Arc<AtomicU64>,
 }
 
 /// Starts a reader for `setup.workspace`, for its `turn`.
@@ -147,6 +164,18 @@ pub(crate) fn start(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
+    if !kafka.options.contains_key("queued.max.messages.kbytes") {
+        client.set(
+            "queued.max.messages.kbytes",
+            setup.prefetch_kbytes.to_string(),
+        );
+    }
+    if !kafka.options.contains_key("fetch.queue.backoff.ms") {
+        // As the source's: a small prefetch is often full, and librdkafka's default
+        // waits a second before it fetches again (a workspace beside a refused one
+        // then read back its own events at three quarters of its rate).
+        client.set("fetch.queue.backoff.ms", "20");
+    }
     let consumer: StreamConsumer<KafkaLog> =
         client.create_with_context(KafkaLog::new(setup.shared.metrics.clone()))?;
     let (ctrl, rx) = mpsc::unbounded_channel();
@@ -159,6 +188,8 @@ pub(crate) fn start(
         fences: Vec::new(),
         paused: false,
         lag: lag.clone(),
+        measuring: Arc::default(),
+        assignments: Arc::default(),
     };
     let task = tokio::spawn(reader.run(rx, stop.clone()));
     Ok(ReaderHandle {
@@ -199,11 +230,19 @@ impl Reader {
                 _ = lag_tick.tick() => self.measure_lag(),
             }
         }
-        self.commit(CommitMode::Sync);
+        blocking(|| self.commit(CommitMode::Sync));
+        // A measure under way is for a reader that is gone.
+        self.lag_unknown();
         // What is still in process of this reader's is let go of: a later reader
         // reads it again from the committed offset, under a name of its own.
         let tps: Vec<TopicPartition> = self.parts.keys().map(|p| self.synthetic(*p)).collect();
         self.setup.shared.books.tracker().forget(&tps);
+        // librdkafka's destroy waits for the client's threads to wind down, 1.5-2 s
+        // measured: not on a runtime thread (readers stopping one after another held
+        // both of them, and every lane with them).
+        drop(consumer);
+        let Reader { consumer, .. } = self;
+        tokio::task::spawn_blocking(move || drop(consumer));
     }
 
     fn synthetic(&self, partition: i32) -> TopicPartition {
@@ -226,7 +265,7 @@ impl Reader {
         };
         let again = self.parts.insert(p, Part { source, next: from }).is_some();
         // Unknown until measured: no return decision on an old figure.
-        self.lag.store(i64::MAX, Ordering::Release);
+        self.lag_unknown();
         if again {
             self.change_assignment(p, Change::Remove);
         }
@@ -381,7 +420,7 @@ impl Reader {
                     .metrics
                     .parked_drained(&self.setup.workspace);
                 // Shutting down if the lane is gone: left uncommitted, read again later.
-                let _ = self.setup.lane.send(LaneMsg::FromPark(envelope));
+                let _ = self.setup.lane.send(LaneMsg::FromPark(Box::new(envelope)));
                 if events >= self.setup.budget || bytes >= self.setup.byte_budget {
                     self.pace();
                 }
@@ -449,28 +488,79 @@ impl Reader {
         }
     }
 
+    /// Measures how far the reader is behind, off its loop: a watermark query takes
+    /// a round trip a partition (0.5-1.3 s for four on Tansu), during which the loop
+    /// would neither read nor hear that it is to stop. One at a time; a figure for an
+    /// assignment that has changed since is not kept.
     fn measure_lag(&mut self) {
-        let mut lag = 0;
-        for (p, part) in &self.parts {
-            match blocking(|| {
-                self.consumer
-                    .fetch_watermarks(&self.setup.topic, *p, QUERY_TIMEOUT)
-            }) {
-                Ok((_, high)) => lag += (high - part.next).max(0),
+        if self.measuring.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let reading: Vec<(i32, i64)> = self.parts.iter().map(|(p, part)| (*p, part.next)).collect();
+        let job = LagJob {
+            consumer: self.consumer.clone(),
+            topic: self.setup.topic.clone(),
+            reading,
+            lag: self.lag.clone(),
+            measuring: self.measuring.clone(),
+            assignments: self.assignments.clone(),
+            assignment: self.assignments.load(Ordering::Acquire),
+            shared: self.setup.shared.clone(),
+            workspace: self.setup.workspace.clone(),
+        };
+        tokio::task::spawn_blocking(move || job.run());
+    }
+
+    /// The assignment changed: the lag is unknown until measured again.
+    fn lag_unknown(&self) {
+        self.assignments.fetch_add(1, Ordering::AcqRel);
+        self.lag.store(i64::MAX, Ordering::Release);
+    }
+}
+
+/// One measure of a reader's lag, on a blocking thread.
+struct LagJob {
+    consumer: Arc<StreamConsumer<KafkaLog>>,
+    topic: String,
+    /// (parking partition, next offset to read) when it began.
+    reading: Vec<(i32, i64)>,
+    lag: Arc<AtomicI64>,
+    measuring: Arc<AtomicBool>,
+    assignments: Arc<AtomicU64>,
+    /// The assignment it measures.
+    assignment: u64,
+    shared: Arc<LaneContext>,
+    workspace: String,
+}
+
+impl LagJob {
+    fn run(self) {
+        let mut lag = 0i64;
+        for (p, next) in &self.reading {
+            match self
+                .consumer
+                .fetch_watermarks(&self.topic, *p, QUERY_TIMEOUT)
+            {
+                Ok((_, high)) => lag += (high - next).max(0),
                 // Unknown, not nothing: a workspace must not start returning on it.
-                Err(_) => lag = i64::MAX,
-            }
-            if lag == i64::MAX {
-                break;
+                Err(_) => {
+                    lag = i64::MAX;
+                    break;
+                }
             }
         }
-        self.lag.store(lag, Ordering::Release);
-        if lag != i64::MAX {
-            self.setup
-                .shared
-                .metrics
-                .set_parked_waiting(&self.setup.workspace, lag);
+        let current = || self.assignments.load(Ordering::Acquire) == self.assignment;
+        if current() {
+            self.lag.store(lag, Ordering::Release);
+            // Changed meanwhile: unknown again (the change said so, and may have been
+            // overwritten just now).
+            if !current() {
+                self.lag.store(i64::MAX, Ordering::Release);
+            } else if lag != i64::MAX {
+                self.shared.metrics.set_parked_waiting(&self.workspace, lag);
+            }
         }
+        self.measuring.store(false, Ordering::Release);
     }
 }
 
@@ -489,7 +579,21 @@ fn pacing(paused: bool, held: (usize, usize), budget: (usize, usize)) -> Option<
 
 #[cfg(test)]
 mod tests {
-    use super::pacing;
+    use super::{pacing, prefetch_kbytes};
+
+    #[test]
+    fn readers_share_a_quarter_of_the_buffer_as_prefetch() {
+        let buffer = 64 << 20;
+        assert_eq!(prefetch_kbytes(buffer, 1), 4096);
+        assert_eq!(prefetch_kbytes(buffer, 4), 4096);
+        assert_eq!(prefetch_kbytes(buffer, 8), 2048);
+        assert_eq!(prefetch_kbytes(buffer, 16), 1024);
+        assert_eq!(
+            prefetch_kbytes(buffer, 64),
+            1024,
+            "at least a fetch's worth"
+        );
+    }
 
     #[test]
     fn parked_events_read_back_are_held_to_the_byte_budget_too() {

@@ -84,6 +84,11 @@ impl ParkingSetup {
         );
         let parker =
             Parker::new(config, &topic, metrics).map_err(|e| ParkingError(e.to_string()))?;
+        // Each partition's end read once now: workspaces parked at once later go on
+        // from it rather than each asking the broker (see `Parker::start_offset`).
+        for partition in 0..coverage.parking as i32 {
+            let _ = parker.start_offset(partition);
+        }
         let ledger = Ledger::new(&config.kafka, &topic, coverage.parking)
             .map_err(|e| ParkingError(e.to_string()))?;
         Ok(Some(ParkingSetup {

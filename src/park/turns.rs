@@ -10,15 +10,13 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::reader::{self, Ctrl, ReaderSetup};
-use super::LaneParking;
-
 /// How long a workspace reads before it hands its reader on to one that waits.
 pub(crate) const TURN: Duration = Duration::from_secs(10);
 
 /// The pod's readers: at most `size` at once, given in the order asked.
 #[derive(Debug, Clone)]
 pub(crate) struct ReaderTurns {
+    size: usize,
     permits: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
 }
@@ -50,6 +48,7 @@ impl ReaderTurns {
     /// At most `size` readers at once (at least one).
     pub(crate) fn new(size: usize) -> Self {
         ReaderTurns {
+            size: size.max(1),
             permits: Arc::new(Semaphore::new(size.max(1))),
             waiting: Arc::new(AtomicUsize::new(0)),
         }
@@ -80,6 +79,11 @@ impl ReaderTurns {
         self.waiting.load(Ordering::Acquire) > 0
     }
 
+    /// Readers running now.
+    pub(crate) fn active(&self) -> usize {
+        self.size - self.permits.available_permits()
+    }
+
     /// Workspaces waiting for a reader.
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
@@ -107,72 +111,6 @@ impl Turn {
     }
 }
 
-/// A workspace's side of the turns: its reader, started when its turn comes.
-impl LaneParking {
-    /// Tells its reader; without one, asks for a turn: the reader it then gets reads
-    /// every partition off the direct path (the table has them all).
-    pub(super) fn reader_send(&mut self, ctrl: Ctrl) {
-        match &self.reader {
-            Some(reader) => reader.send(ctrl),
-            None => self.ask_for_reader(),
-        }
-    }
-
-    pub(super) fn ask_for_reader(&mut self) {
-        if self.asking.is_none() {
-            self.asking = Some(self.setup.turns.ask());
-        }
-    }
-
-    /// Without a reader: asks for one while parked, and starts it once its turn comes;
-    /// leaves the queue when nothing is parked any more.
-    pub(super) fn take_turn(&mut self) {
-        if self.reader.is_some() {
-            return;
-        }
-        let off_direct = self.table.off_direct(&self.workspace);
-        if off_direct.is_empty() {
-            self.asking = None;
-            return;
-        }
-        self.ask_for_reader();
-        let granted = self.asking.as_mut().and_then(Asking::granted);
-        let metrics = &self.shared.metrics;
-        metrics.set_readers_waiting(self.setup.turns.waiting());
-        let Some(turn) = granted else {
-            return;
-        };
-        self.asking = None;
-        self.readers_had += 1;
-        let topic = self.setup.parker.topic();
-        self.synthetic = reader::synthetic_topic(topic, &self.workspace, self.readers_had).into();
-        let setup = ReaderSetup {
-            workspace: self.workspace.clone(),
-            synthetic: self.synthetic.clone(),
-            group: format!("{}.park.{}", self.setup.kafka.group_id, self.workspace),
-            topic: topic.to_string(),
-            lane: self.lane.clone(),
-            in_lane: self.shared.in_lane[&self.workspace].clone(),
-            budget: self.setup.budget,
-            byte_budget: self.setup.byte_budget,
-            shared: self.shared.clone(),
-            intake: self.setup.intake.clone(),
-        };
-        match reader::start(&self.setup.kafka, setup, turn) {
-            Ok(reader) => {
-                for (tp, start) in off_direct {
-                    reader.send(Ctrl::Assign(tp, start));
-                }
-                self.reader = Some(reader);
-            }
-            // Its turn goes back; asked again at the next look.
-            Err(e) => {
-                tracing::error!(workspace = %self.workspace, "cannot start the parked-events reader: {e}")
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +130,7 @@ mod tests {
         let mut third = turns.ask();
         settle().await;
         let one = first.granted().expect("a free reader is given at once");
+        assert_eq!(turns.active(), 1);
         assert!(second.granted().is_none() && third.granted().is_none());
         assert_eq!(turns.waiting(), 2);
         assert!(!one.is_over());

@@ -5,7 +5,9 @@
 //! simply pend; they count as buffered events, so the consumer pauses as it would
 //! without parking.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -26,10 +28,25 @@ pub(crate) const WORKSPACE: &str = headers::WORKSPACE;
 /// How long reading the parking topic's end offset may take.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an end offset read serves workspaces parked after it.
+const END_FRESH: Duration = Duration::from_secs(1);
+
 /// The parking topic's producer.
 pub(crate) struct Parker {
     producer: FutureProducer<KafkaLog>,
     topic: String,
+    /// Each parking partition's end offset as last read.
+    ends: Mutex<HashMap<i32, End>>,
+}
+
+/// A parking partition's end offset as last read.
+#[derive(Debug)]
+struct End {
+    offset: i64,
+    /// When it was read.
+    read: Instant,
+    /// Whether a caller is reading it again now.
+    reading: bool,
 }
 
 impl std::fmt::Debug for Parker {
@@ -58,6 +75,7 @@ impl Parker {
         Ok(Parker {
             producer: client.create_with_context(KafkaLog::new(metrics.clone()))?,
             topic: topic.to_string(),
+            ends: Mutex::default(),
         })
     }
 
@@ -123,13 +141,50 @@ impl Parker {
         self.producer.send_result(record).map_err(|(e, _)| e)
     }
 
-    /// The parking partition's end offset now (blocks on the broker): where a
-    /// workspace parked from now on will find its events.
-    pub(crate) fn end_offset(&self, partition: i32) -> Result<i64, KafkaError> {
-        self.producer
-            .client()
-            .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
-            .map(|(_, high)| high)
+    /// Where a workspace parked now will find its events in `partition`: the
+    /// partition's end offset, as read at most [`END_FRESH`] ago. Any end read before
+    /// serves (an end only grows, and a start below a workspace's first parked event
+    /// costs its reader a few records skipped), so one caller at a time reads it
+    /// again and the others go on with the last: thousands of workspaces parked at
+    /// once each made their own blocking call, on hundreds of threads.
+    pub(crate) fn start_offset(&self, partition: i32) -> Result<i64, KafkaError> {
+        let known = {
+            let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
+            match ends.get_mut(&partition) {
+                Some(end) if end.read.elapsed() < END_FRESH || end.reading => return Ok(end.offset),
+                Some(end) => {
+                    end.reading = true;
+                    Some(end.offset)
+                }
+                None => None,
+            }
+        };
+        let read = super::blocking(|| {
+            self.producer
+                .client()
+                .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
+        });
+        let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
+        match (read, known) {
+            (Ok((_, high)), _) => {
+                let offset = high.max(known.unwrap_or(high));
+                let end = End {
+                    offset,
+                    read: Instant::now(),
+                    reading: false,
+                };
+                ends.insert(partition, end);
+                Ok(offset)
+            }
+            // The broker away: the last end read still serves.
+            (Err(_), Some(offset)) => {
+                if let Some(end) = ends.get_mut(&partition) {
+                    end.reading = false;
+                }
+                Ok(offset)
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 }
 

@@ -504,8 +504,11 @@ async fn a_workspace_that_cannot_be_parked_keeps_its_events_without_resending_th
     let parked = metrics.parked_count("blocked", "written");
     println!("cannot park 2 of 4 partitions: {parked} parked, {refused} refused requests");
     assert!(parked > 0, "partitions 0 and 1 were parked");
+    // 45-66 measured: retries of the events it keeps and of those its reader hands
+    // back (more since the reader no longer stalls on its lag measures). The fault
+    // this guards against sent a burst at every one of the 1 500 events it read.
     assert!(
-        refused <= 60,
+        refused <= 100,
         "{refused} requests refused: sent again and again"
     );
     api.stop().await;
