@@ -319,44 +319,59 @@ impl Isolation for LaneParking {
         stay
     }
 
-    /// A parked event read back: for the lane if its reader is the current one; let go
-    /// of if an earlier reader handed it over before stepping aside (the current one
-    /// reads it again, in order).
+    /// A parked event read back: for the lane if its reader is the current one and its
+    /// partition still this pod's; let go of if not: an earlier reader handed it over
+    /// before it stepped aside (the next one reads it again, in order), or its
+    /// partition was revoked meanwhile (its new owner reads it).
     fn read_back(&mut self, envelope: Envelope) -> Option<Envelope> {
-        if *envelope.origin.tp.topic == *self.synthetic {
+        let p = envelope.origin.tp.partition;
+        if *envelope.origin.tp.topic == *self.synthetic
+            && self.owned.iter().any(|tp| tp.partition == p)
+        {
             return Some(envelope);
         }
         self.shared.books.let_go([envelope.entry()]);
         None
     }
 
-    /// Whether its reader has had its turn while another workspace waits for one, and
-    /// it can hand it on now (see [`ParkTable::can_wait_for_reader`]: a workspace that
-    /// inherited its marks is returning, and may never hold anything).
+    /// Whether its reader has had its turn while another workspace waits for one.
     fn should_step_aside(&self) -> bool {
         self.reader.as_ref().is_some_and(ReaderHandle::turn_is_over)
             && self.setup.turns.anyone_waiting()
-            && self.table.can_wait_for_reader(&self.workspace)
+            && self.table.is_parked(&self.workspace)
     }
 
-    /// Hands its reader on: stops it (a last commit of what was delivered), lets go
-    /// of the events it read back and `taken` holds (their offsets are not committed:
-    /// the next reader reads them again, before anything newer), and asks for another
-    /// turn. Returns what stays in the lane: events not read back.
+    /// Hands its reader on. The workspace is parked again wherever it is off the
+    /// direct path ([`ParkTable::park_all`]: returns given up, a draining partition
+    /// parked again), the reader stops (a last commit of what was delivered) under a
+    /// name no reader has, and of `taken` (all the lane held, in per-user order) the
+    /// events read back are let go of (uncommitted: the next reader reads them again,
+    /// before anything newer) and those of partitions now parked are parked, behind
+    /// them. Asks for another turn; returns what stays in the lane.
     async fn step_aside(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
-        if let Some(reader) = self.reader.take() {
-            reader.stop().await;
+        let held = self.table.park_all(&self.workspace);
+        self.retire_reader().await;
+        let mut stay = Vec::new();
+        let mut let_go = 0;
+        for envelope in taken {
+            if envelope.from_park {
+                self.shared.books.let_go([envelope.entry()]);
+                let_go += 1;
+            } else if self.table.route(&self.workspace, &envelope.origin.tp) == Route::Park {
+                self.write(envelope);
+            } else {
+                stay.push(envelope);
+            }
         }
-        let (read_back, stay): (Vec<Envelope>, Vec<Envelope>) =
-            taken.into_iter().partition(|e| e.from_park);
-        self.shared
-            .books
-            .let_go(read_back.iter().map(Envelope::entry));
+        for envelope in held {
+            self.write(envelope);
+        }
         tracing::debug!(
             workspace = %self.workspace,
-            let_go = read_back.len(),
+            let_go,
             "reader handed on to a workspace waiting for one"
         );
+        self.parked_at = Some(tokio::time::Instant::now());
         self.shared.metrics.reader_handed_on(&self.workspace);
         self.ask_for_reader();
         stay
@@ -413,9 +428,7 @@ impl Isolation for LaneParking {
                         reader.send(Ctrl::Unassign(tp));
                     }
                     if !self.table.is_parked(&self.workspace) {
-                        if let Some(reader) = self.reader.take() {
-                            reader.stop().await;
-                        }
+                        self.retire_reader().await;
                         self.shared.metrics.workspace_returned(&self.workspace);
                     }
                 }
@@ -432,6 +445,11 @@ impl Isolation for LaneParking {
                     if let Some(r) = &self.reader {
                         r.send(Ctrl::Unassign(tp));
                     }
+                }
+                // Off the direct path nowhere on this pod now: its reader and its turn go.
+                if !self.table.is_parked(&self.workspace) {
+                    self.asking = None;
+                    self.retire_reader().await;
                 }
                 Vec::new()
             }

@@ -535,6 +535,11 @@ struct LagJob {
 
 impl LagJob {
     fn run(self) {
+        if self.reading.is_empty() {
+            // Nothing assigned yet: unknown, not caught up.
+            self.measuring.store(false, Ordering::Release);
+            return;
+        }
         let mut lag = 0i64;
         for (p, next) in &self.reading {
             match self

@@ -73,4 +73,16 @@ impl LaneParking {
             }
         }
     }
+
+    /// Stops its reader (a last commit) and gives its turn back; what that reader
+    /// handed over and the lane has not yet taken in is let go of when it comes
+    /// ([`LaneParking::read_back`]): no reader has its name any more.
+    pub(super) async fn retire_reader(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.stop().await;
+        }
+        self.readers_had += 1;
+        let topic = self.setup.parker.topic();
+        self.synthetic = reader::synthetic_topic(topic, &self.workspace, self.readers_had).into();
+    }
 }

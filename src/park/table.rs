@@ -129,23 +129,23 @@ impl ParkTable {
             .collect()
     }
 
-    /// Whether `workspace`, off the direct path somewhere, can do without its reader
-    /// for a while: parked, or returning with nothing held (its fence, not yet read,
-    /// waits in the parking topic for the next reader), wherever it is off it. Not
-    /// while it holds new events, nor while a fence read waits to be committed past.
-    pub(crate) fn can_wait_for_reader(&self, workspace: &str) -> bool {
-        let mut phases = self
-            .entries
-            .iter()
-            .filter(|((w, _), _)| w == workspace)
-            .map(|(_, e)| &e.phase)
-            .peekable();
-        phases.peek().is_some()
-            && phases.all(|p| match p {
-                Phase::Parked => true,
-                Phase::Returning { held, .. } => held.is_empty(),
-                Phase::Draining { .. } => false,
-            })
+    /// Parks `workspace` again wherever it is off the direct path, to do without its
+    /// reader for a while: returns under way are given up (their fences go stale, and
+    /// a fence its reader read but has not reported yet is ignored when it comes), and
+    /// a partition draining (its fence read, direct again) is parked again at its old
+    /// start. Returns the events returns held, in order, to be parked behind their
+    /// fences; the lane's own events of those partitions are to be parked too.
+    pub(crate) fn park_all(&mut self, workspace: &str) -> Vec<Envelope> {
+        let mut held_all = Vec::new();
+        let mine = self.entries.iter_mut().filter(|((w, _), _)| w == workspace);
+        for (_, entry) in mine {
+            if let Phase::Returning { held, .. } =
+                std::mem::replace(&mut entry.phase, Phase::Parked)
+            {
+                held_all.extend(held);
+            }
+        }
+        held_all
     }
 
     /// Parks `workspace` on `tp` (it was direct): its parked events will be found from

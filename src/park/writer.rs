@@ -166,15 +166,16 @@ impl Parker {
         });
         let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
         match (read, known) {
+            // As read, even below an earlier figure (a partition's end can go back, as
+            // after an unclean leader election): a start above it would skip events.
             (Ok((_, high)), _) => {
-                let offset = high.max(known.unwrap_or(high));
                 let end = End {
-                    offset,
+                    offset: high,
                     read: Instant::now(),
                     reading: false,
                 };
                 ends.insert(partition, end);
-                Ok(offset)
+                Ok(high)
             }
             // The broker away: the last end read still serves.
             (Err(_), Some(offset)) => {

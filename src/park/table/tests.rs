@@ -172,26 +172,39 @@ async fn a_return_that_does_not_meet_its_fence_in_time_is_overdue_while_it_holds
 }
 
 #[test]
-fn a_workspace_hands_its_reader_on_only_where_no_return_needs_it() {
-    let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
-    let mut t = ParkTable::new(owning(&[&p0, &p1]));
-    assert!(
-        !t.can_wait_for_reader("a"),
-        "not parked: no reader to hand on"
+fn a_workspace_handing_its_reader_on_is_parked_everywhere_and_late_fences_are_ignored() {
+    let (p0, p1, p2) = (
+        TopicPartition::new("t", 0),
+        TopicPartition::new("t", 1),
+        TopicPartition::new("t", 2),
     );
+    let marks = owning(&[&p0, &p1, &p2]);
+    let mut t = ParkTable::new(marks.clone());
     t.park("a", &p0, 10);
-    // An inherited mark returns at once; with nothing held, its fence waits in the
-    // parking topic for the next reader (a refused workspace may never hold anything).
-    let inherited = t.inherit("a", &p1, 20);
-    assert!(t.can_wait_for_reader("a"));
-    // Holding new events: they wait on this reader meeting the fence.
+    // p1 returning, holding two new events; p2 draining (its fence read, direct).
+    t.park("a", &p1, 20);
+    let returning = t.begin_return("a", &p1).unwrap();
     t.hold("a", &p1, env(5));
-    assert!(!t.can_wait_for_reader("a"));
-    // Fence read, not yet committed past: this reader's commit is what moves it on.
-    let held = t.fence_read("a", &p1, inherited).unwrap();
-    assert_eq!(offsets(&held), vec![5]);
-    assert!(!t.can_wait_for_reader("a"));
-    assert!(t.fence_committed("a", &p1, inherited));
-    assert!(t.can_wait_for_reader("a"), "parked on p0 alone");
-    assert!(!t.can_wait_for_reader("b"));
+    t.hold("a", &p1, env(6));
+    t.park("a", &p2, 30);
+    let draining = t.begin_return("a", &p2).unwrap();
+    assert!(t.fence_read("a", &p2, draining).unwrap().is_empty());
+    assert_eq!(t.route("a", &p2), Route::Lane);
+
+    let held = t.park_all("a");
+    assert_eq!(
+        held.iter().map(|e| e.origin.offset).collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    for tp in [&p0, &p1, &p2] {
+        assert_eq!(t.route("a", tp), Route::Park, "{tp:?}");
+    }
+    // The old reader's fence reports, still in the lane's channel, change nothing.
+    assert!(t.fence_read("a", &p1, returning).is_none());
+    assert!(!t.fence_committed("a", &p2, draining));
+    assert_eq!(t.route("a", &p1), Route::Park);
+    assert_eq!(t.route("a", &p2), Route::Park);
+    // The marks keep their starts: the next reader reads from them.
+    let m = marks.lock().unwrap();
+    assert_eq!((m[&p0]["a"], m[&p1]["a"], m[&p2]["a"]), (10, 20, 30));
 }
