@@ -142,11 +142,14 @@ impl Parker {
     }
 
     /// Where a workspace parked now will find its events in `partition`: the
-    /// partition's end offset, as read at most [`END_FRESH`] ago. Any end read before
-    /// serves (an end only grows, and a start below a workspace's first parked event
-    /// costs its reader a few records skipped), so one caller at a time reads it
-    /// again and the others go on with the last: thousands of workspaces parked at
-    /// once each made their own blocking call, on hundreds of threads.
+    /// partition's end offset, as read at most [`END_FRESH`] ago (or the last read, if
+    /// the broker cannot be asked). An end read before serves because an end grows
+    /// between reads, and a start below a workspace's first parked event costs its
+    /// reader a few records skipped; one caller at a time reads it again and the others
+    /// go on with the last (thousands of workspaces parked at once each made their own
+    /// blocking call, on hundreds of threads). The exception is an end that goes back
+    /// (an unclean leader election): within `END_FRESH` of such a read, a start can sit
+    /// above the new end, and its reader skip what is written up to it.
     pub(crate) fn start_offset(&self, partition: i32) -> Result<i64, KafkaError> {
         let known = {
             let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);

@@ -669,8 +669,8 @@ async fn drill_thousands_of_workspaces_parked_at_once_share_the_readers_and_all_
         took.as_secs_f64(),
         stats.duplicate_event_ids,
         stats.order_violations,
-        value(&after, "sluice_park_reader_handed_on_total", &[]),
-        value(&after, "process_threads", &[]),
+        value(&after, "sluice_park_reader_handed_on_total", &[]) as u64,
+        value(&after, "process_threads", &[]) as u64,
     );
     assert_eq!(stats.order_violations, 0);
     assert_eq!(fresh_reorders(&api.received()), 0);
