@@ -174,19 +174,19 @@ fn start_lag_monitor(
 }
 
 /// The delivery side, built.
-struct Delivery {
+pub(crate) struct Delivery {
     /// What the lanes share: the API client (with the limiter), dead letters, offsets.
-    shared: Arc<LaneContext>,
+    pub(crate) shared: Arc<LaneContext>,
     /// Judges each record for its lane.
-    intake: Arc<Intake>,
+    pub(crate) intake: Arc<Intake>,
     /// The limiter's share of each limit, which the consumer's rebalances update.
-    share: Arc<Share>,
+    pub(crate) share: Arc<Share>,
 }
 
 /// The delivery side: the limiter (its rates reported every second), the API client
 /// and the dead-letter producer in what the lanes share, and the intake that feeds
 /// the lanes.
-fn build_delivery(
+pub(crate) fn build_delivery(
     config: &Config,
     metrics: Metrics,
     stop: &Shutdown,

@@ -52,7 +52,7 @@ pub(crate) trait Isolation: Send + 'static {
     fn read_back(&mut self, envelope: Envelope) -> Option<Envelope>;
 
     /// Whether the side path wants the lane's events back now, to hand its reading on
-    /// to another workspace.
+    /// (to another workspace, or to a reader of its own that it can trust).
     fn should_step_aside(&self) -> bool;
 
     /// Hands the reading on; `taken` is everything the lane held, in per-user order.

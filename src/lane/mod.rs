@@ -384,6 +384,9 @@ async fn take_in<P: Isolation>(
                 for direct in p.on_control(control).await {
                     held.push(direct, shared.ordering);
                 }
+                // At once after a rebalance: a reader of a revoked partition is replaced
+                // before it hands over anything more.
+                step_aside_if_due(held, p, shared).await;
             }
         }
     }
@@ -394,13 +397,19 @@ async fn take_in<P: Isolation>(
 /// paused), hand the reading on to a workspace waiting for a reader, or come back.
 async fn on_park_tick<P: Isolation>(held: &mut Held, parking: &mut P, shared: &LaneContext) {
     park_if_over_budget(held, parking, shared).await;
+    step_aside_if_due(held, parking, shared).await;
+    parking.maybe_return(held.events(), held.bytes);
+}
+
+/// Hands the reading on if the parking side asks: takes back everything the lane holds
+/// and keeps what stays.
+async fn step_aside_if_due<P: Isolation>(held: &mut Held, parking: &mut P, shared: &LaneContext) {
     if parking.should_step_aside() {
         let taken = held.take_all().await;
         for stays in parking.step_aside(taken).await {
             held.push(stays, shared.ordering);
         }
     }
-    parking.maybe_return(held.events(), held.bytes);
 }
 
 /// Parks the workspace if its lane is over budget and it has partitions it can park:

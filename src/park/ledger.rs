@@ -263,7 +263,7 @@ impl Ledger {
             owned
                 .iter()
                 .filter_map(|tp| {
-                    let lowest = marks.get(tp)?.values().min().copied();
+                    let lowest = marks.get(tp)?.starts.values().min().copied();
                     let floor = match (lowest, ends.get(&tp.partition)) {
                         (Some(start), Some(end)) => start.min(*end),
                         (Some(start), None) => start,

@@ -104,6 +104,11 @@ pub(crate) struct LaneParking {
     asking: Option<Asking>,
     /// Readers it has had: each keeps its offsets under a name of its own.
     readers_had: u64,
+    /// Its reader was reading a partition since revoked while the workspace stays
+    /// parked elsewhere: what that reader hands over, fences included, may be older
+    /// than what the lane let go of at the revocation. Nothing of it is taken, and the
+    /// lane hands the reading on to a new reader, which reads again from the commits.
+    reader_stale: bool,
     owned: BTreeSet<TopicPartition>,
     /// Partitions where parking failed (the parking topic unavailable), and until when
     /// they are not tried again: the lane keeps their events meanwhile.
@@ -148,6 +153,7 @@ impl LaneParking {
             reader: None,
             asking: None,
             readers_had: 0,
+            reader_stale: false,
             owned: BTreeSet::new(),
             unparkable: HashMap::new(),
             parked_at: None,
@@ -325,7 +331,8 @@ impl Isolation for LaneParking {
     /// partition was revoked meanwhile (its new owner reads it).
     fn read_back(&mut self, envelope: Envelope) -> Option<Envelope> {
         let p = envelope.origin.tp.partition;
-        if *envelope.origin.tp.topic == *self.synthetic
+        if !self.reader_stale
+            && *envelope.origin.tp.topic == *self.synthetic
             && self.owned.iter().any(|tp| tp.partition == p)
         {
             return Some(envelope);
@@ -334,11 +341,13 @@ impl Isolation for LaneParking {
         None
     }
 
-    /// Whether its reader has had its turn while another workspace waits for one.
+    /// Whether its reader has had its turn while another workspace waits for one, or
+    /// read a partition since revoked.
     fn should_step_aside(&self) -> bool {
-        self.reader.as_ref().is_some_and(ReaderHandle::turn_is_over)
-            && self.setup.turns.anyone_waiting()
-            && self.table.is_parked(&self.workspace)
+        self.reader_stale
+            || (self.reader.as_ref().is_some_and(ReaderHandle::turn_is_over)
+                && self.setup.turns.anyone_waiting()
+                && self.table.is_parked(&self.workspace))
     }
 
     /// Hands its reader on. The workspace is parked again wherever it is off the
@@ -351,6 +360,7 @@ impl Isolation for LaneParking {
     async fn step_aside(&mut self, taken: Vec<Envelope>) -> Vec<Envelope> {
         let held = self.table.park_all(&self.workspace);
         self.retire_reader().await;
+        let stale = std::mem::take(&mut self.reader_stale);
         let mut stay = Vec::new();
         let mut let_go = 0;
         for envelope in taken {
@@ -369,10 +379,17 @@ impl Isolation for LaneParking {
         tracing::debug!(
             workspace = %self.workspace,
             let_go,
-            "reader handed on to a workspace waiting for one"
+            "{}",
+            if stale {
+                "reader of a partition revoked meanwhile replaced"
+            } else {
+                "reader handed on to a workspace waiting for one"
+            }
         );
         self.parked_at = Some(tokio::time::Instant::now());
-        self.shared.metrics.reader_handed_on(&self.workspace);
+        if !stale {
+            self.shared.metrics.reader_handed_on(&self.workspace);
+        }
         self.ask_for_reader();
         stay
     }
@@ -417,6 +434,10 @@ impl Isolation for LaneParking {
     /// A rebalance or a fence; returns events now due in the lane, in order.
     async fn on_control(&mut self, control: Control) -> Vec<Envelope> {
         match control {
+            // A stale reader's fence: the events before it were let go of.
+            Control::FenceRead { .. } | Control::FenceCommitted { .. } if self.reader_stale => {
+                Vec::new()
+            }
             Control::FenceRead { tp, epoch } => self
                 .table
                 .fence_read(&self.workspace, &tp, epoch)
@@ -435,6 +456,9 @@ impl Isolation for LaneParking {
                 Vec::new()
             }
             Control::Revoked(tps) => {
+                let read = self.table.off_direct(&self.workspace);
+                let reads_revoked =
+                    self.reader.is_some() && read.iter().any(|(tp, _)| tps.contains(tp));
                 let dropped = self.table.revoked(&tps);
                 self.shared
                     .books
@@ -450,6 +474,10 @@ impl Isolation for LaneParking {
                 if !self.table.is_parked(&self.workspace) {
                     self.asking = None;
                     self.retire_reader().await;
+                    self.reader_stale = false;
+                } else if reads_revoked {
+                    // The partition may come back to this pod before the reader hears.
+                    self.reader_stale = true;
                 }
                 Vec::new()
             }
@@ -479,3 +507,6 @@ impl Isolation for LaneParking {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

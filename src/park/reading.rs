@@ -9,8 +9,11 @@ use super::LaneParking;
 impl LaneParking {
     /// Tells its reader; without one, asks for a turn: the reader it then gets reads
     /// every partition off the direct path (the table has them all).
+    /// A stale reader is told nothing: the next one reads all that is off the direct
+    /// path.
     pub(super) fn reader_send(&mut self, ctrl: Ctrl) {
         match &self.reader {
+            Some(_) if self.reader_stale => {}
             Some(reader) => reader.send(ctrl),
             None => self.ask_for_reader(),
         }

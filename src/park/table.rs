@@ -2,6 +2,7 @@
 //! events held while it returns. Pure state, no I/O: the source drives it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::lane::Envelope;
@@ -42,6 +43,11 @@ struct Entry {
     /// Parking-topic offset from which this workspace's parked events of this
     /// partition may be found.
     start: i64,
+    /// The assignment of the partition whose marks it was written to (`None`: the
+    /// partition was not this pod's then): only that assignment's mark is its to take
+    /// away. A lane a rebalance behind must not take away the mark a new assignment of
+    /// the same partition read back.
+    assignment: Option<u64>,
 }
 
 /// Per source partition this pod owns: the workspaces that may have parked events
@@ -50,7 +56,28 @@ struct Entry {
 /// revoked, and only then: the parking ledger keeps the partition's floor from it (see
 /// [`super::ledger`]), so a table never creates one (a lane that has not yet heard of a
 /// revocation must not bring a partition back).
-pub(crate) type ParkedMarks = Arc<Mutex<HashMap<TopicPartition, BTreeMap<String, i64>>>>;
+pub(crate) type ParkedMarks = Arc<Mutex<HashMap<TopicPartition, PartitionMarks>>>;
+
+/// One owned partition's marks: the workspaces that may have parked events of it
+/// waiting, from which parking-topic offset, for one assignment of it to this pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionMarks {
+    /// Which assignment of the partition to this pod they belong to (each has its own).
+    pub(crate) assignment: u64,
+    /// Workspace → the parking-topic offset its parked events may be found from.
+    pub(crate) starts: BTreeMap<String, i64>,
+}
+
+impl PartitionMarks {
+    /// The marks of a new assignment of a partition, starting with `starts`.
+    pub(crate) fn new(starts: BTreeMap<String, i64>) -> Self {
+        static ASSIGNMENTS: AtomicU64 = AtomicU64::new(1);
+        PartitionMarks {
+            assignment: ASSIGNMENTS.fetch_add(1, Ordering::Relaxed),
+            starts,
+        }
+    }
+}
 
 /// The parking state of every (workspace, partition) this pod owns.
 #[derive(Debug, Default)]
@@ -156,24 +183,28 @@ impl ParkTable {
             Some(entry) => {
                 // Draining still: parked events from before wait at the old start.
                 entry.phase = Phase::Parked;
+                let start = entry.start;
+                self.mark(workspace, tp, start);
             }
             None => {
+                let assignment = self.mark(workspace, tp, start);
                 self.entries.insert(
                     key,
                     Entry {
                         phase: Phase::Parked,
                         start,
+                        assignment,
                     },
                 );
             }
         }
-        self.sync_mark(workspace, tp);
     }
 
     /// A newly assigned partition's commit said `workspace` may have parked events
     /// there from `start`: it returns at once (fence, hold) so they come first.
     pub(crate) fn inherit(&mut self, workspace: &str, tp: &TopicPartition, start: i64) -> u64 {
         let epoch = self.epoch();
+        let assignment = self.mark(workspace, tp, start);
         self.entries.insert(
             (workspace.to_string(), tp.clone()),
             Entry {
@@ -183,9 +214,9 @@ impl ParkTable {
                     since: tokio::time::Instant::now(),
                 },
                 start,
+                assignment,
             },
         );
-        self.sync_mark(workspace, tp);
         epoch
     }
 
@@ -289,8 +320,9 @@ impl ParkTable {
             Some(Entry { phase: Phase::Draining { epoch: e }, .. }) if *e == epoch
         );
         if done {
-            self.entries.remove(&key);
-            self.sync_mark(workspace, tp);
+            if let Some(entry) = self.entries.remove(&key) {
+                self.unmark(workspace, tp, entry.assignment);
+            }
         }
         done
     }
@@ -327,23 +359,23 @@ impl ParkTable {
             .max(1)
     }
 
-    /// Brings the shared marks of `tp` up to date for `workspace` (other workspaces'
-    /// tables keep theirs in the same map), if `tp` is still this pod's.
-    fn sync_mark(&self, workspace: &str, tp: &TopicPartition) {
-        let start = self
-            .entries
-            .get(&(workspace.to_string(), tp.clone()))
-            .map(|e| e.start);
+    /// Marks `workspace` on `tp` from `start` in the shared marks (other workspaces'
+    /// tables keep theirs in the same map), if `tp` is this pod's; returns the
+    /// assignment marked.
+    fn mark(&self, workspace: &str, tp: &TopicPartition, start: i64) -> Option<u64> {
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(of_tp) = marks.get_mut(tp) else {
-            return; // not (or no longer) this pod's
-        };
-        match start {
-            Some(start) => {
-                of_tp.insert(workspace.to_string(), start);
-            }
-            None => {
-                of_tp.remove(workspace);
+        let of_tp = marks.get_mut(tp)?;
+        of_tp.starts.insert(workspace.to_string(), start);
+        Some(of_tp.assignment)
+    }
+
+    /// Takes `workspace`'s mark on `tp` away, if `tp` is still this pod's under the
+    /// assignment it was marked in.
+    fn unmark(&self, workspace: &str, tp: &TopicPartition, assignment: Option<u64>) {
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(of_tp) = marks.get_mut(tp) {
+            if Some(of_tp.assignment) == assignment {
+                of_tp.starts.remove(workspace);
             }
         }
     }

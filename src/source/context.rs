@@ -20,7 +20,7 @@ use crate::lane::Control;
 use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::park::ledger::Ledger;
-use crate::park::table::ParkedMarks;
+use crate::park::table::{ParkedMarks, PartitionMarks};
 use crate::server::Health;
 
 /// How long reading a topic's partition count may take in a rebalance.
@@ -233,7 +233,7 @@ impl SourceContext {
         let inherited = crate::park::blocking(|| ledger.inherit(&tps, &self.workspaces));
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
         for (tp, of_tp) in &inherited {
-            marks.insert(tp.clone(), of_tp.clone());
+            marks.insert(tp.clone(), PartitionMarks::new(of_tp.clone()));
         }
         inherited
     }

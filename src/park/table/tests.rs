@@ -23,7 +23,10 @@ fn env(offset: i64) -> Envelope {
 fn owning(tps: &[&TopicPartition]) -> ParkedMarks {
     let marks = ParkedMarks::default();
     for tp in tps {
-        marks.lock().unwrap().insert((*tp).clone(), BTreeMap::new());
+        marks
+            .lock()
+            .unwrap()
+            .insert((*tp).clone(), PartitionMarks::new(BTreeMap::new()));
     }
     marks
 }
@@ -41,7 +44,7 @@ fn a_workspace_parks_returns_through_its_fence_and_its_mark_goes_once_committed_
     t.park("a", &tp, 40);
     assert_eq!(t.route("a", &tp), Route::Park);
     assert_eq!(t.route("b", &tp), Route::Lane, "others stay direct");
-    assert_eq!(marks.lock().unwrap()[&tp]["a"], 40);
+    assert_eq!(marks.lock().unwrap()[&tp].starts["a"], 40);
 
     let epoch = t.begin_return("a", &tp).unwrap();
     assert_eq!(t.route("a", &tp), Route::Hold);
@@ -54,9 +57,9 @@ fn a_workspace_parks_returns_through_its_fence_and_its_mark_goes_once_committed_
     assert_eq!(offsets(&held), vec![7, 8]);
     assert_eq!(t.route("a", &tp), Route::Lane);
     // Until the reader's commit passes the fence, the mark stays (the floor waits).
-    assert!(marks.lock().unwrap()[&tp].contains_key("a"));
+    assert!(marks.lock().unwrap()[&tp].starts.contains_key("a"));
     assert!(t.fence_committed("a", &tp, epoch));
-    assert!(marks.lock().unwrap()[&tp].is_empty());
+    assert!(marks.lock().unwrap()[&tp].starts.is_empty());
     assert!(!t.is_parked("a"));
 }
 
@@ -67,18 +70,18 @@ fn two_workspaces_tables_share_one_partitions_marks() {
     let (mut a, mut b) = (ParkTable::new(marks.clone()), ParkTable::new(marks.clone()));
     a.park("a", &tp, 10);
     b.park("b", &tp, 20);
-    assert_eq!(marks.lock().unwrap()[&tp].len(), 2);
+    assert_eq!(marks.lock().unwrap()[&tp].starts.len(), 2);
     let epoch = b.begin_return("b", &tp).unwrap();
     b.fence_read("b", &tp, epoch);
     b.fence_committed("b", &tp, epoch);
     assert_eq!(
-        marks.lock().unwrap()[&tp],
+        marks.lock().unwrap()[&tp].starts,
         BTreeMap::from([("a".to_string(), 10)])
     );
     let epoch = a.begin_return("a", &tp).unwrap();
     a.fence_read("a", &tp, epoch);
     a.fence_committed("a", &tp, epoch);
-    assert!(marks.lock().unwrap()[&tp].is_empty());
+    assert!(marks.lock().unwrap()[&tp].starts.is_empty());
 }
 
 #[test]
@@ -136,7 +139,7 @@ fn a_revoked_partition_drops_what_it_held_and_an_inherited_one_returns_at_once()
     assert_eq!(t.revoked(std::slice::from_ref(&tp)).len(), 1);
     assert_eq!(t.route("a", &tp), Route::Lane);
     // Clearing the partition's marks is the revocation's (the consumer's), not the table's.
-    assert!(marks.lock().unwrap()[&tp].contains_key("a"));
+    assert!(marks.lock().unwrap()[&tp].starts.contains_key("a"));
 
     let epoch = t.inherit("a", &tp, 5);
     assert_eq!(t.route("a", &tp), Route::Hold);
@@ -206,5 +209,31 @@ fn a_workspace_handing_its_reader_on_is_parked_everywhere_and_late_fences_are_ig
     assert_eq!(t.route("a", &p2), Route::Park);
     // The marks keep their starts: the next reader reads from them.
     let m = marks.lock().unwrap();
-    assert_eq!((m[&p0]["a"], m[&p1]["a"], m[&p2]["a"]), (10, 20, 30));
+    assert_eq!(
+        (m[&p0].starts["a"], m[&p1].starts["a"], m[&p2].starts["a"]),
+        (10, 20, 30)
+    );
+}
+
+#[test]
+fn a_fence_committed_after_its_partition_came_back_keeps_the_new_assignments_mark() {
+    let tp = TopicPartition::new("t", 0);
+    let marks = owning(&[&tp]);
+    let mut t = ParkTable::new(marks.clone());
+    t.park("a", &tp, 40);
+    let epoch = t.begin_return("a", &tp).unwrap();
+    t.fence_read("a", &tp, epoch).unwrap();
+    // The partition was revoked and assigned here again before the lane heard of it:
+    // the new assignment's marks say `a` has parked events (another pod's) from 90.
+    marks.lock().unwrap().insert(
+        tp.clone(),
+        PartitionMarks::new(BTreeMap::from([("a".to_string(), 90)])),
+    );
+    // The old reader's commit past the old fence reaches the lane first.
+    t.fence_committed("a", &tp, epoch);
+    assert_eq!(
+        marks.lock().unwrap()[&tp].starts.get("a"),
+        Some(&90),
+        "the floor must stay at or below the parked events the new assignment found"
+    );
 }
