@@ -16,6 +16,9 @@
 #      release binary, the crash and fault drills (and the capacity-fidelity test with
 #      SLUICE_TEST_FIDELITY=1).
 # Usage: scripts/test.sh            (from anywhere; CI calls exactly this)
+#        scripts/test.sh --quick    (the inner loop, a few minutes warm: fmt, clippy,
+#                                    import circles, unit tests and the mock-cluster
+#                                    suite without the rate-timed tests; installs nothing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -23,6 +26,24 @@ tools="$root/.tools"
 mkdir -p "$tools"
 
 say() { printf '==> %s\n' "$*"; }
+# Tests that judge a rate or a one-second window against the clock: the full run takes
+# them alone after the rest (beside other tests on two cores their processes, and the
+# mock API's own clock readings, are starved and would measure the neighbours); the
+# quick mode leaves them out.
+timed=(fleet:: parking:: load::a_stage_achieves_its_target_rate load::replay_at_10x
+  limits::a_100_per_second_limit)
+skip=(); for t in "${timed[@]}"; do skip+=(--skip "$t"); done
+if [ "${1:-}" = "--quick" ]; then
+  started=$(date +%s)
+  say "quick: cargo fmt --check, clippy, import circles"
+  cargo fmt --check
+  cargo clippy --quiet --all-targets --all-features -- -D warnings
+  python3 scripts/import_cycles.py
+  say "quick: unit tests and the mock-cluster suite, without ${timed[*]}"
+  cargo test --tests -- "${skip[@]}"
+  say "quick checks passed in $(( $(date +%s) - started )) s (the full run: scripts/test.sh)"
+  exit 0
+fi
 
 # --- 1. system packages ----------------------------------------------------------
 need=()
@@ -120,17 +141,14 @@ say "cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
 # The shipped library and binary alone, without the tests' test-support feature.
 cargo clippy --quiet --lib --bins -- -D warnings
-# RustSec's database, offline (this machine reaches only the package registries):
-# SLUICE_ADVISORY_DB, else the project's shared reference copy.
-advisory_db=${SLUICE_ADVISORY_DB:-}
-for candidate in "$root/../shared/reference/advisory-db" /work/shared/reference/advisory-db; do
-  [ -z "$advisory_db" ] && [ -d "$candidate/crates" ] && advisory_db=$candidate
-done
-if [ -n "$advisory_db" ]; then
-  say "cargo audit against $advisory_db (fails on any vulnerability)"
-  "$cargo_audit" audit --db "$advisory_db" --no-fetch
+# RustSec's database: SLUICE_ADVISORY_DB when set (an offline copy: .ci/run hands in
+# the one this machine keeps), else cargo audit fetches it as usual.
+if [ -n "${SLUICE_ADVISORY_DB:-}" ]; then
+  say "cargo audit against $SLUICE_ADVISORY_DB (fails on any vulnerability)"
+  "$cargo_audit" audit --db "$SLUICE_ADVISORY_DB" --no-fetch
 else
-  say "cargo audit skipped: no RustSec database here (set SLUICE_ADVISORY_DB=DIR)"
+  say "cargo audit (fetches RustSec's database; fails on any vulnerability)"
+  "$cargo_audit" audit
 fi
 say "hadolint Dockerfile"
 # pip puts hadolint next to this Python's scripts, which may not be on PATH.
@@ -161,12 +179,7 @@ if [ "$here" = "$(cat "$root/benches/baseline/TOOLCHAIN")" ]; then
 else
   say "instruction gate skipped: the baseline was saved with $(tr '\n' ' ' <"$root/benches/baseline/TOOLCHAIN")and this is $(echo "$here" | tr '\n' ' ')— re-save it (README, Performance)"
 fi
-# Tests that judge a rate or a one-second window against the clock run alone after
-# the rest: beside other tests on two cores their processes (and the mock API's own
-# clock readings) are starved, and they would measure the neighbours.
-timed=(fleet:: parking:: load::a_stage_achieves_its_target_rate load::replay_at_10x
-  limits::a_100_per_second_limit)
-skip=(); for t in "${timed[@]}"; do skip+=(--skip "$t"); done
+# The rate-timed tests (`timed`, at the top) run alone after the rest.
 say "fast suite: unit + integration tests on the mock cluster, benches once each"
 cargo test --tests -- "${skip[@]}"
 # Criterion's harness takes no --skip: the benches run once each on their own (with

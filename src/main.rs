@@ -130,7 +130,7 @@ fn capacity_command(command: CapacityCommand) -> anyhow::Result<ExitCode> {
         }
         CapacityCommand::Report(args) => {
             let review = runtime()?.block_on(async {
-                let pods = capacity::scrapes::collect(&args).await?;
+                let pods = capacity::gather::collect(&args).await?;
                 anyhow::Ok(capacity::review::review(&pods, args.cores_per_pod))
             })?;
             let dir = args

@@ -103,14 +103,12 @@ pub(crate) fn status_class(status: StatusCode) -> &'static str {
 }
 
 /// Exponential backoff with full jitter: the n-th wait is uniform in
-/// `[0, min(max, initial · 2ⁿ)]`.
-///
-/// The growing ceiling comes from the `backoff` crate's `ExponentialBackoff`, kept
-/// behind this one type: the crate is unmaintained (RUSTSEC-2025-0012) and `backon` is
-/// its successor, so swapping it touches only this file.
+/// `[0, min(max, initial · 2ⁿ)]`. (Owned here: the few lines the `backoff` crate gave
+/// are not worth an unmaintained dependency, RUSTSEC-2025-0012.)
 #[derive(Debug)]
 pub struct Backoff {
-    ceiling: backoff::ExponentialBackoff,
+    /// The next wait's ceiling.
+    ceiling: Duration,
     max: Duration,
 }
 
@@ -118,23 +116,16 @@ impl Backoff {
     /// A fresh policy from the `[retry]` settings.
     pub fn new(config: &RetryConfig) -> Self {
         let max = config.max_backoff_ms.duration();
-        let ceiling = backoff::ExponentialBackoff {
-            current_interval: config.initial_backoff_ms.duration(),
-            initial_interval: config.initial_backoff_ms.duration(),
-            randomization_factor: 0.0,
-            multiplier: 2.0,
-            max_interval: max,
-            // Elapsed time is enforced by the caller on tokio's clock.
-            max_elapsed_time: None,
-            ..Default::default()
-        };
-        Backoff { ceiling, max }
+        Backoff {
+            ceiling: config.initial_backoff_ms.duration().min(max),
+            max,
+        }
     }
 
     /// The next wait.
     pub(crate) fn next_delay(&mut self) -> Duration {
-        use backoff::backoff::Backoff as _;
-        let ceiling = self.ceiling.next_backoff().unwrap_or(self.max);
+        let ceiling = self.ceiling;
+        self.ceiling = ceiling.saturating_mul(2).min(self.max);
         ceiling.mul_f64(fastrand::f64())
     }
 

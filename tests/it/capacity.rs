@@ -426,7 +426,7 @@ async fn fidelity_a_review_predicts_the_breaking_point() {
             "--cores-per-pod",
             "1",
         ]);
-        let pods = capacity::scrapes::collect(&review_args).await.unwrap();
+        let pods = capacity::gather::collect(&review_args).await.unwrap();
         let review = capacity::review::review(&pods, 1.0);
         println!("{}\n{}", s.name, review.markdown());
         assert!(run.wait().unwrap().success(), "the moderate run failed");
@@ -531,7 +531,7 @@ async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
         "--selector",
         "job=\"sluice\"",
     ]);
-    let pods = capacity::scrapes::collect(&review_args).await.unwrap();
+    let pods = capacity::gather::collect(&review_args).await.unwrap();
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     assert_eq!(pods.len(), 1, "one instance");

@@ -4,18 +4,17 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::report::Report;
+use super::sample::Sample;
 
-/// The timeline as an SVG document.
-pub(super) fn svg(report: &Report) -> anyhow::Result<String> {
+/// The timeline as an SVG document, the breaking point (seconds into the run) marked.
+pub(super) fn svg(t: &[Sample], break_at: Option<f64>) -> anyhow::Result<String> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (960, 900)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let panels = root.split_evenly((3, 1));
-        let t_max = report.timeline.last().map_or(1.0, |s| s.t_s).max(1.0);
-        let break_at = report.broke.as_ref().map(|b| b.at_s);
-        for (area, (title, lines)) in panels.iter().zip(series(report)) {
+        let t_max = t.last().map_or(1.0, |s| s.t_s).max(1.0);
+        for (area, (title, lines)) in panels.iter().zip(series(t)) {
             panel(area, title, lines, t_max, break_at)?;
         }
         root.present().map_err(err)?;
@@ -24,9 +23,8 @@ pub(super) fn svg(report: &Report) -> anyhow::Result<String> {
 }
 
 /// The three panels' titles and lines.
-fn series(report: &Report) -> [(&'static str, Vec<Line>); 3] {
-    let t = &report.timeline;
-    let line = |name, color, f: fn(&super::sample::Sample) -> f64| -> Line {
+fn series(t: &[Sample]) -> [(&'static str, Vec<Line>); 3] {
+    let line = |name, color, f: fn(&Sample) -> f64| -> Line {
         (name, color, t.iter().map(|s| (s.t_s, f(s))).collect())
     };
     [

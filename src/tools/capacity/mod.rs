@@ -7,8 +7,10 @@
 mod bench;
 mod chart;
 pub(crate) mod cpu_model;
+pub mod gather;
 pub mod prometheus_api;
 pub mod report;
+mod report_args;
 pub mod review;
 mod run;
 mod run_args;
@@ -18,7 +20,8 @@ pub(crate) mod stairs;
 pub(crate) mod threshold;
 
 pub use report::Report;
-pub use review::{ReportArgs, Review};
+pub use report_args::ReportArgs;
+pub use review::Review;
 pub use run::{run, Outcome};
 pub use run_args::RunArgs;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::review::ReportArgs;
+use super::report_args::ReportArgs;
 use super::scrapes::{PodScrapes, Sample, Snapshot};
 
 /// The series a review reads: sluice's own and the process CPU (histogram buckets

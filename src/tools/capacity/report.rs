@@ -280,7 +280,10 @@ impl Report {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
         std::fs::write(dir.join("report.md"), self.markdown())?;
-        std::fs::write(dir.join("report.svg"), super::chart::svg(self)?)?;
+        std::fs::write(
+            dir.join("report.svg"),
+            super::chart::svg(&self.timeline, self.broke.as_ref().map(|b| b.at_s))?,
+        )?;
         Ok(())
     }
 }
