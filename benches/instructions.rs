@@ -10,13 +10,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use gungraun::{library_benchmark, library_benchmark_group, main};
+use sluice::books::OffsetTracker;
 use sluice::config::Ordering;
 use sluice::deliver::{CustomerIo, Destination};
 use sluice::event::{Decoder, Event};
 use sluice::lane::{Envelope, Queues};
 use sluice::limit::Limiter;
 use sluice::metrics::Metrics;
-use sluice::source::{OffsetTracker, TopicPartition};
+use sluice::record::TopicPartition;
 
 const EVENTS: usize = 1_000;
 

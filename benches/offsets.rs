@@ -2,7 +2,8 @@
 //! of order across batches), and the committable offsets read back, per event.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::source::{OffsetTracker, TopicPartition};
+use sluice::books::OffsetTracker;
+use sluice::record::TopicPartition;
 
 const EVENTS: i64 = 10_000;
 const PARTITIONS: i32 = 8;

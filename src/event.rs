@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::deliver::FailureReason;
+use crate::record::FailureReason;
 
 mod limits;
 

@@ -15,7 +15,7 @@ use crate::deliver::Failure;
 use crate::dlq::DeadLetter;
 use crate::event::{Decoder, InvalidEvent};
 use crate::lane::{Envelope, LaneContext};
-use crate::source::{Origin, Raw};
+use crate::record::{Origin, Raw};
 
 /// One record as read, before it is judged.
 #[derive(Debug)]
@@ -86,8 +86,8 @@ pub(crate) struct Refused {
 
 impl Refused {
     /// It as the books know it.
-    pub(crate) fn entry(&self) -> crate::source::Entry<'_> {
-        crate::source::Entry {
+    pub(crate) fn entry(&self) -> crate::books::Entry<'_> {
+        crate::books::Entry {
             origin: &self.origin,
             bytes: self.raw.held_bytes(),
             counted: !self.from_park,

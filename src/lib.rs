@@ -15,7 +15,12 @@
 //! - [`cli`] — the command line.
 //! - [`config`] — the TOML file, environment overrides, validation.
 //! - [`event`] — decoding and validating Segment-style messages.
-//! - [`source`] — the Kafka consumer and the offset tracker.
+//! - [`record`] — the vocabulary every stage shares: where a record came from, what it
+//!   was, the `sluice.*` header names, failure reasons.
+//! - `kafka` — what every Kafka client starts from: options and log lines.
+//! - [`books`] — where each event read ends (done or let go): the offset tracker and
+//!   the buffer's count.
+//! - [`source`] — the Kafka consumer: assignments, back-pressure, commits, lag.
 //! - [`intake`] — each record judged: decoded, validated, encoded for its lane, or
 //!   dead-lettered with its reason.
 //! - [`lane`] — per-workspace lanes, batching and per-user ordering.
@@ -36,18 +41,21 @@
     unreachable_pub
 )]
 
+pub mod books;
 pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod dlq;
 pub mod event;
 pub(crate) mod intake;
+pub(crate) mod kafka;
 pub mod lane;
 pub mod limit;
 pub mod metrics;
 pub(crate) mod park;
 pub mod pipeline;
 pub(crate) mod printable;
+pub mod record;
 pub(crate) mod server;
 pub mod shutdown;
 pub mod source;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::books::{Books, Buffered, OffsetTracker};
 use crate::config::Config;
 use crate::config::LimitMode;
 use crate::deliver::CustomerIo;
@@ -21,9 +22,7 @@ use crate::park::table::ParkedMarks;
 use crate::park::{LaneParking, ParkingSetup};
 use crate::server::{self, Health};
 use crate::shutdown::Shutdown;
-use crate::source::{
-    Assigned, Books, Buffered, LagMonitor, OffsetTracker, Source, SourceError, SourceParking,
-};
+use crate::source::{Assigned, LagMonitor, Source, SourceError, SourceParking};
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]

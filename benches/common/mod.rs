@@ -6,7 +6,7 @@ use clap::Parser;
 use sluice::config::Config;
 use sluice::deliver::Encoded;
 use sluice::lane::Envelope;
-use sluice::source::{Origin, Raw, TopicPartition};
+use sluice::record::{Origin, Raw, TopicPartition};
 use sluice::tools::loadgen::shape::{Generated, Generator, Shape, ShapeArgs};
 
 #[derive(Parser)]

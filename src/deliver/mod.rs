@@ -9,14 +9,13 @@ mod budget;
 mod customerio;
 mod dated_body;
 mod http;
-mod reason;
 mod retry;
 
 use std::time::SystemTime;
 
+use crate::record::FailureReason;
 pub use customerio::{CustomerIo, Encoded};
 pub use http::{excerpt, Answer, RetryingClient};
-pub use reason::FailureReason;
 pub use retry::{classify, retry_after, Backoff, Verdict};
 
 /// Why an event could not be delivered, with what a dead letter needs to say.

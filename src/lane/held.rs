@@ -169,7 +169,7 @@ impl Held {
             "delivery task panicked ({panic}); its events are dead-lettered (reason internal_error)"
         );
         let failure = Failure::without_request(
-            crate::deliver::FailureReason::InternalError,
+            crate::record::FailureReason::InternalError,
             format!("delivery task panicked: {panic}"),
         );
         let (shared, workspace) = (shared.clone(), workspace.clone());

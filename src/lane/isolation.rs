@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use super::Envelope;
-use crate::source::TopicPartition;
+use crate::record::TopicPartition;
 
 /// A step of the parking protocol that reaches a lane between its events.
 #[derive(Debug, Clone)]

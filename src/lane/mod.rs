@@ -22,11 +22,12 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::books::{Books, Entry};
 use crate::config::{Config, Ordering};
 use crate::deliver::{Destination, Encoded, Failure, ItemOutcome};
 use crate::dlq::{DeadLetter, DeadLetters};
 use crate::metrics::Metrics;
-use crate::source::{Books, Entry, Origin, Raw, TopicPartition};
+use crate::record::{Origin, Raw, TopicPartition};
 
 mod held;
 mod isolation;

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::Envelope;
 use crate::config::Ordering;
-use crate::source::TopicPartition;
+use crate::record::TopicPartition;
 
 /// Bytes of a v2 batch body around its items (`{"batch":[` … `]}`), plus one comma per
 /// item counted with the item.

@@ -1,7 +1,7 @@
 //! Unit tests of [`super`].
 
 use super::*;
-use crate::source::TopicPartition;
+use crate::record::TopicPartition;
 
 fn env(user: &str, offset: i64, size: usize) -> Envelope {
     Envelope {

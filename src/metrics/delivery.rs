@@ -12,8 +12,8 @@ use super::register::*;
 #[cfg(feature = "test-support")]
 use super::sum_where;
 use super::{outage, quiet, sum, Metrics};
-use crate::deliver::FailureReason;
-use crate::source::Origin;
+use crate::record::FailureReason;
+use crate::record::Origin;
 
 /// What the lanes and the HTTP client report.
 #[derive(Clone, Debug)]

@@ -87,9 +87,9 @@ mod tests {
 
     #[test]
     fn a_hundred_thousand_bad_records_write_a_handful_of_lines_and_count_every_one() {
-        use crate::deliver::FailureReason;
         use crate::metrics::Metrics;
-        use crate::source::{Origin, TopicPartition};
+        use crate::record::FailureReason;
+        use crate::record::{Origin, TopicPartition};
         let lines = Lines::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(lines.clone())

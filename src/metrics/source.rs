@@ -5,8 +5,8 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::register::*;
 use super::Metrics;
-use crate::deliver::FailureReason;
-use crate::source::Origin;
+use crate::record::FailureReason;
+use crate::record::Origin;
 
 /// What the source and the intake report.
 #[derive(Clone, Debug)]

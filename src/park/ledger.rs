@@ -30,8 +30,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::table::ParkedMarks;
 use super::writer::{FENCE, WORKSPACE};
 use crate::config::KafkaConfig;
-use crate::dlq::{header_map, headers};
-use crate::source::{client_config, TopicPartition};
+use crate::dlq::header_map;
+use crate::kafka::client_config;
+use crate::record::headers;
+use crate::record::TopicPartition;
 
 /// How long one broker query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);

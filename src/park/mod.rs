@@ -86,7 +86,7 @@ use tokio::sync::mpsc;
 use crate::deliver::Failure;
 use crate::dlq::DeadLetter;
 use crate::lane::{Control, Envelope, Isolation, LaneContext, LaneMsg};
-use crate::source::TopicPartition;
+use crate::record::TopicPartition;
 use reader::{Ctrl, ReaderHandle};
 use table::{ParkTable, Route};
 use turns::Asking;
@@ -224,7 +224,7 @@ impl LaneParking {
                     // Only a permanent error gets here (no delivery timeout): the event
                     // cannot be parked, so it is dead-lettered rather than lost.
                     let failure =
-                        Failure::without_request(crate::deliver::FailureReason::ParkFailed, e);
+                        Failure::without_request(crate::record::FailureReason::ParkFailed, e);
                     let letter = DeadLetter {
                         origin: &envelope.origin,
                         raw: &envelope.raw,

@@ -20,11 +20,14 @@ use tokio::sync::mpsc;
 use super::blocking;
 use super::turns::Turn;
 use super::writer::{parked_raw, FENCE, WORKSPACE};
-use crate::dlq::{header_map, headers};
+use crate::books::Entry;
+use crate::dlq::header_map;
 use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
+use crate::kafka::client_config;
+use crate::kafka::log::KafkaLog;
 use crate::lane::{Control, LaneContext, LaneLoad, LaneMsg};
-use crate::source::kafka_log::KafkaLog;
-use crate::source::{client_config, Entry, Origin, TopicPartition};
+use crate::record::headers;
+use crate::record::{Origin, TopicPartition};
 
 /// How long a committed-offset or watermark query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);

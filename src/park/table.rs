@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::lane::Envelope;
-use crate::source::TopicPartition;
+use crate::record::TopicPartition;
 
 /// What to do with a workspace's next event from a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use super::*;
 use crate::config::Config;
 use crate::deliver::Encoded;
 use crate::metrics::Metrics;
+use crate::record::{Origin, Raw};
 use crate::shutdown::Shutdown;
-use crate::source::{Origin, Raw};
 
 /// A pod of two workspaces on a mock cluster whose topic `events` has `partitions`.
 /// (The cluster is leaked: a test that fails leaves a reader behind, whose last

@@ -79,7 +79,7 @@ pub(crate) async fn ensure(
         topic: park.to_string(),
         why,
     };
-    let mut client = crate::source::producer_config(kafka);
+    let mut client = crate::kafka::producer_config(kafka);
     // Asking for a missing topic must not create it with the brokers' default count.
     client.set("allow.auto.create.topics", "false");
     let admin: std::sync::Arc<AdminClient<DefaultClientContext>> =
@@ -306,10 +306,9 @@ async fn wait_for_partitions(
 
 /// Asks for `topic`'s metadata from a client that lets the brokers create it.
 fn auto_create(kafka: &KafkaConfig, topic: &str) {
-    let producer: Result<rdkafka::producer::BaseProducer, _> =
-        crate::source::producer_config(kafka)
-            .set("allow.auto.create.topics", "true")
-            .create();
+    let producer: Result<rdkafka::producer::BaseProducer, _> = crate::kafka::producer_config(kafka)
+        .set("allow.auto.create.topics", "true")
+        .create();
     if let Ok(producer) = producer {
         let _ = super::blocking(|| {
             rdkafka::producer::Producer::client(&producer).fetch_metadata(Some(topic), TIMEOUT)

@@ -13,12 +13,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use crate::kafka::log::KafkaLog;
 use crate::metrics::Metrics;
-use crate::source::kafka_log::KafkaLog;
 
 use crate::config::Config;
-use crate::dlq::headers;
-use crate::source::{Origin, Raw, TopicPartition};
+use crate::record::headers;
+use crate::record::{Origin, Raw, TopicPartition};
 
 /// Header naming a fence record's epoch (a fence carries no payload).
 pub(crate) const FENCE: &str = "sluice.fence";
@@ -61,7 +61,7 @@ impl Parker {
     /// A producer for parking topic `topic` on the source's brokers.
     pub(crate) fn new(config: &Config, topic: &str, metrics: &Metrics) -> Result<Self, KafkaError> {
         let k = &config.kafka;
-        let mut client = crate::source::producer_config(k);
+        let mut client = crate::kafka::producer_config(k);
         client
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -221,7 +221,7 @@ pub(super) fn parked_raw(
         replay: hs.get(headers::REPLAY).cloned(),
         entered_us: hs.get(headers::DUE).and_then(|d| d.parse().ok()),
         // Parked before copies carried it: the source record it was parked from.
-        first_written: crate::source::first_written(
+        first_written: crate::record::first_written(
             (
                 &*source.topic,
                 source.partition,

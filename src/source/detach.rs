@@ -8,8 +8,8 @@ use std::sync::Arc;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use super::{Origin, Raw, TopicPartition};
-use crate::dlq::headers;
 use crate::intake::{Received, WorkspaceHeader};
+use crate::record::headers;
 
 /// The parts of a message the pipeline keeps, copied out of librdkafka's buffer.
 pub(super) fn detach(
@@ -37,7 +37,7 @@ pub(super) fn detach(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let replay = header(headers::REPLAY);
-    let first_written = super::first_written(
+    let first_written = crate::record::first_written(
         (message.topic(), message.partition(), message.offset()),
         header,
     );

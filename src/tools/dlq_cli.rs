@@ -15,9 +15,9 @@ use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
-use crate::dlq::headers;
+use crate::kafka::client_config;
 use crate::printable::{printable, printable_bytes};
-use crate::source::client_config;
+use crate::record::headers;
 
 /// How long reading waits for more letters before deciding it reached the end.
 const IDLE_END: Duration = Duration::from_secs(3);
@@ -290,7 +290,7 @@ pub async fn redrive(
     letters: &[StoredRecord],
     to: Option<&str>,
 ) -> anyhow::Result<Redriven> {
-    let producer: FutureProducer = crate::source::producer_config(kafka)
+    let producer: FutureProducer = crate::kafka::producer_config(kafka)
         .set("enable.idempotence", "true")
         .set("message.max.bytes", "100000000")
         .create()?;

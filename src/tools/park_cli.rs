@@ -10,10 +10,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::dlq_cli::{read_topic, Filter, StoredRecord};
 use crate::config::Config;
-use crate::dlq::headers;
+use crate::kafka::client_config;
 use crate::park::writer::{FENCE, WORKSPACE};
 use crate::printable::{printable, printable_bytes};
-use crate::source::client_config;
+use crate::record::headers;
 
 /// One workspace's part of the parking topic.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

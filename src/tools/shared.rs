@@ -48,7 +48,7 @@ impl KafkaArgs {
     /// (default: the config's).
     pub fn client(&self, config: Option<&Config>) -> anyhow::Result<rdkafka::ClientConfig> {
         let mut client = match config {
-            Some(c) => crate::source::client_config(&c.kafka),
+            Some(c) => crate::kafka::client_config(&c.kafka),
             None => rdkafka::ClientConfig::new(),
         };
         let brokers = self

@@ -522,12 +522,12 @@ async fn a_fatally_failed_dead_letter_producer_is_replaced_and_the_letter_still_
     use sluice::deliver::Failure;
     use sluice::dlq::{DeadLetter, DeadLetters};
     use sluice::metrics::Metrics;
-    use sluice::source::{Origin, Raw, TopicPartition};
+    use sluice::record::{Origin, Raw, TopicPartition};
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("t.dlq", 1, 1).unwrap();
     let letters =
         DeadLetters::new(&dlq_config(&cluster.bootstrap_servers()), Metrics::new()).unwrap();
-    let failure = Failure::without_request(sluice::deliver::FailureReason::Http(400), "refused");
+    let failure = Failure::without_request(sluice::record::FailureReason::Http(400), "refused");
     let origin = Origin {
         tp: TopicPartition::new("t", 0),
         offset: 7,

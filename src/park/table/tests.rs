@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::deliver::Encoded;
-use crate::source::{Origin, Raw};
+use crate::record::{Origin, Raw};
 
 fn env(offset: i64) -> Envelope {
     Envelope {

@@ -67,7 +67,7 @@ impl Bench {
                 args.partitions
             }
             Broker::Real(b) if fresh_topic => {
-                let mut client = crate::source::producer_config(&config.kafka);
+                let mut client = crate::kafka::producer_config(&config.kafka);
                 client.set("bootstrap.servers", b);
                 crate::tools::shared::create_topics(&client, &topic, args.partitions).await?;
                 args.partitions

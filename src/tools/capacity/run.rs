@@ -259,7 +259,7 @@ impl Load {
 
     /// The generator's producer: the worker's Kafka settings, on the bench's broker.
     fn producer_config(bench: &Bench, config: &Config) -> rdkafka::ClientConfig {
-        let mut client = crate::source::producer_config(&config.kafka);
+        let mut client = crate::kafka::producer_config(&config.kafka);
         client.set("bootstrap.servers", bench.broker.bootstrap());
         if bench.embedded() {
             // The mock cluster finds a fetch's offset by walking every message set it

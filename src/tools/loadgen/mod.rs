@@ -44,7 +44,7 @@ pub const EXIT_INVALID: u8 = 3;
 /// Header naming the run an event belongs to.
 pub(crate) const RUN_HEADER: &str = "sluice.run";
 /// Header holding an event's scheduled send time, unix microseconds.
-pub(crate) const DUE_HEADER: &str = crate::dlq::headers::DUE;
+pub(crate) const DUE_HEADER: &str = crate::record::headers::DUE;
 
 /// Where the events go.
 #[derive(Debug)]

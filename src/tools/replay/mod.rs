@@ -32,7 +32,7 @@ use sink::Sink;
 use source::Source;
 
 /// The header every message replayed into a topic carries.
-pub const REPLAY_HEADER: &str = crate::dlq::headers::REPLAY;
+pub const REPLAY_HEADER: &str = crate::record::headers::REPLAY;
 
 /// Why a replay is refused before it starts.
 #[derive(Debug, thiserror::Error)]

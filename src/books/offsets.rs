@@ -13,27 +13,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::record::TopicPartition;
+
 /// A commit asked for and not yet confirmed is asked for again after this long.
 const UNCONFIRMED_AFTER: Duration = Duration::from_secs(2);
-
-/// A topic and a partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// Topic name.
-    pub topic: Arc<str>,
-    /// Partition number.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// Names a partition.
-    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 struct PartitionState {

@@ -13,7 +13,13 @@
 
 use std::sync::Arc;
 
-use super::{Buffered, OffsetTracker, Origin};
+use crate::record::Origin;
+
+mod buffered;
+mod offsets;
+
+pub use buffered::Buffered;
+pub use offsets::OffsetTracker;
 
 /// The books of everything in process: offsets in flight and the buffer's count.
 #[derive(Debug, Clone)]
@@ -87,7 +93,7 @@ impl Books {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::TopicPartition;
+    use crate::record::TopicPartition;
 
     fn origin(offset: i64) -> Origin {
         Origin {
