@@ -14,14 +14,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends make perl pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Everything the manifest names (the test and bench targets) and the binary includes
-# (the load profiles `sluice loadgen` ships).
+# Everything the workspace's manifests name (its crates, the root package's test and
+# bench targets). The image is built without the lab (--no-default-features): the
+# worker and its operator commands, no emulator, load generator or capacity tools.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY tests ./tests
 COPY benches ./benches
-COPY loadtests ./loadtests
-RUN cargo build --release --locked --bin sluice
+RUN cargo build --release --locked --bin sluice --no-default-features
 
 # --- run ---------------------------------------------------------------------------
 FROM debian:bookworm-slim

@@ -1,9 +1,9 @@
-//! Decode: payload bytes → a validated [`sluice::event::Event`], per event.
+//! Decode: payload bytes → a validated [`sluice_core::event::Event`], per event.
 
 mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice::event::Decoder;
+use sluice_core::event::Decoder;
 
 fn decode(c: &mut Criterion) {
     let events = common::events(1_000);

@@ -5,10 +5,10 @@ mod common;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice::deliver::{CustomerIo, Destination};
-use sluice::event::Decoder;
-use sluice::limit::Limiter;
-use sluice::metrics::Metrics;
+use sluice_core::deliver::{CustomerIo, Destination};
+use sluice_core::event::Decoder;
+use sluice_core::limit::Limiter;
+use sluice_core::metrics::Metrics;
 
 fn encode(c: &mut Criterion) {
     let config = common::config();

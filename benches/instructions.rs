@@ -10,14 +10,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use gungraun::{library_benchmark, library_benchmark_group, main};
-use sluice::books::OffsetTracker;
-use sluice::config::Ordering;
-use sluice::deliver::{CustomerIo, Destination};
-use sluice::event::{Decoder, Event};
-use sluice::lane::{Envelope, Queues};
-use sluice::limit::Limiter;
-use sluice::metrics::Metrics;
-use sluice::record::TopicPartition;
+use sluice_core::books::OffsetTracker;
+use sluice_core::config::Ordering;
+use sluice_core::deliver::{CustomerIo, Destination};
+use sluice_core::event::{Decoder, Event};
+use sluice_core::lane::{Envelope, Queues};
+use sluice_core::limit::Limiter;
+use sluice_core::metrics::Metrics;
+use sluice_core::record::TopicPartition;
 
 const EVENTS: usize = 1_000;
 

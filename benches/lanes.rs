@@ -4,8 +4,8 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::config::Ordering;
-use sluice::lane::{Envelope, Queues};
+use sluice_core::config::Ordering;
+use sluice_core::lane::{Envelope, Queues};
 
 const IN_FLIGHT: usize = 4;
 

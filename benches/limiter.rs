@@ -4,7 +4,7 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::limit::Limiter;
+use sluice_core::limit::Limiter;
 
 const ACQUIRES: u64 = 1_000;
 

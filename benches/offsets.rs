@@ -2,8 +2,8 @@
 //! of order across batches), and the committable offsets read back, per event.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::books::OffsetTracker;
-use sluice::record::TopicPartition;
+use sluice_core::books::OffsetTracker;
+use sluice_core::record::TopicPartition;
 
 const EVENTS: i64 = 10_000;
 const PARTITIONS: i32 = 8;

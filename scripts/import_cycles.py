@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Import circles between sibling modules of src/ (run by scripts/test.sh).
+"""Import circles between sibling modules of each crate of the workspace (src/ and
+crates/*/src/; run by scripts/test.sh). Crates themselves cannot go round: Cargo refuses.
 
 For every module, its children form a graph: A -> B when code in A's subtree names
 B (`crate::…::B`, `super::B`, `self::B`, or a path through them), tests excluded (a
@@ -17,21 +18,24 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SRC = ROOT / "src"
+# Each crate's source root and the name its circles are reported under.
+CRATES = [(ROOT / "src", "crate")] + [
+    (src, "crate(" + src.parent.name + ")") for src in sorted(ROOT.glob("crates/*/src"))
+]
 KNOWN = ROOT / "scripts" / "import_cycles.known"
 
 
-def module_of(path):
+def module_of(path, src):
     """src/a/b.rs or src/a/b/mod.rs -> ("a", "b"); src/lib.rs, src/main.rs -> ()."""
-    rel = path.relative_to(SRC).with_suffix("")
+    rel = path.relative_to(src).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "mod" or (len(parts) == 1 and parts[0] in ("lib", "main")):
         parts = parts[:-1]
     return tuple(parts)
 
 
-def is_test(path):
-    return path.name == "tests.rs" or "tests" in path.relative_to(SRC).parts[:-1]
+def is_test(path, src):
+    return path.name == "tests.rs" or "tests" in path.relative_to(src).parts[:-1]
 
 
 PATH = re.compile(r"\b((?:crate|super|self)(?:::[A-Za-z_][A-Za-z0-9_]*)+)")
@@ -78,13 +82,13 @@ def resolve(module, is_mod_file, path):
     return tuple(base + parts)
 
 
-def graph():
-    modules = {module_of(p) for p in SRC.rglob("*.rs")}
+def graph(src):
+    modules = {module_of(p, src) for p in src.rglob("*.rs")}
     edges = {}
-    for path in SRC.rglob("*.rs"):
-        if is_test(path):
+    for path in src.rglob("*.rs"):
+        if is_test(path, src):
             continue
-        me = module_of(path)
+        me = module_of(path, src)
         for named in named_paths(path.read_text()):
             target = resolve(me, path.name == "mod.rs", named)
             # The longest prefix that is a module.
@@ -104,7 +108,7 @@ def graph():
     return edges
 
 
-def circles(edges):
+def circles(edges, name="crate"):
     """Strongly connected sets of 2+ siblings, per parent (Tarjan)."""
     found = []
     for parent, g in edges.items():
@@ -130,7 +134,7 @@ def circles(edges):
                     if w == v:
                         break
                 if len(scc) > 1:
-                    prefix = "::".join(("crate",) + parent)
+                    prefix = "::".join((name,) + parent)
                     found.append(" <-> ".join(f"{prefix}::{m}" for m in sorted(scc)))
 
         for v in sorted(g):
@@ -140,7 +144,7 @@ def circles(edges):
 
 
 def main():
-    found = circles(graph())
+    found = sorted(c for src, name in CRATES for c in circles(graph(src), name))
     if "--write" in sys.argv:
         KNOWN.write_text("".join(f"{c}\n" for c in found))
         print(f"{len(found)} import circles written to {KNOWN.relative_to(ROOT)}")

@@ -36,11 +36,11 @@ skip=(); for t in "${timed[@]}"; do skip+=(--skip "$t"); done
 if [ "${1:-}" = "--quick" ]; then
   started=$(date +%s)
   say "quick: cargo fmt --check, clippy, import circles"
-  cargo fmt --check
-  cargo clippy --quiet --all-targets --all-features -- -D warnings
+  cargo fmt --all --check
+  cargo clippy --quiet --workspace --all-targets --all-features -- -D warnings
   python3 scripts/import_cycles.py
   say "quick: unit tests and the mock-cluster suite, without ${timed[*]}"
-  cargo test --tests -- "${skip[@]}"
+  cargo test --workspace --tests -- "${skip[@]}"
   say "quick checks passed in $(( $(date +%s) - started )) s (the full run: scripts/test.sh)"
   exit 0
 fi
@@ -135,12 +135,14 @@ for _ in $(seq 1 100); do
 done
 
 # --- 3. the suites -----------------------------------------------------------------
-say "cargo fmt --check"
-cargo fmt --check
-say "cargo clippy --all-targets --all-features -- -D warnings"
-cargo clippy --quiet --all-targets --all-features -- -D warnings
-# The shipped library and binary alone, without the tests' test-support feature.
-cargo clippy --quiet --lib --bins -- -D warnings
+say "cargo fmt --all --check"
+cargo fmt --all --check
+say "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --quiet --workspace --all-targets --all-features -- -D warnings
+# The shipped libraries and binary alone, without the tests' test-support feature, and
+# the production image's binary (no lab).
+cargo clippy --quiet --workspace --lib --bins -- -D warnings
+cargo clippy --quiet --no-default-features --bins -- -D warnings
 # RustSec's database: SLUICE_ADVISORY_DB when set (an offline copy: .ci/run hands in
 # the one this machine keeps), else cargo audit fetches it as usual.
 if [ -n "${SLUICE_ADVISORY_DB:-}" ]; then
@@ -181,7 +183,7 @@ else
 fi
 # The rate-timed tests (`timed`, at the top) run alone after the rest.
 say "fast suite: unit + integration tests on the mock cluster, benches once each"
-cargo test --tests -- "${skip[@]}"
+cargo test --workspace --tests -- "${skip[@]}"
 # Criterion's harness takes no --skip: the benches run once each on their own (with
 # the lib's unit tests again, which --benches includes; the gate's bench needs its feature).
 cargo test --benches
@@ -189,7 +191,7 @@ cargo test --benches
 # X-RateLimit-Reset, 207/200 bodies, config files) ran 256 cases each above; a longer,
 # bounded run of each (~15 s). A failure is saved under proptest-regressions/: commit it.
 say "fuzzing the parsers: 10 000 cases each"
-PROPTEST_CASES=10000 cargo test --lib -- any_ arbitrary_input
+PROPTEST_CASES=10000 cargo test --workspace --lib -- any_ arbitrary_input
 say "fast suite, the tests that measure rates, one at a time: ${timed[*]}"
 cargo test --test it -- --test-threads 1 "${timed[@]}"
 say "real-broker suite against Tansu, and the k6 smoke script against sluice mock-api"

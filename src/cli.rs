@@ -1,4 +1,6 @@
-//! The command line (clap derive). `main.rs` only parses and dispatches.
+//! The command line (clap derive). `main.rs` only parses and dispatches. The lab's
+//! subcommands (`mock-api`, `loadgen`, `replay`, `capacity`) exist with the `lab`
+//! feature only.
 
 use std::path::PathBuf;
 
@@ -21,11 +23,12 @@ impl Cli {
     /// Parses the process's arguments, with help that lists what is only known at run
     /// time (the built-in load profiles); exits on `--help` or a bad argument.
     pub fn parse_args() -> Cli {
-        let matches = Cli::command()
-            .mut_subcommand("loadgen", |c| {
-                c.after_help(crate::tools::loadgen::profile::help())
-            })
-            .get_matches();
+        let command = Cli::command();
+        #[cfg(feature = "lab")]
+        let command = command.mut_subcommand("loadgen", |c| {
+            c.after_help(sluice_lab::loadgen::profile::help())
+        });
+        let matches = command.get_matches();
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 }
@@ -50,17 +53,21 @@ pub enum Command {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+    #[cfg(feature = "lab")]
     /// Serve an emulator of Customer.io's Track API and Segment's HTTP API, with rate
     /// limits, latency and faults, and a /stats endpoint.
-    MockApi(crate::tools::mock_api::MockApiConfig),
+    MockApi(sluice_mock_api::MockApiConfig),
+    #[cfg(feature = "lab")]
     /// Produce realistic identify/track events into a topic, open loop, at a rate or
     /// along k6-style stages; the last line on stdout is the JSON summary (exit 3: too
     /// many sends were late or failed, so the run measured less than it offered).
-    Loadgen(Box<crate::tools::loadgen::LoadgenArgs>),
+    Loadgen(Box<sluice_lab::loadgen::LoadgenArgs>),
+    #[cfg(feature = "lab")]
     /// Re-run real traffic: copy a topic range (offsets or times) or a record file into
     /// a topic or a file, byte for byte, at the original pace × --speed, at --rate, or
     /// as fast as possible; the last line on stdout is the JSON summary.
-    Replay(Box<crate::tools::replay::ReplayArgs>),
+    Replay(Box<sluice_lab::replay::ReplayArgs>),
+    #[cfg(feature = "lab")]
     /// Prove capacity: run a load scenario through the real pipeline (embedded broker
     /// and API by default) and write a report with thresholds, the breaking point and
     /// what bounds it.
@@ -109,16 +116,17 @@ pub enum ConfigCommand {
 }
 
 /// `sluice capacity …`
+#[cfg(feature = "lab")]
 #[derive(Debug, Subcommand)]
 pub enum CapacityCommand {
     /// Run a scenario and judge it: prints the Markdown report, writes report.json,
     /// report.md and report.svg; exit 99 when a threshold fails, 3 when the run is not
     /// a valid measurement.
-    Run(Box<crate::tools::capacity::RunArgs>),
+    Run(Box<sluice_lab::capacity::RunArgs>),
     /// Review a running worker fleet from its exported metrics (two scrapes of each
     /// pod, or two saved scrape files): rates, budget used, lag, CPU, the most it can
     /// carry and what bounds it; writes report.json and report.md.
-    Report(Box<crate::tools::capacity::ReportArgs>),
+    Report(Box<sluice_lab::capacity::ReportArgs>),
 }
 
 /// `sluice dlq …`
@@ -131,7 +139,7 @@ pub enum DlqCommand {
         config: PathBuf,
         /// Which letters.
         #[command(flatten)]
-        filter: crate::tools::dlq_cli::Filter,
+        filter: sluice_core::tools::dlq_cli::Filter,
         /// Samples shown per reason.
         #[arg(long, default_value_t = 3)]
         samples: usize,
@@ -143,7 +151,7 @@ pub enum DlqCommand {
         config: PathBuf,
         /// Which letters.
         #[command(flatten)]
-        filter: crate::tools::dlq_cli::Filter,
+        filter: sluice_core::tools::dlq_cli::Filter,
         /// Topic to send them to; default: each letter's original topic.
         #[arg(long)]
         to: Option<String>,

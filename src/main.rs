@@ -3,12 +3,13 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use sluice::cli::{
-    CapacityCommand, Cli, Command, ConfigCommand, DlqCommand, LogFormat, ParkCommand,
-};
-use sluice::config::Config;
-use sluice::tools::{capacity, dlq_cli, loadgen, park_cli, replay};
+use sluice::cli::{Cli, Command, ConfigCommand, DlqCommand, LogFormat, ParkCommand};
+use sluice_core::config::Config;
+use sluice_core::tools::{dlq_cli, park_cli};
 use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "lab")]
+mod lab;
 
 /// mimalloc instead of glibc's malloc: buffered events are freed on other threads
 /// than the ones that allocated them, which glibc's per-thread arenas keep as
@@ -32,9 +33,14 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Loadgen(args) => return loadgen_command(*args),
-        Command::Capacity { command } => return capacity_command(command),
-        Command::Replay(args) => return replay_command(*args),
+        #[cfg(feature = "lab")]
+        Command::Loadgen(args) => return lab::loadgen(*args),
+        #[cfg(feature = "lab")]
+        Command::Capacity { command } => return lab::capacity(command),
+        #[cfg(feature = "lab")]
+        Command::Replay(args) => return lab::replay(*args),
+        #[cfg(feature = "lab")]
+        Command::MockApi(config) => lab::mock_api(config)?,
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
@@ -42,11 +48,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", config.to_masked_toml());
             eprintln!("config OK");
         }
-        Command::MockApi(config) => runtime()?.block_on(async {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(sluice::shutdown::on_signal(shutdown.clone()));
-            sluice::tools::mock_api::run(config, shutdown).await
-        })?,
         Command::Park {
             command: ParkCommand::Inspect { config, samples },
         } => {
@@ -69,87 +70,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             runtime()?.block_on(async {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(sluice::shutdown::on_signal(shutdown.clone()));
-                sluice::pipeline::run(config, sluice::metrics::Metrics::new(), shutdown).await
+                tokio::spawn(sluice_core::shutdown::on_signal(shutdown.clone()));
+                sluice_core::pipeline::run(config, sluice_core::metrics::Metrics::new(), shutdown)
+                    .await
             })?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `sluice loadgen`: the summary on stdout; exit 3 for an invalid run.
-fn loadgen_command(args: loadgen::LoadgenArgs) -> anyhow::Result<ExitCode> {
-    let plan = loadgen::Plan::new(args)?;
-    let summary = with_signals(|stop| loadgen::run(plan, &stop))??;
-    println!("{}", serde_json::to_string(&summary)?);
-    if !summary.valid {
-        for reason in &summary.invalid_reasons {
-            eprintln!("invalid run: {reason}");
-        }
-        return Ok(ExitCode::from(loadgen::EXIT_INVALID));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `sluice replay`: the summary on stdout; exit 2 when it stopped on an error, 3 when
-/// records could not be written.
-fn replay_command(args: replay::ReplayArgs) -> anyhow::Result<ExitCode> {
-    let summary = with_signals(|stop| replay::run(args, &stop))??;
-    println!("{}", serde_json::to_string(&summary)?);
-    if let Some(error) = &summary.error {
-        anyhow::bail!("replay stopped after {} records: {error}", summary.written);
-    }
-    if summary.failed > 0 {
-        eprintln!("{} records could not be written", summary.failed);
-        return Ok(ExitCode::from(loadgen::EXIT_INVALID));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `sluice capacity run|report`: the Markdown on stdout and where the files went;
-/// exit 99 for a failed threshold, 3 for an invalid run.
-fn capacity_command(command: CapacityCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        CapacityCommand::Run(args) => {
-            let outcome = runtime()?.block_on(async {
-                let stop = CancellationToken::new();
-                tokio::spawn(sluice::shutdown::on_signal(stop.clone()));
-                capacity::run(*args, stop).await
-            })?;
-            println!("{}", outcome.report.markdown());
-            println!("report: {}", outcome.dir.join("report.md").display());
-            if !outcome.report.passed {
-                eprintln!("thresholds failed");
-                return Ok(ExitCode::from(capacity::EXIT_THRESHOLDS));
-            }
-            if !outcome.report.valid {
-                let reasons = outcome.report.loadgen.invalid_reasons.join("; ");
-                eprintln!("invalid run: {reasons}");
-                return Ok(ExitCode::from(loadgen::EXIT_INVALID));
-            }
-        }
-        CapacityCommand::Report(args) => {
-            let review = runtime()?.block_on(async {
-                let pods = capacity::gather::collect(&args).await?;
-                anyhow::Ok(capacity::review::review(&pods, args.cores_per_pod))
-            })?;
-            let dir = args
-                .out
-                .clone()
-                .unwrap_or_else(|| capacity::report::default_dir("review"));
-            review.write(&dir)?;
-            println!("{}", review.markdown());
-            println!("report: {}", dir.join("report.md").display());
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs a blocking tool with a token that SIGTERM/SIGINT cancels.
+#[cfg(feature = "lab")]
 fn with_signals<T>(tool: impl FnOnce(CancellationToken) -> T) -> anyhow::Result<T> {
     let runtime = runtime()?;
     let stop = CancellationToken::new();
-    runtime.spawn(sluice::shutdown::on_signal(stop.clone()));
+    runtime.spawn(sluice_core::shutdown::on_signal(stop.clone()));
     Ok(tool(stop))
 }
 

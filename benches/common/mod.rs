@@ -3,11 +3,11 @@
 #![allow(dead_code)]
 
 use clap::Parser;
-use sluice::config::Config;
-use sluice::deliver::Encoded;
-use sluice::lane::Envelope;
-use sluice::record::{Origin, Raw, TopicPartition};
-use sluice::tools::loadgen::shape::{Generated, Generator, Shape, ShapeArgs};
+use sluice_core::config::Config;
+use sluice_core::deliver::Encoded;
+use sluice_core::lane::Envelope;
+use sluice_core::record::{Origin, Raw, TopicPartition};
+use sluice_lab::loadgen::shape::{Generated, Generator, Shape, ShapeArgs};
 
 #[derive(Parser)]
 struct Args {

@@ -10,7 +10,7 @@ use std::process::Command;
 use clap::Parser;
 use serde_json::Value;
 use sluice::cli::{CapacityCommand, Cli, Command as Sub};
-use sluice::tools::capacity;
+use sluice_lab::capacity;
 use tokio_util::sync::CancellationToken;
 
 fn run_args(args: &[&str]) -> capacity::RunArgs {
@@ -196,16 +196,16 @@ fn a_failed_threshold_exits_99_and_an_impossible_rate_is_invalid() {
 /// serving /metrics at `url`.
 struct HeldAtItsLimit {
     _broker: crate::common::Broker,
-    api: sluice::tools::mock_api::MockApi,
+    api: sluice_mock_api::MockApi,
     worker: crate::common::Worker,
     url: String,
-    load: tokio::task::JoinHandle<anyhow::Result<sluice::tools::loadgen::Summary>>,
+    load: tokio::task::JoinHandle<anyhow::Result<sluice_lab::loadgen::Summary>>,
 }
 
 impl HeldAtItsLimit {
     async fn start(duration: &str) -> Self {
         use crate::common::{TestEnv, Worker};
-        use sluice::tools::mock_api::MockApiConfig;
+        use sluice_mock_api::MockApiConfig;
         let (broker, api, topic, mut setup) = TestEnv::build(4, &["local"])
             .api(MockApiConfig::default())
             .dlq()
@@ -228,11 +228,11 @@ impl HeldAtItsLimit {
             duration,
         ];
         let plan = match Cli::try_parse_from(argv).unwrap().command {
-            Sub::Loadgen(a) => sluice::tools::loadgen::Plan::new(*a).unwrap(),
+            Sub::Loadgen(a) => sluice_lab::loadgen::Plan::new(*a).unwrap(),
             _ => unreachable!(),
         };
         let load = tokio::task::spawn_blocking(move || {
-            sluice::tools::loadgen::run(plan, &CancellationToken::new())
+            sluice_lab::loadgen::run(plan, &CancellationToken::new())
         });
         HeldAtItsLimit {
             _broker: broker,

@@ -127,8 +127,8 @@ fn config_with_marked_secrets(listen: &str) -> String {
     options.insert("sasl.password".into(), MARKERS[1].into());
     options.insert("sasl.username".into(), "user".into());
     options.insert("ssl.key.password".into(), MARKERS[3].into());
-    setup.worker.limits.mode = sluice::config::LimitMode::Redis;
-    setup.worker.limits.redis_url = Some(sluice::config::SecretUrl::new(format!(
+    setup.worker.limits.mode = sluice_core::config::LimitMode::Redis;
+    setup.worker.limits.redis_url = Some(sluice_core::config::SecretUrl::new(format!(
         "redis://sluice:{}@127.0.0.1:9/0",
         MARKERS[2]
     )));

@@ -5,7 +5,7 @@
 //! Over 400 lines by design: 11 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::{ApiMode, BatchConfig, LaneConfig, Millis, Ordering};
+use sluice_core::config::{ApiMode, BatchConfig, LaneConfig, Millis, Ordering};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::common::{
     committed, end_offsets, identify, produce, produced_ends, read_topic, track, tracks,
     wait_committed_to_end, wait_until, Broker, Record, TestEnv, Worker,
 };
-use sluice::tools::mock_api::{Latency, Received};
+use sluice_mock_api::{Latency, Received};
 
 /// (workspace site id, user, seq) of a received v2 item.
 fn key_of(r: &Received) -> (String, String, u64) {
@@ -630,7 +630,7 @@ async fn a_bad_records_workspace_header_never_becomes_a_metric_label() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "drill: times a rebalance, run alone: scripts/test.sh"]
 async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
-    use sluice::tools::mock_api::MockApiConfig;
+    use sluice_mock_api::MockApiConfig;
     // One pod holds a deep queue of both partitions behind its workspace's limit
     // (10 requests/s × 10 events). A second pod joins and takes one partition: what
     // the first still had queued of it is the new owner's to deliver now, not both's.
@@ -693,7 +693,7 @@ async fn drill_a_revoked_partitions_queued_events_are_left_to_its_new_owner() {
 }
 
 /// Waits until `api` (stalled) holds the worker's first requests.
-async fn until_the_stalled_api_holds_requests(api: &sluice::tools::mock_api::MockApi) {
+async fn until_the_stalled_api_holds_requests(api: &sluice_mock_api::MockApi) {
     wait_until(
         "the stalled API holds requests",
         Duration::from_secs(30),

@@ -5,7 +5,7 @@
 //! Over 400 lines by design: 6 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::{BatchConfig, LaneConfig, LimitsConfig, Millis, RetryConfig};
+use sluice_core::config::{BatchConfig, LaneConfig, LimitsConfig, Millis, RetryConfig};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -651,7 +651,7 @@ async fn drill_a_flood_of_bad_input_is_dead_lettered_with_reasons() {
     let (broker, api, topic, setup) = crate::common::TestEnv::build(8, &["acme"])
         .on(broker)
         .named("flood")
-        .api(sluice::tools::mock_api::MockApiConfig {
+        .api(sluice_mock_api::MockApiConfig {
             limit_per_s: 0,
             ..Default::default()
         })

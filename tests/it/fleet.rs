@@ -8,10 +8,10 @@
 //! Over 400 lines by design: 6 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::{LaneConfig, LimitMode, LimitsConfig};
+use sluice_core::config::{LaneConfig, LimitMode, LimitsConfig};
 use std::time::{Duration, Instant};
 
-use sluice::tools::mock_api::{MockApi, MockApiConfig};
+use sluice_mock_api::{MockApi, MockApiConfig};
 
 use crate::common::fleet::{value, Pod, Redis, PROCESSES};
 use crate::common::{produce, tracks, wait_until, Broker, Setup, TestEnv, Worker};
@@ -56,7 +56,7 @@ async fn fleet(
     setup.one_event_per_request();
     setup.worker.limits = LimitsConfig {
         mode,
-        redis_url: redis_url.map(sluice::config::SecretUrl::new),
+        redis_url: redis_url.map(sluice_core::config::SecretUrl::new),
         default_rate_limit_per_s: LIMIT as f64,
         ..Default::default()
     };
@@ -238,7 +238,7 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
     }
     // Once every pod has seen it back (and kept its share for the overlap), the
     // fleet budget is exact again.
-    tokio::time::sleep(sluice::limit::shared::RETURN_OVERLAP + Duration::from_secs(1)).await;
+    tokio::time::sleep(sluice_core::limit::shared::RETURN_OVERLAP + Duration::from_secs(1)).await;
     let resumed = f.use_over("redis back", 5).await;
     f.assert_limit_held("redis back");
 
@@ -402,7 +402,7 @@ fn hpa_target_seconds() -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scaling_signal_is_below_target_when_keeping_up_or_limit_bound_and_above_with_a_backlog(
 ) {
-    use sluice::tools::mock_api::Latency;
+    use sluice_mock_api::Latency;
     let target = hpa_target_seconds();
     // Steady: 200 events every 100 ms for 15 s into a running worker at shipped batch
     // settings, an unlimited API.
@@ -508,7 +508,7 @@ async fn the_fleet_limit_reaches_redis_over_tls_with_a_private_ca() {
         setup.one_event_per_request();
         setup.worker.limits = LimitsConfig {
             mode: LimitMode::Redis,
-            redis_url: Some(sluice::config::SecretUrl::new(url.clone())),
+            redis_url: Some(sluice_core::config::SecretUrl::new(url.clone())),
             redis_ca_file: trusted.then(|| ca.clone()),
             default_rate_limit_per_s: 200.0,
             ..Default::default()
@@ -516,7 +516,7 @@ async fn the_fleet_limit_reaches_redis_over_tls_with_a_private_ca() {
         let worker = Worker::start(setup.config());
         setup.wait_committed(&positions, 2).await;
         let text = worker.stop().await.render();
-        let m = sluice::tools::capacity::scrapes::Snapshot::parse(&text, 0.0).unwrap();
+        let m = sluice_lab::capacity::scrapes::Snapshot::parse(&text, 0.0).unwrap();
         let fallbacks = value(&m, "sluice_limiter_fallback_total", &[]);
         let accepted = api.stats().workspaces["site-acme"].events_accepted;
         println!(
@@ -553,9 +553,9 @@ async fn the_fleet_limit_reaches_redis_over_tls_with_a_private_ca() {
 /// and another pod's punctual one a window of slots later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_pod_widens_every_pods_slots_on_the_fleet_timeline() {
-    use sluice::limit::shared::{Fleet, Lease, Spacing};
+    use sluice_core::limit::shared::{Fleet, Lease, Spacing};
     let redis = Redis::start();
-    let connect = || Fleet::connect(&redis.url(), "margin", sluice::metrics::Metrics::new());
+    let connect = || Fleet::connect(&redis.url(), "margin", sluice_core::metrics::Metrics::new());
     let (punctual, late) = (connect().unwrap(), connect().unwrap());
     let gaps =
         |lease: &Lease| -> Vec<Duration> { lease.slots.windows(2).map(|w| w[1] - w[0]).collect() };

@@ -4,12 +4,12 @@
 //! Over 400 lines by design: 10 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::{LimitsConfig, Millis, RetryConfig};
+use sluice_core::config::{LimitsConfig, Millis, RetryConfig};
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::{MockCluster, MockCoordinator};
 use serde_json::json;
-use sluice::tools::mock_api::{Fault, Latency, MockApiConfig};
+use sluice_mock_api::{Fault, Latency, MockApiConfig};
 
 use crate::common::{
     committed, end_offsets, produce, read_topic, track, tracks, unique, wait_committed_to_end,
@@ -506,28 +506,30 @@ async fn against_silent_throttling_the_limiter_alone_keeps_every_event() {
     api.stop().await;
 }
 
-fn dlq_config(brokers: &str) -> sluice::config::Config {
+fn dlq_config(brokers: &str) -> sluice_core::config::Config {
     let text = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\
          dlq_topic = \"t.dlq\"\n[destination]\nkind = \"customerio\"\n\
          [[workspaces]]\nid = \"w\"\nsite_id = \"s\"\napi_key_env = \"K\"\n"
     );
-    sluice::config::Config::from_toml(&text, "test", [("K".to_string(), "k".to_string())]).unwrap()
+    sluice_core::config::Config::from_toml(&text, "test", [("K".to_string(), "k".to_string())])
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatally_failed_dead_letter_producer_is_replaced_and_the_letter_still_lands() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::Producer;
-    use sluice::deliver::Failure;
-    use sluice::dlq::{DeadLetter, DeadLetters};
-    use sluice::metrics::Metrics;
-    use sluice::record::{Origin, Raw, TopicPartition};
+    use sluice_core::deliver::Failure;
+    use sluice_core::dlq::{DeadLetter, DeadLetters};
+    use sluice_core::metrics::Metrics;
+    use sluice_core::record::{Origin, Raw, TopicPartition};
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("t.dlq", 1, 1).unwrap();
     let letters =
         DeadLetters::new(&dlq_config(&cluster.bootstrap_servers()), Metrics::new()).unwrap();
-    let failure = Failure::without_request(sluice::record::FailureReason::Http(400), "refused");
+    let failure =
+        Failure::without_request(sluice_core::record::FailureReason::Http(400), "refused");
     let origin = Origin {
         tp: TopicPartition::new("t", 0),
         offset: 7,

@@ -15,9 +15,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice::cli::{Cli, Command as Sub};
-use sluice::tools::dump::Raw;
-use sluice::tools::loadgen;
-use sluice::tools::replay;
+use sluice_lab::dump::Raw;
+use sluice_lab::loadgen;
+use sluice_lab::replay;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{unique, Broker};
@@ -294,7 +294,7 @@ fn the_same_seed_writes_the_same_events() {
         assert_eq!(code, 0, "{stderr}");
         assert_eq!(summary.unwrap()["sent"], 2000);
         let events: Vec<KeyValue> =
-            sluice::tools::dump::read(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+            sluice_lab::dump::read(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
                 .map(|r| r.map(|r| (r.key, r.value)).unwrap())
                 .collect();
         assert_eq!(events.len(), 2000);
@@ -579,7 +579,7 @@ pub async fn replay_selects_exactly_a_time_range(broker: Broker) {
     ])
     .await;
     let got: Vec<i64> =
-        sluice::tools::dump::read(std::io::BufReader::new(std::fs::File::open(&file).unwrap()))
+        sluice_lab::dump::read(std::io::BufReader::new(std::fs::File::open(&file).unwrap()))
             .map(|r| r.unwrap().timestamp.unwrap())
             .collect();
     let mut sorted = got.clone();
@@ -598,7 +598,7 @@ pub async fn replay_selects_exactly_a_time_range(broker: Broker) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs k6 in SLUICE_TEST_K6 (scripts/test.sh installs it)"]
 async fn k6_smoke_script_passes_against_the_mock_api() {
-    use sluice::tools::mock_api::{MockApi, MockApiConfig};
+    use sluice_mock_api::{MockApi, MockApiConfig};
     let k6 = std::env::var("SLUICE_TEST_K6").expect("SLUICE_TEST_K6 names the k6 binary");
     let api = MockApi::start(MockApiConfig {
         limit_per_s: 100,
@@ -635,7 +635,7 @@ async fn k6_smoke_script_passes_against_the_mock_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_events_that_fail_are_dead_lettered_as_replayed() {
     use crate::common::{Setup, Worker};
-    use sluice::tools::mock_api::{MockApi, MockApiConfig};
+    use sluice_mock_api::{MockApi, MockApiConfig};
     let broker = Broker::mock();
     let topic = broker.fresh_topic_with_dlq("events", 1).await;
     let dir = tempfile::tempdir().unwrap();
@@ -684,8 +684,9 @@ async fn replayed_events_that_fail_are_dead_lettered_as_replayed() {
     }
     let config = setup.config();
     let report = tokio::task::spawn_blocking(move || {
-        let letters = sluice::tools::dlq_cli::read(&config.kafka, &Default::default()).unwrap();
-        sluice::tools::dlq_cli::report(&letters, 0)
+        let letters =
+            sluice_core::tools::dlq_cli::read(&config.kafka, &Default::default()).unwrap();
+        sluice_core::tools::dlq_cli::report(&letters, 0)
     })
     .await
     .unwrap();

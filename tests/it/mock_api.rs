@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sluice::tools::mock_api::{MockApi, MockApiConfig};
+use sluice_mock_api::{MockApi, MockApiConfig};
 
 async fn post(
     api: &MockApi,

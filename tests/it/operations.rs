@@ -5,7 +5,7 @@
 //! Over 400 lines by design: 5 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
-use sluice::config::Millis;
+use sluice_core::config::Millis;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -360,7 +360,7 @@ async fn the_api_key_appears_nowhere_in_logs_metrics_or_dead_letters() {
 async fn a_broker_away_is_one_line_not_a_flood() {
     use crate::common::fleet::{free_port, Pod};
     let dead = format!("127.0.0.1:{}", free_port());
-    let api = sluice::tools::mock_api::MockApi::start(Default::default())
+    let api = sluice_mock_api::MockApi::start(Default::default())
         .await
         .unwrap();
     let setup = Setup::new(&dead, &unique("events"), &api.base_url(), &["local"]);

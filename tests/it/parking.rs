@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::{MockCluster, MockCoordinator};
-use sluice::tools::mock_api::{MockApi, MockApiConfig};
+use sluice_mock_api::{MockApi, MockApiConfig};
 
 use crate::common::fleet::PROCESSES;
 use crate::common::{
@@ -123,8 +123,8 @@ async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arri
     worker.stop().await;
     api.stop().await;
     // `sluice park inspect` shows them waiting.
-    let inspected = sluice::tools::park_cli::inspect(&s.config(), 2).unwrap();
-    print!("{}", sluice::tools::park_cli::report(&inspected));
+    let inspected = sluice_core::tools::park_cli::inspect(&s.config(), 2).unwrap();
+    print!("{}", sluice_core::tools::park_cli::report(&inspected));
     assert_eq!(inspected["blocked"].waiting, N, "{inspected:?}");
     assert_eq!(inspected.get("ok").map_or(0, |p| p.waiting), 0);
     // The parking ledger's floors (offsets only, no commit metadata) stand at or below
@@ -680,7 +680,7 @@ async fn drill_thousands_of_workspaces_parked_at_once_share_the_readers_and_all_
 
 /// For each (site, user): whether some event arrived for the first time after a later
 /// one of the same user had (a fresh reorder; duplicates are allowed).
-fn fresh_reorders(received: &[sluice::tools::mock_api::Received]) -> usize {
+fn fresh_reorders(received: &[sluice_mock_api::Received]) -> usize {
     use std::collections::{HashMap, HashSet};
     let mut seen: HashSet<(String, String, u64)> = HashSet::new();
     let mut highest: HashMap<(String, String), u64> = HashMap::new();

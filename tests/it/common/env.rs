@@ -5,8 +5,8 @@ use super::{Broker, Setup, API_KEY};
 
 /// `sluice mock-api` in-process on a free loopback port: unlimited, recording every
 /// item and arrival, accepting any site id with [`API_KEY`].
-pub async fn recording_api() -> sluice::tools::mock_api::MockApi {
-    sluice::tools::mock_api::MockApi::start(sluice::tools::mock_api::MockApiConfig {
+pub async fn recording_api() -> sluice_mock_api::MockApi {
+    sluice_mock_api::MockApi::start(sluice_mock_api::MockApiConfig {
         keys: vec![format!("*:{API_KEY}")],
         record: true,
         ..Default::default()
@@ -21,7 +21,7 @@ pub struct TestEnv {
     /// librdkafka's mock cluster.
     pub broker: Broker,
     /// The API, recording what it accepts.
-    pub api: sluice::tools::mock_api::MockApi,
+    pub api: sluice_mock_api::MockApi,
     /// The source topic, created with the partitions asked for.
     pub topic: String,
     /// The worker's settings, pointing at all of the above.
@@ -49,7 +49,7 @@ impl TestEnv {
     }
 
     /// (broker, api, topic, setup), for a test's own names.
-    pub fn into_parts(self) -> (Broker, sluice::tools::mock_api::MockApi, String, Setup) {
+    pub fn into_parts(self) -> (Broker, sluice_mock_api::MockApi, String, Setup) {
         (self.broker, self.api, self.topic, self.setup)
     }
 }
@@ -59,7 +59,7 @@ pub struct TestEnvBuilder {
     partitions: i32,
     workspaces: Vec<String>,
     prefix: String,
-    api: Option<sluice::tools::mock_api::MockApiConfig>,
+    api: Option<sluice_mock_api::MockApiConfig>,
     broker: Option<Broker>,
     park: bool,
     dlq: bool,
@@ -73,7 +73,7 @@ impl TestEnvBuilder {
     }
 
     /// `sluice mock-api` with these settings instead of [`recording_api`].
-    pub fn api(mut self, config: sluice::tools::mock_api::MockApiConfig) -> Self {
+    pub fn api(mut self, config: sluice_mock_api::MockApiConfig) -> Self {
         self.api = Some(config);
         self
     }
@@ -101,7 +101,7 @@ impl TestEnvBuilder {
     pub async fn start(self) -> TestEnv {
         let broker = self.broker.unwrap_or_else(Broker::mock);
         let api = match self.api {
-            Some(config) => sluice::tools::mock_api::MockApi::start(config)
+            Some(config) => sluice_mock_api::MockApi::start(config)
                 .await
                 .expect("the mock API starts"),
             None => recording_api().await,

@@ -249,7 +249,7 @@ pub fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let headers = sluice::dlq::header_map(&m);
+        let headers = sluice_core::dlq::header_map(&m);
         out.push(Read {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),

@@ -1,6 +1,6 @@
 //! A worker's configuration for one test, as values.
 
-use sluice::config::{BatchConfig, Config, LaneConfig, LimitsConfig, Millis};
+use sluice_core::config::{BatchConfig, Config, LaneConfig, LimitsConfig, Millis};
 
 use super::{produced_ends, unique, wait_committed_to_end, API_KEY, API_KEY_ENV};
 
@@ -87,7 +87,7 @@ drain_deadline_ms = 5000
     }
 
     /// The `[[workspaces]]` entry `id`.
-    pub fn workspace(&mut self, id: &str) -> &mut sluice::config::WorkspaceConfig {
+    pub fn workspace(&mut self, id: &str) -> &mut sluice_core::config::WorkspaceConfig {
         self.worker
             .workspaces
             .iter_mut()

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use sluice::config::Config;
-use sluice::metrics::Metrics;
-use sluice::tools::capacity::scrapes::Snapshot;
+use sluice_core::config::Config;
+use sluice_core::metrics::Metrics;
+use sluice_lab::capacity::scrapes::Snapshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +32,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts `sluice::pipeline::run` with `config` (its endpoints on `server.listen`).
+    /// Starts `sluice_core::pipeline::run` with `config` (its endpoints on `server.listen`).
     pub fn start(config: Config) -> Self {
-        Self::launch(|metrics, stop| sluice::pipeline::run(config, metrics, stop))
+        Self::launch(|metrics, stop| sluice_core::pipeline::run(config, metrics, stop))
     }
 
     /// Starts the worker with its HTTP endpoints on a free loopback port; returns the
@@ -42,14 +42,17 @@ impl Worker {
     pub async fn start_serving(config: Config) -> (Self, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let worker =
-            Self::launch(|metrics, stop| sluice::pipeline::run_on(listener, config, metrics, stop));
+        let worker = Self::launch(|metrics, stop| {
+            sluice_core::pipeline::run_on(listener, config, metrics, stop)
+        });
         (worker, url)
     }
 
     fn launch<F>(run: impl FnOnce(Metrics, CancellationToken) -> F) -> Self
     where
-        F: std::future::Future<Output = Result<(), sluice::pipeline::WorkerError>> + Send + 'static,
+        F: std::future::Future<Output = Result<(), sluice_core::pipeline::WorkerError>>
+            + Send
+            + 'static,
     {
         log_if_asked();
         let metrics = Metrics::new();
@@ -69,7 +72,7 @@ impl Worker {
     }
 
     /// Sends the shutdown signal and waits until the worker has drained and left.
-    pub async fn stop(self) -> sluice::metrics::Metrics {
+    pub async fn stop(self) -> sluice_core::metrics::Metrics {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(60), self.task)
             .await
