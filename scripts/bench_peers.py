@@ -15,7 +15,7 @@ falls on all of them alike.
       [--set SECTION.KEY=VALUE ...] [--variant 'NAME=SECTION.KEY=VALUE[,...]' ...]
       [--peer 'NAME=CMD with {brokers} {topic} {group} {api} {site} {key}'] ...
 
-e.g. --peer 'vector=../shared/peers/vector/run-vector.sh 1000000 {brokers} {topic} {group} {api} {site} {key}'
+e.g. --peer 'vector=scripts/peers/vector.sh {brokers} {topic} {group} {api} {site} {key}'
 """
 
 import argparse

@@ -12,7 +12,7 @@
 #      every kustomize overlay built), runs the fast suite (unit tests and the
 #      integration tests on librdkafka's in-process mock cluster), then the
 #      real-broker suite against Tansu (with the k6 smoke script against the mock API
-#      and `capacity report` against Debian's Prometheus), and last, alone on the
+#      and `capacity review` against Debian's Prometheus), and last, alone on the
 #      release binary, the crash and fault drills (and the capacity-fidelity test with
 #      SLUICE_TEST_FIDELITY=1).
 # Usage: scripts/test.sh            (from anywhere; CI calls exactly this)
@@ -60,7 +60,7 @@ command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(red
 command -v openssl >/dev/null || need+=(openssl)
 # The instruction-count gate runs the benches under valgrind's callgrind.
 command -v valgrind >/dev/null || need+=(valgrind)
-# `sluice capacity report --prometheus` is tested against a real Prometheus (Debian's,
+# `sluice capacity review --prometheus` is tested against a real Prometheus (Debian's,
 # without its exporters; the test starts its own on a free port).
 prometheus=$(command -v prometheus || echo /usr/bin/prometheus)
 lean=()

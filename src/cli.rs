@@ -125,8 +125,10 @@ pub enum CapacityCommand {
     Run(Box<sluice_lab::capacity::RunArgs>),
     /// Review a running worker fleet from its exported metrics (two scrapes of each
     /// pod, or two saved scrape files): rates, budget used, lag, CPU, the most it can
-    /// carry and what bounds it; writes report.json and report.md.
-    Report(Box<sluice_lab::capacity::ReportArgs>),
+    /// carry and what bounds it; writes review.json and review.md (`report` is an old
+    /// name for it).
+    #[command(alias = "report")]
+    Review(Box<sluice_lab::capacity::ReviewArgs>),
 }
 
 /// `sluice dlq …`

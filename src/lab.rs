@@ -1,5 +1,5 @@
 //! The lab's commands (the `lab` feature, on by default; the production image is built
-//! without it): `sluice loadgen`, `replay`, `capacity run|report` and `mock-api`.
+//! without it): `sluice loadgen`, `replay`, `capacity run|review` and `mock-api`.
 
 use std::process::ExitCode;
 
@@ -48,7 +48,7 @@ pub(crate) fn replay(args: replay::ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sluice capacity run|report`: the Markdown on stdout and where the files went;
+/// `sluice capacity run|review`: the Markdown on stdout and where the files went;
 /// exit 99 for a failed threshold, 3 for an invalid run.
 pub(crate) fn capacity(command: CapacityCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -70,7 +70,7 @@ pub(crate) fn capacity(command: CapacityCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(loadgen::EXIT_INVALID));
             }
         }
-        CapacityCommand::Report(args) => {
+        CapacityCommand::Review(args) => {
             let review = runtime()?.block_on(async {
                 let pods = capacity::gather::collect(&args).await?;
                 anyhow::Ok(capacity::review::review(&pods, args.cores_per_pod))
@@ -81,7 +81,7 @@ pub(crate) fn capacity(command: CapacityCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| capacity::report::default_dir("review"));
             review.write(&dir)?;
             println!("{}", review.markdown());
-            println!("report: {}", dir.join("report.md").display());
+            println!("review: {}", dir.join("review.md").display());
         }
     }
     Ok(ExitCode::SUCCESS)

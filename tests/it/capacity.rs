@@ -23,11 +23,11 @@ fn run_args(args: &[&str]) -> capacity::RunArgs {
     }
 }
 
-fn report_args(args: &[&str]) -> capacity::ReportArgs {
-    let argv = ["sluice", "capacity", "report"].iter().chain(args).copied();
+fn review_args(args: &[&str]) -> capacity::ReviewArgs {
+    let argv = ["sluice", "capacity", "review"].iter().chain(args).copied();
     match Cli::try_parse_from(argv).unwrap().command {
         Sub::Capacity {
-            command: CapacityCommand::Report(a),
+            command: CapacityCommand::Review(a),
         } => *a,
         _ => unreachable!(),
     }
@@ -250,7 +250,7 @@ impl HeldAtItsLimit {
     }
 }
 
-/// `capacity report` on two scrapes of a running worker: its delivery rate matches the
+/// `capacity review` on two scrapes of a running worker: its delivery rate matches the
 /// API's own count, and a worker held by its limit is reported as bound by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
@@ -271,12 +271,12 @@ async fn a_review_of_two_scrapes_matches_the_api_and_names_the_limit() {
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let (after, api_after) = (scrape().await, api.stats().events_accepted);
     let interval = started.elapsed();
-    use capacity::scrapes::Snapshot;
+    use capacity::scrapes::Scrape;
     let pods = vec![capacity::scrapes::PodScrapes {
         name: "pod-0".into(),
         scrapes: vec![
-            Snapshot::parse(&before, 0.0).unwrap(),
-            Snapshot::parse(&after, interval.as_secs_f64()).unwrap(),
+            Scrape::parse(&before, 0.0).unwrap(),
+            Scrape::parse(&after, interval.as_secs_f64()).unwrap(),
         ],
     }];
     let review = capacity::review::review(&pods, 1.0);
@@ -326,7 +326,7 @@ fn one_core_capacity_run(bin: &str, args: &[String]) -> std::process::Child {
         .expect("taskset (util-linux) runs the worker on one core")
 }
 
-/// Fidelity: a `capacity report` taken during a moderate `capacity run` predicts the
+/// Fidelity: a `capacity review` taken during a moderate `capacity run` predicts the
 /// breaking point that `capacity run --profile stress` then measures, within ±10%,
 /// API-limited and CPU-limited. It measures CPU, so it runs alone, on the release
 /// binary (scripts/test.sh's last step).
@@ -416,7 +416,7 @@ async fn fidelity_a_review_predicts_the_breaking_point() {
         }
         // Past the first ramp, over both rates.
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-        let review_args = report_args(&[
+        let review_args = review_args(&[
             "--metrics",
             &url,
             "--interval",
@@ -479,7 +479,7 @@ async fn fidelity_a_review_predicts_the_breaking_point() {
     }
 }
 
-/// `capacity report --prometheus`: a real Prometheus scrapes a worker held by its limit
+/// `capacity review --prometheus`: a real Prometheus scrapes a worker held by its limit
 /// every second; the review read back from its HTTP API over a range gives the API's
 /// delivery rate and names the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,7 +521,7 @@ async fn a_review_from_prometheus_matches_the_api_and_names_the_limit() {
     let api_rate =
         (api.stats().events_accepted - api_before) as f64 / started.elapsed().as_secs_f64();
     let prometheus_url = format!("http://127.0.0.1:{port}");
-    let review_args = report_args(&[
+    let review_args = review_args(&[
         "--prometheus",
         &prometheus_url,
         "--range",

@@ -238,7 +238,8 @@ async fn three_pods_share_one_redis_budget_through_a_redis_outage_and_lose_nothi
     }
     // Once every pod has seen it back (and kept its share for the overlap), the
     // fleet budget is exact again.
-    tokio::time::sleep(sluice_core::limit::shared::RETURN_OVERLAP + Duration::from_secs(1)).await;
+    tokio::time::sleep(sluice_core::limit::fleet_store::RETURN_OVERLAP + Duration::from_secs(1))
+        .await;
     let resumed = f.use_over("redis back", 5).await;
     f.assert_limit_held("redis back");
 
@@ -516,7 +517,7 @@ async fn the_fleet_limit_reaches_redis_over_tls_with_a_private_ca() {
         let worker = Worker::start(setup.config());
         setup.wait_committed(&positions, 2).await;
         let text = worker.stop().await.render();
-        let m = sluice_lab::capacity::scrapes::Snapshot::parse(&text, 0.0).unwrap();
+        let m = sluice_lab::capacity::scrapes::Scrape::parse(&text, 0.0).unwrap();
         let fallbacks = value(&m, "sluice_limiter_fallback_total", &[]);
         let accepted = api.stats().workspaces["site-acme"].events_accepted;
         println!(
@@ -553,7 +554,7 @@ async fn the_fleet_limit_reaches_redis_over_tls_with_a_private_ca() {
 /// and another pod's punctual one a window of slots later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_pod_widens_every_pods_slots_on_the_fleet_timeline() {
-    use sluice_core::limit::shared::{Fleet, Lease, Spacing};
+    use sluice_core::limit::fleet_store::{Fleet, Lease, Spacing};
     let redis = Redis::start();
     let connect = || Fleet::connect(&redis.url(), "margin", sluice_core::metrics::Metrics::new());
     let (punctual, late) = (connect().unwrap(), connect().unwrap());

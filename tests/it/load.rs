@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice::cli::{Cli, Command as Sub};
-use sluice_lab::dump::Raw;
+use sluice_lab::dump::DumpedRecord;
 use sluice_lab::loadgen;
 use sluice_lab::replay;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,7 @@ async fn loadgen_into_a_fresh_topic(args: &[&str]) -> (Broker, String, loadgen::
     (broker, topic, summary)
 }
 
-async fn run_replay(args: &[&str]) -> replay::Summary {
+async fn run_replay(args: &[&str]) -> replay::ReplaySummary {
     let args = replay_args(args);
     tokio::task::spawn_blocking(move || replay::run(args, &CancellationToken::new()))
         .await
@@ -67,7 +67,7 @@ async fn run_replay(args: &[&str]) -> replay::Summary {
 }
 
 /// Every record of `topic`, by partition in offset order, read with a plain consumer.
-fn read_all(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<Raw>> {
+fn read_all(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<DumpedRecord>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("read-all"))
@@ -98,13 +98,13 @@ fn read_all(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<Raw>> {
         remaining -= 1;
         ends.get_mut(&m.partition())
             .unwrap()
-            .push(Raw::of_message(topic, &m));
+            .push(DumpedRecord::of_message(topic, &m));
     }
     assert_eq!(remaining, 0, "{topic}: all records read");
     ends
 }
 
-fn header<'a>(raw: &'a Raw, name: &str) -> Option<&'a [u8]> {
+fn header<'a>(raw: &'a DumpedRecord, name: &str) -> Option<&'a [u8]> {
     raw.headers
         .iter()
         .find(|(n, _)| n == name)
@@ -133,7 +133,7 @@ async fn loadgen_produces_exactly_the_events_asked_for_keyed_and_numbered() {
         (5000, 5000, 0)
     );
     assert!(summary.valid, "{:?}", summary.invalid_reasons);
-    let records: Vec<Raw> = read_all(&broker.brokers(), &topic)
+    let records: Vec<DumpedRecord> = read_all(&broker.brokers(), &topic)
         .into_values()
         .flatten()
         .collect();
@@ -379,7 +379,7 @@ async fn produce_odd_records(brokers: &str, topic: &str) {
     }
 }
 
-fn without_replay_header(mut r: Raw) -> Raw {
+fn without_replay_header(mut r: DumpedRecord) -> DumpedRecord {
     r.headers.retain(|(n, _)| n != replay::REPLAY_HEADER);
     r.topic = None;
     r.offset = None;
@@ -436,7 +436,7 @@ async fn replay_at_10x_keeps_order_bytes_and_pace() {
     let src = read_all(&broker.brokers(), &source);
     let dst = read_all(&broker.brokers(), &target);
     for (p, records) in dst {
-        let expected: Vec<Raw> = src[&p]
+        let expected: Vec<DumpedRecord> = src[&p]
             .iter()
             .filter(|r| r.offset >= Some(40))
             .cloned()
@@ -445,8 +445,8 @@ async fn replay_at_10x_keeps_order_bytes_and_pace() {
             let origin = format!("r1:{source}:{p}:{}", want.offset.unwrap());
             assert_eq!(header(got, replay::REPLAY_HEADER), Some(origin.as_bytes()));
         }
-        let got: Vec<Raw> = records.into_iter().map(without_replay_header).collect();
-        let want: Vec<Raw> = expected.into_iter().map(without_replay_header).collect();
+        let got: Vec<DumpedRecord> = records.into_iter().map(without_replay_header).collect();
+        let want: Vec<DumpedRecord> = expected.into_iter().map(without_replay_header).collect();
         assert_eq!(
             got, want,
             "partition {p}: same records, same order, same bytes"
@@ -494,8 +494,8 @@ async fn a_topic_file_topic_round_trip_keeps_every_byte() {
         .unwrap();
     assert_eq!(tombstone.value, None, "the source holds a real tombstone");
     for (p, records) in src {
-        let want: Vec<Raw> = records.into_iter().map(without_replay_header).collect();
-        let got: Vec<Raw> = dst[&p].iter().cloned().map(without_replay_header).collect();
+        let want: Vec<DumpedRecord> = records.into_iter().map(without_replay_header).collect();
+        let got: Vec<DumpedRecord> = dst[&p].iter().cloned().map(without_replay_header).collect();
         assert_eq!(got, want, "partition {p}");
     }
 }

@@ -216,7 +216,7 @@ pub(crate) async fn minimal_config_isolates_a_refused_workspace(
         );
         s
     };
-    // Alone: the same configuration (both workspaces, so the same budgets: ok, bound
+    // Alone: the same configuration (both workspaces, so the same shares: ok, bound
     // by its limit, is parked in both runs), only ok's events.
     let api = MockApi::start(MockApiConfig::default()).await.unwrap();
     let alone_topic = broker.fresh_topic("alone", 4).await;
@@ -370,7 +370,7 @@ async fn ok_only_api() -> MockApi {
 
 /// A mock cluster of two brokers: the source, the DLQ and every group on broker 1, the
 /// parking topic (2 partitions) on broker 2, which is down once `records` are produced.
-/// Returns the cluster, the setup (budget 300 of 600 buffered) and the produced positions.
+/// Returns the cluster, the setup (share 300 of 600 buffered) and the produced positions.
 async fn parking_broker_down(
     api: &MockApi,
     records: &[Record],
@@ -461,7 +461,7 @@ async fn a_workspace_that_filled_the_buffer_while_parking_was_away_is_parked_onc
     api.stop().await;
 }
 
-/// A workspace over its budget that cannot be parked on some partitions (the parking
+/// A workspace over its share that cannot be parked on some partitions (the parking
 /// topic has fewer partitions than the source, and cannot grow) keeps those events in
 /// its lane: it does not take back everything it holds — aborting its requests in flight
 /// and sending them again — at every new event. The others keep going.

@@ -4,7 +4,7 @@
 //!
 //! Both readers go through it — the source consumer for fresh records and the parking
 //! reader for parked ones — so an event is judged the same way whichever way it came.
-//! What a reader counts (the source's buffered events, a parked lane's budget) stays
+//! What a reader counts (the source's buffered events, a parked lane's share) stays
 //! with the reader.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::deliver::Failure;
 use crate::dlq::DeadLetter;
 use crate::event::{Decoder, InvalidEvent};
-use crate::lane::{Envelope, LaneContext};
+use crate::lane::{Envelope, Services};
 use crate::record::{Origin, Raw};
 
 /// One record as read, before it is judged.
@@ -53,7 +53,7 @@ impl WorkspaceHeader {
 
 /// What becomes of a record.
 #[derive(Debug)]
-pub(crate) enum Verdict {
+pub(crate) enum Admission {
     /// Deliverable: on to its workspace's lane.
     Lane(ForLane),
     /// Never deliverable: a dead letter.
@@ -99,28 +99,28 @@ impl Refused {
 #[derive(Debug)]
 pub(crate) struct Intake {
     decoder: Decoder,
-    shared: Arc<LaneContext>,
+    services: Arc<Services>,
     /// Dead letters being written, off the reader's path.
     dead_letter_tasks: TaskTracker,
 }
 
 impl Intake {
-    /// Judges with `decoder`, encodes for `shared`'s destination, writes dead letters
+    /// Judges with `decoder`, encodes for `services`'s destination, writes dead letters
     /// to its dead-letter topic on `dead_letter_tasks`.
     pub(crate) fn new(
         decoder: Decoder,
-        shared: Arc<LaneContext>,
+        services: Arc<Services>,
         dead_letter_tasks: TaskTracker,
     ) -> Self {
         Intake {
             decoder,
-            shared,
+            services,
             dead_letter_tasks,
         }
     }
 
     /// Decodes, validates and encodes `record`: an envelope for its lane, or why not.
-    pub(crate) fn judge(&self, record: Received) -> Verdict {
+    pub(crate) fn judge(&self, record: Received) -> Admission {
         let Received {
             origin,
             raw,
@@ -135,10 +135,10 @@ impl Intake {
             (header, Some(payload)) => self
                 .decoder
                 .decode_record(payload, header.name(), Some(&raw.first_written))
-                .and_then(|event| Ok((self.shared.destination.encode(&event)?, event))),
+                .and_then(|event| Ok((self.services.destination.encode(&event)?, event))),
         };
         match decoded {
-            Ok((encoded, event)) => Verdict::Lane(ForLane {
+            Ok((encoded, event)) => Admission::Lane(ForLane {
                 envelope: Envelope {
                     origin,
                     raw,
@@ -150,7 +150,7 @@ impl Intake {
                 },
                 workspace: event.workspace,
             }),
-            Err(invalid) => Verdict::Refused(Refused {
+            Err(invalid) => Admission::Refused(Refused {
                 // A header naming no configured workspace is input, not a workspace: it
                 // becomes no metric label (the letter keeps the record's headers).
                 workspace: match invalid {
@@ -172,12 +172,12 @@ impl Intake {
     /// must keep reading meanwhile. Once the letter is acknowledged the event is done;
     /// past the drain deadline it is left uncommitted, to be read again.
     pub(crate) fn dead_letter(&self, refused: Refused) {
-        self.shared
+        self.services
             .metrics
             .invalid(&refused.origin, refused.invalid.reason(), &refused.invalid);
         let failure =
             Failure::without_request(refused.invalid.reason(), refused.invalid.to_string());
-        let shared = self.shared.clone();
+        let services = self.services.clone();
         self.dead_letter_tasks.spawn(async move {
             let letter = DeadLetter {
                 origin: &refused.origin,
@@ -186,8 +186,8 @@ impl Intake {
                 failure: &failure,
             };
             tokio::select! {
-                _ = shared.dead_letters.send(letter) => shared.books.done([refused.entry()]),
-                _ = shared.hard_stop.cancelled() => {}
+                _ = services.dead_letters.send(letter) => services.books.done([refused.entry()]),
+                _ = services.hard_stop.cancelled() => {}
             }
         });
     }

@@ -15,7 +15,7 @@ use crate::deliver::CustomerIo;
 use crate::dlq::DeadLetters;
 use crate::event::Decoder;
 use crate::intake::Intake;
-use crate::lane::{LaneContext, Router};
+use crate::lane::{Router, Services};
 use crate::limit::{Fleet, Limiter, Share};
 use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
@@ -35,7 +35,7 @@ pub enum WorkerError {
     Http(#[from] reqwest::Error),
     /// The Redis URL of the fleet limit is not usable.
     #[error("limits.redis_url: {0}")]
-    Redis(#[from] crate::limit::shared::SharedError),
+    Redis(#[from] crate::limit::fleet_store::FleetStoreError),
     /// The CA certificate for the Redis server could not be read.
     #[error("limits.redis_ca_file: {0}")]
     RedisCa(String),
@@ -90,14 +90,14 @@ pub async fn run_on(
     let health = Health::new(grace);
     stop.spawn_service(|end| server::serve(listener, metrics.clone(), health.clone(), end));
     let built = build_delivery(&config, metrics, &stop)?;
-    let (shared, intake, share) = (built.shared, built.intake, built.share);
+    let (services, intake, share) = (built.services, built.intake, built.share);
     let marks = ParkedMarks::default();
     let parking = ParkingSetup::new(
         &config,
         intake.clone(),
         marks.clone(),
         stop.dead_letter_tasks(),
-        &shared.metrics,
+        &services.metrics,
     )
     .await
     .map_err(|e| WorkerError::Parking(e.to_string()))?;
@@ -109,19 +109,19 @@ pub async fn run_on(
     let mut lanes = JoinSet::new();
     let router = Router::start(
         config.workspaces.iter().map(|w| w.id.clone()),
-        shared.clone(),
+        services.clone(),
         |workspace, lane| {
             parking
                 .as_ref()
-                .map(|p| LaneParking::new(p, workspace, lane, &shared))
+                .map(|p| LaneParking::new(p, workspace, lane, &services))
         },
         &mut lanes,
     );
     let assigned = Assigned::default();
-    start_lag_monitor(&config, &assigned, &shared, &health, &stop)?;
+    start_lag_monitor(&config, &assigned, &services, &health, &stop)?;
     let mut source = Source::new(
         &config,
-        &shared,
+        &services,
         intake,
         assigned,
         health.clone(),
@@ -155,16 +155,16 @@ pub async fn run_on(
 fn start_lag_monitor(
     config: &Config,
     assigned: &Assigned,
-    shared: &LaneContext,
+    services: &Services,
     health: &Health,
     stop: &Shutdown,
 ) -> Result<(), WorkerError> {
     let lag = LagMonitor::new(
         config,
         assigned.clone(),
-        shared.books.tracker().clone(),
-        shared.books.buffered().clone(),
-        shared.metrics.clone(),
+        services.books.tracker().clone(),
+        services.books.buffered().clone(),
+        services.metrics.clone(),
         health.clone(),
     )
     .map_err(SourceError::Kafka)?;
@@ -175,7 +175,7 @@ fn start_lag_monitor(
 /// The delivery side, built.
 pub(crate) struct Delivery {
     /// What the lanes share: the API client (with the limiter), dead letters, offsets.
-    pub(crate) shared: Arc<LaneContext>,
+    pub(crate) services: Arc<Services>,
     /// Judges each record for its lane.
     pub(crate) intake: Arc<Intake>,
     /// The limiter's share of each limit, which the consumer's rebalances update.
@@ -193,7 +193,7 @@ pub(crate) fn build_delivery(
     let limiter = Arc::new(build_limiter(config, &metrics)?);
     let share = limiter.share();
     stop.spawn_service(|end| report_limits(limiter.clone(), metrics.clone(), end));
-    let shared = Arc::new(LaneContext::from_config(
+    let services = Arc::new(Services::from_config(
         config,
         Arc::new(CustomerIo::new(config, limiter, metrics.clone())?),
         Arc::new(DeadLetters::new(config, metrics.clone()).map_err(SourceError::Kafka)?),
@@ -206,11 +206,11 @@ pub(crate) fn build_delivery(
     ));
     let intake = Arc::new(Intake::new(
         Decoder::for_config(config),
-        shared.clone(),
+        services.clone(),
         stop.dead_letter_tasks(),
     ));
     Ok(Delivery {
-        shared,
+        services,
         intake,
         share,
     })
@@ -239,7 +239,7 @@ fn build_limiter(config: &Config, metrics: &Metrics) -> Result<Limiter, WorkerEr
             let fleet =
                 Fleet::connect_trusting(url.expose(), ca, &l.redis_prefix, metrics.clone())?;
             metrics.set_fleet_up(true);
-            tracing::info!(prefix = %l.redis_prefix, "rate limits shared by the fleet through Redis");
+            tracing::info!(prefix = %l.redis_prefix, "rate limits services by the fleet through Redis");
             Ok(limiter.with_fleet(fleet))
         }
         _ => Ok(limiter),

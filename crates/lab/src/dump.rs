@@ -116,7 +116,7 @@ pub enum DumpError {
 
 /// A record decoded to raw bytes, ready to produce.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Raw {
+pub struct DumpedRecord {
     /// The topic it was read from, if known.
     pub topic: Option<String>,
     /// Partition, if known.
@@ -133,9 +133,9 @@ pub struct Raw {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
-impl Raw {
+impl DumpedRecord {
     /// A record as read from `topic`, whole.
-    pub fn of_message(topic: &str, m: &impl rdkafka::Message) -> Raw {
+    pub fn of_message(topic: &str, m: &impl rdkafka::Message) -> DumpedRecord {
         use rdkafka::message::Headers;
         let headers = m
             .headers()
@@ -145,7 +145,7 @@ impl Raw {
                     .collect()
             })
             .unwrap_or_default();
-        Raw {
+        DumpedRecord {
             topic: Some(topic.to_string()),
             partition: Some(m.partition()),
             offset: Some(m.offset()),
@@ -184,7 +184,7 @@ impl Raw {
 }
 
 impl Record {
-    fn into_raw(self, line: usize) -> Result<Raw, DumpError> {
+    fn into_raw(self, line: usize) -> Result<DumpedRecord, DumpError> {
         let bytes = |b: Option<Bytes>| {
             b.map(|b| b.to_vec())
                 .transpose()
@@ -194,7 +194,7 @@ impl Record {
         for h in self.headers {
             headers.push((h.name, bytes(h.value)?));
         }
-        Ok(Raw {
+        Ok(DumpedRecord {
             topic: self.topic,
             partition: self.partition,
             offset: self.offset,
@@ -207,7 +207,7 @@ impl Record {
 }
 
 /// Reads the records of a file one by one; blank lines are skipped.
-pub fn read(input: impl BufRead) -> impl Iterator<Item = Result<Raw, DumpError>> {
+pub fn read(input: impl BufRead) -> impl Iterator<Item = Result<DumpedRecord, DumpError>> {
     input.lines().enumerate().filter_map(|(i, line)| {
         let line_no = i + 1;
         match line {
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn any_bytes_survive_a_write_and_a_read() {
-        let raw = Raw {
+        let raw = DumpedRecord {
             topic: Some("events".into()),
             partition: Some(3),
             offset: Some(17),
@@ -248,15 +248,15 @@ mod tests {
                 ("empty".into(), Some(Vec::new())),
             ],
         };
-        let tombstone = Raw {
+        let tombstone = DumpedRecord {
             key: Some(Vec::new()),
-            ..Raw::default()
+            ..DumpedRecord::default()
         };
         let mut file = Vec::new();
         raw.write_line(&mut file).unwrap();
         file.extend_from_slice(b"\n");
         tombstone.write_line(&mut file).unwrap();
-        let back: Vec<Raw> = read(&file[..]).map(Result::unwrap).collect();
+        let back: Vec<DumpedRecord> = read(&file[..]).map(Result::unwrap).collect();
         assert_eq!(back, vec![raw, tombstone]);
         let text = String::from_utf8(file).unwrap();
         assert!(

@@ -1,6 +1,6 @@
 //! sluice's lab: the tools that prove its capacity — the load generator and topic
 //! replay, the record file they share, `capacity run` (the real pipeline against the
-//! emulator, judged) and `capacity report` (a review from a fleet's metrics).
+//! emulator, judged) and `capacity review` (a review from a fleet's metrics).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -9,6 +9,7 @@
     unreachable_pub
 )]
 
+pub(crate) mod broker;
 pub mod capacity;
 pub mod dump;
 pub(crate) mod latency;
@@ -16,4 +17,3 @@ pub mod loadgen;
 pub(crate) mod pace;
 pub(crate) mod progress;
 pub mod replay;
-pub(crate) mod shared;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{scrape, Snapshot, API_KEY, API_KEY_ENV};
+use super::{scrape, Scrape, API_KEY, API_KEY_ENV};
 
 /// Held by tests that start several worker processes, so two of them never share the
 /// machine's two cores (the limits they check are per window, in real time).
@@ -89,7 +89,7 @@ impl Pod {
     }
 
     /// Its metrics now, or `None` if it does not answer.
-    pub async fn metrics(&self) -> Option<Snapshot> {
+    pub async fn metrics(&self) -> Option<Scrape> {
         let probe = reqwest::Client::new()
             .get(format!("{}/healthz", self.url))
             .timeout(Duration::from_secs(2))
@@ -136,7 +136,7 @@ impl Drop for Pod {
 }
 
 /// The sum of `name`'s series carrying all of `labels` (`(name, value)` pairs).
-pub fn value(metrics: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(metrics: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     metrics.sum(name, labels)
 }
 

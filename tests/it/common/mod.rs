@@ -17,7 +17,7 @@ pub use kafka::{
     Broker,
 };
 pub use setup::{shipped_defaults, Setup};
-pub use sluice_lab::capacity::scrapes::Snapshot;
+pub use sluice_lab::capacity::scrapes::Scrape;
 pub use worker::{scrape, wait_until, Worker};
 
 /// The API key every test workspace uses.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sluice_core::config::Config;
 use sluice_core::metrics::Metrics;
-use sluice_lab::capacity::scrapes::Snapshot;
+use sluice_lab::capacity::scrapes::Scrape;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -94,8 +94,8 @@ pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut()
     }
 }
 
-/// `GET {url}/metrics`, parsed as `sluice capacity report` parses it (prometheus-parse).
-pub async fn scrape(url: &str) -> Snapshot {
+/// `GET {url}/metrics`, parsed as `sluice capacity review` parses it (prometheus-parse).
+pub async fn scrape(url: &str) -> Scrape {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .unwrap()
@@ -103,7 +103,7 @@ pub async fn scrape(url: &str) -> Snapshot {
         .await
         .unwrap();
     check_exposition(&text);
-    Snapshot::parse(&text, 0.0).expect("the exposition format")
+    Scrape::parse(&text, 0.0).expect("the exposition format")
 }
 
 /// Fails on a line of `text` that is not Prometheus text format: a comment other than

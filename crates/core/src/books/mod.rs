@@ -8,7 +8,7 @@
 //! Every path (the source, the lanes, parking, the parked-events readers, dead letters)
 //! says which of the two in one call, so "completed but still counted" and "released
 //! but never completed" cannot be written. Events read back from the parking topic
-//! were never in the buffer's count (their workspace's budget bounds them):
+//! were never in the buffer's count (their workspace's share bounds them):
 //! [`Entry::counted`] says which an event is.
 
 use std::sync::Arc;

@@ -227,7 +227,7 @@ impl Config {
     }
 
     /// The most events one workspace may hold in process.
-    pub(crate) fn workspace_budget(&self) -> usize {
+    pub(crate) fn workspace_share(&self) -> usize {
         self.kafka
             .max_buffered_events_per_workspace
             .unwrap_or_else(|| {

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::Method;
 
-use super::budget::{Again, Budget};
 use super::dated_body::DatedBody;
-use super::retry::{classify, is_throttle, retry_after, status_class, Verdict};
+use super::retry::{classify, is_throttle, retry_after, status_class, AnswerClass};
+use super::retry_budget::{Again, RetryBudget};
 use super::{Failure, FailureReason};
 use crate::config::{DestinationConfig, RetryConfig, Secret};
 use crate::limit::Limiter;
@@ -70,7 +70,7 @@ impl RetryingClient {
     }
 
     /// Sends one request for `workspace` until the answer is final: attempts, each
-    /// judged by [`attempt`](Self::attempt), with the waits the [`Budget`] sets.
+    /// judged by [`attempt`](Self::attempt), with the waits the [`RetryBudget`] sets.
     pub async fn send(
         &self,
         workspace: &str,
@@ -86,7 +86,7 @@ impl RetryingClient {
             url,
             body,
         };
-        let mut budget = Budget::new(&self.retry);
+        let mut budget = RetryBudget::new(&self.retry);
         let first_attempt = SystemTime::now();
         let mut attempts: u32 = 0;
         loop {
@@ -183,18 +183,18 @@ impl RetryingClient {
         let code = status.as_u16();
         let why = || Why::new(FailureReason::Http(code), excerpt(&text), Some(code));
         match classify(status) {
-            Verdict::Success => {
+            AnswerClass::Success => {
                 self.succeeded(workspace);
                 Outcome::Accepted(text)
             }
-            Verdict::Partial => {
+            AnswerClass::Partial => {
                 self.succeeded(workspace);
                 Outcome::Partial(text)
             }
-            Verdict::Split => Outcome::TooLarge(why()),
-            Verdict::Reject => Outcome::Rejected(why()),
-            Verdict::RetryAuth => Outcome::Again(Again::Auth, why(), sent.elapsed()),
-            Verdict::Retry => {
+            AnswerClass::Split => Outcome::TooLarge(why()),
+            AnswerClass::Reject => Outcome::Rejected(why()),
+            AnswerClass::RetryAuth => Outcome::Again(Again::Auth, why(), sent.elapsed()),
+            AnswerClass::Retry => {
                 let max = self.retry.max_retry_after_ms.duration();
                 let asked = retry_after(headers, SystemTime::now()).map(|d| d.min(max));
                 if is_throttle(status, asked) {

@@ -5,18 +5,18 @@
 //! A lane hands [`Destination::deliver`] a batch; it comes back with one
 //! [`ItemOutcome`] per event once every event is either accepted or refused for good.
 
-mod budget;
 mod customerio;
 mod dated_body;
 mod http;
 mod retry;
+mod retry_budget;
 
 use std::time::SystemTime;
 
 use crate::record::FailureReason;
 pub use customerio::{CustomerIo, Encoded};
 pub use http::{excerpt, Answer, RetryingClient};
-pub use retry::{classify, retry_after, Backoff, Verdict};
+pub use retry::{classify, retry_after, AnswerClass, Backoff};
 
 /// Why an event could not be delivered, with what a dead letter needs to say.
 #[derive(Debug, Clone, PartialEq, Eq)]

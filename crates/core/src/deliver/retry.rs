@@ -1,6 +1,6 @@
 //! Which answers are worth asking again for, how long to wait, and what the API asked
 //! for: the split every retrying client needs, kept in one place so delivery code only
-//! branches on the [`Verdict`].
+//! branches on the [`AnswerClass`].
 
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +11,7 @@ use crate::config::RetryConfig;
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum AnswerClass {
     /// Everything was accepted.
     Success,
     /// Some items were refused (Customer.io's 207); the rest were accepted.
@@ -29,16 +29,16 @@ pub enum Verdict {
 }
 
 /// Classifies an HTTP status.
-pub fn classify(status: StatusCode) -> Verdict {
+pub fn classify(status: StatusCode) -> AnswerClass {
     match status.as_u16() {
-        207 => Verdict::Partial,
-        s if (200..300).contains(&s) => Verdict::Success,
-        401 | 403 => Verdict::RetryAuth,
-        408 | 429 => Verdict::Retry,
-        413 => Verdict::Split,
-        501 => Verdict::Reject,
-        s if s >= 500 => Verdict::Retry,
-        _ => Verdict::Reject,
+        207 => AnswerClass::Partial,
+        s if (200..300).contains(&s) => AnswerClass::Success,
+        401 | 403 => AnswerClass::RetryAuth,
+        408 | 429 => AnswerClass::Retry,
+        413 => AnswerClass::Split,
+        501 => AnswerClass::Reject,
+        s if s >= 500 => AnswerClass::Retry,
+        _ => AnswerClass::Reject,
     }
 }
 
@@ -143,19 +143,19 @@ mod tests {
     #[test]
     fn statuses_are_classified_as_documented() {
         let cases = [
-            (200, Verdict::Success),
-            (204, Verdict::Success),
-            (207, Verdict::Partial),
-            (400, Verdict::Reject),
-            (404, Verdict::Reject),
-            (413, Verdict::Split),
-            (401, Verdict::RetryAuth),
-            (403, Verdict::RetryAuth),
-            (408, Verdict::Retry),
-            (429, Verdict::Retry),
-            (500, Verdict::Retry),
-            (501, Verdict::Reject),
-            (503, Verdict::Retry),
+            (200, AnswerClass::Success),
+            (204, AnswerClass::Success),
+            (207, AnswerClass::Partial),
+            (400, AnswerClass::Reject),
+            (404, AnswerClass::Reject),
+            (413, AnswerClass::Split),
+            (401, AnswerClass::RetryAuth),
+            (403, AnswerClass::RetryAuth),
+            (408, AnswerClass::Retry),
+            (429, AnswerClass::Retry),
+            (500, AnswerClass::Retry),
+            (501, AnswerClass::Reject),
+            (503, AnswerClass::Retry),
         ];
         for (code, verdict) in cases {
             assert_eq!(

@@ -42,46 +42,48 @@ impl Held {
     pub(super) fn send_ready(
         &mut self,
         workspace: &Arc<str>,
-        shared: &Arc<LaneContext>,
+        services: &Arc<Services>,
         draining: bool,
     ) {
-        while self.in_flight.len() < shared.max_in_flight && self.queues.runnable_events > 0 {
+        while self.in_flight.len() < services.max_in_flight && self.queues.runnable_events > 0 {
             let lingered = self
                 .queues
                 .oldest_runnable()
-                .is_some_and(|t| t + shared.linger <= Instant::now());
+                .is_some_and(|t| t + services.linger <= Instant::now());
             let ready = draining
                 || lingered
-                || self.queues.runnable_events >= shared.max_events
-                || self.queues.runnable_bytes >= shared.max_bytes;
+                || self.queues.runnable_events >= services.max_events
+                || self.queues.runnable_bytes >= services.max_bytes;
             if !ready {
                 break;
             }
             let batch =
                 self.queues
-                    .take_batch(shared.max_events, shared.max_bytes, shared.ordering);
+                    .take_batch(services.max_events, services.max_bytes, services.ordering);
             if batch.is_empty() {
                 break;
             }
             let bytes = batch.iter().map(|e| e.encoded.len()).sum();
-            shared.metrics.batch(workspace, batch.len(), bytes);
+            services.metrics.batch(workspace, batch.len(), bytes);
             let batch: Batch = Arc::new(batch);
             let id = self.next_batch;
             self.next_batch += 1;
             self.batches.insert(id, batch.clone());
-            let shared = shared.clone();
+            let services = services.clone();
             let workspace = workspace.clone();
             let task = self.in_flight.spawn(async move {
                 let items: Vec<Encoded> = batch.iter().map(|e| e.encoded.clone()).collect();
-                let outcomes = shared.destination.deliver(&workspace, &items).await;
+                let outcomes = services.destination.deliver(&workspace, &items).await;
                 // Refused events complete only once their dead letters are acknowledged.
                 let letters = batch.iter().zip(&outcomes).filter_map(|(e, o)| match o {
-                    ItemOutcome::Rejected(failure) => Some(shared.dead_letters.send(DeadLetter {
-                        origin: &e.origin,
-                        raw: &e.raw,
-                        workspace: Some(&workspace),
-                        failure,
-                    })),
+                    ItemOutcome::Rejected(failure) => {
+                        Some(services.dead_letters.send(DeadLetter {
+                            origin: &e.origin,
+                            raw: &e.raw,
+                            workspace: Some(&workspace),
+                            failure,
+                        }))
+                    }
                     ItemOutcome::Delivered => None,
                 });
                 futures::future::join_all(letters).await;
@@ -97,7 +99,7 @@ impl Held {
     pub(super) fn answered(
         &mut self,
         workspace: &Arc<str>,
-        shared: &Arc<LaneContext>,
+        services: &Arc<Services>,
         task: tokio::task::Id,
         id: u64,
         outcomes: Vec<ItemOutcome>,
@@ -115,7 +117,7 @@ impl Held {
         self.bytes = self
             .bytes
             .saturating_sub(batch.iter().map(Envelope::held_bytes).sum::<usize>());
-        finish(workspace, shared, &mut self.queues, batch, outcomes);
+        finish(workspace, services, &mut self.queues, batch, outcomes);
     }
 
     /// The drain deadline passed: in-flight requests are aborted and what is held is
@@ -134,7 +136,7 @@ impl Held {
     pub(super) fn fail_batch(
         &mut self,
         workspace: &Arc<str>,
-        shared: &Arc<LaneContext>,
+        services: &Arc<Services>,
         e: JoinError,
     ) {
         let Some(id) = self.tasks.remove(&e.id()) else {
@@ -172,10 +174,10 @@ impl Held {
             crate::record::FailureReason::InternalError,
             format!("delivery task panicked: {panic}"),
         );
-        let (shared, workspace) = (shared.clone(), workspace.clone());
+        let (services, workspace) = (services.clone(), workspace.clone());
         let task = self.in_flight.spawn(async move {
             let letters = batch.iter().map(|e| {
-                shared.dead_letters.send(DeadLetter {
+                services.dead_letters.send(DeadLetter {
                     origin: &e.origin,
                     raw: &e.raw,
                     workspace: Some(&workspace),

@@ -1,7 +1,7 @@
 //! What a lane asks of tenant isolation, and all it knows of it: a workspace's side of
 //! the parking protocol ([`crate::park::LaneParking`] implements it) is called between
 //! the lane's events, and the protocol's steps reach the lane in the same channel as
-//! its events ([`Control`]). The lane never sees how parking is done.
+//! its events ([`ParkingStep`]). The lane never sees how parking is done.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,7 +11,7 @@ use crate::record::TopicPartition;
 
 /// A step of the parking protocol that reaches a lane between its events.
 #[derive(Debug, Clone)]
-pub(crate) enum Control {
+pub(crate) enum ParkingStep {
     /// These partitions are this pod's now, with the workspaces that may have parked
     /// events of each waiting, and from which parking-topic offset.
     Assigned(Vec<(TopicPartition, BTreeMap<String, i64>)>),
@@ -63,7 +63,7 @@ pub(crate) trait Isolation: Send + 'static {
     fn maybe_return(&mut self, events: usize, bytes: usize);
 
     /// A step of the protocol; returns events now due in the lane, in order.
-    fn on_control(&mut self, control: Control) -> impl Future<Output = Vec<Envelope>> + Send;
+    fn on_control(&mut self, control: ParkingStep) -> impl Future<Output = Vec<Envelope>> + Send;
 
     /// The source is done: nothing more comes back from the side path.
     fn stop_reading(&mut self) -> impl Future<Output = ()> + Send;

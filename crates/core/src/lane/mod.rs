@@ -35,7 +35,7 @@ mod queues;
 
 use held::Held;
 
-pub(crate) use isolation::{Control, Isolation};
+pub(crate) use isolation::{Isolation, ParkingStep};
 pub use queues::Queues;
 
 /// One event on its way to the API.
@@ -54,7 +54,7 @@ pub struct Envelope {
     /// When it entered the lane, for the linger timer.
     pub arrived: Instant,
     /// Read back from the parking topic: not counted in `buffered` (the source's
-    /// back-pressure is not about it; the workspace's budget bounds it).
+    /// back-pressure is not about it; the workspace's share bounds it).
     pub from_park: bool,
 }
 
@@ -97,7 +97,7 @@ pub(crate) enum LaneMsg {
     /// A parked event read back from the parking topic.
     FromPark(Box<Envelope>),
     /// A step of the parking protocol (rebalances, fences).
-    Park(Control),
+    Park(ParkingStep),
 }
 
 /// What a workspace's lane holds, in events and bytes (as read plus encoded): what
@@ -111,7 +111,7 @@ pub struct LaneLoad {
 }
 
 /// What the lanes (and the source, for dead letters and back-pressure) share.
-pub struct LaneContext {
+pub struct Services {
     /// The API.
     pub destination: Arc<dyn Destination>,
     /// Where refused events go.
@@ -120,7 +120,7 @@ pub struct LaneContext {
     pub books: Books,
     /// Counts and logs outcomes.
     pub metrics: Metrics,
-    /// What each workspace's lane holds (its part of the buffer, held to its budget).
+    /// What each workspace's lane holds (its part of the buffer, held to its share).
     pub in_lane: HashMap<String, Arc<LaneLoad>>,
     /// Cancelled when the drain deadline passes: in-flight requests are abandoned.
     pub hard_stop: CancellationToken,
@@ -136,9 +136,9 @@ pub struct LaneContext {
     pub ordering: Ordering,
 }
 
-impl std::fmt::Debug for LaneContext {
+impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LaneContext")
+        f.debug_struct("Services")
             .field("max_events", &self.max_events)
             .field("max_bytes", &self.max_bytes)
             .field("linger", &self.linger)
@@ -148,7 +148,7 @@ impl std::fmt::Debug for LaneContext {
     }
 }
 
-impl LaneContext {
+impl Services {
     /// Lane settings from the configuration.
     pub(crate) fn from_config(
         config: &Config,
@@ -158,7 +158,7 @@ impl LaneContext {
         metrics: Metrics,
         hard_stop: CancellationToken,
     ) -> Self {
-        LaneContext {
+        Services {
             destination,
             dead_letters,
             books,
@@ -197,7 +197,7 @@ impl Router {
     /// makes for it (given the workspace and its lane's sender), if any.
     pub(crate) fn start<P: Isolation>(
         workspaces: impl IntoIterator<Item = String>,
-        shared: Arc<LaneContext>,
+        services: Arc<Services>,
         isolation: impl Fn(&str, mpsc::UnboundedSender<LaneMsg>) -> Option<P>,
         tasks: &mut JoinSet<()>,
     ) -> Self {
@@ -211,7 +211,7 @@ impl Router {
             tasks.spawn(run_lane(
                 workspace.clone(),
                 rx,
-                shared.clone(),
+                services.clone(),
                 park,
                 closed.clone(),
             ));
@@ -235,7 +235,7 @@ impl Router {
     }
 
     /// Tells every lane a step of the parking protocol (a rebalance).
-    pub(crate) fn broadcast(&self, control: impl Fn() -> Control) {
+    pub(crate) fn broadcast(&self, control: impl Fn() -> ParkingStep) {
         for lane in self.lanes.values() {
             let _ = lane.send(LaneMsg::Park(control()));
         }
@@ -251,7 +251,7 @@ const TAKE_AT_ONCE: usize = 1024;
 pub(crate) async fn run_lane<P: Isolation>(
     workspace: String,
     mut rx: mpsc::UnboundedReceiver<LaneMsg>,
-    shared: Arc<LaneContext>,
+    services: Arc<Services>,
     mut parking: Option<P>,
     closed: CancellationToken,
 ) {
@@ -262,8 +262,8 @@ pub(crate) async fn run_lane<P: Isolation>(
     park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
-        held.send_ready(&workspace, &shared, draining);
-        if let Some(load) = shared.in_lane.get(&*workspace) {
+        held.send_ready(&workspace, &services, draining);
+        if let Some(load) = services.in_lane.get(&*workspace) {
             load.events.store(held.events(), AtomicOrdering::Release);
             load.bytes.store(held.bytes, AtomicOrdering::Release);
         }
@@ -271,34 +271,34 @@ pub(crate) async fn run_lane<P: Isolation>(
         if draining && held.queues.total == 0 && held.in_flight.is_empty() {
             break;
         }
-        let linger_deadline = (held.in_flight.len() < shared.max_in_flight && !draining)
-            .then(|| held.queues.oldest_runnable().map(|t| t + shared.linger))
+        let linger_deadline = (held.in_flight.len() < services.max_in_flight && !draining)
+            .then(|| held.queues.oldest_runnable().map(|t| t + services.linger))
             .flatten();
 
         tokio::select! {
             biased;
-            _ = shared.hard_stop.cancelled() => {
+            _ = services.hard_stop.cancelled() => {
                 held.abandon(&workspace);
                 break;
             }
             Some(joined) = held.in_flight.join_next_with_id(), if !held.in_flight.is_empty() => match joined {
-                Ok((task, (id, outcomes))) => held.answered(&workspace, &shared, task, id, outcomes),
+                Ok((task, (id, outcomes))) => held.answered(&workspace, &services, task, id, outcomes),
                 Err(e) if e.is_cancelled() => {
                     held.tasks.remove(&e.id());
                 }
-                Err(e) => held.fail_batch(&workspace, &shared, e),
+                Err(e) => held.fail_batch(&workspace, &services, e),
             },
             received = rx.recv(), if !draining => match received {
-                Some(msg) => take_in_waiting(msg, &mut rx, &mut held, &mut parking, &shared).await,
+                Some(msg) => take_in_waiting(msg, &mut rx, &mut held, &mut parking, &services).await,
                 None => draining = true,
             },
             _ = closed.cancelled(), if !draining => {
-                take_in_the_rest(&mut rx, &mut held, &mut parking, &shared).await;
+                take_in_the_rest(&mut rx, &mut held, &mut parking, &services).await;
                 draining = true;
             }
             _ = park_tick.tick(), if parking.is_some() && !draining => {
                 if let Some(p) = &mut parking {
-                    on_park_tick(&mut held, p, &shared).await;
+                    on_park_tick(&mut held, p, &services).await;
                 }
             }
             _ = sleep_until(linger_deadline), if linger_deadline.is_some() => {}
@@ -316,12 +316,12 @@ async fn take_in_waiting<P: Isolation>(
     rx: &mut mpsc::UnboundedReceiver<LaneMsg>,
     held: &mut Held,
     parking: &mut Option<P>,
-    shared: &Arc<LaneContext>,
+    services: &Arc<Services>,
 ) {
-    take_in(msg, held, parking, shared).await;
+    take_in(msg, held, parking, services).await;
     for _ in 1..TAKE_AT_ONCE {
         let Ok(msg) = rx.try_recv() else { break };
-        take_in(msg, held, parking, shared).await;
+        take_in(msg, held, parking, services).await;
     }
 }
 
@@ -332,13 +332,13 @@ async fn take_in_the_rest<P: Isolation>(
     rx: &mut mpsc::UnboundedReceiver<LaneMsg>,
     held: &mut Held,
     parking: &mut Option<P>,
-    shared: &Arc<LaneContext>,
+    services: &Arc<Services>,
 ) {
     if let Some(p) = parking {
         p.stop_reading().await;
     }
     while let Ok(msg) = rx.try_recv() {
-        take_in(msg, held, parking, shared).await;
+        take_in(msg, held, parking, services).await;
     }
 }
 
@@ -348,33 +348,33 @@ async fn take_in<P: Isolation>(
     msg: LaneMsg,
     held: &mut Held,
     parking: &mut Option<P>,
-    shared: &LaneContext,
+    services: &Services,
 ) {
     match msg {
         LaneMsg::Event(envelope) => match parking {
             Some(p) => {
                 if let Some(direct) = p.on_event(*envelope) {
-                    held.push(direct, shared.ordering);
+                    held.push(direct, services.ordering);
                 }
-                park_if_over_budget(held, p, shared).await;
+                park_if_over_share(held, p, services).await;
             }
-            None => held.push(*envelope, shared.ordering),
+            None => held.push(*envelope, services.ordering),
         },
         LaneMsg::FromPark(envelope) => {
             if let Some(envelope) = parking.as_mut().and_then(|p| p.read_back(*envelope)) {
-                held.push(envelope, shared.ordering);
+                held.push(envelope, services.ordering);
             }
         }
         LaneMsg::Park(control) => {
-            if let Control::Revoked(revoked) = &control {
-                let mut dropped = held.queues.drop_partitions(revoked, shared.ordering);
-                dropped.extend(held.revoke_in_flight(revoked, shared.ordering));
+            if let ParkingStep::Revoked(revoked) = &control {
+                let mut dropped = held.queues.drop_partitions(revoked, services.ordering);
+                dropped.extend(held.revoke_in_flight(revoked, services.ordering));
                 let bytes = dropped.iter().map(Envelope::held_bytes).sum::<usize>();
                 held.bytes = held.bytes.saturating_sub(bytes);
-                shared.books.let_go(dropped.iter().map(Envelope::entry));
+                services.books.let_go(dropped.iter().map(Envelope::entry));
                 let dropped = dropped.len();
                 if dropped > 0 {
-                    shared.metrics.revoked_dropped(dropped);
+                    services.metrics.revoked_dropped(dropped);
                     tracing::debug!(
                         dropped,
                         "queued events of revoked partitions left to their new owner"
@@ -383,11 +383,11 @@ async fn take_in<P: Isolation>(
             }
             if let Some(p) = parking {
                 for direct in p.on_control(control).await {
-                    held.push(direct, shared.ordering);
+                    held.push(direct, services.ordering);
                 }
                 // At once after a rebalance: a reader of a revoked partition is replaced
                 // before it hands over anything more.
-                step_aside_if_due(held, p, shared).await;
+                step_aside_if_due(held, p, services).await;
             }
         }
     }
@@ -396,30 +396,30 @@ async fn take_in<P: Isolation>(
 /// The parking side's look every 100 ms: park (also here, not only when an event
 /// arrives: a workspace that could not be parked may hold the whole buffer, the source
 /// paused), hand the reading on to a workspace waiting for a reader, or come back.
-async fn on_park_tick<P: Isolation>(held: &mut Held, parking: &mut P, shared: &LaneContext) {
-    park_if_over_budget(held, parking, shared).await;
-    step_aside_if_due(held, parking, shared).await;
+async fn on_park_tick<P: Isolation>(held: &mut Held, parking: &mut P, services: &Services) {
+    park_if_over_share(held, parking, services).await;
+    step_aside_if_due(held, parking, services).await;
     parking.maybe_return(held.events(), held.bytes);
 }
 
 /// Hands the reading on if the parking side asks: takes back everything the lane holds
 /// and keeps what stays.
-async fn step_aside_if_due<P: Isolation>(held: &mut Held, parking: &mut P, shared: &LaneContext) {
+async fn step_aside_if_due<P: Isolation>(held: &mut Held, parking: &mut P, services: &Services) {
     if parking.should_step_aside() {
         let taken = held.take_all().await;
         for stays in parking.step_aside(taken).await {
-            held.push(stays, shared.ordering);
+            held.push(stays, services.ordering);
         }
     }
 }
 
-/// Parks the workspace if its lane is over budget and it has partitions it can park:
+/// Parks the workspace if its lane is over share and it has partitions it can park:
 /// takes back everything the lane holds and keeps what cannot be parked.
-async fn park_if_over_budget<P: Isolation>(held: &mut Held, parking: &mut P, shared: &LaneContext) {
+async fn park_if_over_share<P: Isolation>(held: &mut Held, parking: &mut P, services: &Services) {
     if parking.should_park(held.events(), held.bytes) {
         let taken = held.take_all().await;
         for stays in parking.park(taken) {
-            held.push(stays, shared.ordering);
+            held.push(stays, services.ordering);
         }
     }
 }
@@ -433,7 +433,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Records a batch's final answer: counts, completes offsets, releases its users.
 fn finish(
     workspace: &str,
-    shared: &LaneContext,
+    services: &Services,
     queues: &mut Queues,
     batch: Vec<Envelope>,
     outcomes: Vec<ItemOutcome>,
@@ -446,12 +446,12 @@ fn finish(
             .map(|(envelope, _)| envelope)
     };
     let now = std::time::SystemTime::now();
-    let metrics = &shared.metrics;
+    let metrics = &services.metrics;
     metrics.end_to_end(accepted().filter_map(|e| e.event_time), now);
     metrics.delivery_latency(accepted().filter_map(|e| e.raw.entered_us), now);
     metrics.delivered(workspace, accepted().count());
-    shared.books.done(batch.iter().map(Envelope::entry));
-    if shared.ordering == Ordering::PerUser {
+    services.books.done(batch.iter().map(Envelope::entry));
+    if services.ordering == Ordering::PerUser {
         queues.release(batch.into_iter().map(|e| e.user));
     }
 }

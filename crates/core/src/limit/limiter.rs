@@ -19,10 +19,10 @@ use tokio::time::Instant;
 
 use super::adaptive::Learned;
 use super::departure::{Departure, SendLog};
+use super::fleet_store::{Fleet, FLEET_HEADROOM};
 use super::lateness::Lateness;
 use super::pacer::{Pace, Pacer, Ticket};
 use super::share::Share;
-use super::shared::{Fleet, FLEET_HEADROOM};
 
 /// How often a workspace whose share is zero looks again.
 const ZERO_SHARE_RECHECK: Duration = Duration::from_millis(100);

@@ -13,18 +13,18 @@
 //!   below what the API accepted, hold, probe upward slowly.
 //! - [`share`]: `partition-share` — this pod's part of each limit is its share of the
 //!   partitions, shrunk before a partition leaves and grown after one arrives.
-//! - [`shared`]: `redis` — one GCRA per workspace in Redis, handed out in short leases;
+//! - [`fleet_store`]: `redis` — one GCRA per workspace in Redis, handed out in short leases;
 //!   falls back to partition-share while Redis is away.
 //! - [`limiter`]: the one type the delivery code calls, combining them.
 
 pub(crate) mod adaptive;
 pub(crate) mod departure;
+pub mod fleet_store;
 pub(crate) mod lateness;
 pub(crate) mod limiter;
 pub(crate) mod pacer;
 pub(crate) mod share;
-pub mod shared;
 
+pub use fleet_store::Fleet;
 pub use limiter::{Limiter, Permit, Rate};
 pub use share::Share;
-pub use shared::Fleet;

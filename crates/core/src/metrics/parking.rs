@@ -72,7 +72,7 @@ impl ParkingMetrics {
 
 impl Metrics {
     /// A workspace could not keep up and is parked (logged once per episode).
-    pub(crate) fn workspace_parked(&self, workspace: &str, budget: usize) {
+    pub(crate) fn workspace_parked(&self, workspace: &str, share: usize) {
         let gauge = self
             .parking
             .workspace_parked
@@ -80,8 +80,8 @@ impl Metrics {
         if gauge.get() == 0 {
             tracing::warn!(
                 workspace,
-                budget,
-                "workspace parked: it holds its whole buffer budget; its new events go to \
+                share,
+                "workspace parked: it holds its whole buffer share; its new events go to \
                  the parking topic and are read back at its pace"
             );
             gauge.set(1);

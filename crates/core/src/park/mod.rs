@@ -15,7 +15,7 @@
 //! **draining** (direct again, the fence not yet committed past).
 //!
 //! 1. *Park.* When W's events in process (queued or in flight in its lane, or held)
-//!    reach its budget (`kafka.max_buffered_events_per_workspace`), W is parked on every
+//!    reach its share (`kafka.max_buffered_events_per_workspace`), W is parked on every
 //!    partition the pod owns. For each, the parking partition with p's number has its
 //!    end offset read first: W's parked events of p will all be found from there
 //!    (`start`). The lane then takes back everything it holds — requests in flight are
@@ -37,7 +37,7 @@
 //!    only after W's reader has committed past W's fence.
 //! 4. *Read.* W's reader (consumer group `{group}.park.{W}`, partitions assigned by
 //!    hand) reads parking partition p from `max(its committed offset, start)` and hands
-//!    W's records of p to W's lane — only while the lane is under budget — skipping the
+//!    W's records of p to W's lane — only while the lane is under share — skipping the
 //!    rest. Its offsets complete as the lane delivers them. A pod runs at most
 //!    `kafka.park_readers` readers (`turns.rs`): W waits for a turn, in the order asked,
 //!    and while another waits, W hands its reader on after its turn if it is parked
@@ -50,7 +50,7 @@
 //!    W from p — and from then on *holds* W's new events from p. When the reader reads
 //!    the fence, every event parked before it is in the lane: the held events follow,
 //!    in order, and W is direct on p. Once the reader's commit passes the fence, the mark
-//!    goes. If the held events reach the budget first, they are parked (behind the
+//!    goes. If the held events reach the share first, they are parked (behind the
 //!    fence, in order) and W is parked again; the fence is then stale and ignored.
 //! 6. *Rebalance.* A revoked partition's states and held events are dropped: held
 //!    events were never completed, so the new owner reads them again. A newly assigned
@@ -85,9 +85,9 @@ use tokio::sync::mpsc;
 
 use crate::deliver::Failure;
 use crate::dlq::DeadLetter;
-use crate::lane::{Control, Envelope, Isolation, LaneContext, LaneMsg};
+use crate::lane::{Envelope, Isolation, LaneMsg, ParkingStep, Services};
 use crate::record::TopicPartition;
-use reader::{Ctrl, ReaderHandle};
+use reader::{ReaderCommand, ReaderHandle};
 use table::{ParkTable, Route};
 use turns::Asking;
 
@@ -97,7 +97,7 @@ pub(crate) struct LaneParking {
     setup: ParkingSetup,
     workspace: String,
     lane: mpsc::UnboundedSender<LaneMsg>,
-    shared: Arc<LaneContext>,
+    services: Arc<Services>,
     table: ParkTable,
     reader: Option<ReaderHandle>,
     /// Its place in the queue for a reader, while it waits for one.
@@ -126,7 +126,7 @@ const PARK_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 const RETURN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Parking-topic records behind its reader (any workspace's) that still count as
-/// caught up: read (most skipped as others') in milliseconds. A small budget's quarter
+/// caught up: read (most skipped as others') in milliseconds. A small share's quarter
 /// would otherwise ask for none at all, which readers of other workspaces writing
 /// their fences rarely leave.
 const NEARLY_CAUGHT_UP: usize = 500;
@@ -141,7 +141,7 @@ impl LaneParking {
         setup: &ParkingSetup,
         workspace: &str,
         lane: mpsc::UnboundedSender<LaneMsg>,
-        shared: &Arc<LaneContext>,
+        services: &Arc<Services>,
     ) -> Self {
         LaneParking {
             table: ParkTable::new(setup.marks.clone()),
@@ -149,7 +149,7 @@ impl LaneParking {
             setup: setup.clone(),
             workspace: workspace.to_string(),
             lane,
-            shared: shared.clone(),
+            services: services.clone(),
             reader: None,
             asking: None,
             readers_had: 0,
@@ -203,7 +203,7 @@ impl LaneParking {
 
     /// Writes one event to the parking topic; its offset completes on the ack.
     fn write(&self, envelope: Envelope) {
-        let shared = self.shared.clone();
+        let services = self.services.clone();
         let workspace = self.workspace.clone();
         let delivery = self
             .setup
@@ -214,12 +214,12 @@ impl LaneParking {
                 Ok(delivery) => tokio::select! {
                     r = delivery => r.map_err(|_| "the producer was dropped".to_string())
                         .and_then(|r| r.map(|_| ()).map_err(|(e, _)| e.to_string())),
-                    _ = shared.hard_stop.cancelled() => return,
+                    _ = services.hard_stop.cancelled() => return,
                 },
                 Err(e) => Err(e.to_string()),
             };
             match result {
-                Ok(()) => shared.metrics.parked_written(&workspace),
+                Ok(()) => services.metrics.parked_written(&workspace),
                 Err(e) => {
                     // Only a permanent error gets here (no delivery timeout): the event
                     // cannot be parked, so it is dead-lettered rather than lost.
@@ -232,12 +232,12 @@ impl LaneParking {
                         failure: &failure,
                     };
                     tokio::select! {
-                        _ = shared.dead_letters.send(letter) => {}
-                        _ = shared.hard_stop.cancelled() => return,
+                        _ = services.dead_letters.send(letter) => {}
+                        _ = services.hard_stop.cancelled() => return,
                     }
                 }
             }
-            shared.books.done([envelope.entry()]);
+            services.books.done([envelope.entry()]);
         });
     }
 }
@@ -254,7 +254,7 @@ impl Isolation for LaneParking {
             }
             Route::Hold => {
                 self.table.hold(&self.workspace, &tp, envelope);
-                if self.table.held(&self.workspace) >= self.setup.budget {
+                if self.table.held(&self.workspace) >= self.setup.share {
                     // Returning takes too long (the workspace is behind again): park.
                     for tp in self.table.returning(&self.workspace) {
                         for held in self.table.abort_return(&self.workspace, &tp) {
@@ -267,14 +267,14 @@ impl Isolation for LaneParking {
         }
     }
 
-    /// Whether the lane, holding `events` of `bytes`, is over budget (in events or in
+    /// Whether the lane, holding `events` of `bytes`, is over share (in events or in
     /// bytes) with partitions it can park: a lane that cannot park any keeps its events
     /// (the source's back-pressure bounds them) instead of taking them all back for
     /// nothing at every new one.
     fn should_park(&self, events: usize, bytes: usize) -> bool {
         self.setup.isolating
-            && (events + self.table.held(&self.workspace) >= self.setup.budget
-                || bytes >= self.setup.byte_budget)
+            && (events + self.table.held(&self.workspace) >= self.setup.share
+                || bytes >= self.setup.byte_share)
             && self.owned.iter().any(|tp| self.parkable(tp))
     }
 
@@ -291,7 +291,7 @@ impl Isolation for LaneParking {
                 Ok(start) => {
                     self.unparkable.remove(&tp);
                     self.table.park(&self.workspace, &tp, start);
-                    self.reader_send(Ctrl::Assign(tp, start));
+                    self.reader_send(ReaderCommand::Assign(tp, start));
                     parked_any = true;
                 }
                 Err(e) => {
@@ -308,9 +308,9 @@ impl Isolation for LaneParking {
         }
         if parked_any {
             self.parked_at = Some(tokio::time::Instant::now());
-            self.shared
+            self.services
                 .metrics
-                .workspace_parked(&self.workspace, self.setup.budget);
+                .workspace_parked(&self.workspace, self.setup.share);
         }
         let mut stay = Vec::new();
         for envelope in taken {
@@ -337,7 +337,7 @@ impl Isolation for LaneParking {
         {
             return Some(envelope);
         }
-        self.shared.books.let_go([envelope.entry()]);
+        self.services.books.let_go([envelope.entry()]);
         None
     }
 
@@ -365,7 +365,7 @@ impl Isolation for LaneParking {
         let mut let_go = 0;
         for envelope in taken {
             if envelope.from_park {
-                self.shared.books.let_go([envelope.entry()]);
+                self.services.books.let_go([envelope.entry()]);
                 let_go += 1;
             } else if self.table.route(&self.workspace, &envelope.origin.tp) == Route::Park {
                 self.write(envelope);
@@ -388,7 +388,7 @@ impl Isolation for LaneParking {
         );
         self.parked_at = Some(tokio::time::Instant::now());
         if !stale {
-            self.shared.metrics.reader_handed_on(&self.workspace);
+            self.services.metrics.reader_handed_on(&self.workspace);
         }
         self.ask_for_reader();
         stay
@@ -418,10 +418,9 @@ impl Isolation for LaneParking {
         let Some(reader) = &self.reader else {
             return;
         };
-        let low = self.setup.budget / 4;
+        let low = self.setup.share / 4;
         let behind = reader.lag.load(Ordering::Acquire).max(0) as usize;
-        if events > low || behind > low.max(NEARLY_CAUGHT_UP) || bytes > self.setup.byte_budget / 4
-        {
+        if events > low || behind > low.max(NEARLY_CAUGHT_UP) || bytes > self.setup.byte_share / 4 {
             return;
         }
         for tp in parked {
@@ -432,42 +431,44 @@ impl Isolation for LaneParking {
     }
 
     /// A rebalance or a fence; returns events now due in the lane, in order.
-    async fn on_control(&mut self, control: Control) -> Vec<Envelope> {
+    async fn on_control(&mut self, control: ParkingStep) -> Vec<Envelope> {
         match control {
             // A stale reader's fence: the events before it were let go of.
-            Control::FenceRead { .. } | Control::FenceCommitted { .. } if self.reader_stale => {
+            ParkingStep::FenceRead { .. } | ParkingStep::FenceCommitted { .. }
+                if self.reader_stale =>
+            {
                 Vec::new()
             }
-            Control::FenceRead { tp, epoch } => self
+            ParkingStep::FenceRead { tp, epoch } => self
                 .table
                 .fence_read(&self.workspace, &tp, epoch)
                 .map(Vec::from)
                 .unwrap_or_default(),
-            Control::FenceCommitted { tp, epoch } => {
+            ParkingStep::FenceCommitted { tp, epoch } => {
                 if self.table.fence_committed(&self.workspace, &tp, epoch) {
                     if let Some(reader) = &self.reader {
-                        reader.send(Ctrl::Unassign(tp));
+                        reader.send(ReaderCommand::Unassign(tp));
                     }
                     if !self.table.is_parked(&self.workspace) {
                         self.retire_reader().await;
-                        self.shared.metrics.workspace_returned(&self.workspace);
+                        self.services.metrics.workspace_returned(&self.workspace);
                     }
                 }
                 Vec::new()
             }
-            Control::Revoked(tps) => {
+            ParkingStep::Revoked(tps) => {
                 let read = self.table.off_direct(&self.workspace);
                 let reads_revoked =
                     self.reader.is_some() && read.iter().any(|(tp, _)| tps.contains(tp));
                 let dropped = self.table.revoked(&tps);
-                self.shared
+                self.services
                     .books
                     .let_go(dropped.iter().map(Envelope::entry));
                 for tp in tps {
                     self.owned.remove(&tp);
                     self.unparkable.remove(&tp);
                     if let Some(r) = &self.reader {
-                        r.send(Ctrl::Unassign(tp));
+                        r.send(ReaderCommand::Unassign(tp));
                     }
                 }
                 // Off the direct path nowhere on this pod now: its reader and its turn go.
@@ -481,17 +482,17 @@ impl Isolation for LaneParking {
                 }
                 Vec::new()
             }
-            Control::Assigned(assigned) => {
+            ParkingStep::Assigned(assigned) => {
                 for (tp, marks) in assigned {
                     self.owned.insert(tp.clone());
                     if let Some(start) = marks.get(&self.workspace) {
                         // Parked events of ours may wait there: they come first.
                         let epoch = self.table.inherit(&self.workspace, &tp, *start);
-                        self.reader_send(Ctrl::Assign(tp.clone(), *start));
+                        self.reader_send(ReaderCommand::Assign(tp.clone(), *start));
                         self.fence(&tp, epoch);
-                        self.shared
+                        self.services
                             .metrics
-                            .workspace_parked(&self.workspace, self.setup.budget);
+                            .workspace_parked(&self.workspace, self.setup.share);
                     }
                 }
                 Vec::new()

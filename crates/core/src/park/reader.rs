@@ -22,10 +22,10 @@ use super::turns::Turn;
 use super::writer::{parked_raw, FENCE, WORKSPACE};
 use crate::books::Entry;
 use crate::dlq::header_map;
-use crate::intake::{ForLane, Intake, Received, Verdict, WorkspaceHeader};
+use crate::intake::{Admission, ForLane, Intake, Received, WorkspaceHeader};
 use crate::kafka::client_config;
 use crate::kafka::log::KafkaLog;
-use crate::lane::{Control, LaneContext, LaneLoad, LaneMsg};
+use crate::lane::{LaneLoad, LaneMsg, ParkingStep, Services};
 use crate::record::headers;
 use crate::record::{Origin, TopicPartition};
 
@@ -34,7 +34,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the source asks of a reader.
 #[derive(Debug)]
-pub(crate) enum Ctrl {
+pub(crate) enum ReaderCommand {
     /// Read the parking partition of this source partition, from at least this offset.
     Assign(TopicPartition, i64),
     /// Stop reading it (revoked, or direct again).
@@ -51,7 +51,7 @@ pub(crate) fn synthetic_topic(park_topic: &str, workspace: &str, turn: u64) -> S
 /// The source's handle on one workspace's reader.
 #[derive(Debug)]
 pub(crate) struct ReaderHandle {
-    ctrl: mpsc::UnboundedSender<Ctrl>,
+    ctrl: mpsc::UnboundedSender<ReaderCommand>,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
     /// Its turn at reading: given back when it stops.
@@ -63,7 +63,7 @@ pub(crate) struct ReaderHandle {
 
 impl ReaderHandle {
     /// Tells the reader.
-    pub(crate) fn send(&self, ctrl: Ctrl) {
+    pub(crate) fn send(&self, ctrl: ReaderCommand) {
         let _ = self.ctrl.send(ctrl);
     }
 
@@ -97,13 +97,13 @@ pub(crate) struct ReaderSetup {
     pub lane: mpsc::UnboundedSender<LaneMsg>,
     /// What the workspace's lane holds.
     pub in_lane: Arc<LaneLoad>,
-    /// The workspace's buffer budget, in events.
-    pub budget: usize,
+    /// The workspace's buffer share, in events.
+    pub share: usize,
     /// Its share of `kafka.max_buffered_bytes`: parked events read back are held to it
     /// as fresh ones are (25 000 of 64 KB would otherwise be 1.6 GB).
-    pub byte_budget: usize,
+    pub byte_share: usize,
     /// What lanes share (tracker, buffered count, destination, dead letters, metrics).
-    pub shared: Arc<LaneContext>,
+    pub services: Arc<Services>,
     /// Judges parked payloads as the source judges fresh ones.
     pub intake: Arc<Intake>,
 }
@@ -180,7 +180,7 @@ pub(crate) fn start(
         client.set("fetch.queue.backoff.ms", "20");
     }
     let consumer: StreamConsumer<KafkaLog> =
-        client.create_with_context(KafkaLog::new(setup.shared.metrics.clone()))?;
+        client.create_with_context(KafkaLog::new(setup.services.metrics.clone()))?;
     let (ctrl, rx) = mpsc::unbounded_channel();
     let lag = Arc::new(AtomicI64::new(i64::MAX));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -207,7 +207,7 @@ pub(crate) fn start(
 impl Reader {
     async fn run(
         mut self,
-        mut ctrl: mpsc::UnboundedReceiver<Ctrl>,
+        mut ctrl: mpsc::UnboundedReceiver<ReaderCommand>,
         stop: tokio_util::sync::CancellationToken,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -218,8 +218,8 @@ impl Reader {
                 biased;
                 _ = stop.cancelled() => break,
                 c = ctrl.recv() => match c {
-                    Some(Ctrl::Assign(tp, start)) => self.assign(tp, start),
-                    Some(Ctrl::Unassign(tp)) => self.unassign(&tp),
+                    Some(ReaderCommand::Assign(tp, start)) => self.assign(tp, start),
+                    Some(ReaderCommand::Unassign(tp)) => self.unassign(&tp),
                     None => break,
                 },
                 m = consumer.recv(), if !self.parts.is_empty() && !self.paused => match m {
@@ -239,7 +239,7 @@ impl Reader {
         // What is still in process of this reader's is let go of: a later reader
         // reads it again from the committed offset, under a name of its own.
         let tps: Vec<TopicPartition> = self.parts.keys().map(|p| self.synthetic(*p)).collect();
-        self.setup.shared.books.tracker().forget(&tps);
+        self.setup.services.books.tracker().forget(&tps);
         // librdkafka's destroy waits for the client's threads to wind down, 1.5-2 s
         // measured: not on a runtime thread (readers stopping one after another held
         // both of them, and every lane with them).
@@ -287,7 +287,7 @@ impl Reader {
             self.parts.remove(&p);
             self.fences.retain(|(fp, _, _)| *fp != p);
             self.setup
-                .shared
+                .services
                 .books
                 .tracker()
                 .forget(&[self.synthetic(p)]);
@@ -350,7 +350,7 @@ impl Reader {
                 offset - 1
             );
             self.setup
-                .shared
+                .services
                 .metrics
                 .parked_expired(&self.setup.workspace, gone as u64);
         }
@@ -366,9 +366,9 @@ impl Reader {
             return;
         };
         let tp = self.synthetic(p);
-        let books = &self.setup.shared.books;
+        let books = &self.setup.services.books;
         let origin = Origin { tp, offset };
-        // Not in the buffer's count: the workspace's budget bounds what is read back.
+        // Not in the buffer's count: the workspace's share bounds what is read back.
         let entry = Entry {
             origin: &origin,
             bytes: 0,
@@ -394,7 +394,7 @@ impl Reader {
             let _ = self
                 .setup
                 .lane
-                .send(LaneMsg::Park(Control::FenceRead { tp: source, epoch }));
+                .send(LaneMsg::Park(ParkingStep::FenceRead { tp: source, epoch }));
             return;
         }
         let key = m.key().map(<[u8]>::to_vec);
@@ -409,33 +409,33 @@ impl Reader {
     }
 
     /// One of this workspace's parked events, read back: to its lane (the reader
-    /// pauses when the lane reaches its budget), or a dead letter if it no longer
+    /// pauses when the lane reaches its share), or a dead letter if it no longer
     /// decodes.
     fn hand_over(&mut self, record: Received) {
         match self.setup.intake.judge(record) {
-            Verdict::Lane(ForLane { envelope, .. }) => {
+            Admission::Lane(ForLane { envelope, .. }) => {
                 // Counted at once, so pacing sees it before the lane does.
                 let events = self.setup.in_lane.events.fetch_add(1, Ordering::AcqRel) + 1;
                 let size = envelope.held_bytes();
                 let bytes = self.setup.in_lane.bytes.fetch_add(size, Ordering::AcqRel) + size;
                 self.setup
-                    .shared
+                    .services
                     .metrics
                     .parked_drained(&self.setup.workspace);
                 // Shutting down if the lane is gone: left uncommitted, read again later.
                 let _ = self.setup.lane.send(LaneMsg::FromPark(Box::new(envelope)));
-                if events >= self.setup.budget || bytes >= self.setup.byte_budget {
+                if events >= self.setup.share || bytes >= self.setup.byte_share {
                     self.pace();
                 }
             }
             // It was valid when parked; a later version may decode differently.
-            Verdict::Refused(refused) => self.setup.intake.dead_letter(refused),
+            Admission::Refused(refused) => self.setup.intake.dead_letter(refused),
         }
     }
 
     fn commit(&mut self, mode: CommitMode) {
         let tps: Vec<TopicPartition> = self.parts.keys().map(|p| self.synthetic(*p)).collect();
-        let offsets = self.setup.shared.books.tracker().committable_for(&tps);
+        let offsets = self.setup.services.books.tracker().committable_for(&tps);
         if offsets.is_empty() {
             return;
         }
@@ -448,7 +448,7 @@ impl Reader {
             tracing::warn!(workspace = %self.setup.workspace, "parking offsets commit failed: {e}");
             return;
         }
-        self.setup.shared.books.tracker().mark_committed(&offsets);
+        self.setup.services.books.tracker().mark_committed(&offsets);
         let committed: HashMap<i32, i64> =
             offsets.iter().map(|(tp, n)| (tp.partition, *n)).collect();
         let parts = &self.parts;
@@ -457,7 +457,7 @@ impl Reader {
             let past = committed.get(p).is_some_and(|next| next > offset);
             if past {
                 if let Some(part) = parts.get(p) {
-                    let _ = lane.send(LaneMsg::Park(Control::FenceCommitted {
+                    let _ = lane.send(LaneMsg::Park(ParkingStep::FenceCommitted {
                         tp: part.source.clone(),
                         epoch: *epoch,
                     }));
@@ -467,14 +467,14 @@ impl Reader {
         });
     }
 
-    /// Reads only while the workspace's lane is under its budget.
+    /// Reads only while the workspace's lane is under its share.
     fn pace(&mut self) {
         let held = (
             self.setup.in_lane.events.load(Ordering::Acquire),
             self.setup.in_lane.bytes.load(Ordering::Acquire),
         );
-        let budget = (self.setup.budget, self.setup.byte_budget);
-        let Some(pause) = pacing(self.paused, held, budget) else {
+        let share = (self.setup.share, self.setup.byte_share);
+        let Some(pause) = pacing(self.paused, held, share) else {
             return;
         };
         let Ok(assigned) = self.consumer.assignment() else {
@@ -508,7 +508,7 @@ impl Reader {
             measuring: self.measuring.clone(),
             assignments: self.assignments.clone(),
             assignment: self.assignments.load(Ordering::Acquire),
-            shared: self.setup.shared.clone(),
+            services: self.setup.services.clone(),
             workspace: self.setup.workspace.clone(),
         };
         tokio::task::spawn_blocking(move || job.run());
@@ -532,7 +532,7 @@ struct LagJob {
     assignments: Arc<AtomicU64>,
     /// The assignment it measures.
     assignment: u64,
-    shared: Arc<LaneContext>,
+    services: Arc<Services>,
     workspace: String,
 }
 
@@ -565,7 +565,9 @@ impl LagJob {
             if !current() {
                 self.lag.store(i64::MAX, Ordering::Release);
             } else if lag != i64::MAX {
-                self.shared.metrics.set_parked_waiting(&self.workspace, lag);
+                self.services
+                    .metrics
+                    .set_parked_waiting(&self.workspace, lag);
             }
         }
         self.measuring.store(false, Ordering::Release);
@@ -573,11 +575,11 @@ impl LagJob {
 }
 
 /// Whether a reader, `paused` or not, whose lane holds `held` (events, bytes) against
-/// `budget` (events, bytes) should now pause (`Some(true)`) or resume (`Some(false)`):
-/// it pauses at either budget and resumes below three quarters of both.
-fn pacing(paused: bool, held: (usize, usize), budget: (usize, usize)) -> Option<bool> {
-    let over = held.0 >= budget.0 || held.1 >= budget.1;
-    let low = held.0 <= budget.0 * 3 / 4 && held.1 <= budget.1 * 3 / 4;
+/// `share` (events, bytes) should now pause (`Some(true)`) or resume (`Some(false)`):
+/// it pauses at either share and resumes below three quarters of both.
+fn pacing(paused: bool, held: (usize, usize), share: (usize, usize)) -> Option<bool> {
+    let over = held.0 >= share.0 || held.1 >= share.1;
+    let low = held.0 <= share.0 * 3 / 4 && held.1 <= share.1 * 3 / 4;
     match paused {
         false if over => Some(true),
         true if low => Some(false),
@@ -604,17 +606,17 @@ mod tests {
     }
 
     #[test]
-    fn parked_events_read_back_are_held_to_the_byte_budget_too() {
+    fn parked_events_read_back_are_held_to_the_byte_share_too() {
         // 64 KB events against 4 MB (64 MB / 16 workspaces) and 1 562 events.
-        let budget = (1_562, 4 << 20);
+        let share = (1_562, 4 << 20);
         let event = 64 << 10;
         // 64 of them fill the bytes long before the count.
-        assert_eq!(pacing(false, (63, 63 * event), budget), None);
-        assert_eq!(pacing(false, (64, 64 * event), budget), Some(true));
-        assert_eq!(pacing(true, (60, 60 * event), budget), None);
-        assert_eq!(pacing(true, (48, 48 * event), budget), Some(false));
+        assert_eq!(pacing(false, (63, 63 * event), share), None);
+        assert_eq!(pacing(false, (64, 64 * event), share), Some(true));
+        assert_eq!(pacing(true, (60, 60 * event), share), None);
+        assert_eq!(pacing(true, (48, 48 * event), share), Some(false));
         // Small events: the count, as before.
-        assert_eq!(pacing(false, (1_562, 1_562 * 200), budget), Some(true));
-        assert_eq!(pacing(true, (1_171, 1_171 * 200), budget), Some(false));
+        assert_eq!(pacing(false, (1_562, 1_562 * 200), share), Some(true));
+        assert_eq!(pacing(true, (1_171, 1_171 * 200), share), Some(false));
     }
 }

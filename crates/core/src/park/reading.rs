@@ -1,7 +1,7 @@
 //! A parked workspace's reader, started when its turn at reading comes (see
 //! [`super::turns`]) and told which partitions to read.
 
-use super::reader::{self, Ctrl, ReaderSetup};
+use super::reader::{self, ReaderCommand, ReaderSetup};
 use super::turns::Asking;
 use super::LaneParking;
 
@@ -11,7 +11,7 @@ impl LaneParking {
     /// every partition off the direct path (the table has them all).
     /// A stale reader is told nothing: the next one reads all that is off the direct
     /// path.
-    pub(super) fn reader_send(&mut self, ctrl: Ctrl) {
+    pub(super) fn reader_send(&mut self, ctrl: ReaderCommand) {
         match &self.reader {
             Some(_) if self.reader_stale => {}
             Some(reader) => reader.send(ctrl),
@@ -38,7 +38,7 @@ impl LaneParking {
         }
         self.ask_for_reader();
         let granted = self.asking.as_mut().and_then(Asking::granted);
-        let metrics = &self.shared.metrics;
+        let metrics = &self.services.metrics;
         metrics.set_readers_waiting(self.setup.turns.waiting());
         let Some(turn) = granted else {
             return;
@@ -57,16 +57,16 @@ impl LaneParking {
                 self.setup.turns.active(),
             ),
             lane: self.lane.clone(),
-            in_lane: self.shared.in_lane[&self.workspace].clone(),
-            budget: self.setup.budget,
-            byte_budget: self.setup.byte_budget,
-            shared: self.shared.clone(),
+            in_lane: self.services.in_lane[&self.workspace].clone(),
+            share: self.setup.share,
+            byte_share: self.setup.byte_share,
+            services: self.services.clone(),
             intake: self.setup.intake.clone(),
         };
         match reader::start(&self.setup.kafka, setup, turn) {
             Ok(reader) => {
                 for (tp, start) in off_direct {
-                    reader.send(Ctrl::Assign(tp, start));
+                    reader.send(ReaderCommand::Assign(tp, start));
                 }
                 self.reader = Some(reader);
             }

@@ -20,10 +20,10 @@ pub(crate) struct ParkingSetup {
     pub(crate) ledger: Arc<Ledger>,
     pub(super) marks: ParkedMarks,
     pub(super) kafka: KafkaConfig,
-    pub(super) budget: usize,
+    pub(super) share: usize,
     /// The workspace's share of `kafka.max_buffered_bytes`: a lane of large events
     /// parks on bytes before the whole buffer fills and pauses everyone.
-    pub(super) byte_budget: usize,
+    pub(super) byte_share: usize,
     pub(super) intake: Arc<Intake>,
     pub(super) writes: TaskTracker,
     /// Whether there is another workspace to protect: a lone workspace is never parked
@@ -96,8 +96,8 @@ impl ParkingSetup {
             ledger: Arc::new(ledger),
             marks,
             kafka: config.kafka.clone(),
-            budget: config.workspace_budget(),
-            byte_budget: (config.kafka.max_buffered_bytes / config.workspaces.len().max(1)).max(1),
+            share: config.workspace_share(),
+            byte_share: (config.kafka.max_buffered_bytes / config.workspaces.len().max(1)).max(1),
             intake,
             writes,
             isolating,

@@ -19,7 +19,7 @@ use crate::shutdown::Shutdown;
 struct Pod {
     _stop: Shutdown,
     setup: ParkingSetup,
-    shared: Arc<LaneContext>,
+    services: Arc<Services>,
 }
 
 async fn pod(partitions: i32) -> Pod {
@@ -62,7 +62,7 @@ api_key_env = "KEY"
         built.intake.clone(),
         table::ParkedMarks::default(),
         stop.dead_letter_tasks(),
-        &built.shared.metrics,
+        &built.services.metrics,
     )
     .await
     .unwrap()
@@ -70,7 +70,7 @@ api_key_env = "KEY"
     Pod {
         _stop: stop,
         setup,
-        shared: built.shared,
+        services: built.services,
     }
 }
 
@@ -106,12 +106,12 @@ async fn gets_a_reader(parking: &mut LaneParking) -> bool {
 async fn a_readers_events_of_a_partition_revoked_and_given_back_are_not_taken_for_new_ones() {
     let pod = pod(2).await;
     let (lane, _events) = mpsc::unbounded_channel();
-    let mut a = LaneParking::new(&pod.setup, "a", lane, &pod.shared);
+    let mut a = LaneParking::new(&pod.setup, "a", lane, &pod.services);
     let (p0, p1) = (
         TopicPartition::new("events", 0),
         TopicPartition::new("events", 1),
     );
-    a.on_control(Control::Assigned(vec![
+    a.on_control(ParkingStep::Assigned(vec![
         (p0.clone(), BTreeMap::new()),
         (p1.clone(), BTreeMap::new()),
     ]))
@@ -127,8 +127,8 @@ async fn a_readers_events_of_a_partition_revoked_and_given_back_are_not_taken_fo
     // p0 is revoked and given back to this pod; `a` stays parked on p1, so it keeps
     // reading. What its reader read of p0 before it heard (sent to the lane after the
     // new assignment) is older than what the lane let go of at the revocation.
-    a.on_control(Control::Revoked(vec![p0.clone()])).await;
-    a.on_control(Control::Assigned(vec![(
+    a.on_control(ParkingStep::Revoked(vec![p0.clone()])).await;
+    a.on_control(ParkingStep::Assigned(vec![(
         p0.clone(),
         BTreeMap::from([("a".to_string(), 0)]),
     )]))

@@ -23,9 +23,9 @@ use super::kafka_log::KafkaLog;
 use super::{Assigned, OffsetTracker, TopicPartition};
 use super::{Books, Buffered, Entry};
 use crate::config::Config;
-use crate::intake::{ForLane, Intake, Received, Verdict};
-use crate::lane::Control;
-use crate::lane::{LaneContext, Router};
+use crate::intake::{Admission, ForLane, Intake, Received};
+use crate::lane::ParkingStep;
+use crate::lane::{Router, Services};
 use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
@@ -65,7 +65,7 @@ pub struct Source {
     commit_interval: Duration,
     topics: HashMap<String, Arc<str>>,
     /// Rebalances for the lanes, forwarded before the next message.
-    rebalances: mpsc::UnboundedReceiver<Control>,
+    rebalances: mpsc::UnboundedReceiver<ParkingStep>,
     /// The assignment as of a version of it (see [`Source::owns`]).
     owned: (u64, HashSet<TopicPartition>),
 }
@@ -87,11 +87,11 @@ pub(crate) struct SourceParking {
 }
 
 impl Source {
-    /// Builds the consumer for `config` and subscribes to its topics. `shared` is what
+    /// Builds the consumer for `config` and subscribes to its topics. `services` is what
     /// the lanes share (tracker, metrics, buffered count); `intake` judges each record.
     pub(crate) fn new(
         config: &Config,
-        shared: &LaneContext,
+        services: &Services,
         intake: Arc<Intake>,
         assigned: Assigned,
         health: Health,
@@ -99,9 +99,9 @@ impl Source {
         parking: SourceParking,
     ) -> Result<Self, SourceError> {
         let SourceParking { marks, ledger } = parking;
-        let books = shared.books.clone();
+        let books = services.books.clone();
         let tracker = books.tracker().clone();
-        let metrics = shared.metrics.clone();
+        let metrics = services.metrics.clone();
         let buffered = books.buffered().clone();
         let k = &config.kafka;
         let client = group_client_config(k);
@@ -290,7 +290,7 @@ impl Source {
         }
         self.metrics.consumed();
         match self.intake.judge(message) {
-            Verdict::Lane(ForLane {
+            Admission::Lane(ForLane {
                 workspace,
                 envelope,
             }) => {
@@ -309,7 +309,7 @@ impl Source {
                     );
                 }
             }
-            Verdict::Refused(refused) => {
+            Admission::Refused(refused) => {
                 self.books.taken_in(refused.entry());
                 self.intake.dead_letter(refused);
             }

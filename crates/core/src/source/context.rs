@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::kafka_log::KafkaLog;
 use super::partition_counts::PartitionCounts;
 use super::{Assigned, OffsetTracker, TopicPartition};
-use crate::lane::Control;
+use crate::lane::ParkingStep;
 use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::park::ledger::Ledger;
@@ -52,7 +52,7 @@ pub(super) struct SourceContext {
     pub(super) marks: ParkedMarks,
     /// Where rebalances are reported to the lanes (revocations always; assignments,
     /// with their parking marks, when parking is on).
-    pub(super) rebalances: mpsc::UnboundedSender<Control>,
+    pub(super) rebalances: mpsc::UnboundedSender<ParkingStep>,
     /// The parking ledger, when parking is on: where assigned partitions' marks are read.
     pub(super) ledger: Option<Arc<Ledger>>,
     /// The workspaces (for the safe assumption when marks cannot be read).
@@ -101,7 +101,7 @@ impl SourceContext {
         drop(assigned);
         // The lanes drop what they still queue of these partitions: the new
         // owner reads it again from the commit just made.
-        let _ = self.rebalances.send(Control::Revoked(revoked));
+        let _ = self.rebalances.send(ParkingStep::Revoked(revoked));
     }
 
     /// The broker's answer to a commit: confirmed offsets are not asked for again;
@@ -174,7 +174,7 @@ impl ConsumerContext for SourceContext {
                 drop(assigned);
                 if let Some(ledger) = &self.ledger {
                     let inherited = self.inherit_marks(ledger, tpl);
-                    let _ = self.rebalances.send(Control::Assigned(inherited));
+                    let _ = self.rebalances.send(ParkingStep::Assigned(inherited));
                 }
                 self.health.joined();
             }

@@ -69,7 +69,7 @@ impl Bench {
             Broker::Real(b) if fresh_topic => {
                 let mut client = sluice_core::kafka::producer_config(&config.kafka);
                 client.set("bootstrap.servers", b);
-                crate::shared::create_topics(&client, &topic, args.partitions).await?;
+                crate::broker::create_topics(&client, &topic, args.partitions).await?;
                 args.partitions
             }
             Broker::Real(_) => 0,

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use super::report_args::ReportArgs;
-use super::scrapes::{PodScrapes, Snapshot};
+use super::review_args::ReviewArgs;
+use super::scrapes::{PodScrapes, Scrape};
 
 /// Takes the scrapes `args` names: live ones over `--interval`, saved files, or a
 /// Prometheus range.
-pub async fn collect(args: &ReportArgs) -> anyhow::Result<Vec<PodScrapes>> {
+pub async fn collect(args: &ReviewArgs) -> anyhow::Result<Vec<PodScrapes>> {
     if !args.scrapes.is_empty() {
         let gap = args.interval.as_secs_f64() / (args.scrapes.len() - 1) as f64;
         let scrapes = args
@@ -18,7 +18,7 @@ pub async fn collect(args: &ReportArgs) -> anyhow::Result<Vec<PodScrapes>> {
             .map(|(i, p)| {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                Snapshot::parse(&text, i as f64 * gap)
+                Scrape::parse(&text, i as f64 * gap)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
             })
             .collect::<anyhow::Result<_>>()?;
@@ -40,7 +40,7 @@ pub async fn collect(args: &ReportArgs) -> anyhow::Result<Vec<PodScrapes>> {
 /// `--interval`, at least 1 s) from the start of `--interval` to its end.
 async fn scrape_live(
     client: &reqwest::Client,
-    args: &ReportArgs,
+    args: &ReviewArgs,
 ) -> anyhow::Result<Vec<PodScrapes>> {
     let every = args
         .every
@@ -68,7 +68,7 @@ async fn scrape_live(
                 .map_err(|e| anyhow::anyhow!("scraping {}: {e}", pod.name))?
                 .text()
                 .await?;
-            pod.scrapes.push(Snapshot::parse(&text, at_s)?);
+            pod.scrapes.push(Scrape::parse(&text, at_s)?);
         }
         if next >= started + args.interval {
             break;

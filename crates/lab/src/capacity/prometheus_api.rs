@@ -1,4 +1,4 @@
-//! `sluice capacity report --prometheus URL --range D`: sluice's series read from a
+//! `sluice capacity review --prometheus URL --range D`: sluice's series read from a
 //! Prometheus server's HTTP API (`/api/v1/query_range`), turned into one run of
 //! scrapes per pod (`instance`), so a review can be held after the fact over any
 //! stretch Prometheus kept.
@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::report_args::ReportArgs;
-use super::scrapes::{PodScrapes, Sample, Snapshot};
+use super::review_args::ReviewArgs;
+use super::scrapes::{PodScrapes, Scrape, SeriesValue};
 
 /// The series a review reads: sluice's own and the process CPU (histogram buckets
 /// left out).
@@ -40,7 +40,7 @@ struct Series {
 pub async fn collect(
     client: &reqwest::Client,
     url: &str,
-    args: &ReportArgs,
+    args: &ReviewArgs,
 ) -> anyhow::Result<Vec<PodScrapes>> {
     let end = args
         .end
@@ -85,7 +85,7 @@ pub async fn collect(
 /// Pivots series × timestamps into each pod's scrapes.
 fn pods(series: Vec<Series>, query: &str, url: &str) -> anyhow::Result<Vec<PodScrapes>> {
     // pod → timestamp (ms) → samples.
-    let mut by_pod: BTreeMap<String, BTreeMap<i64, Vec<Sample>>> = BTreeMap::new();
+    let mut by_pod: BTreeMap<String, BTreeMap<i64, Vec<SeriesValue>>> = BTreeMap::new();
     for s in series {
         let mut labels = s.metric;
         let Some(metric) = labels.remove("__name__") else {
@@ -106,7 +106,7 @@ fn pods(series: Vec<Series>, query: &str, url: &str) -> anyhow::Result<Vec<PodSc
             points
                 .entry((t * 1000.0).round() as i64)
                 .or_default()
-                .push(Sample {
+                .push(SeriesValue {
                     metric: metric.clone(),
                     labels: labels.clone(),
                     value,
@@ -119,7 +119,7 @@ fn pods(series: Vec<Series>, query: &str, url: &str) -> anyhow::Result<Vec<PodSc
             name,
             scrapes: points
                 .into_iter()
-                .map(|(t, samples)| Snapshot {
+                .map(|(t, samples)| Scrape {
                     at_s: t as f64 / 1000.0,
                     samples,
                 })

@@ -1,4 +1,4 @@
-//! The capacity report: `report.json` (stable, versioned names), `report.md` (the
+//! The capacity review: `report.json` (stable, versioned names), `report.md` (the
 //! benchmark-template shape: configuration, results table, observations) and
 //! `report.svg` (the timeline).
 

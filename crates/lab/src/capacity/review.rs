@@ -1,4 +1,4 @@
-//! `sluice capacity report`: a capacity review from exported metrics — two scrapes of
+//! `sluice capacity review`: a capacity review from exported metrics — two scrapes of
 //! each pod's `/metrics` (or two saved scrape files) some interval apart — per
 //! workspace and for the fleet: rates in and out, the limit's budget used, 429s and
 //! retries, lag and time to drain, CPU per pod, and the most the setup can carry with
@@ -328,11 +328,11 @@ pub fn review(pods: &[PodScrapes], cores_per_pod: f64) -> Review {
 }
 
 impl Review {
-    /// Writes report.json and report.md into `dir` (created).
+    /// Writes review.json and review.md into `dir` (created).
     pub fn write(&self, dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
-        std::fs::write(dir.join("report.md"), self.markdown())?;
+        std::fs::write(dir.join("review.json"), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(dir.join("review.md"), self.markdown())?;
         Ok(())
     }
 }

@@ -18,14 +18,14 @@ use super::sample::{self, Sample};
 use super::stairs::{Break, Stairs};
 use crate::loadgen::schedule::{Pace, Schedule, Stage};
 use crate::loadgen::shape::Shape;
-use crate::loadgen::{self, Gate, Plan, Target};
+use crate::loadgen::{self, Headroom, Plan, Target};
 use sluice_core::config::Config;
 use sluice_core::metrics::Metrics;
 use sluice_mock_api::{MockApi, MockApiConfig};
 
 /// Bytes of undelivered events one partition of the embedded broker may hold.
 /// librdkafka's mock cluster keeps the last 5 MiB of a partition (rdkafka_mock.c,
-/// `max_size`), read or not; 3 MiB leaves room for what the gate's estimate misses
+/// `max_size`), read or not; 3 MiB leaves room for what the headroom's estimate misses
 /// (batch framing, partitions read unevenly between pauses).
 const MOCK_PARTITION_BUDGET_BYTES: u64 = 3 * 1024 * 1024;
 
@@ -34,7 +34,7 @@ const EMBEDDED_LINGER_MS: u32 = 20;
 
 /// A finished run: its report and where it was written.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct RunOutcome {
     /// The report.
     pub report: Report,
     /// The folder holding report.json/md/svg.
@@ -72,7 +72,7 @@ fn working_set(config: &Config) -> f64 {
 }
 
 /// Runs the scenario `args` describes until it ends, breaks (`stress`) or `stop`.
-pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outcome> {
+pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<RunOutcome> {
     let run_id = ulid::Ulid::new().to_string();
     let throughput = args.profile == "throughput";
     let stress = args.profile == "stress";
@@ -124,7 +124,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<Outco
         .clone()
         .unwrap_or_else(|| super::report::default_dir(&report.profile));
     report.write(&dir)?;
-    Ok(Outcome { report, dir })
+    Ok(RunOutcome { report, dir })
 }
 
 /// Starts the embedded `sluice mock-api` unless `--api-url` names a real one, and
@@ -209,9 +209,9 @@ impl Load {
         )?;
         let sent = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
-        let gate = Self::gate(bench, metrics);
-        let max_partition_backlog_bytes = gate.as_ref().map(|g| g.max_partition_bytes);
-        let gate_waits = gate.as_ref().map(|g| g.waited.clone());
+        let headroom = Self::headroom(bench, metrics);
+        let max_partition_backlog_bytes = headroom.as_ref().map(|g| g.max_partition_bytes);
+        let gate_waits = headroom.as_ref().map(|g| g.waited.clone());
         let plan = Plan {
             max_pending: schedule
                 .peak()
@@ -229,7 +229,7 @@ impl Load {
             max_late_share: 0.01,
             progress_interval: None,
             sent: sent.clone(),
-            gate,
+            headroom,
         };
         let task = tokio::task::spawn_blocking({
             let stop = stop.clone();
@@ -246,10 +246,10 @@ impl Load {
 
     /// The mock cluster keeps only so much per partition: on it the generator waits
     /// for the worker rather than outgrow it.
-    fn gate(bench: &Bench, metrics: &Metrics) -> Option<Gate> {
+    fn headroom(bench: &Bench, metrics: &Metrics) -> Option<Headroom> {
         bench.embedded().then(|| {
             let m = metrics.clone();
-            Gate::new(
+            Headroom::new(
                 Arc::new(move || m.delivered_count() + m.dead_lettered_total()),
                 MOCK_PARTITION_BUDGET_BYTES,
                 bench.partitions.max(1) as usize,

@@ -78,7 +78,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Where the worker under test serves /metrics, /healthz and /readyz while it runs
-    /// (port 0: a free one; the address is logged), e.g. for `sluice capacity report`.
+    /// (port 0: a free one; the address is logged), e.g. for `sluice capacity review`.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
     /// What the events look like (as `sluice loadgen`).

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// One series' value in a scrape.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub struct SeriesValue {
     /// Metric name.
     pub metric: String,
     /// Its labels.
@@ -17,16 +17,16 @@ pub struct Sample {
 
 /// One scrape of one pod (the default: one that found nothing).
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub struct Scrape {
     /// When it was taken, seconds (any origin; only differences count).
     pub at_s: f64,
     /// Its series.
-    pub samples: Vec<Sample>,
+    pub samples: Vec<SeriesValue>,
 }
 
-impl Snapshot {
+impl Scrape {
     /// Parses one scrape's text (the Prometheus exposition format), taken at `at_s`.
-    pub fn parse(text: &str, at_s: f64) -> anyhow::Result<Snapshot> {
+    pub fn parse(text: &str, at_s: f64) -> anyhow::Result<Scrape> {
         use prometheus_parse::Value;
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
         let samples = scrape
@@ -42,14 +42,14 @@ impl Snapshot {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                Some(Sample {
+                Some(SeriesValue {
                     metric: s.metric,
                     labels,
                     value,
                 })
             })
             .collect();
-        Ok(Snapshot { at_s, samples })
+        Ok(Scrape { at_s, samples })
     }
 
     /// Sum of a metric's samples whose labels include every `(name, value)` of `filter`.
@@ -81,15 +81,15 @@ pub struct PodScrapes {
     /// Pod name (its URL, file or Prometheus `instance`).
     pub name: String,
     /// Its scrapes.
-    pub scrapes: Vec<Snapshot>,
+    pub scrapes: Vec<Scrape>,
 }
 
 impl PodScrapes {
-    pub(super) fn first(&self) -> &Snapshot {
+    pub(super) fn first(&self) -> &Scrape {
         &self.scrapes[0]
     }
 
-    pub(super) fn last(&self) -> &Snapshot {
+    pub(super) fn last(&self) -> &Scrape {
         &self.scrapes[self.scrapes.len() - 1]
     }
 
@@ -110,7 +110,7 @@ impl PodScrapes {
 }
 
 /// How much a counter grew from `a` to `b` (from zero if it was reset in between).
-pub(super) fn increase(a: &Snapshot, b: &Snapshot, metric: &str, filter: &[(&str, &str)]) -> f64 {
+pub(super) fn increase(a: &Scrape, b: &Scrape, metric: &str, filter: &[(&str, &str)]) -> f64 {
     let (before, after) = (a.sum(metric, filter), b.sum(metric, filter));
     if after >= before {
         after - before

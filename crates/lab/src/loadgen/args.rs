@@ -9,7 +9,7 @@ pub struct LoadgenArgs {
     /// Where to connect: `--brokers`, `--config` (whose topics and workspaces are also
     /// the defaults here).
     #[command(flatten)]
-    pub kafka: crate::shared::KafkaArgs,
+    pub kafka: crate::broker::KafkaArgs,
     /// Topic to produce into (default: the first of `--config`'s `kafka.topics`).
     #[arg(long)]
     pub topic: Option<String>,

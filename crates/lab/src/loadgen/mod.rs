@@ -15,11 +15,11 @@
 //! (no coordinated omission), and `sluice replay --speed 1` reproduces the curve.
 
 mod args;
-mod gate;
+mod headroom;
+mod output;
 pub mod profile;
 pub(crate) mod schedule;
 pub mod shape;
-mod sink;
 mod summary;
 
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 pub use args::{LoadgenArgs, Rate};
-pub use gate::{Gate, PartitionBytes};
+pub use headroom::{Headroom, PartitionBytes};
 use schedule::{Pace, Schedule, Stage};
 use shape::{Generator, Shape, ShapeArgs};
 use sluice_core::config::Config;
@@ -86,8 +86,8 @@ pub struct Plan {
     pub progress_interval: Option<Duration>,
     /// Counts events sent, for a caller watching the run.
     pub sent: Arc<AtomicU64>,
-    /// Holds sends back while a partition would hold too much undelivered (see [`Gate`]).
-    pub gate: Option<Gate>,
+    /// Holds sends back while a partition would hold too much undelivered (see [`Headroom`]).
+    pub headroom: Option<Headroom>,
 }
 
 /// Microseconds since the Unix epoch of `at` (0 before it).
@@ -105,26 +105,26 @@ fn create_topic(plan: &Plan) -> anyhow::Result<()> {
         create: Some(partitions),
     } = &plan.target
     {
-        futures::executor::block_on(super::shared::create_topics(client, topic, *partitions))?;
+        futures::executor::block_on(crate::broker::create_topics(client, topic, *partitions))?;
     }
     Ok(())
 }
 
 /// The sink `plan` writes to, and its name.
-fn open_sink(plan: &Plan, start: Instant) -> anyhow::Result<(sink::Sink, String)> {
+fn open_output(plan: &Plan, start: Instant) -> anyhow::Result<(output::Output, String)> {
     Ok(match &plan.target {
         Target::Kafka { client, topic, .. } => (
-            sink::Sink::kafka(
+            output::Output::kafka(
                 client,
                 topic,
                 plan.max_pending,
                 start,
                 &plan.schedule,
-                plan.gate.as_ref().map(|g| g.acked.clone()),
+                plan.headroom.as_ref().map(|g| g.acked.clone()),
             )?,
             topic.clone(),
         ),
-        Target::File(path) => (sink::Sink::file(path)?, path.display().to_string()),
+        Target::File(path) => (output::Output::file(path)?, path.display().to_string()),
     })
 }
 
@@ -190,7 +190,7 @@ impl Plan {
             max_pending,
             progress_interval: Some(args.progress_interval),
             sent: Arc::new(AtomicU64::new(0)),
-            gate: None,
+            headroom: None,
         })
     }
 }
@@ -206,7 +206,7 @@ enum Turn {
 }
 
 /// Waits for the event due at `due` after `start`: for the stop, the time limit, the
-/// gate (the embedded broker's backlog) and, paced, its moment.
+/// headroom (the embedded broker's backlog) and, paced, its moment.
 fn wait_for_turn(
     plan: &Plan,
     start: Instant,
@@ -225,8 +225,8 @@ fn wait_for_turn(
     {
         return Turn::TimeUp;
     }
-    if let Some(gate) = &plan.gate {
-        gate.wait(
+    if let Some(headroom) = &plan.headroom {
+        headroom.wait(
             plan.sent.load(std::sync::atomic::Ordering::Relaxed),
             bytes,
             stop,
@@ -246,7 +246,7 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     create_topic(&plan)?;
     let wall_start = SystemTime::now();
     let start = Instant::now();
-    let (mut sink, destination) = open_sink(&plan, start)?;
+    let (mut sink, destination) = open_output(&plan, start)?;
     let paced = plan.schedule.paced() && matches!(plan.target, Target::Kafka { .. });
     let mut tally = summary::Tally::new(&plan, stages.len(), workspaces.len());
     let mut progress = plan.progress();
@@ -255,7 +255,7 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
     while let Some((due, stage)) = plan.schedule.due(i) {
         // Made before the wait, so that its cost is not in the send's lateness.
         let event = generator.next_event();
-        let message = sink::Message {
+        let message = output::Message {
             key: &event.key,
             value: &event.value,
             workspace: &workspaces[event.workspace],
@@ -272,7 +272,7 @@ pub fn run(plan: Plan, stop: &CancellationToken) -> anyhow::Result<Summary> {
         }
         let outcome = sink.send(&message, stop);
         let sent_at = start.elapsed();
-        if outcome == sink::Outcome::Sent {
+        if outcome == output::Outcome::Sent {
             plan.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         // Unpaced (file) runs: everything is sent "now", so count it by schedule.

@@ -6,9 +6,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::output::{Delivery, Outcome};
 use super::schedule::StageWindow;
 use super::shape::Generated;
-use super::sink::{Delivery, Outcome};
 use super::Plan;
 use crate::latency::{micros, Percentiles};
 

@@ -11,7 +11,7 @@ pub struct ReplayArgs {
     /// Where to connect: `--brokers`, `--config` (whose `kafka.topics` are refused as a
     /// destination without `--force`).
     #[command(flatten)]
-    pub kafka: crate::shared::KafkaArgs,
+    pub kafka: crate::broker::KafkaArgs,
     /// Read this topic.
     #[arg(long)]
     pub source_topic: Option<String>,

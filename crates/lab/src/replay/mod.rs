@@ -23,7 +23,7 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::dump::Raw;
+use crate::dump::DumpedRecord;
 use crate::latency::{micros, Percentiles};
 pub use args::{ReplayArgs, Timestamps};
 pub use range::{OffsetRange, Selection, Span, Time, TopicReader};
@@ -57,7 +57,7 @@ pub(crate) enum Refused {
 
 /// The JSON summary (the last line on stdout).
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub struct ReplaySummary {
     /// Run id (in every `sluice.replay` header).
     pub run_id: String,
     /// What was read.
@@ -98,7 +98,7 @@ pub struct Summary {
 }
 
 /// Runs a replay until its source ends or `stop` is cancelled.
-pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary> {
+pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<ReplaySummary> {
     let config = args.kafka.load_config()?;
     check(&args, config.as_ref())?;
     let run_id = args
@@ -132,7 +132,7 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
     let (written, failed) = sink.finish(stop, tally.refused, &mut tally.failures)?;
     let duration = start.elapsed().as_secs_f64();
     let (pacing, pacing_value, pacing_error_ms) = pacing(&args, &tally.lateness);
-    Ok(Summary {
+    Ok(ReplaySummary {
         run_id,
         source: source_name,
         destination,
@@ -158,7 +158,7 @@ pub fn run(args: ReplayArgs, stop: &CancellationToken) -> anyhow::Result<Summary
 /// retention (the broker would delete them at once), judged on the first record.
 fn warn_if_past_retention(
     args: &ReplayArgs,
-    first: Option<&Raw>,
+    first: Option<&DumpedRecord>,
     client: impl Fn() -> anyhow::Result<ClientConfig>,
 ) -> anyhow::Result<()> {
     if let (Some(topic), Some(t), Timestamps::Keep) = (
@@ -244,7 +244,7 @@ impl Tally {
     /// The source's next record; `None` at its end, or when it failed: a bad line or
     /// a broken broker ends the replay, but what was written is still flushed and
     /// counted, so the summary says where it stopped.
-    fn next_from(&mut self, source: &mut Source) -> Option<Raw> {
+    fn next_from(&mut self, source: &mut Source) -> Option<DumpedRecord> {
         match source.next() {
             Ok(next) => next,
             Err(e) => {
@@ -290,7 +290,7 @@ fn copy(
     args: &ReplayArgs,
     run_id: &str,
     source_name: &str,
-    mut first: Option<Raw>,
+    mut first: Option<DumpedRecord>,
     source: &mut Source,
     sink: &mut Sink,
     stop: &CancellationToken,

@@ -13,7 +13,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::selection::OPEN;
 pub use super::selection::{OffsetRange, Selection, Span, Time};
-use crate::dump::Raw;
+use crate::dump::DumpedRecord;
 use sluice_core::tools::dlq_cli::QuietEof;
 
 /// How long one call to the broker may take.
@@ -116,7 +116,7 @@ impl TopicReader {
 
     /// The next record: the earliest-timestamped head of the partitions (each waited
     /// for), or `None` at the end.
-    pub(crate) fn next_record(&mut self) -> anyhow::Result<Option<Raw>> {
+    pub(crate) fn next_record(&mut self) -> anyhow::Result<Option<DumpedRecord>> {
         loop {
             self.keep_early_records()?;
             if self.wait_for_a_head()? {
@@ -152,7 +152,7 @@ impl TopicReader {
                 self.skipped += 1;
                 continue;
             }
-            return Ok(Some(Raw::of_message(&self.topic, &m)));
+            return Ok(Some(DumpedRecord::of_message(&self.topic, &m)));
         }
     }
 

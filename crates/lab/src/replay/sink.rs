@@ -16,7 +16,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use tokio_util::sync::CancellationToken;
 
 use super::{Refused, ReplayArgs, REPLAY_HEADER};
-use crate::dump::Raw;
+use crate::dump::DumpedRecord;
 
 pub(super) enum Sink {
     Topic {
@@ -45,7 +45,7 @@ impl Sink {
                 args.kafka.set_producer_options(&mut client);
                 let producer: ThreadedProducer<Written> =
                     client.create_with_context(Written::default())?;
-                let partitions = crate::shared::partition_count(producer.client(), topic)?;
+                let partitions = crate::broker::partition_count(producer.client(), topic)?;
                 anyhow::ensure!(
                     partitions > 0,
                     "the destination topic {topic} does not exist"
@@ -82,7 +82,7 @@ impl Sink {
     /// Writes one record; an `Err` names why it could not be.
     pub(super) fn write(
         &mut self,
-        raw: &mut Raw,
+        raw: &mut DumpedRecord,
         run_id: &str,
         source: &str,
         stop: &CancellationToken,
@@ -235,7 +235,7 @@ impl ProducerContext for Written {
 
 /// `raw`'s own headers and its `sluice.replay` header, `RUN:TOPIC:PARTITION:OFFSET` of
 /// the record it copies (one it already carried is replaced).
-fn replay_headers(raw: &Raw, run_id: &str, source: &str) -> OwnedHeaders {
+fn replay_headers(raw: &DumpedRecord, run_id: &str, source: &str) -> OwnedHeaders {
     let origin = format!(
         "{run_id}:{}:{}:{}",
         raw.topic.as_deref().unwrap_or(source),

@@ -8,12 +8,12 @@ use rdkafka::ClientConfig;
 
 use super::range::{Selection, TopicReader};
 use super::ReplayArgs;
-use crate::dump::{self, Raw};
+use crate::dump::{self, DumpedRecord};
 
 pub(super) enum Source {
     Topic(Box<TopicReader>),
     File(
-        Box<dyn Iterator<Item = Result<Raw, dump::DumpError>>>,
+        Box<dyn Iterator<Item = Result<DumpedRecord, dump::DumpError>>>,
         Selection,
     ),
 }
@@ -83,7 +83,7 @@ impl Source {
         }
     }
 
-    pub(super) fn next(&mut self) -> anyhow::Result<Option<Raw>> {
+    pub(super) fn next(&mut self) -> anyhow::Result<Option<DumpedRecord>> {
         match self {
             Source::Topic(reader) => reader.next_record(),
             Source::File(lines, selection) => loop {

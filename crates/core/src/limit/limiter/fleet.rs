@@ -7,8 +7,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::{lock, Limiter, State, Workspace};
+use crate::limit::fleet_store::{
+    Fleet, Spacing, FLEET_HEADROOM, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON,
+};
 use crate::limit::pacer::{Pace, Ticket};
-use crate::limit::shared::{Fleet, Spacing, FLEET_HEADROOM, LATE_LIMIT, LEASE_SLOTS, MAX_HORIZON};
 
 impl Limiter {
     /// How this pod asks for slots of the fleet's timeline for `st` at `now`: the

@@ -7,7 +7,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let e = &self.environment;
         let mut md = format!(
-            "## sluice capacity report\n\n**Date:** {}  \n**Profile:** {}  \n**Version:** {}{}  \n**Run:** {} (seed {})\n\n",
+            "## sluice capacity review\n\n**Date:** {}  \n**Profile:** {}  \n**Version:** {}{}  \n**Run:** {} (seed {})\n\n",
             self.finished_at,
             self.profile,
             self.version,

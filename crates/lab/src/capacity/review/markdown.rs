@@ -1,9 +1,9 @@
-//! report.md of a capacity review.
+//! review.md of a capacity review.
 
 use super::Review;
 
 impl Review {
-    /// report.md.
+    /// review.md.
     pub fn markdown(&self) -> String {
         let mut md = format!(
             "## sluice capacity review\n\n{} pods, {} partitions, {:.0} s between scrapes\n\n| Fleet | Value |\n|---|---|\n",

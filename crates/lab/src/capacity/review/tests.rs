@@ -1,7 +1,7 @@
 //! Unit tests of [`super`].
 
 use super::*;
-use crate::capacity::scrapes::Snapshot;
+use crate::capacity::scrapes::Scrape;
 
 fn pod(name: &str, delivered: (f64, f64), requests: (f64, f64)) -> PodScrapes {
     let text = |d: f64, r: f64| {
@@ -14,8 +14,8 @@ fn pod(name: &str, delivered: (f64, f64), requests: (f64, f64)) -> PodScrapes {
     PodScrapes {
         name: name.into(),
         scrapes: vec![
-            Snapshot::parse(&text(delivered.0, requests.0), 0.0).unwrap(),
-            Snapshot::parse(&text(delivered.1, requests.1), 10.0).unwrap(),
+            Scrape::parse(&text(delivered.0, requests.0), 0.0).unwrap(),
+            Scrape::parse(&text(delivered.1, requests.1), 10.0).unwrap(),
         ],
     }
 }
@@ -56,8 +56,8 @@ fn at_the_limit_batches_fill_to_their_bounds() {
         let pods = [PodScrapes {
             name: "a".into(),
             scrapes: vec![
-                Snapshot::parse(&text(0.0, 0.0), 0.0).unwrap(),
-                Snapshot::parse(&text(10_000.0, 100.0), 10.0).unwrap(),
+                Scrape::parse(&text(0.0, 0.0), 0.0).unwrap(),
+                Scrape::parse(&text(10_000.0, 100.0), 10.0).unwrap(),
             ],
         }];
         review(&pods, 1.0).workspaces["a"].clone()

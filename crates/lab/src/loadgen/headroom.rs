@@ -60,7 +60,7 @@ impl PartitionBytes {
 /// more than `max_partition_bytes` of events sent and not yet `done()`. The waits are
 /// counted; they are lateness in the run.
 #[derive(Clone)]
-pub struct Gate {
+pub struct Headroom {
     /// Events done downstream (delivered or dead-lettered).
     pub done: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Most bytes of undone events one partition may hold.
@@ -76,9 +76,9 @@ pub struct Gate {
     last_bound: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for Gate {
+impl std::fmt::Debug for Headroom {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate")
+        f.debug_struct("Headroom")
             .field("max_partition_bytes", &self.max_partition_bytes)
             .finish()
     }
@@ -87,14 +87,14 @@ impl std::fmt::Debug for Gate {
 /// Before this many acknowledgements the partitions' shares are not known yet.
 const MIN_ACKED: u64 = 100;
 
-impl Gate {
-    /// A gate over a topic of `partitions` partitions.
+impl Headroom {
+    /// A headroom over a topic of `partitions` partitions.
     pub fn new(
         done: Arc<dyn Fn() -> u64 + Send + Sync>,
         max_partition_bytes: u64,
         partitions: usize,
     ) -> Self {
-        Gate {
+        Headroom {
             done,
             max_partition_bytes,
             acked: Arc::new(PartitionBytes::new(partitions)),
@@ -146,8 +146,8 @@ impl Gate {
 mod tests {
     use super::*;
 
-    fn gate(done: Arc<AtomicU64>, budget: u64, partitions: usize) -> Gate {
-        Gate::new(
+    fn headroom(done: Arc<AtomicU64>, budget: u64, partitions: usize) -> Headroom {
+        Headroom::new(
             Arc::new(move || done.load(Ordering::Relaxed)),
             budget,
             partitions,
@@ -156,13 +156,13 @@ mod tests {
 
     #[test]
     fn before_acks_every_event_counts_against_one_partition() {
-        let g = gate(Arc::new(AtomicU64::new(0)), 10_000, 4);
+        let g = headroom(Arc::new(AtomicU64::new(0)), 10_000, 4);
         assert_eq!(g.bound(100), 100);
     }
 
     #[test]
     fn the_hottest_partition_sets_the_bound() {
-        let g = gate(Arc::new(AtomicU64::new(0)), 1_000_000, 4);
+        let g = headroom(Arc::new(AtomicU64::new(0)), 1_000_000, 4);
         // 1 000 events of 100 bytes: 700 on partition 0, 100 on each of the others.
         for i in 0..1_000 {
             g.acked.record(if i < 700 { 0 } else { 1 + i % 3 }, 100);
@@ -170,7 +170,7 @@ mod tests {
         // The hot partition gets 70 bytes per event sent: 1 MB holds 14 285 undone.
         assert_eq!(g.bound(100), 14_285);
         // Spread evenly, four partitions hold four times as many as one would.
-        let even = gate(Arc::new(AtomicU64::new(0)), 1_000_000, 4);
+        let even = headroom(Arc::new(AtomicU64::new(0)), 1_000_000, 4);
         for i in 0..1_000 {
             even.acked.record(i % 4, 100);
         }
@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn a_send_past_the_bound_waits_for_the_worker() {
         let done = Arc::new(AtomicU64::new(0));
-        let g = gate(done.clone(), 1_000, 1);
+        let g = headroom(done.clone(), 1_000, 1);
         let go = CancellationToken::new();
         // 10 events of 100 bytes fill the budget without waiting.
         for sent in 0..10 {

@@ -16,7 +16,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientConfig, ClientContext, Message as _};
 use tokio_util::sync::CancellationToken;
 
-use super::gate::{PartitionBytes, RECORD_OVERHEAD};
+use super::headroom::{PartitionBytes, RECORD_OVERHEAD};
 use super::schedule::Schedule;
 use crate::dump;
 
@@ -88,7 +88,7 @@ pub(super) struct Delivery {
 }
 
 /// A topic or a file.
-pub(super) enum Sink {
+pub(super) enum Output {
     /// A Kafka producer.
     Kafka {
         /// The producer (polled by its own thread).
@@ -105,7 +105,7 @@ pub(super) enum Sink {
     },
 }
 
-impl Sink {
+impl Output {
     /// A producer to `topic`, holding at most `max_pending` unacknowledged events.
     pub(super) fn kafka(
         client: &ClientConfig,
@@ -114,7 +114,7 @@ impl Sink {
         start: Instant,
         schedule: &Schedule,
         partition_bytes: Option<Arc<PartitionBytes>>,
-    ) -> anyhow::Result<Sink> {
+    ) -> anyhow::Result<Output> {
         let stages = schedule.stages().len();
         let acks = Acks {
             start,
@@ -138,22 +138,22 @@ impl Sink {
             client.set("linger.ms", "5");
         }
         let producer: ThreadedProducer<Acks> = client.create_with_context(acks)?;
-        let partitions = crate::shared::partition_count(producer.client(), topic)?;
+        let partitions = crate::broker::partition_count(producer.client(), topic)?;
         anyhow::ensure!(
             partitions > 0,
             "topic {topic} does not exist (create it first)"
         );
-        Ok(Sink::Kafka {
+        Ok(Output::Kafka {
             producer,
             topic: topic.to_string(),
         })
     }
 
     /// A record file at `path` (created or truncated).
-    pub(super) fn file(path: &Path) -> anyhow::Result<Sink> {
+    pub(super) fn file(path: &Path) -> anyhow::Result<Output> {
         let file = File::create(path)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        Ok(Sink::File {
+        Ok(Output::File {
             out: BufWriter::new(file),
             written: 0,
         })
@@ -163,8 +163,8 @@ impl Sink {
     /// the event's lateness) unless `stop` is cancelled.
     pub(super) fn send(&mut self, m: &Message<'_>, stop: &CancellationToken) -> Outcome {
         match self {
-            Sink::Kafka { producer, topic } => produce(producer, topic, m, stop),
-            Sink::File { out, written } => match dump_raw(m).write_line(out) {
+            Output::Kafka { producer, topic } => produce(producer, topic, m, stop),
+            Output::File { out, written } => match dump_raw(m).write_line(out) {
                 Ok(()) => {
                     *written += 1;
                     Outcome::Sent
@@ -177,8 +177,8 @@ impl Sink {
     /// Events acknowledged so far.
     pub(super) fn acked(&self) -> u64 {
         match self {
-            Sink::Kafka { producer, .. } => producer.context().acked.load(Ordering::Relaxed),
-            Sink::File { written, .. } => *written,
+            Output::Kafka { producer, .. } => producer.context().acked.load(Ordering::Relaxed),
+            Output::File { written, .. } => *written,
         }
     }
 
@@ -186,7 +186,7 @@ impl Sink {
     /// and returns them; events still unacknowledged then count as failed.
     pub(super) fn finish(self, stop: &CancellationToken) -> anyhow::Result<Delivery> {
         match self {
-            Sink::Kafka { producer, .. } => {
+            Output::Kafka { producer, .. } => {
                 // A stopped run still waits a little for what is already in flight.
                 let limit = if stop.is_cancelled() {
                     STOPPED_FLUSH_LIMIT
@@ -215,7 +215,7 @@ impl Sink {
                     acked_by_stage: std::mem::take(&mut state.by_stage),
                 })
             }
-            Sink::File { mut out, written } => {
+            Output::File { mut out, written } => {
                 out.flush()?;
                 Ok(Delivery {
                     acked: written,
@@ -234,7 +234,7 @@ pub(super) struct Acks {
     start: Instant,
     schedule: Schedule,
     acked: AtomicU64,
-    /// Bytes acknowledged per partition, for a [`super::Gate`].
+    /// Bytes acknowledged per partition, for a [`super::Headroom`].
     partition_bytes: Option<Arc<PartitionBytes>>,
     state: Mutex<AckState>,
 }
@@ -328,8 +328,8 @@ fn produce(
 }
 
 /// `m` as a line of `sluice dump`'s format, with the headers a Kafka send carries.
-fn dump_raw(m: &Message<'_>) -> dump::Raw {
-    dump::Raw {
+fn dump_raw(m: &Message<'_>) -> dump::DumpedRecord {
+    dump::DumpedRecord {
         timestamp: Some(m.due_us / 1000),
         key: Some(m.key.as_bytes().to_vec()),
         value: Some(m.value.to_vec()),
@@ -341,6 +341,6 @@ fn dump_raw(m: &Message<'_>) -> dump::Raw {
                 Some(m.due_us.to_string().into_bytes()),
             ),
         ],
-        ..dump::Raw::default()
+        ..dump::DumpedRecord::default()
     }
 }

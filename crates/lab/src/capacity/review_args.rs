@@ -1,13 +1,13 @@
-//! `sluice capacity report`'s options: where the scrapes come from and how the pods
+//! `sluice capacity review`'s options: where the scrapes come from and how the pods
 //! run.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `sluice capacity report` options.
+/// `sluice capacity review` options.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["metrics", "scrapes", "prometheus"])))]
-pub struct ReportArgs {
+pub struct ReviewArgs {
     /// A pod's metrics endpoint (repeatable, one per pod), scraped over `--interval`.
     #[arg(long)]
     pub metrics: Vec<String>,
@@ -41,7 +41,7 @@ pub struct ReportArgs {
     /// CPU cores each pod may use (its Kubernetes limit), for the CPU ceiling.
     #[arg(long, default_value_t = 1.0)]
     pub cores_per_pod: f64,
-    /// Where report.json and report.md go (default: a new folder under
+    /// Where review.json and review.md go (default: a new folder under
     /// `./capacity-reports/`).
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -64,15 +64,15 @@ pub const RETURN_OVERLAP: Duration = Duration::from_millis(1_500);
 /// (so each report counts for one to two periods). Returns granted
 /// count, first slot and Redis' now (µs), the learned fields, the fleet's accepted
 /// requests over the last second, and the spacing used (µs).
-const LEASE: &str = include_str!("shared/lease.lua");
+const LEASE: &str = include_str!("fleet_store/lease.lua");
 
 /// Extends the pause to ARGV[6]; if the fleet's last cut is still ARGV[1] (this pod's
 /// view), writes the new learned rate. Returns 1 if it did.
-const CUT: &str = include_str!("shared/cut.lua");
+const CUT: &str = include_str!("fleet_store/cut.lua");
 
 /// A fleet-wide budget could not be reached.
 #[derive(Debug, thiserror::Error)]
-pub enum SharedError {
+pub enum FleetStoreError {
     /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -158,7 +158,11 @@ impl std::fmt::Debug for Fleet {
 impl Fleet {
     /// Connects lazily to `url` (a worker starts while Redis is away, on the fallback)
     /// and starts the probe that notices Redis coming back.
-    pub fn connect(url: &str, prefix: &str, metrics: Metrics) -> Result<Arc<Self>, SharedError> {
+    pub fn connect(
+        url: &str,
+        prefix: &str,
+        metrics: Metrics,
+    ) -> Result<Arc<Self>, FleetStoreError> {
         Self::connect_trusting(url, None, prefix, metrics)
     }
 
@@ -169,7 +173,7 @@ impl Fleet {
         ca: Option<Vec<u8>>,
         prefix: &str,
         metrics: Metrics,
-    ) -> Result<Arc<Self>, SharedError> {
+    ) -> Result<Arc<Self>, FleetStoreError> {
         let client = match ca {
             Some(root_cert) => redis::Client::build_with_tls(
                 url,
@@ -241,7 +245,7 @@ impl Fleet {
         want: u32,
         horizon: Duration,
         accepted: u64,
-    ) -> Result<Lease, SharedError> {
+    ) -> Result<Lease, FleetStoreError> {
         let key = format!("{}:{}", self.prefix, site);
         let asked = Instant::now();
         let mut conn = self.conn.clone();
@@ -262,7 +266,7 @@ impl Fleet {
         let answered = Instant::now();
         let parse = |i: usize| answer.get(i).and_then(|s| s.parse::<f64>().ok());
         let (Some(n), Some(first), Some(now)) = (parse(0), parse(1), parse(2)) else {
-            return Err(SharedError::Answer(format!("{answer:?}")));
+            return Err(FleetStoreError::Answer(format!("{answer:?}")));
         };
         // Redis' clock read halfway through the call.
         let mid = asked + (answered - asked) / 2;
@@ -271,7 +275,7 @@ impl Fleet {
             .store(now as i64 - local_mid, Ordering::Release);
         let first_local = self.local(first as u64);
         let Some(interval) = parse(9) else {
-            return Err(SharedError::Answer(format!("{answer:?}")));
+            return Err(FleetStoreError::Answer(format!("{answer:?}")));
         };
         let interval = Duration::from_micros(interval as u64).max(Duration::from_micros(1));
         let slots = (0..n as u32).map(|i| first_local + interval * i).collect();
@@ -298,7 +302,7 @@ impl Fleet {
         site: &str,
         seen_cut_at: Option<u64>,
         learned: &FleetLearned,
-    ) -> Result<bool, SharedError> {
+    ) -> Result<bool, FleetStoreError> {
         let key = format!("{}:{}", self.prefix, site);
         let mut conn = self.conn.clone();
         let text = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
@@ -321,11 +325,11 @@ impl Fleet {
     async fn timed<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, SharedError> {
+    ) -> Result<T, FleetStoreError> {
         let result = match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => SharedError::Redis(e),
-            Err(_) => SharedError::Timeout(CALL_TIMEOUT),
+            Ok(Err(e)) => FleetStoreError::Redis(e),
+            Err(_) => FleetStoreError::Timeout(CALL_TIMEOUT),
         };
         if self.set_up(false) {
             self.metrics.limiter_fallback(&result);

@@ -34,7 +34,7 @@ pub(super) enum Again {
 /// The retry budget of one request: `max_attempts` attempts that reached the API and
 /// `max_elapsed_ms` of the time it was reachable.
 #[derive(Debug)]
-pub(super) struct Budget {
+pub(super) struct RetryBudget {
     backoff: Backoff,
     max_attempts: u32,
     max_elapsed: Duration,
@@ -44,10 +44,10 @@ pub(super) struct Budget {
     counted: u32,
 }
 
-impl Budget {
+impl RetryBudget {
     /// A fresh budget from the `[retry]` settings, its clock started now.
     pub(super) fn new(config: &RetryConfig) -> Self {
-        Budget {
+        RetryBudget {
             backoff: Backoff::new(config),
             max_attempts: config.max_attempts,
             max_elapsed: config.max_elapsed_ms.duration(),
@@ -99,7 +99,7 @@ mod tests {
 
     /// Plays `script` (each attempt's failure and how long it took) through a budget on
     /// tokio's paused clock, sleeping each wait: the waits, and whether it gave up.
-    async fn play(budget: &mut Budget, script: &[(Again, u64)]) -> (Vec<Duration>, bool) {
+    async fn play(budget: &mut RetryBudget, script: &[(Again, u64)]) -> (Vec<Duration>, bool) {
         let mut waits = Vec::new();
         for &(again, took_ms) in script {
             let took = Duration::from_millis(took_ms);
@@ -117,7 +117,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn transient_failures_give_up_after_max_attempts() {
-        let mut budget = Budget::new(&config(3, 600_000));
+        let mut budget = RetryBudget::new(&config(3, 600_000));
         let fail = (Again::Transient { asked: None }, 10);
         let (waits, gave_up) = play(&mut budget, &[fail, fail, fail]).await;
         assert_eq!(waits.len(), 2, "two waits between three attempts");
@@ -126,7 +126,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn transient_failures_give_up_after_max_elapsed() {
-        let mut budget = Budget::new(&config(100, 5_000));
+        let mut budget = RetryBudget::new(&config(100, 5_000));
         // Slow attempts (2 s each): the third ends past 5 s of a reachable API's time.
         let slow = (Again::Transient { asked: None }, 2_000);
         let (waits, gave_up) = play(&mut budget, &[slow, slow, slow, slow]).await;
@@ -137,7 +137,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_apis_retry_after_is_the_least_wait() {
         // Above the backoff's ceiling: the API's wait.
-        let mut budget = Budget::new(&config(10, 600_000));
+        let mut budget = RetryBudget::new(&config(10, 600_000));
         let asked = Some(Duration::from_secs(7));
         let (waits, _) = play(&mut budget, &[(Again::Transient { asked }, 5)]).await;
         assert_eq!(waits, [Duration::from_secs(7)]);
@@ -145,7 +145,7 @@ mod tests {
         let asked = Duration::from_millis(20);
         let mut longer = 0;
         for _ in 0..200 {
-            let mut budget = Budget::new(&config(10, 600_000));
+            let mut budget = RetryBudget::new(&config(10, 600_000));
             let again = Again::Transient { asked: Some(asked) };
             let (waits, _) = play(&mut budget, &[(again, 5), (again, 5), (again, 5)]).await;
             assert!(waits.iter().all(|w| *w >= asked), "{waits:?}");
@@ -159,7 +159,7 @@ mod tests {
         let mut config = config(3, 600_000);
         // A backoff that would grow to a minute: an outage is still probed every 5 s.
         config.max_backoff_ms = crate::config::Millis::new(60_000);
-        let mut budget = Budget::new(&config);
+        let mut budget = RetryBudget::new(&config);
         // An hour of refused connections (connect timeouts of 1 s each)...
         let refused = (Again::Unreachable, 1_000);
         let mut outage = Vec::new();
@@ -187,7 +187,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refused_credentials_count_as_attempts() {
-        let mut budget = Budget::new(&config(3, 600_000));
+        let mut budget = RetryBudget::new(&config(3, 600_000));
         let (_, gave_up) = play(&mut budget, &[(Again::Auth, 5), (Again::Auth, 5)]).await;
         assert!(!gave_up);
         let (_, gave_up) = play(&mut budget, &[(Again::Transient { asked: None }, 5)]).await;
@@ -196,7 +196,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refused_credentials_wait_the_longest_backoff_and_never_give_up() {
-        let mut budget = Budget::new(&config(2, 1_000));
+        let mut budget = RetryBudget::new(&config(2, 1_000));
         let script = vec![(Again::Auth, 50); 20];
         let (waits, gave_up) = play(&mut budget, &script).await;
         assert!(!gave_up);

@@ -1,4 +1,4 @@
-//! Small pieces the load tools share: `KEY=VALUE` options, the Kafka client from
+//! The broker side of the load tools: `KEY=VALUE` options, the Kafka client from
 //! `--brokers` or `--config`, a topic's partition count, and creating a topic with its
 //! dead-letter topic.
 
