@@ -6,6 +6,7 @@ mod capacity;
 mod cli;
 mod common;
 mod delivery;
+mod destinations;
 mod drills;
 mod fleet;
 mod limits;

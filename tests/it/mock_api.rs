@@ -107,13 +107,26 @@ async fn segment_endpoints_check_write_keys_and_messages() {
             .0,
         StatusCode::OK
     );
-    let no_user = json!({"batch":[{"type":"track","event":"e"}]});
+    // An invalid call: dropped behind a 200 (Segment, permissive Pipelines), refused
+    // with a 400 under Pipelines' strict mode.
+    let no_user = json!({"batch":[{"type":"track","event":"e"},{"type":"identify","userId":"c"}]});
     assert_eq!(
-        post(&api, "POST", "/v1/batch", "write-key", "", no_user)
+        post(&api, "POST", "/v1/batch", "write-key", "", no_user.clone())
             .await
             .0,
-        StatusCode::BAD_REQUEST
+        StatusCode::OK
     );
+    assert_eq!(api.stats().workspaces["write-key"].events_accepted, 3);
+    let strict = reqwest::Client::new()
+        .post(format!("{}/v1/batch", api.base_url()))
+        .basic_auth("write-key", Some(""))
+        .header("X-Strict-Mode", "1")
+        .json(&no_user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(api.stats().workspaces["write-key"].events_accepted, 3);
     let no_event = json!({"userId":"a"});
     assert_eq!(
         post(&api, "POST", "/v1/track", "write-key", "", no_event)
@@ -135,7 +148,7 @@ async fn segment_endpoints_check_write_keys_and_messages() {
         StatusCode::OK
     );
 
-    assert_eq!(api.stats().workspaces["write-key"].events_accepted, 3);
+    assert_eq!(api.stats().workspaces["write-key"].events_accepted, 4);
     api.stop().await;
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::books::{Books, Buffered, OffsetTracker};
 use crate::config::Config;
 use crate::config::LimitMode;
-use crate::deliver::CustomerIo;
+use crate::deliver::{CustomerIo, Destination, SegmentBatch};
 use crate::dlq::DeadLetters;
 use crate::event::Decoder;
 use crate::intake::Intake;
@@ -195,7 +195,7 @@ pub(crate) fn build_delivery(
     stop.spawn_service(|end| report_limits(limiter.clone(), metrics.clone(), end));
     let services = Arc::new(Services::from_config(
         config,
-        Arc::new(CustomerIo::new(config, limiter, metrics.clone())?),
+        destination(config, limiter, &metrics)?,
         Arc::new(DeadLetters::new(config, metrics.clone()).map_err(SourceError::Kafka)?),
         Books::new(
             OffsetTracker::new(),
@@ -213,6 +213,19 @@ pub(crate) fn build_delivery(
         services,
         intake,
         share,
+    })
+}
+
+/// The API client for `config`'s destination kind.
+fn destination(
+    config: &Config,
+    limiter: Arc<Limiter>,
+    metrics: &Metrics,
+) -> Result<Arc<dyn Destination>, WorkerError> {
+    Ok(if config.destination.kind.is_segment_like() {
+        Arc::new(SegmentBatch::new(config, limiter, metrics.clone())?)
+    } else {
+        Arc::new(CustomerIo::new(config, limiter, metrics.clone())?)
     })
 }
 

@@ -23,6 +23,9 @@ pub(super) struct Admitted {
     pub(super) workspace: String,
     /// Over the limit under `--silent-throttle`: answer 200, keep nothing.
     pub(super) dropped: bool,
+    /// The request asked for strict validation (`X-Strict-Mode: 1`, Customer.io
+    /// Pipelines): an invalid call is refused, not dropped behind a 200.
+    pub(super) strict: bool,
 }
 
 /// When a request's head came in: the instant it is counted at, as an API's front
@@ -99,6 +102,7 @@ async fn admit(state: &AppState, head: &Head) -> Result<Admitted, Response> {
     Ok(Admitted {
         workspace,
         dropped: over,
+        strict: headers.get("x-strict-mode").is_some_and(|v| v == "1"),
     })
 }
 

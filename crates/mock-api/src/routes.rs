@@ -252,20 +252,28 @@ async fn segment_batch(State(state): State<Arc<AppState>>, head: Head, body: Byt
         if items.len() > MAX_SEGMENT_BATCH_EVENTS {
             return Err(bad(segment_refusal("more than 2500 events")));
         }
+        // Strict (Pipelines' `X-Strict-Mode: 1`): one invalid call refuses the request.
+        // Otherwise as Segment and permissive Pipelines do: 200, the invalid calls
+        // dropped on the API's side (logged there, never delivered).
+        let mut valid = Vec::with_capacity(items.len());
         for (i, message) in items.iter().enumerate() {
-            validate::segment_message(message, None).map_err(|e| {
-                bad(segment_refusal(&format!(
-                    "batch[{i}].{}: {}",
-                    e.field, e.message
-                )))
-            })?;
+            match validate::segment_message(message, None) {
+                Ok(()) => valid.push(message),
+                Err(e) if admitted.strict => {
+                    return Err(bad(segment_refusal(&format!(
+                        "batch[{i}].{}: {}",
+                        e.field, e.message
+                    ))))
+                }
+                Err(_) => {}
+            }
         }
         state.stats.accept(
             &admitted.workspace,
             admitted.dropped,
-            items.iter().map(segment_event),
+            valid.iter().copied().map(segment_event),
         );
-        keep(state, admitted, &items);
+        keep(state, admitted, valid.iter().copied());
         Ok((StatusCode::OK, json!({"success": true})))
     })
     .await

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) const CUSTOMERIO_MAX_BATCH_BYTES: usize = 500_000;
 /// Customer.io's limit on one v2 batch item, in bytes.
 pub(crate) const CUSTOMERIO_MAX_ITEM_BYTES: usize = 32_000;
+/// Most calls in one Segment `/v1/batch` request (Customer.io Pipelines: the same).
+pub(crate) const SEGMENT_MAX_BATCH_EVENTS: usize = 2_500;
 /// Prefix of the environment variables that override configuration keys.
 pub(crate) const ENV_PREFIX: &str = "SLUICE__";
 
@@ -198,7 +200,8 @@ impl Config {
         for ws in &self.workspaces {
             out.push_str(&format!(
                 "# workspace {}: {} is set (****)\n",
-                ws.id, ws.api_key_env
+                ws.id,
+                ws.key_env()
             ));
         }
         out

@@ -110,16 +110,17 @@ pub enum OffsetReset {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
-    /// Destination kind; only `customerio` today.
+    /// Destination kind: `customerio` (the Track API), `segment` (Segment's HTTP
+    /// Tracking API) or `customerio_pipelines` (Customer.io Data Pipelines, strict mode).
     pub kind: DestinationKind,
-    /// Customer.io data centre: `us` or `eu`. Ignored when `base_url` is set.
+    /// Data centre: `us` or `eu` (each kind's own hosts). Ignored when `base_url` is set.
     #[serde(default)]
     pub region: Region,
     /// Overrides the region's host, e.g. `http://127.0.0.1:8080` for a mock API.
     #[serde(default)]
     pub base_url: Option<String>,
-    /// `batch` (v2 `/api/v2/batch`, many events per request) or `single` (v1, one
-    /// request per event).
+    /// For `customerio`: `batch` (v2 `/api/v2/batch`, many events per request) or
+    /// `single` (v1, one request per event). The Segment kinds always batch.
     #[serde(default)]
     pub api: ApiMode,
     /// TCP connect timeout, in milliseconds.
@@ -137,8 +138,26 @@ pub struct DestinationConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DestinationKind {
-    /// Customer.io Track API.
+    /// Customer.io Track API (Basic auth `site_id:api_key`).
     Customerio,
+    /// Segment's HTTP Tracking API: `POST /v1/batch` of Segment-spec calls, the
+    /// workspace's write key as the Basic user with a blank password.
+    Segment,
+    /// Customer.io Data Pipelines: Segment's call shapes, the API key as the Basic
+    /// user, with `X-Strict-Mode: 1` so an invalid call is refused (400), not dropped
+    /// behind a 200.
+    #[serde(rename = "customerio_pipelines")]
+    CustomerioPipelines,
+}
+
+impl DestinationKind {
+    /// Whether the API takes Segment-spec calls (a write key per workspace).
+    pub fn is_segment_like(self) -> bool {
+        matches!(
+            self,
+            DestinationKind::Segment | DestinationKind::CustomerioPipelines
+        )
+    }
 }
 
 /// Customer.io data centre.
@@ -229,11 +248,18 @@ pub enum Ordering {
 pub struct WorkspaceConfig {
     /// Name used in events (`workspace` field or header) and in logs and metrics.
     pub id: String,
-    /// Customer.io site id (Basic auth user).
+    /// Customer.io site id (Basic auth user). For the Segment kinds, the name its limit
+    /// is kept under (unset: the workspace id).
+    #[serde(default)]
     pub site_id: String,
-    /// Name of the environment variable holding the API key; the key itself never
-    /// appears in the file.
+    /// Name of the environment variable holding the API key (kind `customerio`); the
+    /// key itself never appears in the file.
+    #[serde(default)]
     pub api_key_env: String,
+    /// Name of the environment variable holding the write key (kinds `segment` and
+    /// `customerio_pipelines`, where it is the API key), sent as the Basic user.
+    #[serde(default)]
+    pub write_key_env: Option<String>,
     /// Requests per second this workspace may send (Customer.io plans for 100);
     /// unset takes `limits.default_rate_limit_per_s`.
     #[serde(default)]
@@ -242,9 +268,18 @@ pub struct WorkspaceConfig {
     /// `limits.default_burst`.
     #[serde(default)]
     pub burst: Option<u32>,
-    /// The API key read from `api_key_env` at validation.
+    /// The API key read from `api_key_env` (or the write key from `write_key_env`) at
+    /// validation.
     #[serde(skip)]
     pub api_key: Secret,
+}
+
+impl WorkspaceConfig {
+    /// The environment variable its key is read from: `write_key_env` where set, else
+    /// `api_key_env`.
+    pub fn key_env(&self) -> &str {
+        self.write_key_env.as_deref().unwrap_or(&self.api_key_env)
+    }
 }
 
 /// `[limits]`: how each workspace's API limit is kept, and global caps.

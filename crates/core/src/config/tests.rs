@@ -436,3 +436,89 @@ proptest::proptest! {
         }
     }
 }
+
+const SEGMENT: &str = r#"
+[kafka]
+brokers = "localhost:9092"
+group_id = "sluice"
+topics = ["events"]
+dlq_topic = "events.dlq"
+
+[destination]
+kind = "segment"
+
+[[workspaces]]
+id = "acme"
+write_key_env = "ACME_WRITE_KEY"
+"#;
+
+#[test]
+fn a_segment_workspace_needs_only_its_write_key_and_is_limited_under_its_id() {
+    let c = Config::from_toml(SEGMENT, "t", env(&[("ACME_WRITE_KEY", "wk")])).unwrap();
+    assert_eq!(c.destination.kind, DestinationKind::Segment);
+    assert_eq!(c.workspaces[0].site_id, "acme");
+    assert_eq!(c.workspaces[0].api_key.expose(), "wk");
+    let pipelines = SEGMENT.replace("\"segment\"", "\"customerio_pipelines\"");
+    let c = Config::from_toml(&pipelines, "t", env(&[("ACME_WRITE_KEY", "wk")])).unwrap();
+    assert_eq!(c.destination.kind, DestinationKind::CustomerioPipelines);
+}
+
+#[test]
+fn each_kind_names_the_key_it_is_missing_or_does_not_use() {
+    let err = |text: &str| {
+        Config::from_toml(
+            text,
+            "t",
+            env(&[("ACME_KEY", "k"), ("ACME_WRITE_KEY", "wk")]),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    // Unset, or set but empty in the environment.
+    let e = Config::from_toml(SEGMENT, "t", env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("workspaces[0].write_key_env") && e.contains("ACME_WRITE_KEY"),
+        "{e}"
+    );
+    let no_key = SEGMENT.replace("write_key_env = \"ACME_WRITE_KEY\"\n", "");
+    assert!(
+        err(&no_key).contains("workspaces[0].write_key_env"),
+        "{}",
+        err(&no_key)
+    );
+    let both = SEGMENT.replace("write_key_env", "api_key_env = \"ACME_KEY\"\nwrite_key_env");
+    let e = err(&both);
+    assert!(
+        e.contains("workspaces[0].api_key_env") && e.contains("is not used"),
+        "{e}"
+    );
+    let cio_with_write_key = MINIMAL.replace("api_key_env", "write_key_env = \"W\"\napi_key_env");
+    let e = err(&cio_with_write_key);
+    assert!(
+        e.contains("workspaces[0].write_key_env") && e.contains("is not used"),
+        "{e}"
+    );
+    let cio_without_key = MINIMAL.replace("api_key_env = \"ACME_KEY\"\n", "");
+    assert!(err(&cio_without_key).contains("workspaces[0].api_key_env"));
+}
+
+#[test]
+fn segment_batches_are_held_to_its_limits() {
+    let e = |extra: &str| {
+        Config::from_toml(
+            &format!("{SEGMENT}{extra}"),
+            "t",
+            env(&[("ACME_WRITE_KEY", "wk")]),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(e("\n[batch]\nmax_events = 2501\n").contains("batch.max_events"));
+    let single = SEGMENT.replace("kind = \"segment\"", "kind = \"segment\"\napi = \"single\"");
+    let err = Config::from_toml(&single, "t", env(&[("ACME_WRITE_KEY", "wk")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("destination.api"), "{err}");
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Config, ConfigError, Secret, CUSTOMERIO_MAX_BATCH_BYTES};
+use super::{Config, ConfigError, Secret, CUSTOMERIO_MAX_BATCH_BYTES, SEGMENT_MAX_BATCH_EVENTS};
 
 impl Config {
     /// Checks values that types cannot, and reads each workspace's API key from `env`.
@@ -149,6 +149,22 @@ impl Config {
         }
         positive("destination.connect_timeout_ms", d.connect_timeout_ms.ms())?;
         positive("destination.request_timeout_ms", d.request_timeout_ms.ms())?;
+        if d.kind.is_segment_like() {
+            if d.api != super::ApiMode::Batch {
+                return Err(ConfigError::key(
+                    "destination.api",
+                    "is for kind = \"customerio\"; the Segment kinds always send /v1/batch",
+                ));
+            }
+            if self.batch.max_events > SEGMENT_MAX_BATCH_EVENTS {
+                return Err(ConfigError::key(
+                    "batch.max_events",
+                    format!(
+                        "must be at most {SEGMENT_MAX_BATCH_EVENTS} (a /v1/batch request's limit)"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -258,6 +274,7 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         let mut sites = std::collections::HashMap::new();
+        let kind = self.destination.kind;
         for (i, ws) in self.workspaces.iter_mut().enumerate() {
             if ws.id.trim().is_empty() {
                 return Err(ConfigError::key(
@@ -270,6 +287,11 @@ impl Config {
                     format!("workspaces[{i}].id"),
                     format!("`{}` is listed twice", ws.id),
                 ));
+            }
+            check_key_env(i, ws, kind)?;
+            if ws.site_id.trim().is_empty() && kind.is_segment_like() {
+                // The name its limit is kept under.
+                ws.site_id = ws.id.clone();
             }
             if ws.site_id.trim().is_empty() {
                 return Err(ConfigError::key(
@@ -301,6 +323,46 @@ impl Config {
     }
 }
 
+/// The key's environment variable the destination's kind needs: `api_key_env` for
+/// Customer.io's Track API, `write_key_env` for the Segment kinds.
+fn check_key_env(
+    i: usize,
+    ws: &super::WorkspaceConfig,
+    kind: super::DestinationKind,
+) -> Result<(), ConfigError> {
+    let (field, name, other) = if kind.is_segment_like() {
+        (
+            "write_key_env",
+            ws.write_key_env.as_deref().unwrap_or(""),
+            !ws.api_key_env.is_empty(),
+        )
+    } else {
+        (
+            "api_key_env",
+            ws.api_key_env.as_str(),
+            ws.write_key_env.is_some(),
+        )
+    };
+    if name.trim().is_empty() {
+        return Err(ConfigError::key(
+            format!("workspaces[{i}].{field}"),
+            "must name the environment variable holding this workspace's key",
+        ));
+    }
+    if other {
+        let unused = if kind.is_segment_like() {
+            "api_key_env"
+        } else {
+            "write_key_env"
+        };
+        return Err(ConfigError::key(
+            format!("workspaces[{i}].{unused}"),
+            format!("is not used by this destination kind; it takes `{field}`"),
+        ));
+    }
+    Ok(())
+}
+
 /// One workspace's own settings: its limit, burst, and API key read from `env`.
 fn check_workspace(
     i: usize,
@@ -317,17 +379,23 @@ fn check_workspace(
             "must be at least 1",
         ));
     }
-    match env.get(&ws.api_key_env) {
+    let key_env = ws.key_env().to_string();
+    match env.get(&key_env) {
         Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
         _ if !require_secrets => {}
         _ => {
+            let field = if ws.write_key_env.is_some() {
+                "write_key_env"
+            } else {
+                "api_key_env"
+            };
             return Err(ConfigError::key(
-                format!("workspaces[{i}].api_key_env"),
+                format!("workspaces[{i}].{field}"),
                 format!(
-                    "environment variable {} (API key of workspace `{}`) is not set",
-                    ws.api_key_env, ws.id
+                    "environment variable {key_env} (API key of workspace `{}`) is not set",
+                    ws.id
                 ),
-            ))
+            ));
         }
     }
     Ok(())

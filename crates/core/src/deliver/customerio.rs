@@ -258,7 +258,7 @@ impl CustomerIo {
     }
 }
 
-fn unknown_workspace(workspace: &str, count: usize) -> Vec<ItemOutcome> {
+pub(super) fn unknown_workspace(workspace: &str, count: usize) -> Vec<ItemOutcome> {
     let failure = Failure::without_request(
         FailureReason::UnknownWorkspace,
         format!("no credentials for workspace {workspace}"),
@@ -315,7 +315,7 @@ fn listed_errors(text: &str, status: u16, count: usize) -> Option<Vec<(usize, Fa
 /// A 207 says some items were refused; without a list naming them (no `errors`, an
 /// empty one, only indexes outside the batch, not JSON) accepted cannot be told from
 /// refused, so every item is refused: nothing counts as delivered that may not be.
-fn partial_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
+pub(super) fn partial_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
     match listed_errors(text, 207, count) {
         Some(listed) => {
             let mut outcomes = vec![ItemOutcome::Delivered; count];

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use reqwest::header::HeaderMap;
 use reqwest::Method;
 
 use super::dated_body::DatedBody;
@@ -55,7 +56,20 @@ impl RetryingClient {
         limiter: Arc<Limiter>,
         metrics: Metrics,
     ) -> reqwest::Result<Self> {
+        Self::with_headers(config, retry, limiter, metrics, HeaderMap::new())
+    }
+
+    /// [`new`](Self::new), with `headers` sent on every request (e.g. Pipelines'
+    /// `X-Strict-Mode`).
+    pub fn with_headers(
+        config: &DestinationConfig,
+        retry: RetryConfig,
+        limiter: Arc<Limiter>,
+        metrics: Metrics,
+        headers: HeaderMap,
+    ) -> reqwest::Result<Self> {
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(config.connect_timeout_ms.duration())
             .timeout(config.request_timeout_ms.duration())
             .pool_max_idle_per_host(config.pool_size)

@@ -10,6 +10,7 @@ mod dated_body;
 mod http;
 mod retry;
 mod retry_budget;
+mod segment;
 
 use std::time::SystemTime;
 
@@ -17,6 +18,7 @@ use crate::record::FailureReason;
 pub use customerio::{CustomerIo, Encoded};
 pub use http::{excerpt, Answer, RetryingClient};
 pub use retry::{classify, retry_after, AnswerClass, Backoff};
+pub use segment::SegmentBatch;
 
 /// Why an event could not be delivered, with what a dead letter needs to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
