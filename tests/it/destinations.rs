@@ -102,3 +102,75 @@ async fn pipelines_strict_mode_dead_letters_only_the_call_it_refuses() {
     );
     api.stop().await;
 }
+
+/// What sluice sends to Customer.io Pipelines, as the emulator received it, against
+/// the `batch` request schema of Customer.io's own OpenAPI 3.1 document for the
+/// Pipelines API (its path in `SLUICE_TEST_PIPELINES_OPENAPI`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Customer.io's Pipelines OpenAPI document (SLUICE_TEST_PIPELINES_OPENAPI; .ci/run hands it in)"]
+async fn what_sluice_sends_to_pipelines_conforms_to_its_openapi_schema() {
+    let path = std::env::var("SLUICE_TEST_PIPELINES_OPENAPI")
+        .expect("SLUICE_TEST_PIPELINES_OPENAPI names the Pipelines API's OpenAPI document");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // One reading of the document's own: its Track call is `oneOf` a known-user and an
+    // anonymous branch, but the anonymous one does not forbid `userId`, so every
+    // known-user track matches both and no track with a `userId` could pass `oneOf`.
+    // The intent is either branch: `anyOf`.
+    for call in spec["components"]["schemas"]["batch"]["properties"]["batch"]["items"]["anyOf"]
+        .as_array_mut()
+        .expect("the batch items' anyOf")
+    {
+        if call["title"] == "Track" {
+            let branches = call["oneOf"].take();
+            call["anyOf"] = branches;
+            call.as_object_mut().unwrap().remove("oneOf");
+        }
+    }
+    // The request body's schema, its references resolved inside the document.
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": "#/components/schemas/batch",
+        "components": spec["components"],
+    });
+    let schema = jsonschema::validator_for(&root).expect("the document's schemas compile");
+
+    let (broker, api, topic, mut setup) = TestEnv::build(2, &["acme"])
+        .api(write_key_api())
+        .start()
+        .await
+        .into_parts();
+    segment_kind(&mut setup, DestinationKind::CustomerioPipelines);
+    let mut records = tracks("acme", "u", 4, 0..20);
+    records.extend((0..4).map(|i| {
+        Record::json(
+            &format!("u{i}"),
+            &identify("acme", &format!("u{i}"), 20 + i),
+        )
+    }));
+    // An anonymous track, and one without a timestamp.
+    records.push(Record::json(
+        "anon",
+        &json!({"type": "track", "anonymousId": "anon-1", "event": "Viewed", "properties": {}, "workspace": "acme"}),
+    ));
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    setup.wait_committed(&positions, 2).await;
+    worker.stop().await;
+
+    let calls: Vec<serde_json::Value> = api.received().into_iter().map(|r| r.item).collect();
+    assert_eq!(calls.len(), records.len());
+    // One call at a time, so a failure names it.
+    for call in &calls {
+        let body = json!({ "batch": [call] });
+        let errors: Vec<String> = schema.iter_errors(&body).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{call} does not conform: {errors:?}");
+    }
+    // And a control: a call the schema must refuse (a track with no event name).
+    let bad = json!({"batch": [{"type": "track", "userId": "u"}]});
+    assert!(
+        !schema.is_valid(&bad),
+        "the schema refuses a track without its event"
+    );
+    api.stop().await;
+}
