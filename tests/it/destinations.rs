@@ -174,3 +174,49 @@ async fn what_sluice_sends_to_pipelines_conforms_to_its_openapi_schema() {
     );
     api.stop().await;
 }
+
+/// Two destinations in one worker: `acme` sends to `[destination]` (Customer.io's Track
+/// API), `shop` to `[destinations.events]` (Segment), each emulated on its own. Every
+/// event reaches its workspace's API and no other, in per-user order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_workspace_is_delivered_to_the_destination_it_names() {
+    let (broker, track_api, topic, mut setup) =
+        TestEnv::mock(2, &["acme", "shop"]).await.into_parts();
+    let segment_api = sluice_mock_api::MockApi::start(write_key_api())
+        .await
+        .unwrap();
+    let mut events = setup.worker.destination.clone();
+    events.kind = DestinationKind::Segment;
+    events.base_url = Some(segment_api.base_url());
+    setup.worker.destinations.insert("events".into(), events);
+    let shop = &mut setup.worker.workspaces[1];
+    shop.destination = Some("events".into());
+    shop.api_key_env = String::new();
+    shop.write_key_env = Some(API_KEY_ENV.into());
+    let mut records = tracks("acme", "a", 4, 0..100);
+    records.extend(tracks("shop", "s", 4, 0..150));
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    setup.wait_committed(&positions, 2).await;
+    let metrics = worker.stop().await;
+
+    let track = track_api.stats();
+    let segment = segment_api.stats();
+    assert_eq!(track.workspaces["site-acme"].events_accepted, 100);
+    assert!(!track.workspaces.contains_key("site-shop"));
+    assert_eq!(segment.workspaces[API_KEY].events_accepted, 150);
+    assert_eq!(
+        segment.workspaces.len(),
+        1,
+        "{:?}",
+        segment.workspaces.keys()
+    );
+    assert_eq!(track.order_violations + segment.order_violations, 0);
+    assert_eq!(metrics.delivered_count(), 250);
+    assert!(segment_api
+        .received()
+        .iter()
+        .all(|r| r.item["type"] == "track" && r.item["userId"].as_str().unwrap().starts_with('s')));
+    track_api.stop().await;
+    segment_api.stop().await;
+}

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::books::{Books, Buffered, OffsetTracker};
 use crate::config::Config;
 use crate::config::LimitMode;
-use crate::deliver::{CustomerIo, Destination, SegmentBatch};
+use crate::deliver::{CustomerIo, Destination, Routes, SegmentBatch};
 use crate::dlq::DeadLetters;
 use crate::event::Decoder;
 use crate::intake::Intake;
@@ -216,8 +216,30 @@ pub(crate) fn build_delivery(
     })
 }
 
-/// The API client for `config`'s destination kind.
+/// The API client for `config`'s destination, or one per destination with the
+/// workspaces routed to theirs.
 fn destination(
+    config: &Config,
+    limiter: Arc<Limiter>,
+    metrics: &Metrics,
+) -> Result<Arc<dyn Destination>, WorkerError> {
+    if config.destinations.is_empty() {
+        return client(config, limiter, metrics);
+    }
+    let default = client(&config.for_destination(None), limiter.clone(), metrics)?;
+    let mut by_workspace = std::collections::HashMap::new();
+    for name in config.destinations.keys() {
+        let view = config.for_destination(Some(name));
+        let api = client(&view, limiter.clone(), metrics)?;
+        for ws in &view.workspaces {
+            by_workspace.insert(ws.id.clone(), api.clone());
+        }
+    }
+    Ok(Arc::new(Routes::new(default, by_workspace)))
+}
+
+/// One destination's client, for the kind `config.destination` names.
+fn client(
     config: &Config,
     limiter: Arc<Limiter>,
     metrics: &Metrics,

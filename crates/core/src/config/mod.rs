@@ -64,8 +64,13 @@ impl ConfigError {
 pub struct Config {
     /// Where events come from and where offsets are committed.
     pub kafka: KafkaConfig,
-    /// The API events are delivered to.
+    /// The API events are delivered to (every workspace's that names no other).
     pub destination: DestinationConfig,
+    /// More APIs by name (`[destinations.NAME]`, the keys of `[destination]`): a
+    /// workspace sends to one with `destination = "NAME"`. Each has its own client,
+    /// connection pool and retry classes. Default: none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub destinations: std::collections::BTreeMap<String, DestinationConfig>,
     /// How events are grouped into requests.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -205,6 +210,27 @@ impl Config {
             ));
         }
         out
+    }
+
+    /// The destination `ws` sends to: its named one, else `[destination]`.
+    pub fn destination_of(&self, ws: &WorkspaceConfig) -> &DestinationConfig {
+        ws.destination
+            .as_ref()
+            .and_then(|name| self.destinations.get(name))
+            .unwrap_or(&self.destination)
+    }
+
+    /// This configuration as one destination's client sees it: `name`'s settings (or
+    /// `[destination]`'s for `None`) as `destination`, and only the workspaces that
+    /// send to it.
+    pub fn for_destination(&self, name: Option<&str>) -> Config {
+        let mut view = self.clone();
+        if let Some(name) = name {
+            view.destination = self.destinations[name].clone();
+        }
+        view.destinations.clear();
+        view.workspaces.retain(|w| w.destination.as_deref() == name);
+        view
     }
 
     /// Looks up a workspace by id.

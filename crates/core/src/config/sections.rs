@@ -260,6 +260,10 @@ pub struct WorkspaceConfig {
     /// `customerio_pipelines`, where it is the API key), sent as the Basic user.
     #[serde(default)]
     pub write_key_env: Option<String>,
+    /// The named destination (`[destinations.NAME]`) this workspace sends to; unset:
+    /// `[destination]`.
+    #[serde(default)]
+    pub destination: Option<String>,
     /// Requests per second this workspace may send (Customer.io plans for 100);
     /// unset takes `limits.default_rate_limit_per_s`.
     #[serde(default)]

@@ -522,3 +522,67 @@ fn segment_batches_are_held_to_its_limits() {
         .to_string();
     assert!(err.contains("destination.api"), "{err}");
 }
+
+#[test]
+fn a_workspace_sends_to_the_destination_it_names_with_that_kinds_key() {
+    let text = format!(
+        "{MINIMAL}\n[destinations.events]\nkind = \"segment\"\nbase_url = \"http://127.0.0.1:9\"\n\
+         [[workspaces]]\nid = \"shop\"\ndestination = \"events\"\nwrite_key_env = \"SHOP_WRITE_KEY\"\n"
+    );
+    let c = Config::from_toml(
+        &text,
+        "t",
+        env(&[("ACME_KEY", "k"), ("SHOP_WRITE_KEY", "wk")]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.destination_of(&c.workspaces[0]).kind,
+        DestinationKind::Customerio
+    );
+    assert_eq!(
+        c.destination_of(&c.workspaces[1]).kind,
+        DestinationKind::Segment
+    );
+    let view = c.for_destination(Some("events"));
+    assert_eq!(view.destination.kind, DestinationKind::Segment);
+    assert_eq!(view.workspaces.len(), 1);
+    assert_eq!(view.workspaces[0].id, "shop");
+    assert_eq!(c.for_destination(None).workspaces[0].id, "acme");
+
+    // The Track API's key variable on a Segment destination's workspace is named.
+    let wrong_key = text.replace(
+        "write_key_env = \"SHOP_WRITE_KEY\"",
+        "api_key_env = \"SHOP_KEY\"",
+    );
+    let e = Config::from_toml(
+        &wrong_key,
+        "t",
+        env(&[("ACME_KEY", "k"), ("SHOP_KEY", "k")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("workspaces[1].write_key_env"), "{e}");
+    // A destination no table defines.
+    let unknown = text.replace("destination = \"events\"", "destination = \"evnts\"");
+    let e = Config::from_toml(
+        &unknown,
+        "t",
+        env(&[("ACME_KEY", "k"), ("SHOP_WRITE_KEY", "wk")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("workspaces[1].destination") && e.contains("evnts"),
+        "{e}"
+    );
+    // A named destination's own settings are checked under its name.
+    let bad_url = text.replace("http://127.0.0.1:9", "ftp://x");
+    let e = Config::from_toml(
+        &bad_url,
+        "t",
+        env(&[("ACME_KEY", "k"), ("SHOP_WRITE_KEY", "wk")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("destinations.events.base_url"), "{e}");
+}

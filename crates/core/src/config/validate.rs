@@ -134,36 +134,18 @@ impl Config {
         Ok(())
     }
 
-    /// `[destination]`: the URL and timeouts.
+    /// `[destination]` and every `[destinations.NAME]`: the URL, timeouts, and what
+    /// the kind allows.
     fn check_destination(&self) -> Result<(), ConfigError> {
-        let d = &self.destination;
-        if let Some(url) = &d.base_url {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| ConfigError::key("destination.base_url", e.to_string()))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
+        check_one_destination("destination", &self.destination, &self.batch)?;
+        for (name, d) in &self.destinations {
+            if name.trim().is_empty() {
                 return Err(ConfigError::key(
-                    "destination.base_url",
-                    "must be an http:// or https:// URL",
+                    "destinations",
+                    "a destination needs a name",
                 ));
             }
-        }
-        positive("destination.connect_timeout_ms", d.connect_timeout_ms.ms())?;
-        positive("destination.request_timeout_ms", d.request_timeout_ms.ms())?;
-        if d.kind.is_segment_like() {
-            if d.api != super::ApiMode::Batch {
-                return Err(ConfigError::key(
-                    "destination.api",
-                    "is for kind = \"customerio\"; the Segment kinds always send /v1/batch",
-                ));
-            }
-            if self.batch.max_events > SEGMENT_MAX_BATCH_EVENTS {
-                return Err(ConfigError::key(
-                    "batch.max_events",
-                    format!(
-                        "must be at most {SEGMENT_MAX_BATCH_EVENTS} (a /v1/batch request's limit)"
-                    ),
-                ));
-            }
+            check_one_destination(&format!("destinations.{name}"), d, &self.batch)?;
         }
         Ok(())
     }
@@ -274,8 +256,21 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         let mut sites = std::collections::HashMap::new();
-        let kind = self.destination.kind;
-        for (i, ws) in self.workspaces.iter_mut().enumerate() {
+        let kinds: Vec<_> = self
+            .workspaces
+            .iter()
+            .enumerate()
+            .map(|(i, ws)| match &ws.destination {
+                None => Ok(self.destination.kind),
+                Some(name) => self.destinations.get(name).map(|d| d.kind).ok_or_else(|| {
+                    ConfigError::key(
+                        format!("workspaces[{i}].destination"),
+                        format!("`{name}` is not one of the [destinations.NAME] tables"),
+                    )
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        for ((i, ws), kind) in self.workspaces.iter_mut().enumerate().zip(kinds) {
             if ws.id.trim().is_empty() {
                 return Err(ConfigError::key(
                     format!("workspaces[{i}].id"),
@@ -321,6 +316,47 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// One destination's settings, its keys under `at`.
+fn check_one_destination(
+    at: &str,
+    d: &super::DestinationConfig,
+    batch: &super::BatchConfig,
+) -> Result<(), ConfigError> {
+    if let Some(url) = &d.base_url {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| ConfigError::key(format!("{at}.base_url"), e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ConfigError::key(
+                format!("{at}.base_url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+    }
+    positive(
+        &format!("{at}.connect_timeout_ms"),
+        d.connect_timeout_ms.ms(),
+    )?;
+    positive(
+        &format!("{at}.request_timeout_ms"),
+        d.request_timeout_ms.ms(),
+    )?;
+    if d.kind.is_segment_like() {
+        if d.api != super::ApiMode::Batch {
+            return Err(ConfigError::key(
+                format!("{at}.api"),
+                "is for kind = \"customerio\"; the Segment kinds always send /v1/batch",
+            ));
+        }
+        if batch.max_events > SEGMENT_MAX_BATCH_EVENTS {
+            return Err(ConfigError::key(
+                "batch.max_events",
+                format!("must be at most {SEGMENT_MAX_BATCH_EVENTS} (a /v1/batch request's limit)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The key's environment variable the destination's kind needs: `api_key_env` for

@@ -10,6 +10,7 @@ mod dated_body;
 mod http;
 mod retry;
 mod retry_budget;
+mod routes;
 mod segment;
 
 use std::time::SystemTime;
@@ -18,6 +19,7 @@ use crate::record::FailureReason;
 pub use customerio::{CustomerIo, Encoded};
 pub use http::{excerpt, Answer, RetryingClient};
 pub use retry::{classify, retry_after, AnswerClass, Backoff};
+pub use routes::Routes;
 pub use segment::SegmentBatch;
 
 /// Why an event could not be delivered, with what a dead letter needs to say.
