@@ -220,3 +220,148 @@ async fn each_workspace_is_delivered_to_the_destination_it_names() {
     track_api.stop().await;
     segment_api.stop().await;
 }
+
+/// `setup`'s destination turned to a JSON API at `path` of `api`, with `extra` keys.
+fn http_kind(setup: &mut Setup, api: &sluice_mock_api::MockApi, path: &str, extra: &str) {
+    let text = format!(
+        "kind = \"http\"\nurl = \"{}{path}\"\nrequest_timeout_ms = 30000\n{extra}",
+        api.base_url()
+    );
+    setup.worker.destination = toml::from_str(&text).expect("a destination table");
+}
+
+/// Clay-style: a Bearer key, one `POST` per event, the body from a template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_api_gets_one_templated_request_per_event_in_per_user_order() {
+    let (broker, api, topic, mut setup) = TestEnv::build(2, &["clay"])
+        .api(MockApiConfig {
+            keys: vec![format!("clay-site:{API_KEY}")],
+            record: true,
+            ..MockApiConfig::default()
+        })
+        .start()
+        .await
+        .into_parts();
+    http_kind(
+        &mut setup,
+        &api,
+        "/json/v1/resource",
+        r#"body = '{"user_id": {{ user_id | tojson }}, "action": {{ event | tojson }}, "properties": {{ properties | tojson }}, "message_id": {{ message_id | tojson }}}'"#,
+    );
+    setup.worker.workspaces[0].site_id = "clay-site".into();
+    let records = tracks("clay", "u", 3, 0..60);
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    setup.wait_committed(&positions, 2).await;
+    let metrics = worker.stop().await;
+
+    let stats = api.stats();
+    // The Bearer key is the password of user `clay-site`: the emulator counts it there.
+    let ws = &stats.workspaces["clay-site"];
+    assert_eq!(ws.events_accepted, 60);
+    assert_eq!(ws.requests, 60, "one request per event");
+    assert_eq!(stats.order_violations, 0);
+    assert_eq!(metrics.delivered_count(), 60);
+    let first = &api.received()[0].item;
+    assert_eq!(first["action"], "Order Placed");
+    assert!(first["user_id"].as_str().unwrap().starts_with('u'));
+    assert!(
+        first.get("type").is_none(),
+        "the template's fields only: {first}"
+    );
+    api.stop().await;
+}
+
+/// A batch API that answers 200 with the refused events listed: only those are
+/// dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_api_with_per_item_results_dead_letters_only_what_it_refused() {
+    let (broker, api, topic, mut setup) = TestEnv::build(1, &["acme"])
+        .api(MockApiConfig {
+            record: true,
+            ..MockApiConfig::default()
+        })
+        .dlq()
+        .start()
+        .await
+        .into_parts();
+    http_kind(
+        &mut setup,
+        &api,
+        "/json/v1/valuations",
+        "send = \"batch\"\nbatch_field = \"items\"\nitem_errors = \"/errors\"\nauth = \"none\"\n",
+    );
+    setup.worker.workspaces[0].api_key_env = String::new();
+    let mut records = tracks("acme", "u", 1, 0..40);
+    let mut bad = track("acme", "u0", 13);
+    bad["properties"]["mock_reject"] = json!("no such product");
+    records[13] = Record::json("u0", &bad);
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    setup.wait_committed(&positions, 1).await;
+    let metrics = worker.stop().await;
+
+    let stats = api.stats();
+    assert_eq!(stats.events_accepted, 39);
+    assert_eq!(stats.order_violations, 0);
+    assert_eq!(metrics.delivered_count(), 39);
+    assert_eq!(metrics.dead_lettered_count("invalid_item"), 1);
+    assert!(
+        stats.workspaces["anonymous"].requests <= 3,
+        "batches of 20: {}",
+        stats.workspaces["anonymous"].requests
+    );
+    api.stop().await;
+}
+
+/// The orders API: a token from `POST /auth/token` (client credentials), used as the
+/// Bearer, fetched again once the API refuses it (401), and nothing lost or sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_oauth2_token_is_refreshed_once_and_nothing_is_lost_or_sent_twice() {
+    let (broker, api, topic, mut setup) = TestEnv::build(1, &["orders"])
+        .api(MockApiConfig {
+            keys: vec![format!("orders-client:{API_KEY}")],
+            record: true,
+            ..MockApiConfig::default()
+        })
+        .start()
+        .await
+        .into_parts();
+    let token_url = format!("{}/auth/token", api.base_url());
+    http_kind(
+        &mut setup,
+        &api,
+        "/json/api/v1/orders",
+        &format!("auth = \"oauth2\"\ntoken_url = \"{token_url}\"\n"),
+    );
+    setup.worker.workspaces[0].site_id = "orders-client".into();
+    // 50 requests/s, one event each: ~2 s for 100, time to expire the token midway.
+    setup.worker.workspaces[0].rate_limit_per_s = Some(50.0);
+    let records = tracks("orders", "u", 4, 0..100);
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    wait_until("a third delivered", Duration::from_secs(60), || {
+        api.stats().events_accepted >= 30
+    })
+    .await;
+    api.expire_tokens();
+    setup.wait_committed(&positions, 1).await;
+    let metrics = worker.stop().await;
+
+    let stats = api.stats();
+    assert_eq!(stats.tokens_issued, 2, "one token, and one after the 401s");
+    // Each request in flight with the expired token (at most lanes.max_in_flight, 4)
+    // meets one 401, and then the new token.
+    let refused = stats.requests_by_status.get(&401).copied().unwrap_or(0);
+    assert!((1..=4).contains(&refused), "{:?}", stats.requests_by_status);
+    assert_eq!(
+        stats.requests_by_status.get(&200),
+        Some(&100),
+        "no request sent twice"
+    );
+    assert_eq!(stats.workspaces["orders-client"].events_accepted, 100);
+    assert_eq!(stats.duplicate_event_ids, 0);
+    assert_eq!(stats.order_violations, 0);
+    assert_eq!(metrics.delivered_count(), 100);
+    api.stop().await;
+}

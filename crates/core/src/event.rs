@@ -61,6 +61,9 @@ pub enum InvalidEvent {
     /// the v2 batch API).
     #[error("not supported by the destination: {0}")]
     Unsupported(&'static str),
+    /// The destination's template failed for this event (kind "http").
+    #[error("the destination's template failed: {0}")]
+    Template(String),
 }
 
 impl InvalidEvent {
@@ -75,7 +78,7 @@ impl InvalidEvent {
             InvalidEvent::OverLimit { .. } => FailureReason::OverLimit,
             InvalidEvent::BadTimestamp(_) => FailureReason::BadTimestamp,
             InvalidEvent::UnknownWorkspace(_) => FailureReason::UnknownWorkspace,
-            InvalidEvent::Unsupported(_) => FailureReason::Unsupported,
+            InvalidEvent::Unsupported(_) | InvalidEvent::Template(_) => FailureReason::Unsupported,
         }
     }
 }

@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::books::{Books, Buffered, OffsetTracker};
 use crate::config::Config;
+use crate::config::DestinationKind;
 use crate::config::LimitMode;
-use crate::deliver::{CustomerIo, Destination, Routes, SegmentBatch};
+use crate::deliver::{CustomerIo, Destination, JsonApi, JsonApiError, Routes, SegmentBatch};
 use crate::dlq::DeadLetters;
 use crate::event::Decoder;
 use crate::intake::Intake;
@@ -33,6 +34,9 @@ pub enum WorkerError {
     /// The HTTP client could not be built (TLS set-up).
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    /// A kind = "http" destination could not be built.
+    #[error(transparent)]
+    JsonApi(#[from] JsonApiError),
     /// The Redis URL of the fleet limit is not usable.
     #[error("limits.redis_url: {0}")]
     Redis(#[from] crate::limit::fleet_store::FleetStoreError),
@@ -244,10 +248,12 @@ fn client(
     limiter: Arc<Limiter>,
     metrics: &Metrics,
 ) -> Result<Arc<dyn Destination>, WorkerError> {
-    Ok(if config.destination.kind.is_segment_like() {
-        Arc::new(SegmentBatch::new(config, limiter, metrics.clone())?)
-    } else {
-        Arc::new(CustomerIo::new(config, limiter, metrics.clone())?)
+    Ok(match config.destination.kind {
+        DestinationKind::Customerio => Arc::new(CustomerIo::new(config, limiter, metrics.clone())?),
+        DestinationKind::Segment | DestinationKind::CustomerioPipelines => {
+            Arc::new(SegmentBatch::new(config, limiter, metrics.clone())?)
+        }
+        DestinationKind::Http => Arc::new(JsonApi::new(config, limiter, metrics.clone())?),
     })
 }
 

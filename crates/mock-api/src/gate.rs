@@ -172,9 +172,30 @@ async fn inject(state: &AppState, workspace: &str, fault: Fault) -> Response {
     }
 }
 
-/// The Basic-auth user, if the credentials are accepted.
+/// Who sends, if the credentials are accepted: the Basic user; for a Bearer, the
+/// client an issued, unexpired token belongs to, or the user whose password the key is
+/// (any key, as `bearer`, when no keys are configured); with no `Authorization` at
+/// all, `anonymous` when no keys are configured.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        // An API without auth: only when no keys are configured.
+        return state.keys.is_empty().then(|| "anonymous".to_string());
+    };
+    let value = value.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        if let Some(issued) = state.tokens.get(token) {
+            let (client, until) = issued.value();
+            return (Instant::now() < *until).then(|| client.clone());
+        }
+        if state.keys.is_empty() {
+            return (!token.is_empty()).then(|| "bearer".to_string());
+        }
+        return state
+            .keys
+            .iter()
+            .find(|(_, p)| p.as_str() == token)
+            .map(|(u, _)| u.clone());
+    }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(value.strip_prefix("Basic ")?)
         .ok()?;

@@ -77,6 +77,10 @@ pub struct MockApiConfig {
     /// repeatable. None given: any non-empty user passes.
     #[arg(long = "key")]
     pub keys: Vec<String>,
+    /// Lifetime of the access tokens `POST /auth/token` issues, in seconds (a request
+    /// with an expired one gets 401).
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl_s: u64,
     /// Keep every accepted item and every request's arrival, for
     /// [`MockApi::received`] and [`MockApi::arrivals`] (in-process use: it grows with
     /// the run, so the command never sets it).
@@ -97,6 +101,7 @@ impl Default for MockApiConfig {
             hang_ms: 30_000,
             max_batch_bytes: MAX_BATCH_BYTES,
             keys: Vec::new(),
+            token_ttl_s: 3600,
             record: false,
         }
     }
@@ -166,6 +171,8 @@ pub enum Fault {
 struct AppState {
     config: MockApiConfig,
     keys: HashMap<String, String>,
+    /// Access tokens issued by `POST /auth/token`: the client id, and until when.
+    tokens: dashmap::DashMap<String, (String, std::time::Instant)>,
     stats: Stats,
     controls: Controls,
 }
@@ -201,6 +208,7 @@ impl MockApi {
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
             controls: Controls::new(config.record),
+            tokens: dashmap::DashMap::new(),
             config,
             stats: Stats::default(),
         });
@@ -222,6 +230,11 @@ impl MockApi {
             stop,
             task,
         })
+    }
+
+    /// Expires every access token issued so far: the next request with one gets 401.
+    pub fn expire_tokens(&self) {
+        self.state.0.tokens.clear();
     }
 
     /// The address it listens on.

@@ -27,6 +27,8 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/batch", post(segment_batch))
         .route("/v1/identify", post(segment_identify))
         .route("/v1/track", post(segment_track))
+        .route("/auth/token", post(token))
+        .route("/json/{*path}", post(json_api).put(json_api))
         .route(
             "/stats",
             get(|State(s): State<Arc<AppState>>| async move { Json(s.stats.snapshot()) }),
@@ -302,4 +304,128 @@ async fn segment_identify(State(state): State<Arc<AppState>>, head: Head, body: 
 
 async fn segment_track(State(state): State<Arc<AppState>>, head: Head, body: Bytes) -> Response {
     segment_single(state, head, body, "track").await
+}
+
+/// `POST /auth/token`: the OAuth2 client-credentials grant (form or JSON
+/// `client_id`/`client_secret`, checked against the keys as `USER:PASSWORD`; any pair
+/// when none are configured): a new access token that lives `--token-ttl-s`.
+async fn token(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let form: Vec<(String, String)> =
+        serde_json::from_slice::<serde_json::Map<String, Value>>(&body)
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_else(|_| url_pairs(&String::from_utf8_lossy(&body)));
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(id), Some(secret)) = (field("client_id"), field("client_secret")) else {
+        return super::gate::answer(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"}));
+    };
+    let known = state.keys.is_empty() || state.keys.get(id).is_some_and(|p| p == secret);
+    if !known {
+        return super::gate::answer(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}));
+    }
+    let access = ulid::Ulid::new().to_string();
+    let ttl = std::time::Duration::from_secs(state.config.token_ttl_s);
+    state.tokens.insert(
+        access.clone(),
+        (id.to_string(), std::time::Instant::now() + ttl),
+    );
+    state.stats.token_issued();
+    super::gate::answer(
+        StatusCode::OK,
+        json!({"access_token": access, "token_type": "Bearer", "expires_in": state.config.token_ttl_s}),
+    )
+}
+
+/// `a=b&c=d`, percent-decoded (`+` as a space).
+fn url_pairs(text: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let s = s.replace('+', " ");
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match (bytes[i], bytes.get(i + 1..i + 3)) {
+                (b'%', Some(hex)) => match u8::from_str_radix(&String::from_utf8_lossy(hex), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                },
+                (b, _) => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    text.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// `POST|PUT /json/{path}`: any JSON API. The body is one event (an object), or a batch:
+/// an object whose only field is an array of them. An event whose properties or
+/// traits hold `mock_reject` is refused: a single event with a 400, an event of a
+/// batch listed in a 200's `{"errors": [{"index", "reason"}]}`.
+async fn json_api(State(state): State<Arc<AppState>>, head: Head, body: Bytes) -> Response {
+    gated(state, head, body, |state, admitted, body| {
+        if body.len() > state.config.max_batch_bytes {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "request too large"}),
+            ));
+        }
+        let value = parse(body).ok_or_else(|| bad(json!({"error": "bad JSON"})))?;
+        let batch = value
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_array);
+        let (items, single): (Vec<&Value>, bool) = match batch {
+            Some(items) => (items.iter().collect(), false),
+            None => (vec![&value], true),
+        };
+        let mut errors = Vec::new();
+        let mut accepted = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let rejected = ["properties", "traits"]
+                .iter()
+                .find_map(|f| item[f]["mock_reject"].as_str());
+            match (rejected, item.is_object()) {
+                (None, true) => accepted.push(*item),
+                (reason, _) => {
+                    let reason = reason.unwrap_or("not a JSON object");
+                    if single {
+                        return Err(bad(json!({"error": reason})));
+                    }
+                    errors.push(json!({"index": i, "reason": reason}));
+                }
+            }
+        }
+        let events = accepted.iter().map(|item| Accepted {
+            user: item["user_id"]
+                .as_str()
+                .or_else(|| item["userId"].as_str())
+                .or_else(|| item["anonymous_id"].as_str()),
+            event_id: item["message_id"]
+                .as_str()
+                .or_else(|| item["messageId"].as_str()),
+            seq: seq_of(item),
+        });
+        state
+            .stats
+            .accept(&admitted.workspace, admitted.dropped, events);
+        keep(state, admitted, accepted.iter().copied());
+        Ok((StatusCode::OK, json!({"errors": errors})))
+    })
+    .await
 }

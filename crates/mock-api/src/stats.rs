@@ -80,6 +80,7 @@ impl Seen {
 pub(super) struct Stats {
     by_status: DashMap<u16, u64>,
     workspaces: DashMap<String, Mutex<Workspace>>,
+    tokens_issued: std::sync::atomic::AtomicU64,
 }
 
 /// One accepted event, as far as the statistics care.
@@ -118,6 +119,9 @@ pub struct Snapshot {
     /// When the latest accepted event arrived, unix ms.
     #[serde(default)]
     pub last_accepted_unix_ms: Option<u64>,
+    /// Access tokens `POST /auth/token` issued.
+    #[serde(default)]
+    pub tokens_issued: u64,
     /// Per workspace.
     pub workspaces: BTreeMap<String, WorkspaceSnapshot>,
 }
@@ -225,6 +229,12 @@ impl Stats {
     }
 
     /// A consistent-enough copy for reporting.
+    /// `POST /auth/token` issued a token.
+    pub(super) fn token_issued(&self) {
+        self.tokens_issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(super) fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot {
             requests_by_status: self
@@ -232,6 +242,9 @@ impl Stats {
                 .iter()
                 .map(|e| (*e.key(), *e.value()))
                 .collect(),
+            tokens_issued: self
+                .tokens_issued
+                .load(std::sync::atomic::Ordering::Relaxed),
             ..Snapshot::default()
         };
         for entry in self.workspaces.iter() {

@@ -132,6 +132,69 @@ pub struct DestinationConfig {
     /// Idle keep-alive connections kept per host.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
+    /// kind = "http": the request URL, a template over the event (`{{ user_id }}`,
+    /// `{{ workspace }}`…; a batch uses its first event's). Required for that kind.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// kind = "http": the request method. Default: "POST".
+    #[serde(default = "defaults::method")]
+    pub method: String,
+    /// kind = "http": headers of every request, their values templated like `url`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// kind = "http": one event's JSON, a template (`{{ properties | tojson }}`);
+    /// unset: the event as sluice reads it (type, user_id or anonymous_id, event,
+    /// traits or properties, message_id, timestamp, workspace).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// kind = "http": `event` (a request per event) or `batch` (a request per batch,
+    /// `{"<batch_field>": [one body per event]}`). Default: "event".
+    #[serde(default)]
+    pub send: SendMode,
+    /// kind = "http", send = "batch": the request body's field holding the events.
+    /// Default: "batch".
+    #[serde(default = "defaults::batch_field")]
+    pub batch_field: String,
+    /// kind = "http": `bearer` (the workspace's key), `basic` (site_id and the key),
+    /// `oauth2` (client credentials: site_id as the client id, the key as its secret,
+    /// tokens from `token_url`) or `none`. Default: "bearer".
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// kind = "http", auth = "oauth2": the token endpoint (client-credentials grant).
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// kind = "http", send = "batch": where a 2xx answer lists refused events, a JSON
+    /// pointer (e.g. "/errors") to a list of objects with the event's `index` in the
+    /// batch and a `reason` or `message`; those are dead-lettered, the rest delivered.
+    /// Unset: a 2xx accepts the whole batch.
+    #[serde(default)]
+    pub item_errors: Option<String>,
+}
+
+/// kind = "http": how events map to requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendMode {
+    /// One request per event.
+    #[default]
+    Event,
+    /// One request per batch.
+    Batch,
+}
+
+/// kind = "http": how a request proves who sends it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `Authorization: Bearer <the workspace's key>`.
+    #[default]
+    Bearer,
+    /// `Authorization: Basic site_id:key`.
+    Basic,
+    /// An OAuth2 client-credentials token as the Bearer.
+    Oauth2,
+    /// No `Authorization` header.
+    None,
 }
 
 /// The kind of destination API.
@@ -148,6 +211,9 @@ pub enum DestinationKind {
     /// behind a 200.
     #[serde(rename = "customerio_pipelines")]
     CustomerioPipelines,
+    /// Any JSON API: URL, headers and body templated from the event, Bearer, Basic,
+    /// OAuth2 client credentials or no auth, optional per-event results.
+    Http,
 }
 
 impl DestinationKind {
@@ -414,6 +480,12 @@ mod defaults {
 
     pub(super) fn commit_interval_ms() -> Millis {
         Millis::new(100)
+    }
+    pub(super) fn method() -> String {
+        "POST".into()
+    }
+    pub(super) fn batch_field() -> String {
+        "batch".into()
     }
     pub(super) fn park_readers() -> usize {
         16

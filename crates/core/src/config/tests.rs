@@ -586,3 +586,44 @@ fn a_workspace_sends_to_the_destination_it_names_with_that_kinds_key() {
     .to_string();
     assert!(e.contains("destinations.events.base_url"), "{e}");
 }
+
+#[test]
+fn an_http_destination_is_checked_before_it_sends_anything() {
+    let http = |destination: &str, workspace: &str| {
+        let text = format!(
+            "[kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\ndlq_topic = \"t.dlq\"\n\
+             [destination]\nkind = \"http\"\n{destination}\n[[workspaces]]\nid = \"acme\"\n{workspace}\n"
+        );
+        Config::from_toml(&text, "t", env(&[("K", "k")])).map_err(|e| e.to_string())
+    };
+    let key = "api_key_env = \"K\"";
+    let ok = http("url = \"https://x.example/{{ user_id | segment }}\"", key).unwrap();
+    assert_eq!(ok.destination.auth, AuthMode::Bearer);
+    assert_eq!(
+        ok.workspaces[0].site_id, "acme",
+        "the limit is kept under the id"
+    );
+    let err = |d: &str, w: &str| http(d, w).unwrap_err();
+    assert!(err("", key).contains("destination.url"));
+    assert!(err("url = \"https://x/{{ user_id \"", key).contains("not a template"));
+    assert!(err("url = \"https://x\"\nbody = '{% if %}'", key).contains("destination.body"));
+    assert!(err("url = \"https://x\"\nmethod = \"GE T\"", key).contains("destination.method"));
+    assert!(err("url = \"https://x\"\nauth = \"oauth2\"", key).contains("destination.token_url"));
+    assert!(err("url = \"https://x\"\nitem_errors = \"/errors\"", key)
+        .contains("destination.item_errors"));
+    // Bearer needs a key; no auth needs none.
+    assert!(err("url = \"https://x\"", "").contains("workspaces[0].api_key_env"));
+    assert!(http("url = \"https://x\"\nauth = \"none\"", "").is_ok());
+    // url is for this kind only.
+    let e = Config::from_toml(
+        &MINIMAL.replace(
+            "kind = \"customerio\"",
+            "kind = \"customerio\"\nurl = \"https://x\"",
+        ),
+        "t",
+        env(&[("ACME_KEY", "k")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("destination.url"), "{e}");
+}

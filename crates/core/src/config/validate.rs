@@ -256,13 +256,13 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         let mut sites = std::collections::HashMap::new();
-        let kinds: Vec<_> = self
+        let destinations: Vec<_> = self
             .workspaces
             .iter()
             .enumerate()
             .map(|(i, ws)| match &ws.destination {
-                None => Ok(self.destination.kind),
-                Some(name) => self.destinations.get(name).map(|d| d.kind).ok_or_else(|| {
+                None => Ok(self.destination.clone()),
+                Some(name) => self.destinations.get(name).cloned().ok_or_else(|| {
                     ConfigError::key(
                         format!("workspaces[{i}].destination"),
                         format!("`{name}` is not one of the [destinations.NAME] tables"),
@@ -270,7 +270,8 @@ impl Config {
                 }),
             })
             .collect::<Result<_, _>>()?;
-        for ((i, ws), kind) in self.workspaces.iter_mut().enumerate().zip(kinds) {
+        for ((i, ws), destination) in self.workspaces.iter_mut().enumerate().zip(destinations) {
+            let kind = destination.kind;
             if ws.id.trim().is_empty() {
                 return Err(ConfigError::key(
                     format!("workspaces[{i}].id"),
@@ -283,8 +284,8 @@ impl Config {
                     format!("`{}` is listed twice", ws.id),
                 ));
             }
-            check_key_env(i, ws, kind)?;
-            if ws.site_id.trim().is_empty() && kind.is_segment_like() {
+            check_key_env(i, ws, &destination)?;
+            if ws.site_id.trim().is_empty() && kind != super::DestinationKind::Customerio {
                 // The name its limit is kept under.
                 ws.site_id = ws.id.clone();
             }
@@ -342,6 +343,14 @@ fn check_one_destination(
         &format!("{at}.request_timeout_ms"),
         d.request_timeout_ms.ms(),
     )?;
+    if d.kind == super::DestinationKind::Http {
+        check_http(at, d)?;
+    } else if d.url.is_some() {
+        return Err(ConfigError::key(
+            format!("{at}.url"),
+            "is for kind = \"http\" (this kind's URL is base_url)",
+        ));
+    }
     if d.kind.is_segment_like() {
         if d.api != super::ApiMode::Batch {
             return Err(ConfigError::key(
@@ -359,13 +368,83 @@ fn check_one_destination(
     Ok(())
 }
 
+/// kind = "http": a URL, templates that parse, a method, and what its auth needs.
+fn check_http(at: &str, d: &super::DestinationConfig) -> Result<(), ConfigError> {
+    let template = |key: String, text: &str| {
+        minijinja::Environment::new()
+            .template_from_str(text)
+            .map(|_| ())
+            .map_err(|e| ConfigError::key(key, format!("not a template: {e}")))
+    };
+    let Some(url) = &d.url else {
+        return Err(ConfigError::key(
+            format!("{at}.url"),
+            "is required for kind = \"http\"",
+        ));
+    };
+    template(format!("{at}.url"), url)?;
+    if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("{{")) {
+        return Err(ConfigError::key(
+            format!("{at}.url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    for (name, value) in &d.headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ConfigError::key(
+                format!("{at}.headers"),
+                format!("`{name}` is not a header name"),
+            ));
+        }
+        template(format!("{at}.headers.{name}"), value)?;
+    }
+    if let Some(body) = &d.body {
+        template(format!("{at}.body"), body)?;
+    }
+    if reqwest::Method::from_bytes(d.method.as_bytes()).is_err() {
+        return Err(ConfigError::key(
+            format!("{at}.method"),
+            format!("`{}` is not an HTTP method", d.method),
+        ));
+    }
+    if d.batch_field.is_empty() {
+        return Err(ConfigError::key(
+            format!("{at}.batch_field"),
+            "must not be empty",
+        ));
+    }
+    if let Some(pointer) = &d.item_errors {
+        if !pointer.starts_with('/') || d.send != super::SendMode::Batch {
+            return Err(ConfigError::key(
+                format!("{at}.item_errors"),
+                "is a JSON pointer (\"/errors\") into a batch's answer: send = \"batch\"",
+            ));
+        }
+    }
+    match (d.auth, &d.token_url) {
+        (super::AuthMode::Oauth2, None) => Err(ConfigError::key(
+            format!("{at}.token_url"),
+            "is required with auth = \"oauth2\"",
+        )),
+        (super::AuthMode::Oauth2, Some(u)) if reqwest::Url::parse(u).is_err() => {
+            Err(ConfigError::key(format!("{at}.token_url"), "is not a URL"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The key's environment variable the destination's kind needs: `api_key_env` for
 /// Customer.io's Track API, `write_key_env` for the Segment kinds.
 fn check_key_env(
     i: usize,
     ws: &super::WorkspaceConfig,
-    kind: super::DestinationKind,
+    destination: &super::DestinationConfig,
 ) -> Result<(), ConfigError> {
+    let kind = destination.kind;
+    let keyless = kind == super::DestinationKind::Http && destination.auth == super::AuthMode::None;
+    if keyless && ws.api_key_env.is_empty() && ws.write_key_env.is_none() {
+        return Ok(());
+    }
     let (field, name, other) = if kind.is_segment_like() {
         (
             "write_key_env",
@@ -416,6 +495,10 @@ fn check_workspace(
         ));
     }
     let key_env = ws.key_env().to_string();
+    if key_env.is_empty() {
+        // A destination with no auth (check_key_env allowed no key).
+        return Ok(());
+    }
     match env.get(&key_env) {
         Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
         _ if !require_secrets => {}

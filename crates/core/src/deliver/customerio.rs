@@ -14,20 +14,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::http::{excerpt, Answer, RetryingClient};
-use super::{Destination, Failure, FailureReason, ItemOutcome};
-use crate::config::{ApiMode, Config, Region, Secret};
+use super::{Credentials, Destination, Failure, FailureReason, ItemOutcome};
+use crate::config::{ApiMode, Config, Region};
 use crate::event::{Action, Event, InvalidEvent, Person, MAX_EVENT_DATA_BYTES};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
 /// Characters left as they are in a path segment (RFC 3986 unreserved).
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub(super) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
 
-/// One event, encoded for the configured API generation.
+/// One event, encoded for its destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Encoded {
     /// One item of a v2 batch body.
@@ -41,13 +41,25 @@ pub enum Encoded {
         /// JSON body.
         body: Vec<u8>,
     },
+    /// One event for a JSON API (kind "http"): its rendered URL and headers, and its
+    /// body (a request's, or one item of a batch's).
+    Call {
+        /// The full URL.
+        url: String,
+        /// Rendered headers.
+        headers: Vec<(String, String)>,
+        /// JSON body.
+        body: Vec<u8>,
+    },
 }
 
 impl Encoded {
     /// Bytes this event adds to a request body.
     pub fn len(&self) -> usize {
         match self {
-            Encoded::BatchItem(b) | Encoded::Request { body: b, .. } => b.len(),
+            Encoded::BatchItem(b)
+            | Encoded::Request { body: b, .. }
+            | Encoded::Call { body: b, .. } => b.len(),
         }
     }
 
@@ -86,7 +98,7 @@ pub struct CustomerIo {
     sender: RetryingClient,
     base_url: String,
     api: ApiMode,
-    credentials: HashMap<String, (String, Secret)>,
+    credentials: HashMap<String, Credentials>,
     max_item_bytes: usize,
 }
 
@@ -106,7 +118,13 @@ impl CustomerIo {
             credentials: config
                 .workspaces
                 .iter()
-                .map(|w| (w.id.clone(), (w.site_id.clone(), w.api_key.clone())))
+                .map(|w| {
+                    let basic = Credentials::Basic {
+                        user: w.site_id.clone(),
+                        password: w.api_key.clone(),
+                    };
+                    (w.id.clone(), basic)
+                })
                 .collect(),
             max_item_bytes: config.batch.max_event_bytes,
         })
@@ -182,7 +200,7 @@ impl CustomerIo {
         items: &'a [Encoded],
     ) -> BoxFuture<'a, Vec<ItemOutcome>> {
         Box::pin(async move {
-            let Some((site_id, key)) = self.credentials.get(workspace) else {
+            let Some(credentials) = self.credentials.get(workspace) else {
                 return unknown_workspace(workspace, items.len());
             };
             let mut body = Vec::with_capacity(items.iter().map(Encoded::len).sum::<usize>() + 16);
@@ -199,7 +217,7 @@ impl CustomerIo {
             let url = format!("{}/api/v2/batch", self.base_url);
             let answer = self
                 .sender
-                .send(workspace, (site_id, key), Method::POST, &url, body.into())
+                .send(workspace, credentials, Method::POST, &url, body.into())
                 .await;
             match answer {
                 Answer::Accepted(text) => accepted_outcomes(&text, items.len()),
@@ -222,7 +240,7 @@ impl CustomerIo {
     }
 
     async fn send_single(&self, workspace: &str, items: &[Encoded]) -> Vec<ItemOutcome> {
-        let Some((site_id, key)) = self.credentials.get(workspace) else {
+        let Some(credentials) = self.credentials.get(workspace) else {
             return unknown_workspace(workspace, items.len());
         };
         let mut outcomes = Vec::with_capacity(items.len());
@@ -239,7 +257,7 @@ impl CustomerIo {
                 .sender
                 .send(
                     workspace,
-                    (site_id, key),
+                    credentials,
                     method.clone(),
                     &url,
                     Bytes::copy_from_slice(body),

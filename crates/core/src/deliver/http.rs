@@ -9,11 +9,12 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 
+use super::auth::Credentials;
 use super::dated_body::DatedBody;
 use super::retry::{classify, is_throttle, retry_after, status_class, AnswerClass};
 use super::retry_budget::{Again, RetryBudget};
 use super::{Failure, FailureReason};
-use crate::config::{DestinationConfig, RetryConfig, Secret};
+use crate::config::{DestinationConfig, RetryConfig};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
@@ -88,9 +89,23 @@ impl RetryingClient {
     pub async fn send(
         &self,
         workspace: &str,
-        credentials: (&str, &Secret),
+        credentials: &Credentials,
         method: Method,
         url: &str,
+        body: Bytes,
+    ) -> Answer {
+        self.send_with(workspace, credentials, method, url, &[], body)
+            .await
+    }
+
+    /// [`send`](Self::send) with `headers` of this request's own.
+    pub async fn send_with(
+        &self,
+        workspace: &str,
+        credentials: &Credentials,
+        method: Method,
+        url: &str,
+        headers: &[(String, String)],
         body: Bytes,
     ) -> Answer {
         let request = Request {
@@ -98,8 +113,10 @@ impl RetryingClient {
             credentials,
             method,
             url,
+            headers,
             body,
         };
+        let mut refreshed = false;
         let mut budget = RetryBudget::new(&self.retry);
         let first_attempt = SystemTime::now();
         let mut attempts: u32 = 0;
@@ -113,7 +130,8 @@ impl RetryingClient {
                 first_attempt,
                 last_attempt: SystemTime::now(),
             };
-            let (again, why, took) = match self.attempt(&request, attempts).await {
+            let (outcome, renewed) = self.attempt(&request, attempts).await;
+            let (again, why, took) = match outcome {
                 Outcome::Accepted(text) => return Answer::Accepted(text),
                 Outcome::Partial(text) => return Answer::Partial(text),
                 Outcome::TooLarge(why) => return Answer::TooLarge(failure(why)),
@@ -121,6 +139,12 @@ impl RetryingClient {
                 Outcome::Again(again, why, took) => (again, why, took),
             };
             if again == Again::Auth {
+                // An OAuth2 token refused: a new one is fetched and tried at once,
+                // once per request; keys are tried again after the auth backoff.
+                if why.status == Some(401) && !refreshed && renewed {
+                    refreshed = true;
+                    continue;
+                }
                 self.metrics
                     .auth_failure(workspace, why.status.unwrap_or_default());
             }
@@ -139,19 +163,35 @@ impl RetryingClient {
 
     /// One attempt: a token from the workspace's bucket, the request, and its answer
     /// judged ([`Self::judge`]).
-    async fn attempt(&self, r: &Request<'_>, number: u32) -> Outcome {
-        let (user, key) = r.credentials;
+    /// Also says whether a refused (401) OAuth2 token was given up, so that the next
+    /// attempt sends another.
+    async fn attempt(&self, r: &Request<'_>, number: u32) -> (Outcome, bool) {
+        let auth = match r.credentials.resolve(&self.client).await {
+            Ok(auth) => auth,
+            Err(detail) => {
+                let why = Why::new(FailureReason::Network, detail, None);
+                return (Outcome::Again(Again::Auth, why, Duration::ZERO), false);
+            }
+        };
         let (waited, permit) = self.limiter.acquire(r.workspace).await;
         self.metrics.limiter_wait(r.workspace, waited);
         let mut request = self
             .client
             .request(r.method.clone(), r.url)
-            .basic_auth(user, Some(key.expose()))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(reqwest::Body::wrap(DatedBody::new(
                 r.body.clone(),
                 permit.departure(),
             )));
+        if let Some(value) = &auth.header {
+            let mut value = reqwest::header::HeaderValue::from_str(value.expose())
+                .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+            value.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        for (name, value) in r.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
         if number > 1 {
             request = request.header("X-Retry-Count", (number - 1).to_string());
         }
@@ -164,7 +204,7 @@ impl RetryingClient {
                 let headers = response.headers().clone();
                 read_capped(response)
                     .await
-                    .map(|text| (status, headers, redact(&text, user, key)))
+                    .map(|text| (status, headers, redact(&text, &auth.secrets)))
             }
             Err(e) => Err(e),
         };
@@ -175,13 +215,18 @@ impl RetryingClient {
                 self.metrics.request(r.workspace, "error", sent.elapsed());
                 let (reason, again) = network_failure(&e);
                 let why = Why::new(reason, e.to_string(), None);
-                return Outcome::Again(again, why, sent.elapsed());
+                return (Outcome::Again(again, why, sent.elapsed()), false);
             }
             Ok(answer) => answer,
         };
         self.metrics
             .request(r.workspace, status_class(status), sent.elapsed());
-        self.judge(r.workspace, status, &headers, text, sent).await
+        let renewed =
+            status == reqwest::StatusCode::UNAUTHORIZED && r.credentials.refused(&auth).await;
+        (
+            self.judge(r.workspace, status, &headers, text, sent).await,
+            renewed,
+        )
     }
 
     /// An answer judged: final, or worth asking again and on what terms. A 429 (or a
@@ -238,9 +283,10 @@ fn network_failure(e: &reqwest::Error) -> (FailureReason, Again) {
 /// One request as the caller gave it, for each attempt to send again.
 struct Request<'a> {
     workspace: &'a str,
-    credentials: (&'a str, &'a Secret),
+    credentials: &'a Credentials,
     method: Method,
     url: &'a str,
+    headers: &'a [(String, String)],
     body: Bytes,
 }
 
@@ -288,15 +334,12 @@ impl RetryingClient {
     }
 }
 
-/// An API answer with this request's credentials (the key, and the Basic token) masked,
-/// so an API that echoes them never puts them in a log line or a dead letter.
-fn redact(text: &str, user: &str, key: &Secret) -> String {
-    use base64::Engine;
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", key.expose()));
-    let mut out = text.replace(&token, "****");
-    if !key.expose().is_empty() {
-        out = out.replace(key.expose(), "****");
+/// An API answer with this request's secrets (keys, tokens, their Basic encodings)
+/// masked, so an API that echoes them never puts them in a log line or a dead letter.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(secret.as_str(), "****");
     }
     out
 }

@@ -5,9 +5,11 @@
 //! A lane hands [`Destination::deliver`] a batch; it comes back with one
 //! [`ItemOutcome`] per event once every event is either accepted or refused for good.
 
+mod auth;
 mod customerio;
 mod dated_body;
 mod http;
+mod json_api;
 mod retry;
 mod retry_budget;
 mod routes;
@@ -16,8 +18,10 @@ mod segment;
 use std::time::SystemTime;
 
 use crate::record::FailureReason;
+pub use auth::{ClientCredentials, Credentials};
 pub use customerio::{CustomerIo, Encoded};
 pub use http::{excerpt, Answer, RetryingClient};
+pub use json_api::{JsonApi, JsonApiError};
 pub use retry::{classify, retry_after, AnswerClass, Backoff};
 pub use routes::Routes;
 pub use segment::SegmentBatch;

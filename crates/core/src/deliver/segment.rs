@@ -21,8 +21,8 @@ use serde_json::{Map, Value};
 
 use super::customerio::{partial_outcomes, unknown_workspace};
 use super::http::{Answer, RetryingClient};
-use super::{Destination, Encoded, Failure, FailureReason, ItemOutcome};
-use crate::config::{Config, DestinationKind, Region, Secret};
+use super::{Credentials, Destination, Encoded, Failure, FailureReason, ItemOutcome};
+use crate::config::{Config, DestinationKind, Region};
 use crate::event::{Action, Event, InvalidEvent, Person};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
@@ -55,7 +55,7 @@ struct Call<'a> {
 pub struct SegmentBatch {
     sender: RetryingClient,
     url: String,
-    write_keys: HashMap<String, Secret>,
+    write_keys: HashMap<String, Credentials>,
     max_item_bytes: usize,
 }
 
@@ -91,7 +91,7 @@ impl SegmentBatch {
             write_keys: config
                 .workspaces
                 .iter()
-                .map(|w| (w.id.clone(), w.api_key.clone()))
+                .map(|w| (w.id.clone(), Credentials::KeyAsUser(w.api_key.clone())))
                 .collect(),
             max_item_bytes: config.batch.max_event_bytes,
         })
@@ -143,16 +143,9 @@ impl SegmentBatch {
                 }
             }
             body.extend_from_slice(b"]}");
-            let blank = Secret::default();
             let answer = self
                 .sender
-                .send(
-                    workspace,
-                    (key.expose(), &blank),
-                    Method::POST,
-                    &self.url,
-                    body.into(),
-                )
+                .send(workspace, key, Method::POST, &self.url, body.into())
                 .await;
             let halves = || items.split_at(items.len() / 2);
             match answer {

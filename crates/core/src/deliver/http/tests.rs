@@ -1,7 +1,6 @@
 //! Unit tests of [`super`].
 
 use super::*;
-use crate::config::{ApiMode, DestinationKind, Region};
 use crate::limit::Rate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -28,15 +27,11 @@ async fn endless_body_server() -> String {
 }
 
 fn sender(destination_timeout_ms: u64, retry: RetryConfig) -> RetryingClient {
-    let destination = DestinationConfig {
-        kind: DestinationKind::Customerio,
-        region: Region::Us,
-        base_url: None,
-        api: ApiMode::Batch,
-        connect_timeout_ms: crate::config::Millis::new(1_000),
-        request_timeout_ms: crate::config::Millis::new(destination_timeout_ms),
-        pool_size: 1,
-    };
+    let destination: DestinationConfig = toml::from_str(&format!(
+        "kind = \"customerio\"\nconnect_timeout_ms = 1000\n\
+         request_timeout_ms = {destination_timeout_ms}\npool_size = 1\n"
+    ))
+    .unwrap();
     let rate = Rate {
         site: "s".into(),
         per_second: 1_000.0,
@@ -50,7 +45,16 @@ fn sender(destination_timeout_ms: u64, retry: RetryConfig) -> RetryingClient {
 async fn post(sender: &RetryingClient, url: &str) -> Answer {
     let body = Bytes::from_static(b"{}");
     sender
-        .send("ws", ("s", &Secret::new("k")), Method::POST, url, body)
+        .send(
+            "ws",
+            &Credentials::Basic {
+                user: "s".into(),
+                password: crate::config::Secret::new("k"),
+            },
+            Method::POST,
+            url,
+            body,
+        )
         .await
 }
 

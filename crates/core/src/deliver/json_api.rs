@@ -1,0 +1,352 @@
+//! `kind = "http"`: any JSON API. The URL, the headers and each event's body are
+//! templates over the event (Jinja syntax through minijinja: `{{ user_id | segment }}`,
+//! `{{ properties | tojson }}`; an unknown name is an error, not an empty string); a
+//! request carries one event, or one batch `{"<batch_field>": [bodies…]}`; auth is a
+//! Bearer key, Basic, an OAuth2 client-credentials token or none; and a batch's answer
+//! may list refused events (`item_errors`, a JSON pointer), so a partial failure
+//! dead-letters only what failed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use minijinja::{Environment, UndefinedBehavior};
+use reqwest::Method;
+use serde_json::{Map, Value};
+
+use super::customerio::unknown_workspace;
+use super::http::{excerpt, Answer, RetryingClient};
+use super::{
+    ClientCredentials, Credentials, Destination, Encoded, Failure, FailureReason, ItemOutcome,
+};
+use crate::config::{AuthMode, Config, SendMode};
+use crate::event::{Action, Event, InvalidEvent, Person};
+use crate::limit::Limiter;
+use crate::metrics::Metrics;
+
+const URL: &str = "url";
+const BODY: &str = "body";
+
+/// A JSON API as `[destination]` (kind "http") describes it.
+pub struct JsonApi {
+    sender: RetryingClient,
+    templates: Environment<'static>,
+    /// Header names, in the order their templates were added (`header:<name>`).
+    headers: Vec<String>,
+    has_body: bool,
+    method: Method,
+    send: SendMode,
+    batch_field: String,
+    item_errors: Option<String>,
+    credentials: HashMap<String, Credentials>,
+    max_item_bytes: usize,
+}
+
+impl std::fmt::Debug for JsonApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonApi")
+            .field("method", &self.method)
+            .field("send", &self.send)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the destination could not be built from a (validated) config.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonApiError {
+    /// The HTTP client (TLS set-up).
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A template that does not compile.
+    #[error("destination template: {0}")]
+    Template(#[from] minijinja::Error),
+}
+
+impl JsonApi {
+    /// Builds the client for `config`'s destination (kind "http") and its workspaces.
+    pub fn new(
+        config: &Config,
+        limiter: Arc<Limiter>,
+        metrics: Metrics,
+    ) -> Result<Self, JsonApiError> {
+        let d = &config.destination;
+        let mut templates = Environment::new();
+        templates.set_undefined_behavior(UndefinedBehavior::Strict);
+        // `{{ user_id | segment }}`: one URL path segment (`/`, `?`, `#` and the rest
+        // percent-encoded; urlencode keeps `/`).
+        templates.add_filter("segment", |text: String| -> String {
+            percent_encoding::utf8_percent_encode(&text, super::customerio::PATH_SEGMENT)
+                .to_string()
+        });
+        templates.add_template_owned(URL, d.url.clone().unwrap_or_default())?;
+        if let Some(body) = &d.body {
+            templates.add_template_owned(BODY, body.clone())?;
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &d.headers {
+            templates.add_template_owned(format!("header:{name}"), value.clone())?;
+            headers.push(name.clone());
+        }
+        let credentials = config
+            .workspaces
+            .iter()
+            .map(|w| {
+                let key = w.api_key.clone();
+                let c = match d.auth {
+                    AuthMode::Bearer => Credentials::Bearer(key),
+                    AuthMode::Basic => Credentials::Basic {
+                        user: w.site_id.clone(),
+                        password: key,
+                    },
+                    AuthMode::Oauth2 => Credentials::OAuth2(ClientCredentials::new(
+                        d.token_url.clone().unwrap_or_default(),
+                        w.site_id.clone(),
+                        key,
+                    )),
+                    AuthMode::None => Credentials::None,
+                };
+                (w.id.clone(), c)
+            })
+            .collect();
+        Ok(JsonApi {
+            sender: RetryingClient::new(d, config.retry.clone(), limiter, metrics)?,
+            templates,
+            headers,
+            has_body: d.body.is_some(),
+            method: Method::from_bytes(d.method.as_bytes()).unwrap_or(Method::POST),
+            send: d.send,
+            batch_field: d.batch_field.clone(),
+            item_errors: d.item_errors.clone(),
+            credentials,
+            max_item_bytes: config.batch.max_event_bytes,
+        })
+    }
+
+    /// What the templates see of an event: `type`, `user_id` or `anonymous_id`,
+    /// `event` and `properties` (track) or `traits` (identify), `message_id`,
+    /// `timestamp` (unix seconds) and `workspace`.
+    fn context(event: &Event) -> Value {
+        let mut c = Map::new();
+        match &event.person {
+            Person::Id(id) => c.insert("user_id".into(), id.as_str().into()),
+            Person::Anonymous(anon) => c.insert("anonymous_id".into(), anon.as_str().into()),
+        };
+        match &event.action {
+            Action::Identify { attributes } => {
+                c.insert("type".into(), "identify".into());
+                c.insert("traits".into(), Value::Object(attributes.clone()));
+            }
+            Action::Track { name, data } => {
+                c.insert("type".into(), "track".into());
+                c.insert("event".into(), name.as_str().into());
+                c.insert("properties".into(), Value::Object(data.clone()));
+            }
+        }
+        c.insert("message_id".into(), event.dedup_id.as_str().into());
+        if let Some(ts) = event.timestamp {
+            c.insert("timestamp".into(), ts.into());
+        }
+        c.insert("workspace".into(), event.workspace.as_str().into());
+        Value::Object(c)
+    }
+
+    fn render(&self, name: &str, context: &Value) -> Result<String, InvalidEvent> {
+        self.templates
+            .get_template(name)
+            .and_then(|t| t.render(context))
+            .map_err(|e| InvalidEvent::Template(format!("{name}: {e}")))
+    }
+
+    /// Sends one request per event, in order.
+    async fn send_each(
+        &self,
+        workspace: &str,
+        credentials: &Credentials,
+        items: &[Encoded],
+    ) -> Vec<ItemOutcome> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            let Encoded::Call { url, headers, body } = item else {
+                outcomes.push(internal("an item not encoded for this destination"));
+                continue;
+            };
+            let answer = self
+                .sender
+                .send_with(
+                    workspace,
+                    credentials,
+                    self.method.clone(),
+                    url,
+                    headers,
+                    Bytes::copy_from_slice(body),
+                )
+                .await;
+            outcomes.push(match answer {
+                Answer::Accepted(_) | Answer::Partial(_) => ItemOutcome::Delivered,
+                Answer::Rejected(failure) => ItemOutcome::Rejected(failure),
+                Answer::TooLarge(failure) => ItemOutcome::Rejected(Failure {
+                    reason: FailureReason::TooLarge,
+                    ..failure
+                }),
+            });
+        }
+        outcomes
+    }
+
+    /// Sends `items` as one batch (the first event's URL and headers); a 413, or a 400
+    /// on several events, splits it and sends the halves in order.
+    fn send_batch<'a>(
+        &'a self,
+        workspace: &'a str,
+        credentials: &'a Credentials,
+        items: &'a [Encoded],
+    ) -> BoxFuture<'a, Vec<ItemOutcome>> {
+        Box::pin(async move {
+            let Some(Encoded::Call { url, headers, .. }) = items.first() else {
+                return vec![internal("an item not encoded for this destination"); items.len()];
+            };
+            let field = serde_json::to_string(&self.batch_field).expect("a string serializes");
+            let mut body = Vec::with_capacity(items.iter().map(Encoded::len).sum::<usize>() + 16);
+            body.push(b'{');
+            body.extend_from_slice(field.as_bytes());
+            body.extend_from_slice(b":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                if let Encoded::Call { body: b, .. } = item {
+                    body.extend_from_slice(b);
+                }
+            }
+            body.extend_from_slice(b"]}");
+            let answer = self
+                .sender
+                .send_with(
+                    workspace,
+                    credentials,
+                    self.method.clone(),
+                    url,
+                    headers,
+                    body.into(),
+                )
+                .await;
+            match answer {
+                Answer::Accepted(text) | Answer::Partial(text) => {
+                    self.item_outcomes(&text, items.len())
+                }
+                Answer::TooLarge(_) if items.len() > 1 => {
+                    self.halves(workspace, credentials, items).await
+                }
+                Answer::Rejected(f) if items.len() > 1 && f.status == Some(400) => {
+                    self.halves(workspace, credentials, items).await
+                }
+                Answer::TooLarge(failure) => vec![ItemOutcome::Rejected(Failure {
+                    reason: FailureReason::TooLarge,
+                    ..failure
+                })],
+                Answer::Rejected(failure) => vec![ItemOutcome::Rejected(failure); items.len()],
+            }
+        })
+    }
+
+    async fn halves(
+        &self,
+        workspace: &str,
+        credentials: &Credentials,
+        items: &[Encoded],
+    ) -> Vec<ItemOutcome> {
+        let (left, right) = items.split_at(items.len() / 2);
+        let mut outcomes = self.send_batch(workspace, credentials, left).await;
+        outcomes.extend(self.send_batch(workspace, credentials, right).await);
+        outcomes
+    }
+
+    /// A batch's 2xx answer as one outcome per event: the events `item_errors` lists
+    /// are refused, the rest delivered.
+    fn item_outcomes(&self, text: &str, count: usize) -> Vec<ItemOutcome> {
+        let mut outcomes = vec![ItemOutcome::Delivered; count];
+        let Some(pointer) = &self.item_errors else {
+            return outcomes;
+        };
+        let answer: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        let listed = answer.pointer(pointer).and_then(Value::as_array);
+        for entry in listed.into_iter().flatten() {
+            let Some(index) = entry["index"]
+                .as_u64()
+                .map(|i| i as usize)
+                .filter(|&i| i < count)
+            else {
+                continue;
+            };
+            let why = ["reason", "message", "error"]
+                .iter()
+                .find_map(|k| entry[k].as_str())
+                .unwrap_or("listed as refused");
+            outcomes[index] = ItemOutcome::Rejected(Failure {
+                status: Some(200),
+                ..Failure::without_request(FailureReason::InvalidItem, excerpt(why))
+            });
+        }
+        outcomes
+    }
+}
+
+fn internal(detail: &str) -> ItemOutcome {
+    ItemOutcome::Rejected(Failure::without_request(
+        FailureReason::InternalError,
+        detail,
+    ))
+}
+
+impl Destination for JsonApi {
+    fn encode(&self, event: &Event) -> Result<Encoded, InvalidEvent> {
+        let context = Self::context(event);
+        let body = if self.has_body {
+            let text = self.render(BODY, &context)?;
+            serde_json::from_str::<serde::de::IgnoredAny>(&text)
+                .map_err(|e| InvalidEvent::Template(format!("body is not JSON: {e}")))?;
+            text.into_bytes()
+        } else {
+            serde_json::to_vec(&context).expect("JSON values serialize")
+        };
+        if body.len() > self.max_item_bytes {
+            return Err(InvalidEvent::TooLarge {
+                size: body.len(),
+                limit: self.max_item_bytes,
+            });
+        }
+        let url = self.render(URL, &context)?;
+        let headers = self
+            .headers
+            .iter()
+            .map(|name| {
+                Ok((
+                    name.clone(),
+                    self.render(&format!("header:{name}"), &context)?,
+                ))
+            })
+            .collect::<Result<_, InvalidEvent>>()?;
+        Ok(Encoded::Call { url, headers, body })
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        workspace: &'a str,
+        items: &'a [Encoded],
+    ) -> BoxFuture<'a, Vec<ItemOutcome>> {
+        Box::pin(async move {
+            let Some(credentials) = self.credentials.get(workspace) else {
+                return unknown_workspace(workspace, items.len());
+            };
+            match self.send {
+                SendMode::Event => self.send_each(workspace, credentials, items).await,
+                SendMode::Batch => self.send_batch(workspace, credentials, items).await,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! Unit tests of [`super`].
+
+use serde_json::json;
+
+use super::*;
+use crate::config::Config;
+
+fn json_api(destination: &str) -> JsonApi {
+    let text = format!(
+        "[kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\ndlq_topic = \"t.dlq\"\n\
+         [destination]\nkind = \"http\"\n{destination}\n\
+         [[workspaces]]\nid = \"acme\"\napi_key_env = \"K\"\n"
+    );
+    let config = Config::from_toml(&text, "t", [("K".to_string(), "key".to_string())]).unwrap();
+    let limiter = Arc::new(Limiter::new(config.workspace_rates(), 4, 1.0));
+    JsonApi::new(&config, limiter, Metrics::new()).unwrap()
+}
+
+fn track(user: &str) -> Event {
+    let mut data = Map::new();
+    data.insert("total".into(), json!(12.5));
+    Event {
+        workspace: "acme".into(),
+        person: Person::Id(user.into()),
+        action: Action::Track {
+            name: "Order Placed".into(),
+            data,
+        },
+        timestamp: Some(1_700_000_000),
+        dedup_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+    }
+}
+
+fn call(encoded: Encoded) -> (String, Vec<(String, String)>, Value) {
+    let Encoded::Call { url, headers, body } = encoded else {
+        panic!("not a call: {encoded:?}");
+    };
+    (url, headers, serde_json::from_slice(&body).unwrap())
+}
+
+#[test]
+fn url_headers_and_body_are_rendered_from_the_event() {
+    let api = json_api(
+        r#"url = "https://api.example.com/v1/people/{{ user_id | segment }}/events"
+body = '{"name": {{ event | tojson }}, "amount": {{ properties.total }}, "at": {{ timestamp }}}'
+[destination.headers]
+X-Workspace = "{{ workspace }}""#,
+    );
+    let (url, headers, body) = call(api.encode(&track("a b/c")).unwrap());
+    assert_eq!(url, "https://api.example.com/v1/people/a%20b%2Fc/events");
+    assert_eq!(
+        headers,
+        vec![("X-Workspace".to_string(), "acme".to_string())]
+    );
+    assert_eq!(
+        body,
+        json!({"name": "Order Placed", "amount": 12.5, "at": 1_700_000_000})
+    );
+}
+
+#[test]
+fn without_a_body_template_the_event_is_sent_as_sluice_reads_it() {
+    let api = json_api(r#"url = "https://api.example.com/v1/events""#);
+    let (_, headers, body) = call(api.encode(&track("u1")).unwrap());
+    assert!(headers.is_empty());
+    assert_eq!(
+        body,
+        json!({"type": "track", "user_id": "u1", "event": "Order Placed",
+               "properties": {"total": 12.5}, "message_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+               "timestamp": 1_700_000_000, "workspace": "acme"})
+    );
+}
+
+#[test]
+fn a_template_that_fails_for_an_event_makes_it_invalid_with_the_reason() {
+    // An identify has no `properties`: strict templates refuse the unknown name.
+    let api = json_api(
+        r#"url = "https://api.example.com/v1/events"
+body = '{"amount": {{ properties.total }}}'"#,
+    );
+    let identify = Event {
+        action: Action::Identify {
+            attributes: Map::new(),
+        },
+        ..track("u1")
+    };
+    let err = api.encode(&identify).unwrap_err();
+    assert!(matches!(err, InvalidEvent::Template(_)), "{err}");
+    assert_eq!(err.reason(), FailureReason::Unsupported);
+    // A body that renders to something other than JSON.
+    let api = json_api(
+        r#"url = "https://api.example.com/v1/events"
+body = '{"name": {{ event }}}'"#,
+    );
+    let err = api.encode(&track("u1")).unwrap_err();
+    assert!(err.to_string().contains("not JSON"), "{err}");
+}
+
+#[test]
+fn a_batch_answer_lists_the_refused_events_and_the_rest_are_delivered() {
+    let api = json_api(
+        r#"url = "https://api.example.com/v1/batch"
+send = "batch"
+item_errors = "/result/failed""#,
+    );
+    let answer = r#"{"result": {"failed": [{"index": 1, "reason": "bad email"}, {"index": 9}]}}"#;
+    let outcomes = api.item_outcomes(answer, 3);
+    assert_eq!(outcomes[0], ItemOutcome::Delivered);
+    assert_eq!(outcomes[2], ItemOutcome::Delivered);
+    let ItemOutcome::Rejected(failure) = &outcomes[1] else {
+        panic!("{:?}", outcomes[1]);
+    };
+    assert_eq!(failure.reason, FailureReason::InvalidItem);
+    assert_eq!(failure.detail, "bad email");
+    // An answer without the list: all delivered.
+    assert!(api
+        .item_outcomes("not json", 2)
+        .iter()
+        .all(|o| *o == ItemOutcome::Delivered));
+}
