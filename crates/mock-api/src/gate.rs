@@ -44,6 +44,9 @@ pub(super) async fn date_arrival(mut request: axum::extract::Request, next: Next
 pub(super) struct Head {
     headers: HeaderMap,
     arrived: Instant,
+    /// A `/json/…` route (any JSON API): Bearer keys and tokens, or no auth, are
+    /// accepted there; Customer.io's and Segment's routes take Basic only.
+    json: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Head {
@@ -57,6 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Head {
         Ok(Head {
             headers: std::mem::take(&mut parts.headers),
             arrived,
+            json: parts.uri.path().starts_with("/json/"),
         })
     }
 }
@@ -65,7 +69,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Head {
 async fn admit(state: &AppState, head: &Head) -> Result<Admitted, Response> {
     let headers = &head.headers;
     state.controls.started();
-    let Some(workspace) = authorize(state, headers) else {
+    let Some(workspace) = authorize(state, headers, head.json) else {
         state.stats.answered("", 401);
         return Err(answer(
             StatusCode::UNAUTHORIZED,
@@ -172,17 +176,18 @@ async fn inject(state: &AppState, workspace: &str, fault: Fault) -> Response {
     }
 }
 
-/// Who sends, if the credentials are accepted: the Basic user; for a Bearer, the
+/// Who sends, if the credentials are accepted: the Basic user; on `/json/…` routes,
+/// for a Bearer, the
 /// client an issued, unexpired token belongs to, or the user whose password the key is
 /// (any key, as `bearer`, when no keys are configured); with no `Authorization` at
 /// all, `anonymous` when no keys are configured.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Option<String> {
+fn authorize(state: &AppState, headers: &HeaderMap, json: bool) -> Option<String> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        // An API without auth: only when no keys are configured.
-        return state.keys.is_empty().then(|| "anonymous".to_string());
+        // A JSON API without auth: only when no keys are configured.
+        return (json && state.keys.is_empty()).then(|| "anonymous".to_string());
     };
     let value = value.to_str().ok()?;
-    if let Some(token) = value.strip_prefix("Bearer ") {
+    if let Some(token) = value.strip_prefix("Bearer ").filter(|_| json) {
         if let Some(issued) = state.tokens.get(token) {
             let (client, until) = issued.value();
             return (Instant::now() < *until).then(|| client.clone());

@@ -103,6 +103,13 @@ pub use millis::Millis;
 pub use secret::{Secret, SecretUrl};
 pub use sections::*;
 
+/// `scheme://host[:port]` of `url`: everything before the first `/` after `://`
+/// (the whole text when there is none); `None` without `://`.
+pub fn http_origin(url: &str) -> Option<&str> {
+    let rest = url.find("://")? + 3;
+    Some(url[rest..].find('/').map_or(url, |i| &url[..rest + i]))
+}
+
 impl Config {
     /// Reads `path`, applies `SLUICE__…` overrides from the process environment,
     /// deserializes and validates.
@@ -199,6 +206,15 @@ impl Config {
         }
         if let Some(url) = &mut shown.limits.redis_url {
             *url = SecretUrl::new(url.masked());
+        }
+        // kind = "http" headers may carry a key (X-Api-Key…), and a token URL a password.
+        for d in std::iter::once(&mut shown.destination).chain(shown.destinations.values_mut()) {
+            for value in d.headers.values_mut() {
+                *value = "****".into();
+            }
+            if let Some(url) = &mut d.token_url {
+                *url = SecretUrl::new(url.clone()).masked();
+            }
         }
         let mut out = toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# {e}\n"));
         out.push_str("\n# API keys (read from the environment)\n");

@@ -605,12 +605,30 @@ fn an_http_destination_is_checked_before_it_sends_anything() {
     );
     let err = |d: &str, w: &str| http(d, w).unwrap_err();
     assert!(err("", key).contains("destination.url"));
+    // Events never choose the host the key goes to.
+    assert!(err("url = \"https://{{ workspace }}.example/\"", key).contains("written-out"));
+    assert!(err("url = \"https://api.example{{ properties.p }}\"", key).contains("written-out"));
+    assert!(err("url = \"ftp://api.example/x\"", key).contains("written-out"));
     assert!(err("url = \"https://x/{{ user_id \"", key).contains("not a template"));
     assert!(err("url = \"https://x\"\nbody = '{% if %}'", key).contains("destination.body"));
     assert!(err("url = \"https://x\"\nmethod = \"GE T\"", key).contains("destination.method"));
     assert!(err("url = \"https://x\"\nauth = \"oauth2\"", key).contains("destination.token_url"));
     assert!(err("url = \"https://x\"\nitem_errors = \"/errors\"", key)
         .contains("destination.item_errors"));
+    // OAuth2 names its client.
+    let oauth = "url = \"https://x/\"\nauth = \"oauth2\"\ntoken_url = \"https://x/token\"";
+    assert!(err(oauth, key).contains("workspaces[0].site_id"));
+    assert!(http(oauth, &format!("{key}\nsite_id = \"client-1\"")).is_ok());
+    // A key with a trailing newline is named, never sent.
+    let text = "[kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\ndlq_topic = \"t.dlq\"\n\
+                [destination]\nkind = \"http\"\nurl = \"https://x/\"\n[[workspaces]]\nid = \"acme\"\napi_key_env = \"K\"\n";
+    let e = Config::from_toml(text, "t", env(&[("K", "secret-key\n")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("control character") && !e.contains("secret-key"),
+        "{e}"
+    );
     // Bearer needs a key; no auth needs none.
     assert!(err("url = \"https://x\"", "").contains("workspaces[0].api_key_env"));
     assert!(http("url = \"https://x\"\nauth = \"none\"", "").is_ok());

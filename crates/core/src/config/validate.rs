@@ -285,6 +285,17 @@ impl Config {
                 ));
             }
             check_key_env(i, ws, &destination)?;
+            let names_client = matches!(
+                destination.auth,
+                super::AuthMode::Basic | super::AuthMode::Oauth2
+            );
+            if kind == super::DestinationKind::Http && names_client && ws.site_id.trim().is_empty()
+            {
+                return Err(ConfigError::key(
+                    format!("workspaces[{i}].site_id"),
+                    "is the Basic user or OAuth2 client id of this workspace: required",
+                ));
+            }
             if ws.site_id.trim().is_empty() && kind != super::DestinationKind::Customerio {
                 // The name its limit is kept under.
                 ws.site_id = ws.id.clone();
@@ -344,6 +355,12 @@ fn check_one_destination(
         d.request_timeout_ms.ms(),
     )?;
     if d.kind == super::DestinationKind::Http {
+        if d.base_url.is_some() {
+            return Err(ConfigError::key(
+                format!("{at}.base_url"),
+                "is not used by kind = \"http\", whose whole URL is `url`",
+            ));
+        }
         check_http(at, d)?;
     } else if d.url.is_some() {
         return Err(ConfigError::key(
@@ -383,10 +400,18 @@ fn check_http(at: &str, d: &super::DestinationConfig) -> Result<(), ConfigError>
         ));
     };
     template(format!("{at}.url"), url)?;
-    if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("{{")) {
+    // The scheme, host and port are written out, so that no event can send the
+    // workspace's key elsewhere: templates only after the host's `/`.
+    let origin = super::http_origin(url);
+    let literal = origin.is_some_and(|o| !o.contains("{{") && !o.contains("{%"));
+    let parses = origin
+        .and_then(|o| reqwest::Url::parse(o).ok())
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https"));
+    if !literal || !parses {
         return Err(ConfigError::key(
             format!("{at}.url"),
-            "must be an http:// or https:// URL",
+            "must start with a written-out http:// or https:// host and a `/` \
+             before any template (events never choose where credentials go)",
         ));
     }
     for (name, value) in &d.headers {
@@ -426,10 +451,19 @@ fn check_http(at: &str, d: &super::DestinationConfig) -> Result<(), ConfigError>
             format!("{at}.token_url"),
             "is required with auth = \"oauth2\"",
         )),
-        (super::AuthMode::Oauth2, Some(u)) if reqwest::Url::parse(u).is_err() => {
-            Err(ConfigError::key(format!("{at}.token_url"), "is not a URL"))
+        (super::AuthMode::Oauth2, Some(u))
+            if !reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) =>
+        {
+            Err(ConfigError::key(
+                format!("{at}.token_url"),
+                "must be an http:// or https:// URL",
+            ))
         }
-        _ => Ok(()),
+        (super::AuthMode::Oauth2, Some(_)) | (_, None) => Ok(()),
+        (_, Some(_)) => Err(ConfigError::key(
+            format!("{at}.token_url"),
+            "is for auth = \"oauth2\"",
+        )),
     }
 }
 
@@ -478,6 +512,15 @@ fn check_key_env(
     Ok(())
 }
 
+/// The key naming the workspace's key variable.
+fn key_field(ws: &super::WorkspaceConfig) -> &'static str {
+    if ws.write_key_env.is_some() {
+        "write_key_env"
+    } else {
+        "api_key_env"
+    }
+}
+
 /// One workspace's own settings: its limit, burst, and API key read from `env`.
 fn check_workspace(
     i: usize,
@@ -500,14 +543,19 @@ fn check_workspace(
         return Ok(());
     }
     match env.get(&key_env) {
+        Some(key) if key.chars().any(char::is_control) => {
+            return Err(ConfigError::key(
+                format!("workspaces[{i}].{}", key_field(ws)),
+                format!(
+                    "the key in {key_env} holds a line break or another control character \
+                     (a file's trailing newline?)"
+                ),
+            ))
+        }
         Some(key) if !key.is_empty() => ws.api_key = Secret::new(key.clone()),
         _ if !require_secrets => {}
         _ => {
-            let field = if ws.write_key_env.is_some() {
-                "write_key_env"
-            } else {
-                "api_key_env"
-            };
+            let field = key_field(ws);
             return Err(ConfigError::key(
                 format!("workspaces[{i}].{field}"),
                 format!(

@@ -15,6 +15,22 @@ use crate::config::Secret;
 const REFRESH_EARLY: Duration = Duration::from_secs(30);
 /// A token whose endpoint gave no `expires_in` is fetched again after this long.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The shortest a token is kept, whatever `expires_in` says (0 would fetch one per
+/// request).
+const MIN_LIFETIME: Duration = Duration::from_secs(5);
+/// The most of a token endpoint's answer read.
+const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Why no token could be had, and so how to wait before the next attempt.
+#[derive(Debug)]
+pub(super) enum TokenFailure {
+    /// The endpoint could not be reached.
+    Unreachable(String),
+    /// It failed in a way that may pass (timeout, 5xx, 429, an unreadable answer).
+    Transient(Option<u16>, String),
+    /// It refused the client (4xx): a configuration problem.
+    Refused(u16, String),
+}
 
 /// One workspace's credentials for its destination.
 #[derive(Debug)]
@@ -50,7 +66,7 @@ pub(super) struct Resolved {
 impl Credentials {
     /// The header for the next attempt: an OAuth2 token is fetched if none is cached
     /// or it is about to expire. Err: the token endpoint's failure, in words.
-    pub(super) async fn resolve(&self, client: &reqwest::Client) -> Result<Resolved, String> {
+    pub(super) async fn resolve(&self, client: &reqwest::Client) -> Result<Resolved, TokenFailure> {
         use base64::Engine;
         let basic = |user: &str, password: &str| {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -152,7 +168,7 @@ impl ClientCredentials {
 
     /// The cached token, or a new one. One fetch at a time: attempts that need a token
     /// while one is fetched wait for it.
-    async fn token(&self, client: &reqwest::Client) -> Result<Secret, String> {
+    async fn token(&self, client: &reqwest::Client) -> Result<Secret, TokenFailure> {
         let mut cached = self.cached.lock().await;
         if let Some((token, until)) = cached.as_ref() {
             if Instant::now() < *until {
@@ -164,37 +180,71 @@ impl ClientCredentials {
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.secret.expose()),
         ];
-        let answer = client
+        let mut answer = client
             .post(&self.token_url)
             .form(&form)
             .send()
             .await
-            .map_err(|e| format!("token endpoint: {}", without_url(&e)))?;
+            .map_err(|e| {
+                let detail = format!("token endpoint: {}", without_url(&e));
+                if e.is_connect() {
+                    TokenFailure::Unreachable(detail)
+                } else {
+                    TokenFailure::Transient(None, detail)
+                }
+            })?;
         let status = answer.status();
-        let text = answer
-            .text()
-            .await
-            .map_err(|e| format!("token endpoint: {}", without_url(&e)))?;
-        if !status.is_success() {
-            let text = text.replace(self.secret.expose(), "****");
-            return Err(format!(
-                "token endpoint answered {status}: {}",
-                text.chars()
-                    .take(200)
-                    .collect::<String>()
-                    .replace(['\n', '\r'], " ")
-            ));
+        let mut body = Vec::new();
+        while let Some(chunk) = answer.chunk().await.map_err(|e| {
+            TokenFailure::Transient(None, format!("token endpoint: {}", without_url(&e)))
+        })? {
+            body.extend_from_slice(&chunk[..chunk.len().min(MAX_TOKEN_ANSWER_BYTES - body.len())]);
+            if body.len() == MAX_TOKEN_ANSWER_BYTES {
+                break;
+            }
         }
-        let parsed: TokenAnswer = serde_json::from_str(&text)
-            .map_err(|_| "token endpoint: no access_token in its answer".to_string())?;
+        let text = String::from_utf8_lossy(&body);
+        if !status.is_success() {
+            let mut text = text.into_owned();
+            for secret in [
+                self.secret.expose().to_string(),
+                form_encoded(self.secret.expose()),
+            ] {
+                if !secret.is_empty() {
+                    text = text.replace(&secret, "****");
+                }
+            }
+            let short: String = text.chars().take(200).collect();
+            let detail = format!(
+                "token endpoint answered {status}: {}",
+                short.replace(['\n', '\r'], " ")
+            );
+            let code = status.as_u16();
+            return Err(if status.is_client_error() && code != 408 && code != 429 {
+                TokenFailure::Refused(code, detail)
+            } else {
+                TokenFailure::Transient(Some(code), detail)
+            });
+        }
+        let parsed: TokenAnswer = serde_json::from_str(&text).map_err(|_| {
+            TokenFailure::Transient(None, "token endpoint: no access_token in its answer".into())
+        })?;
         let lifetime = parsed
             .expires_in
-            .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+            .map_or(DEFAULT_LIFETIME, Duration::from_secs)
+            .max(MIN_LIFETIME);
         let until = Instant::now() + lifetime.saturating_sub(REFRESH_EARLY.min(lifetime / 2));
         let token = Secret::new(parsed.access_token);
         *cached = Some((token.clone(), until));
         Ok(token)
     }
+}
+
+/// `text` as an `application/x-www-form-urlencoded` value.
+fn form_encoded(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+        .to_string()
+        .replace("%20", "+")
 }
 
 /// A client error in words, the URL left out (it may carry a query).

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 
-use super::auth::Credentials;
+use super::auth::{Credentials, TokenFailure};
 use super::dated_body::DatedBody;
 use super::retry::{classify, is_throttle, retry_after, status_class, AnswerClass};
 use super::retry_budget::{Again, RetryBudget};
@@ -166,15 +166,34 @@ impl RetryingClient {
     /// Also says whether a refused (401) OAuth2 token was given up, so that the next
     /// attempt sends another.
     async fn attempt(&self, r: &Request<'_>, number: u32) -> (Outcome, bool) {
-        let auth = match r.credentials.resolve(&self.client).await {
-            Ok(auth) => auth,
-            Err(detail) => {
-                let why = Why::new(FailureReason::Network, detail, None);
-                return (Outcome::Again(Again::Auth, why, Duration::ZERO), false);
-            }
-        };
         let (waited, permit) = self.limiter.acquire(r.workspace).await;
         self.metrics.limiter_wait(r.workspace, waited);
+        // After the limiter's wait, which can be long: a token taken before it could
+        // expire on the way.
+        let auth = match r.credentials.resolve(&self.client).await {
+            Ok(auth) => auth,
+            Err(failure) => {
+                let (again, why) = match failure {
+                    TokenFailure::Unreachable(d) => (
+                        Again::Unreachable,
+                        Why::new(FailureReason::Connect, d, None),
+                    ),
+                    TokenFailure::Transient(status, d) => (
+                        Again::Transient { asked: None },
+                        Why::new(
+                            status.map_or(FailureReason::Network, FailureReason::Http),
+                            d,
+                            status,
+                        ),
+                    ),
+                    TokenFailure::Refused(status, d) => (
+                        Again::Auth,
+                        Why::new(FailureReason::Http(status), d, Some(status)),
+                    ),
+                };
+                return (Outcome::Again(again, why, Duration::ZERO), false);
+            }
+        };
         let mut request = self
             .client
             .request(r.method.clone(), r.url)

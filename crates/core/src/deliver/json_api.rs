@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::customerio::unknown_workspace;
 use super::http::{excerpt, Answer, RetryingClient};
+use super::segment::is_client_error;
 use super::{
     ClientCredentials, Credentials, Destination, Encoded, Failure, FailureReason, ItemOutcome,
 };
@@ -41,6 +42,9 @@ pub struct JsonApi {
     item_errors: Option<String>,
     credentials: HashMap<String, Credentials>,
     max_item_bytes: usize,
+    /// `scheme://host[:port]` as the config writes it: every rendered URL is it, or
+    /// starts with it and a `/`.
+    origin: String,
 }
 
 impl std::fmt::Debug for JsonApi {
@@ -121,6 +125,9 @@ impl JsonApi {
             item_errors: d.item_errors.clone(),
             credentials,
             max_item_bytes: config.batch.max_event_bytes,
+            origin: crate::config::http_origin(d.url.as_deref().unwrap_or_default())
+                .unwrap_or_default()
+                .to_string(),
         })
     }
 
@@ -207,6 +214,18 @@ impl JsonApi {
             let Some(Encoded::Call { url, headers, .. }) = items.first() else {
                 return vec![internal("an item not encoded for this destination"); items.len()];
             };
+            // One request goes to one URL with one set of headers: a batch whose events
+            // render others is sent as runs of equal ones, in order.
+            let run = items
+                .iter()
+                .take_while(|i| matches!(i, Encoded::Call { url: u, headers: h, .. } if u == url && h == headers))
+                .count();
+            if run < items.len() {
+                let (first, rest) = items.split_at(run.max(1));
+                let mut outcomes = self.send_batch(workspace, credentials, first).await;
+                outcomes.extend(self.send_batch(workspace, credentials, rest).await);
+                return outcomes;
+            }
             let field = serde_json::to_string(&self.batch_field).expect("a string serializes");
             let mut body = Vec::with_capacity(items.iter().map(Encoded::len).sum::<usize>() + 16);
             body.push(b'{');
@@ -233,13 +252,12 @@ impl JsonApi {
                 )
                 .await;
             match answer {
-                Answer::Accepted(text) | Answer::Partial(text) => {
-                    self.item_outcomes(&text, items.len())
-                }
+                Answer::Accepted(text) => self.item_outcomes(&text, 200, items.len()),
+                Answer::Partial(text) => self.item_outcomes(&text, 207, items.len()),
                 Answer::TooLarge(_) if items.len() > 1 => {
                     self.halves(workspace, credentials, items).await
                 }
-                Answer::Rejected(f) if items.len() > 1 && f.status == Some(400) => {
+                Answer::Rejected(f) if items.len() > 1 && is_client_error(&f) => {
                     self.halves(workspace, credentials, items).await
                 }
                 Answer::TooLarge(failure) => vec![ItemOutcome::Rejected(Failure {
@@ -264,30 +282,51 @@ impl JsonApi {
     }
 
     /// A batch's 2xx answer as one outcome per event: the events `item_errors` lists
-    /// are refused, the rest delivered.
-    fn item_outcomes(&self, text: &str, count: usize) -> Vec<ItemOutcome> {
-        let mut outcomes = vec![ItemOutcome::Delivered; count];
-        let Some(pointer) = &self.item_errors else {
-            return outcomes;
+    /// are refused, the rest delivered. A 207 says some were refused: without a
+    /// readable list naming them every event is refused (nothing counts as delivered
+    /// that may not be), as is any batch whose list holds an entry without a valid
+    /// `index`.
+    fn item_outcomes(&self, text: &str, status: u16, count: usize) -> Vec<ItemOutcome> {
+        let unreadable = || {
+            let failure = Failure {
+                status: Some(status),
+                ..Failure::without_request(FailureReason::Unreadable207, excerpt(text))
+            };
+            vec![ItemOutcome::Rejected(failure); count]
         };
         let answer: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-        let listed = answer.pointer(pointer).and_then(Value::as_array);
-        for entry in listed.into_iter().flatten() {
+        let listed = self
+            .item_errors
+            .as_deref()
+            .and_then(|pointer| answer.pointer(pointer))
+            .and_then(Value::as_array);
+        let Some(listed) = listed else {
+            return if status == 207 {
+                unreadable()
+            } else {
+                vec![ItemOutcome::Delivered; count]
+            };
+        };
+        let mut outcomes = vec![ItemOutcome::Delivered; count];
+        for entry in listed {
             let Some(index) = entry["index"]
                 .as_u64()
-                .map(|i| i as usize)
+                .and_then(|i| usize::try_from(i).ok())
                 .filter(|&i| i < count)
             else {
-                continue;
+                return unreadable();
             };
             let why = ["reason", "message", "error"]
                 .iter()
                 .find_map(|k| entry[k].as_str())
                 .unwrap_or("listed as refused");
             outcomes[index] = ItemOutcome::Rejected(Failure {
-                status: Some(200),
+                status: Some(status),
                 ..Failure::without_request(FailureReason::InvalidItem, excerpt(why))
             });
+        }
+        if status == 207 && listed.is_empty() {
+            return unreadable();
         }
         outcomes
     }
@@ -318,6 +357,15 @@ impl Destination for JsonApi {
             });
         }
         let url = self.render(URL, &context)?;
+        let at_origin = url
+            .strip_prefix(&self.origin)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if !at_origin {
+            return Err(InvalidEvent::Template(format!(
+                "url renders outside {}",
+                self.origin
+            )));
+        }
         let headers = self
             .headers
             .iter()

@@ -27,6 +27,9 @@ use crate::event::{Action, Event, InvalidEvent, Person};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
+/// Segment's (and Pipelines') limit on one call, in bytes.
+const SEGMENT_MAX_CALL_BYTES: usize = 32_000;
+
 /// One Segment-spec call. Only the fields the event has are written.
 #[derive(Serialize)]
 struct Call<'a> {
@@ -93,7 +96,8 @@ impl SegmentBatch {
                 .iter()
                 .map(|w| (w.id.clone(), Credentials::KeyAsUser(w.api_key.clone())))
                 .collect(),
-            max_item_bytes: config.batch.max_event_bytes,
+            // Segment drops a call over 32 KB behind a 200: never send one.
+            max_item_bytes: config.batch.max_event_bytes.min(SEGMENT_MAX_CALL_BYTES),
         })
     }
 
@@ -156,7 +160,7 @@ impl SegmentBatch {
                     let (left, right) = halves();
                     self.send_halves(workspace, left, right).await
                 }
-                Answer::Rejected(failure) if items.len() > 1 && failure.status == Some(400) => {
+                Answer::Rejected(failure) if items.len() > 1 && is_client_error(&failure) => {
                     let (left, right) = halves();
                     self.send_halves(workspace, left, right).await
                 }
@@ -182,6 +186,12 @@ impl SegmentBatch {
         outcomes.extend(self.send_batch(workspace, right).await);
         outcomes
     }
+}
+
+/// A refusal of the request as sent (400, 409, 422…): one of its events may be the
+/// cause, so a batch of several is worth splitting.
+pub(super) fn is_client_error(failure: &Failure) -> bool {
+    failure.status.is_some_and(|s| (400..500).contains(&s))
 }
 
 /// Unix seconds as the ISO 8601 text Segment's `timestamp` takes.

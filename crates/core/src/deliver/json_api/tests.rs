@@ -103,8 +103,8 @@ fn a_batch_answer_lists_the_refused_events_and_the_rest_are_delivered() {
 send = "batch"
 item_errors = "/result/failed""#,
     );
-    let answer = r#"{"result": {"failed": [{"index": 1, "reason": "bad email"}, {"index": 9}]}}"#;
-    let outcomes = api.item_outcomes(answer, 3);
+    let answer = r#"{"result": {"failed": [{"index": 1, "reason": "bad email"}]}}"#;
+    let outcomes = api.item_outcomes(answer, 200, 3);
     assert_eq!(outcomes[0], ItemOutcome::Delivered);
     assert_eq!(outcomes[2], ItemOutcome::Delivered);
     let ItemOutcome::Rejected(failure) = &outcomes[1] else {
@@ -112,9 +112,15 @@ item_errors = "/result/failed""#,
     };
     assert_eq!(failure.reason, FailureReason::InvalidItem);
     assert_eq!(failure.detail, "bad email");
-    // An answer without the list: all delivered.
-    assert!(api
-        .item_outcomes("not json", 2)
-        .iter()
-        .all(|o| *o == ItemOutcome::Delivered));
+    // A 200 without the list: all delivered.
+    let all = |o: &[ItemOutcome], delivered: bool| {
+        o.iter()
+            .all(|o| (*o == ItemOutcome::Delivered) == delivered)
+    };
+    assert!(all(&api.item_outcomes("{}", 200, 2), true));
+    // A 207 without a readable list, or a list entry that names no event of the
+    // batch: none counts as delivered.
+    assert!(all(&api.item_outcomes("not json", 207, 2), false));
+    let stray = r#"{"result": {"failed": [{"index": 9}]}}"#;
+    assert!(all(&api.item_outcomes(stray, 200, 2), false));
 }
