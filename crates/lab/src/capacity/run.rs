@@ -19,7 +19,7 @@ use super::stairs::{Break, Stairs};
 use crate::loadgen::schedule::{Pace, Schedule, Stage};
 use crate::loadgen::shape::Shape;
 use crate::loadgen::{self, Headroom, Plan, Target};
-use sluice_core::config::Config;
+use sluice_core::config::{Config, DestinationKind};
 use sluice_core::metrics::Metrics;
 use sluice_mock_api::{MockApi, MockApiConfig};
 
@@ -136,7 +136,7 @@ async fn start_api(
 ) -> anyhow::Result<Option<MockApi>> {
     let api = match &args.api_url {
         Some(url) => {
-            config.destination.base_url = Some(url.clone());
+            point_at(config, url);
             return Ok(None);
         }
         None => {
@@ -148,8 +148,30 @@ async fn start_api(
             .await?
         }
     };
-    config.destination.base_url = Some(api.base_url());
+    point_at(config, &api.base_url());
     Ok(Some(api))
+}
+
+/// Points every destination of `config` at the API at `base`: `base_url` for the
+/// Customer.io and Segment kinds; for kind = "http", the URL's path under the
+/// emulator's `/json/` (its host replaced) and the token endpoint at `/auth/token`.
+fn point_at(config: &mut Config, base: &str) {
+    let base = base.trim_end_matches('/');
+    for d in std::iter::once(&mut config.destination).chain(config.destinations.values_mut()) {
+        if d.kind != DestinationKind::Http {
+            d.base_url = Some(base.to_string());
+            continue;
+        }
+        if let Some(url) = &mut d.url {
+            let origin = sluice_core::config::http_origin(url)
+                .unwrap_or_default()
+                .len();
+            *url = format!("{base}/json{}", &url[origin..]);
+        }
+        if d.token_url.is_some() {
+            d.token_url = Some(format!("{base}/auth/token"));
+        }
+    }
 }
 
 /// Stops the embedded API, if any, with what it counted.
@@ -370,3 +392,6 @@ async fn wait_for_assignment(metrics: &Metrics, stop: &CancellationToken) -> any
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
