@@ -10,7 +10,7 @@
 3. Checks consistency with the code: the generated ConfigMap's sluice.toml is
    config/sluice.toml and the Deployment mounts that ConfigMap (by its hashed name, so
    a change rolls the pods), every sluice_* metric the alerts, adapter, KEDA and
-   dashboard use is one that src/metrics/ defines, the HPA and ScaledObject agree on
+   dashboard use is one that crates/core/src/metrics/ defines, the HPA and ScaledObject agree on
    maxReplicas and behaviour, and neither scales on CPU.
 4. Checks that every alert's runbook_url leads to a heading that exists and a
    document that names the alert.
@@ -194,7 +194,7 @@ def main():
                 fail(f"{where}: {d['kind']} {d['metadata']['name']} scales on CPU")
 
     # Every metric the manifests and the dashboard use exists in the code.
-    defined = set(re.findall(r'"(sluice_[a-z_]+)"', "".join(p.read_text() for p in sorted((ROOT / "src" / "metrics").glob("*.rs")))))
+    defined = set(re.findall(r'"(sluice_[a-z_]+)"', "".join(p.read_text() for p in sorted((ROOT / "crates" / "core" / "src" / "metrics").glob("*.rs")))))
     texts = [p.read_text() for p in K8S.rglob("*.yaml")] + [p.read_text() for p in K8S.rglob("*.json")]
     used = set()
     for text in texts:
@@ -202,7 +202,7 @@ def main():
     for metric in sorted(used):
         base = re.sub(r"_(bucket|sum|count)$", "", metric)
         if metric not in defined and base not in defined and not metric.startswith("sluice_prometheus"):
-            fail(f"metric {metric} is used in k8s/ but src/metrics/ does not define it")
+            fail(f"metric {metric} is used in k8s/ but crates/core/src/metrics/ does not define it")
 
     # The HPA and the ScaledObject agree on the ceiling (the partition count).
     hpa = next(d for d in builds["k8s/base"] if d["kind"] == "HorizontalPodAutoscaler")

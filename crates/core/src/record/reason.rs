@@ -26,7 +26,8 @@ pub enum FailureReason {
     UnknownWorkspace,
     /// The event cannot be expressed in the configured API.
     Unsupported,
-    /// The API refused this item of a batch (a 207 listing it).
+    /// The API refused this item of a batch (a 207 listing it, or a kind = "http"
+    /// answer's `item_errors`).
     InvalidItem,
     /// A 207 whose body does not say which items were refused: all are refused.
     Unreadable207,
