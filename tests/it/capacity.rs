@@ -243,9 +243,15 @@ impl HeldAtItsLimit {
         }
     }
 
+    /// The load's end, then the worker stopped and gone before the broker and the API
+    /// go: a worker still closing its consumer when the broker vanished could wait for
+    /// its final commit for ever.
     async fn stop(self) {
         self.load.await.unwrap().unwrap();
-        self.worker.signal_stop();
+        self.worker.stop().await;
+        // The consumer's last handle may be a commit finishing on a blocking thread:
+        // let it end against a broker that is still there.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         self.api.stop().await;
     }
 }
