@@ -1,8 +1,9 @@
 //! What operators rely on: `/metrics` in the Prometheus text format with counters that
 //! match what happened and a queue depth that is the real lag, `/readyz` and
-//! `/healthz` through a shutdown, and credentials that never leak.
+//! `/healthz` through a shutdown, a stop with the broker gone, and credentials that
+//! never leak.
 //!
-//! Over 400 lines by design: 5 scenarios of one area, each test a whole story
+//! Over 400 lines by design: 8 scenarios of one area, each test a whole story
 //! against the real parts, read top to bottom; what they share is in `common/`.
 
 use sluice_core::config::Millis;
@@ -497,4 +498,67 @@ async fn drill_broker_down_and_back_the_worker_waits_says_why_and_resumes() {
         })
         .collect();
     assert_eq!(received.len(), 600, "every event, before and after");
+}
+
+/// A pod whose broker goes away, then told to stop, exits within its grace period and
+/// says so in a few lines: its final commit cannot reach anyone, so it is given up
+/// (what it held is delivered again after the restart); and the outage is one outage
+/// in the log, from every Kafka client the pod holds, not a line per librdkafka error
+/// (the parking ledger's clients, never polled, kept theirs for exit: 139 identical
+/// `AllBrokersDown` lines in a 20 s outage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_broker_is_gone_stops_within_its_grace_period_in_a_few_log_lines() {
+    let (broker, api, topic, setup) = TestEnv::build(2, &["acme"]).start().await.into_parts();
+    // Requests still in flight when the broker goes: their answers complete offsets
+    // that can no longer be committed.
+    api.slow_site("site-acme", Duration::from_secs(3));
+    let dir = tempfile::tempdir().unwrap();
+    let mut pod = crate::common::fleet::Pod::start(&setup.toml(), dir.path(), "gone");
+    let records: Vec<Record> = (0..40)
+        .map(|i| {
+            let user = format!("u{}", i % 4);
+            Record::json(&user, &track("acme", &user, i))
+        })
+        .collect();
+    produce(&broker.brokers(), &topic, &records).await;
+    wait_until("requests in flight", Duration::from_secs(60), || {
+        api.started() > 0
+    })
+    .await;
+    drop(broker);
+    wait_until(
+        "the in-flight requests answered",
+        Duration::from_secs(30),
+        || !api.received().is_empty(),
+    )
+    .await;
+    // A while without a broker, as an outage is.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let started = std::time::Instant::now();
+    let (exited, log) = tokio::task::spawn_blocking(move || {
+        let exited = pod.stop_within(Duration::from_secs(45));
+        (exited, pod.log())
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let tail = &log[log.len().saturating_sub(3000)..];
+    assert!(
+        exited,
+        "still running {took:?} after SIGTERM with its broker gone (the shipped grace \
+         period is 45 s); log tail: {tail}"
+    );
+    assert!(
+        log.contains("sluice stopped"),
+        "it stopped as it should: {tail}"
+    );
+    let lines = log.lines().count();
+    eprintln!("stopped {took:?} after SIGTERM; {lines} log lines in all");
+    assert!(
+        lines <= 25,
+        "{lines} log lines for one outage and a stop: {}",
+        &log[..log.len().min(6000)]
+    );
+    api.stop().await;
 }

@@ -57,6 +57,12 @@ fn is_transport_line(fac: &str, message: &str) -> bool {
         .any(|m| message.contains(m))
 }
 
+/// `message` with its digits left out: librdkafka's lines carry timings and ports
+/// ("after 3044ms in state UP"), which made every copy of a line look new.
+fn without_figures(message: &str) -> String {
+    message.chars().filter(|c| !c.is_ascii_digit()).collect()
+}
+
 impl KafkaLog {
     /// Lines counted and logged through `metrics`.
     pub fn new(metrics: Metrics) -> Self {
@@ -89,11 +95,17 @@ impl KafkaLog {
 
     /// One of librdkafka's log lines.
     pub fn line(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        if is_transport_line(fac, message) && (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-            self.metrics.kafka_failed(message);
+        if is_transport_line(fac, message) {
+            if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+                self.metrics.kafka_failed(message);
+            } else {
+                // A connection closed and opened again (by the broker's idle reaper, or
+                // each client's on the way into an outage, which is logged once as such).
+                tracing::debug!(facility = fac, "kafka: {message}");
+            }
             return;
         }
-        if self.repeated(format!("{fac} {message}")) {
+        if self.repeated(format!("{fac} {}", without_figures(message))) {
             return;
         }
         match level {
@@ -172,6 +184,19 @@ mod tests {
             .contains(r#"sluice_dependency_down{dependency="kafka",target="brokers"} 0"#));
         assert!(!log.repeated("x".into()));
         assert!(log.repeated("x".into()));
+        let disconnected = |ms: u32| {
+            format!(
+                "FAIL {}",
+                without_figures(&format!(
+                "127.0.0.1:1/1: Disconnected: connection closed by peer (after {ms}ms in state UP)"
+            ))
+            )
+        };
+        assert!(!log.repeated(disconnected(3044)));
+        assert!(
+            log.repeated(disconnected(3093)),
+            "the same line with other figures"
+        );
         tokio::time::advance(REPEAT).await;
         assert!(!log.repeated("x".into()), "again after REPEAT");
     }

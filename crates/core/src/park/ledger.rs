@@ -32,6 +32,8 @@ use super::writer::{FENCE, WORKSPACE};
 use crate::config::KafkaConfig;
 use crate::dlq::header_map;
 use crate::kafka::client_config;
+use crate::kafka::log::KafkaLog;
+use crate::metrics::Metrics;
 use crate::record::headers;
 use crate::record::TopicPartition;
 
@@ -47,10 +49,13 @@ const RECOMMIT_EVERY: Duration = Duration::from_secs(60);
 pub(crate) struct Ledger {
     topic: String,
     partitions: usize,
-    /// Group `{group}.park`: commits the floors and reads them back.
-    keeper: BaseConsumer,
+    /// Group `{group}.park`: commits the floors and reads them back. Its lines and
+    /// errors go through [`KafkaLog`] (a broker away is the one outage), served each
+    /// second by [`keep`](Self::keep): never polled, they queued up for the whole
+    /// outage and came out as hundreds of lines at exit.
+    keeper: BaseConsumer<KafkaLog>,
     /// Reads a parking partition from its floor (assigned by hand, never commits).
-    reader: Mutex<BaseConsumer>,
+    reader: Mutex<BaseConsumer<KafkaLog>>,
     /// The floor last committed (or read) per parking partition.
     committed: Mutex<HashMap<i32, i64>>,
     /// When every floor was last committed, changed or not.
@@ -79,15 +84,16 @@ impl Ledger {
         kafka: &KafkaConfig,
         topic: &str,
         partitions: usize,
+        metrics: &Metrics,
     ) -> Result<Self, KafkaError> {
-        let consumer = |group: String, eof: bool| -> Result<BaseConsumer, KafkaError> {
+        let consumer = |group: String, eof: bool| -> Result<BaseConsumer<KafkaLog>, KafkaError> {
             client_config(kafka)
                 .set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
                 .set("enable.partition.eof", eof.to_string())
-                .create()
+                .create_with_context(KafkaLog::new(metrics.clone()))
         };
         Ok(Ledger {
             topic: topic.to_string(),
@@ -244,6 +250,12 @@ impl Ledger {
     /// One round of keeping the floors of the partitions `marks` holds (this pod's):
     /// computes each and commits those that changed (blocks on the brokers).
     pub(crate) fn keep(&self, marks: &ParkedMarks) {
+        // Their errors, to the log (no messages: the keeper is never assigned, and the
+        // reader is unassigned between reads).
+        let _ = self.keeper.poll(Duration::ZERO);
+        if let Ok(reader) = self.reader.try_lock() {
+            let _ = reader.poll(Duration::ZERO);
+        }
         let owned: Vec<TopicPartition> = {
             let marks = marks.lock().unwrap_or_else(|e| e.into_inner());
             marks.keys().filter(|tp| self.covers(tp)).cloned().collect()

@@ -89,7 +89,7 @@ impl ParkingSetup {
         for partition in 0..coverage.parking as i32 {
             let _ = parker.start_offset(partition);
         }
-        let ledger = Ledger::new(&config.kafka, &topic, coverage.parking)
+        let ledger = Ledger::new(&config.kafka, &topic, coverage.parking, metrics)
             .map_err(|e| ParkingError(e.to_string()))?;
         Ok(Some(ParkingSetup {
             parker: Arc::new(parker),

@@ -135,6 +135,9 @@ impl LagMonitor {
     }
 
     fn measure(&mut self) -> KafkaResult<()> {
+        // Its queued errors, to the log (never assigned: no messages). Unpolled, they
+        // piled up through an outage and all came out at exit.
+        let _ = self.client.poll(Duration::ZERO);
         let assigned: Vec<TopicPartition> = self
             .assigned
             .lock()
