@@ -31,6 +31,7 @@ say() { printf '==> %s\n' "$*"; }
 # mock API's own clock readings, are starved and would measure the neighbours); the
 # quick mode leaves them out.
 timed=(fleet:: parking:: load::a_stage_achieves_its_target_rate load::replay_at_10x
+  destinations::two_destinations_with_different_limits
   limits::a_100_per_second_limit)
 skip=(); for t in "${timed[@]}"; do skip+=(--skip "$t"); done
 if [ "${1:-}" = "--quick" ]; then

@@ -188,6 +188,8 @@ async fn each_workspace_is_delivered_to_the_destination_it_names() {
     let mut events = setup.worker.destination.clone();
     events.kind = DestinationKind::Segment;
     events.base_url = Some(segment_api.base_url());
+    // Its own batch shape: 7 events a request where [batch] says 20.
+    events.batch.max_events = Some(7);
     setup.worker.destinations.insert("events".into(), events);
     let shop = &mut setup.worker.workspaces[1];
     shop.destination = Some("events".into());
@@ -213,6 +215,14 @@ async fn each_workspace_is_delivered_to_the_destination_it_names() {
     );
     assert_eq!(track.order_violations + segment.order_violations, 0);
     assert_eq!(metrics.delivered_count(), 250);
+    // Each by its own batch shape: 150 events in requests of at most 7 take at least
+    // 22; the Track API's 100, in requests of up to 20, about 5.
+    let (shop_requests, acme_requests) = (
+        segment.workspaces[API_KEY].requests,
+        track.workspaces["site-acme"].requests,
+    );
+    assert!(shop_requests >= 22, "{shop_requests} Segment requests");
+    assert!(acme_requests <= 12, "{acme_requests} Track requests");
     assert!(segment_api
         .received()
         .iter()
@@ -364,4 +374,137 @@ async fn an_expired_oauth2_token_is_refreshed_once_and_nothing_is_lost_or_sent_t
     assert_eq!(stats.order_violations, 0);
     assert_eq!(metrics.delivered_count(), 100);
     api.stop().await;
+}
+
+/// Two destinations, each with a workspace limited on its own: each API sees its own
+/// limit held (its busiest one-second window), and the faster is not held to the
+/// slower's pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_destinations_with_different_limits_each_hold_their_own() {
+    let (broker, track_api, topic, mut setup) =
+        TestEnv::mock(2, &["slow", "fast"]).await.into_parts();
+    let other_api = sluice_mock_api::MockApi::start(MockApiConfig {
+        record: true,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    // One event per request at both, so requests are events.
+    setup.worker.destination.batch.max_events = Some(1);
+    let mut other = setup.worker.destination.clone();
+    other.base_url = Some(other_api.base_url());
+    setup.worker.destinations.insert("other".into(), other);
+    let limits = [("slow", 10.0), ("fast", 40.0)];
+    for (id, per_s) in limits {
+        let ws = setup.workspace(id);
+        ws.rate_limit_per_s = Some(per_s);
+        ws.burst = Some(1);
+    }
+    setup.workspace("fast").destination = Some("other".into());
+    // About 8 s of each at its limit.
+    let mut records = tracks("slow", "s", 4, 0..80);
+    records.extend(tracks("fast", "f", 4, 0..320));
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    setup.wait_committed(&positions, 2).await;
+    let metrics = worker.stop().await;
+
+    let (slow, fast) = (track_api.stats(), other_api.stats());
+    let (slow, fast) = (&slow.workspaces["site-slow"], &fast.workspaces["site-fast"]);
+    println!(
+        "two destinations: slow {} events, busiest second {} (limit 10); fast {} events, \
+         busiest second {} (limit 40)",
+        slow.events_accepted,
+        slow.max_requests_per_second,
+        fast.events_accepted,
+        fast.max_requests_per_second
+    );
+    assert_eq!((slow.events_accepted, fast.events_accepted), (80, 320));
+    assert_eq!(metrics.delivered_count(), 400);
+    assert!(
+        slow.max_requests_per_second <= 10,
+        "{}",
+        slow.max_requests_per_second
+    );
+    assert!(
+        fast.max_requests_per_second <= 40,
+        "{}",
+        fast.max_requests_per_second
+    );
+    assert!(
+        fast.max_requests_per_second >= 30,
+        "fast kept its own pace: {}",
+        fast.max_requests_per_second
+    );
+    assert_eq!(slow.throttled + fast.throttled, 0);
+    track_api.stop().await;
+    other_api.stop().await;
+}
+
+/// A destination that is down (nothing listens at its address) parks the workspaces
+/// that send to it, at the minimal config's defaults plus a small buffer: the others
+/// keep delivering, nothing is dead-lettered, and once it is up every parked event
+/// arrives once, in per-user order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_is_down_parks_only_its_workspaces_and_all_arrive_when_it_is_up() {
+    const N: usize = 3_000;
+    let (broker, api, topic, mut setup) = TestEnv::mock(2, &["ok", "away"]).await.into_parts();
+    // A small buffer (1 000 events a workspace) so the wait is short.
+    setup.worker.kafka.max_buffered_events = 2_000;
+    setup.worker.kafka.resume_buffered_events = Some(1_000);
+    let port = crate::common::fleet::free_port();
+    let mut down = setup.worker.destination.clone();
+    down.base_url = Some(format!("http://127.0.0.1:{port}"));
+    setup.worker.destinations.insert("down".into(), down);
+    setup.workspace("away").destination = Some("down".into());
+    let mut records = tracks("ok", "u", 50, 0..N);
+    records.extend(tracks("away", "v", 50, 0..N));
+    let positions = produce(&broker.brokers(), &topic, &records).await;
+    let worker = Worker::start(setup.config());
+    wait_until("every ok event", Duration::from_secs(60), || {
+        api.stats()
+            .workspaces
+            .get("site-ok")
+            .is_some_and(|w| w.events_accepted >= N as u64)
+    })
+    .await;
+    wait_until("away parked", Duration::from_secs(30), || {
+        worker.metrics.parked_count("away", "written") > 0
+    })
+    .await;
+
+    let back = sluice_mock_api::MockApi::start(MockApiConfig {
+        listen: ([127, 0, 0, 1], port).into(),
+        record: true,
+        ..MockApiConfig::default()
+    })
+    .await
+    .unwrap();
+    setup.wait_committed(&positions, 2).await;
+    wait_until("every away event", Duration::from_secs(120), || {
+        back.stats()
+            .workspaces
+            .get("site-away")
+            .is_some_and(|w| w.events_accepted >= N as u64)
+    })
+    .await;
+    let metrics = worker.stop().await;
+    let (ok, away) = (api.stats(), back.stats());
+    println!(
+        "a destination down: ok {} of {N} while it was down; away parked {}, then {} of \
+         {N} delivered ({} duplicates, {} order violations)",
+        ok.workspaces["site-ok"].events_accepted,
+        metrics.parked_count("away", "written"),
+        away.workspaces["site-away"].events_accepted,
+        away.workspaces["site-away"].duplicate_event_ids,
+        away.order_violations
+    );
+    assert_eq!(metrics.dead_lettered_total(), 0);
+    assert_eq!(ok.workspaces["site-ok"].events_accepted, N as u64);
+    assert!(!ok.workspaces.contains_key("site-away"));
+    assert_eq!(away.workspaces["site-away"].events_accepted, N as u64);
+    assert_eq!(away.workspaces["site-away"].duplicate_event_ids, 0);
+    assert_eq!(away.order_violations, 0);
+    api.stop().await;
+    back.stop().await;
 }

@@ -168,12 +168,18 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// The decoder for `config`'s workspaces, default workspace and size limit.
+    /// The decoder for `config`'s workspaces, default workspace and size limit (the
+    /// largest of its destinations').
     pub fn for_config(config: &crate::config::Config) -> Self {
         Decoder::new(
             config.workspaces.iter().map(|w| w.id.clone()),
             config.lanes.default_workspace.clone(),
-            config.batch.max_event_bytes,
+            // The largest any destination takes: each destination's encode holds its own.
+            config
+                .batch_shapes()
+                .map(|b| b.max_event_bytes)
+                .max()
+                .unwrap_or(config.batch.max_event_bytes),
         )
     }
 

@@ -237,16 +237,31 @@ impl Config {
     }
 
     /// This configuration as one destination's client sees it: `name`'s settings (or
-    /// `[destination]`'s for `None`) as `destination`, and only the workspaces that
-    /// send to it.
+    /// `[destination]`'s for `None`) as `destination`, its batch shape and retries as
+    /// `batch` and `retry`, and only the workspaces that send to it.
     pub fn for_destination(&self, name: Option<&str>) -> Config {
         let mut view = self.clone();
         if let Some(name) = name {
             view.destination = self.destinations[name].clone();
         }
+        view.batch = view.destination.batch.over(&self.batch);
+        view.retry = view.destination.retry.over(&self.retry);
         view.destinations.clear();
         view.workspaces.retain(|w| w.destination.as_deref() == name);
         view
+    }
+
+    /// The batch shape of `ws`'s requests: its destination's `batch` table over
+    /// `[batch]`.
+    pub fn batch_of(&self, ws: &WorkspaceConfig) -> BatchConfig {
+        self.destination_of(ws).batch.over(&self.batch)
+    }
+
+    /// Every batch shape in use: `[batch]` and each destination's own.
+    pub fn batch_shapes(&self) -> impl Iterator<Item = BatchConfig> + '_ {
+        std::iter::once(&self.destination)
+            .chain(self.destinations.values())
+            .map(|d| d.batch.over(&self.batch))
     }
 
     /// Looks up a workspace by id.

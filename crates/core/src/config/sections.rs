@@ -169,6 +169,79 @@ pub struct DestinationConfig {
     /// Unset: a 2xx accepts the whole batch.
     #[serde(default)]
     pub item_errors: Option<String>,
+    /// This destination's batch shape (`[destinations.NAME.batch]`, the keys of
+    /// `[batch]`): what it leaves unset comes from `[batch]`.
+    #[serde(default, skip_serializing_if = "BatchTable::is_empty")]
+    pub batch: BatchTable,
+    /// This destination's retries (`[destinations.NAME.retry]`, the keys of
+    /// `[retry]`): what it leaves unset comes from `[retry]`.
+    #[serde(default, skip_serializing_if = "RetryTable::is_empty")]
+    pub retry: RetryTable,
+}
+
+/// A destination's own `batch` table: each key set here replaces `[batch]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchTable {
+    /// Most events in one request.
+    pub max_events: Option<usize>,
+    /// Most bytes in one request body.
+    pub max_bytes: Option<usize>,
+    /// Largest accepted encoded event, in bytes; larger ones are `too_large`.
+    pub max_event_bytes: Option<usize>,
+    /// How long a partly filled batch waits for more events, in milliseconds.
+    pub linger_ms: Option<Millis>,
+}
+
+impl BatchTable {
+    /// Nothing set: `[batch]` as it is.
+    pub fn is_empty(&self) -> bool {
+        *self == BatchTable::default()
+    }
+
+    /// `base` with this table's keys over it.
+    pub fn over(&self, base: &BatchConfig) -> BatchConfig {
+        BatchConfig {
+            max_events: self.max_events.unwrap_or(base.max_events),
+            max_bytes: self.max_bytes.unwrap_or(base.max_bytes),
+            max_event_bytes: self.max_event_bytes.unwrap_or(base.max_event_bytes),
+            linger_ms: self.linger_ms.unwrap_or(base.linger_ms),
+        }
+    }
+}
+
+/// A destination's own `retry` table: each key set here replaces `[retry]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryTable {
+    /// Attempts per request (the first included) before `retries_exhausted`.
+    pub max_attempts: Option<u32>,
+    /// Time since the first attempt after which no further attempt starts, in ms.
+    pub max_elapsed_ms: Option<Millis>,
+    /// Backoff ceiling of the first retry, in ms; it doubles per retry.
+    pub initial_backoff_ms: Option<Millis>,
+    /// Largest backoff ceiling, in ms.
+    pub max_backoff_ms: Option<Millis>,
+    /// Longest `Retry-After` honoured, in ms.
+    pub max_retry_after_ms: Option<Millis>,
+}
+
+impl RetryTable {
+    /// Nothing set: `[retry]` as it is.
+    pub fn is_empty(&self) -> bool {
+        *self == RetryTable::default()
+    }
+
+    /// `base` with this table's keys over it.
+    pub fn over(&self, base: &RetryConfig) -> RetryConfig {
+        RetryConfig {
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            max_elapsed_ms: self.max_elapsed_ms.unwrap_or(base.max_elapsed_ms),
+            initial_backoff_ms: self.initial_backoff_ms.unwrap_or(base.initial_backoff_ms),
+            max_backoff_ms: self.max_backoff_ms.unwrap_or(base.max_backoff_ms),
+            max_retry_after_ms: self.max_retry_after_ms.unwrap_or(base.max_retry_after_ms),
+        }
+    }
 }
 
 /// kind = "http": how events map to requests.

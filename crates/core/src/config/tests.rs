@@ -588,6 +588,49 @@ fn a_workspace_sends_to_the_destination_it_names_with_that_kinds_key() {
 }
 
 #[test]
+fn a_destination_has_its_own_batch_shape_and_retries_over_the_shared_ones() {
+    let text = format!(
+        "{MINIMAL}\n[batch]\nmax_events = 100\nlinger_ms = 50\n[retry]\nmax_attempts = 4\n\
+         [destinations.events]\nkind = \"segment\"\nbase_url = \"http://127.0.0.1:9\"\n\
+         [destinations.events.batch]\nmax_events = 7\nmax_event_bytes = 1000\n\
+         [destinations.events.retry]\nmax_attempts = 2\n\
+         [[workspaces]]\nid = \"shop\"\ndestination = \"events\"\nwrite_key_env = \"SHOP_WRITE_KEY\"\n"
+    );
+    let keys = env(&[("ACME_KEY", "k"), ("SHOP_WRITE_KEY", "wk")]);
+    let c = Config::from_toml(&text, "t", keys.clone()).unwrap();
+    let (acme, shop) = (c.batch_of(&c.workspaces[0]), c.batch_of(&c.workspaces[1]));
+    assert_eq!((acme.max_events, acme.max_event_bytes), (100, 32_000));
+    // Its own keys, and [batch]'s where it sets none.
+    assert_eq!((shop.max_events, shop.max_event_bytes), (7, 1000));
+    assert_eq!(shop.linger_ms.ms(), 50);
+    let view = c.for_destination(Some("events"));
+    assert_eq!((view.batch.max_events, view.retry.max_attempts), (7, 2));
+    let view = c.for_destination(None);
+    assert_eq!((view.batch.max_events, view.retry.max_attempts), (100, 4));
+    // `config check` prints the tables back, and they read the same.
+    let again = Config::from_toml(&c.to_masked_toml(), "t", keys.clone());
+    assert_eq!(again.unwrap().batch_of(&c.workspaces[1]).max_events, 7);
+
+    // Checked under the destination's name where it sets the key.
+    let check = |from: &str, to: &str| {
+        Config::from_toml(&text.replace(from, to), "t", keys.clone())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = check("max_event_bytes = 1000", "max_event_bytes = 0");
+    assert!(
+        e.contains("destinations.events.batch.max_event_bytes"),
+        "{e}"
+    );
+    let e = check("max_events = 7", "max_events = 5000");
+    assert!(e.contains("destinations.events.batch.max_events"), "{e}");
+    let e = check("max_attempts = 2", "max_attempts = 0");
+    assert!(e.contains("destinations.events.retry.max_attempts"), "{e}");
+    let e = check("max_events = 7", "max_evnts = 7");
+    assert!(e.contains("max_evnts"), "{e}");
+}
+
+#[test]
 fn an_http_destination_is_checked_before_it_sends_anything() {
     let http = |destination: &str, workspace: &str| {
         let text = format!(

@@ -13,8 +13,8 @@ impl Config {
         require_secrets: bool,
     ) -> Result<(), ConfigError> {
         self.check_kafka()?;
-        self.check_destination()?;
         self.check_batch()?;
+        self.check_destination()?;
         self.check_limits()?;
         self.check_retry()?;
         self.check_workspaces(env, require_secrets)
@@ -83,12 +83,17 @@ impl Config {
         positive("kafka.lag_refresh_ms", k.lag_refresh_ms.ms())?;
         positive("kafka.max_buffered_events", k.max_buffered_events as u64)?;
         positive("kafka.park_readers", k.park_readers as u64)?;
-        let least = 2 * self.batch.max_bytes;
+        let least = 2 * self
+            .batch_shapes()
+            .map(|b| b.max_bytes)
+            .max()
+            .unwrap_or(self.batch.max_bytes);
         if k.max_buffered_bytes < least {
             return Err(ConfigError::key(
                 "kafka.max_buffered_bytes",
                 format!(
-                    "must be at least twice batch.max_bytes ({least}), so a full batch can form"
+                    "must be at least twice the largest batch.max_bytes ({least}), so a full \
+                     batch can form"
                 ),
             ));
         }
@@ -150,23 +155,47 @@ impl Config {
         Ok(())
     }
 
-    /// `[batch]` against Customer.io's request limit, and the lanes' window.
+    /// `[batch]`, and each destination's batch shape, against its API's request limit;
+    /// the lanes' window.
     fn check_batch(&self) -> Result<(), ConfigError> {
-        let b = &self.batch;
-        positive("batch.max_events", b.max_events as u64)?;
-        if b.max_bytes == 0 || b.max_bytes > CUSTOMERIO_MAX_BATCH_BYTES {
-            return Err(ConfigError::key(
-                "batch.max_bytes",
-                format!("must be between 1 and {CUSTOMERIO_MAX_BATCH_BYTES} (Customer.io's request limit)"),
-            ));
-        }
-        if b.max_event_bytes == 0 || b.max_event_bytes > b.max_bytes {
-            return Err(ConfigError::key(
-                "batch.max_event_bytes",
-                format!("must be between 1 and batch.max_bytes ({})", b.max_bytes),
-            ));
-        }
         positive("lanes.max_in_flight", self.lanes.max_in_flight as u64)?;
+        let named = self
+            .destinations
+            .iter()
+            .map(|(name, d)| (format!("destinations.{name}"), d));
+        for (at, d) in std::iter::once(("destination".to_string(), &self.destination)).chain(named)
+        {
+            // A key the destination's own table sets is named there, else in [batch].
+            let key = |name: &str, own: bool| {
+                if own {
+                    format!("{at}.batch.{name}")
+                } else {
+                    format!("batch.{name}")
+                }
+            };
+            let (own, b) = (&d.batch, d.batch.over(&self.batch));
+            positive(
+                &key("max_events", own.max_events.is_some()),
+                b.max_events as u64,
+            )?;
+            // Customer.io's and Segment's request limit; any other API says its own.
+            let most = match d.kind {
+                super::DestinationKind::Http => usize::MAX,
+                _ => CUSTOMERIO_MAX_BATCH_BYTES,
+            };
+            if b.max_bytes == 0 || b.max_bytes > most {
+                return Err(ConfigError::key(
+                    key("max_bytes", own.max_bytes.is_some()),
+                    format!("must be between 1 and {most} (the API's request limit)"),
+                ));
+            }
+            if b.max_event_bytes == 0 || b.max_event_bytes > b.max_bytes {
+                return Err(ConfigError::key(
+                    key("max_event_bytes", own.max_event_bytes.is_some()),
+                    format!("must be between 1 and batch.max_bytes ({})", b.max_bytes),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -229,14 +258,38 @@ impl Config {
 
     /// `[retry]`: attempts and backoff bounds.
     fn check_retry(&self) -> Result<(), ConfigError> {
-        let r = &self.retry;
-        positive("retry.max_attempts", r.max_attempts.into())?;
-        positive("retry.initial_backoff_ms", r.initial_backoff_ms.ms())?;
-        if r.max_backoff_ms < r.initial_backoff_ms {
-            return Err(ConfigError::key(
-                "retry.max_backoff_ms",
-                "must be at least retry.initial_backoff_ms",
-            ));
+        let named = self
+            .destinations
+            .iter()
+            .map(|(name, d)| (format!("destinations.{name}.retry"), d));
+        let all = std::iter::once(("destination.retry".to_string(), &self.destination));
+        for (at, d) in all.chain(named) {
+            let r = d.retry.over(&self.retry);
+            let own = &d.retry;
+            let key = |name: &str, set: bool| {
+                if set {
+                    format!("{at}.{name}")
+                } else {
+                    format!("retry.{name}")
+                }
+            };
+            positive(
+                &key("max_attempts", own.max_attempts.is_some()),
+                r.max_attempts.into(),
+            )?;
+            positive(
+                &key("initial_backoff_ms", own.initial_backoff_ms.is_some()),
+                r.initial_backoff_ms.ms(),
+            )?;
+            if r.max_backoff_ms < r.initial_backoff_ms {
+                return Err(ConfigError::key(
+                    key(
+                        "max_backoff_ms",
+                        own.max_backoff_ms.is_some() || own.initial_backoff_ms.is_some(),
+                    ),
+                    "must be at least initial_backoff_ms",
+                ));
+            }
         }
         Ok(())
     }
@@ -334,8 +387,9 @@ impl Config {
 fn check_one_destination(
     at: &str,
     d: &super::DestinationConfig,
-    batch: &super::BatchConfig,
+    base: &super::BatchConfig,
 ) -> Result<(), ConfigError> {
+    let batch = d.batch.over(base);
     if let Some(url) = &d.base_url {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| ConfigError::key(format!("{at}.base_url"), e.to_string()))?;
@@ -376,8 +430,13 @@ fn check_one_destination(
             ));
         }
         if batch.max_events > SEGMENT_MAX_BATCH_EVENTS {
+            let own = d.batch.max_events.is_some();
             return Err(ConfigError::key(
-                "batch.max_events",
+                if own {
+                    format!("{at}.batch.max_events")
+                } else {
+                    "batch.max_events".to_string()
+                },
                 format!("must be at most {SEGMENT_MAX_BATCH_EVENTS} (a /v1/batch request's limit)"),
             ));
         }

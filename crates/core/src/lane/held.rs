@@ -45,21 +45,22 @@ impl Held {
         services: &Arc<Services>,
         draining: bool,
     ) {
+        let shape = services.shape(workspace);
         while self.in_flight.len() < services.max_in_flight && self.queues.runnable_events > 0 {
             let lingered = self
                 .queues
                 .oldest_runnable()
-                .is_some_and(|t| t + services.linger <= Instant::now());
+                .is_some_and(|t| t + shape.linger <= Instant::now());
             let ready = draining
                 || lingered
-                || self.queues.runnable_events >= services.max_events
-                || self.queues.runnable_bytes >= services.max_bytes;
+                || self.queues.runnable_events >= shape.max_events
+                || self.queues.runnable_bytes >= shape.max_bytes;
             if !ready {
                 break;
             }
             let batch =
                 self.queues
-                    .take_batch(services.max_events, services.max_bytes, services.ordering);
+                    .take_batch(shape.max_events, shape.max_bytes, services.ordering);
             if batch.is_empty() {
                 break;
             }

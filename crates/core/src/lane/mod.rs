@@ -110,6 +110,28 @@ pub struct LaneLoad {
     pub bytes: AtomicUsize,
 }
 
+/// When a lane sends what it holds: a workspace's destination's batch shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShape {
+    /// Most events per request.
+    pub max_events: usize,
+    /// Most bytes per request body.
+    pub max_bytes: usize,
+    /// How long a partial batch waits.
+    pub linger: Duration,
+}
+
+impl BatchShape {
+    /// The lane's part of a batch table.
+    pub fn of(batch: &crate::config::BatchConfig) -> Self {
+        BatchShape {
+            max_events: batch.max_events,
+            max_bytes: batch.max_bytes,
+            linger: batch.linger_ms.duration(),
+        }
+    }
+}
+
 /// What the lanes (and the source, for dead letters and back-pressure) share.
 pub struct Services {
     /// The API.
@@ -124,12 +146,10 @@ pub struct Services {
     pub in_lane: HashMap<String, Arc<LaneLoad>>,
     /// Cancelled when the drain deadline passes: in-flight requests are abandoned.
     pub hard_stop: CancellationToken,
-    /// Most events per request.
-    pub max_events: usize,
-    /// Most bytes per request body.
-    pub max_bytes: usize,
-    /// How long a partial batch waits.
-    pub linger: Duration,
+    /// Each workspace's batch shape (its destination's).
+    pub shapes: HashMap<String, BatchShape>,
+    /// The shape of `[batch]`, for a workspace `shapes` does not list.
+    pub default_shape: BatchShape,
     /// Requests in flight per lane.
     pub max_in_flight: usize,
     /// Whether one user's events are kept in order.
@@ -139,9 +159,7 @@ pub struct Services {
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Services")
-            .field("max_events", &self.max_events)
-            .field("max_bytes", &self.max_bytes)
-            .field("linger", &self.linger)
+            .field("default_shape", &self.default_shape)
             .field("max_in_flight", &self.max_in_flight)
             .field("ordering", &self.ordering)
             .finish_non_exhaustive()
@@ -149,6 +167,14 @@ impl std::fmt::Debug for Services {
 }
 
 impl Services {
+    /// `workspace`'s batch shape.
+    pub fn shape(&self, workspace: &str) -> BatchShape {
+        self.shapes
+            .get(workspace)
+            .copied()
+            .unwrap_or(self.default_shape)
+    }
+
     /// Lane settings from the configuration.
     pub(crate) fn from_config(
         config: &Config,
@@ -169,9 +195,12 @@ impl Services {
                 .map(|w| (w.id.clone(), Arc::default()))
                 .collect(),
             hard_stop,
-            max_events: config.batch.max_events,
-            max_bytes: config.batch.max_bytes,
-            linger: config.batch.linger_ms.duration(),
+            shapes: config
+                .workspaces
+                .iter()
+                .map(|w| (w.id.clone(), BatchShape::of(&config.batch_of(w))))
+                .collect(),
+            default_shape: BatchShape::of(&config.batch),
             max_in_flight: config.lanes.max_in_flight,
             ordering: config.lanes.ordering,
         }
@@ -272,7 +301,10 @@ pub(crate) async fn run_lane<P: Isolation>(
             break;
         }
         let linger_deadline = (held.in_flight.len() < services.max_in_flight && !draining)
-            .then(|| held.queues.oldest_runnable().map(|t| t + services.linger))
+            .then(|| {
+                let linger = services.shape(&workspace).linger;
+                held.queues.oldest_runnable().map(|t| t + linger)
+            })
             .flatten();
 
         tokio::select! {
