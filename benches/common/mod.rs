@@ -45,6 +45,37 @@ api_key_env = "BENCH_KEY"
         .expect("bench config")
 }
 
+/// The shipped defaults with a `kind = "http"` destination sending batches, one
+/// workspace `local`: `body` as the per-event template, or the field mapping (the
+/// template context as JSON) without one.
+pub fn http_config(body: Option<&str>) -> Config {
+    let body = body
+        .map(|b| format!("body = '''{b}'''\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+group_id = "bench"
+topics = ["events"]
+dlq_topic = "events.dlq"
+
+[destination]
+kind = "http"
+url = "http://127.0.0.1:9/v1/items"
+send = "batch"
+batch_field = "items"
+item_errors = "/errors"
+{body}
+[[workspaces]]
+id = "local"
+api_key_env = "BENCH_KEY"
+"#
+    );
+    Config::from_toml(&text, "bench", [("BENCH_KEY".to_string(), "k".to_string())])
+        .expect("bench config")
+}
+
 /// `n` of those events as a lane holds them: 8 partitions, a 200-byte encoding each.
 pub fn envelopes(n: usize) -> Vec<Envelope> {
     let now = tokio::time::Instant::now();

@@ -13,7 +13,11 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use minijinja::{Environment, UndefinedBehavior};
 use reqwest::Method;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+mod context;
+
+use context::Context;
 
 use super::customerio::unknown_workspace;
 use super::http::{excerpt, Answer, RetryingClient};
@@ -22,7 +26,7 @@ use super::{
     ClientCredentials, Credentials, Destination, Encoded, Failure, FailureReason, ItemOutcome,
 };
 use crate::config::{AuthMode, Config, SendMode};
-use crate::event::{Action, Event, InvalidEvent, Person};
+use crate::event::{Event, InvalidEvent};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
@@ -33,8 +37,10 @@ const BODY: &str = "body";
 pub struct JsonApi {
     sender: RetryingClient,
     templates: Environment<'static>,
-    /// Header names, in the order their templates were added (`header:<name>`).
-    headers: Vec<String>,
+    /// The URL's template.
+    url: Template,
+    /// The headers' templates, in the order the config lists them.
+    headers: Vec<Template>,
     has_body: bool,
     method: Method,
     send: SendMode,
@@ -45,6 +51,27 @@ pub struct JsonApi {
     /// `scheme://host[:port]` as the config writes it: every rendered URL is it, or
     /// starts with it and a `/`.
     origin: String,
+}
+
+/// One templated text of a request: its name in the environment and, when it has no
+/// template syntax, the text itself.
+#[derive(Debug)]
+struct Template {
+    name: String,
+    /// The header it fills (empty for the URL).
+    header: String,
+    fixed: Option<String>,
+}
+
+impl Template {
+    fn new(name: String, header: &str, text: &str) -> Self {
+        let templated = ["{{", "{%", "{#"].iter().any(|m| text.contains(m));
+        Template {
+            name,
+            header: header.to_string(),
+            fixed: (!templated).then(|| text.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Debug for JsonApi {
@@ -80,18 +107,22 @@ impl JsonApi {
         templates.set_undefined_behavior(UndefinedBehavior::Strict);
         // `{{ user_id | segment }}`: one URL path segment (`/`, `?`, `#` and the rest
         // percent-encoded; urlencode keeps `/`).
+        templates.add_filter("tojson", context::tojson);
         templates.add_filter("segment", |text: String| -> String {
             percent_encoding::utf8_percent_encode(&text, super::customerio::PATH_SEGMENT)
                 .to_string()
         });
-        templates.add_template_owned(URL, d.url.clone().unwrap_or_default())?;
+        let url = d.url.clone().unwrap_or_default();
+        templates.add_template_owned(URL, url.clone())?;
+        let url = Template::new(URL.into(), "", &url);
         if let Some(body) = &d.body {
             templates.add_template_owned(BODY, body.clone())?;
         }
         let mut headers = Vec::new();
         for (name, value) in &d.headers {
-            templates.add_template_owned(format!("header:{name}"), value.clone())?;
-            headers.push(name.clone());
+            let key = format!("header:{name}");
+            templates.add_template_owned(key.clone(), value.clone())?;
+            headers.push(Template::new(key, name, value));
         }
         let credentials = config
             .workspaces
@@ -117,6 +148,7 @@ impl JsonApi {
         Ok(JsonApi {
             sender: RetryingClient::new(d, config.retry.clone(), limiter, metrics)?,
             templates,
+            url,
             headers,
             has_body: d.body.is_some(),
             method: Method::from_bytes(d.method.as_bytes()).unwrap_or(Method::POST),
@@ -131,39 +163,25 @@ impl JsonApi {
         })
     }
 
-    /// What the templates see of an event: `type`, `user_id` or `anonymous_id`,
-    /// `event` and `properties` (track) or `traits` (identify), `message_id`,
-    /// `timestamp` (unix seconds) and `workspace`.
-    fn context(event: &Event) -> Value {
-        let mut c = Map::new();
-        match &event.person {
-            Person::Id(id) => c.insert("user_id".into(), id.as_str().into()),
-            Person::Anonymous(anon) => c.insert("anonymous_id".into(), anon.as_str().into()),
-        };
-        match &event.action {
-            Action::Identify { attributes } => {
-                c.insert("type".into(), "identify".into());
-                c.insert("traits".into(), Value::Object(attributes.clone()));
-            }
-            Action::Track { name, data } => {
-                c.insert("type".into(), "track".into());
-                c.insert("event".into(), name.as_str().into());
-                c.insert("properties".into(), Value::Object(data.clone()));
-            }
-        }
-        c.insert("message_id".into(), event.dedup_id.as_str().into());
-        if let Some(ts) = event.timestamp {
-            c.insert("timestamp".into(), ts.into());
-        }
-        c.insert("workspace".into(), event.workspace.as_str().into());
-        Value::Object(c)
-    }
-
-    fn render(&self, name: &str, context: &Value) -> Result<String, InvalidEvent> {
+    /// `name`'s template rendered from the event's `context`.
+    fn render(&self, name: &str, context: &minijinja::Value) -> Result<String, InvalidEvent> {
         self.templates
             .get_template(name)
             .and_then(|t| t.render(context))
             .map_err(|e| InvalidEvent::Template(format!("{name}: {e}")))
+    }
+
+    /// `template` rendered, or its text when it has no template syntax (a fixed URL or
+    /// header renders nothing per event).
+    fn render_or_fixed(
+        &self,
+        template: &Template,
+        context: &minijinja::Value,
+    ) -> Result<String, InvalidEvent> {
+        match &template.fixed {
+            Some(text) => Ok(text.clone()),
+            None => self.render(&template.name, context),
+        }
     }
 
     /// Sends one request per event, in order.
@@ -341,14 +359,23 @@ fn internal(detail: &str) -> ItemOutcome {
 
 impl Destination for JsonApi {
     fn encode(&self, event: &Event) -> Result<Encoded, InvalidEvent> {
-        let context = Self::context(event);
+        let fields = Context::of(event);
+        // Converted for the templates once, and only when one needs it.
+        let needs_values = self.has_body
+            || self.url.fixed.is_none()
+            || self.headers.iter().any(|h| h.fixed.is_none());
+        let context = if needs_values {
+            fields.template_value()
+        } else {
+            minijinja::Value::UNDEFINED
+        };
         let body = if self.has_body {
             let text = self.render(BODY, &context)?;
             serde_json::from_str::<serde::de::IgnoredAny>(&text)
                 .map_err(|e| InvalidEvent::Template(format!("body is not JSON: {e}")))?;
             text.into_bytes()
         } else {
-            serde_json::to_vec(&context).expect("JSON values serialize")
+            serde_json::to_vec(&fields).expect("JSON values serialize")
         };
         if body.len() > self.max_item_bytes {
             return Err(InvalidEvent::TooLarge {
@@ -356,7 +383,7 @@ impl Destination for JsonApi {
                 limit: self.max_item_bytes,
             });
         }
-        let url = self.render(URL, &context)?;
+        let url = self.render_or_fixed(&self.url, &context)?;
         let at_origin = url
             .strip_prefix(&self.origin)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
@@ -369,12 +396,7 @@ impl Destination for JsonApi {
         let headers = self
             .headers
             .iter()
-            .map(|name| {
-                Ok((
-                    name.clone(),
-                    self.render(&format!("header:{name}"), &context)?,
-                ))
-            })
+            .map(|h| Ok((h.header.clone(), self.render_or_fixed(h, &context)?)))
             .collect::<Result<_, InvalidEvent>>()?;
         Ok(Encoded::Call { url, headers, body })
     }

@@ -1,9 +1,10 @@
 //! Unit tests of [`super`].
 
-use serde_json::json;
+use serde_json::{json, Map};
 
 use super::*;
 use crate::config::Config;
+use crate::event::{Action, Person};
 
 fn json_api(destination: &str) -> JsonApi {
     let text = format!(
@@ -69,6 +70,64 @@ fn without_a_body_template_the_event_is_sent_as_sluice_reads_it() {
                "properties": {"total": 12.5}, "message_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
                "timestamp": 1_700_000_000, "workspace": "acme"})
     );
+}
+
+#[test]
+fn properties_read_in_templates_as_minijinja_would_read_them() {
+    let mut event = track("u1");
+    if let Action::Track { data, .. } = &mut event.action {
+        data.insert("note".into(), json!("<b>'&'</b>"));
+        data.insert("items".into(), json!([{"sku": "a1"}, {"sku": "b2"}]));
+    }
+    let body = |template: &str| {
+        let api = json_api(&format!(
+            "url = \"https://api.example.com/v1/events\"\nbody = '''{template}'''"
+        ));
+        let (_, _, body) = call(api.encode(&event).unwrap());
+        body
+    };
+    // The whole map, escaped as minijinja's own tojson escapes it: the same JSON.
+    let Action::Track { data, .. } = &event.action else {
+        unreachable!()
+    };
+    let expected = Value::Object(data.clone());
+    assert_eq!(body("{{ properties | tojson }}"), expected);
+    let env = minijinja::Environment::new();
+    let theirs = env
+        .render_str(
+            "{{ p | tojson }}",
+            minijinja::context! { p => expected.clone() },
+        )
+        .unwrap();
+    let api = json_api(
+        "url = \"https://api.example.com/v1/events\"\nbody = '{\"p\": {{ properties | tojson }}}'",
+    );
+    let Encoded::Call { body: ours, .. } = api.encode(&event).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(
+        String::from_utf8(ours).unwrap(),
+        format!("{{\"p\": {theirs}}}")
+    );
+    // Inside it: fields, nested items, iteration, and the map within another value.
+    assert_eq!(
+        body("{\"t\": {{ properties.total }}, \"sku\": {{ properties['items'][1].sku | tojson }}}"),
+        json!({"t": 12.5, "sku": "b2"})
+    );
+    assert_eq!(
+        body("[{% for k in properties | sort %}{{ k | tojson }}{% if not loop.last %},{% endif %}{% endfor %}]"),
+        json!(["items", "note", "total"])
+    );
+    assert_eq!(
+        body("{{ {\"wrapped\": properties} | tojson }}"),
+        json!({ "wrapped": expected })
+    );
+    assert_eq!(body("{{ properties | tojson(indent=2) }}"), expected);
+    assert_eq!(body("{{ properties | length }}"), json!(3));
+    // A name the map lacks is an error, as for any other name.
+    let api =
+        json_api("url = \"https://api.example.com/v1/events\"\nbody = '{{ properties.missing }}'");
+    assert!(matches!(api.encode(&event), Err(InvalidEvent::Template(_))));
 }
 
 #[test]

@@ -1,0 +1,225 @@
+//! What a `kind = "http"` destination's templates see of an event, borrowed from it:
+//! serialized as the body itself when no template is written, else made once into the
+//! one value every template of the event renders from, whose `properties` and `traits`
+//! are their JSON text until a template looks inside.
+
+use std::sync::{Arc, OnceLock};
+
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value as TemplateValue};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::event::{Action, Event, Person};
+
+/// `type`, `user_id` or `anonymous_id`, `event` and `properties` (track) or `traits`
+/// (identify), `message_id`, `timestamp` (unix seconds, when known) and `workspace`.
+#[derive(Serialize)]
+pub(super) struct Context<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    properties: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traits: Option<&'a Map<String, Value>>,
+    message_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
+    workspace: &'a str,
+}
+
+impl<'a> Context<'a> {
+    /// `event` as the templates see it.
+    pub(super) fn of(event: &'a Event) -> Self {
+        let (user_id, anonymous_id) = match &event.person {
+            Person::Id(id) => (Some(id.as_str()), None),
+            Person::Anonymous(anon) => (None, Some(anon.as_str())),
+        };
+        let (kind, name, properties, traits) = match &event.action {
+            Action::Identify { attributes } => ("identify", None, None, Some(attributes)),
+            Action::Track { name, data } => ("track", Some(name.as_str()), Some(data), None),
+        };
+        Context {
+            kind,
+            user_id,
+            anonymous_id,
+            event: name,
+            properties,
+            traits,
+            message_id: &event.dedup_id,
+            timestamp: event.timestamp,
+            workspace: &event.workspace,
+        }
+    }
+}
+
+impl Context<'_> {
+    /// The value every template of the event renders from: an [`EventObject`] whose
+    /// `properties` and `traits` are [`JsonMap`]s (written once, as JSON text; read
+    /// into template values only if a template looks inside them).
+    pub(super) fn template_value(&self) -> TemplateValue {
+        TemplateValue::from_object(EventObject {
+            kind: self.kind,
+            user_id: self.user_id.map(str::to_string),
+            anonymous_id: self.anonymous_id.map(str::to_string),
+            event: self.event.map(str::to_string),
+            properties: self.properties.map(JsonMap::value),
+            traits: self.traits.map(JsonMap::value),
+            message_id: self.message_id.to_string(),
+            timestamp: self.timestamp,
+            workspace: self.workspace.to_string(),
+        })
+    }
+}
+
+/// The template context: the event's fields answered by name, none of them turned into
+/// a template value before a template asks for it (a map of them cost more to build
+/// than most templates cost to render).
+#[derive(Debug)]
+struct EventObject {
+    kind: &'static str,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    event: Option<String>,
+    properties: Option<TemplateValue>,
+    traits: Option<TemplateValue>,
+    message_id: String,
+    timestamp: Option<i64>,
+    workspace: String,
+}
+
+/// The names an [`EventObject`] answers to, in the order it lists them.
+const NAMES: [&str; 9] = [
+    "type",
+    "user_id",
+    "anonymous_id",
+    "event",
+    "properties",
+    "traits",
+    "message_id",
+    "timestamp",
+    "workspace",
+];
+
+impl EventObject {
+    fn field(&self, name: &str) -> Option<TemplateValue> {
+        let text = |s: &Option<String>| s.as_deref().map(TemplateValue::from);
+        match name {
+            "type" => Some(self.kind.into()),
+            "user_id" => text(&self.user_id),
+            "anonymous_id" => text(&self.anonymous_id),
+            "event" => text(&self.event),
+            "properties" => self.properties.clone(),
+            "traits" => self.traits.clone(),
+            "message_id" => Some(self.message_id.as_str().into()),
+            "timestamp" => self.timestamp.map(TemplateValue::from),
+            "workspace" => Some(self.workspace.as_str().into()),
+            _ => None,
+        }
+    }
+}
+
+impl Object for EventObject {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &TemplateValue) -> Option<TemplateValue> {
+        self.field(key.as_str()?)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let present = NAMES
+            .iter()
+            .filter(|name| self.field(name).is_some())
+            .map(|name| TemplateValue::from(*name))
+            .collect();
+        Enumerator::Values(present)
+    }
+}
+
+/// An event's `properties` or `traits` in a template: its JSON text, which `tojson`
+/// writes as it is (the common `{{ properties | tojson }}` costs one serialization),
+/// and the template values read from it the first time a template looks inside.
+#[derive(Debug)]
+pub(super) struct JsonMap {
+    text: String,
+    read: OnceLock<TemplateValue>,
+}
+
+impl JsonMap {
+    fn value(map: &Map<String, Value>) -> TemplateValue {
+        TemplateValue::from_object(JsonMap {
+            text: serde_json::to_string(map).expect("JSON maps serialize"),
+            read: OnceLock::new(),
+        })
+    }
+
+    fn read(&self) -> &TemplateValue {
+        self.read.get_or_init(|| {
+            let map: Value = serde_json::from_str(&self.text).expect("written from a map");
+            TemplateValue::from_serialize(&map)
+        })
+    }
+}
+
+impl Object for JsonMap {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &TemplateValue) -> Option<TemplateValue> {
+        self.read().get_item(key).ok().filter(|v| !v.is_undefined())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.read().try_iter() {
+            Ok(keys) => Enumerator::Values(keys.collect()),
+            Err(_) => Enumerator::Empty,
+        }
+    }
+}
+
+/// minijinja's `tojson` without options, done here: a [`JsonMap`] as its text, any
+/// other value through serde_json, both escaped as minijinja escapes them (`<`, `>`,
+/// `&` and `'` as `\u…`, so the output stays safe in HTML too). With an `indent`, or
+/// any other argument, minijinja's own.
+pub(super) fn tojson(
+    value: &TemplateValue,
+    indent: Option<TemplateValue>,
+    args: Kwargs,
+) -> Result<TemplateValue, minijinja::Error> {
+    let map = value.downcast_object_ref::<JsonMap>();
+    if indent.is_some() || args.args().next().is_some() {
+        return minijinja::filters::tojson(map.map_or(value, JsonMap::read), indent, args);
+    }
+    let text = match map {
+        Some(map) => map.text.clone(),
+        None => serde_json::to_string(value).map_err(|e| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "cannot serialize to JSON",
+            )
+            .with_source(e)
+        })?,
+    };
+    if !text.contains(['<', '>', '&', '\'']) {
+        return Ok(TemplateValue::from_safe_string(text));
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\'' => out.push_str("\\u0027"),
+            _ => out.push(c),
+        }
+    }
+    Ok(TemplateValue::from_safe_string(out))
+}
