@@ -13,6 +13,8 @@ falls on all of them alike.
 
   scripts/bench-peers.sh [--events N] [--rounds R] [--partitions P] [--users U]
       [--set SECTION.KEY=VALUE ...] [--variant 'NAME=SECTION.KEY=VALUE[,...]' ...]
+      (destination.kind=http: a kind = "http" batch destination on the mock API's JSON
+      route; destination.body=@FILE: its per-event template, read from FILE)
       [--peer 'NAME=CMD with {brokers} {topic} {group} {api} {site} {key}'] ...
 
 e.g. --peer 'vector=scripts/peers/vector.sh {brokers} {topic} {group} {api} {site} {key}'
@@ -88,8 +90,13 @@ def stop(proc):
             proc.wait()
 
 
-def sluice_config(brokers, topic, group, api, path):
-    # The shipped defaults: only what names this run's broker, topic and API.
+def sluice_config(brokers, topic, group, api, path, http=False):
+    # The shipped defaults: only what names this run's broker, topic and API. With
+    # `http`, a kind = "http" destination sending batches to the mock API's JSON route
+    # (any other key, e.g. destination.body, from --set / --variant).
+    destination = (f'kind = "http"\nurl = "{api}/json/v1/items"\nsend = "batch"\n'
+                   f'batch_field = "items"\nitem_errors = "/errors"'
+                   if http else f'kind = "customerio"\nbase_url = "{api}"')
     text = f"""[kafka]
 brokers = "{brokers}"
 group_id = "{group}"
@@ -97,8 +104,7 @@ topics = ["{topic}"]
 dlq_topic = "{topic}.dlq"
 
 [destination]
-kind = "customerio"
-base_url = "{api}"
+{destination}
 
 [server]
 listen = "127.0.0.1:{free_port()}"
@@ -212,9 +218,13 @@ def main():
                 env = dict(os.environ, BENCH_API_KEY=KEY, RUST_LOG=os.environ.get("BENCH_WORKER_LOG", "warn"))
                 if cmd is None:
                     config = os.path.join(work, f"sluice-{rnd}.toml")
-                    sluice_config(brokers, topic, group, api, config)
-                    for setting in a.set + variant:
-                        key, value = setting.split("=", 1)
+                    settings = [x.split("=", 1) for x in a.set + variant]
+                    http = ["destination.kind", "http"] in settings
+                    sluice_config(brokers, topic, group, api, config, http)
+                    for key, value in settings:
+                        if key == "destination.body" and value.startswith("@"):
+                            with open(value[1:]) as f:
+                                value = f.read()
                         env["SLUICE__" + key.upper().replace(".", "__")] = value
                     argv = [a.sluice, "run", "--config", config]
                 else:
