@@ -6,12 +6,16 @@
 //! logs and metrics.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::record::FailureReason;
 
+mod fields;
 mod limits;
+
+pub use fields::Fields;
 
 use limits::{check_attributes, check_len};
 pub use limits::{
@@ -107,14 +111,14 @@ pub enum Action {
     /// Create or update a person's attributes.
     Identify {
         /// The person's attributes (`traits`).
-        attributes: Map<String, Value>,
+        attributes: Fields,
     },
     /// Record something a person did.
     Track {
         /// Event name (`event`).
         name: String,
         /// Event properties (`properties`).
-        data: Map<String, Value>,
+        data: Fields,
     },
 }
 
@@ -137,19 +141,19 @@ pub struct Event {
 /// The message as producers write it; both the Segment camelCase and the snake_case
 /// spellings are accepted.
 #[derive(Deserialize)]
-struct Wire {
+struct Wire<'a> {
     #[serde(rename = "type")]
     kind: Option<String>,
     #[serde(rename = "userId", alias = "user_id")]
     user_id: Option<Value>,
     #[serde(rename = "anonymousId", alias = "anonymous_id")]
     anonymous_id: Option<Value>,
-    #[serde(alias = "attributes")]
-    traits: Option<Value>,
+    #[serde(alias = "attributes", borrow)]
+    traits: Option<&'a RawValue>,
     #[serde(alias = "name")]
     event: Option<Value>,
-    #[serde(alias = "data")]
-    properties: Option<Value>,
+    #[serde(alias = "data", borrow)]
+    properties: Option<&'a RawValue>,
     #[serde(rename = "messageId", alias = "message_id", alias = "event_id")]
     message_id: Option<Value>,
     timestamp: Option<Value>,
@@ -262,7 +266,7 @@ fn decode_at(
     if payload.trim_ascii_start().first() != Some(&b'{') {
         return Err(InvalidEvent::Malformed("not a JSON object".into()));
     }
-    let wire: Wire =
+    let wire: Wire<'_> =
         serde_json::from_slice(payload).map_err(|e| InvalidEvent::Malformed(e.to_string()))?;
 
     let workspace = wire
@@ -303,9 +307,9 @@ fn decode_at(
 fn action(
     kind: &str,
     person: &Person,
-    traits: Option<Value>,
+    traits: Option<&RawValue>,
     event: Option<Value>,
-    properties: Option<Value>,
+    properties: Option<&RawValue>,
 ) -> Result<Action, InvalidEvent> {
     match kind {
         "identify" => {
@@ -313,7 +317,8 @@ fn action(
                 return Err(InvalidEvent::MissingUserId);
             }
             let attributes = object(traits, "traits")?;
-            check_attributes(&attributes)?;
+            // Read as a map for the checks only: what is sent is the text.
+            check_attributes(&attributes.to_map())?;
             Ok(Action::Identify { attributes })
         }
         "track" => {
@@ -358,13 +363,12 @@ fn id_text(value: Option<Value>) -> Option<String> {
     }
 }
 
-fn object(value: Option<Value>, field: &str) -> Result<Map<String, Value>, InvalidEvent> {
+fn object(value: Option<&RawValue>, field: &str) -> Result<Fields, InvalidEvent> {
     match value {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(InvalidEvent::Malformed(format!(
-            "{field} must be an object"
-        ))),
+        None => Ok(Fields::empty()),
+        Some(raw) if raw.get() == "null" => Ok(Fields::empty()),
+        Some(raw) => Fields::object(raw)
+            .ok_or_else(|| InvalidEvent::Malformed(format!("{field} must be an object"))),
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::http::{excerpt, Answer, RetryingClient};
 use super::{Credentials, Destination, Failure, FailureReason, ItemOutcome};
 use crate::config::{ApiMode, Config, Region};
-use crate::event::{Action, Event, InvalidEvent, Person, MAX_EVENT_DATA_BYTES};
+use crate::event::{Action, Event, Fields, InvalidEvent, Person, MAX_EVENT_DATA_BYTES};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
@@ -74,7 +74,7 @@ impl Encoded {
 #[derive(Serialize)]
 struct BatchItem<'a> {
     action: &'static str,
-    attributes: &'a Map<String, Value>,
+    attributes: &'a Fields,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     identifiers: Identifiers<'a>,
@@ -166,11 +166,11 @@ impl CustomerIo {
             (Action::Identify { attributes }, Person::Id(id)) => Ok((
                 Method::PUT,
                 format!("/api/v1/customers/{}", segment(id)),
-                Value::Object(v1_attributes(attributes)),
+                Value::Object(v1_attributes(&attributes.to_map())),
             )),
             (Action::Identify { .. }, Person::Anonymous(_)) => Err(InvalidEvent::MissingUserId),
             (Action::Track { name, data }, person) => {
-                let data_len = serde_json::to_vec(data).map_or(0, |d| d.len());
+                let data_len = data.json().len();
                 if data_len > MAX_EVENT_DATA_BYTES {
                     return Err(InvalidEvent::OverLimit {
                         field: "properties",

@@ -17,13 +17,12 @@ use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use super::customerio::{partial_outcomes, unknown_workspace};
 use super::http::{Answer, RetryingClient};
 use super::{Credentials, Destination, Encoded, Failure, FailureReason, ItemOutcome};
 use crate::config::{Config, DestinationKind, Region};
-use crate::event::{Action, Event, InvalidEvent, Person};
+use crate::event::{Action, Event, Fields, InvalidEvent, Person};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
@@ -42,9 +41,9 @@ struct Call<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    traits: Option<&'a Map<String, Value>>,
+    traits: Option<&'a Fields>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    properties: Option<&'a Map<String, Value>>,
+    properties: Option<&'a Fields>,
     /// The dedup key (Segment keeps ~24 h of them): the event's stable id, so a
     /// redelivered event is recognised.
     #[serde(rename = "messageId")]

@@ -18,7 +18,9 @@ fn segment_identify_and_snake_case_track_decode() {
     .unwrap();
     assert_eq!(e.person, Person::Id("u1".into()));
     assert_eq!(e.timestamp, Some(1_767_323_045));
-    assert!(matches!(e.action, Action::Identify { ref attributes } if attributes["plan"] == "pro"));
+    assert!(
+        matches!(e.action, Action::Identify { ref attributes } if attributes.to_map()["plan"] == "pro")
+    );
 
     let e = dec(
         json!({"type":"track","user_id":42,"name":"Signed Up","data":{"x":1},

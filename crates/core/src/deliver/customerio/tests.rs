@@ -23,7 +23,7 @@ fn v2_items_follow_the_track_api_schema() {
     let bytes = CustomerIo::encode_v2(&event(
         Person::Id("u1".into()),
         Action::Identify {
-            attributes: attrs.clone(),
+            attributes: Fields::from_map(&attrs),
         },
     ))
     .unwrap();
@@ -37,7 +37,7 @@ fn v2_items_follow_the_track_api_schema() {
         Person::Id("u1".into()),
         Action::Track {
             name: "Signed Up".into(),
-            data: Map::new(),
+            data: Fields::empty(),
         },
     ))
     .unwrap();
@@ -54,7 +54,7 @@ fn v2_items_follow_the_track_api_schema() {
         Person::Id("u\"2".into()),
         Action::Track {
             name: "é".into(),
-            data: data.clone(),
+            data: Fields::from_map(&data),
         },
     );
     untimed.timestamp = None;
@@ -73,7 +73,9 @@ fn v1_paths_are_percent_encoded_and_attributes_flattened() {
     attrs.insert("n".into(), json!(3));
     let (method, path, body) = CustomerIo::encode_v1(&event(
         Person::Id("a/b c@x.io".into()),
-        Action::Identify { attributes: attrs },
+        Action::Identify {
+            attributes: Fields::from_map(&attrs),
+        },
     ))
     .unwrap();
     assert_eq!(method, Method::PUT);
@@ -84,7 +86,7 @@ fn v1_paths_are_percent_encoded_and_attributes_flattened() {
         Person::Anonymous("anon-1".into()),
         Action::Track {
             name: "viewed".into(),
-            data: Map::new(),
+            data: Fields::empty(),
         },
     ))
     .unwrap();

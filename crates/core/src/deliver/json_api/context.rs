@@ -7,9 +7,9 @@ use std::sync::{Arc, OnceLock};
 
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value as TemplateValue};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::event::{Action, Event, Person};
+use crate::event::{Action, Event, Fields, Person};
 
 /// `type`, `user_id` or `anonymous_id`, `event` and `properties` (track) or `traits`
 /// (identify), `message_id`, `timestamp` (unix seconds, when known) and `workspace`.
@@ -24,9 +24,9 @@ pub(super) struct Context<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    properties: Option<&'a Map<String, Value>>,
+    properties: Option<&'a Fields>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    traits: Option<&'a Map<String, Value>>,
+    traits: Option<&'a Fields>,
     message_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     timestamp: Option<i64>,
@@ -153,9 +153,9 @@ pub(super) struct JsonMap {
 }
 
 impl JsonMap {
-    fn value(map: &Map<String, Value>) -> TemplateValue {
+    fn value(fields: &Fields) -> TemplateValue {
         TemplateValue::from_object(JsonMap {
-            text: serde_json::to_string(map).expect("JSON maps serialize"),
+            text: fields.json().to_string(),
             read: OnceLock::new(),
         })
     }

@@ -4,7 +4,7 @@ use serde_json::{json, Map};
 
 use super::*;
 use crate::config::Config;
-use crate::event::{Action, Person};
+use crate::event::{Action, Fields, Person};
 
 fn json_api(destination: &str) -> JsonApi {
     let text = format!(
@@ -25,7 +25,7 @@ fn track(user: &str) -> Event {
         person: Person::Id(user.into()),
         action: Action::Track {
             name: "Order Placed".into(),
-            data,
+            data: Fields::from_map(&data),
         },
         timestamp: Some(1_700_000_000),
         dedup_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
@@ -76,8 +76,10 @@ fn without_a_body_template_the_event_is_sent_as_sluice_reads_it() {
 fn properties_read_in_templates_as_minijinja_would_read_them() {
     let mut event = track("u1");
     if let Action::Track { data, .. } = &mut event.action {
-        data.insert("note".into(), json!("<b>'&'</b>"));
-        data.insert("items".into(), json!([{"sku": "a1"}, {"sku": "b2"}]));
+        let mut map = data.to_map();
+        map.insert("note".into(), json!("<b>'&'</b>"));
+        map.insert("items".into(), json!([{"sku": "a1"}, {"sku": "b2"}]));
+        *data = Fields::from_map(&map);
     }
     let body = |template: &str| {
         let api = json_api(&format!(
@@ -90,7 +92,7 @@ fn properties_read_in_templates_as_minijinja_would_read_them() {
     let Action::Track { data, .. } = &event.action else {
         unreachable!()
     };
-    let expected = Value::Object(data.clone());
+    let expected = Value::Object(data.to_map());
     assert_eq!(body("{{ properties | tojson }}"), expected);
     let env = minijinja::Environment::new();
     let theirs = env
@@ -139,7 +141,7 @@ body = '{"amount": {{ properties.total }}}'"#,
     );
     let identify = Event {
         action: Action::Identify {
-            attributes: Map::new(),
+            attributes: Fields::empty(),
         },
         ..track("u1")
     };

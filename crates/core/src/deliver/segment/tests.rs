@@ -1,6 +1,6 @@
 //! Unit tests of [`super`].
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::*;
 
@@ -26,7 +26,7 @@ fn identify_and_track_become_segment_spec_calls() {
     let identify = event(
         Person::Id("u1".into()),
         Action::Identify {
-            attributes: traits.clone(),
+            attributes: Fields::from_map(&traits),
         },
         Some(1_700_000_000),
     );
@@ -42,7 +42,7 @@ fn identify_and_track_become_segment_spec_calls() {
         Person::Anonymous("anon-7".into()),
         Action::Track {
             name: "Order Completed".into(),
-            data: properties.clone(),
+            data: Fields::from_map(&properties),
         },
         None,
     );
@@ -59,7 +59,7 @@ fn a_timestamp_out_of_range_is_left_out_not_invented() {
         Person::Id("u".into()),
         Action::Track {
             name: "x".into(),
-            data: Map::new(),
+            data: Fields::empty(),
         },
         Some(i64::MAX),
     );
