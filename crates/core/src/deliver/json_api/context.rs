@@ -5,7 +5,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value as TemplateValue};
+use minijinja::value::{
+    from_args, Enumerator, Kwargs, Object, ObjectRepr, Rest, Value as TemplateValue,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -191,11 +193,12 @@ impl Object for JsonMap {
 /// any other argument, minijinja's own.
 pub(super) fn tojson(
     value: &TemplateValue,
-    indent: Option<TemplateValue>,
-    args: Kwargs,
+    options: Rest<TemplateValue>,
 ) -> Result<TemplateValue, minijinja::Error> {
     let map = value.downcast_object_ref::<JsonMap>();
-    if indent.is_some() || args.args().next().is_some() {
+    if !options.is_empty() {
+        // (No options is the common case: taken as `Rest`, it costs no keyword map.)
+        let (indent, args): (Option<TemplateValue>, Kwargs) = from_args(&options)?;
         return minijinja::filters::tojson(map.map_or(value, JsonMap::read), indent, args);
     }
     let text = match map {
