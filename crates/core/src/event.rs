@@ -266,11 +266,8 @@ fn decode_at(
     if payload.trim_ascii_start().first() != Some(&b'{') {
         return Err(InvalidEvent::Malformed("not a JSON object".into()));
     }
-    // UTF-8 checked once here, so the parser (and each raw field it keeps) need not.
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| InvalidEvent::Malformed(format!("not UTF-8 text: {e}")))?;
     let wire: Wire<'_> =
-        serde_json::from_str(text).map_err(|e| InvalidEvent::Malformed(e.to_string()))?;
+        serde_json::from_slice(payload).map_err(|e| InvalidEvent::Malformed(e.to_string()))?;
 
     let workspace = wire
         .workspace
