@@ -216,13 +216,13 @@ async fn each_workspace_is_delivered_to_the_destination_it_names() {
     assert_eq!(track.order_violations + segment.order_violations, 0);
     assert_eq!(metrics.delivered_count(), 250);
     // Each by its own batch shape: 150 events in requests of at most 7 take at least
-    // 22; the Track API's 100, in requests of up to 20, about 5.
+    // 22; the Track API's 100, in requests of up to 20, about 5 (fewer than 15).
     let (shop_requests, acme_requests) = (
         segment.workspaces[API_KEY].requests,
         track.workspaces["site-acme"].requests,
     );
     assert!(shop_requests >= 22, "{shop_requests} Segment requests");
-    assert!(acme_requests <= 12, "{acme_requests} Track requests");
+    assert!(acme_requests <= 14, "{acme_requests} Track requests");
     assert!(segment_api
         .received()
         .iter()
@@ -432,7 +432,7 @@ async fn two_destinations_with_different_limits_each_hold_their_own() {
         fast.max_requests_per_second
     );
     assert!(
-        fast.max_requests_per_second >= 30,
+        fast.max_requests_per_second >= 20,
         "fast kept its own pace: {}",
         fast.max_requests_per_second
     );

@@ -316,9 +316,16 @@ fn action(
             if matches!(person, Person::Anonymous(_)) {
                 return Err(InvalidEvent::MissingUserId);
             }
-            let attributes = object(traits, "traits")?;
-            // Read as a map for the checks only: what is sent is the text.
-            check_attributes(&attributes.to_map())?;
+            let (mut attributes, keys) = object(traits, "traits")?;
+            // Read as a map for the checks: what is sent is the text, unless a key is
+            // repeated, where the map (the last of each) is sent, as it was checked.
+            let map = attributes
+                .to_map()
+                .map_err(|e| InvalidEvent::Malformed(format!("traits: {e}")))?;
+            check_attributes(&map)?;
+            if keys != map.len() {
+                attributes = Fields::from_map(&map);
+            }
             Ok(Action::Identify { attributes })
         }
         "track" => {
@@ -327,7 +334,7 @@ fn action(
                 _ => return Err(InvalidEvent::MissingEventName),
             };
             check_len("event", &name, MAX_EVENT_NAME_BYTES)?;
-            let data = object(properties, "properties")?;
+            let (data, _) = object(properties, "properties")?;
             Ok(Action::Track { name, data })
         }
         other => Err(InvalidEvent::UnknownType(other.to_string())),
@@ -363,12 +370,17 @@ fn id_text(value: Option<Value>) -> Option<String> {
     }
 }
 
-fn object(value: Option<&RawValue>, field: &str) -> Result<Fields, InvalidEvent> {
+/// `field`'s object (absent or `null`: `{}`), and its top-level key count.
+fn object(value: Option<&RawValue>, field: &str) -> Result<(Fields, usize), InvalidEvent> {
     match value {
-        None => Ok(Fields::empty()),
-        Some(raw) if raw.get() == "null" => Ok(Fields::empty()),
-        Some(raw) => Fields::object(raw)
-            .ok_or_else(|| InvalidEvent::Malformed(format!("{field} must be an object"))),
+        // serde gives `None` for a `null` too.
+        None => Ok((Fields::empty(), 0)),
+        Some(raw) if !raw.get().starts_with('{') => Err(InvalidEvent::Malformed(format!(
+            "{field} must be an object"
+        ))),
+        Some(raw) => {
+            Fields::object(raw).map_err(|e| InvalidEvent::Malformed(format!("{field}: {e}")))
+        }
     }
 }
 

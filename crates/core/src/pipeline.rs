@@ -228,7 +228,7 @@ fn destination(
     metrics: &Metrics,
 ) -> Result<Arc<dyn Destination>, WorkerError> {
     if config.destinations.is_empty() {
-        return client(config, limiter, metrics);
+        return client(&config.for_destination(None), limiter, metrics);
     }
     let default = client(&config.for_destination(None), limiter.clone(), metrics)?;
     let mut by_workspace = std::collections::HashMap::new();

@@ -186,13 +186,21 @@ impl Config {
             if b.max_bytes == 0 || b.max_bytes > most {
                 return Err(ConfigError::key(
                     key("max_bytes", own.max_bytes.is_some()),
-                    format!("must be between 1 and {most} (the API's request limit)"),
+                    if most == usize::MAX {
+                        "must be at least 1".to_string()
+                    } else {
+                        format!("must be between 1 and {most} (the API's request limit)")
+                    },
                 ));
             }
             if b.max_event_bytes == 0 || b.max_event_bytes > b.max_bytes {
                 return Err(ConfigError::key(
                     key("max_event_bytes", own.max_event_bytes.is_some()),
-                    format!("must be between 1 and batch.max_bytes ({})", b.max_bytes),
+                    format!(
+                        "must be between 1 and {} ({})",
+                        key("max_bytes", own.max_bytes.is_some()),
+                        b.max_bytes
+                    ),
                 ));
             }
         }
@@ -282,12 +290,15 @@ impl Config {
                 r.initial_backoff_ms.ms(),
             )?;
             if r.max_backoff_ms < r.initial_backoff_ms {
+                // Named where the table that broke the rule sets it.
+                let named = if own.max_backoff_ms.is_some() || own.initial_backoff_ms.is_none() {
+                    key("max_backoff_ms", own.max_backoff_ms.is_some())
+                } else {
+                    key("initial_backoff_ms", true)
+                };
                 return Err(ConfigError::key(
-                    key(
-                        "max_backoff_ms",
-                        own.max_backoff_ms.is_some() || own.initial_backoff_ms.is_some(),
-                    ),
-                    "must be at least initial_backoff_ms",
+                    named,
+                    "max_backoff_ms must be at least initial_backoff_ms",
                 ));
             }
         }

@@ -166,11 +166,13 @@ impl CustomerIo {
             (Action::Identify { attributes }, Person::Id(id)) => Ok((
                 Method::PUT,
                 format!("/api/v1/customers/{}", segment(id)),
-                Value::Object(v1_attributes(&attributes.to_map())),
+                Value::Object(v1_attributes(&read(attributes)?)),
             )),
             (Action::Identify { .. }, Person::Anonymous(_)) => Err(InvalidEvent::MissingUserId),
             (Action::Track { name, data }, person) => {
-                let data_len = data.json().len();
+                // Its compact size, as the limit is documented (the text may be spaced).
+                let data = read(data)?;
+                let data_len = serde_json::to_vec(&data).map_or(0, |d| d.len());
                 if data_len > MAX_EVENT_DATA_BYTES {
                     return Err(InvalidEvent::OverLimit {
                         field: "properties",
@@ -361,6 +363,13 @@ fn accepted_outcomes(text: &str, count: usize) -> Vec<ItemOutcome> {
         outcomes[index] = ItemOutcome::Rejected(failure);
     }
     outcomes
+}
+
+/// `fields` as a map, for the v1 bodies (which change or measure its values).
+fn read(fields: &Fields) -> Result<Map<String, Value>, InvalidEvent> {
+    fields
+        .to_map()
+        .map_err(|e| InvalidEvent::Malformed(e.to_string()))
 }
 
 fn segment(id: &str) -> String {

@@ -66,10 +66,15 @@ struct Template {
 impl Template {
     fn new(name: String, header: &str, text: &str) -> Self {
         let templated = ["{{", "{%", "{#"].iter().any(|m| text.contains(m));
+        // As minijinja renders it: without one trailing newline.
+        let fixed = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(text);
         Template {
             name,
             header: header.to_string(),
-            fixed: (!templated).then(|| text.to_string()),
+            fixed: (!templated).then(|| fixed.to_string()),
         }
     }
 }

@@ -19,7 +19,7 @@ fn segment_identify_and_snake_case_track_decode() {
     assert_eq!(e.person, Person::Id("u1".into()));
     assert_eq!(e.timestamp, Some(1_767_323_045));
     assert!(
-        matches!(e.action, Action::Identify { ref attributes } if attributes.to_map()["plan"] == "pro")
+        matches!(e.action, Action::Identify { ref attributes } if attributes.to_map().unwrap()["plan"] == "pro")
     );
 
     let e = dec(
@@ -176,4 +176,48 @@ fn deep_nesting_and_huge_numbers_are_reasons_not_panics() {
     );
     let huge = br#"{"type":"track","userId":1e999999,"event":"e","timestamp":1e400}"#;
     assert!(d.decode(huge, None).is_err());
+}
+
+/// Traits and properties are kept as their text, which serde_json takes without the
+/// checks it makes when it parses: an event whose fields parsing would refuse is
+/// malformed (dead-lettered with its reason), as it was when they were parsed, and
+/// never reaches an encoder that reads them (where it panicked, stalling the worker).
+#[test]
+fn fields_that_parsing_refuses_make_the_event_malformed() {
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for inside in [
+        r#"{"n": 1e400}"#,
+        r#"{"s": "\udc00"}"#,
+        &format!("{{\"d\": {deep}}}"),
+    ] {
+        for (kind, field) in [("identify", "traits"), ("track", "properties")] {
+            let payload =
+                format!(r#"{{"type":"{kind}","userId":"u1","event":"E","{field}":{inside}}}"#);
+            let e = decode(payload.as_bytes(), None, Some("acme"), |w| w == "acme")
+                .expect_err(&payload);
+            assert_eq!(e.reason(), FailureReason::MalformedJson, "{payload}: {e}");
+        }
+    }
+    // Spaced and in the producer's order: kept as written.
+    let payload =
+        br#"{"type":"track","userId":"u1","event":"E","properties": { "b" : 1, "a" : 2 }}"#;
+    let e = decode(payload, None, Some("acme"), |w| w == "acme").unwrap();
+    let Action::Track { data, .. } = &e.action else {
+        panic!("{e:?}")
+    };
+    assert_eq!(data.json(), r#"{ "b" : 1, "a" : 2 }"#);
+}
+
+/// A trait named twice is sent as it is checked: once, the last value (a repeated key
+/// would otherwise pass Customer.io's size and count limits unchecked).
+#[test]
+fn a_repeated_trait_is_sent_once_as_checked() {
+    let big = "x".repeat(5_000);
+    let payload =
+        format!(r#"{{"type":"identify","userId":"u1","traits":{{"a":"{big}","a":"ok"}}}}"#);
+    let e = decode(payload.as_bytes(), None, Some("acme"), |w| w == "acme").unwrap();
+    let Action::Identify { attributes } = &e.action else {
+        panic!("{e:?}")
+    };
+    assert_eq!(attributes.json(), r#"{"a":"ok"}"#);
 }

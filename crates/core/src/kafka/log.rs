@@ -57,10 +57,25 @@ fn is_transport_line(fac: &str, message: &str) -> bool {
         .any(|m| message.contains(m))
 }
 
-/// `message` with its digits left out: librdkafka's lines carry timings and ports
-/// ("after 3044ms in state UP"), which made every copy of a line look new.
+/// `message` with its timings left out: librdkafka's lines carry them ("after 3044ms
+/// in state UP"), which made every copy of a line look new. Other figures (a
+/// partition, an offset, a broker) stay: they tell lines apart.
 fn without_figures(message: &str) -> String {
-    message.chars().filter(|c| !c.is_ascii_digit()).collect()
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        out.push_str(&rest[..start]);
+        let digits = rest[start..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - start);
+        let after = &rest[start + digits..];
+        if !after.starts_with("ms") {
+            out.push_str(&rest[start..start + digits]);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 impl KafkaLog {
@@ -195,7 +210,11 @@ mod tests {
         assert!(!log.repeated(disconnected(3044)));
         assert!(
             log.repeated(disconnected(3093)),
-            "the same line with other figures"
+            "the same line with other timings"
+        );
+        assert_eq!(
+            without_figures("partition 3 offset 42 reset after 17ms"),
+            "partition 3 offset 42 reset after ms"
         );
         tokio::time::advance(REPEAT).await;
         assert!(!log.repeated("x".into()), "again after REPEAT");

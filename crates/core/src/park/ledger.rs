@@ -42,6 +42,8 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long reading one parking partition from its floor may take before the new owner
 /// assumes the worst (every workspace marked from the floor).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Queued client events (errors, lines) served per client per keep.
+const SERVED: usize = 64;
 /// How often every floor is committed again, changed or not.
 const RECOMMIT_EVERY: Duration = Duration::from_secs(60);
 
@@ -252,9 +254,14 @@ impl Ledger {
     pub(crate) fn keep(&self, marks: &ParkedMarks) {
         // Their errors, to the log (no messages: the keeper is never assigned, and the
         // reader is unassigned between reads).
-        let _ = self.keeper.poll(Duration::ZERO);
+        // A poll serves one queued event: up to SERVED of them a second.
+        for _ in 0..SERVED {
+            let _ = self.keeper.poll(Duration::ZERO);
+        }
         if let Ok(reader) = self.reader.try_lock() {
-            let _ = reader.poll(Duration::ZERO);
+            for _ in 0..SERVED {
+                let _ = reader.poll(Duration::ZERO);
+            }
         }
         let owned: Vec<TopicPartition> = {
             let marks = marks.lock().unwrap_or_else(|e| e.into_inner());

@@ -135,9 +135,11 @@ impl LagMonitor {
     }
 
     fn measure(&mut self) -> KafkaResult<()> {
-        // Its queued errors, to the log (never assigned: no messages). Unpolled, they
-        // piled up through an outage and all came out at exit.
-        let _ = self.client.poll(Duration::ZERO);
+        // Its queued errors, to the log (never assigned: no messages; a poll serves
+        // one). Unpolled, they piled up through an outage and all came out at exit.
+        for _ in 0..64 {
+            let _ = self.client.poll(Duration::ZERO);
+        }
         let assigned: Vec<TopicPartition> = self
             .assigned
             .lock()

@@ -163,9 +163,12 @@ impl JsonMap {
     }
 
     fn read(&self) -> &TemplateValue {
+        // Checked at decode as parsing checks it; were it not, a template looking
+        // inside would find nothing there (a strict error), never a panic.
         self.read.get_or_init(|| {
-            let map: Value = serde_json::from_str(&self.text).expect("written from a map");
-            TemplateValue::from_serialize(&map)
+            serde_json::from_str::<Value>(&self.text)
+                .map(|map| TemplateValue::from_serialize(&map))
+                .unwrap_or(TemplateValue::UNDEFINED)
         })
     }
 }

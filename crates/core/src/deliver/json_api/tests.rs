@@ -76,7 +76,7 @@ fn without_a_body_template_the_event_is_sent_as_sluice_reads_it() {
 fn properties_read_in_templates_as_minijinja_would_read_them() {
     let mut event = track("u1");
     if let Action::Track { data, .. } = &mut event.action {
-        let mut map = data.to_map();
+        let mut map = data.to_map().unwrap();
         map.insert("note".into(), json!("<b>'&'</b>"));
         map.insert("items".into(), json!([{"sku": "a1"}, {"sku": "b2"}]));
         *data = Fields::from_map(&map);
@@ -92,7 +92,7 @@ fn properties_read_in_templates_as_minijinja_would_read_them() {
     let Action::Track { data, .. } = &event.action else {
         unreachable!()
     };
-    let expected = Value::Object(data.to_map());
+    let expected = Value::Object(data.to_map().unwrap());
     assert_eq!(body("{{ properties | tojson }}"), expected);
     let env = minijinja::Environment::new();
     let theirs = env
@@ -184,4 +184,19 @@ item_errors = "/result/failed""#,
     assert!(all(&api.item_outcomes("not json", 207, 2), false));
     let stray = r#"{"result": {"failed": [{"index": 9}]}}"#;
     assert!(all(&api.item_outcomes(stray, 200, 2), false));
+}
+
+#[test]
+fn a_fixed_url_or_header_is_sent_as_a_template_of_it_would_render() {
+    // minijinja drops one trailing newline; a fixed text (not rendered) must too, or
+    // the header would carry it.
+    let api = json_api(
+        "url = \"https://api.example.com/v1/events\\n\"\n[destination.headers]\nX-Source = \"sluice\\n\"",
+    );
+    let (url, headers, _) = call(api.encode(&track("u1")).unwrap());
+    assert_eq!(url, "https://api.example.com/v1/events");
+    assert_eq!(
+        headers,
+        vec![("X-Source".to_string(), "sluice".to_string())]
+    );
 }
