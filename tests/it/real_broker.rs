@@ -26,9 +26,11 @@ async fn real_broker_minimal_config_isolates_a_refused_workspace() {
     // Tansu shares this machine's two cores with the worker: writing and reading back
     // the refused workspace's 20 000 parked events (and ok's own parking episode, which
     // empties its lane for about a second) cost ok 9–13% here (87–91% of its rate
-    // alone, over six runs). Short of the 90% the mock cluster keeps, and far from a
-    // stall (without isolation ok stopped at 62% of its events).
-    crate::parking::minimal_config_isolates_a_refused_workspace(Broker::real(), 0.8).await;
+    // alone, over six runs) until ok alone got faster (cheaper decode and encode: 1 920
+    // events/s alone, beside it the same ~1 580 as before): 80%, 85%, 83%, 84% in four
+    // runs. Short of the 90% the mock cluster keeps; the floor, like the mock
+    // cluster's, only tells isolation from a stall (without it ok stopped at 62%).
+    crate::parking::minimal_config_isolates_a_refused_workspace(Broker::real(), 0.75).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
