@@ -54,8 +54,7 @@ pub struct JsonApi {
 }
 
 /// One templated text of a request: its name in the environment and, when it has no
-/// template syntax, the text itself.
-#[derive(Debug)]
+/// template syntax, the text itself (which may be a key: no `Debug`).
 struct Template {
     name: String,
     /// The header it fills (empty for the URL).
@@ -84,7 +83,10 @@ impl std::fmt::Debug for JsonApi {
         f.debug_struct("JsonApi")
             .field("method", &self.method)
             .field("send", &self.send)
-            .field("headers", &self.headers)
+            .field(
+                "headers",
+                &self.headers.iter().map(|h| &h.header).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

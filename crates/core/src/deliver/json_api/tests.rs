@@ -200,3 +200,15 @@ fn a_fixed_url_or_header_is_sent_as_a_template_of_it_would_render() {
         vec![("X-Source".to_string(), "sluice".to_string())]
     );
 }
+
+/// A header written out in the config may hold a key (`Authorization = "Bearer …"`):
+/// the client's debug form names headers, never their values.
+#[test]
+fn a_fixed_header_value_never_shows_in_the_clients_debug_form() {
+    let api = json_api(
+        "url = \"https://api.example.com/v1/events\"\n[destination.headers]\nX-Api-Key = \"sk-marker-123\"",
+    );
+    let shown = format!("{api:?}");
+    assert!(shown.contains("X-Api-Key"), "{shown}");
+    assert!(!shown.contains("sk-marker-123"), "{shown}");
+}
