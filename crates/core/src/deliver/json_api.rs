@@ -42,6 +42,8 @@ pub struct JsonApi {
     /// The headers' templates, in the order the config lists them.
     headers: Vec<Template>,
     has_body: bool,
+    /// Whether any template (body, URL, a header) renders per event.
+    renders: bool,
     method: Method,
     send: SendMode,
     batch_field: String,
@@ -152,12 +154,15 @@ impl JsonApi {
                 (w.id.clone(), c)
             })
             .collect();
+        let renders =
+            d.body.is_some() || url.fixed.is_none() || headers.iter().any(|h| h.fixed.is_none());
         Ok(JsonApi {
             sender: RetryingClient::new(d, config.retry.clone(), limiter, metrics)?,
             templates,
             url,
             headers,
             has_body: d.body.is_some(),
+            renders,
             method: Method::from_bytes(d.method.as_bytes()).unwrap_or(Method::POST),
             send: d.send,
             batch_field: d.batch_field.clone(),
@@ -367,11 +372,8 @@ fn internal(detail: &str) -> ItemOutcome {
 impl Destination for JsonApi {
     fn encode(&self, event: &Event) -> Result<Encoded, InvalidEvent> {
         let fields = Context::of(event);
-        // Converted for the templates once, and only when one needs it.
-        let needs_values = self.has_body
-            || self.url.fixed.is_none()
-            || self.headers.iter().any(|h| h.fixed.is_none());
-        let context = if needs_values {
+        // Converted for the templates once, and only when one renders.
+        let context = if self.renders {
             fields.template_value()
         } else {
             minijinja::Value::UNDEFINED

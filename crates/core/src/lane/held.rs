@@ -43,9 +43,9 @@ impl Held {
         &mut self,
         workspace: &Arc<str>,
         services: &Arc<Services>,
+        shape: BatchShape,
         draining: bool,
     ) {
-        let shape = services.shape(workspace);
         while self.in_flight.len() < services.max_in_flight && self.queues.runnable_events > 0 {
             let lingered = self
                 .queues

@@ -285,13 +285,15 @@ pub(crate) async fn run_lane<P: Isolation>(
     closed: CancellationToken,
 ) {
     let workspace: Arc<str> = workspace.into();
+    // Looked up once: it does not change while the lane runs.
+    let shape = services.shape(&workspace);
     let mut held = Held::default();
     let mut draining = false;
     let mut park_tick = tokio::time::interval(Duration::from_millis(100));
     park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
-        held.send_ready(&workspace, &services, draining);
+        held.send_ready(&workspace, &services, shape, draining);
         if let Some(load) = services.in_lane.get(&*workspace) {
             load.events.store(held.events(), AtomicOrdering::Release);
             load.bytes.store(held.bytes, AtomicOrdering::Release);
@@ -301,10 +303,7 @@ pub(crate) async fn run_lane<P: Isolation>(
             break;
         }
         let linger_deadline = (held.in_flight.len() < services.max_in_flight && !draining)
-            .then(|| {
-                let linger = services.shape(&workspace).linger;
-                held.queues.oldest_runnable().map(|t| t + linger)
-            })
+            .then(|| held.queues.oldest_runnable().map(|t| t + shape.linger))
             .flatten();
 
         tokio::select! {
