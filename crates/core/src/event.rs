@@ -103,6 +103,14 @@ impl Person {
             Person::Id(s) | Person::Anonymous(s) => s,
         }
     }
+
+    /// (user id, anonymous id): the one this person has.
+    pub fn ids(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Person::Id(id) => (Some(id), None),
+            Person::Anonymous(anon) => (None, Some(anon)),
+        }
+    }
 }
 
 /// What the event does.
@@ -120,6 +128,17 @@ pub enum Action {
         /// Event properties (`properties`).
         data: Fields,
     },
+}
+
+impl Action {
+    /// Its Segment-spec type (`identify`, `track`), and the event name, traits and
+    /// properties it has.
+    pub fn parts(&self) -> (&'static str, Option<&str>, Option<&Fields>, Option<&Fields>) {
+        match self {
+            Action::Identify { attributes } => ("identify", None, Some(attributes), None),
+            Action::Track { name, data } => ("track", Some(name), None, Some(data)),
+        }
+    }
 }
 
 /// A decoded, valid event, ready to be encoded for the destination.

@@ -22,7 +22,7 @@ use super::customerio::{partial_outcomes, unknown_workspace};
 use super::http::{Answer, RetryingClient};
 use super::{Credentials, Destination, Encoded, Failure, FailureReason, ItemOutcome};
 use crate::config::{Config, DestinationKind, Region};
-use crate::event::{Action, Event, Fields, InvalidEvent, Person};
+use crate::event::{Event, Fields, InvalidEvent};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 
@@ -103,14 +103,8 @@ impl SegmentBatch {
     /// One call's JSON, written from the event's fields (traits and properties
     /// borrowed, never copied).
     fn encode_call(event: &Event) -> Vec<u8> {
-        let (user_id, anonymous_id) = match &event.person {
-            Person::Id(id) => (Some(id.as_str()), None),
-            Person::Anonymous(anon) => (None, Some(anon.as_str())),
-        };
-        let (kind, event_name, traits, properties) = match &event.action {
-            Action::Identify { attributes } => ("identify", None, Some(attributes), None),
-            Action::Track { name, data } => ("track", Some(name.as_str()), None, Some(data)),
-        };
+        let (user_id, anonymous_id) = event.person.ids();
+        let (kind, event_name, traits, properties) = event.action.parts();
         let call = Call {
             kind,
             user_id,

@@ -11,7 +11,7 @@ use minijinja::value::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::event::{Action, Event, Fields, Person};
+use crate::event::{Event, Fields};
 
 /// `type`, `user_id` or `anonymous_id`, `event` and `properties` (track) or `traits`
 /// (identify), `message_id`, `timestamp` (unix seconds, when known) and `workspace`.
@@ -38,14 +38,8 @@ pub(super) struct Context<'a> {
 impl<'a> Context<'a> {
     /// `event` as the templates see it.
     pub(super) fn of(event: &'a Event) -> Self {
-        let (user_id, anonymous_id) = match &event.person {
-            Person::Id(id) => (Some(id.as_str()), None),
-            Person::Anonymous(anon) => (None, Some(anon.as_str())),
-        };
-        let (kind, name, properties, traits) = match &event.action {
-            Action::Identify { attributes } => ("identify", None, None, Some(attributes)),
-            Action::Track { name, data } => ("track", Some(name.as_str()), Some(data), None),
-        };
+        let (user_id, anonymous_id) = event.person.ids();
+        let (kind, name, traits, properties) = event.action.parts();
         Context {
             kind,
             user_id,

@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::*;
+use crate::event::{Action, Person};
 
 fn event(person: Person, action: Action, timestamp: Option<i64>) -> Event {
     Event {
