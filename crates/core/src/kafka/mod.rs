@@ -16,6 +16,22 @@ pub fn client_config(kafka: &crate::config::KafkaConfig) -> rdkafka::ClientConfi
     client
 }
 
+/// Queued client events (errors, lines) served per [`serve_queued`] call.
+const SERVED: usize = 64;
+
+/// Serves the events queued on `consumer`, a client that is never assigned anything
+/// to read while this runs (so no message is taken): its errors and lines reach its
+/// context (e.g. [`log::KafkaLog`], one outage, counted) as they come, instead of
+/// piling up through an outage and coming out all at once when it is dropped. One
+/// poll serves one event: up to 64 a call.
+pub(crate) fn serve_queued<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+) {
+    for _ in 0..SERVED {
+        let _ = consumer.poll(std::time::Duration::ZERO);
+    }
+}
+
 /// The same for a producer or an admin client (which librdkafka makes a producer):
 /// without the consumer-only options, which would draw a `CONFWARN` at every start.
 pub fn producer_config(kafka: &crate::config::KafkaConfig) -> rdkafka::ClientConfig {

@@ -31,8 +31,8 @@ use super::table::ParkedMarks;
 use super::writer::{FENCE, WORKSPACE};
 use crate::config::KafkaConfig;
 use crate::dlq::header_map;
-use crate::kafka::client_config;
 use crate::kafka::log::KafkaLog;
+use crate::kafka::{client_config, serve_queued};
 use crate::metrics::Metrics;
 use crate::record::headers;
 use crate::record::TopicPartition;
@@ -42,8 +42,6 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long reading one parking partition from its floor may take before the new owner
 /// assumes the worst (every workspace marked from the floor).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Queued client events (errors, lines) served per client per keep.
-const SERVED: usize = 64;
 /// How often every floor is committed again, changed or not.
 const RECOMMIT_EVERY: Duration = Duration::from_secs(60);
 
@@ -52,9 +50,7 @@ pub(crate) struct Ledger {
     topic: String,
     partitions: usize,
     /// Group `{group}.park`: commits the floors and reads them back. Its lines and
-    /// errors go through [`KafkaLog`] (a broker away is the one outage), served each
-    /// second by [`keep`](Self::keep): never polled, they queued up for the whole
-    /// outage and came out as hundreds of lines at exit.
+    /// errors go through [`KafkaLog`], served each second by [`keep`](Self::keep).
     keeper: BaseConsumer<KafkaLog>,
     /// Reads a parking partition from its floor (assigned by hand, never commits).
     reader: Mutex<BaseConsumer<KafkaLog>>,
@@ -252,16 +248,11 @@ impl Ledger {
     /// One round of keeping the floors of the partitions `marks` holds (this pod's):
     /// computes each and commits those that changed (blocks on the brokers).
     pub(crate) fn keep(&self, marks: &ParkedMarks) {
-        // Their errors, to the log (no messages: the keeper is never assigned, and the
-        // reader is unassigned between reads).
-        // A poll serves one queued event: up to SERVED of them a second.
-        for _ in 0..SERVED {
-            let _ = self.keeper.poll(Duration::ZERO);
-        }
+        // Their errors, to the log (the keeper is never assigned, and the reader is
+        // unassigned between reads, which hold its lock).
+        serve_queued(&self.keeper);
         if let Ok(reader) = self.reader.try_lock() {
-            for _ in 0..SERVED {
-                let _ = reader.poll(Duration::ZERO);
-            }
+            serve_queued(&reader);
         }
         let owned: Vec<TopicPartition> = {
             let marks = marks.lock().unwrap_or_else(|e| e.into_inner());

@@ -135,11 +135,8 @@ impl LagMonitor {
     }
 
     fn measure(&mut self) -> KafkaResult<()> {
-        // Its queued errors, to the log (never assigned: no messages; a poll serves
-        // one). Unpolled, they piled up through an outage and all came out at exit.
-        for _ in 0..64 {
-            let _ = self.client.poll(Duration::ZERO);
-        }
+        // Its queued errors, to the log (it is never assigned: no messages).
+        crate::kafka::serve_queued(&self.client);
         let assigned: Vec<TopicPartition> = self
             .assigned
             .lock()
