@@ -76,11 +76,9 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-/// A Segment-like call per event, as a user would template it.
-const TEMPLATE: &str = r#"{"type": {{ type | tojson }}, "userId": {{ user_id | tojson }},
-{% if type == "track" %}"event": {{ event | tojson }}, "properties": {{ properties | tojson }},
-{% else %}"traits": {{ traits | tojson }},{% endif %}
-"messageId": {{ message_id | tojson }}, "timestamp": {{ timestamp | tojson }}}"#;
+/// A Segment-like call per event, as a user would template it (the same file
+/// `scripts/bench-peers.sh` takes as `destination.body=@benches/segment-call.tpl`).
+const TEMPLATE: &str = include_str!("segment-call.tpl");
 
 criterion_group!(benches, encode);
 criterion_main!(benches);

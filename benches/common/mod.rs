@@ -25,24 +25,10 @@ pub fn events(n: usize) -> Vec<Generated> {
 
 /// The shipped defaults, one workspace `local`.
 pub fn config() -> Config {
-    let text = r#"
-[kafka]
-brokers = "127.0.0.1:9092"
-group_id = "bench"
-topics = ["events"]
-dlq_topic = "events.dlq"
-
-[destination]
-kind = "customerio"
-base_url = "http://127.0.0.1:9"
-
-[[workspaces]]
-id = "local"
-site_id = "site"
-api_key_env = "BENCH_KEY"
-"#;
-    Config::from_toml(text, "bench", [("BENCH_KEY".to_string(), "k".to_string())])
-        .expect("bench config")
+    with_destination(
+        "kind = \"customerio\"\nbase_url = \"http://127.0.0.1:9\"",
+        "site_id = \"site\"",
+    )
 }
 
 /// The shipped defaults with a `kind = "http"` destination sending batches, one
@@ -50,8 +36,20 @@ api_key_env = "BENCH_KEY"
 /// template context as JSON) without one.
 pub fn http_config(body: Option<&str>) -> Config {
     let body = body
-        .map(|b| format!("body = '''{b}'''\n"))
+        .map(|b| format!("body = '''{b}'''"))
         .unwrap_or_default();
+    with_destination(
+        &format!(
+            "kind = \"http\"\nurl = \"http://127.0.0.1:9/v1/items\"\nsend = \"batch\"\n\
+             batch_field = \"items\"\nitem_errors = \"/errors\"\n{body}"
+        ),
+        "",
+    )
+}
+
+/// The shipped defaults with `destination` as its `[destination]` and `workspace`'s
+/// keys on workspace `local`.
+fn with_destination(destination: &str, workspace: &str) -> Config {
     let text = format!(
         r#"
 [kafka]
@@ -61,15 +59,12 @@ topics = ["events"]
 dlq_topic = "events.dlq"
 
 [destination]
-kind = "http"
-url = "http://127.0.0.1:9/v1/items"
-send = "batch"
-batch_field = "items"
-item_errors = "/errors"
-{body}
+{destination}
+
 [[workspaces]]
 id = "local"
 api_key_env = "BENCH_KEY"
+{workspace}
 "#
     );
     Config::from_toml(&text, "bench", [("BENCH_KEY".to_string(), "k".to_string())])
