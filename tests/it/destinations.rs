@@ -447,8 +447,18 @@ async fn two_destinations_with_different_limits_each_hold_their_own() {
 /// arrives once, in per-user order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_that_is_down_parks_only_its_workspaces_and_all_arrive_when_it_is_up() {
+    destination_down_parks_only_its_workspaces(Broker::mock()).await;
+}
+
+/// [`a_destination_that_is_down_parks_only_its_workspaces_and_all_arrive_when_it_is_up`]
+/// on `broker` (the real-broker suite runs it on Tansu).
+pub(crate) async fn destination_down_parks_only_its_workspaces(broker: Broker) {
     const N: usize = 3_000;
-    let (broker, api, topic, mut setup) = TestEnv::mock(2, &["ok", "away"]).await.into_parts();
+    let (broker, api, topic, mut setup) = TestEnv::build(2, &["ok", "away"])
+        .on(broker)
+        .start()
+        .await
+        .into_parts();
     // A small buffer (1 000 events a workspace) so the wait is short.
     setup.worker.kafka.max_buffered_events = 2_000;
     setup.worker.kafka.resume_buffered_events = Some(1_000);

@@ -38,3 +38,9 @@ async fn real_broker_minimal_config_isolates_a_refused_workspace() {
 async fn real_broker_replay_selects_exactly_a_time_range() {
     crate::load::replay_selects_exactly_a_time_range(Broker::real()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker in SLUICE_TEST_BROKERS (scripts/test.sh starts Tansu)"]
+async fn real_broker_a_destination_that_is_down_parks_only_its_workspaces() {
+    crate::destinations::destination_down_parks_only_its_workspaces(Broker::real()).await;
+}
