@@ -204,11 +204,7 @@ if [ -z "${SLUICE_TEST_PIPELINES_OPENAPI:-}" ]; then
   no_spec=(--skip what_sluice_sends_to_pipelines)
 fi
 SLUICE_TEST_BROKERS="127.0.0.1:$port" SLUICE_TEST_K6="$k6" SLUICE_TEST_PROMETHEUS="$prometheus" \
-  cargo test --test it -- --ignored --skip fidelity --skip drill --skip real_broker_minimal_config \
-  "${no_spec[@]}"
-# It compares two rates: alone, like the timed tests above.
-SLUICE_TEST_BROKERS="127.0.0.1:$port" \
-  cargo test --test it -- --ignored --test-threads 1 real_broker_minimal_config
+  cargo test --test it -- --ignored --skip fidelity --skip drill "${no_spec[@]}"
 # The capacity-fidelity test compares two one-core measurements that vary by more than
 # its tolerance between runs on a shared 2-core machine; it runs only when asked:
 # SLUICE_TEST_FIDELITY=1 scripts/test.sh

@@ -68,18 +68,19 @@ fn api_command(prefix: &[&str], bin: &str) -> Command {
 
 /// `sluice mock-api` (release, unlimited) in its own process, read through `/stats`:
 /// the in-process one would run in this debug test binary, too slow for the load.
-struct Api {
+pub(crate) struct Api {
     _proc: Proc,
-    url: String,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
 }
 
 impl Api {
-    async fn start(bin: &str) -> Api {
+    pub(crate) async fn start(bin: &str) -> Api {
         Api::start_on(bin, free_port(), &["--limit-per-s", "0"]).await
     }
 
     /// On `port`, with `args` (limit, faults...).
-    async fn start_on(bin: &str, port: u16, args: &[&str]) -> Api {
+    pub(crate) async fn start_on(bin: &str, port: u16, args: &[&str]) -> Api {
         Api::start_with(api_command(&[], bin), port, args).await
     }
 
@@ -107,7 +108,20 @@ impl Api {
         panic!("mock-api did not start");
     }
 
-    async fn stats(&self) -> Stats {
+    /// Events the API accepted from site `site` so far.
+    pub(crate) async fn accepted_from(&self, site: &str) -> u64 {
+        let v: Value = reqwest::get(format!("{}/stats", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["workspaces"][site]["events_accepted"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    pub(crate) async fn stats(&self) -> Stats {
         let v: Value = reqwest::get(format!("{}/stats", self.url))
             .await
             .unwrap()
@@ -132,10 +146,10 @@ impl Api {
 
 /// What the API counted.
 #[derive(Debug, Clone, Copy)]
-struct Stats {
+pub(crate) struct Stats {
     accepted: u64,
-    redelivered: u64,
-    order_violations: u64,
+    pub(crate) redelivered: u64,
+    pub(crate) order_violations: u64,
     /// The most requests any workspace sent in one sliding second.
     max_per_second: u64,
 }
@@ -157,7 +171,7 @@ impl Stats {
 }
 
 /// The release build the drills run (a debug build cannot carry their load).
-fn release_bin() -> String {
+pub(crate) fn release_bin() -> String {
     std::env::var("SLUICE_TEST_RELEASE_BIN")
         .expect("SLUICE_TEST_RELEASE_BIN names a release build of sluice")
 }
@@ -217,7 +231,7 @@ async fn at_shipped_defaults(bin: &str, prefix: &str) -> (Broker, String, Api, S
     (broker, topic, api, setup)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

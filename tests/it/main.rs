@@ -9,6 +9,7 @@ mod delivery;
 mod destinations;
 mod drills;
 mod fleet;
+mod isolation;
 mod limits;
 mod load;
 mod mock_api;

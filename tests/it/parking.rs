@@ -17,7 +17,7 @@ use crate::common::{
 };
 
 /// `ok` and `blocked` interleaved, `n` events each over 200 users apiece.
-fn two_workspaces(n: usize) -> Vec<Record> {
+pub(crate) fn two_workspaces(n: usize) -> Vec<Record> {
     let ok = tracks("ok", "u", 200, 0..n);
     let blocked = tracks("blocked", "v", 200, 0..n);
     ok.into_iter()
@@ -198,11 +198,8 @@ async fn a_workspace_refused_401_is_parked_the_other_keeps_its_rate_and_all_arri
 /// for good. `ok` keeps
 /// at least `min_share` of its rate alone, every source offset commits, nothing of
 /// `blocked` is lost (all parked) — and once its key is fixed, every one of its events
-/// arrives in per-user order. Returns (alone, beside) in events/s.
-pub(crate) async fn minimal_config_isolates_a_refused_workspace(
-    broker: Broker,
-    min_share: f64,
-) -> (f64, f64) {
+/// arrives in per-user order.
+async fn minimal_config_isolates_a_refused_workspace(broker: Broker, min_share: f64) {
     // Over the default per-workspace share (25 000 buffered ÷ 2 workspaces): without
     // isolation, ok stalls once blocked's lane holds 12 500.
     const N: usize = 20_000;
@@ -286,16 +283,16 @@ pub(crate) async fn minimal_config_isolates_a_refused_workspace(
         "ok's events were all committed"
     );
     fixed.stop().await;
-    (alone, beside)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minimal_config_isolates_a_refused_workspace_on_the_mock_cluster() {
     let _alone = PROCESSES.lock().await;
-    // ok's rate alone is near its limit's (2 000 events/s) and moves by ±5% a run;
-    // beside blocked's 20 000 parking writes and reads it read 79-97% in single runs
-    // (the 90% is the median, in its note). Without isolation ok stopped at
-    // 62% of its events: 75% is still far from that.
+    // The worker runs here in this debug test binary, where writing and reading back
+    // 20 000 parked events takes the process's CPU for a second or two (ok read 79-97%
+    // of its rate alone in single runs): the floor only tells isolation from a stall
+    // (without it ok stopped at 62%). The rates a user sees are measured on the
+    // release binary, on the mock cluster and on Tansu: `isolation::drill_*`.
     minimal_config_isolates_a_refused_workspace(Broker::mock(), 0.75).await;
 }
 
