@@ -42,19 +42,27 @@ impl Buffered {
         self.metrics.set_buffered(events, bytes);
     }
 
-    /// `events` events of `bytes` in all let go (each with the size it was added with).
+    /// `events` events of `bytes` in all finished (delivered, dead-lettered or
+    /// parked): released, and counted in [`finished`](Self::finished).
+    pub fn finish(&self, events: usize, bytes: usize) {
+        self.finished.fetch_add(events as u64, Ordering::Relaxed);
+        self.release(events, bytes);
+    }
+
+    /// `events` events of `bytes` in all let go (each with the size it was added with);
+    /// unfinished, they are not counted in [`finished`](Self::finished).
     pub fn release(&self, events: usize, bytes: usize) {
         if events == 0 && bytes == 0 {
             return;
         }
-        self.finished.fetch_add(events as u64, Ordering::Relaxed);
         let events = self.events.fetch_sub(events, Ordering::AcqRel) - events;
         let bytes = self.bytes.fetch_sub(bytes, Ordering::AcqRel) - bytes;
         self.metrics.set_buffered(events, bytes);
         self.let_go.notify_one();
     }
 
-    /// Events released since start (delivered, dead-lettered, parked or let go).
+    /// Events finished since start (delivered, dead-lettered or parked; not those let
+    /// go, which another reader delivers).
     pub fn finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
     }

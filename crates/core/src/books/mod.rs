@@ -66,7 +66,7 @@ impl Books {
             }
             (&e.origin.tp, e.origin.offset)
         }));
-        self.buffered.release(events, bytes);
+        self.buffered.finish(events, bytes);
     }
 
     /// These leave the process unfinished (their partition revoked, their lane
@@ -128,6 +128,25 @@ mod tests {
             books.tracker().committable(),
             vec![(TopicPartition::new("t", 0), 0)]
         );
+    }
+
+    #[test]
+    fn events_let_go_do_not_count_in_the_finished_rate_the_scaling_signal_reads() {
+        let books = books();
+        let (a, b, c) = (origin(0), origin(1), origin(2));
+        let entry = |origin| Entry {
+            origin,
+            bytes: 10,
+            counted: true,
+        };
+        for o in [&a, &b, &c] {
+            books.taken_in(entry(o));
+        }
+        // A revoke lets two go (the next owner delivers them); one was delivered.
+        books.let_go([entry(&a), entry(&b)]);
+        books.done([entry(&c)]);
+        assert_eq!(books.buffered().finished(), 1);
+        assert_eq!(books.buffered().events(), 0);
     }
 
     #[test]

@@ -227,11 +227,26 @@ fn a_redis_ca_file_must_be_a_readable_pem_for_a_rediss_url() {
     )
     .unwrap();
     std::fs::write(&junk, "not a certificate").unwrap();
+    // Cut short (no END line), or only a key: the marker is there, no certificate is.
+    let truncated = dir.path().join("truncated.pem");
+    std::fs::write(&truncated, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+    let key_only = dir.path().join("key.pem");
+    std::fs::write(
+        &key_only,
+        "# -----BEGIN CERTIFICATE----- goes below\n-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let (truncated, key_only) = (
+        truncated.display().to_string(),
+        key_only.display().to_string(),
+    );
     let (pem, junk) = (pem.display().to_string(), junk.display().to_string());
     assert!(check(with("rediss://r:6380/0", &pem)).is_ok());
     for (url, ca, says) in [
         ("redis://r:6379/0", pem.as_str(), "rediss://"),
         ("rediss://r:6380/0", junk.as_str(), "no PEM certificate"),
+        ("rediss://r:6380/0", truncated.as_str(), "PEM"),
+        ("rediss://r:6380/0", key_only.as_str(), "no PEM certificate"),
         (
             "rediss://r:6380/0",
             "/nonexistent/ca.pem",

@@ -248,15 +248,7 @@ impl Config {
                             "is for a rediss:// (TLS) limits.redis_url",
                         ));
                     }
-                    let pem = std::fs::read_to_string(ca).map_err(|e| {
-                        ConfigError::key("limits.redis_ca_file", format!("{}: {e}", ca.display()))
-                    })?;
-                    if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                        return Err(ConfigError::key(
-                            "limits.redis_ca_file",
-                            format!("{}: no PEM certificate in it", ca.display()),
-                        ));
-                    }
+                    check_ca_file(ca)?;
                 }
             }
             _ => {}
@@ -659,4 +651,25 @@ fn rate(key: &str, value: f64) -> Result<(), ConfigError> {
             format!("must be a number of requests a second between {MIN_RATE_PER_S} and {MAX_RATE_PER_S}"),
         ))
     }
+}
+
+/// `limits.redis_ca_file` holds at least one PEM certificate, every certificate in it
+/// whole (read as rustls reads it; other PEM sections, such as a key, are skipped).
+/// `sluice config check` reads it as the worker does at start, as it reads the keys.
+fn check_ca_file(ca: &std::path::Path) -> Result<(), ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let at = |what: String| {
+        ConfigError::key("limits.redis_ca_file", format!("{}: {what}", ca.display()))
+    };
+    let pem = std::fs::read(ca).map_err(|e| at(e.to_string()))?;
+    let mut certificates = 0;
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        certificate.map_err(|e| at(format!("not a readable PEM file ({e})")))?;
+        certificates += 1;
+    }
+    if certificates == 0 {
+        return Err(at("no PEM certificate in it".into()));
+    }
+    Ok(())
 }
