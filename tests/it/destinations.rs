@@ -376,6 +376,50 @@ async fn an_expired_oauth2_token_is_refreshed_once_and_nothing_is_lost_or_sent_t
     api.stop().await;
 }
 
+/// A token endpoint that refuses the client (a wrong secret) is asked once for all the
+/// requests waiting on it, and again only after a pause: not once per waiting request,
+/// each after the other; the events wait (nothing delivered, nothing lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_token_endpoint_is_asked_once_for_every_request_waiting_on_it() {
+    let (broker, api, topic, mut setup) = TestEnv::build(1, &["orders"])
+        .api(MockApiConfig {
+            keys: vec![format!("orders-client:{API_KEY}")],
+            ..MockApiConfig::default()
+        })
+        .start()
+        .await
+        .into_parts();
+    let token_url = format!("{}/auth/token", api.base_url());
+    http_kind(
+        &mut setup,
+        &api,
+        "/json/api/v1/orders",
+        &format!("auth = \"oauth2\"\ntoken_url = \"{token_url}\"\n"),
+    );
+    // A client the endpoint does not know; four requests of one event in flight.
+    setup.worker.workspaces[0].site_id = "other-client".into();
+    setup.one_event_per_request();
+    produce(&broker.brokers(), &topic, &tracks("orders", "u", 8, 0..40)).await;
+    let worker = Worker::start(setup.config());
+    wait_until("the endpoint asked", Duration::from_secs(30), || {
+        api.stats().tokens_refused > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = api.stats().tokens_refused;
+    worker.stop().await;
+    let stats = api.stats();
+    println!(
+        "token endpoint refusing: asked {asked} times in the first ~2 s, {} events accepted",
+        stats.events_accepted
+    );
+    // Once at first, then at most once a second (140 times before, a second time by
+    // each waiting request and retry).
+    assert!(asked <= 4, "{asked}");
+    assert_eq!(stats.events_accepted, 0);
+    api.stop().await;
+}
+
 /// Two destinations, each with a workspace limited on its own: each API sees its own
 /// limit held (its busiest one-second window), and the faster is not held to the
 /// slower's pace.

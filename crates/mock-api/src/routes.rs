@@ -328,6 +328,7 @@ async fn token(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     let known = state.keys.is_empty() || state.keys.get(id).is_some_and(|p| p == secret);
     if !known {
+        state.stats.token_refused();
         return super::gate::answer(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}));
     }
     let access = ulid::Ulid::new().to_string();

@@ -81,6 +81,7 @@ pub(super) struct Stats {
     by_status: DashMap<u16, u64>,
     workspaces: DashMap<String, Mutex<Workspace>>,
     tokens_issued: std::sync::atomic::AtomicU64,
+    tokens_refused: std::sync::atomic::AtomicU64,
 }
 
 /// One accepted event, as far as the statistics care.
@@ -122,6 +123,9 @@ pub struct Snapshot {
     /// Access tokens `POST /auth/token` issued.
     #[serde(default)]
     pub tokens_issued: u64,
+    /// `POST /auth/token` requests refused (unknown client or wrong secret).
+    #[serde(default)]
+    pub tokens_refused: u64,
     /// Per workspace.
     pub workspaces: BTreeMap<String, WorkspaceSnapshot>,
 }
@@ -235,6 +239,12 @@ impl Stats {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// `POST /auth/token` refused a client.
+    pub(super) fn token_refused(&self) {
+        self.tokens_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(super) fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot {
             requests_by_status: self
@@ -244,6 +254,9 @@ impl Stats {
                 .collect(),
             tokens_issued: self
                 .tokens_issued
+                .load(std::sync::atomic::Ordering::Relaxed),
+            tokens_refused: self
+                .tokens_refused
                 .load(std::sync::atomic::Ordering::Relaxed),
             ..Snapshot::default()
         };

@@ -20,9 +20,12 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 const MIN_LIFETIME: Duration = Duration::from_secs(5);
 /// The most of a token endpoint's answer read.
 const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
+/// A failed fetch is the answer for every attempt in the next second: the requests
+/// that waited on it, and those that come soon after, do not ask the endpoint again.
+const FAILURE_HOLD: Duration = Duration::from_secs(1);
 
 /// Why no token could be had, and so how to wait before the next attempt.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum TokenFailure {
     /// The endpoint could not be reached.
     Unreachable(String),
@@ -136,6 +139,9 @@ pub struct ClientCredentials {
     client_id: String,
     secret: Secret,
     cached: Mutex<Option<(Secret, Instant)>>,
+    /// The last fetch's failure, and until when it stands ([`FAILURE_HOLD`]); read
+    /// and written under `cached`'s lock.
+    failed: std::sync::Mutex<Option<(TokenFailure, Instant)>>,
 }
 
 impl std::fmt::Debug for ClientCredentials {
@@ -163,11 +169,12 @@ impl ClientCredentials {
             client_id: client_id.into(),
             secret,
             cached: Mutex::new(None),
+            failed: std::sync::Mutex::new(None),
         }
     }
 
     /// The cached token, or a new one. One fetch at a time: attempts that need a token
-    /// while one is fetched wait for it.
+    /// while one is fetched wait for it, and share its failure for [`FAILURE_HOLD`].
     async fn token(&self, client: &reqwest::Client) -> Result<Secret, TokenFailure> {
         let mut cached = self.cached.lock().await;
         if let Some((token, until)) = cached.as_ref() {
@@ -175,6 +182,34 @@ impl ClientCredentials {
                 return Ok(token.clone());
             }
         }
+        if let Some(failure) = self.failure_standing() {
+            return Err(failure);
+        }
+        let fetched = self.fetch(client).await;
+        match &fetched {
+            Ok((token, until)) => *cached = Some((token.clone(), *until)),
+            Err(failure) => {
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((failure.clone(), Instant::now() + FAILURE_HOLD));
+            }
+        }
+        fetched.map(|(token, _)| token)
+    }
+
+    /// The last fetch's failure while it stands.
+    fn failure_standing(&self) -> Option<TokenFailure> {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        match failed.as_ref() {
+            Some((failure, until)) if Instant::now() < *until => Some(failure.clone()),
+            _ => {
+                *failed = None;
+                None
+            }
+        }
+    }
+
+    /// One `POST token_url`: a token and until when to use it.
+    async fn fetch(&self, client: &reqwest::Client) -> Result<(Secret, Instant), TokenFailure> {
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
@@ -234,9 +269,7 @@ impl ClientCredentials {
             .map_or(DEFAULT_LIFETIME, Duration::from_secs)
             .max(MIN_LIFETIME);
         let until = Instant::now() + lifetime.saturating_sub(REFRESH_EARLY.min(lifetime / 2));
-        let token = Secret::new(parsed.access_token);
-        *cached = Some((token.clone(), until));
-        Ok(token)
+        Ok((Secret::new(parsed.access_token), until))
     }
 }
 
