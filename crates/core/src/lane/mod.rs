@@ -90,10 +90,10 @@ impl Envelope {
 /// the parking protocol's steps alike.
 #[derive(Debug)]
 pub(crate) enum LaneMsg {
-    /// A new event from the source. (Boxed, as the other: a lane's channel keeps
-    /// blocks of 32 messages allocated, and 10 000 lanes of 300-byte messages held
-    /// hundreds of MB.)
-    Event(Box<Envelope>),
+    /// New events from the source, one burst of its reads, in the order read. (Every
+    /// variant is small: a lane's channel keeps blocks of 32 messages allocated, and
+    /// 10 000 lanes of 300-byte messages held hundreds of MB.)
+    Events(Vec<Envelope>),
     /// A parked event read back from the parking topic.
     FromPark(Box<Envelope>),
     /// A step of the parking protocol (rebalances, fences).
@@ -249,17 +249,20 @@ impl Router {
         Router { lanes, closed }
     }
 
-    /// Hands an event to its lane; if there is no such lane (or it has closed), returns
-    /// the event's origin so the caller can leave it uncommitted.
-    pub(crate) fn route(&self, workspace: &str, envelope: Envelope) -> Result<(), Origin> {
+    /// Hands `events` (in the order read) to their workspace's lane; if there is no
+    /// such lane (or it has closed), returns them so the caller can leave them
+    /// uncommitted.
+    pub(crate) fn route_all(
+        &self,
+        workspace: &str,
+        events: Vec<Envelope>,
+    ) -> Result<(), Vec<Envelope>> {
         match self.lanes.get(workspace) {
-            Some(lane) => lane
-                .send(LaneMsg::Event(Box::new(envelope)))
-                .map_err(|e| match e.0 {
-                    LaneMsg::Event(envelope) => envelope.origin,
-                    _ => unreachable!("sent an event"),
-                }),
-            None => Err(envelope.origin),
+            Some(lane) => lane.send(LaneMsg::Events(events)).map_err(|e| match e.0 {
+                LaneMsg::Events(events) => events,
+                _ => unreachable!("sent events"),
+            }),
+            None => Err(events),
         }
     }
 
@@ -382,15 +385,11 @@ async fn take_in<P: Isolation>(
     services: &Services,
 ) {
     match msg {
-        LaneMsg::Event(envelope) => match parking {
-            Some(p) => {
-                if let Some(direct) = p.on_event(*envelope) {
-                    held.push(direct, services.ordering);
-                }
-                park_if_over_share(held, p, services).await;
+        LaneMsg::Events(events) => {
+            for envelope in events {
+                take_in_new(envelope, held, parking, services).await;
             }
-            None => held.push(*envelope, services.ordering),
-        },
+        }
         LaneMsg::FromPark(envelope) => {
             if let Some(envelope) = parking.as_mut().and_then(|p| p.read_back(*envelope)) {
                 held.push(envelope, services.ordering);
@@ -421,6 +420,24 @@ async fn take_in<P: Isolation>(
                 step_aside_if_due(held, p, services).await;
             }
         }
+    }
+}
+
+/// A new event from the source: into the lane, or parked or held.
+async fn take_in_new<P: Isolation>(
+    envelope: Envelope,
+    held: &mut Held,
+    parking: &mut Option<P>,
+    services: &Services,
+) {
+    match parking {
+        Some(p) => {
+            if let Some(direct) = p.on_event(envelope) {
+                held.push(direct, services.ordering);
+            }
+            park_if_over_share(held, p, services).await;
+        }
+        None => held.push(envelope, services.ordering),
     }
 }
 

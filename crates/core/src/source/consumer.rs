@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::back_pressure::{BackPressure, Change};
@@ -20,12 +22,13 @@ use super::context::{commit_offsets, SourceContext};
 use super::detach::detach;
 use super::group_config::group_client_config;
 use super::kafka_log::KafkaLog;
+use super::staged::Staged;
 use super::{Assigned, OffsetTracker, TopicPartition};
-use super::{Books, Buffered, Entry};
+use super::{Books, Buffered};
 use crate::config::Config;
 use crate::intake::{Admission, ForLane, Intake, Received};
 use crate::lane::ParkingStep;
-use crate::lane::{Router, Services};
+use crate::lane::{Envelope, Router, Services};
 use crate::limit::Share;
 use crate::metrics::Metrics;
 use crate::park::table::ParkedMarks;
@@ -35,6 +38,9 @@ use tokio::sync::mpsc;
 /// How often the loop wakes while nothing arrives, so a paused consumer still polls
 /// (librdkafka evicts a member that stops polling for `max.poll.interval.ms`).
 const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Most messages read in one burst before they are handed to the lanes.
+const BURST: usize = 256;
 
 /// How often commits the broker refused or never answered are asked for again.
 const RECOMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -124,6 +130,8 @@ impl Source {
             ledger,
             workspaces: config.workspaces.iter().map(|w| w.id.clone()).collect(),
             log: KafkaLog::new(metrics.clone()),
+            staged: Staged::default(),
+            books: books.clone(),
         };
         let consumer: StreamConsumer<SourceContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
@@ -190,14 +198,10 @@ impl Source {
                     let at = next_allowed.max(tokio::time::Instant::now());
                     commit_timer.as_mut().reset(at);
                 }
-                received = self.consumer.recv(), if polling => match received {
-                    Ok(message) => {
-                        let detached = detach(&message, &mut self.topics);
-                        drop(message);
-                        self.metrics.kafka_ok();
-                        self.dispatch(detached, router);
-                    }
-                    Err(e) => self.read_failed(&e),
+                received = self.consumer.recv(), if polling => {
+                    let read = detached(received, &mut self.topics);
+                    self.take(read, router);
+                    self.take_the_burst(router);
                 },
                 _ = recommit.tick() => {
                     self.commit_now();
@@ -209,6 +213,51 @@ impl Source {
                 // hold has lasted long enough to become a pause.
                 _ = released, if self.back_pressure.held_back() => {}
                 _ = &mut pause_timer, if pause_at.is_some() => {}
+            }
+        }
+    }
+
+    /// One read: its message judged and staged for its lane, or its error logged.
+    fn take(&mut self, read: KafkaResult<Received>, router: &Router) {
+        match read {
+            Ok(message) => {
+                self.metrics.kafka_ok();
+                self.dispatch(message, router);
+            }
+            Err(e) => self.read_failed(&e),
+        }
+    }
+
+    /// What the consumer has ready behind the message just read (up to [`BURST`],
+    /// within the buffer's bounds, as per message), then the burst handed to the
+    /// lanes: one message to each lane concerned (see [`staged`](super::staged)).
+    fn take_the_burst(&mut self, router: &Router) {
+        for _ in 1..BURST {
+            self.apply_back_pressure();
+            if !self.back_pressure.polling() {
+                break;
+            }
+            let consumer = self.consumer.clone();
+            let Some(received) = consumer.recv().now_or_never() else {
+                break;
+            };
+            let read = detached(received, &mut self.topics);
+            self.take(read, router);
+        }
+        self.hand_over(router);
+    }
+
+    /// Hands what is staged to the lanes.
+    fn hand_over(&self, router: &Router) {
+        for (workspace, events) in self.consumer.context().staged.take() {
+            if let Err(events) = router.route_all(&workspace, events) {
+                // Only possible while shutting down: leave them uncommitted.
+                self.books.let_go(events.iter().map(Envelope::entry));
+                tracing::warn!(
+                    workspace = %workspace,
+                    events = events.len(),
+                    "lane closed; events left for redelivery"
+                );
             }
         }
     }
@@ -233,9 +282,15 @@ impl Source {
         }
     }
 
-    /// Tells the lanes of rebalances before any message of the partitions concerned.
+    /// Tells the lanes of rebalances before any message of the partitions concerned,
+    /// and after every message read before them (what is staged goes first).
     fn forward_rebalances(&mut self, router: &Router) {
+        let mut handed_over = false;
         while let Ok(change) = self.rebalances.try_recv() {
+            if !handed_over {
+                self.hand_over(router);
+                handed_over = true;
+            }
             router.broadcast(|| change.clone());
         }
     }
@@ -294,20 +349,8 @@ impl Source {
                 workspace,
                 envelope,
             }) => {
-                let bytes = envelope.held_bytes();
                 self.books.taken_in(envelope.entry());
-                if let Err(origin) = router.route(&workspace, envelope) {
-                    // Only possible while shutting down: leave it uncommitted.
-                    self.books.let_go([Entry {
-                        origin: &origin,
-                        bytes,
-                        counted: true,
-                    }]);
-                    tracing::warn!(
-                        offset = origin.offset,
-                        "lane closed; event left for redelivery"
-                    );
-                }
+                self.consumer.context().staged.stage(workspace, envelope);
             }
             Admission::Refused(refused) => {
                 self.books.taken_in(refused.entry());
@@ -392,4 +435,12 @@ impl Source {
         self.consumer.unsubscribe();
         drop(self.consumer);
     }
+}
+
+/// A read with its message copied out of librdkafka's buffer (which it then frees).
+fn detached(
+    received: KafkaResult<BorrowedMessage<'_>>,
+    topics: &mut HashMap<String, Arc<str>>,
+) -> KafkaResult<Received> {
+    received.map(|message| detach(&message, topics))
 }

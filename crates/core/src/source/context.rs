@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 
 use super::kafka_log::KafkaLog;
 use super::partition_counts::PartitionCounts;
-use super::{Assigned, OffsetTracker, TopicPartition};
+use super::staged::Staged;
+use super::{Assigned, Books, OffsetTracker, TopicPartition};
 use crate::lane::ParkingStep;
 use crate::limit::Share;
 use crate::metrics::Metrics;
@@ -59,6 +60,10 @@ pub(super) struct SourceContext {
     pub(super) workspaces: Vec<String>,
     /// librdkafka's lines, in sluice's terms.
     pub(super) log: KafkaLog,
+    /// The burst being read, not yet handed to the lanes.
+    pub(super) staged: Staged,
+    /// Where staged events of revoked partitions are let go.
+    pub(super) books: Books,
 }
 
 impl SourceContext {
@@ -67,8 +72,15 @@ impl SourceContext {
     /// still queue of them) and redelivered to the new owner.
     fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: Vec<TopicPartition>, wait: bool) {
         self.metrics.rebalance("revoke", revoked.len());
+        // Read in the burst this poll is part of and never handed over: they cannot
+        // finish while this waits, and the new owner reads them again.
+        let unsent = self.staged.drop_partitions(&revoked);
+        self.books.let_go(unsent.iter().map(|e| e.entry()));
+        if !unsent.is_empty() {
+            self.metrics.revoked_dropped(unsent.len());
+        }
         if wait && !self.closing.load(Ordering::Acquire) {
-            self.wait_for(&revoked);
+            self.wait_for(&revoked, unsent.len());
         }
         let offsets = self.tracker.committable_for(&revoked);
         if let Err(e) = commit_offsets(consumer, &offsets, CommitMode::Sync) {
@@ -283,11 +295,12 @@ impl SourceContext {
         }
     }
 
-    /// Gives in-flight work of revoked partitions a short deadline to finish.
-    fn wait_for(&self, revoked: &[TopicPartition]) {
+    /// Gives in-flight work of revoked partitions a short deadline to finish (all but
+    /// the `unsent` events let go from the burst, the latest read of them).
+    fn wait_for(&self, revoked: &[TopicPartition], unsent: usize) {
         let wait = || {
             let deadline = Instant::now() + self.revoke_deadline;
-            while self.tracker.pending_in(revoked) > 0 && Instant::now() < deadline {
+            while self.tracker.pending_in(revoked) > unsent && Instant::now() < deadline {
                 self.health.turned();
                 std::thread::sleep(Duration::from_millis(10));
             }
