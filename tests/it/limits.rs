@@ -519,7 +519,6 @@ fn dlq_config(brokers: &str) -> sluice_core::config::Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatally_failed_dead_letter_producer_is_replaced_and_the_letter_still_lands() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::producer::Producer;
     use sluice_core::deliver::Failure;
     use sluice_core::dlq::{DeadLetter, DeadLetters};
     use sluice_core::metrics::Metrics;

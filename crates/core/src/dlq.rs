@@ -8,12 +8,12 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use crate::kafka::log::KafkaLog;
+use crate::kafka::producer::{Outgoing, PolledProducer};
 
 use crate::config::Config;
 use crate::deliver::Failure;
@@ -40,6 +40,8 @@ pub fn header_map(message: &impl rdkafka::Message) -> std::collections::BTreeMap
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between failed writes.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long a write waits before asking again while the producer's queue is full.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause between two tries of one letter.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
 
@@ -80,7 +82,7 @@ pub struct DeadLetter<'a> {
 pub struct DeadLetters {
     /// Replaced when it fails fatally (an idempotent producer that lost its sequence
     /// can never send again: librdkafka requires a new one).
-    producer: RwLock<Arc<FutureProducer<KafkaLog>>>,
+    producer: RwLock<Arc<PolledProducer>>,
     /// How to build it again.
     client: ClientConfig,
     topic: String,
@@ -109,9 +111,11 @@ impl DeadLetters {
                 PRODUCE_TIMEOUT.as_millis().to_string(),
             );
         Ok(DeadLetters {
-            producer: RwLock::new(Arc::new(
-                client.create_with_context(KafkaLog::new(metrics.clone()))?,
-            )),
+            producer: RwLock::new(Arc::new(PolledProducer::new(
+                &client,
+                &k.dlq_topic,
+                KafkaLog::new(metrics.clone()),
+            )?)),
             client,
             topic: k.dlq_topic.clone(),
             metrics,
@@ -119,7 +123,7 @@ impl DeadLetters {
     }
 
     /// The producer in use now (a new one after a fatal error).
-    pub fn producer(&self) -> Arc<FutureProducer<KafkaLog>> {
+    pub fn producer(&self) -> Arc<PolledProducer> {
         self.producer
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -129,7 +133,7 @@ impl DeadLetters {
     /// After a failed send on `used`: if it failed fatally, puts a new producer in its
     /// place (once, however many sends saw it fail). What it had in flight is sent
     /// again on the new one by the callers' retries.
-    fn replace_if_fatal(&self, used: &Arc<FutureProducer<KafkaLog>>) {
+    fn replace_if_fatal(&self, used: &Arc<PolledProducer>) {
         let Some((code, reason)) = used.client().fatal_error() else {
             return;
         };
@@ -137,10 +141,11 @@ impl DeadLetters {
         if !Arc::ptr_eq(&slot, used) {
             return;
         }
-        match self
-            .client
-            .create_with_context(KafkaLog::new(self.metrics.clone()))
-        {
+        match PolledProducer::new(
+            &self.client,
+            &self.topic,
+            KafkaLog::new(self.metrics.clone()),
+        ) {
             Ok(fresh) => {
                 tracing::error!(
                     topic = %self.topic,
@@ -164,16 +169,14 @@ impl DeadLetters {
         let mut key = letter.raw.key.as_deref();
         let mut pause = RETRY_PAUSE;
         loop {
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&self.topic).headers(headers.clone());
-            if let Some(key) = key {
-                record = record.key(key);
-            }
-            if let Some(payload) = payload {
-                record = record.payload(payload);
-            }
             let producer = self.producer();
-            match producer.send(record, PRODUCE_TIMEOUT).await {
+            let record = Outgoing {
+                partition: None,
+                key,
+                payload,
+                headers: Some(headers.clone()),
+            };
+            match send(&producer, record).await {
                 Ok(_) => {
                     self.metrics.kafka_ok();
                     self.metrics.dead_lettered(
@@ -184,7 +187,7 @@ impl DeadLetters {
                     );
                     return;
                 }
-                Err((error, _))
+                Err(error)
                     if payload.is_some()
                         && error.rdkafka_error_code()
                             == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
@@ -202,7 +205,7 @@ impl DeadLetters {
                     });
                     payload = None;
                 }
-                Err((error, _))
+                Err(error)
                     if key.is_some()
                         && error.rdkafka_error_code()
                             == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
@@ -220,7 +223,7 @@ impl DeadLetters {
                     });
                     key = None;
                 }
-                Err((error, _)) => {
+                Err(error) => {
                     // Nothing may be lost: the letter is tried again whatever the error.
                     // One that only an operator can fix says so, and is tried less often.
                     let needs_operator = needs_operator(error.rdkafka_error_code());
@@ -232,6 +235,30 @@ impl DeadLetters {
                 }
             }
         }
+    }
+}
+
+/// Writes `record` and waits for the broker's answer: while the producer's queue is
+/// full, tries again for up to [`PRODUCE_TIMEOUT`] before giving up.
+async fn send(producer: &PolledProducer, record: Outgoing<'_>) -> Result<(), KafkaError> {
+    let started = tokio::time::Instant::now();
+    let delivery = loop {
+        let attempt = Outgoing {
+            headers: record.headers.clone(),
+            ..record
+        };
+        match producer.send(attempt) {
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+                if started.elapsed() < PRODUCE_TIMEOUT =>
+            {
+                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+            }
+            other => break other?,
+        }
+    };
+    match delivery.await {
+        Ok(delivered) => delivered.map(|_| ()),
+        Err(_) => Err(KafkaError::Canceled),
     }
 }
 

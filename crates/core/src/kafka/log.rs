@@ -24,7 +24,7 @@ const REMEMBERED: usize = 256;
 
 /// Where librdkafka's lines go; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct KafkaLog {
+pub(crate) struct KafkaLog {
     metrics: Metrics,
     seen: Arc<Mutex<HashMap<String, Instant>>>,
 }
@@ -80,7 +80,7 @@ fn without_figures(message: &str) -> String {
 
 impl KafkaLog {
     /// Lines counted and logged through `metrics`.
-    pub fn new(metrics: Metrics) -> Self {
+    pub(crate) fn new(metrics: Metrics) -> Self {
         KafkaLog {
             metrics,
             seen: Arc::default(),
@@ -109,7 +109,7 @@ impl KafkaLog {
     }
 
     /// One of librdkafka's log lines.
-    pub fn line(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    pub(crate) fn line(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         if is_transport_line(fac, message) {
             if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
                 self.metrics.kafka_failed(message);
@@ -137,7 +137,7 @@ impl KafkaLog {
     }
 
     /// A global librdkafka error.
-    pub fn error(&self, error: &KafkaError, reason: &str) {
+    pub(crate) fn error(&self, error: &KafkaError, reason: &str) {
         if error.rdkafka_error_code().is_some_and(is_transport) {
             self.metrics.kafka_failed(&format!("{reason}: {error}"));
             return;
@@ -148,7 +148,7 @@ impl KafkaLog {
     }
 
     /// The brokers answered.
-    pub fn ok(&self) {
+    pub(crate) fn ok(&self) {
         self.metrics.kafka_ok();
     }
 }

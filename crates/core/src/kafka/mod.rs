@@ -3,6 +3,7 @@
 //! context that turns librdkafka's log lines into sluice's ([`log::KafkaLog`]).
 
 pub(crate) mod log;
+pub mod producer;
 
 /// A librdkafka consumer configuration for `kafka`'s brokers with its pass-through
 /// `options` (SASL, TLS...): the start of every consumer sluice makes — the source, the

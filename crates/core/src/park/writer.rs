@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::kafka::log::KafkaLog;
+use crate::kafka::producer::{Delivery, Outgoing, PolledProducer};
 use crate::metrics::Metrics;
 
 use crate::config::Config;
@@ -33,8 +33,7 @@ const END_FRESH: Duration = Duration::from_secs(1);
 
 /// The parking topic's producer.
 pub(crate) struct Parker {
-    producer: FutureProducer<KafkaLog>,
-    topic: String,
+    producer: PolledProducer,
     /// Each parking partition's end offset as last read.
     ends: Mutex<HashMap<i32, End>>,
 }
@@ -52,7 +51,7 @@ struct End {
 impl std::fmt::Debug for Parker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parker")
-            .field("topic", &self.topic)
+            .field("topic", &self.producer.topic())
             .finish_non_exhaustive()
     }
 }
@@ -73,15 +72,14 @@ impl Parker {
                 (k.max_buffered_events * 2 + 10_000).to_string(),
             );
         Ok(Parker {
-            producer: client.create_with_context(KafkaLog::new(metrics.clone()))?,
-            topic: topic.to_string(),
+            producer: PolledProducer::new(&client, topic, KafkaLog::new(metrics.clone()))?,
             ends: Mutex::default(),
         })
     }
 
     /// The parking topic.
     pub(crate) fn topic(&self) -> &str {
-        &self.topic
+        self.producer.topic()
     }
 
     /// Enqueues one event of `workspace` read from `origin`, to the parking partition
@@ -91,7 +89,7 @@ impl Parker {
         workspace: &str,
         origin: &Origin,
         raw: &Raw,
-    ) -> Result<DeliveryFuture, KafkaError> {
+    ) -> Result<Delivery, KafkaError> {
         let mut pairs = vec![
             ("workspace", workspace.to_string()),
             (WORKSPACE, workspace.to_string()),
@@ -109,16 +107,12 @@ impl Parker {
         if let Some(entered) = raw.entered_us {
             pairs.push((headers::DUE, entered.to_string()));
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-            .partition(origin.tp.partition)
-            .headers(to_headers(&pairs));
-        if let Some(key) = &raw.key {
-            record = record.key(key.as_slice());
-        }
-        if let Some(payload) = &raw.payload {
-            record = record.payload(payload.as_slice());
-        }
-        self.producer.send_result(record).map_err(|(e, _)| e)
+        self.producer.send(Outgoing {
+            partition: Some(origin.tp.partition),
+            key: raw.key.as_deref(),
+            payload: raw.payload.as_deref(),
+            headers: Some(to_headers(&pairs)),
+        })
     }
 
     /// Enqueues fence `epoch` of (`workspace`, `tp`) behind everything parked for it.
@@ -127,18 +121,19 @@ impl Parker {
         workspace: &str,
         tp: &TopicPartition,
         epoch: u64,
-    ) -> Result<DeliveryFuture, KafkaError> {
+    ) -> Result<Delivery, KafkaError> {
         let pairs = [
             (WORKSPACE, workspace.to_string()),
             (headers::TOPIC, tp.topic.to_string()),
             (headers::PARTITION, tp.partition.to_string()),
             (FENCE, epoch.to_string()),
         ];
-        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-            .partition(tp.partition)
-            .key(b"sluice-fence".as_slice())
-            .headers(to_headers(&pairs));
-        self.producer.send_result(record).map_err(|(e, _)| e)
+        self.producer.send(Outgoing {
+            partition: Some(tp.partition),
+            key: Some(b"sluice-fence"),
+            payload: None,
+            headers: Some(to_headers(&pairs)),
+        })
     }
 
     /// Where a workspace parked now will find its events in `partition`: the
@@ -163,9 +158,11 @@ impl Parker {
             }
         };
         let read = super::blocking(|| {
-            self.producer
-                .client()
-                .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
+            self.producer.client().fetch_watermarks(
+                self.producer.topic(),
+                partition,
+                WATERMARK_TIMEOUT,
+            )
         });
         let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
         match (read, known) {
