@@ -86,6 +86,10 @@ struct BatchItem<'a> {
     kind: &'static str,
 }
 
+/// A v2 item's bytes besides its fields, ids and name: its keys, quotes and a
+/// timestamp, with room for a few escapes.
+const ITEM_OVERHEAD: usize = 128;
+
 /// Who a v2 item is about.
 #[derive(Serialize)]
 struct Identifiers<'a> {
@@ -138,6 +142,14 @@ impl CustomerIo {
                 "anonymous events need destination.api = \"single\" (v1 /api/v1/events)",
             ));
         };
+        // Sized once for what it will hold (the fields' text, the ids, the name and the
+        // item's own keys), not grown as it is written.
+        let size = match &event.action {
+            Action::Identify { attributes } => attributes.json().len(),
+            Action::Track { name, data } => data.json().len() + name.len(),
+        } + id.len()
+            + event.dedup_id.len()
+            + ITEM_OVERHEAD;
         let item = match &event.action {
             Action::Identify { attributes } => BatchItem {
                 action: "identify",
@@ -158,7 +170,9 @@ impl CustomerIo {
                 kind: "person",
             },
         };
-        Ok(serde_json::to_vec(&item).expect("an event's JSON serializes"))
+        let mut out = Vec::with_capacity(size);
+        serde_json::to_writer(&mut out, &item).expect("an event's JSON serializes");
+        Ok(out)
     }
 
     fn encode_v1(event: &Event) -> Result<(Method, String, Value), InvalidEvent> {
