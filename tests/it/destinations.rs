@@ -407,15 +407,31 @@ async fn a_refusing_token_endpoint_is_asked_once_for_every_request_waiting_on_it
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let asked = api.stats().tokens_refused;
+    // Every attempt refused so far (each one counted against its request's retries).
+    let refused_attempts: u64 = worker
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("sluice_auth_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64;
     worker.stop().await;
     let stats = api.stats();
     println!(
-        "token endpoint refusing: asked {asked} times in the first ~2 s, {} events accepted",
+        "token endpoint refusing: asked {asked} times in the first ~2 s, {refused_attempts} \
+         attempts refused, {} events accepted",
         stats.events_accepted
     );
     // Once at first, then at most once a second (140 times before, a second time by
     // each waiting request and retry).
     assert!(asked <= 4, "{asked}");
+    // Each refused attempt is the answer of a fetch it waited on (at most the four
+    // requests in flight share one), not a remembered failure handed to retries that
+    // came after it, which would spend their retry budget without asking.
+    assert!(
+        refused_attempts <= 4 * (asked + 1),
+        "{refused_attempts} refused attempts for {asked} token requests"
+    );
     assert_eq!(stats.events_accepted, 0);
     api.stop().await;
 }

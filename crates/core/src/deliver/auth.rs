@@ -20,8 +20,10 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 const MIN_LIFETIME: Duration = Duration::from_secs(5);
 /// The most of a token endpoint's answer read.
 const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
-/// A failed fetch is the answer for every attempt in the next second: the requests
-/// that waited on it, and those that come soon after, do not ask the endpoint again.
+/// After a failed fetch the endpoint is left alone this long: the attempts that waited
+/// on that fetch take its failure as their answer, and an attempt that comes later
+/// waits out the rest of this before it asks again (its answer then is a fetch of its
+/// own, so a retry budget counts only real answers).
 const FAILURE_HOLD: Duration = Duration::from_secs(1);
 
 /// Why no token could be had, and so how to wait before the next attempt.
@@ -139,8 +141,8 @@ pub struct ClientCredentials {
     client_id: String,
     secret: Secret,
     cached: Mutex<Option<(Secret, Instant)>>,
-    /// The last fetch's failure, and until when it stands ([`FAILURE_HOLD`]); read
-    /// and written under `cached`'s lock.
+    /// The last fetch's failure, and when it came (see [`FAILURE_HOLD`]); read and
+    /// written under `cached`'s lock.
     failed: std::sync::Mutex<Option<(TokenFailure, Instant)>>,
 }
 
@@ -174,38 +176,42 @@ impl ClientCredentials {
     }
 
     /// The cached token, or a new one. One fetch at a time: attempts that need a token
-    /// while one is fetched wait for it, and share its failure for [`FAILURE_HOLD`].
+    /// while one is fetched wait for it and share its answer; after a failure the
+    /// endpoint is asked again only [`FAILURE_HOLD`] later.
     async fn token(&self, client: &reqwest::Client) -> Result<Secret, TokenFailure> {
+        let asked = Instant::now();
         let mut cached = self.cached.lock().await;
         if let Some((token, until)) = cached.as_ref() {
             if Instant::now() < *until {
                 return Ok(token.clone());
             }
         }
-        if let Some(failure) = self.failure_standing() {
-            return Err(failure);
+        match self.last_failure() {
+            // The fetch this attempt waited on failed: that is its answer too.
+            Some((failure, came)) if came >= asked => return Err(failure),
+            // An older failure: the endpoint is left alone until the hold is over (the
+            // lock held: who waits meanwhile shares the next answer).
+            Some((_, came)) => tokio::time::sleep_until(came + FAILURE_HOLD).await,
+            None => {}
         }
         let fetched = self.fetch(client).await;
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         match &fetched {
-            Ok((token, until)) => *cached = Some((token.clone(), *until)),
-            Err(failure) => {
-                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((failure.clone(), Instant::now() + FAILURE_HOLD));
+            Ok((token, until)) => {
+                *cached = Some((token.clone(), *until));
+                *failed = None;
             }
+            Err(failure) => *failed = Some((failure.clone(), Instant::now())),
         }
         fetched.map(|(token, _)| token)
     }
 
-    /// The last fetch's failure while it stands.
-    fn failure_standing(&self) -> Option<TokenFailure> {
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        match failed.as_ref() {
-            Some((failure, until)) if Instant::now() < *until => Some(failure.clone()),
-            _ => {
-                *failed = None;
-                None
-            }
-        }
+    /// The last fetch's failure and when it came, if the last fetch failed.
+    fn last_failure(&self) -> Option<(TokenFailure, Instant)> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// One `POST token_url`: a token and until when to use it.
