@@ -150,7 +150,9 @@ impl PolledProducer {
 }
 
 impl Drop for PolledProducer {
-    /// The serving thread ends within [`POLL_WINDOW`], and the producer with it.
+    /// The serving thread ends within [`POLL_WINDOW`], and the producer with it
+    /// (librdkafka's destroy runs there; a process that exits sooner skips it: what was
+    /// still queued was purged, not flushed, as `FutureProducer`'s drop does too).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
     }
