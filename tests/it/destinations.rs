@@ -324,14 +324,21 @@ async fn a_batch_api_with_per_item_results_dead_letters_only_what_it_refused() {
     api.stop().await;
 }
 
-/// The orders API: a token from `POST /auth/token` (client credentials), used as the
-/// Bearer, fetched again once the API refuses it (401), and nothing lost or sent twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_oauth2_token_is_refreshed_once_and_nothing_is_lost_or_sent_twice() {
+/// The orders API behind client credentials (client `orders-client`, secret the test
+/// key; `record`: the emulator keeps what it accepted), one workspace `orders` sending
+/// `kind = "http"` to it with `auth = "oauth2"`.
+async fn orders_api(
+    record: bool,
+) -> (
+    crate::common::Broker,
+    sluice_mock_api::MockApi,
+    String,
+    Setup,
+) {
     let (broker, api, topic, mut setup) = TestEnv::build(1, &["orders"])
         .api(MockApiConfig {
             keys: vec![format!("orders-client:{API_KEY}")],
-            record: true,
+            record,
             ..MockApiConfig::default()
         })
         .start()
@@ -344,6 +351,14 @@ async fn an_expired_oauth2_token_is_refreshed_once_and_nothing_is_lost_or_sent_t
         "/json/api/v1/orders",
         &format!("auth = \"oauth2\"\ntoken_url = \"{token_url}\"\n"),
     );
+    (broker, api, topic, setup)
+}
+
+/// The orders API: a token from `POST /auth/token` (client credentials), used as the
+/// Bearer, fetched again once the API refuses it (401), and nothing lost or sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_oauth2_token_is_refreshed_once_and_nothing_is_lost_or_sent_twice() {
+    let (broker, api, topic, mut setup) = orders_api(true).await;
     setup.worker.workspaces[0].site_id = "orders-client".into();
     // 50 requests/s, one event each: ~2 s for 100, time to expire the token midway.
     setup.worker.workspaces[0].rate_limit_per_s = Some(50.0);
@@ -381,21 +396,7 @@ async fn an_expired_oauth2_token_is_refreshed_once_and_nothing_is_lost_or_sent_t
 /// each after the other; the events wait (nothing delivered, nothing lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_token_endpoint_is_asked_once_for_every_request_waiting_on_it() {
-    let (broker, api, topic, mut setup) = TestEnv::build(1, &["orders"])
-        .api(MockApiConfig {
-            keys: vec![format!("orders-client:{API_KEY}")],
-            ..MockApiConfig::default()
-        })
-        .start()
-        .await
-        .into_parts();
-    let token_url = format!("{}/auth/token", api.base_url());
-    http_kind(
-        &mut setup,
-        &api,
-        "/json/api/v1/orders",
-        &format!("auth = \"oauth2\"\ntoken_url = \"{token_url}\"\n"),
-    );
+    let (broker, api, topic, mut setup) = orders_api(false).await;
     // A client the endpoint does not know; four requests of one event in flight.
     setup.worker.workspaces[0].site_id = "other-client".into();
     setup.one_event_per_request();

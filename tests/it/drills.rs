@@ -108,26 +108,25 @@ impl Api {
         panic!("mock-api did not start");
     }
 
-    /// Events the API accepted from site `site` so far.
-    pub(crate) async fn accepted_from(&self, site: &str) -> u64 {
-        let v: Value = reqwest::get(format!("{}/stats", self.url))
+    /// Its `/stats`, as JSON.
+    async fn stats_json(&self) -> Value {
+        reqwest::get(format!("{}/stats", self.url))
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        v["workspaces"][site]["events_accepted"]
+            .unwrap()
+    }
+
+    /// Events the API accepted from site `site` so far.
+    pub(crate) async fn accepted_from(&self, site: &str) -> u64 {
+        self.stats_json().await["workspaces"][site]["events_accepted"]
             .as_u64()
             .unwrap_or(0)
     }
 
     pub(crate) async fn stats(&self) -> Stats {
-        let v: Value = reqwest::get(format!("{}/stats", self.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = self.stats_json().await;
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
         Stats {
             accepted: n("events_accepted"),

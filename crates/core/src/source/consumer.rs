@@ -232,12 +232,13 @@ impl Source {
     /// within the buffer's bounds, as per message), then the burst handed to the
     /// lanes: one message to each lane concerned (see [`staged`](super::staged)).
     fn take_the_burst(&mut self, router: &Router) {
+        // Its own handle: a read borrows the consumer while `take` needs the source.
+        let consumer = self.consumer.clone();
         for _ in 1..BURST {
             self.apply_back_pressure();
             if !self.back_pressure.polling() {
                 break;
             }
-            let consumer = self.consumer.clone();
             let Some(received) = consumer.recv().now_or_never() else {
                 break;
             };
