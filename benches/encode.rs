@@ -36,7 +36,7 @@ fn encode(c: &mut Criterion) {
         let limiter = Arc::new(Limiter::new(config.workspace_rates(), 64, 1.0));
         JsonApi::new(&config, limiter, Metrics::new()).unwrap()
     };
-    let templated = http(Some(TEMPLATE));
+    let templated = http(Some(common::TEMPLATE));
     group.bench_function("http batch items, template", |b| {
         b.iter(|| {
             for e in &events {
@@ -75,10 +75,6 @@ fn encode(c: &mut Criterion) {
     }
     group.finish();
 }
-
-/// A Segment-like call per event, as a user would template it (the same file
-/// `scripts/bench-peers.sh` takes as `destination.body=@benches/segment-call.tpl`).
-const TEMPLATE: &str = include_str!("segment-call.tpl");
 
 criterion_group!(benches, encode);
 criterion_main!(benches);

@@ -1,5 +1,5 @@
 //! The CI gate: instructions counted by valgrind (callgrind, through gungraun) for the
-//! hot stages — decode, encode, offset tracking and lane scheduling — on fixed inputs.
+//! hot stages — decode, encode (the Track path and `kind = "http"`'s template), offset tracking and lane scheduling — on fixed inputs.
 //! Counts, unlike wall time, do not move with a shared machine's load, so
 //! scripts/test.sh compares them with the committed baseline (benches/baseline/) and
 //! fails above +10%. How to update it: README, "Performance".
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use sluice_core::books::OffsetTracker;
 use sluice_core::config::Ordering;
-use sluice_core::deliver::{CustomerIo, Destination};
+use sluice_core::deliver::{CustomerIo, Destination, JsonApi};
 use sluice_core::event::{Decoder, Event};
 use sluice_core::lane::{Envelope, Queues};
 use sluice_core::limit::Limiter;
@@ -44,6 +44,16 @@ fn decoded() -> (CustomerIo, Vec<Event>) {
     )
 }
 
+fn templated() -> (JsonApi, Vec<Event>) {
+    let (_, events) = decoded();
+    let config = common::http_config(Some(common::TEMPLATE));
+    let limiter = Arc::new(Limiter::new(config.workspace_rates(), 64, 1.0));
+    (
+        JsonApi::new(&config, limiter, Metrics::new()).unwrap(),
+        events,
+    )
+}
+
 fn envelopes() -> Vec<Envelope> {
     common::envelopes(EVENTS)
 }
@@ -62,6 +72,15 @@ fn decode((decoder, payloads): (Decoder, Vec<Vec<u8>>)) -> usize {
 
 #[library_benchmark(setup = decoded)]
 fn encode((api, events): (CustomerIo, Vec<Event>)) -> usize {
+    events
+        .iter()
+        .map(|e| black_box(api.encode(e).unwrap()).len())
+        .sum()
+}
+
+// `kind = "http"`'s batch item from the bench's Segment-like template.
+#[library_benchmark(setup = templated)]
+fn encode_template((api, events): (JsonApi, Vec<Event>)) -> usize {
     events
         .iter()
         .map(|e| black_box(api.encode(e).unwrap()).len())
@@ -102,6 +121,6 @@ fn lanes(envelopes: Vec<Envelope>) -> usize {
     }
 }
 
-library_benchmark_group!(name = stages; benchmarks = decode, encode, offsets, lanes);
+library_benchmark_group!(name = stages; benchmarks = decode, encode, encode_template, offsets, lanes);
 
 main!(library_benchmark_groups = stages);

@@ -23,6 +23,10 @@ pub fn events(n: usize) -> Vec<Generated> {
     (0..n).map(|_| generator.next_event()).collect()
 }
 
+/// A Segment-like call per event, as a user would template it: the file
+/// `scripts/bench-peers.sh` takes as `destination.body=@benches/segment-call.tpl`.
+pub const TEMPLATE: &str = include_str!("../segment-call.tpl");
+
 /// The shipped defaults, one workspace `local`.
 pub fn config() -> Config {
     with_destination(

@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use minijinja::value::{
-    from_args, Enumerator, Kwargs, Object, ObjectRepr, Rest, Value as TemplateValue,
+    from_args, Enumerator, Kwargs, Object, ObjectRepr, Rest, Value as TemplateValue, ValueKind,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -59,34 +59,35 @@ impl Context<'_> {
     /// `properties` and `traits` are [`JsonMap`]s (written once, as JSON text; read
     /// into template values only if a template looks inside them).
     pub(super) fn template_value(&self) -> TemplateValue {
+        let text = |s: Option<&str>| s.map(TemplateValue::from);
         TemplateValue::from_object(EventObject {
             kind: self.kind,
-            user_id: self.user_id.map(str::to_string),
-            anonymous_id: self.anonymous_id.map(str::to_string),
-            event: self.event.map(str::to_string),
+            user_id: text(self.user_id),
+            anonymous_id: text(self.anonymous_id),
+            event: text(self.event),
             properties: self.properties.map(JsonMap::value),
             traits: self.traits.map(JsonMap::value),
-            message_id: self.message_id.to_string(),
+            message_id: self.message_id.into(),
             timestamp: self.timestamp,
-            workspace: self.workspace.to_string(),
+            workspace: self.workspace.into(),
         })
     }
 }
 
-/// The template context: the event's fields answered by name, none of them turned into
-/// a template value before a template asks for it (a map of them cost more to build
-/// than most templates cost to render).
+/// The template context: the event's fields answered by name, each a template value
+/// made once (a lookup is a reference count, not a copy), and no map of them built (a
+/// map cost more to build than most templates cost to render).
 #[derive(Debug)]
 struct EventObject {
     kind: &'static str,
-    user_id: Option<String>,
-    anonymous_id: Option<String>,
-    event: Option<String>,
+    user_id: Option<TemplateValue>,
+    anonymous_id: Option<TemplateValue>,
+    event: Option<TemplateValue>,
     properties: Option<TemplateValue>,
     traits: Option<TemplateValue>,
-    message_id: String,
+    message_id: TemplateValue,
     timestamp: Option<i64>,
-    workspace: String,
+    workspace: TemplateValue,
 }
 
 /// The names an [`EventObject`] answers to, in the order it lists them.
@@ -104,17 +105,16 @@ const NAMES: [&str; 9] = [
 
 impl EventObject {
     fn field(&self, name: &str) -> Option<TemplateValue> {
-        let text = |s: &Option<String>| s.as_deref().map(TemplateValue::from);
         match name {
             "type" => Some(self.kind.into()),
-            "user_id" => text(&self.user_id),
-            "anonymous_id" => text(&self.anonymous_id),
-            "event" => text(&self.event),
+            "user_id" => self.user_id.clone(),
+            "anonymous_id" => self.anonymous_id.clone(),
+            "event" => self.event.clone(),
             "properties" => self.properties.clone(),
             "traits" => self.traits.clone(),
-            "message_id" => Some(self.message_id.as_str().into()),
+            "message_id" => Some(self.message_id.clone()),
             "timestamp" => self.timestamp.map(TemplateValue::from),
-            "workspace" => Some(self.workspace.as_str().into()),
+            "workspace" => Some(self.workspace.clone()),
             _ => None,
         }
     }
@@ -139,19 +139,20 @@ impl Object for EventObject {
     }
 }
 
-/// An event's `properties` or `traits` in a template: its JSON text, which `tojson`
-/// writes as it is (the common `{{ properties | tojson }}` costs one serialization),
-/// and the template values read from it the first time a template looks inside.
+/// An event's `properties` or `traits` in a template: its JSON text as `tojson` writes
+/// it (made once per event; the common `{{ properties | tojson }}` shares it), and the
+/// template values read from that text the first time a template looks inside.
 #[derive(Debug)]
 pub(super) struct JsonMap {
-    text: String,
+    /// The text with `<`, `>`, `&` and `'` escaped: the same JSON value.
+    json: TemplateValue,
     read: OnceLock<TemplateValue>,
 }
 
 impl JsonMap {
     fn value(fields: &Fields) -> TemplateValue {
         TemplateValue::from_object(JsonMap {
-            text: fields.json().to_string(),
+            json: TemplateValue::from_safe_string(escaped(fields.json().to_string())),
             read: OnceLock::new(),
         })
     }
@@ -160,7 +161,7 @@ impl JsonMap {
         // Checked at decode as parsing checks it; were it not, a template looking
         // inside would find nothing there (a strict error), never a panic.
         self.read.get_or_init(|| {
-            serde_json::from_str::<Value>(&self.text)
+            serde_json::from_str::<Value>(self.json.as_str().unwrap_or_default())
                 .map(|map| TemplateValue::from_serialize(&map))
                 .unwrap_or(TemplateValue::UNDEFINED)
         })
@@ -198,9 +199,15 @@ pub(super) fn tojson(
         let (indent, args): (Option<TemplateValue>, Kwargs) = from_args(&options)?;
         return minijinja::filters::tojson(map.map_or(value, JsonMap::read), indent, args);
     }
-    let text = match map {
-        Some(map) => map.text.clone(),
-        None => serde_json::to_string(value).map_err(|e| {
+    if let Some(map) = map {
+        return Ok(map.json.clone());
+    }
+    let text = match value.as_str() {
+        // A text (an id, an event's name) written directly, as serde_json writes it.
+        Some(text) if value.kind() == ValueKind::String => {
+            serde_json::to_string(text).expect("a string serializes")
+        }
+        _ => serde_json::to_string(value).map_err(|e| {
             minijinja::Error::new(
                 minijinja::ErrorKind::InvalidOperation,
                 "cannot serialize to JSON",
@@ -208,8 +215,17 @@ pub(super) fn tojson(
             .with_source(e)
         })?,
     };
-    if !text.contains(['<', '>', '&', '\'']) {
-        return Ok(TemplateValue::from_safe_string(text));
+    Ok(TemplateValue::from_safe_string(escaped(text)))
+}
+
+/// JSON `text` with `<`, `>`, `&` and `'` written as `\u…` escapes (as minijinja's
+/// `tojson` writes them).
+fn escaped(text: String) -> String {
+    // Looked for with SIMD: a byte at a time cost a tenth of a templated encode.
+    let bytes = text.as_bytes();
+    if memchr::memchr3(b'<', b'>', b'&', bytes).is_none() && memchr::memchr(b'\'', bytes).is_none()
+    {
+        return text;
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
@@ -221,5 +237,5 @@ pub(super) fn tojson(
             _ => out.push(c),
         }
     }
-    Ok(TemplateValue::from_safe_string(out))
+    out
 }

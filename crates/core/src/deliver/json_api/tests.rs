@@ -212,3 +212,27 @@ fn a_fixed_header_value_never_shows_in_the_clients_debug_form() {
     assert!(shown.contains("X-Api-Key"), "{shown}");
     assert!(!shown.contains("sk-marker-123"), "{shown}");
 }
+
+#[test]
+fn tojson_writes_every_kind_of_value_as_minijinjas_own_tojson_writes_it() {
+    let mut ours = minijinja::Environment::new();
+    ours.add_filter("tojson", context::tojson);
+    let theirs = minijinja::Environment::new();
+    let values = [
+        json!("u1"),
+        json!("a text longer than a small string, with <b>'&'</b>, \"quotes\", \\, é and 🎉\n"),
+        json!(12.5),
+        json!(-3),
+        json!(null),
+        json!(true),
+        json!(["x<y", 1, {"k": "it's"}]),
+        json!({"nested": {"a": [1, 2]}, "html": "</script>"}),
+    ];
+    for value in values {
+        let render = |env: &minijinja::Environment<'_>| {
+            env.render_str("{{ v | tojson }}", minijinja::context! { v => value.clone() })
+                .unwrap()
+        };
+        assert_eq!(render(&ours), render(&theirs), "for {value}");
+    }
+}
