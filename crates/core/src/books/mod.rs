@@ -17,6 +17,7 @@ use crate::record::Origin;
 
 mod buffered;
 mod offsets;
+mod pending;
 
 pub use buffered::Buffered;
 pub use offsets::OffsetTracker;

@@ -6,13 +6,15 @@
 //! its lowest pending offset, or one past the highest offset seen when nothing is
 //! pending.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+
+use hashbrown::HashMap;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::pending::Pending;
 use crate::record::TopicPartition;
 
 /// A commit asked for and not yet confirmed is asked for again after this long.
@@ -21,7 +23,7 @@ const UNCONFIRMED_AFTER: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 struct PartitionState {
     /// Offsets handed downstream and not yet delivered or dead-lettered.
-    pending: BTreeSet<i64>,
+    pending: Pending,
     /// The highest offset handed downstream.
     highest_seen: Option<i64>,
     /// The last value the broker confirmed committed (or `None` before the first).
@@ -33,7 +35,7 @@ struct PartitionState {
 impl PartitionState {
     fn committable(&self) -> Option<i64> {
         match self.pending.first() {
-            Some(&lowest) => Some(lowest),
+            Some(lowest) => Some(lowest),
             None => self.highest_seen.map(|h| h + 1),
         }
     }
@@ -42,6 +44,7 @@ impl PartitionState {
 /// Shared record of in-process offsets for every assigned partition.
 #[derive(Debug, Default, Clone)]
 pub struct OffsetTracker {
+    /// hashbrown's map, hashed with foldhash (std's SipHash cost more than the set).
     inner: Arc<Mutex<HashMap<TopicPartition, PartitionState>>>,
     /// Woken when a partition's committable offset advances.
     advanced: Arc<Notify>,
@@ -56,7 +59,8 @@ impl OffsetTracker {
     /// Records that `offset` of `tp` has been handed downstream.
     pub fn track(&self, tp: &TopicPartition, offset: i64) {
         let mut map = self.lock();
-        let state = map.entry(tp.clone()).or_default();
+        // A key is made only for a partition new to the map.
+        let state = map.entry_ref(tp).or_default();
         state.pending.insert(offset);
         state.highest_seen = Some(state.highest_seen.map_or(offset, |h| h.max(offset)));
     }
@@ -71,8 +75,8 @@ impl OffsetTracker {
         let mut advanced = false;
         for (tp, offset) in done {
             if let Some(state) = map.get_mut(tp) {
-                advanced |= state.pending.first() == Some(&offset);
-                state.pending.remove(&offset);
+                advanced |= state.pending.first() == Some(offset);
+                state.pending.remove(offset);
             }
         }
         drop(map);
@@ -296,7 +300,7 @@ mod tests {
             for &o in &offsets {
                 t.track(&tp(0), o);
             }
-            let mut done = BTreeSet::new();
+            let mut done = std::collections::BTreeSet::new();
             for i in order {
                 t.complete([(&tp(0), offsets[i])]);
                 done.insert(offsets[i]);

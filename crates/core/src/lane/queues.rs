@@ -2,7 +2,11 @@
 //! Under `ordering = "per-user"` a user whose events went out waits, with its later
 //! events, until that batch's final answer; the rest of the lane goes on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use hashbrown::hash_map::EntryRef;
+use hashbrown::{HashMap, HashSet};
 
 use tokio::time::Instant;
 
@@ -24,9 +28,11 @@ struct UserQueue {
 /// The events a lane holds, per user, and which users may send now.
 #[derive(Debug, Default)]
 pub struct Queues {
-    users: HashMap<String, UserQueue>,
+    /// hashbrown's, hashed with foldhash seeded per map: std's SipHash was a sixth of
+    /// a lane's work.
+    users: HashMap<Arc<str>, UserQueue>,
     /// Users with events and nothing in flight, roughly oldest first.
-    runnable: VecDeque<String>,
+    runnable: VecDeque<Arc<str>>,
     pub(super) runnable_events: usize,
     pub(super) runnable_bytes: usize,
     pub(super) total: usize,
@@ -40,18 +46,22 @@ impl Queues {
 
     /// Queues `envelope` behind its user's earlier events.
     pub fn push(&mut self, envelope: Envelope, ordering: Ordering) {
-        let key = match ordering {
-            Ordering::PerUser => envelope.user.clone(),
-            Ordering::None => String::new(),
-        };
         let size = envelope.encoded.len() + 1;
         self.total += 1;
-        let queue = self.users.entry(key.clone()).or_default();
-        let was_empty = queue.events.is_empty();
+        // The user's name is copied only for a user new to the queues, and shared with
+        // the runnable list.
+        let entry = match self.users.entry_ref(user_key(&envelope, ordering)) {
+            EntryRef::Occupied(entry) => entry,
+            EntryRef::Vacant(entry) => entry.insert_entry(UserQueue::default()),
+        };
+        let in_flight = entry.get().in_flight;
+        let runnable_key =
+            (!in_flight && entry.get().events.is_empty()).then(|| entry.key().clone());
+        let queue = entry.into_mut();
         queue.events.push_back(envelope);
         queue.bytes += size;
-        if !queue.in_flight {
-            if was_empty {
+        if !in_flight {
+            if let Some(key) = runnable_key {
                 self.runnable.push_back(key);
             }
             self.runnable_events += 1;
@@ -73,9 +83,11 @@ impl Queues {
         max_bytes: usize,
         ordering: Ordering,
     ) -> Vec<Envelope> {
-        let mut batch = Vec::new();
+        // Sized once: grown an event at a time, a batch was copied over several times.
+        let mut batch = Vec::with_capacity(max_events.min(self.runnable_events));
         let mut bytes = BATCH_OVERHEAD;
-        while let Some(user) = self.runnable.front().cloned() {
+        // Taken off the front, and put back if it stays there (no copy of its name).
+        while let Some(user) = self.runnable.pop_front() {
             let queue = self
                 .users
                 .get_mut(&user)
@@ -95,16 +107,18 @@ impl Queues {
                 self.total -= 1;
                 batch.push(envelope);
             }
-            let took_any = batch.last().is_some_and(|e| user_key(e, ordering) == user);
+            let took_any = batch
+                .last()
+                .is_some_and(|e| user_key(e, ordering) == &*user);
             if ordering == Ordering::PerUser && took_any {
                 // The rest of this user's events wait for the batch's final answer.
                 queue.in_flight = true;
                 self.runnable_events -= queue.events.len();
                 self.runnable_bytes -= queue.bytes;
-                self.runnable.pop_front();
             } else if queue.events.is_empty() {
-                self.runnable.pop_front();
                 self.users.remove(&user);
+            } else {
+                self.runnable.push_front(user);
             }
             if full {
                 break;
@@ -158,13 +172,13 @@ impl Queues {
         users: impl IntoIterator<Item = String>,
         ordering: Ordering,
     ) {
-        let released: std::collections::HashSet<String> = users.into_iter().collect();
+        let released: HashSet<String> = users.into_iter().collect();
         let old = self.take_users();
         for envelope in events {
             self.push(envelope, ordering);
         }
         for (key, queue) in old {
-            if queue.in_flight && !released.contains(&key) {
+            if queue.in_flight && !released.contains(&*key) {
                 self.users.entry(key).or_default().in_flight = true;
             }
             for envelope in queue.events {
@@ -175,9 +189,9 @@ impl Queues {
 
     /// Empties the queues and returns every user's queue in the order a rebuild pushes
     /// them back: runnable users first, in their order, then the users in flight.
-    fn take_users(&mut self) -> Vec<(String, UserQueue)> {
+    fn take_users(&mut self) -> Vec<(Arc<str>, UserQueue)> {
         let mut old = std::mem::take(self);
-        let mut order: Vec<String> = old.runnable.drain(..).collect();
+        let mut order: Vec<Arc<str>> = old.runnable.drain(..).collect();
         order.extend(
             old.users
                 .iter()
@@ -196,7 +210,7 @@ impl Queues {
     /// A batch carrying these users has its final answer: they may send again.
     pub fn release(&mut self, users: impl IntoIterator<Item = String>) {
         for user in users {
-            let Some(queue) = self.users.get_mut(&user) else {
+            let Some((key, queue)) = self.users.get_key_value_mut(user.as_str()) else {
                 continue;
             };
             if !queue.in_flight {
@@ -204,12 +218,13 @@ impl Queues {
             }
             queue.in_flight = false;
             if queue.events.is_empty() {
-                self.users.remove(&user);
+                self.users.remove(user.as_str());
             } else {
                 self.runnable_events += queue.events.len();
                 self.runnable_bytes += queue.bytes;
                 // Its events waited longest: let them go first.
-                self.runnable.push_front(user);
+                let key = key.clone();
+                self.runnable.push_front(key);
             }
         }
     }

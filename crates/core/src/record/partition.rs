@@ -20,3 +20,11 @@ impl TopicPartition {
         }
     }
 }
+
+/// A copy that shares the topic's name (what a map keyed by partitions takes when a
+/// partition is new to it).
+impl From<&TopicPartition> for TopicPartition {
+    fn from(tp: &TopicPartition) -> Self {
+        tp.clone()
+    }
+}

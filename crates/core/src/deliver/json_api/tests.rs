@@ -230,8 +230,11 @@ fn tojson_writes_every_kind_of_value_as_minijinjas_own_tojson_writes_it() {
     ];
     for value in values {
         let render = |env: &minijinja::Environment<'_>| {
-            env.render_str("{{ v | tojson }}", minijinja::context! { v => value.clone() })
-                .unwrap()
+            env.render_str(
+                "{{ v | tojson }}",
+                minijinja::context! { v => value.clone() },
+            )
+            .unwrap()
         };
         assert_eq!(render(&ours), render(&theirs), "for {value}");
     }
