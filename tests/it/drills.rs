@@ -254,7 +254,12 @@ async fn drill_kill_9_under_load() {
     let (broker, topic, api, mut setup) = at_shipped_defaults(&bin, "drill-kill").await;
     // Restarted in place under its name, as a crashed container is: static membership
     // hands it its partitions back without waiting for its old session to expire.
-    setup.worker.kafka.group_instance_id = Some("drill-pod".into());
+    // SLUICE_DRILL_MEMBERSHIP=dynamic restarts it without a name (the group waits for
+    // the dead member's session, then rebalances).
+    let dynamic = std::env::var("SLUICE_DRILL_MEMBERSHIP").is_ok_and(|m| m == "dynamic");
+    if !dynamic {
+        setup.worker.kafka.group_instance_id = Some("drill-pod".into());
+    }
     // The shipped commit interval too.
     setup.worker.kafka.commit_interval_ms = shipped_defaults().kafka.commit_interval_ms;
     let toml = setup.toml();
@@ -325,10 +330,11 @@ async fn drill_kill_9_under_load() {
     let max_resume = resumes.iter().copied().fold(0.0, f64::max);
     let median_resume = median(&mut resumes);
     println!(
-        "kill -9 drill: {kills} kills at {RATE} events/s, seed {seed}: sent {sent}, delivered {} \
+        "kill -9 drill ({} membership): {kills} kills at {RATE} events/s, seed {seed}: sent {sent}, delivered {} \
          (unique), duplicates {total_dups} ({:.1}%; per crash median {median_dups:.0}, max \
          {max_dups:.0}), per-user order violations {}, delivery back after a restart: median \
          {median_resume:.1} s, max {max_resume:.1} s",
+        if dynamic { "dynamic" } else { "static" },
         s.unique(),
         total_dups as f64 / sent as f64 * 100.0,
         s.order_violations
@@ -346,12 +352,12 @@ async fn drill_kill_9_under_load() {
         "median {median_dups} duplicates per crash"
     );
     assert!(max_dups <= 2500.0, "max {max_dups} duplicates per crash");
+    // Named, no session to wait for: on Kafka (and nisshi 0.8) the restarted member
+    // takes its place at once; Tansu 0.6 holds a named member's join and sync 3 s each.
     // Without a name the dead pod's session must expire first, and Tansu 0.6 then takes
-    // ~6 s more to finish the rebalance (12.2 s median here); named, no wait for it.
-    assert!(
-        max_resume <= SESSION_TIMEOUT_S + 5.0,
-        "delivery back after {max_resume} s"
-    );
+    // ~6 s more to finish the rebalance (12.2 s median here).
+    let allowed = SESSION_TIMEOUT_S + if dynamic { 8.0 } else { 5.0 };
+    assert!(max_resume <= allowed, "delivery back after {max_resume} s");
 }
 
 /// Waits until the API counted `sent` distinct events, or panics after `limit`.
