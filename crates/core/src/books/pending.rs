@@ -58,6 +58,10 @@ impl Pending {
         if self.run.len() >= SWEEP_FROM && self.count * 2 < self.run.len() {
             self.run.retain(|&(_, finished)| !finished);
         }
+        // Memory a burst took is given back once the run is a quarter of it.
+        if self.run.capacity() > 4 * SWEEP_FROM && self.run.len() * 4 < self.run.capacity() {
+            self.run.shrink_to(self.run.len() * 2);
+        }
         true
     }
 
@@ -150,6 +154,24 @@ mod tests {
             pending.run.len() <= SWEEP_FROM,
             "{} entries",
             pending.run.len()
+        );
+    }
+
+    #[test]
+    fn the_memory_of_a_burst_is_given_back_as_it_finishes() {
+        let mut pending = Pending::default();
+        for offset in 0..100_000 {
+            pending.insert(offset);
+        }
+        for offset in 0..99_990 {
+            pending.remove(offset);
+        }
+        assert_eq!(pending.first(), Some(99_990));
+        assert!(
+            pending.run.capacity() <= 4 * SWEEP_FROM,
+            "{} slots kept for {} pending",
+            pending.run.capacity(),
+            pending.len()
         );
     }
 }

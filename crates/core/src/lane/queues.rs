@@ -124,6 +124,10 @@ impl Queues {
                 break;
             }
         }
+        if batch.capacity() > 2 * batch.len() {
+            // Cut short by bytes: a batch in flight keeps no room for events it lacks.
+            batch.shrink_to_fit();
+        }
         batch
     }
 
