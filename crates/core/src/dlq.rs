@@ -8,7 +8,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::ClientConfig;
 
@@ -40,8 +40,6 @@ pub fn header_map(message: &impl rdkafka::Message) -> std::collections::BTreeMap
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between failed writes.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// How long a write waits before asking again while the producer's queue is full.
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause between two tries of one letter.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
 
@@ -176,7 +174,7 @@ impl DeadLetters {
                 payload,
                 headers: Some(headers.clone()),
             };
-            match send(&producer, record).await {
+            match producer.send_within(record, PRODUCE_TIMEOUT).await {
                 Ok(_) => {
                     self.metrics.kafka_ok();
                     self.metrics.dead_lettered(
@@ -235,30 +233,6 @@ impl DeadLetters {
                 }
             }
         }
-    }
-}
-
-/// Writes `record` and waits for the broker's answer: while the producer's queue is
-/// full, tries again for up to [`PRODUCE_TIMEOUT`] before giving up.
-async fn send(producer: &PolledProducer, record: Outgoing<'_>) -> Result<(), KafkaError> {
-    let started = tokio::time::Instant::now();
-    let delivery = loop {
-        let attempt = Outgoing {
-            headers: record.headers.clone(),
-            ..record
-        };
-        match producer.send(attempt) {
-            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
-                if started.elapsed() < PRODUCE_TIMEOUT =>
-            {
-                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
-            }
-            other => break other?,
-        }
-    };
-    match delivery.await {
-        Ok(delivered) => delivered.map(|_| ()),
-        Err(_) => Err(KafkaError::Canceled),
     }
 }
 

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use rdkafka::client::Client;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::oneshot;
@@ -28,8 +29,12 @@ use super::log::KafkaLog;
 /// outlives its producer.
 const POLL_WINDOW: Duration = Duration::from_secs(1);
 
-/// What became of one record: where it was written, or why not.
-pub(crate) type Delivered = Result<(i32, i64), KafkaError>;
+/// How long [`PolledProducer::send_within`] waits before asking again while the
+/// producer's queue is full.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(100);
+
+/// What became of one record: written, or why not.
+pub(crate) type Delivered = Result<(), KafkaError>;
 
 /// A record's outcome, once the broker has answered (an error if the producer went away
 /// first).
@@ -84,7 +89,7 @@ impl ProducerContext for Reporting {
 
     fn delivery(&self, result: &DeliveryResult<'_>, answer: Self::DeliveryOpaque) {
         let delivered = match result {
-            Ok(message) => Ok((message.partition(), message.offset())),
+            Ok(_) => Ok(()),
             Err((error, _)) => Err(error.clone()),
         };
         // Refused only if the sender stopped waiting.
@@ -141,6 +146,32 @@ impl PolledProducer {
             .send(base)
             .map(|()| delivery)
             .map_err(|(e, _)| e)
+    }
+
+    /// Writes `record` and waits for the broker's answer; while the producer's queue is
+    /// full, asks again for up to `within` (as rust-rdkafka's `FutureProducer` does
+    /// with its queue timeout).
+    pub(crate) async fn send_within(
+        &self,
+        record: Outgoing<'_>,
+        within: Duration,
+    ) -> Result<(), KafkaError> {
+        let started = tokio::time::Instant::now();
+        let delivery = loop {
+            let attempt = Outgoing {
+                headers: record.headers.clone(),
+                ..record
+            };
+            match self.send(attempt) {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+                    if started.elapsed() < within =>
+                {
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                }
+                other => break other?,
+            }
+        };
+        delivery.await.unwrap_or(Err(KafkaError::Canceled))
     }
 
     /// The librdkafka client (metadata, watermarks, fatal errors).

@@ -213,7 +213,7 @@ impl LaneParking {
             let result = match delivery {
                 Ok(delivery) => tokio::select! {
                     r = delivery => r.map_err(|_| "the producer was dropped".to_string())
-                        .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+                        .and_then(|r| r.map_err(|e| e.to_string())),
                     _ = services.hard_stop.cancelled() => return,
                 },
                 Err(e) => Err(e.to_string()),
