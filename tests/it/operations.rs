@@ -89,6 +89,12 @@ async fn metrics_match_what_happened_and_queue_depth_is_the_real_lag() {
     bad.push(Record::json("s", &track("strict", "s", 0)));
     positions.extend(produce(&broker.brokers(), &topic, &bad).await);
     setup.wait_committed(&positions, 2).await;
+    // The depth is refreshed every `lag_refresh_ms`, so it reads 0 one refresh after the
+    // last commit, not at the same instant.
+    wait_until("queue depth back to 0", Duration::from_secs(10), || {
+        worker.metrics.queue_depth() == 0
+    })
+    .await;
     let metrics = scrape(&url).await;
     worker.stop().await;
 
