@@ -15,8 +15,10 @@ use minijinja::{Environment, UndefinedBehavior};
 use reqwest::Method;
 use serde_json::Value;
 
+mod body_check;
 mod context;
 
+use body_check::BodyError;
 use context::Context;
 
 use super::customerio::unknown_workspace;
@@ -379,10 +381,17 @@ impl Destination for JsonApi {
             minijinja::Value::UNDEFINED
         };
         let body = if self.has_body {
-            let text = self.render(BODY, &context)?;
-            serde_json::from_str::<serde::de::IgnoredAny>(&text)
-                .map_err(|e| InvalidEvent::Template(format!("body is not JSON: {e}")))?;
-            text.into_bytes()
+            self.templates
+                .get_template(BODY)
+                .map_err(BodyError::Render)
+                .and_then(|t| body_check::render_json(&t, &context))
+                .map_err(|e| match e {
+                    BodyError::Render(e) => InvalidEvent::Template(format!("{BODY}: {e}")),
+                    BodyError::NotJson(e) => {
+                        InvalidEvent::Template(format!("body is not JSON: {e}"))
+                    }
+                })?
+                .into_bytes()
         } else {
             serde_json::to_vec(&fields).expect("JSON values serialize")
         };

@@ -11,6 +11,7 @@ use minijinja::value::{
 use serde::Serialize;
 use serde_json::Value;
 
+use super::body_check;
 use crate::event::{Event, Fields};
 
 /// `type`, `user_id` or `anonymous_id`, `event` and `properties` (track) or `traits`
@@ -197,9 +198,12 @@ pub(super) fn tojson(
     if !options.is_empty() {
         // (No options is the common case: taken as `Rest`, it costs no keyword map.)
         let (indent, args): (Option<TemplateValue>, Kwargs) = from_args(&options)?;
-        return minijinja::filters::tojson(map.map_or(value, JsonMap::read), indent, args);
+        let json = minijinja::filters::tojson(map.map_or(value, JsonMap::read), indent, args)?;
+        body_check::made_json(&json);
+        return Ok(json);
     }
     if let Some(map) = map {
+        body_check::made_json(&map.json);
         return Ok(map.json.clone());
     }
     let text = match value.as_str() {
@@ -215,7 +219,9 @@ pub(super) fn tojson(
             .with_source(e)
         })?,
     };
-    Ok(TemplateValue::from_safe_string(escaped(text)))
+    let json = TemplateValue::from_safe_string(escaped(text));
+    body_check::made_json(&json);
+    Ok(json)
 }
 
 /// JSON `text` with `<`, `>`, `&` and `'` written as `\u…` escapes (as minijinja's
