@@ -285,8 +285,12 @@ fn decode_at(
     if payload.trim_ascii_start().first() != Some(&b'{') {
         return Err(InvalidEvent::Malformed("not a JSON object".into()));
     }
+    // UTF-8 checked once for the whole payload (serde_json over bytes checks each
+    // string and raw value again).
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| InvalidEvent::Malformed(format!("not UTF-8: {e}")))?;
     let wire: Wire<'_> =
-        serde_json::from_slice(payload).map_err(|e| InvalidEvent::Malformed(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| InvalidEvent::Malformed(e.to_string()))?;
 
     let workspace = wire
         .workspace
@@ -335,12 +339,16 @@ fn action(
             if matches!(person, Person::Anonymous(_)) {
                 return Err(InvalidEvent::MissingUserId);
             }
-            let (mut attributes, keys) = object(traits, "traits")?;
             // Read as a map for the checks: what is sent is the text, unless a key is
             // repeated, where the map (the last of each) is sent, as it was checked.
-            let map = attributes
-                .to_map()
-                .map_err(|e| InvalidEvent::Malformed(format!("traits: {e}")))?;
+            let (mut attributes, map, keys) = match traits {
+                None => (Fields::empty(), serde_json::Map::new(), 0),
+                Some(raw) => {
+                    is_object(raw, "traits")?;
+                    Fields::object_map(raw)
+                        .map_err(|e| InvalidEvent::Malformed(format!("traits: {e}")))?
+                }
+            };
             check_attributes(&map)?;
             if keys != map.len() {
                 attributes = Fields::from_map(&map);
@@ -353,7 +361,14 @@ fn action(
                 _ => return Err(InvalidEvent::MissingEventName),
             };
             check_len("event", &name, MAX_EVENT_NAME_BYTES)?;
-            let (data, _) = object(properties, "properties")?;
+            let data = match properties {
+                None => Fields::empty(),
+                Some(raw) => {
+                    is_object(raw, "properties")?;
+                    Fields::checked(raw)
+                        .map_err(|e| InvalidEvent::Malformed(format!("properties: {e}")))?
+                }
+            };
             Ok(Action::Track { name, data })
         }
         other => Err(InvalidEvent::UnknownType(other.to_string())),
@@ -389,17 +404,14 @@ fn id_text(value: Option<Value>) -> Option<String> {
     }
 }
 
-/// `field`'s object (absent or `null`: `{}`), and its top-level key count.
-fn object(value: Option<&RawValue>, field: &str) -> Result<(Fields, usize), InvalidEvent> {
-    match value {
-        // serde gives `None` for a `null` too.
-        None => Ok((Fields::empty(), 0)),
-        Some(raw) if !raw.get().starts_with('{') => Err(InvalidEvent::Malformed(format!(
+/// `raw` is an object (serde gives `None` for a `null`: the caller's `{}`).
+fn is_object(raw: &RawValue, field: &str) -> Result<(), InvalidEvent> {
+    if raw.get().starts_with('{') {
+        Ok(())
+    } else {
+        Err(InvalidEvent::Malformed(format!(
             "{field} must be an object"
-        ))),
-        Some(raw) => {
-            Fields::object(raw).map_err(|e| InvalidEvent::Malformed(format!("{field}: {e}")))
-        }
+        )))
     }
 }
 
