@@ -142,7 +142,7 @@ impl Intake {
                 envelope: Envelope {
                     origin,
                     raw,
-                    user: event.person.as_str().to_string(),
+                    user: event.person.into_string(),
                     event_time: event.timestamp,
                     encoded,
                     arrived: tokio::time::Instant::now(),

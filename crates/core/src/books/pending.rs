@@ -6,8 +6,9 @@
 //! twice what is pending.
 //!
 //! A partition is read in order, so an offset is almost always tracked above every
-//! other (an append) and finished near the front: both cost a binary search at most,
-//! where an ordered set allocated and rebalanced its nodes for each.
+//! other (an append), and its offsets are mostly consecutive, so one is found at its
+//! distance from the front or the back of the run (a binary search where a gap lies
+//! between), where an ordered set allocated and rebalanced its nodes for each.
 
 use std::collections::VecDeque;
 
@@ -76,11 +77,25 @@ impl Pending {
     }
 
     fn find(&self, offset: i64) -> Result<usize, usize> {
-        // Most finish near the front: look there before searching.
-        match self.run.front() {
-            Some(&(first, _)) if first == offset => Ok(0),
-            _ => self.run.binary_search_by_key(&offset, |&(o, _)| o),
+        let (Some(&(first, _)), Some(&(last, _))) = (self.run.front(), self.run.back()) else {
+            return Err(0);
+        };
+        // A partition's offsets are mostly consecutive (a gap is a compacted record, a
+        // transaction marker or a sweep): where the run has none between `offset` and
+        // its front, or its back, the place is the distance from there.
+        let from_front = offset
+            .checked_sub(first)
+            .and_then(|d| usize::try_from(d).ok());
+        let from_back = last
+            .checked_sub(offset)
+            .and_then(|d| usize::try_from(d).ok())
+            .and_then(|d| (self.run.len() - 1).checked_sub(d));
+        for guess in [from_front, from_back].into_iter().flatten() {
+            if self.run.get(guess).is_some_and(|&(o, _)| o == offset) {
+                return Ok(guess);
+            }
         }
+        self.run.binary_search_by_key(&offset, |&(o, _)| o)
     }
 }
 

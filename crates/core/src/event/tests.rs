@@ -221,3 +221,30 @@ fn a_repeated_trait_is_sent_once_as_checked() {
     };
     assert_eq!(attributes.json(), r#"{"a":"ok"}"#);
 }
+
+/// Bytes that are not UTF-8, in a string or anywhere else, make the event malformed
+/// with where they are; text beyond ASCII is decoded as it is.
+#[test]
+fn a_payload_that_is_not_utf8_is_malformed_and_says_where() {
+    let known = |w: &str| w == "acme";
+    let mut payload = br#"{"type":"track","userId":"u","event":"caf"#.to_vec();
+    let at = format!("index {}", payload.len());
+    payload.extend_from_slice(&[0xC3, 0x28]);
+    payload.extend_from_slice(br#""}"#);
+    match decode(&payload, None, Some("acme"), known) {
+        Err(InvalidEvent::Malformed(why)) => {
+            assert!(why.starts_with("not UTF-8: "), "{why}");
+            assert!(why.contains(&at), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = decode(
+        r#"{"type":"track","userId":"Zoë","event":"café ☕"}"#.as_bytes(),
+        None,
+        Some("acme"),
+        known,
+    )
+    .unwrap();
+    assert_eq!(e.person, Person::Id("Zoë".into()));
+    assert!(matches!(e.action, Action::Track { ref name, .. } if name == "café ☕"));
+}

@@ -206,7 +206,7 @@ impl Held {
             .batches
             .iter()
             .filter(|(id, batch)| {
-                self.aborts.contains_key(id) && batch.iter().any(|e| e.read_from(revoked))
+                self.aborts.contains_key(*id) && batch.iter().any(|e| e.read_from(revoked))
             })
             .map(|(id, _)| *id)
             .collect();

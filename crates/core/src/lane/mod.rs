@@ -12,7 +12,7 @@
 //! it drains what it holds and ends; the hard-stop token abandons in-flight requests
 //! (their offsets simply stay uncommitted).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;

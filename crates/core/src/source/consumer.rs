@@ -6,7 +6,7 @@
 //! Offsets are never stored automatically: a commit names explicit offsets taken from
 //! the [`OffsetTracker`], so nothing past an undelivered event is ever committed.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! its origin, its key and payload, and the `sluice.*` and `workspace` headers read in
 //! one pass.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -16,31 +16,32 @@ pub(super) fn detach(
     message: &BorrowedMessage<'_>,
     topics: &mut HashMap<String, Arc<str>>,
 ) -> Received {
-    let topic = match topics.get(message.topic()) {
+    // (librdkafka's name is a C string: each `topic()` measures and checks it again.)
+    let name = message.topic();
+    let topic = match topics.get(name) {
         Some(t) => t.clone(),
         None => {
-            let t: Arc<str> = message.topic().into();
-            topics.insert(message.topic().to_string(), t.clone());
+            let t: Arc<str> = name.into();
+            topics.insert(name.to_string(), t.clone());
             t
         }
     };
-    let read = sluice_headers(message);
+    let (read, workspace) = read_headers(message);
+    // Borrowed from librdkafka's buffer: copied only where kept.
     let header = |name: &str| {
         READ_HEADERS
             .iter()
             .position(|k| *k == name)
             .and_then(|i| read[i])
-            .map(str::to_string)
     };
-    let workspace = workspace_header(message);
     let redrive_count = header(headers::REDRIVE_COUNT)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let replay = header(headers::REPLAY);
-    let first_written = crate::record::first_written(
-        (message.topic(), message.partition(), message.offset()),
-        header,
-    );
+    let replay = header(headers::REPLAY).map(str::to_string);
+    let first_written =
+        crate::record::first_written((name, message.partition(), message.offset()), |name| {
+            header(name).map(str::to_string)
+        });
     let entered_us = header(headers::DUE)
         .and_then(|d| d.parse().ok())
         .or_else(|| message.timestamp().to_millis().map(|ms| ms * 1000));
@@ -74,12 +75,20 @@ const READ_HEADERS: [&str; 4] = [
 ];
 
 /// The value of each of [`READ_HEADERS`] in `message` (the first header of that name;
-/// `None` when absent, null or not UTF-8): one pass over its headers, where a lookup
-/// per name cost a scan each, on the consumer's thread that every event crosses.
-fn sluice_headers<'a>(message: &'a BorrowedMessage<'_>) -> [Option<&'a str>; 4] {
+/// `None` when absent, null or not UTF-8) and its `workspace` header: one pass over
+/// its headers, where a lookup per name cost a scan each (and a header's name is a C
+/// string, measured and checked each time it is read), on the consumer's thread that
+/// every event crosses.
+fn read_headers<'a>(message: &'a BorrowedMessage<'_>) -> ([Option<&'a str>; 4], WorkspaceHeader) {
     let mut found = [None; 4];
     let mut seen = [false; 4];
+    // The first `workspace` header with a value.
+    let mut workspace = None;
     for h in message.headers().into_iter().flat_map(|hs| hs.iter()) {
+        if h.key == "workspace" {
+            workspace = workspace.or(h.value);
+            continue;
+        }
         if !h.key.starts_with("sluice.") {
             continue;
         }
@@ -90,20 +99,10 @@ fn sluice_headers<'a>(message: &'a BorrowedMessage<'_>) -> [Option<&'a str>; 4] 
             }
         }
     }
-    found
-}
-
-/// The record's `workspace` header: named, absent, or there but not UTF-8.
-fn workspace_header(message: &BorrowedMessage<'_>) -> WorkspaceHeader {
-    let Some(headers) = message.headers() else {
-        return WorkspaceHeader::Absent;
+    let workspace = match workspace.map(std::str::from_utf8) {
+        None => WorkspaceHeader::Absent,
+        Some(Ok(name)) => WorkspaceHeader::Named(name.to_string()),
+        Some(Err(_)) => WorkspaceHeader::Unreadable,
     };
-    let mut values = headers.iter().filter(|h| h.key == "workspace");
-    let Some(value) = values.find_map(|h| h.value) else {
-        return WorkspaceHeader::Absent;
-    };
-    match std::str::from_utf8(value) {
-        Ok(name) => WorkspaceHeader::Named(name.to_string()),
-        Err(_) => WorkspaceHeader::Unreadable,
-    }
+    (found, workspace)
 }
