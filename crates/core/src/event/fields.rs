@@ -88,9 +88,10 @@ const MAX_DIGITS: usize = 300;
 /// Whether parsing `text` into a `serde_json::Value` could refuse it, when serde_json
 /// has already taken it as a raw value (its structure, the syntax of its escapes and
 /// numbers, UTF-8). What is left to refuse is nesting past the depth limit, a number
-/// out of range, and an escape that is half a surrogate pair; each is looked for
-/// loosely (any bracket, any exponent, any long run of digits, any `\uD…`), so
-/// `false` is certain and `true` means parse it and see.
+/// out of range, an escape that is half a surrogate pair, and an object whose first
+/// key is serde_json's raw-value token; each is looked for loosely (any bracket, any
+/// exponent, any long run of digits, any `\u`, the token anywhere), so `false` is
+/// certain and `true` means parse it and see.
 fn may_refuse(text: &[u8]) -> bool {
     if memchr::memchr2_iter(b'{', b'[', text)
         .nth(MAX_BRACKETS)
@@ -98,9 +99,13 @@ fn may_refuse(text: &[u8]) -> bool {
     {
         return true;
     }
-    let surrogate =
-        |i: usize| text.get(i + 1) == Some(&b'u') && matches!(text.get(i + 2), Some(b'd' | b'D'));
-    if memchr::memchr_iter(b'\\', text).any(surrogate) {
+    // Any `\u` escape: half a surrogate pair, or a key spelled with escapes.
+    if memchr::memchr_iter(b'\\', text).any(|i| text.get(i + 1) == Some(&b'u')) {
+        return true;
+    }
+    // The raw-value key spelled out (no other escape can spell it).
+    let token = |i: usize| text[i..].starts_with(RAW_VALUE_KEY.as_bytes());
+    if memchr::memchr_iter(b'$', text).any(token) {
         return true;
     }
     if memchr::memchr2_iter(b'e', b'E', text).any(|i| is_exponent(text, i)) {
@@ -132,6 +137,34 @@ fn is_exponent(text: &[u8], i: usize) -> bool {
     digit_before && starts_a_value && then
 }
 
+/// The key by which serde_json reads an object as a raw value when it is the object's
+/// first (its private `raw::TOKEN`): parsing refuses such an object unless its value
+/// is a string of JSON, and reads it as that JSON when it is. Refused here either way.
+const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
+fn raw_value_key<E: de::Error>() -> E {
+    E::custom("an object whose first key is serde_json's raw-value token")
+}
+
+/// An object's key, checked as parsing checks it: whether it is [`RAW_VALUE_KEY`].
+struct Key(bool);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(Key(key == RAW_VALUE_KEY))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 /// An object read into a map, with its top-level key count (more than the map's when a
 /// key is repeated).
 struct CountedMap(Map<String, Value>, usize);
@@ -148,6 +181,9 @@ impl<'de> Deserialize<'de> for CountedMap {
                 let mut map = Map::new();
                 let mut keys = 0;
                 while let Some((key, value)) = access.next_entry::<String, Value>()? {
+                    if keys == 0 && key == RAW_VALUE_KEY {
+                        return Err(raw_value_key());
+                    }
                     map.insert(key, value);
                     keys += 1;
                 }
@@ -175,7 +211,10 @@ impl<'de> Deserialize<'de> for TopLevel {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
                 let mut keys = 0;
-                while map.next_key::<Checked>()?.is_some() {
+                while let Some(Key(raw_value_token)) = map.next_key::<Key>()? {
+                    if keys == 0 && raw_value_token {
+                        return Err(raw_value_key());
+                    }
                     map.next_value::<Checked>()?;
                     keys += 1;
                 }
@@ -217,7 +256,12 @@ impl<'de> Deserialize<'de> for Checked {
                 Ok(Checked)
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-                while map.next_key::<Checked>()?.is_some() {
+                let mut first = true;
+                while let Some(Key(raw_value_token)) = map.next_key::<Key>()? {
+                    if first && raw_value_token {
+                        return Err(raw_value_key());
+                    }
+                    first = false;
                     map.next_value::<Checked>()?;
                 }
                 Ok(Checked)
@@ -270,6 +314,8 @@ mod tests {
             r#"{"n": -2E+999}"#,
             r#"{"s": "\udc00"}"#,
             r#"{"s": "\uD800x"}"#,
+            r#"{"x": {"$serde_json::private::RawValue": 1}}"#,
+            r#"{"x": [{"$serde_json::private::Raw\u0056alue": "oops"}]}"#,
             deep.as_str(),
             long.as_str(),
         ] {
@@ -280,7 +326,7 @@ mod tests {
         }
         for everyday in [
             r#"{"plan": "pro", "seats": 12, "price": 9.5, "tags": ["a", "b"], "note": "e.g. a E"}"#,
-            r#"{"name": "Nu\u00f1o", "nested": {"deep": [1, {"x": null}]}, "ok": true}"#,
+            r#"{"name": "Nuño", "nested": {"deep": [1, {"x": null}]}, "ok": true}"#,
             r#"{"id": "5f2c13e4-0e9b-43e1", "hex": "a3e4", "v": "1e5"}"#,
         ] {
             assert!(!may_refuse(everyday.as_bytes()), "{everyday}");
@@ -292,10 +338,14 @@ mod tests {
     /// Loose: what only looks like a number's exponent is parsed, and passes.
     #[test]
     fn a_lookalike_is_parsed_and_passes() {
-        let text = r#"{"room": "is 3e5"}"#;
-        assert!(may_refuse(text.as_bytes()));
-        let raw: &RawValue = serde_json::from_str(text).unwrap();
-        assert_eq!(Fields::checked(raw).unwrap().json(), text);
+        for text in [
+            r#"{"room": "is 3e5"}"#,
+            r#"{"name": "Nu\u00f1o", "$": "$serde"}"#,
+        ] {
+            assert!(may_refuse(text.as_bytes()), "{text}");
+            let raw: &RawValue = serde_json::from_str(text).unwrap();
+            assert_eq!(Fields::checked(raw).unwrap().json(), text);
+        }
     }
 
     /// One pass for an identify's traits: the map parsing makes and the key count.
@@ -323,6 +373,9 @@ mod tests {
             Just("\"\\u00e9 e1 [{\"".to_string()),
             Just("\"\\\\ud800\"".to_string()),
             Just("null".to_string()),
+            Just("{\"$serde_json::private::RawValue\":1}".to_string()),
+            Just("{\"$serde_json::private::Raw\\u0056alue\":[]}".to_string()),
+            Just("{\"a\":1,\"$serde_json::private::RawValue\":1}".to_string()),
             "[a-z0-9 ]{0,8}".prop_map(|s| format!("{s:?}")),
             any::<i64>().prop_map(|n| n.to_string()),
         ];

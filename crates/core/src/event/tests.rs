@@ -208,6 +208,28 @@ fn fields_that_parsing_refuses_make_the_event_malformed() {
     assert_eq!(data.json(), r#"{ "b" : 1, "a" : 2 }"#);
 }
 
+/// serde_json reads an object whose first key is its raw-value token as a raw value
+/// (and refuses it unless the value is a string of JSON): parsing refuses these, so
+/// decode does too, however the key is spelled — found by a red-team read, the
+/// properties passed decode and failed later, where an encoder read them.
+#[test]
+fn a_key_serde_json_keeps_for_its_raw_values_makes_the_event_malformed() {
+    for inside in [
+        r#"{"x": {"$serde_json::private::RawValue": 1}}"#,
+        r#"{"x": [{"$serde_json::private::Raw\u0056alue": "oops"}]}"#,
+        r#"{"$serde_json::private::RawValue": true}"#,
+    ] {
+        assert!(serde_json::from_str::<Value>(inside).is_err(), "{inside}");
+        for (kind, field) in [("identify", "traits"), ("track", "properties")] {
+            let payload =
+                format!(r#"{{"type":"{kind}","userId":"u1","event":"E","{field}":{inside}}}"#);
+            let e = decode(payload.as_bytes(), None, Some("acme"), |w| w == "acme")
+                .expect_err(&payload);
+            assert_eq!(e.reason(), FailureReason::MalformedJson, "{payload}: {e}");
+        }
+    }
+}
+
 /// A trait named twice is sent as it is checked: once, the last value (a repeated key
 /// would otherwise pass Customer.io's size and count limits unchecked).
 #[test]
