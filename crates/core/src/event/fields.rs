@@ -26,28 +26,22 @@ impl Fields {
         Fields(serde_json::value::to_raw_value(map).expect("a JSON map serializes"))
     }
 
-    /// `raw`, if it is an object that parsing into a `serde_json::Value` would accept
-    /// (nesting within its depth limit, numbers in range, strings with valid escapes:
-    /// serde_json takes a raw value without these checks), with the number of keys at
-    /// its top level (more than its map's when a key is repeated).
-    pub(crate) fn object(raw: &RawValue) -> Result<(Self, usize), String> {
-        let keys = serde_json::from_str::<TopLevel>(raw.get())
-            .map_err(|e| e.to_string())?
-            .0;
-        Ok((Fields(raw.to_owned()), keys))
-    }
-
-    /// [`object`](Self::object) without the key count: parsed only when a quick look
-    /// finds something parsing could refuse (see [`may_refuse`]).
+    /// `raw` (an object: the decoder checks that first), if parsing into a
+    /// `serde_json::Value` would accept it
+    /// (nesting within its depth limit, numbers in range, strings with valid escapes,
+    /// no object keyed first by serde_json's raw-value token: serde_json takes a raw
+    /// value without these checks). Parsed again only when a quick look finds
+    /// something parsing could refuse (see [`may_refuse`]), through serde_json's own
+    /// parser with a visitor that keeps nothing.
     pub(crate) fn checked(raw: &RawValue) -> Result<Self, String> {
         if may_refuse(raw.get().as_bytes()) {
-            return Self::object(raw).map(|(fields, _)| fields);
+            serde_json::from_str::<Checked>(raw.get()).map_err(|e| e.to_string())?;
         }
         Ok(Fields(raw.to_owned()))
     }
 
-    /// [`object`](Self::object) read as a map in the same pass, with its top-level key
-    /// count.
+    /// [`checked`](Self::checked), read as a map in the same pass, with the number of
+    /// keys at its top level (more than its map's when a key is repeated).
     pub(crate) fn object_map(raw: &RawValue) -> Result<(Self, Map<String, Value>, usize), String> {
         let CountedMap(map, keys) =
             serde_json::from_str::<CountedMap>(raw.get()).map_err(|e| e.to_string())?;
@@ -194,36 +188,9 @@ impl<'de> Deserialize<'de> for CountedMap {
     }
 }
 
-/// An object, checked through serde_json's own parser (which keeps its depth,
-/// number and escape checks on this path), nothing kept but its top-level key count.
-struct TopLevel(usize);
-
-/// Any JSON value, checked the same way, nothing kept.
+/// Any JSON value, checked through serde_json's own parser (which keeps its depth,
+/// number and escape checks on this path), nothing kept.
 struct Checked;
-
-impl<'de> Deserialize<'de> for TopLevel {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Object;
-        impl<'de> Visitor<'de> for Object {
-            type Value = TopLevel;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
-                let mut keys = 0;
-                while let Some(Key(raw_value_token)) = map.next_key::<Key>()? {
-                    if keys == 0 && raw_value_token {
-                        return Err(raw_value_key());
-                    }
-                    map.next_value::<Checked>()?;
-                    keys += 1;
-                }
-                Ok(TopLevel(keys))
-            }
-        }
-        deserializer.deserialize_map(Object)
-    }
-}
 
 impl<'de> Deserialize<'de> for Checked {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -277,7 +244,7 @@ mod tests {
 
     fn object(text: &str) -> Result<(Fields, usize), String> {
         let raw: &RawValue = serde_json::from_str(text).unwrap();
-        Fields::object(raw)
+        Fields::object_map(raw).map(|(fields, _, keys)| (fields, keys))
     }
 
     #[test]
@@ -421,7 +388,7 @@ mod tests {
             deep.as_str(),
         ] {
             let raw: &RawValue = serde_json::from_str(bad).expect("serde_json takes it raw");
-            assert!(Fields::object(raw).is_err(), "{bad}");
+            assert!(Fields::checked(raw).is_err(), "{bad}");
             assert!(
                 serde_json::from_str::<Value>(bad).is_err(),
                 "parsing refuses {bad}"

@@ -190,13 +190,7 @@ fn fields_that_parsing_refuses_make_the_event_malformed() {
         r#"{"s": "\udc00"}"#,
         &format!("{{\"d\": {deep}}}"),
     ] {
-        for (kind, field) in [("identify", "traits"), ("track", "properties")] {
-            let payload =
-                format!(r#"{{"type":"{kind}","userId":"u1","event":"E","{field}":{inside}}}"#);
-            let e = decode(payload.as_bytes(), None, Some("acme"), |w| w == "acme")
-                .expect_err(&payload);
-            assert_eq!(e.reason(), FailureReason::MalformedJson, "{payload}: {e}");
-        }
+        malformed_as_traits_and_as_properties(inside);
     }
     // Spaced and in the producer's order: kept as written.
     let payload =
@@ -220,13 +214,18 @@ fn a_key_serde_json_keeps_for_its_raw_values_makes_the_event_malformed() {
         r#"{"$serde_json::private::RawValue": true}"#,
     ] {
         assert!(serde_json::from_str::<Value>(inside).is_err(), "{inside}");
-        for (kind, field) in [("identify", "traits"), ("track", "properties")] {
-            let payload =
-                format!(r#"{{"type":"{kind}","userId":"u1","event":"E","{field}":{inside}}}"#);
-            let e = decode(payload.as_bytes(), None, Some("acme"), |w| w == "acme")
-                .expect_err(&payload);
-            assert_eq!(e.reason(), FailureReason::MalformedJson, "{payload}: {e}");
-        }
+        malformed_as_traits_and_as_properties(inside);
+    }
+}
+
+/// `inside` as an identify's traits and as a track's properties: each event malformed.
+fn malformed_as_traits_and_as_properties(inside: &str) {
+    for (kind, field) in [("identify", "traits"), ("track", "properties")] {
+        let payload =
+            format!(r#"{{"type":"{kind}","userId":"u1","event":"E","{field}":{inside}}}"#);
+        let e =
+            decode(payload.as_bytes(), None, Some("acme"), |w| w == "acme").expect_err(&payload);
+        assert_eq!(e.reason(), FailureReason::MalformedJson, "{payload}: {e}");
     }
 }
 
